@@ -1,0 +1,5 @@
+import sys
+
+from kamstrup382.cli import main
+
+sys.exit(main())

@@ -1,0 +1,293 @@
+"""The incremental reply decoder: feed it bytes, take events out. No I/O, no clock.
+
+States, and what moves the decoder on::
+
+    WAIT_START      --'/'----------------------------> IDENTIFICATION  (bytes before '/' are skipped)
+    IDENTIFICATION  --CR LF of an echoed '/?!'-------> WAIT_START      (an optical head's echo)
+    IDENTIFICATION  --CR LF--------------------------> WAIT_STX        emits IdentificationReceived
+    WAIT_STX        --STX----------------------------> DATA
+    DATA            --ETX----------------------------> BCC
+    BCC             --one byte-----------------------> DONE            emits TelegramReceived
+    any             --a byte that breaks the rules---> FAILED          raises a ProtocolError
+
+``bytes_seen`` counts every byte fed, for progress display. In 8-bit mode (an 8N1 port or a TCP
+gateway delivering 7E1 characters with their parity bit) every byte's even parity is checked
+and the bit stripped before anything else looks at it. The BCC is checked before the lines are
+parsed, so a corrupted character is reported as what it most likely is: a BCC mismatch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from kamstrup382.errors import BccError, FramingError, ParityError, UsageError
+from kamstrup382.protocol.bcc import BccMode, bcc_sum7, bcc_xor, match_bcc
+from kamstrup382.protocol.dataset import check_data_block
+from kamstrup382.protocol.frame import ETX, REQUEST, STX
+from kamstrup382.protocol.identification import Identification, parse_identification
+from kamstrup382.protocol.parity import first_parity_error, strip_parity
+from kamstrup382.protocol.telegram import Telegram
+
+__all__ = [
+    "DecoderState",
+    "Event",
+    "IdentificationReceived",
+    "TelegramDecoder",
+    "TelegramReceived",
+    "decode_reply",
+]
+
+#: Longest identification line accepted before giving up on finding its CR LF.
+MAX_IDENTIFICATION_LINE = 100
+#: Largest data block accepted before giving up on finding ETX.
+MAX_DATA_BLOCK = 65536
+
+_ECHO = REQUEST[:-2]
+_SEVEN_BIT = bytes(range(128))
+#: Identification lines seen, parsed: a meter sends the same line on every readout.
+_IDENTIFICATIONS: dict[bytes, Identification] = {}
+_IDENTIFICATION_CACHE = 1024
+
+
+class DecoderState(enum.Enum):
+    WAIT_START = "wait_start"
+    IDENTIFICATION = "identification"
+    WAIT_STX = "wait_stx"
+    DATA = "data"
+    BCC = "bcc"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentificationReceived:
+    identification: Identification
+    offset: int  # stream position of its '/'
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramReceived:
+    telegram: Telegram
+    bytes_seen: int  # stream position just after the BCC
+
+
+Event = IdentificationReceived | TelegramReceived
+
+
+class TelegramDecoder:
+    """Decode one reply fed in chunks of any size.
+
+    ``bcc``: ``SUM7`` (Kamstrup 382, the default), ``XOR`` (IEC 62056-21) or ``AUTO`` (either;
+    the telegram says which matched). ``eight_bit``: input bytes carry the even-parity bit.
+    """
+
+    def __init__(self, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False) -> None:
+        self.bcc_mode = BccMode(bcc)
+        self.eight_bit = eight_bit
+        self.state = DecoderState.WAIT_START
+        self.identification: Identification | None = None
+        self.telegram: Telegram | None = None
+        self.skipped = 0  # bytes before the identification (noise, an echo of the request)
+        self.trailing = 0  # bytes fed after the BCC
+        self._seen = 0
+        self._buf = b""
+        self._pos = 0  # next unread position in _buf
+        self._base = 0  # stream position of _buf[0]
+        self._start = 0  # position in _buf of the identification's '/'
+        self._stx = 0  # position in _buf of STX
+        self._etx = 0  # position in _buf of ETX, once found
+
+    @property
+    def bytes_seen(self) -> int:
+        return self._seen
+
+    @property
+    def done(self) -> bool:
+        return self.state is DecoderState.DONE
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Take the next chunk; return the events it completes (possibly none)."""
+        state = self.state
+        if state is DecoderState.FAILED:
+            raise UsageError("the decoder failed earlier; start a new one for the next reply")
+        data = bytes(data)
+        base = self._seen
+        self._seen += len(data)
+        if state is DecoderState.DONE:
+            self.trailing += len(data)
+            return []
+        events: list[Event] = []
+        try:
+            if self.eight_bit:
+                bad = first_parity_error(data)
+                if bad is not None:
+                    raise ParityError(
+                        f"byte 0x{data[bad]:02x} fails even parity", offset=base + bad
+                    )
+                data = strip_parity(data)
+            elif data.translate(None, _SEVEN_BIT):
+                index = next(i for i, b in enumerate(data) if b & 0x80)
+                raise FramingError(
+                    f"byte 0x{data[index]:02x} has bit 7 set on a 7-bit line "
+                    "(an 8N1 port or gateway needs 8-bit mode)",
+                    offset=base + index,
+                )
+            self._buf = self._buf + data if self._buf else data
+            steps = self._STEPS
+            while steps[self.state](self, events):
+                pass
+        except Exception:
+            self.state = DecoderState.FAILED
+            raise
+        return events
+
+    def incomplete_error(self) -> FramingError:
+        """What is missing, as an error, for a reply that ended before its BCC."""
+        reasons = {
+            DecoderState.WAIT_START: "no identification line: '/' never arrived",
+            DecoderState.IDENTIFICATION: "identification line not ended by CR LF",
+            DecoderState.WAIT_STX: "no STX after the identification line",
+            DecoderState.DATA: "data block not ended by ETX",
+            DecoderState.BCC: "no BCC after ETX",
+        }
+        reason = reasons.get(self.state, f"decoder in state {self.state.value}")
+        return FramingError(f"reply incomplete: {reason}", offset=self._seen)
+
+    # -- steps: each consumes what it can and says whether another step may proceed --------
+
+    def _wait_start(self, events: list[Event]) -> bool:
+        index = self._buf.find(b"/", self._pos)
+        if index < 0:  # nothing worth keeping: noise before the reply
+            self.skipped += len(self._buf) - self._pos
+            self._base += len(self._buf)
+            self._buf = b""
+            self._pos = 0
+            return False
+        self.skipped += index - self._pos
+        self._start = self._pos = index
+        self.state = DecoderState.IDENTIFICATION
+        return True
+
+    def _identification(self, events: list[Event]) -> bool:
+        buf, start = self._buf, self._start
+        end = buf.find(b"\n", self._pos)
+        if end < 0:
+            if len(buf) - start > MAX_IDENTIFICATION_LINE:
+                raise FramingError(
+                    f"identification line longer than {MAX_IDENTIFICATION_LINE} characters "
+                    "without CR LF",
+                    offset=self._base + start,
+                )
+            self._pos = len(buf)
+            return False
+        if buf[end - 1] != 0x0D or end == start:
+            raise FramingError(
+                "identification line ended by LF without CR", offset=self._base + end
+            )
+        content = buf[start : end - 1]
+        self._pos = end + 1
+        if content == _ECHO:  # an optical head echoing the request
+            self.skipped += end + 1 - start
+            self.state = DecoderState.WAIT_START
+            return True
+        ident = _IDENTIFICATIONS.get(content)
+        if ident is None:
+            ident = parse_identification(content, offset=self._base + start)
+            if len(_IDENTIFICATIONS) >= _IDENTIFICATION_CACHE:
+                _IDENTIFICATIONS.clear()
+            _IDENTIFICATIONS[content] = ident
+        self.identification = ident
+        events.append(IdentificationReceived(ident, self._base + start))
+        self.state = DecoderState.WAIT_STX
+        return True
+
+    def _wait_stx(self, events: list[Event]) -> bool:
+        pos = self._pos
+        if pos >= len(self._buf):
+            return False
+        if self._buf[pos] != STX:
+            raise FramingError(
+                f"expected STX after the identification line, got 0x{self._buf[pos]:02x}",
+                offset=self._base + pos,
+            )
+        self._stx = pos
+        self._pos = pos + 1
+        self.state = DecoderState.DATA
+        return True
+
+    def _data(self, events: list[Event]) -> bool:
+        index = self._buf.find(ETX, self._pos)
+        if index < 0:
+            self._pos = len(self._buf)
+            if self._pos - self._stx > MAX_DATA_BLOCK:
+                raise FramingError(
+                    f"data block longer than {MAX_DATA_BLOCK} bytes without ETX",
+                    offset=self._base + self._stx,
+                )
+            return False
+        self._etx = index
+        self._pos = index + 1
+        self.state = DecoderState.BCC
+        return True
+
+    def _bcc(self, events: list[Event]) -> bool:
+        buf, etx = self._buf, self._etx
+        if len(buf) <= etx + 1:
+            return False
+        telegram = self._telegram(buf, etx)
+        self.telegram = telegram
+        self.trailing = len(buf) - etx - 2
+        self.state = DecoderState.DONE
+        events.append(TelegramReceived(telegram, self._seen - self.trailing))
+        return False
+
+    _STEPS = {
+        DecoderState.WAIT_START: _wait_start,
+        DecoderState.IDENTIFICATION: _identification,
+        DecoderState.WAIT_STX: _wait_stx,
+        DecoderState.DATA: _data,
+        DecoderState.BCC: _bcc,
+    }
+
+    def _telegram(self, buf: bytes, etx: int) -> Telegram:
+        stx = self._stx
+        block = buf[stx + 1 : etx + 1]
+        received = buf[etx + 1]
+        offset = self._base + stx + 1
+        algorithm = match_bcc(block, received, self.bcc_mode)
+        if algorithm is None:
+            sum7, xor = bcc_sum7(block), bcc_xor(block)
+            expected = {
+                BccMode.SUM7: f"sum7 0x{sum7:02x}",
+                BccMode.XOR: f"xor 0x{xor:02x}",
+                BccMode.AUTO: f"sum7 0x{sum7:02x} or xor 0x{xor:02x}",
+            }[self.bcc_mode]
+            raise BccError(
+                f"BCC mismatch: received 0x{received:02x}, expected {expected}",
+                received=received,
+                sum7=sum7,
+                xor=xor,
+                offset=offset + len(block),
+            )
+        body = block[:-1].decode("ascii")
+        check_data_block(body, offset)
+        assert self.identification is not None
+        return Telegram(
+            self.identification, body, algorithm, received, buf[self._start : etx + 2], offset
+        )
+
+
+def decode_reply(
+    data: bytes, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False
+) -> Telegram:
+    """Decode one whole captured reply; anything missing or extra is an error."""
+    decoder = TelegramDecoder(bcc=bcc, eight_bit=eight_bit)
+    decoder.feed(data)
+    if decoder.telegram is None:
+        raise decoder.incomplete_error()
+    if decoder.trailing:
+        raise FramingError(
+            f"{decoder.trailing} bytes after the BCC", offset=decoder.bytes_seen - decoder.trailing
+        )
+    return decoder.telegram

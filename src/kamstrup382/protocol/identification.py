@@ -1,0 +1,150 @@
+"""The identification line and the Kamstrup 382 type number."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kamstrup382.errors import IdentificationError, TypeNumberError
+
+__all__ = [
+    "ACCURACY_CLASSES",
+    "CURRENT_CODES",
+    "PHASES",
+    "Identification",
+    "TypeNumber",
+    "parse_identification",
+    "parse_type_number",
+]
+
+#: Value sets from the specification: ``685-X3X2X1-Y2Y1-Z2Z1``.
+PHASES = frozenset({1, 2, 3})
+CURRENT_CODES = frozenset({1, 6, 8, 9})
+ACCURACY_CLASSES = frozenset({1, 2})
+
+_TYPE_NUMBER = re.compile(r"685-(\d)(\d)(\d)-([A-Z]{2})-(\d{2})")
+_MODULE = re.compile(r"[A-Z]{2}")
+_LABEL = re.compile(r"\d{2}")
+_MANUFACTURER = re.compile(r"[A-Za-z]{3}")
+MAX_IDENTIFICATION_TEXT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TypeNumber:
+    """A Kamstrup 382 type number, ``685-382-OK-15`` for the specification's example.
+
+    ``phases`` (X3), ``current_code`` (X2), ``accuracy_class`` (X1), ``module`` (Y2Y1: OK, SK,
+    DK, RK, TK, MK, ...), ``label`` (Z2Z1, label selection).
+    """
+
+    phases: int = 3
+    current_code: int = 8
+    accuracy_class: int = 2
+    module: str = "OK"
+    label: str = "15"
+
+    def __post_init__(self) -> None:
+        _check_type_number(self, str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"685-{self.phases}{self.current_code}{self.accuracy_class}"
+            f"-{self.module}-{self.label}"
+        )
+
+    @property
+    def model(self) -> str:
+        """The model designation: ``685-382`` style (type 685, X3X2X1)."""
+        return f"685-{self.phases}{self.current_code}{self.accuracy_class}"
+
+
+def _check_type_number(tn: TypeNumber, text: str, offset: int | None = None) -> None:
+    problems = []
+    if tn.phases not in PHASES:
+        problems.append(f"phases X3={tn.phases} not in {sorted(PHASES)}")
+    if tn.current_code not in CURRENT_CODES:
+        problems.append(f"current code X2={tn.current_code} not in {sorted(CURRENT_CODES)}")
+    if tn.accuracy_class not in ACCURACY_CLASSES:
+        problems.append(f"class X1={tn.accuracy_class} not in {sorted(ACCURACY_CLASSES)}")
+    if not isinstance(tn.module, str) or not _MODULE.fullmatch(tn.module):
+        problems.append(f"module Y2Y1={tn.module!r} is not two capital letters")
+    if not isinstance(tn.label, str) or not _LABEL.fullmatch(tn.label):
+        problems.append(f"label Z2Z1={tn.label!r} is not two digits")
+    if problems:
+        raise TypeNumberError(f"bad type number {text!r}: " + "; ".join(problems), offset=offset)
+
+
+def parse_type_number(text: str, *, offset: int | None = None) -> TypeNumber:
+    """Decode ``685-X3X2X1-Y2Y1-Z2Z1``; raises :class:`TypeNumberError`."""
+    m = _TYPE_NUMBER.fullmatch(text)
+    if m is None:
+        raise TypeNumberError(
+            f"bad type number {text!r}: expected 685-X3X2X1-Y2Y1-Z2Z1", offset=offset
+        )
+    tn = object.__new__(TypeNumber)
+    for field, value in zip(
+        ("phases", "current_code", "accuracy_class", "module", "label"),
+        (int(m[1]), int(m[2]), int(m[3]), m[4], m[5]),
+        strict=True,
+    ):
+        object.__setattr__(tn, field, value)
+    _check_type_number(tn, text, offset)
+    return tn
+
+
+@dataclass(frozen=True, slots=True)
+class Identification:
+    """``/`` + manufacturer (3 letters) + baud-rate character + identification text.
+
+    ``type_number`` is set when the manufacturer is ``KAM`` and the text is a 685 type number.
+    """
+
+    manufacturer: str
+    baud_char: str
+    text: str
+    type_number: TypeNumber | None = None
+
+    @classmethod
+    def for_type_number(cls, type_number: TypeNumber) -> Identification:
+        return cls("KAM", " ", str(type_number), type_number)
+
+    def __str__(self) -> str:
+        return f"/{self.manufacturer}{self.baud_char}{self.text}"
+
+
+def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
+    """Parse an identification line without its CR LF (``line`` starts with ``/``).
+
+    ``offset`` is the stream position of the ``/``, used in error messages.
+    """
+    if len(line) < 6:
+        raise IdentificationError(
+            f"identification line {line!r} too short: need '/', 3 letters, baud character, text",
+            offset=offset,
+        )
+    if line[0] != 0x2F:
+        raise IdentificationError(f"identification must start with '/', got {line[:1]!r}", offset=offset)
+    for index, byte in enumerate(line):
+        if byte < 0x20 or byte > 0x7E:
+            raise IdentificationError(
+                f"control character 0x{byte:02x} in identification line", offset=offset + index
+            )
+    text = line.decode("ascii")
+    manufacturer = text[1:4]
+    if not _MANUFACTURER.fullmatch(manufacturer):
+        raise IdentificationError(
+            f"manufacturer {manufacturer!r} is not 3 letters", offset=offset + 1
+        )
+    baud_char = text[4]
+    if baud_char in "/!":
+        raise IdentificationError(f"baud-rate character {baud_char!r} not allowed", offset=offset + 4)
+    ident = text[5:]
+    if len(ident) > MAX_IDENTIFICATION_TEXT:
+        raise IdentificationError(
+            f"identification text of {len(ident)} characters, at most {MAX_IDENTIFICATION_TEXT}",
+            offset=offset + 5,
+        )
+    type_number = None
+    if manufacturer.upper() == "KAM" and ident.startswith("685-"):
+        type_number = parse_type_number(ident, offset=offset + 5)
+    return Identification(manufacturer, baud_char, ident, type_number)

@@ -1,0 +1,64 @@
+"""What a readout gives back: the checked telegram with where, how and when it was read."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from kamstrup382.protocol import BccAlgorithm, Identification, MeterValues, Telegram
+
+__all__ = ["LineMode", "Reading"]
+
+
+class LineMode(enum.StrEnum):
+    """How the port carries the 300 baud 7E1 characters.
+
+    ``7E1``: the port does parity itself (a serial device set to 7E1; the default for devices).
+    ``8N1``: the port delivers 8-bit bytes whose bit 7 is the parity bit (a TCP gateway, an 8N1
+    optical head; the default for ``socket://``): the reader sets parity on what it sends and
+    checks and strips it on what it receives.
+    """
+
+    SEVEN_E_ONE = "7E1"
+    EIGHT_N_ONE = "8N1"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One successful readout.
+
+    Wall-clock times are timezone-aware UTC; ``answer_delay`` (request sent to first byte) and
+    ``duration`` (request sent to BCC received) are measured on the monotonic clock, in seconds.
+    ``attempts`` counts the tries it took (1 when the first one succeeded).
+    """
+
+    telegram: Telegram
+    port: str
+    line: LineMode
+    requested_at: datetime
+    first_byte_at: datetime
+    done_at: datetime
+    answer_delay: float
+    duration: float
+    attempts: int = 1
+
+    @property
+    def identification(self) -> Identification:
+        return self.telegram.identification
+
+    @property
+    def registers(self) -> dict[str, Decimal | str]:
+        return self.telegram.registers
+
+    @property
+    def bcc_algorithm(self) -> BccAlgorithm:
+        return self.telegram.bcc_algorithm
+
+    @property
+    def raw(self) -> bytes:
+        return self.telegram.raw
+
+    def meter_values(self) -> MeterValues:
+        return self.telegram.meter_values()

@@ -1,0 +1,96 @@
+"""What the storage keeps: one row per readout attempt, a success or a failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from kamstrup382.protocol import MeterValues
+
+__all__ = ["AttemptRecord", "ConsumptionRow", "FailureRecord", "MeterStatus", "ReadingRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRecord:
+    """A successful readout as stored.
+
+    ``slot`` is the start of the scheduled interval the reading belongs to (UTC, aligned to the
+    wall clock): (``meter``, ``slot``) is the key that makes writes idempotent. ``read_at`` is
+    when the request was sent (UTC). ``identification`` is the identification line without its
+    ``/`` and CR LF (``KAM 685-382-OK-15``); ``type_number`` the type number text when it is a
+    382 (``685-382-OK-15``), else ``None``. ``raw`` is the whole reply, 7-bit, for audit.
+    """
+
+    meter: str
+    slot: datetime
+    read_at: datetime
+    values: MeterValues
+    identification: str
+    type_number: str | None
+    bcc_algorithm: str
+    raw: bytes
+    answer_delay: float
+    duration: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A readout that failed after all its attempts.
+
+    ``kind`` is the error's ``kind`` (``timeout``, ``parity``, ``bcc``, ``framing``,
+    ``identification``, ``type_number``, ``connection``, ...), ``message`` its text.
+    """
+
+    meter: str
+    slot: datetime
+    failed_at: datetime
+    kind: str
+    message: str
+    attempts: int
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One row of the readout log: success or failure, for health plots."""
+
+    meter: str
+    slot: datetime
+    at: datetime
+    ok: bool
+    duration: float
+    attempts: int
+    kind: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumptionRow:
+    """Energy consumed between two consecutive readings, correct across register wrap.
+
+    ``start``/``end`` are the ``read_at`` of the two readings; the deltas are in kWh.
+    """
+
+    meter: str
+    start: datetime
+    end: datetime
+    energy: Decimal
+    tariff_1: Decimal
+    tariff_2: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStatus:
+    meter: str
+    last_success: datetime | None
+    last_error: datetime | None
+    last_error_kind: str | None
+    last_error_message: str | None
+    successes: int
+    failures: int
+
+    @property
+    def success_rate(self) -> float | None:
+        total = self.successes + self.failures
+        return self.successes / total if total else None
