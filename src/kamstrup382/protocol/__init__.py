@@ -3,7 +3,14 @@
 No sockets, no serial ports, no clock: bytes in, events and telegrams out; values in, bytes out.
 """
 
-from kamstrup382.protocol.bcc import BccAlgorithm, BccMode, bcc_sum7, bcc_xor, compute_bcc, match_bcc
+from kamstrup382.protocol.bcc import (
+    BccAlgorithm,
+    BccMode,
+    bcc_sum7,
+    bcc_xor,
+    compute_bcc,
+    match_bcc,
+)
 from kamstrup382.protocol.dataset import DataSet, DataValue, parse_data_line
 from kamstrup382.protocol.decoder import (
     DecoderState,

@@ -1,0 +1,32 @@
+"""Outputs of the collector: MQTT (with Home Assistant discovery) and Prometheus.
+
+Each output is configured by its own table of the TOML config and is off unless that table
+is present. ``build_outputs`` turns the tables into outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kamstrup382.outputs.base import Output
+
+__all__ = ["Output", "build_outputs"]
+
+
+def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]:
+    """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
+
+    ``meters`` is the configured meter list (names), for outputs that announce meters up
+    front. A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key.
+    """
+    outputs: list[Output] = []
+    if "mqtt" in sections:
+        from kamstrup382.outputs.mqtt import MqttOutput
+
+        outputs.append(MqttOutput.from_config(sections["mqtt"], meters))
+    if "prometheus" in sections:
+        from kamstrup382.outputs.prometheus import PrometheusOutput
+
+        outputs.append(PrometheusOutput.from_config(sections["prometheus"], meters))
+    return outputs

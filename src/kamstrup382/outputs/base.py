@@ -1,0 +1,35 @@
+"""What the collector hands its results to after it has stored them."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+
+__all__ = ["Output"]
+
+
+class Output(abc.ABC):
+    """An output of the collector (MQTT, Prometheus, ...).
+
+    The collector calls ``start`` once, ``publish`` after every batch it has stored (readings
+    and failures of one cycle, or part of one), and ``stop`` on shutdown. ``publish`` must not
+    block the event loop and must not raise for an outage of what it publishes to: an output
+    that must not lose readings sets ``uses_outbox`` so that the collector queues every new
+    reading in the storage's outbox, in the same transaction that stores it, and drains that.
+    """
+
+    name: str = "output"
+    uses_outbox: bool = False
+
+    async def start(self, storage: Storage) -> None:  # noqa: B027 - optional hook
+        """Called once before the first cycle."""
+
+    @abc.abstractmethod
+    async def publish(
+        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+    ) -> None: ...
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Called once on shutdown; flush what can be flushed quickly."""
