@@ -1,0 +1,353 @@
+"""The dashboard: a Starlette app over a :class:`~kamstrup382.storage.base.Storage`, read only.
+
+Pages: ``/`` (the installation: every meter with its latest values, and the plots of one) and
+``/meters/{meter}``. The JSON API lives under ``/api/`` and is described at
+``/api/openapi.json``; every series can also be had as CSV (``?format=csv``), which is what the
+plots' download links fetch. Only GET (and HEAD) exist: anything else is 405. Storage calls
+are synchronous, so they run in the thread pool, one at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import plotly
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from kamstrup382.errors import StorageError
+from kamstrup382.protocol import REGISTERS
+from kamstrup382.storage.base import Storage
+from kamstrup382.storage.records import MeterStatus, ReadingRecord
+from kamstrup382.web.buckets import bucket_consumption
+from kamstrup382.web.openapi import openapi_document
+from kamstrup382.web.params import (
+    BadParameter,
+    parse_bucket,
+    parse_format,
+    parse_limit,
+    parse_meter,
+    parse_time,
+    parse_zone,
+)
+from kamstrup382.web.rows import (
+    ATTEMPT_COLUMNS,
+    CONSUMPTION_COLUMNS,
+    PEAK_COLUMNS,
+    READING_COLUMNS,
+    Row,
+    attempt_row,
+    consumption_row,
+    csv_text,
+    peak_row,
+    reading_row,
+    status_row,
+)
+from kamstrup382.web.security import SecurityHeaders, TokenGuard
+
+__all__ = ["DEFAULT_TITLE", "create_app"]
+
+DEFAULT_TITLE = "Kamstrup 382 meters"
+HERE = Path(__file__).parent
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Runs storage reads in the thread pool, one at a time (a connection is not shared)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._lock = threading.Lock()
+
+    async def __call__(self, fn: Callable[[Storage], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self.storage)
+
+        return await run_in_threadpool(locked)
+
+
+def _meter_summary(
+    name: str, latest: ReadingRecord | None, status: MeterStatus | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "identification": latest.identification if latest else None,
+        "type_number": latest.type_number if latest else None,
+        "latest": reading_row(latest) if latest else None,
+        "status": status_row(status),
+    }
+
+
+def _summaries(storage: Storage) -> list[dict[str, Any]]:
+    statuses = {s.meter: s for s in storage.status()}
+    return [_meter_summary(m, storage.latest(m), statuses.get(m)) for m in storage.meters()]
+
+
+def _limited(rows: Iterator[Row], limit: int) -> tuple[list[Row], bool]:
+    out: list[Row] = []
+    for row in rows:
+        if len(out) == limit:
+            return out, True
+        out.append(row)
+    return out, False
+
+
+def _series_response(
+    request: Request,
+    meter: str,
+    *,
+    columns: Sequence[str],
+    rows: list[Row],
+    extra: dict[str, Any],
+    what: str,
+) -> Response:
+    if parse_format(request.query_params.get("format")) == "csv":
+        return Response(
+            csv_text(columns, rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{meter}-{what}.csv"'},
+        )
+    return JSONResponse({"meter": meter, **extra, "rows": rows})
+
+
+def _window(request: Request, zone: Any = None) -> tuple[datetime | None, datetime | None]:
+    kwargs = {} if zone is None else {"zone": zone}
+    since = parse_time("since", request.query_params.get("since"), **kwargs)
+    until = parse_time("until", request.query_params.get("until"), **kwargs)
+    if since is not None and until is not None and since > until:
+        raise BadParameter("until", "is before since")
+    return since, until
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def create_app(
+    storage: Storage,
+    *,
+    token: str | None = None,
+    title: str = DEFAULT_TITLE,
+    refresh: float = 30.0,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The dashboard over ``storage``.
+
+    ``token``: every request must then carry it (see :mod:`kamstrup382.web.security`).
+    ``refresh``: seconds between the page's automatic updates (0: none).
+    ``allowed_hosts``: accepted ``Host`` headers (against DNS rebinding when on loopback
+    without a token); ``None`` accepts any.
+    """
+    read = _Reader(storage)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    secured = bool(token)
+    registers = [r for r in REGISTERS]
+
+    async def known_meter(request: Request) -> str:
+        meter = parse_meter(request.path_params["meter"])
+        if meter not in await read(lambda s: s.meters()):
+            raise HTTPException(404, f"no meter {meter!r} in the storage")
+        return meter
+
+    async def page(request: Request, meter: str | None) -> Response:
+        summaries = await read(_summaries)
+        names = [s["name"] for s in summaries]
+        if meter is None:
+            wanted = request.query_params.get("meter")
+            if wanted:
+                meter = parse_meter(wanted)
+                if meter not in names:
+                    raise HTTPException(404, f"no meter {meter!r} in the storage")
+            else:
+                meter = names[0] if names else None
+        selected = next((s for s in summaries if s["name"] == meter), None)
+        bucket = parse_bucket(request.query_params.get("bucket")).value
+        config = {"meter": meter, "bucket": bucket, "refresh": refresh}
+        return templates.TemplateResponse(
+            request,
+            "dashboard.html",
+            {
+                "title": title,
+                "summaries": summaries,
+                "selected": selected,
+                "registers": registers,
+                "config": config,
+            },
+        )
+
+    async def index(request: Request) -> Response:
+        return await page(request, None)
+
+    async def meter_page(request: Request) -> Response:
+        return await page(request, await known_meter(request))
+
+    async def plotly_js(request: Request) -> Response:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+    async def api_openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(title=title, secured=secured))
+
+    async def api_meters(request: Request) -> Response:
+        return JSONResponse({"meters": await read(_summaries)})
+
+    async def api_meter(request: Request) -> Response:
+        meter = await known_meter(request)
+
+        def one(s: Storage) -> dict[str, Any]:
+            status = next((st for st in s.status() if st.meter == meter), None)
+            return _meter_summary(meter, s.latest(meter), status)
+
+        return JSONResponse(await read(one))
+
+    async def api_latest(request: Request) -> Response:
+        meter = await known_meter(request)
+        latest = await read(lambda s: s.latest(meter))
+        if latest is None:
+            raise HTTPException(404, f"meter {meter!r} has no reading yet")
+        return JSONResponse(reading_row(latest))
+
+    async def api_readings(request: Request) -> Response:
+        meter = await known_meter(request)
+        since, until = _window(request)
+        limit = parse_limit(request.query_params.get("limit"))
+        parse_format(request.query_params.get("format"))
+        rows, truncated = await read(
+            lambda s: _limited((reading_row(r) for r in s.readings(meter, since, until)), limit)
+        )
+        extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
+        return _series_response(
+            request, meter, columns=READING_COLUMNS, rows=rows, extra=extra, what="readings"
+        )
+
+    async def api_peaks(request: Request) -> Response:
+        meter = await known_meter(request)
+        since, until = _window(request)
+        limit = parse_limit(request.query_params.get("limit"))
+        parse_format(request.query_params.get("format"))
+        rows, truncated = await read(
+            lambda s: _limited((peak_row(r) for r in s.readings(meter, since, until)), limit)
+        )
+        extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
+        return _series_response(
+            request, meter, columns=PEAK_COLUMNS, rows=rows, extra=extra, what="peaks"
+        )
+
+    async def api_attempts(request: Request) -> Response:
+        meter = await known_meter(request)
+        since, until = _window(request)
+        limit = parse_limit(request.query_params.get("limit"))
+        parse_format(request.query_params.get("format"))
+        rows, truncated = await read(
+            lambda s: _limited((attempt_row(a) for a in s.attempts(meter, since, until)), limit)
+        )
+        extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
+        return _series_response(
+            request, meter, columns=ATTEMPT_COLUMNS, rows=rows, extra=extra, what="attempts"
+        )
+
+    async def api_consumption(request: Request) -> Response:
+        meter = await known_meter(request)
+        zone = parse_zone(request.query_params.get("tz"))
+        bucket = parse_bucket(request.query_params.get("bucket"))
+        since, until = _window(request, zone)
+        parse_format(request.query_params.get("format"))
+        rows = await read(
+            lambda s: [
+                consumption_row(b)
+                for b in bucket_consumption(s.consumption(meter, since, until), bucket, zone)
+            ]
+        )
+        extra = {
+            "since": _iso(since),
+            "until": _iso(until),
+            "bucket": bucket.value,
+            "tz": str(request.query_params.get("tz") or "UTC"),
+        }
+        return _series_response(
+            request,
+            meter,
+            columns=CONSUMPTION_COLUMNS,
+            rows=rows,
+            extra=extra,
+            what=f"consumption-{bucket.value}",
+        )
+
+    def is_api(request: Request) -> bool:
+        return request.url.path.startswith("/api/")
+
+    async def on_bad_parameter(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BadParameter)
+        body = {"error": "bad_parameter", "detail": str(exc), "parameter": exc.name}
+        if is_api(request):
+            return JSONResponse(body, status_code=400)
+        return Response(str(exc), status_code=400, media_type="text/plain; charset=utf-8")
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kinds = {404: "not_found", 405: "method_not_allowed"}
+        headers = dict(exc.headers or {})
+        if is_api(request):
+            return JSONResponse(
+                {"error": kinds.get(exc.status_code, "http_error"), "detail": exc.detail},
+                status_code=exc.status_code,
+                headers=headers,
+            )
+        return Response(
+            exc.detail,
+            status_code=exc.status_code,
+            headers=headers,
+            media_type="text/plain; charset=utf-8",
+        )
+
+    async def on_storage(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "storage", "detail": f"the storage failed: {exc}"}, status_code=503
+        )
+
+    get = ["GET"]
+    routes = [
+        Route("/", index, methods=get),
+        Route("/meters/{meter}", meter_page, methods=get),
+        Route("/static/plotly.min.js", plotly_js, methods=get),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        Route("/api/openapi.json", api_openapi, methods=get),
+        Route("/api/meters", api_meters, methods=get),
+        Route("/api/meters/{meter}", api_meter, methods=get),
+        Route("/api/meters/{meter}/latest", api_latest, methods=get),
+        Route("/api/meters/{meter}/readings", api_readings, methods=get),
+        Route("/api/meters/{meter}/consumption", api_consumption, methods=get),
+        Route("/api/meters/{meter}/peaks", api_peaks, methods=get),
+        Route("/api/meters/{meter}/attempts", api_attempts, methods=get),
+    ]
+    middleware = [Middleware(SecurityHeaders)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    if token:
+        middleware.append(Middleware(TokenGuard, token=token))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            BadParameter: on_bad_parameter,
+            HTTPException: on_http,
+            StorageError: on_storage,
+        },
+    )
+    app.state.storage = storage
+    app.state.title = title
+    return app

@@ -1,0 +1,120 @@
+"""Consumption per hour, day or month: intervals between readings summed into calendar buckets.
+
+An interval that spans several buckets (a gap of failed readouts, a reading late in an hour) is
+shared between them in proportion to the time it spends in each, to the Wh (0.001 kWh); the
+last share takes the remainder so that the buckets add up exactly to the interval's energy.
+Bucket edges are wall-clock edges in the given time zone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
+
+from kamstrup382.storage.records import ConsumptionRow
+
+__all__ = ["Bucket", "BucketRow", "bucket_consumption", "bucket_start", "next_bucket_start"]
+
+_WH = Decimal("0.001")
+
+
+class Bucket(enum.StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRow:
+    """Energy consumed in one bucket ``[start, end)``, in kWh; times aware, in the bucket's zone."""
+
+    start: datetime
+    end: datetime
+    energy: Decimal
+    tariff_1: Decimal
+    tariff_2: Decimal
+
+
+def _floor_wall(local: datetime, bucket: Bucket) -> datetime:
+    wall = local.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    if bucket is Bucket.HOUR:
+        return wall
+    wall = wall.replace(hour=0)
+    return wall if bucket is Bucket.DAY else wall.replace(day=1)
+
+
+def _next_wall(wall: datetime, bucket: Bucket) -> datetime:
+    if bucket is Bucket.HOUR:
+        return wall + timedelta(hours=1)
+    if bucket is Bucket.DAY:
+        return wall + timedelta(days=1)
+    return (
+        wall.replace(year=wall.year + 1, month=1)
+        if wall.month == 12
+        else wall.replace(month=wall.month + 1)
+    )
+
+
+def bucket_start(at: datetime, bucket: Bucket, zone: tzinfo) -> datetime:
+    """The start of the bucket holding the instant ``at`` (aware), as an aware time in ``zone``."""
+    return _floor_wall(at.astimezone(zone), bucket).replace(tzinfo=zone)
+
+
+def next_bucket_start(start: datetime, bucket: Bucket, zone: tzinfo) -> datetime:
+    """The start of the bucket after the one starting at ``start``."""
+    return _next_wall(start.replace(tzinfo=None), bucket).replace(tzinfo=zone)
+
+
+def _shares(
+    start: datetime, end: datetime, bucket: Bucket, zone: tzinfo
+) -> list[tuple[datetime, float]]:
+    """(bucket start, fraction of [start, end) inside it) for every bucket the interval touches."""
+    first = bucket_start(start, bucket, zone)
+    total = (end - start).total_seconds()
+    if total <= 0:
+        return [(first, 1.0)]
+    shares: list[tuple[datetime, float]] = []
+    edge = first
+    while True:
+        nxt = next_bucket_start(edge, bucket, zone)
+        lo = max(start, edge.astimezone(UTC))
+        hi = min(end, nxt.astimezone(UTC))
+        if hi > lo:
+            shares.append((edge, (hi - lo).total_seconds() / total))
+        if nxt.astimezone(UTC) >= end:
+            return shares
+        edge = nxt
+
+
+def _split(amount: Decimal, fractions: list[float]) -> list[Decimal]:
+    parts = [(amount * Decimal(repr(f))).quantize(_WH) for f in fractions[:-1]]
+    parts.append(amount - sum(parts, Decimal(0)))
+    return parts
+
+
+def bucket_consumption(
+    rows: Iterable[ConsumptionRow], bucket: Bucket, zone: tzinfo = UTC
+) -> list[BucketRow]:
+    """Sum consumption rows (of one meter) into buckets, in time order; empty buckets omitted."""
+    sums: dict[datetime, list[Decimal]] = {}
+    for row in rows:
+        shares = _shares(row.start, row.end, bucket, zone)
+        fractions = [f for _, f in shares]
+        columns = [_split(value, fractions) for value in (row.energy, row.tariff_1, row.tariff_2)]
+        for i, (edge, _) in enumerate(shares):
+            acc = sums.setdefault(edge, [Decimal(0), Decimal(0), Decimal(0)])
+            for k in range(3):
+                acc[k] += columns[k][i]
+    return [
+        BucketRow(
+            start=edge,
+            end=next_bucket_start(edge, bucket, zone),
+            energy=acc[0],
+            tariff_1=acc[1],
+            tariff_2=acc[2],
+        )
+        for edge, acc in sorted(sums.items(), key=lambda item: item[0].astimezone(UTC))
+    ]

@@ -1,0 +1,305 @@
+"""The OpenAPI 3.1 description of the JSON API, written out by hand from the same tables.
+
+Served at ``/api/openapi.json``; schemathesis checks the app against it in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kamstrup382 import __version__
+from kamstrup382.protocol import REGISTERS
+from kamstrup382.protocol.registers import RegisterKind
+from kamstrup382.web.params import DATE_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, METER_PATTERN, TZ_PATTERN
+from kamstrup382.web.rows import (
+    ATTEMPT_COLUMNS,
+    CONSUMPTION_COLUMNS,
+    PEAK_COLUMNS,
+    READING_COLUMNS,
+)
+
+__all__ = ["openapi_document"]
+
+Schema = dict[str, Any]
+
+_TIME: Schema = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+_NUMBER: Schema = {"type": "number"}
+
+
+def _register_schema() -> dict[str, Schema]:
+    props: dict[str, Schema] = {}
+    for reg in REGISTERS:
+        unit = f" ({reg.unit})" if reg.unit else ""
+        if reg.kind is RegisterKind.TEXT:
+            props[reg.name] = {
+                "type": "string",
+                "pattern": f"^[0-9]{{{reg.digits}}}$",
+                "description": f"{reg.description}, register {reg.code}",
+            }
+        else:
+            props[reg.name] = {
+                "type": "integer" if reg.decimals == 0 else "number",
+                "minimum": 0,
+                "description": f"{reg.description}, register {reg.code}{unit}",
+            }
+    return props
+
+
+def _object(properties: dict[str, Schema], required: tuple[str, ...] | None = None) -> Schema:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required if required is not None else properties),
+        "additionalProperties": False,
+    }
+
+
+def _schemas() -> dict[str, Schema]:
+    reading_props: dict[str, Schema] = {
+        "meter": {"type": "string"},
+        "slot": {**_TIME, "description": "Start of the scheduled interval (UTC)"},
+        "read_at": {**_TIME, "description": "When the request was sent (UTC)"},
+        "identification": {"type": "string"},
+        "type_number": {"type": ["string", "null"]},
+        **_register_schema(),
+        "bcc_algorithm": {"type": "string"},
+        "answer_delay": {**_NUMBER, "description": "Request to first byte, seconds"},
+        "duration": {**_NUMBER, "description": "Request to block check character, seconds"},
+        "attempts": {"type": "integer", "minimum": 1},
+    }
+    assert tuple(reading_props) == READING_COLUMNS
+    status_props: dict[str, Schema] = {
+        "last_success": _NULLABLE_TIME,
+        "last_error": _NULLABLE_TIME,
+        "last_error_kind": {"type": ["string", "null"]},
+        "last_error_message": {"type": ["string", "null"]},
+        "successes": {"type": "integer", "minimum": 0},
+        "failures": {"type": "integer", "minimum": 0},
+        "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+    }
+    consumption_props: dict[str, Schema] = {
+        "start": _TIME,
+        "end": _TIME,
+        "energy": {**_NUMBER, "description": "kWh, all tariffs"},
+        "tariff_1": {**_NUMBER, "description": "kWh on tariff 1"},
+        "tariff_2": {**_NUMBER, "description": "kWh on tariff 2"},
+    }
+    assert tuple(consumption_props) == CONSUMPTION_COLUMNS
+    peak_props: dict[str, Schema] = {
+        "read_at": _TIME,
+        "actual_peak": {**_NUMBER, "minimum": 0, "description": "kW, this month"},
+        "last_month_peak": {**_NUMBER, "minimum": 0, "description": "kW, last month"},
+    }
+    assert tuple(peak_props) == PEAK_COLUMNS
+    attempt_props: dict[str, Schema] = {
+        "slot": _TIME,
+        "at": _TIME,
+        "ok": {"type": "boolean"},
+        "duration": _NUMBER,
+        "attempts": {"type": "integer", "minimum": 0},
+        "kind": {"type": ["string", "null"], "description": "Error kind of a failure"},
+    }
+    assert tuple(attempt_props) == ATTEMPT_COLUMNS
+
+    def series(item: str, extra: dict[str, Schema]) -> Schema:
+        props: dict[str, Schema] = {
+            "meter": {"type": "string"},
+            **extra,
+            "rows": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+        }
+        return _object(props)
+
+    window: dict[str, Schema] = {"since": _NULLABLE_TIME, "until": _NULLABLE_TIME}
+    limited: dict[str, Schema] = {**window, "truncated": {"type": "boolean"}}
+    return {
+        "Reading": _object(reading_props),
+        "Status": _object(status_props),
+        "Meter": _object(
+            {
+                "name": {"type": "string"},
+                "identification": {"type": ["string", "null"]},
+                "type_number": {"type": ["string", "null"]},
+                "latest": {"oneOf": [{"$ref": "#/components/schemas/Reading"}, {"type": "null"}]},
+                "status": {"$ref": "#/components/schemas/Status"},
+            }
+        ),
+        "MeterList": _object(
+            {"meters": {"type": "array", "items": {"$ref": "#/components/schemas/Meter"}}}
+        ),
+        "ConsumptionBucket": _object(consumption_props),
+        "Peak": _object(peak_props),
+        "Attempt": _object(attempt_props),
+        "Readings": series("Reading", limited),
+        "Consumption": series(
+            "ConsumptionBucket",
+            {
+                **window,
+                "bucket": {"type": "string", "enum": ["hour", "day", "month"]},
+                "tz": {"type": "string"},
+            },
+        ),
+        "Peaks": series("Peak", limited),
+        "Attempts": series("Attempt", limited),
+        "Error": _object(
+            {
+                "error": {"type": "string", "description": "Machine-readable kind"},
+                "detail": {"type": "string", "description": "What is wrong, and where"},
+                "parameter": {"type": "string", "description": "The parameter at fault"},
+            },
+            required=("error", "detail"),
+        ),
+    }
+
+
+def _param(
+    name: str, where: str, schema: Schema, description: str, required: bool = False
+) -> Schema:
+    return {
+        "name": name,
+        "in": where,
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_METER_PARAM = _param(
+    "meter", "path", {"type": "string", "pattern": METER_PATTERN}, "Meter name", required=True
+)
+_SINCE = _param(
+    "since",
+    "query",
+    {"type": "string", "pattern": DATE_PATTERN},
+    "From this time on (inclusive): ISO 8601 date or date-time; no offset means UTC "
+    "(or `tz` where the operation has it)",
+)
+_UNTIL = _param(
+    "until", "query", {"type": "string", "pattern": DATE_PATTERN}, "Before this time (exclusive)"
+)
+_LIMIT = _param(
+    "limit",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    "At most this many rows (the oldest first); `truncated` says when more exist",
+)
+_FORMAT = _param(
+    "format",
+    "query",
+    {"type": "string", "enum": ["json", "csv"], "default": "json"},
+    "`csv` gives the rows as CSV (a header line, then one line per row; the cells are the "
+    "JSON values)",
+)
+_BUCKET = _param(
+    "bucket",
+    "query",
+    {"type": "string", "enum": ["hour", "day", "month"], "default": "day"},
+    "Bucket size",
+)
+_TZ = _param(
+    "tz",
+    "query",
+    {"type": "string", "pattern": TZ_PATTERN, "default": "UTC"},
+    "IANA time zone whose wall clock the buckets follow",
+)
+
+
+def _error(description: str) -> Schema:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(schema: str, description: str, csv: bool = False) -> Schema:
+    content: Schema = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    if csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    return {"description": description, "content": content}
+
+
+def openapi_document(*, title: str, secured: bool) -> Schema:
+    """The description of the API as served by an app (``secured``: it asks for a token)."""
+    common = {
+        "400": _error("A parameter is not acceptable"),
+        "404": _error("No such meter, or no reading yet"),
+    }
+    if secured:
+        common["401"] = _error("Missing or wrong token")
+
+    def op(
+        summary: str, op_id: str, params: list[Schema], ok: Schema, *, meter: bool = True
+    ) -> Schema:
+        responses: Schema = {"200": ok, **common}
+        if not meter:
+            responses.pop("404")
+            if not params:
+                responses.pop("400")
+        return {
+            "get": {
+                "summary": summary,
+                "operationId": op_id,
+                "parameters": ([_METER_PARAM] if meter else []) + params,
+                "responses": responses,
+            }
+        }
+
+    window = [_SINCE, _UNTIL]
+    doc: Schema = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"{title} API",
+            "version": __version__,
+            "description": "Read-only access to stored Kamstrup 382 readings. Every operation "
+            "is a GET; times are ISO 8601, register values JSON numbers in the meter's units.",
+        },
+        "paths": {
+            "/api/meters": op(
+                "All meters with their latest reading and read health",
+                "listMeters",
+                [],
+                _ok("MeterList", "The meters"),
+                meter=False,
+            ),
+            "/api/meters/{meter}": op(
+                "One meter with its latest reading and read health",
+                "getMeter",
+                [],
+                _ok("Meter", "The meter"),
+            ),
+            "/api/meters/{meter}/latest": op(
+                "The meter's latest reading", "getLatest", [], _ok("Reading", "The reading")
+            ),
+            "/api/meters/{meter}/readings": op(
+                "Readings in time order",
+                "listReadings",
+                [*window, _LIMIT, _FORMAT],
+                _ok("Readings", "The readings", csv=True),
+            ),
+            "/api/meters/{meter}/consumption": op(
+                "Energy consumed per hour, day or month (kWh), total and per tariff",
+                "getConsumption",
+                [*window, _BUCKET, _TZ, _FORMAT],
+                _ok("Consumption", "The buckets that have consumption", csv=True),
+            ),
+            "/api/meters/{meter}/peaks": op(
+                "This month's and last month's peak power at each reading",
+                "listPeaks",
+                [*window, _LIMIT, _FORMAT],
+                _ok("Peaks", "The peaks", csv=True),
+            ),
+            "/api/meters/{meter}/attempts": op(
+                "Every readout attempt, success or failure, with its duration",
+                "listAttempts",
+                [*window, _LIMIT, _FORMAT],
+                _ok("Attempts", "The attempts", csv=True),
+            ),
+        },
+        "components": {"schemas": _schemas()},
+    }
+    if secured:
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "The --token value"}
+        }
+        doc["security"] = [{"bearer": []}]
+    return doc

@@ -1,0 +1,227 @@
+// The dashboard's plots: fetched from the JSON API, drawn with plotly.js (served by the app).
+// Each plot's CSV link fetches the same API call with format=csv.
+"use strict";
+
+(function () {
+  const config = JSON.parse(document.getElementById("k382-config").textContent);
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  const layoutBase = {
+    margin: { l: 55, r: 55, t: 36, b: 40 },
+    height: 300,
+    legend: { orientation: "h", y: -0.2 },
+    font: { family: "system-ui, sans-serif", size: 12 },
+    paper_bgcolor: "rgba(0,0,0,0)",
+  };
+  const plotConfig = { responsive: true, displaylogo: false };
+
+  function el(id) {
+    return document.getElementById(id);
+  }
+
+  // "2026-03-01T00:00:00+01:00" -> "2026-03-01 00:00:00": the wall clock of the bucket's zone.
+  function wall(iso) {
+    return iso.slice(0, 19).replace("T", " ");
+  }
+
+  // An instant -> the browser's local wall clock, as plotly wants it.
+  function local(iso) {
+    const d = new Date(iso);
+    const pad = (n, w = 2) => String(n).padStart(w, "0");
+    return (
+      `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+    );
+  }
+
+  // A date input ("2026-03-01") -> the local midnight as an ISO instant; "" -> null.
+  function dayStart(value, plusDays) {
+    if (!value) return null;
+    const [y, m, d] = value.split("-").map(Number);
+    return new Date(y, m - 1, d + (plusDays || 0)).toISOString();
+  }
+
+  function query(params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined) q.set(k, v);
+    return q.toString();
+  }
+
+  function urls() {
+    const base = `/api/meters/${encodeURIComponent(config.meter)}`;
+    const since = el("since").value;
+    const until = el("until").value;
+    const bucket = el("bucket").value;
+    const consumption = `${base}/consumption?` + query({
+      bucket, tz: zone, since: since || null, until: until ? dayStart(until, 1) : null,
+    });
+    const window = query({ since: dayStart(since, 0), until: dayStart(until, 1) });
+    return {
+      consumption,
+      peaks: `${base}/peaks?${window}`,
+      attempts: `${base}/attempts?${window}`,
+    };
+  }
+
+  function csv(url) {
+    return url + (url.includes("?") ? "&" : "?") + "format=csv";
+  }
+
+  async function fetchJson(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  function drawEnergy(data) {
+    const x = data.rows.map((r) => wall(r.start));
+    Plotly.react(
+      el("plot-energy"),
+      [{ type: "bar", name: "energy", x, y: data.rows.map((r) => r.energy),
+         marker: { color: "#2a6f97" }, hovertemplate: "%{x}<br>%{y} kWh<extra></extra>" }],
+      { ...layoutBase, title: { text: `Energy per ${data.bucket} (kWh)` },
+        xaxis: { type: "date" }, yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
+      plotConfig,
+    );
+  }
+
+  function drawTariffs(data) {
+    const x = data.rows.map((r) => wall(r.start));
+    Plotly.react(
+      el("plot-tariffs"),
+      [
+        { type: "bar", name: "tariff 1", x, y: data.rows.map((r) => r.tariff_1),
+          marker: { color: "#e09f3e" } },
+        { type: "bar", name: "tariff 2", x, y: data.rows.map((r) => r.tariff_2),
+          marker: { color: "#335c67" } },
+      ],
+      { ...layoutBase, barmode: "stack",
+        title: { text: `Tariff 1 against tariff 2 per ${data.bucket} (kWh)` },
+        xaxis: { type: "date" }, yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
+      plotConfig,
+    );
+  }
+
+  function drawPeaks(data) {
+    const x = data.rows.map((r) => local(r.read_at));
+    Plotly.react(
+      el("plot-peaks"),
+      [
+        { type: "scatter", mode: "lines", line: { shape: "hv", color: "#9e2a2b" },
+          name: "actual peak (this month)", x, y: data.rows.map((r) => r.actual_peak) },
+        { type: "scatter", mode: "lines", line: { shape: "hv", dash: "dash", color: "#555" },
+          name: "last month's peak", x, y: data.rows.map((r) => r.last_month_peak) },
+      ],
+      { ...layoutBase, title: { text: "Peak power (kW)" },
+        xaxis: { type: "date" }, yaxis: { title: { text: "kW" }, rangemode: "tozero" } },
+      plotConfig,
+    );
+  }
+
+  function drawHealth(data) {
+    const ok = data.rows.filter((r) => r.ok);
+    const failed = data.rows.filter((r) => !r.ok);
+    // share of successful readouts over the last 20 attempts
+    const rate = [];
+    let window = [];
+    for (const r of data.rows) {
+      window.push(r.ok ? 1 : 0);
+      if (window.length > 20) window = window.slice(1);
+      rate.push((100 * window.reduce((a, b) => a + b, 0)) / window.length);
+    }
+    Plotly.react(
+      el("plot-health"),
+      [
+        { type: "scatter", mode: "markers", name: "readout OK", marker: { color: "#2b9348", size: 5 },
+          x: ok.map((r) => local(r.at)), y: ok.map((r) => r.duration),
+          customdata: ok.map((r) => r.attempts),
+          hovertemplate: "%{x}<br>%{y:.3f} s, %{customdata} attempt(s)<extra></extra>" },
+        { type: "scatter", mode: "markers", name: "readout failed",
+          marker: { color: "#d00000", size: 8, symbol: "x" },
+          x: failed.map((r) => local(r.at)), y: failed.map((r) => r.duration),
+          text: failed.map((r) => r.kind), hovertemplate: "%{x}<br>%{text}<extra></extra>" },
+        { type: "scatter", mode: "lines", name: "success % (last 20)", yaxis: "y2",
+          line: { color: "#888", width: 1 }, x: data.rows.map((r) => local(r.at)), y: rate },
+      ],
+      { ...layoutBase, title: { text: "Readouts: duration (s) and success" },
+        xaxis: { type: "date" }, yaxis: { title: { text: "s" }, rangemode: "tozero" },
+        yaxis2: { title: { text: "% OK" }, overlaying: "y", side: "right", range: [0, 105] } },
+      plotConfig,
+    );
+  }
+
+  function cell(row, field, value) {
+    const td = row.querySelector(`[data-field="${field}"]`);
+    if (td && td.textContent !== String(value)) td.textContent = String(value);
+  }
+
+  async function refreshTable() {
+    const data = await fetchJson("/api/meters");
+    const body = document.querySelector("#meters tbody");
+    const known = new Set([...body.querySelectorAll("tr")].map((tr) => tr.dataset.meter));
+    if (data.meters.some((m) => !known.has(m.name))) {
+      // a new meter: let the server render the table (and pick a meter to plot)
+      window.location.reload();
+      return;
+    }
+    for (const m of data.meters) {
+      const row = body.querySelector(`tr[data-meter="${CSS.escape(m.name)}"]`);
+      if (!row) continue;
+      cell(row, "type_number", m.type_number || "");
+      if (m.latest) {
+        for (const [k, v] of Object.entries(m.latest)) cell(row, k, v === null ? "" : v);
+      }
+      const s = m.status;
+      cell(row, "success", `${s.successes} / ${s.successes + s.failures}`);
+      cell(row, "last_error", s.last_error ? `${s.last_error_kind} at ${s.last_error}` : "");
+    }
+  }
+
+  async function refreshPlots() {
+    const u = urls();
+    el("csv-energy").href = csv(u.consumption);
+    el("csv-tariffs").href = csv(u.consumption);
+    el("csv-peaks").href = csv(u.peaks);
+    el("csv-health").href = csv(u.attempts);
+    const [consumption, peaks, attempts] = await Promise.all([
+      fetchJson(u.consumption), fetchJson(u.peaks), fetchJson(u.attempts),
+    ]);
+    drawEnergy(consumption);
+    drawTariffs(consumption);
+    drawPeaks(peaks);
+    drawHealth(attempts);
+    const plots = el("plots");
+    plots.dataset.loaded = String(Number(plots.dataset.loaded || 0) + 1);
+    el("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  async function refresh() {
+    try {
+      await refreshTable();
+      if (config.meter) await refreshPlots();
+    } catch (err) {
+      const u = el("updated");
+      if (u) u.textContent = String(err);
+      console.error(err);
+    }
+  }
+
+  let timer = null;
+  function schedule() {
+    if (timer) clearInterval(timer);
+    timer = null;
+    const live = el("live");
+    if (config.refresh > 0 && (!live || live.checked)) {
+      timer = setInterval(refresh, config.refresh * 1000);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    if (config.meter) {
+      for (const id of ["bucket", "since", "until"]) el(id).addEventListener("change", refresh);
+      el("live").addEventListener("change", schedule);
+      el("controls").addEventListener("submit", (e) => e.preventDefault());
+      refreshPlots().catch((err) => { el("updated").textContent = String(err); });
+    }
+    schedule();
+  });
+})();
