@@ -94,7 +94,7 @@
         { type: "bar", name: "tariff 2", x, y: data.rows.map((r) => r.tariff_2),
           marker: { color: "#335c67" } },
       ],
-      { ...layoutBase, barmode: "stack",
+      { ...layoutBase, barmode: "stack", legend: { ...layoutBase.legend, traceorder: "normal" },
         title: { text: `Tariff 1 against tariff 2 per ${data.bucket} (kWh)` },
         xaxis: { type: "date" }, yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
       plotConfig,
@@ -144,7 +144,8 @@
       ],
       { ...layoutBase, title: { text: "Readouts: duration (s) and success" },
         xaxis: { type: "date" }, yaxis: { title: { text: "s" }, rangemode: "tozero" },
-        yaxis2: { title: { text: "% OK" }, overlaying: "y", side: "right", range: [0, 105] } },
+        yaxis2: { title: { text: "% OK" }, overlaying: "y", side: "right", range: [0, 105],
+                  tickvals: [0, 25, 50, 75, 100], showgrid: false } },
       plotConfig,
     );
   }
@@ -168,7 +169,10 @@
       if (!row) continue;
       cell(row, "type_number", m.type_number || "");
       if (m.latest) {
-        for (const [k, v] of Object.entries(m.latest)) cell(row, k, v === null ? "" : v);
+        for (const [k, v] of Object.entries(m.latest)) {
+          if (k === "read_at") cell(row, k, wall(v));
+          else cell(row, k, v === null ? "" : v);
+        }
       }
       const s = m.status;
       cell(row, "success", `${s.successes} / ${s.successes + s.failures}`);

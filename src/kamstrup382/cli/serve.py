@@ -1,0 +1,128 @@
+"""``k382 serve``: the web dashboard over the configured storage."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kamstrup382.collector.config import load_config
+from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.storage.url import open_storage
+from kamstrup382.web import DEFAULT_TITLE, create_app
+from kamstrup382.web.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LOOPBACK_HOSTS,
+    check_listen,
+    parse_listen,
+    run_server,
+    stop_on_signals,
+)
+
+__all__ = ["HttpSettings", "http_settings", "serve"]
+
+
+class HttpSettings:
+    """The ``[http]`` table of the config: ``listen``, ``token``, ``title``, ``refresh``."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        known = {"listen", "token", "title", "refresh"}
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"http.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        self.listen: str | None = self._text(table, "listen")
+        self.token: str | None = self._text(table, "token")
+        self.title: str = self._text(table, "title") or DEFAULT_TITLE
+        refresh = table.get("refresh", 30)
+        if isinstance(refresh, bool) or not isinstance(refresh, int | float) or refresh < 0:
+            raise ConfigError("http.refresh", f"must be seconds >= 0, got {refresh!r}")
+        self.refresh = float(refresh)
+
+    @staticmethod
+    def _text(table: dict[str, Any], key: str) -> str | None:
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"http.{key}", f"must be a non-empty string, got {value!r}")
+        return value
+
+
+def http_settings(sections: dict[str, Any]) -> HttpSettings:
+    table = sections.get("http", {})
+    if not isinstance(table, dict):
+        raise ConfigError("http", "must be a table")
+    return HttpSettings(table)
+
+
+async def _serve(storage_url: str, listen_text: str, token: str | None, settings: Any) -> None:
+    listen = parse_listen(listen_text)
+    check_listen(listen, token)
+    storage = await asyncio.to_thread(open_storage, storage_url)
+    try:
+        app = create_app(
+            storage,
+            token=token,
+            title=settings.title,
+            refresh=settings.refresh,
+            allowed_hosts=None if token else LOOPBACK_HOSTS,
+        )
+        stop = asyncio.Event()
+
+        def ready(url: str) -> None:
+            click.echo(f"Dashboard on {url}/  (storage {storage_url}; Ctrl-C stops)")
+            if token:
+                click.echo(
+                    "Every request needs the token: 'Authorization: Bearer <token>', "
+                    f"or open {url}/?token=<token> once in a browser."
+                )
+
+        with stop_on_signals(stop):
+            await run_server(app, listen, stop, on_ready=ready)
+    finally:
+        storage.close()
+
+
+@click.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Collector config (TOML): its storage and [http] table.",
+)
+@click.option("--storage", "storage_url", help="Storage URL (overrides the config's).")
+@click.option(
+    "--http",
+    "listen",
+    metavar="HOST:PORT",
+    help="Where to listen (default 127.0.0.1:8382; anything but loopback needs --token).",
+)
+@click.option(
+    "--token",
+    envvar="K382_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (or ?token= once in a browser). "
+    "Also from $K382_TOKEN.",
+)
+def serve(
+    config_path: Path | None, storage_url: str | None, listen: str | None, token: str | None
+) -> int:
+    """Serve the dashboard and the JSON API over the storage (read only).
+
+    Binds 127.0.0.1:8382 by default. Listening on any other address refuses to start without a
+    token; with a token every request must carry it.
+    """
+    try:
+        settings = HttpSettings({})
+        if config_path is not None:
+            cfg = load_config(config_path)
+            settings = http_settings(cfg.sections)
+            storage_url = storage_url or cfg.storage.url
+        if storage_url is None:
+            raise click.UsageError("give --config FILE or --storage URL")
+        listen = listen or settings.listen or f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+        token = token or settings.token or None
+        asyncio.run(_serve(storage_url, listen, token, settings))
+    except Kamstrup382Error as exc:
+        raise click.ClickException(str(exc)) from exc
+    return 0

@@ -1,0 +1,173 @@
+"""Running the dashboard with uvicorn: where it may listen, and a server that stops on an event.
+
+:func:`check_listen` holds the rule: on a loopback address the dashboard may run without a
+token; on any other address (a LAN address, ``0.0.0.0``, a host name) it refuses to start
+without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from kamstrup382.errors import UsageError
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "LOOPBACK_HOSTS",
+    "Listen",
+    "check_listen",
+    "parse_listen",
+    "run_server",
+    "stop_on_signals",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8382
+#: ``Host`` headers accepted when serving on loopback without a token (DNS rebinding guard).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def url(self, port: int | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port if port is None else port}"
+
+
+def parse_listen(text: str, *, name: str = "--http") -> Listen:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` or ``:PORT`` (port 0: any free port)."""
+    host, port_text = DEFAULT_HOST, str(DEFAULT_PORT)
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise UsageError(f"{name}: {text!r} lacks the closing ']' of an IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise UsageError(f"{name}: {text!r} is not [IPv6]:PORT")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host_part, port_text = text.split(":")
+        host = host_part or DEFAULT_HOST
+    elif ":" in text:
+        raise UsageError(f"{name}: {text!r}: write an IPv6 address in brackets, [::1]:8382")
+    elif text:
+        host = text
+    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+        raise UsageError(f"{name}: port {port_text!r} is not a number 0..65535")
+    if not host:
+        raise UsageError(f"{name}: empty host")
+    return Listen(host, int(port_text))
+
+
+def check_listen(listen: Listen, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a token."""
+    if not listen.loopback and not token:
+        raise UsageError(
+            f"refusing to serve the dashboard on {listen.host}:{listen.port} without a token: "
+            "anyone who can reach that address could read the meters. Give --token (or "
+            "K382_TOKEN, or token in the [http] table), or listen on 127.0.0.1."
+        )
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to its caller (who sets ``should_exit``)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM while inside (from the running event loop)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_server(
+    app: ASGIApp,
+    listen: Listen,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``app`` until ``stop`` is set; ``on_ready(url)`` once it listens (actual port)."""
+    config = uvicorn.Config(
+        app,
+        host=listen.host,
+        port=listen.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+
+    def outcome() -> None:
+        try:
+            task.result()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            raise UsageError(
+                f"cannot listen on {listen.host}:{listen.port} (address in use or not available)"
+            ) from exc
+
+    try:
+        while not server.started:
+            done, _ = await asyncio.wait({task, stopper}, timeout=0.05)
+            if task in done:
+                outcome()
+                raise UsageError(f"the web server on {listen.url()} stopped while starting")
+            if stopper in done:
+                break
+        if server.started and on_ready is not None:
+            port = listen.port
+            for srv in server.servers:
+                for sock in srv.sockets:
+                    port = sock.getsockname()[1]
+                    break
+            on_ready(listen.url(port))
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            outcome()
+    finally:
+        server.should_exit = True
+        stopper.cancel()
+        await asyncio.gather(stopper, return_exceptions=True)
+        if not task.done():
+            await task
