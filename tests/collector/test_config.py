@@ -1,0 +1,296 @@
+"""The config file: defaults, durations, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kamstrup382.collector.config import (
+    Config,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from kamstrup382.errors import ConfigError
+from kamstrup382.protocol import BccMode
+from kamstrup382.reading import LineMode
+
+BASE = """
+[storage]
+url = "sqlite:///tmp/x.sqlite"
+"""
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(tomllib.loads(text), env=env or {})
+
+
+def test_minimal_meter_gets_the_defaults() -> None:
+    cfg = parse(BASE + '[[meters]]\nname = "a"\nport = "socket://127.0.0.1:4001"\n')
+    (meter,) = cfg.meters
+    assert meter.name == "a"
+    assert meter.line is LineMode.EIGHT_N_ONE
+    assert meter.bcc is BccMode.AUTO
+    assert meter.interval == timedelta(minutes=15)
+    assert meter.jitter == timedelta(0)
+    assert meter.shared_line == "socket://127.0.0.1:4001"
+    assert meter.retries == 2
+    assert meter.deadline is None
+    assert cfg.storage.url == "sqlite:///tmp/x.sqlite"
+    assert cfg.collector.interval == timedelta(minutes=15)
+    assert cfg.collector.id
+    assert dict(cfg.sections) == {}
+
+
+@pytest.mark.parametrize(
+    ("port", "line"),
+    [
+        ("socket://gw:4001", LineMode.EIGHT_N_ONE),
+        ("/dev/ttyUSB0", LineMode.SEVEN_E_ONE),
+        ("/dev/serial/by-id/usb-FTDI-if00-port0", LineMode.SEVEN_E_ONE),
+        ("rfc2217://gw:2217", LineMode.SEVEN_E_ONE),
+        ("COM3", LineMode.SEVEN_E_ONE),
+    ],
+)
+def test_line_mode_default_depends_on_the_port(port: str, line: LineMode) -> None:
+    cfg = parse(BASE + f'[[meters]]\nname = "a"\nport = "{port}"\n')
+    assert cfg.meters[0].line is line
+
+
+def test_collector_defaults_apply_and_meters_override_them() -> None:
+    cfg = parse(
+        BASE
+        + """
+[collector]
+interval = "5m"
+jitter = 10
+retries = 4
+backoff = 0.5
+answer_timeout = 1.0
+deadline = "20s"
+lease = "1m"
+id = "c-1"
+
+[[meters]]
+name = "a"
+port = "socket://127.0.0.1:1"
+
+[[meters]]
+name = "b"
+port = "/dev/ttyUSB0"
+line = "8n1"
+bcc = "XOR"
+interval = "1h30m"
+jitter = "0s"
+retries = 0
+shared_line = "bus-1"
+"""
+    )
+    a, b = cfg.meters
+    assert a.interval == timedelta(minutes=5)
+    assert a.jitter == timedelta(seconds=10)
+    assert a.retries == 4
+    assert a.backoff == 0.5
+    assert a.answer_timeout == 1.0
+    assert a.deadline == 20.0
+    assert b.interval == timedelta(hours=1, minutes=30)
+    assert b.jitter == timedelta(0)
+    assert b.retries == 0
+    assert b.line is LineMode.EIGHT_N_ONE
+    assert b.bcc is BccMode.XOR
+    assert b.shared_line == "bus-1"
+    assert cfg.collector.lease == timedelta(minutes=1)
+    assert cfg.collector.id == "c-1"
+    assert cfg.meter("b") is b
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (900, 900.0),
+        (2.5, 2.5),
+        ("900", 900.0),
+        ("15m", 900.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("1h 30m 15s", 5415.0),
+        ("250ms", 0.25),
+        ("1d", 86400.0),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text, "k").total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15 minutes", "m15", "1h x", "-5", 0, True, [1], "inf"])
+def test_bad_durations_name_the_key(text: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_duration(text, "collector.interval")
+    assert info.value.key == "collector.interval"
+
+
+METER = '[[meters]]\nname = "a"\nport = "socket://127.0.0.1:4001"\n'
+
+BAD_CONFIGS: list[tuple[str, str, str]] = [
+    # (toml, expected key, a word of the problem)
+    ("[foo]\nx = 1\n", "foo", "unknown section"),
+    ("meters = 3\n", "meters", "array"),
+    ("[[meters]]\nport = '/dev/ttyUSB0'\n", "meters[0].name", "missing"),
+    ("[[meters]]\nname = 'a'\n", "meters[0].port", "missing"),
+    (METER + "[[meters]]\nname = 'b'\nport = 'tcp://x:1'\n", "meters[1].port", "bad port"),
+    (METER + "[[meters]]\nname = 'b'\nport = 'socket://x:99999'\n", "meters[1].port", "range"),
+    (METER + "[[meters]]\nname = 'b'\nport = 'socket://x'\n", "meters[1].port", "bad port"),
+    (METER + "[[meters]]\nname = 'b'\nport = 'ttyUSB0'\n", "meters[1].port", "absolute"),
+    (METER + "[[meters]]\nname = 'b'\nport = 42\n", "meters[1].port", "string"),
+    (METER + "[[meters]]\nname = 'b'\nport = ''\n", "meters[1].port", "empty"),
+    (METER + METER, "meters[1].name", "duplicate"),
+    (METER + "[[meters]]\nname = 'a b'\nport = '/dev/x'\n", "meters[1].name", "bad name"),
+    (METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nline = '7N1'\n", "meters[1].line", "7E1"),
+    (METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nbcc = 'crc'\n", "meters[1].bcc", "sum7"),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\ninterval = '0s'\n",
+        "meters[1].interval",
+        "> 0",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\njitter = '-1'\n",
+        "meters[1].jitter",
+        ">= 0",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nretries = -1\n",
+        "meters[1].retries",
+        "between",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nretries = 1.5\n",
+        "meters[1].retries",
+        "integer",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nbackoff = 'x'\n",
+        "meters[1].backoff",
+        "bad duration",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nanswer_timeout = 0\n",
+        "meters[1].answer_timeout",
+        "> 0",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nbaud = 300\n",
+        "meters[1].baud",
+        "unknown key",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nshared_line = 3\n",
+        "meters[1].shared_line",
+        "string",
+    ),
+    ("meters = [1]\n", "meters[0]", "table"),
+    ("[storage]\nurl = 'mysql://x'\n", "storage.url", "unsupported"),
+    ("[storage]\nurl = 'sqlite:///'\n", "storage.url", "path"),
+    ("[storage]\nurl = 'sqlite:///x'\npath = 'x'\n", "storage.path", "unknown key"),
+    ("storage = 1\n", "storage", "table"),
+    ("[collector]\ninterval = 'soon'\n", "collector.interval", "bad duration"),
+    ("[collector]\nlease = 0\n", "collector.lease", "> 0"),
+    ("[collector]\nbatch_size = 0\n", "collector.batch_size", "between"),
+    ("[collector]\nflush_interval = -1\n", "collector.flush_interval", "> 0"),
+    ("[collector]\nid = ''\n", "collector.id", "empty"),
+    ("[collector]\nwhatever = 1\n", "collector.whatever", "unknown key"),
+    ("mqtt = 'broker'\n", "mqtt", "table"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), BAD_CONFIGS)
+def test_bad_config_names_the_key(text: str, key: str, problem: str) -> None:
+    doc = text if "[storage]" in text or "storage =" in text else text + BASE
+    with pytest.raises(ConfigError) as info:
+        parse(doc)
+    assert info.value.key == key
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def test_owned_sections_are_kept_raw() -> None:
+    cfg = parse(BASE + '[mqtt]\nhost = "127.0.0.1"\nport = 1883\n[http]\nlisten = ":8080"\n')
+    assert dict(cfg.sections["mqtt"]) == {"host": "127.0.0.1", "port": 1883}
+    assert dict(cfg.sections["http"]) == {"listen": ":8080"}
+    assert "prometheus" not in cfg.sections
+    with pytest.raises(TypeError):
+        cfg.sections["mqtt"]["host"] = "x"  # type: ignore[index]
+
+
+def test_environment_overrides_secrets_and_typed_keys() -> None:
+    env = {
+        "K382_STORAGE_URL": "postgresql://u:secret@127.0.0.1/k382",
+        "K382_MQTT_PASSWORD": "s3cret",
+        "K382_MQTT_PORT": "8883",
+        "K382_PROMETHEUS_PORT": "9100",  # no [prometheus] table: ignored
+        "K382_COLLECTOR_RETRIES": "5",
+        "K382_COLLECTOR_LEASE": "30s",
+        "OTHER_VAR": "x",
+    }
+    cfg = parse(BASE + '[mqtt]\nhost = "h"\nport = 1883\n', env)
+    assert cfg.storage.url == "postgresql://u:secret@127.0.0.1/k382"
+    assert dict(cfg.sections["mqtt"]) == {"host": "h", "port": 8883, "password": "s3cret"}
+    assert "prometheus" not in cfg.sections
+    assert cfg.collector.retries == 5
+    assert cfg.collector.lease == timedelta(seconds=30)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"K382_COLLECTOR_RETRIES": "many"}, "collector.retries"),
+        ({"K382_COLLECTOR_NOPE": "1"}, "collector.nope"),
+        ({"K382_STORAGE_URL": "ftp://x"}, "storage.url"),
+    ],
+)
+def test_bad_environment_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(BASE, env)
+    assert info.value.key == key
+
+
+def test_default_storage_url_is_a_sqlite_file() -> None:
+    pytest.importorskip("kamstrup382.storage.url")
+    cfg = parse("", {})
+    assert cfg.storage.url.startswith("sqlite:///")
+
+
+def test_load_config_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "k382.toml"
+    path.write_text(BASE + METER, encoding="utf-8")
+    cfg = load_config(path, env={})
+    assert cfg.path == path
+    assert [m.name for m in cfg.meters] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "not found"), ("[[meters]\n", "not valid TOML")],
+)
+def test_load_config_file_errors_name_the_file(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "k382.toml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.key == str(path)
+    assert problem in info.value.problem
+
+
+def test_config_values_are_frozen() -> None:
+    cfg = parse(BASE + METER)
+    with pytest.raises(AttributeError):
+        cfg.meters[0].port = "x"  # type: ignore[misc]
+    data: dict[str, Any] = {}
+    assert parse_config(data, env={"K382_STORAGE_URL": "sqlite:///y"}).storage.url == "sqlite:///y"
+    assert data == {}
