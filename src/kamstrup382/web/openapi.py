@@ -10,7 +10,13 @@ from typing import Any
 from kamstrup382 import __version__
 from kamstrup382.protocol import REGISTERS
 from kamstrup382.protocol.registers import RegisterKind
-from kamstrup382.web.params import DATE_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, METER_PATTERN, TZ_PATTERN
+from kamstrup382.web.params import (
+    DATE_PATTERN,
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    METER_PATTERN,
+    zone_names,
+)
 from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
@@ -167,15 +173,23 @@ def _param(
 _METER_PARAM = _param(
     "meter", "path", {"type": "string", "pattern": METER_PATTERN}, "Meter name", required=True
 )
+_WHEN: Schema = {
+    "type": "string",
+    "anyOf": [{"format": "date"}, {"format": "date-time"}],
+    "pattern": DATE_PATTERN,
+}
 _SINCE = _param(
     "since",
     "query",
-    {"type": "string", "pattern": DATE_PATTERN},
+    _WHEN,
     "From this time on (inclusive): ISO 8601 date or date-time; no offset means UTC "
     "(or `tz` where the operation has it)",
 )
 _UNTIL = _param(
-    "until", "query", {"type": "string", "pattern": DATE_PATTERN}, "Before this time (exclusive)"
+    "until",
+    "query",
+    _WHEN,
+    "Before this time (exclusive); before `since` gives nothing",
 )
 _LIMIT = _param(
     "limit",
@@ -199,7 +213,7 @@ _BUCKET = _param(
 _TZ = _param(
     "tz",
     "query",
-    {"type": "string", "pattern": TZ_PATTERN, "default": "UTC"},
+    {"type": "string", "enum": zone_names(), "default": "UTC"},
     "IANA time zone whose wall clock the buckets follow",
 )
 

@@ -6,9 +6,10 @@ into a 400 JSON error. The patterns here are the ones the OpenAPI description de
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
-from datetime import UTC, date, datetime, time, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from kamstrup382.errors import UsageError
 from kamstrup382.web.buckets import Bucket
@@ -26,14 +27,16 @@ __all__ = [
     "parse_meter",
     "parse_time",
     "parse_zone",
+    "zone_names",
 ]
 
 #: A meter name as it may appear in a URL.
 METER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-#: An ISO 8601 date, or date and time with an optional UTC offset (``Z`` or ``+hh:mm``).
+#: An ISO 8601 date, or date and time with an optional UTC offset (``Z`` or ``+hh:mm``);
+#: this takes every RFC 3339 ``date`` and ``date-time``.
 DATE_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"([Tt ]([0-9]{2}):([0-9]{2})(:([0-9]{2})(\.([0-9]+))?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$"
 )
 #: An IANA time zone name such as ``Europe/Copenhagen`` or ``UTC``.
 TZ_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
@@ -66,25 +69,48 @@ def parse_meter(value: str) -> str:
 
 
 def parse_time(name: str, value: str | None, zone: tzinfo = UTC) -> datetime | None:
-    """An ISO date (its midnight) or date-time; without an offset it is taken in ``zone``."""
-    if value is None or value == "":
+    """An ISO date (its midnight) or date-time; without an offset it is taken in ``zone``.
+
+    A leap second (``:60``) counts as ``:59``; digits of a second past the microsecond are
+    dropped; times beyond what Python can hold in UTC are clamped to its first or last instant.
+    """
+    if value is None:
         return None
-    if not _DATE.match(value):
+    m = _DATE.match(value)
+    if not m:
         raise BadParameter(name, f"{value!r} is not an ISO 8601 date or date-time")
+    year, month, day, _, hour, minute, _, second, _, fraction, offset = m.groups()
     try:
-        if "T" in value:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        else:
-            parsed = datetime.combine(date.fromisoformat(value), time())
+        parsed = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            min(int(second or 0), 59),
+            int((fraction or "0")[:6].ljust(6, "0")),
+        )
+        if offset and offset not in "Zz":
+            sign = 1 if offset[0] == "+" else -1
+            hours, minutes = int(offset[1:3]), int(offset[4:6])
+            if hours > 23 or minutes > 59:
+                raise ValueError(f"offset {offset} out of range")
+            parsed = parsed.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
+        elif offset:
+            parsed = parsed.replace(tzinfo=UTC)
     except ValueError as exc:
         raise BadParameter(name, f"{value!r} is not a valid date: {exc}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if parsed.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 def parse_bucket(value: str | None) -> Bucket:
-    if value is None or value == "":
+    if value is None:
         return Bucket.DAY
     try:
         return Bucket(value)
@@ -93,11 +119,21 @@ def parse_bucket(value: str | None) -> Bucket:
         raise BadParameter("bucket", f"{value!r} is not one of {choices}") from exc
 
 
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() | {"UTC"})
+
+
+def zone_names() -> list[str]:
+    """The IANA zone names this system knows (its tz database), sorted."""
+    return sorted(_zones())
+
+
 def parse_zone(value: str | None) -> tzinfo:
-    if value is None or value in {"", "UTC"}:
+    if value is None or value == "UTC":
         return UTC
-    if not _TZ.match(value):
-        raise BadParameter("tz", f"{value!r} is not a time zone name")
+    if not _TZ.match(value) or value not in _zones():
+        raise BadParameter("tz", f"{value!r} is not a known time zone name")
     try:
         return zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
@@ -105,7 +141,7 @@ def parse_zone(value: str | None) -> tzinfo:
 
 
 def parse_limit(value: str | None) -> int:
-    if value is None or value == "":
+    if value is None:
         return DEFAULT_LIMIT
     if not value.isascii() or not value.isdigit():
         raise BadParameter("limit", f"{value!r} is not a whole number")
@@ -116,7 +152,7 @@ def parse_limit(value: str | None) -> int:
 
 
 def parse_format(value: str | None) -> str:
-    if value is None or value == "":
+    if value is None:
         return "json"
     if value not in FORMATS:
         raise BadParameter("format", f"{value!r} is not one of {', '.join(FORMATS)}")

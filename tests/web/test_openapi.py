@@ -1,0 +1,21 @@
+"""Schemathesis against the OpenAPI description: the app, served by uvicorn, must keep to it."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+import schemathesis
+from kamstrup382.web import DEFAULT_TITLE
+from kamstrup382.web.openapi import openapi_document
+
+schema = schemathesis.openapi.from_dict(openapi_document(title=DEFAULT_TITLE, secured=False))
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_keeps_to_its_description(case: schemathesis.Case, live_url: str) -> None:
+    case.call_and_validate(base_url=live_url)
+    if case.path_parameters and "meter" in case.path_parameters:
+        # the same request for a meter that exists, so that the 200 answers are checked too
+        case.path_parameters = {**case.path_parameters, "meter": "house"}
+        case.call_and_validate(base_url=live_url)
