@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ __all__ = ["HttpSettings", "http_settings", "serve"]
 class HttpSettings:
     """The ``[http]`` table of the config: ``listen``, ``token``, ``title``, ``refresh``."""
 
-    def __init__(self, table: dict[str, Any]) -> None:
+    def __init__(self, table: Mapping[str, Any]) -> None:
         known = {"listen", "token", "title", "refresh"}
         for key in table:
             if key not in known:
@@ -42,16 +43,16 @@ class HttpSettings:
         self.refresh = float(refresh)
 
     @staticmethod
-    def _text(table: dict[str, Any], key: str) -> str | None:
+    def _text(table: Mapping[str, Any], key: str) -> str | None:
         value = table.get(key)
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(f"http.{key}", f"must be a non-empty string, got {value!r}")
         return value
 
 
-def http_settings(sections: dict[str, Any]) -> HttpSettings:
+def http_settings(sections: Mapping[str, Any]) -> HttpSettings:
     table = sections.get("http", {})
-    if not isinstance(table, dict):
+    if not isinstance(table, Mapping):
         raise ConfigError("http", "must be a table")
     return HttpSettings(table)
 

@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from kamstrup382.errors import StorageError
+from kamstrup382.errors import StorageError, UsageError
 from kamstrup382.protocol import REGISTERS
 from kamstrup382.storage.base import Storage
 from kamstrup382.storage.records import MeterStatus, ReadingRecord
@@ -151,6 +151,8 @@ def create_app(
     ``allowed_hosts``: accepted ``Host`` headers (against DNS rebinding when on loopback
     without a token); ``None`` accepts any.
     """
+    if token is not None and not token:
+        raise UsageError("an empty token protects nothing: give a token or None")
     read = _Reader(storage)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     secured = bool(token)

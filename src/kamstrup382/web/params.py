@@ -30,8 +30,8 @@ __all__ = [
     "zone_names",
 ]
 
-#: A meter name as it may appear in a URL.
-METER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: A meter name, as the collector's config allows it.
+METER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 #: An ISO 8601 date, or date and time with an optional UTC offset (``Z`` or ``+hh:mm``);
 #: this takes every RFC 3339 ``date`` and ``date-time``.
 DATE_PATTERN = (
@@ -63,7 +63,7 @@ class BadParameter(UsageError):
 def parse_meter(value: str) -> str:
     if not _METER.match(value):
         raise BadParameter(
-            "meter", f"{value!r} is not a meter name (letters, digits, '_', '.', '-'; 1-64)"
+            "meter", f"{value!r} is not a meter name (letters, digits, '_', '.', ':', '-'; 1-64)"
         )
     return value
 
