@@ -64,6 +64,7 @@ __all__ = [
     "Config",
     "MeterConfig",
     "StorageConfig",
+    "build_meter",
     "default_line",
     "load_config",
     "parse_config",
@@ -309,6 +310,11 @@ def _parse_collector(table: Mapping[str, Any]) -> CollectorConfig:
     _check_keys(table, _COLLECTOR_PARSERS, "collector")
     values = {name: _COLLECTOR_PARSERS[name](v, f"collector.{name}") for name, v in table.items()}
     return CollectorConfig(**values)
+
+
+def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int = 0) -> MeterConfig:
+    """One ``[[meters]]`` table (the ``index``-th, for error keys) with the collector defaults."""
+    return _parse_meter(table, index, defaults)
 
 
 def _parse_meter(table: Mapping[str, Any], index: int, defaults: CollectorConfig) -> MeterConfig:

@@ -1,0 +1,186 @@
+"""``k382 collect``: read the configured meters on schedule into the storage.
+
+``--once`` reads every meter once and exits: 0 when every meter was read, 1 otherwise, with one
+line per meter not read on stderr. ``--emulator N`` starts N emulated meters on loopback TCP in
+the same process and reads them too (without ``--config``: only them, into the default storage
+or ``--storage``), so that the collector can be tried without a meter. SIGINT and SIGTERM stop
+it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
+Exit status 2: the configuration (or a command-line value) is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import click
+
+from kamstrup382.collector.config import (
+    CollectorConfig,
+    Config,
+    StorageConfig,
+    build_meter,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from kamstrup382.errors import ConfigError, Kamstrup382Error
+
+__all__ = ["collect"]
+
+log = logging.getLogger("kamstrup382.collect")
+
+
+@click.command("collect")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config file (meters, storage, outputs).",
+)
+@click.option("--once", is_flag=True, help="Read every meter once, then exit (0: all read).")
+@click.option(
+    "--emulator",
+    "emulated",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also start N emulated meters on 127.0.0.1 and read them.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    help="Line speed factor of the emulated meters (1 = true 300 baud).",
+)
+@click.option("--storage", "storage_url", help="Storage URL (overrides [storage] url).")
+@click.option("--interval", help="Interval for every meter, e.g. 15m, 30s (overrides the config).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
+def collect(
+    *,
+    config_path: Path | None,
+    once: bool,
+    emulated: int | None,
+    speed: float,
+    storage_url: str | None,
+    interval: str | None,
+    verbose: int,
+) -> int:
+    """Read the configured meters on a wall-clock schedule and store every attempt."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose + (0 if once else 1), 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if config_path is None and emulated is None:
+        raise click.UsageError("give --config FILE, or --emulator N to try it without a meter")
+    try:
+        config = _config(config_path, storage_url, interval)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        return 2
+    try:
+        return asyncio.run(_main(config, once=once, emulated=emulated, speed=speed))
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        return 2
+    except Kamstrup382Error as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+
+
+def _config(path: Path | None, storage_url: str | None, interval: str | None) -> Config:
+    data: dict[str, object] = {}
+    if storage_url is not None:
+        data["storage"] = {"url": storage_url}
+    config = load_config(path) if path is not None else parse_config(data)
+    if storage_url is not None and path is not None:
+        url = parse_config({"storage": {"url": storage_url}}, env={}).storage.url
+        config = dataclasses.replace(config, storage=StorageConfig(url))
+    if interval is not None:
+        every = parse_duration(interval, "--interval")
+        config = dataclasses.replace(
+            config,
+            collector=dataclasses.replace(config.collector, interval=every),
+            meters=tuple(dataclasses.replace(m, interval=every) for m in config.meters),
+        )
+    return config
+
+
+@contextlib.asynccontextmanager
+async def _emulated(config: Config, count: int | None, speed: float) -> AsyncIterator[Config]:
+    """The config with ``count`` emulated meters added (served for the duration)."""
+    if count is None:
+        yield config
+        return
+    from kamstrup382.emulator import Emulator  # noqa: PLC0415 - only for --emulator
+
+    async with Emulator(meters=count, transport="tcp", host="127.0.0.1", speed=speed) as emu:
+        defaults: CollectorConfig = config.collector
+        taken = {m.name for m in config.meters}
+        added = []
+        for index, port in enumerate(emu.ports):
+            name = f"emulated-{index + 1}"
+            while name in taken:
+                name += "x"
+            added.append(build_meter({"name": name, "port": port}, defaults, index))
+        yield dataclasses.replace(config, meters=config.meters + tuple(added))
+
+
+async def _main(base: Config, *, once: bool, emulated: int | None, speed: float) -> int:
+    from kamstrup382.collector.collector import Collector  # noqa: PLC0415 - heavy imports
+    from kamstrup382.outputs import build_outputs  # noqa: PLC0415
+    from kamstrup382.storage.url import open_storage  # noqa: PLC0415
+
+    async with _emulated(base, emulated, speed) as config:
+        if not config.meters:
+            raise ConfigError("meters", "no meters configured")
+        outputs = build_outputs(config.sections, [m.name for m in config.meters])
+        storage = await asyncio.to_thread(open_storage, config.storage.url)
+        try:
+            collector = Collector(config, storage, outputs)
+            if once:
+                async with collector:
+                    result = await collector.run_once()
+                for line in result.summary():
+                    click.echo(line, err=True)
+                click.echo(
+                    f"{len(result.readings)} read, {len(result.failures)} failed, "
+                    f"{len(result.missed)} missed, {len(result.elsewhere)} read elsewhere "
+                    f"in {result.duration:.1f} s",
+                    err=True,
+                )
+                return 0 if result.ok else 1
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            try:
+                log.info(
+                    "collecting %d meters into %s as %s",
+                    len(config.meters),
+                    _safe_url(config.storage.url),
+                    collector.collector_id,
+                )
+                await collector.run(stop)
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+            return 0
+        finally:
+            await asyncio.to_thread(storage.close)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+    return url

@@ -1,0 +1,441 @@
+"""The collector: reads the configured meters once per wall-clock slot and stores every attempt.
+
+- Slots are aligned to the wall clock of the given clock (see :mod:`.schedule`); the slot start
+  is the key that makes storage idempotent, so a reading stored twice is kept once.
+- One task per line and slot: meters that share a line (``shared_line``) are read one after the
+  other, under one lock per line; all lines run in parallel in one event loop.
+- Retries and backoff are the reader's own policy (``AsyncReader(retries=..., backoff=...)``).
+- Results go to a :class:`.BatchWriter` (one transaction per batch, in a worker thread); the
+  outputs get each batch after it is stored.
+- With PostgreSQL, meters are claimed per slot through the storage's leases
+  (``storage.claim``): each collector reads only what it claimed, renews its claims while it
+  works and claims again during the slot, so that meters of a dead collector are taken over once
+  their lease has expired.
+- On shutdown in-flight readouts get ``grace`` seconds to finish; then they are abandoned. Only
+  complete readouts and failures become rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import TracebackType
+
+from kamstrup382.clock import Clock, SystemClock
+from kamstrup382.collector.config import Config, MeterConfig
+from kamstrup382.collector.schedule import jitter_offset, next_slot, slot_of
+from kamstrup382.collector.writer import BatchWriter
+from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.outputs.base import Output
+from kamstrup382.reader import AsyncReader
+from kamstrup382.reading import Reading
+from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+
+__all__ = ["Collector", "CycleResult", "raise_file_limit"]
+
+log = logging.getLogger(__name__)
+
+Result = ReadingRecord | FailureRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """What one cycle did.
+
+    ``missed``: meters due that were not read because their slot ended before their turn on
+    the line came, or because the collector shut down. ``elsewhere``: meters due that another
+    collector holds (PostgreSQL leases).
+    """
+
+    readings: tuple[ReadingRecord, ...] = ()
+    failures: tuple[FailureRecord, ...] = ()
+    missed: tuple[str, ...] = ()
+    elsewhere: tuple[str, ...] = ()
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every meter this collector took on was read."""
+        return not self.failures and not self.missed
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+    def summary(self) -> list[str]:
+        """One line per meter not read: ``name: kind: message``."""
+        lines = [f"{f.meter}: {f.kind}: {f.message}" for f in self.failures]
+        lines += [f"{name}: missed: not read in its slot" for name in self.missed]
+        return lines
+
+    @classmethod
+    def merge(cls, parts: Sequence[CycleResult], started: float, finished: float) -> CycleResult:
+        return cls(
+            readings=tuple(r for p in parts for r in p.readings),
+            failures=tuple(f for p in parts for f in p.failures),
+            missed=tuple(m for p in parts for m in p.missed),
+            elsewhere=tuple(m for p in parts for m in p.elsewhere),
+            started=started,
+            finished=finished,
+        )
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit of open files to the hard limit (one socket per TCP meter)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class _SlotState:
+    """Bookkeeping of one slot in this collector."""
+
+    slot: datetime
+    end: datetime
+    meters: dict[str, MeterConfig]
+    handled: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    results: list[Result] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+
+class Collector:
+    """Reads ``config.meters`` on their schedule into ``storage`` and hands batches to ``outputs``.
+
+    Use as ``async with Collector(...) as c:`` (or call ``start``/``close``); ``run_once`` and
+    ``run`` start it when needed.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage,
+        outputs: Iterable[Output] = (),
+        *,
+        clock: Clock | None = None,
+        collector_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.outputs = tuple(outputs)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.collector_id = collector_id or config.collector.id
+        self.leases = hasattr(storage, "claim") and storage.url.startswith(
+            ("postgresql:", "postgres:")
+        )
+        settings = config.collector
+        self.lease = settings.lease
+        self.reclaim_every = min(max(settings.lease.total_seconds() / 4, 0.1), 30.0)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: BatchWriter | None = None
+        self._outputs_started = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._writer is not None:
+            return
+        raise_file_limit()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k382-storage")
+        settings = self.config.collector
+        self._writer = BatchWriter(
+            self.storage,
+            self.outputs,
+            self._executor,
+            batch_size=settings.batch_size,
+            flush_interval=settings.flush_interval,
+        )
+        self._writer.start()
+        for output in self.outputs:
+            await output.start(self.storage)
+        self._outputs_started = True
+
+    async def close(self) -> None:
+        """Store what is pending, stop the outputs and the storage thread."""
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        if self._outputs_started:
+            for output in self.outputs:
+                try:
+                    await output.stop()
+                except Exception:
+                    log.exception("output %s failed to stop", output.name)
+            self._outputs_started = False
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def __aenter__(self) -> Collector:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- running ---------------------------------------------------------------------------------
+    def due(self, now: datetime) -> dict[tuple[datetime, timedelta], list[MeterConfig]]:
+        """The meters grouped by (slot, interval) for the time ``now``."""
+        groups: dict[tuple[datetime, timedelta], list[MeterConfig]] = defaultdict(list)
+        for meter in self.config.meters:
+            groups[(slot_of(now, meter.interval), meter.interval)].append(meter)
+        return dict(groups)
+
+    async def run_once(self) -> CycleResult:
+        """Read every meter once for its current slot (no jitter) and store the results."""
+        await self.start()
+        started = time.monotonic()
+        groups = self.due(self.clock.now())
+        parts = await asyncio.gather(
+            *(
+                self._run_slot(slot, interval, meters, stop=None, once=True)
+                for (slot, interval), meters in groups.items()
+            )
+        )
+        assert self._writer is not None
+        await self._writer.drain()
+        return CycleResult.merge(parts, started, time.monotonic())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read on schedule until ``stop`` is set; then finish within ``grace`` and close.
+
+        A collector started in the middle of a slot reads that slot right away.
+        """
+        await self.start()
+        tasks: set[asyncio.Task[CycleResult]] = set()
+        begun: set[tuple[datetime, timedelta]] = set()
+        try:
+            while not stop.is_set():
+                now = self.clock.now()
+                for (slot, interval), meters in self.due(now).items():
+                    if (slot, interval) in begun:
+                        continue
+                    begun.add((slot, interval))
+                    task = asyncio.create_task(
+                        self._logged_slot(slot, interval, meters, stop),
+                        name=f"k382-slot-{slot.isoformat()}",
+                    )
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                begun = {key for key in begun if key[0] + key[1] > now}
+                wake = min(next_slot(now, meter.interval) for meter in self.config.meters)
+                await _first(self.clock.sleep_until(wake), stop.wait())
+        finally:
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: set[asyncio.Task[CycleResult]]) -> None:
+        pending = set(tasks)
+        if pending:
+            grace = self.config.collector.grace
+            log.info("stopping: %d slot(s) in flight, %.1f s grace", len(pending), grace)
+            _, pending = (
+                await asyncio.wait(pending, timeout=grace) if grace > 0 else (set(), pending)
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning("abandoned the readouts still in flight after %.1f s", grace)
+        await self.close()
+
+    async def _logged_slot(
+        self, slot: datetime, interval: timedelta, meters: list[MeterConfig], stop: asyncio.Event
+    ) -> CycleResult:
+        started = time.monotonic()
+        part = await self._run_slot(slot, interval, meters, stop=stop, once=False)
+        result = CycleResult.merge([part], started, time.monotonic())
+        log.info(
+            "slot %s: %d read, %d failed, %d missed, %d elsewhere in %.1f s",
+            slot.isoformat(),
+            len(result.readings),
+            len(result.failures),
+            len(result.missed),
+            len(result.elsewhere),
+            result.duration,
+        )
+        for line in result.summary():
+            log.warning("slot %s: %s", slot.isoformat(), line)
+        return result
+
+    async def _run_slot(
+        self,
+        slot: datetime,
+        interval: timedelta,
+        meters: list[MeterConfig],
+        *,
+        stop: asyncio.Event | None,
+        once: bool,
+    ) -> CycleResult:
+        state = _SlotState(slot, slot + interval, {m.name: m for m in meters})
+        lines: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                claimed = await self._claim(state)
+                fresh = [state.meters[name] for name in claimed if name not in state.handled]
+                by_line: dict[str, list[MeterConfig]] = defaultdict(list)
+                for meter in fresh:
+                    state.handled.add(meter.name)
+                    by_line[meter.shared_line].append(meter)
+                for line, line_meters in by_line.items():
+                    lines.add(
+                        asyncio.create_task(self._read_line(state, line, line_meters, stop, once))
+                    )
+                if not self.leases or (stop is not None and stop.is_set()):
+                    break
+                lines = {task for task in lines if not task.done()}
+                if once and not lines:
+                    break
+                if self.clock.now() >= state.end:
+                    break
+                waits = [asyncio.sleep(self.reclaim_every)]
+                if stop is not None:
+                    waits.append(stop.wait())  # type: ignore[arg-type]
+                if once:
+                    waits.append(asyncio.wait(lines))  # type: ignore[arg-type]
+                await _first(*waits)
+            if lines:
+                await asyncio.gather(*lines)
+        finally:
+            for task in lines:
+                task.cancel()
+            await asyncio.gather(*lines, return_exceptions=True)
+            # in-flight readouts abandoned: nothing of them is stored
+        readings = tuple(r for r in state.results if isinstance(r, ReadingRecord))
+        failures = tuple(r for r in state.results if isinstance(r, FailureRecord))
+        elsewhere = tuple(name for name in state.meters if name not in state.handled)
+        return CycleResult(readings, failures, tuple(state.missed), elsewhere)
+
+    async def _claim(self, state: _SlotState) -> list[str]:
+        """Meters of the slot this collector may read now (all of them without leases)."""
+        if not self.leases:
+            return list(state.meters)
+        wanted = [name for name in state.meters if name not in state.finished]
+        if not wanted:
+            return []
+        assert self._writer is not None
+        claim = self.storage.claim  # type: ignore[attr-defined]
+        try:
+            claimed: list[str] = await self._writer.call(
+                claim, self.collector_id, wanted, state.slot, self.lease
+            )
+        except Kamstrup382Error as exc:
+            log.warning("claiming meters for slot %s failed: %s", state.slot.isoformat(), exc)
+            return []
+        return claimed
+
+    async def _read_line(
+        self,
+        state: _SlotState,
+        line: str,
+        meters: list[MeterConfig],
+        stop: asyncio.Event | None,
+        once: bool,
+    ) -> None:
+        """Read ``meters`` (all on ``line``) one after the other, in jitter order."""
+        lock = self._locks.setdefault(line, asyncio.Lock())
+        if once:
+            order = [(state.slot, meter) for meter in meters]
+        else:
+            order = sorted(
+                ((state.slot + jitter_offset(m.name, state.slot, m.jitter), m) for m in meters),
+                key=lambda item: item[0],
+            )
+        assert self._writer is not None
+        for index, (start_at, meter) in enumerate(order):
+            if start_at > self.clock.now():
+                await self.clock.sleep_until(start_at)
+            async with lock:
+                late = not once and self.clock.now() >= state.end
+                if late or (stop is not None and stop.is_set()):
+                    state.missed.extend(m.name for _, m in order[index:])
+                    state.finished.update(m.name for _, m in order[index:])
+                    return
+                result = await self.read_meter(meter, state.slot)
+            state.finished.add(meter.name)
+            state.results.append(result)
+            self._writer.put(result)
+
+    async def read_meter(self, meter: MeterConfig, slot: datetime) -> Result:
+        """One readout of ``meter`` (with the reader's retries) as a record for ``slot``."""
+        clock_start = self.clock.now()
+        mono_start = time.monotonic()
+        try:
+            async with AsyncReader(
+                meter.port,
+                line=meter.line,
+                bcc=meter.bcc,
+                retries=meter.retries,
+                backoff=meter.backoff,
+                answer_timeout=meter.answer_timeout,
+                answer_margin=meter.answer_margin,
+                deadline=meter.deadline,
+            ) as reader:
+                reading = await reader.read()
+            return self._reading_record(meter, slot, reading, clock_start)
+        except (Kamstrup382Error, OSError) as exc:
+            kind = getattr(exc, "kind", "connection")
+            message = str(exc) or type(exc).__name__
+            attempts = getattr(exc, "attempts", meter.retries + 1)
+        return FailureRecord(
+            meter=meter.name,
+            slot=slot,
+            failed_at=self.clock.now(),
+            kind=str(kind),
+            message=message,
+            attempts=int(attempts),
+            duration=time.monotonic() - mono_start,
+        )
+
+    def _reading_record(
+        self,
+        meter: MeterConfig,
+        slot: datetime,
+        reading: Reading,
+        clock_start: datetime,
+    ) -> ReadingRecord:
+        # on a virtual clock: when the readout began on that clock
+        system = isinstance(self.clock, SystemClock)
+        read_at = reading.requested_at if system else clock_start
+        type_number = reading.identification.type_number
+        return ReadingRecord(
+            meter=meter.name,
+            slot=slot,
+            read_at=read_at,
+            values=reading.meter_values(),
+            identification=str(reading.identification).removeprefix("/"),
+            type_number=str(type_number) if type_number is not None else None,
+            bcc_algorithm=reading.bcc_algorithm.value,
+            raw=reading.raw,
+            answer_delay=reading.answer_delay,
+            duration=reading.duration,
+            attempts=reading.attempts,
+        )
+
+
+async def _first(*awaitables: object) -> None:
+    """Wait until the first of ``awaitables`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
