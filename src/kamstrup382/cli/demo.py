@@ -1,0 +1,186 @@
+"""``k382 demo``: an emulated meter, the collector and the dashboard, in one command.
+
+Everything runs in one event loop on a virtual clock (:class:`~kamstrup382.clock.ScaledClock`)
+that the meter model and the collector share: at the default factor of 1440 a day of readings
+appears every minute. The readings go to a fresh SQLite file (in a temporary directory unless
+``--db`` names one). Ctrl-C stops it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from kamstrup382.clock import ScaledClock
+from kamstrup382.collector import Collector
+from kamstrup382.collector.config import parse_config
+from kamstrup382.emulator import Emulator, HouseholdLoad
+from kamstrup382.errors import Kamstrup382Error, UsageError
+from kamstrup382.storage.url import open_storage
+from kamstrup382.web import create_app
+from kamstrup382.web.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LOOPBACK_HOSTS,
+    check_listen,
+    parse_listen,
+    run_server,
+    stop_on_signals,
+)
+
+__all__ = ["DEMO_METER", "default_start", "demo"]
+
+DEMO_METER = "demo"
+#: How much faster the emulated meter talks than an honest 300 baud line.
+LINE_SPEED = 200.0
+
+
+def default_start(now: datetime | None = None) -> datetime:
+    """Midnight UTC two days before this month began: a month change comes early in the demo."""
+    now = now or datetime.now(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+
+
+async def _demo(
+    *,
+    listen_text: str,
+    factor: float,
+    line_speed: float,
+    db: Path | None,
+    start: datetime,
+    interval: str,
+    token: str | None,
+) -> None:
+    listen = parse_listen(listen_text)
+    check_listen(listen, token)
+    with contextlib.ExitStack() as stack:
+        if db is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k382-demo-")))
+            db = directory / "demo.sqlite"
+        elif db.exists():
+            raise UsageError(f"--db {db} exists: the demo starts from a fresh file")
+        url = f"sqlite:///{db}"
+        clock = ScaledClock(start, factor)
+        async with Emulator(
+            meters=1,
+            transport="tcp",
+            host="127.0.0.1",
+            port=0,
+            speed=line_speed,
+            clock=clock,
+            load=HouseholdLoad(),
+        ) as emulator:
+            config = parse_config(
+                {
+                    "storage": {"url": url},
+                    "collector": {"interval": interval, "id": "demo"},
+                    "meters": [{"name": DEMO_METER, "port": emulator.ports[0]}],
+                },
+                env={},
+            )
+            writer = await asyncio.to_thread(open_storage, url)
+            stack.callback(writer.close)
+            reader = await asyncio.to_thread(open_storage, url)
+            stack.callback(reader.close)
+            app = create_app(
+                reader,
+                token=token,
+                title="Kamstrup 382 demo",
+                refresh=5.0,
+                allowed_hosts=None if token else LOOPBACK_HOSTS,
+            )
+            stop = asyncio.Event()
+
+            def ready(address: str) -> None:
+                click.echo(f"k382 demo: an emulated Kamstrup 382 on {emulator.ports[0]},")
+                click.echo(
+                    f"read every {interval} of virtual time, {factor:g}x faster than real "
+                    f"time, into {db}"
+                )
+                click.echo(f"Dashboard: {address}/")
+                click.echo("Ctrl-C stops.", err=False)
+
+            collector = Collector(config, writer, clock=clock, collector_id="demo")
+            with stop_on_signals(stop):
+                collecting = asyncio.create_task(collector.run(stop), name="k382-demo-collector")
+                try:
+                    await run_server(app, listen, stop, on_ready=ready)
+                finally:
+                    stop.set()
+                    await collecting
+                    await collector.close()
+    click.echo("k382 demo stopped.")
+
+
+@click.command("demo")
+@click.option(
+    "--http",
+    "listen",
+    metavar="HOST:PORT",
+    default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+    show_default=True,
+    help="Where the dashboard listens (port 0: any free port).",
+)
+@click.option(
+    "--speed-factor",
+    "factor",
+    type=click.FloatRange(min=1.0, max=100_000.0),
+    default=1440.0,
+    show_default=True,
+    help="How much faster the virtual clock runs (1440: a day a minute).",
+)
+@click.option(
+    "--line-speed",
+    type=click.FloatRange(min=1.0, max=10_000.0),
+    default=LINE_SPEED,
+    show_default=True,
+    help="How much faster than 300 baud the emulated meter answers.",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep the readings in this new SQLite file (default: a temporary one).",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    help="Virtual start time, UTC (default: two days before the 1st of this month).",
+)
+@click.option(
+    "--interval",
+    default="15m",
+    show_default=True,
+    help="Readout interval in virtual time.",
+)
+@click.option("--token", envvar="K382_TOKEN", help="Require this token (as for k382 serve).")
+def demo(  # noqa: PLR0917 (click passes the options by name)
+    listen: str,
+    factor: float,
+    line_speed: float,
+    db: Path | None,
+    start: datetime | None,
+    interval: str,
+    token: str | None,
+) -> int:
+    """An emulated meter, the collector and the dashboard, on a fast virtual clock."""
+    begin = start.replace(tzinfo=UTC) if start is not None else default_start()
+    try:
+        asyncio.run(
+            _demo(
+                listen_text=listen,
+                factor=factor,
+                line_speed=line_speed,
+                db=db,
+                start=begin,
+                interval=interval,
+                token=token or None,
+            )
+        )
+    except Kamstrup382Error as exc:
+        raise click.ClickException(str(exc)) from exc
+    return 0

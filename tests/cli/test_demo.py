@@ -1,0 +1,61 @@
+"""``k382 demo``: one command starts an emulated meter, the collector and the dashboard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kamstrup382.cli import main
+from kamstrup382.protocol import BccMode, decode_reply
+from kamstrup382.storage.url import open_storage
+from tests.web.demo_process import DemoProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_collects_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    db = tmp_path / "demo.sqlite"
+    demo = DemoProcess(db=db, factor=5760)
+    with demo:
+        assert demo.url.startswith("http://127.0.0.1:")
+        rows = demo.wait_for_readings(12)
+        # a quarter of an hour of virtual time between readings, a day in 15 s of real time
+        slots = [datetime.fromisoformat(r["slot"]) for r in rows]
+        assert all((b - a).total_seconds() % 900 == 0 for a, b in pairwise(slots))
+        assert rows[0]["type_number"] is not None
+        meters = httpx.get(f"{demo.url}/api/meters").json()["meters"]
+        assert [m["name"] for m in meters] == ["demo"]
+        page = httpx.get(f"{demo.url}/")
+        assert page.status_code == 200
+        assert 'data-meter="demo"' in page.text
+        assert demo.stop() == 0
+    assert any("Dashboard: http://127.0.0.1:" in line for line in demo.lines)
+    assert demo.lines[-1] == "k382 demo stopped."
+    # what the dashboard showed is in the SQLite file, and is what the meter sent
+    with open_storage(f"sqlite:///{db}") as storage:
+        stored = list(storage.readings("demo"))
+    assert len(stored) >= len(rows)
+    for record in stored:
+        assert decode_reply(record.raw, bcc=BccMode.AUTO).meter_values() == record.values
+    energy = [r.values.energy for r in stored]
+    assert energy == sorted(energy)
+    assert energy[-1] > energy[0]  # a household uses energy
+
+
+def test_demo_wants_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "old.sqlite"
+    db.write_bytes(b"")
+    assert main(["demo", "--db", str(db), "--http", "127.0.0.1:0"]) == 1
+    assert "fresh" in capsys.readouterr().err
+
+
+def test_demo_refuses_other_addresses_without_a_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("K382_TOKEN", raising=False)
+    assert main(["demo", "--http", "0.0.0.0:0"]) == 1
+    assert "without a token" in capsys.readouterr().err
