@@ -197,7 +197,11 @@ def create_app(
         return await page(request, await known_meter(request))
 
     async def plotly_js(request: Request) -> Response:
-        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+        return FileResponse(
+            PLOTLY_JS,
+            media_type="text/javascript",
+            headers={"cache-control": "public, max-age=86400"},
+        )
 
     async def api_openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(title=title, secured=secured))
