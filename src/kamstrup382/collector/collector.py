@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +45,9 @@ __all__ = ["Collector", "CycleResult", "raise_file_limit"]
 log = logging.getLogger(__name__)
 
 Result = ReadingRecord | FailureRecord
+
+#: Lines claimed per call of ``storage.claim``.
+CLAIM_LINES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,30 +290,39 @@ class Collector:
     ) -> CycleResult:
         state = _SlotState(slot, slot + interval, {m.name: m for m in meters})
         lines: set[asyncio.Task[None]] = set()
+
+        def dispatch(names: Iterable[str]) -> None:
+            by_line: dict[str, list[MeterConfig]] = defaultdict(list)
+            for name in names:
+                if name in state.handled or name not in state.meters:
+                    continue
+                state.handled.add(name)
+                meter = state.meters[name]
+                by_line[meter.shared_line].append(meter)
+            for line, line_meters in by_line.items():
+                lines.add(
+                    asyncio.create_task(self._read_line(state, line, line_meters, stop, once))
+                )
+
         try:
             while True:
-                claimed = await self._claim(state)
-                fresh = [state.meters[name] for name in claimed if name not in state.handled]
-                by_line: dict[str, list[MeterConfig]] = defaultdict(list)
-                for meter in fresh:
-                    state.handled.add(meter.name)
-                    by_line[meter.shared_line].append(meter)
-                for line, line_meters in by_line.items():
-                    lines.add(
-                        asyncio.create_task(self._read_line(state, line, line_meters, stop, once))
-                    )
-                if not self.leases or (stop is not None and stop.is_set()):
+                if self.leases:
+                    await self._claim(state, dispatch)
+                else:
+                    dispatch(state.meters)
+                    break
+                if stop is not None and stop.is_set():
                     break
                 lines = {task for task in lines if not task.done()}
                 if once and not lines:
                     break
                 if self.clock.now() >= state.end:
                     break
-                waits = [asyncio.sleep(self.reclaim_every)]
+                waits: list[Awaitable[object]] = [asyncio.sleep(self.reclaim_every)]
                 if stop is not None:
-                    waits.append(stop.wait())  # type: ignore[arg-type]
+                    waits.append(stop.wait())
                 if once:
-                    waits.append(asyncio.wait(lines))  # type: ignore[arg-type]
+                    waits.append(asyncio.wait(lines))
                 await _first(*waits)
             if lines:
                 await asyncio.gather(*lines)
@@ -323,23 +336,37 @@ class Collector:
         elsewhere = tuple(name for name in state.meters if name not in state.handled)
         return CycleResult(readings, failures, tuple(state.missed), elsewhere)
 
-    async def _claim(self, state: _SlotState) -> list[str]:
-        """Meters of the slot this collector may read now (all of them without leases)."""
-        if not self.leases:
-            return list(state.meters)
-        wanted = [name for name in state.meters if name not in state.finished]
-        if not wanted:
-            return []
+    async def _claim(self, state: _SlotState, dispatch: Callable[[Iterable[str]], None]) -> None:
+        """Claim the slot's meters not yet handled here, a few lines at a time, and renew the
+        claims on those still being read.
+
+        Whole lines are claimed together, in an order shuffled per collector and slot, so that
+        collectors starting a slot together share the meters instead of one taking all.
+        """
         assert self._writer is not None
         claim = self.storage.claim  # type: ignore[attr-defined]
-        try:
-            claimed: list[str] = await self._writer.call(
-                claim, self.collector_id, wanted, state.slot, self.lease
-            )
-        except Kamstrup382Error as exc:
-            log.warning("claiming meters for slot %s failed: %s", state.slot.isoformat(), exc)
-            return []
-        return claimed
+        renew = [n for n in state.handled if n not in state.finished]
+        by_line: dict[str, list[str]] = defaultdict(list)
+        for name, meter in state.meters.items():
+            if name not in state.handled:
+                by_line[meter.shared_line].append(name)
+        order = sorted(by_line)
+        random.Random(f"{self.collector_id}|{state.slot.isoformat()}").shuffle(order)
+        chunks = [
+            [name for line in order[i : i + CLAIM_LINES] for name in by_line[line]]
+            for i in range(0, len(order), CLAIM_LINES)
+        ]
+        if renew:
+            chunks = [renew + (chunks[0] if chunks else []), *chunks[1:]]
+        for chunk in chunks:
+            try:
+                claimed: list[str] = await self._writer.call(
+                    claim, self.collector_id, chunk, state.slot, self.lease
+                )
+            except Kamstrup382Error as exc:
+                log.warning("claiming meters for slot %s failed: %s", state.slot.isoformat(), exc)
+                return
+            dispatch(claimed)
 
     async def _read_line(
         self,
@@ -430,9 +457,9 @@ class Collector:
         )
 
 
-async def _first(*awaitables: object) -> None:
+async def _first(*awaitables: Awaitable[object]) -> None:
     """Wait until the first of ``awaitables`` completes; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]  # type: ignore[call-overload]
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
