@@ -137,9 +137,7 @@ class Collector:
         self.outputs = tuple(outputs)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.collector_id = collector_id or config.collector.id
-        self.leases = hasattr(storage, "claim") and storage.url.startswith(
-            ("postgresql:", "postgres:")
-        )
+        self.leases = storage.url.startswith(("postgresql:", "postgres:"))
         settings = config.collector
         self.lease = settings.lease
         self.reclaim_every = min(max(settings.lease.total_seconds() / 4, 0.1), 30.0)
@@ -330,7 +328,8 @@ class Collector:
             for task in lines:
                 task.cancel()
             await asyncio.gather(*lines, return_exceptions=True)
-            # in-flight readouts abandoned: nothing of them is stored
+            # in-flight readouts abandoned: nothing of them is stored; give their claims back
+            await self._release(state)
         readings = tuple(r for r in state.results if isinstance(r, ReadingRecord))
         failures = tuple(r for r in state.results if isinstance(r, FailureRecord))
         elsewhere = tuple(name for name in state.meters if name not in state.handled)
@@ -344,7 +343,7 @@ class Collector:
         collectors starting a slot together share the meters instead of one taking all.
         """
         assert self._writer is not None
-        claim = self.storage.claim  # type: ignore[attr-defined]
+        claim = self.storage.claim
         renew = [n for n in state.handled if n not in state.finished]
         by_line: dict[str, list[str]] = defaultdict(list)
         for name, meter in state.meters.items():
@@ -367,6 +366,19 @@ class Collector:
                 log.warning("claiming meters for slot %s failed: %s", state.slot.isoformat(), exc)
                 return
             dispatch(claimed)
+
+    async def _release(self, state: _SlotState) -> None:
+        """Give back claimed meters of the slot that got no result here (shutdown, abandon)."""
+        if not self.leases or self._writer is None:
+            return
+        done = {result.meter for result in state.results}
+        unread = [name for name in state.handled if name not in done]
+        if not unread:
+            return
+        try:
+            await self._writer.call(self.storage.release, self.collector_id, unread, state.slot)
+        except Kamstrup382Error as exc:
+            log.warning("releasing %d meters failed (they expire instead): %s", len(unread), exc)
 
     async def _read_line(
         self,
