@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from kamstrup382.storage.records import (
@@ -113,3 +113,36 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def status(self) -> list[MeterStatus]:
         """Per meter: last success, last error, success counts."""
+
+    # -- leases: which collector reads which meter in a slot ---------------------------------
+    #
+    # Protocol (PostgreSQL; one lease row per meter with holder, slot, expiry and a done flag):
+    # 1. At each slot, and again every lease/4 or so while the slot lasts, a collector calls
+    #    ``claim(me, meters_not_yet_handled_by_me, slot, lease)``. It gets back the meters it
+    #    holds now for ``slot``: new ones, and its own earlier ones (whose expiry is renewed).
+    # 2. A meter is handed out when it is free for the slot: never claimed for it, or claimed
+    #    but its lease expired (its holder died or hung) and nothing was stored for it yet.
+    #    Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED: two claims never share a meter.
+    # 3. ``record()`` of a reading or failure for (meter, slot) marks the lease done in the same
+    #    transaction; a done meter (or one with a reading for the slot) is never handed out
+    #    again for that slot. ``complete()`` does the same explicitly.
+    # 4. ``release()`` gives back claimed meters that will not be read (shutdown), so others
+    #    take them at once instead of after expiry.
+    # 5. Should a slow holder store after its lease was taken over, the reading is still kept
+    #    once: readings are unique on (meter, slot), the second write is ignored.
+    # Expiry is measured on the database server's clock, so collector clocks may differ.
+    # Single-process backends (SQLite) keep no leases: claim returns every meter given.
+
+    def claim(
+        self, collector_id: str, meters: Sequence[str], slot: datetime, lease: timedelta
+    ) -> list[str]:
+        """The meters of ``meters`` that ``collector_id`` must read for ``slot`` (see above)."""
+        return list(dict.fromkeys(meters))
+
+    def complete(self, collector_id: str, meters: Sequence[str], slot: datetime) -> None:
+        """Mark ``meters`` handled for ``slot`` (``record`` already does it)."""
+        return None
+
+    def release(self, collector_id: str, meters: Sequence[str], slot: datetime) -> None:
+        """Give back ``meters`` claimed for ``slot`` but not read (e.g. on shutdown)."""
+        return None
