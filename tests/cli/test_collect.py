@@ -1,0 +1,147 @@
+"""``k382 collect``: --once exit codes, config errors, --emulator, SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kamstrup382.cli import main
+from kamstrup382.emulator import EmulatorThread
+from kamstrup382.storage.url import open_storage
+
+
+def closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"socket://127.0.0.1:{port}"
+
+
+def write_config(path: Path, url: str, ports: list[str], collector: str = "") -> Path:
+    text = f'[storage]\nurl = "{url}"\n[collector]\nanswer_timeout = 0.3\nbackoff = 0.05\n'
+    text += collector
+    for index, port in enumerate(ports):
+        text += f'[[meters]]\nname = "m{index}"\nport = "{port}"\n'
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def count_rows(url: str) -> tuple[int, int]:
+    with open_storage(url) as storage:
+        attempts = list(storage.attempts())
+    return sum(a.ok for a in attempts), sum(not a.ok for a in attempts)
+
+
+def test_once_exits_zero_when_every_meter_was_read(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    with EmulatorThread(meters=3, transport="tcp", speed=200, delay=0.02) as emu:
+        cfg = write_config(tmp_path / "k.toml", url, emu.ports)
+        assert main(["collect", "--config", str(cfg), "--once"]) == 0
+    assert count_rows(url) == (3, 0)
+
+
+def test_once_exits_non_zero_with_a_line_per_failed_meter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    with EmulatorThread(meters=1, transport="tcp", speed=200, delay=0.02) as emu:
+        ports = [emu.ports[0], closed_port(), closed_port()]
+        cfg = write_config(tmp_path / "k.toml", url, ports, "retries = 0\n")
+        assert main(["collect", "--config", str(cfg), "--once"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err if line.startswith("m")] == ["m1", "m2"]
+    assert all(": connection: " in line for line in err if line.startswith(("m1", "m2")))
+    assert count_rows(url) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[[meters]]\nname = "a"\nport = "socket://x:1"\nline = "9N1"\n', "meters[0].line"),
+        ('[collector]\ninterval = "often"\n', "collector.interval"),
+        ("[[meters]]\nname = 'a'\n", "meters[0].port"),
+    ],
+)
+def test_config_error_exits_two_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, key: str
+) -> None:
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path}/r.sqlite"\n' + toml, encoding="utf-8")
+    assert main(["collect", "--config", str(cfg), "--once"]) == 2
+    assert f"config error: {key}: " in capsys.readouterr().err
+
+
+def test_without_config_or_emulator_it_says_what_to_give(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["collect", "--once"]) == 2
+    assert "--emulator" in capsys.readouterr().err
+
+
+def test_emulator_option_works_without_a_meter(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    argv = ["collect", "--emulator", "3", "--speed", "200", "--storage", url, "--once"]
+    assert main(argv) == 0
+    with open_storage(url) as storage:
+        assert sorted(storage.meters()) == ["emulated-1", "emulated-2", "emulated-3"]
+
+
+def run_collect(config: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "kamstrup382", "collect", "--config", str(config), "-v"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for_rows(url: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Path(url.removeprefix("sqlite:///")).exists() and sum(count_rows(url)) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} rows after {timeout} s")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_between_and_during_readouts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    with EmulatorThread(meters=3, transport="tcp", speed=200, delay=0.02) as emu:
+        cfg = write_config(tmp_path / "k.toml", url, emu.ports, 'interval = "1s"\ngrace = 5\n')
+        proc = run_collect(cfg)
+        try:
+            wait_for_rows(url, 6, timeout=20)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    ok, failed = count_rows(url)
+    assert failed == 0 and ok >= 6
+
+    # now with readouts in flight at the true 300 baud (about 6 s each) and a short grace:
+    url2 = f"sqlite:///{tmp_path / 'r2.sqlite'}"
+    with EmulatorThread(meters=2, transport="tcp", speed=1.0, delay=0.02) as emu:
+        cfg = write_config(tmp_path / "k2.toml", url2, emu.ports, "grace = 0.5\n")
+        proc = run_collect(cfg)
+        try:
+            time.sleep(2.0)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=15)
+            took = time.monotonic() - started
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert took < 4.0
+    assert count_rows(url2) == (0, 0)

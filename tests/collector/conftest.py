@@ -1,0 +1,41 @@
+"""Fixtures of the collector tests: a storage URL for each backend, a config builder."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kamstrup382.collector.config import Config, parse_config
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty storage: a SQLite file in tmp_path or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'readings.sqlite'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+def make_config(
+    url: str,
+    ports: Sequence[str],
+    *,
+    extra: str = "",
+    meter_extra: dict[int, str] | None = None,
+    **collector: Any,
+) -> Config:
+    """A config for ``ports`` (meters m0, m1, ...), read into ``url``."""
+    settings = {"flush_interval": 0.05, "answer_timeout": 0.3, "backoff": 0.05, **collector}
+    lines = [f'[storage]\nurl = "{url}"\n', "[collector]"]
+    lines += [f"{key} = {value!r}" for key, value in settings.items()]
+    for index, port in enumerate(ports):
+        lines.append(f'[[meters]]\nname = "m{index}"\nport = "{port}"')
+        if meter_extra and index in meter_extra:
+            lines.append(meter_extra[index])
+    text = "\n".join(lines).replace("'", '"') + "\n" + extra
+    return parse_config(tomllib.loads(text), env={})

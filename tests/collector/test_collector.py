@@ -1,0 +1,207 @@
+"""The collector against emulated meters over TCP, into SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from kamstrup382.clock import ManualClock
+from kamstrup382.collector import Collector
+from kamstrup382.collector.schedule import slot_of
+from kamstrup382.emulator import EmulatorThread
+from kamstrup382.outputs.base import Output
+from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage.url import open_storage
+from tests.collector.conftest import make_config
+from tests.collector.peer import ScriptedMeter
+
+SPEED = 200.0
+
+
+def closed_port() -> str:
+    """A loopback TCP port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"socket://127.0.0.1:{port}"
+
+
+def stored(url: str) -> list[ReadingRecord]:
+    with open_storage(url) as storage:
+        return list(storage.readings())
+
+
+def overlaps(records: Sequence[ReadingRecord]) -> list[tuple[str, str]]:
+    spans = sorted((r.read_at, r.read_at + timedelta(seconds=r.duration), r.meter) for r in records)
+    return [(a[2], b[2]) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+
+
+class RecordingOutput(Output):
+    """An output that keeps what it was given and checks it is already stored."""
+
+    name = "recording"
+
+    def __init__(self, url: str, *, outbox: bool = False) -> None:
+        self.url = url
+        self.uses_outbox = outbox
+        self.readings: list[ReadingRecord] = []
+        self.failures: list[FailureRecord] = []
+        self.unstored: list[str] = []
+        self.started = self.stopped = False
+
+    async def start(self, storage: Storage) -> None:
+        self.started = True
+
+    async def publish(
+        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+    ) -> None:
+        self.readings += readings
+        self.failures += failures
+        names = {r.meter for r in stored(self.url)}
+        self.unstored += [r.meter for r in readings if r.meter not in names]
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_run_once_reads_every_meter_into_its_slot(storage_url: str) -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 10, 7, 31, tzinfo=UTC))
+    with EmulatorThread(meters=4, transport="tcp", speed=SPEED, delay=0.02) as emu:
+        config = make_config(storage_url, emu.ports)
+        output = RecordingOutput(storage_url)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage, [output], clock=clock) as collector:
+                result = await collector.run_once()
+        sent = [emu.sent_values(i)[-1] for i in range(4)]
+    assert result.ok
+    assert sorted(r.meter for r in result.readings) == ["m0", "m1", "m2", "m3"]
+    rows = {r.meter: r for r in stored(storage_url)}
+    assert sorted(rows) == ["m0", "m1", "m2", "m3"]
+    for index in range(4):
+        row = rows[f"m{index}"]
+        assert row.slot == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+        assert row.values == sent[index]
+        assert row.identification.startswith("KAM ")
+        assert row.bcc_algorithm == "sum7"
+        assert row.attempts == 1
+        assert row.raw.startswith(b"/KAM") and len(row.raw) == 167
+        assert 0 < row.answer_delay < row.duration
+    assert output.started and output.stopped
+    assert sorted(r.meter for r in output.readings) == ["m0", "m1", "m2", "m3"]
+    assert output.unstored == []
+
+
+async def test_meters_on_one_shared_line_are_never_read_at_once(storage_url: str) -> None:
+    with EmulatorThread(meters=6, transport="tcp", speed=SPEED, delay=0.02) as emu:
+        shared = {i: 'shared_line = "bus"' for i in range(3)}
+        config = make_config(storage_url, emu.ports, meter_extra=shared)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage) as collector:
+                result = await collector.run_once()
+    assert result.ok
+    rows = stored(storage_url)
+    on_bus = [r for r in rows if r.meter in ("m0", "m1", "m2")]
+    alone = [r for r in rows if r.meter in ("m3", "m4", "m5")]
+    assert len(on_bus) == 3 and len(alone) == 3
+    assert overlaps(on_bus) == []
+    # the lines themselves run in parallel: meters on their own lines overlap in time
+    assert overlaps(alone) != []
+
+
+async def test_retries_and_failure_rows_carry_the_error_kind(storage_url: str) -> None:
+    async with (
+        ScriptedMeter("silent", "answer") as flaky,
+        ScriptedMeter("silent") as mute,
+        ScriptedMeter("bad_bcc") as corrupt,
+    ):
+        ports = [flaky.port, mute.port, corrupt.port, closed_port()]
+        config = make_config(storage_url, ports, retries=1)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage) as collector:
+                result = await collector.run_once()
+            attempts = list(storage.attempts())
+        assert flaky.requests == 2
+        assert mute.requests == 2
+    assert not result.ok
+    (reading,) = result.readings
+    assert reading.meter == "m0" and reading.attempts == 2
+    kinds = {f.meter: f.kind for f in result.failures}
+    assert kinds == {"m1": "timeout", "m2": "bcc", "m3": "connection"}
+    assert all(f.attempts == 2 for f in result.failures)
+    assert sorted(result.summary())[0].startswith("m1: timeout: ")
+    logged = {(a.meter, a.ok, a.kind) for a in attempts}
+    assert logged == {
+        ("m0", True, None),
+        ("m1", False, "timeout"),
+        ("m2", False, "bcc"),
+        ("m3", False, "connection"),
+    }
+
+
+async def test_outbox_outputs_queue_every_new_reading(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/o.sqlite"
+    with EmulatorThread(meters=3, transport="tcp", speed=SPEED, delay=0.02) as emu:
+        config = make_config(url, emu.ports)
+        output = RecordingOutput(url, outbox=True)
+        with open_storage(url) as storage:
+            async with Collector(config, storage, [output]) as collector:
+                await collector.run_once()
+            pending = storage.outbox_pending(10)
+    assert sorted(record.meter for _, record in pending) == ["m0", "m1", "m2"]
+
+
+async def test_run_reads_each_slot_once_on_schedule(storage_url: str) -> None:
+    with EmulatorThread(meters=3, transport="tcp", speed=SPEED, delay=0.02) as emu:
+        config = make_config(storage_url, emu.ports, interval=1)
+        with open_storage(storage_url) as storage:
+            collector = Collector(config, storage)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.call_later(2.6, stop.set)
+            await collector.run(stop)
+    rows = stored(storage_url)
+    slots = sorted({r.slot for r in rows})
+    assert len(slots) >= 2
+    for slot in slots:
+        assert slot == slot_of(slot, timedelta(seconds=1))
+    for slot in slots[1:]:  # the first slot may have begun before the collector
+        assert sorted(r.meter for r in rows if r.slot == slot) == ["m0", "m1", "m2"]
+        assert all(slot <= r.read_at < slot + timedelta(seconds=1) for r in rows if r.slot == slot)
+
+
+async def test_collectors_sharing_postgres_split_the_meters(postgres_url: str) -> None:
+    """Two collectors, one PostgreSQL: every meter read by exactly one of them."""
+    with EmulatorThread(meters=20, transport="tcp", speed=SPEED, delay=0.02) as emu:
+        config = make_config(postgres_url, emu.ports, lease=5)
+        with open_storage(postgres_url) as first, open_storage(postgres_url) as second:
+            async with (
+                Collector(config, first, collector_id="a") as a,
+                Collector(config, second, collector_id="b") as b,
+            ):
+                result_a, result_b = await asyncio.gather(a.run_once(), b.run_once())
+    read_a = {r.meter for r in result_a.readings}
+    read_b = {r.meter for r in result_b.readings}
+    assert read_a.isdisjoint(read_b)
+    assert read_a | read_b == {f"m{i}" for i in range(20)}
+    assert set(result_a.elsewhere) == read_b
+    rows = stored(postgres_url)
+    assert len(rows) == 20
+
+
+async def test_stop_during_readouts_abandons_them_without_rows(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/s.sqlite"
+    # true speed: a readout takes about 6 s, far longer than the grace below
+    with EmulatorThread(meters=2, transport="tcp", speed=1.0, delay=0.02) as emu:
+        config = make_config(url, emu.ports, grace=0.2)
+        with open_storage(url) as storage:
+            collector = Collector(config, storage)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.5, stop.set)
+            started = asyncio.get_running_loop().time()
+            await collector.run(stop)
+            took = asyncio.get_running_loop().time() - started
+            assert list(storage.attempts()) == []
+    assert took < 3.0
