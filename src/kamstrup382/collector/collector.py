@@ -262,7 +262,11 @@ class Collector:
         self, slot: datetime, interval: timedelta, meters: list[MeterConfig], stop: asyncio.Event
     ) -> CycleResult:
         started = time.monotonic()
-        part = await self._run_slot(slot, interval, meters, stop=stop, once=False)
+        try:
+            part = await self._run_slot(slot, interval, meters, stop=stop, once=False)
+        except Exception:  # a bug must not stop the schedule; say so loudly
+            log.exception("slot %s failed", slot.isoformat())
+            part = CycleResult(missed=tuple(m.name for m in meters))
         result = CycleResult.merge([part], started, time.monotonic())
         log.info(
             "slot %s: %d read, %d failed, %d missed, %d elsewhere in %.1f s",
@@ -311,8 +315,8 @@ class Collector:
                     break
                 if stop is not None and stop.is_set():
                     break
-                lines = {task for task in lines if not task.done()}
-                if once and not lines:
+                running = {task for task in lines if not task.done()}
+                if once and not running:
                     break
                 if self.clock.now() >= state.end:
                     break
@@ -320,7 +324,7 @@ class Collector:
                 if stop is not None:
                     waits.append(stop.wait())
                 if once:
-                    waits.append(asyncio.wait(lines))
+                    waits.append(asyncio.wait(running))
                 await _first(*waits)
             if lines:
                 await asyncio.gather(*lines)
