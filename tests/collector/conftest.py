@@ -18,7 +18,7 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'readings.sqlite'}"
     else:
-        yield request.getfixturevalue("postgres_url")
+        yield request.getfixturevalue("postgres_db_url")
 
 
 def make_config(

@@ -172,11 +172,11 @@ async def test_run_reads_each_slot_once_on_schedule(storage_url: str) -> None:
         assert all(slot <= r.read_at < slot + timedelta(seconds=1) for r in rows if r.slot == slot)
 
 
-async def test_collectors_sharing_postgres_split_the_meters(postgres_url: str) -> None:
+async def test_collectors_sharing_postgres_split_the_meters(postgres_db_url: str) -> None:
     """Two collectors, one PostgreSQL: every meter read by exactly one of them."""
     with EmulatorThread(meters=20, transport="tcp", speed=SPEED, delay=0.02) as emu:
-        config = make_config(postgres_url, emu.ports, lease=5)
-        with open_storage(postgres_url) as first, open_storage(postgres_url) as second:
+        config = make_config(postgres_db_url, emu.ports, lease=5)
+        with open_storage(postgres_db_url) as first, open_storage(postgres_db_url) as second:
             async with (
                 Collector(config, first, collector_id="a") as a,
                 Collector(config, second, collector_id="b") as b,
@@ -187,7 +187,7 @@ async def test_collectors_sharing_postgres_split_the_meters(postgres_url: str) -
     assert read_a.isdisjoint(read_b)
     assert read_a | read_b == {f"m{i}" for i in range(20)}
     assert set(result_a.elsewhere) == read_b
-    rows = stored(postgres_url)
+    rows = stored(postgres_db_url)
     assert len(rows) == 20
 
 

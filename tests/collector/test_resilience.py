@@ -48,14 +48,14 @@ def sleep_until(when: datetime) -> None:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
-    postgres_url: str, tmp_path: Path
+    postgres_db_url: str, tmp_path: Path
 ) -> None:
     interval, lease = timedelta(seconds=5), 1.5
     meters = 300
     with EmulatorThread(meters=meters, transport="tcp", speed=10.0, delay=0.02) as emu:
         config = write_config(
             tmp_path / "k.toml",
-            postgres_url,
+            postgres_db_url,
             emu.ports,
             f'interval = "5s"\nlease = {lease}\nflush_interval = 0.1\nanswer_timeout = 0.5\n',
         )
@@ -83,7 +83,7 @@ def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
                     proc.wait()
         sent = Counter({f"m{i:03d}": len(emu.sent(i)) for i in range(meters)})
 
-    with open_storage(postgres_url) as storage:
+    with open_storage(postgres_db_url) as storage:
         rows = list(storage.readings())
     per_slot: dict[datetime, Counter[str]] = {}
     for row in rows:
