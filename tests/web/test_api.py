@@ -180,6 +180,10 @@ async def test_csv_is_the_same_data_as_json(
         ("/api/meters/house/consumption?bucket=week", "bucket"),
         ("/api/meters/house/consumption?tz=Mars/Olympus", "tz"),
         ("/api/meters/house/consumption?tz=../../etc/passwd", "tz"),
+        ("/api/meters/house/readings?bucket=day", "bucket"),
+        ("/api/meters/house/consumption?limit=3", "limit"),
+        ("/api/meters?verbose=1", "verbose"),
+        ("/api/meters/house/readings?since=2026-01-01&since=2026-01-02", "since"),
     ],
 )
 async def test_bad_input_is_a_400_naming_the_parameter(

@@ -10,7 +10,7 @@ are synchronous, so they run in the thread pool, one at a time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from kamstrup382.web.buckets import bucket_consumption
 from kamstrup382.web.openapi import openapi_document
 from kamstrup382.web.params import (
     BadParameter,
+    check_query,
     parse_bucket,
     parse_format,
     parse_limit,
@@ -64,6 +65,10 @@ HERE = Path(__file__).parent
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 T = TypeVar("T")
+
+WINDOW_PARAMS = frozenset({"since", "until", "limit", "format"})
+CONSUMPTION_PARAMS = frozenset({"since", "until", "bucket", "tz", "format"})
+PAGE_PARAMS = frozenset({"bucket"})
 
 
 class _Reader:
@@ -158,7 +163,8 @@ def create_app(
     secured = bool(token)
     registers = [r for r in REGISTERS]
 
-    async def known_meter(request: Request) -> str:
+    async def known_meter(request: Request, allowed: Collection[str] = ()) -> str:
+        check_query(request.query_params.multi_items(), allowed)
         meter = parse_meter(request.path_params["meter"])
         if meter not in await read(lambda s: s.meters()):
             raise HTTPException(404, f"no meter {meter!r} in the storage")
@@ -194,7 +200,7 @@ def create_app(
         return await page(request, None)
 
     async def meter_page(request: Request) -> Response:
-        return await page(request, await known_meter(request))
+        return await page(request, await known_meter(request, PAGE_PARAMS))
 
     async def plotly_js(request: Request) -> Response:
         return FileResponse(
@@ -204,9 +210,11 @@ def create_app(
         )
 
     async def api_openapi(request: Request) -> Response:
+        check_query(request.query_params.multi_items(), ())
         return JSONResponse(openapi_document(title=title, secured=secured))
 
     async def api_meters(request: Request) -> Response:
+        check_query(request.query_params.multi_items(), ())
         return JSONResponse({"meters": await read(_summaries)})
 
     async def api_meter(request: Request) -> Response:
@@ -226,7 +234,7 @@ def create_app(
         return JSONResponse(reading_row(latest))
 
     async def api_readings(request: Request) -> Response:
-        meter = await known_meter(request)
+        meter = await known_meter(request, WINDOW_PARAMS)
         since, until = _window(request)
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
@@ -239,7 +247,7 @@ def create_app(
         )
 
     async def api_peaks(request: Request) -> Response:
-        meter = await known_meter(request)
+        meter = await known_meter(request, WINDOW_PARAMS)
         since, until = _window(request)
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
@@ -252,7 +260,7 @@ def create_app(
         )
 
     async def api_attempts(request: Request) -> Response:
-        meter = await known_meter(request)
+        meter = await known_meter(request, WINDOW_PARAMS)
         since, until = _window(request)
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
@@ -265,7 +273,7 @@ def create_app(
         )
 
     async def api_consumption(request: Request) -> Response:
-        meter = await known_meter(request)
+        meter = await known_meter(request, CONSUMPTION_PARAMS)
         zone = parse_zone(request.query_params.get("tz"))
         bucket = parse_bucket(request.query_params.get("bucket"))
         since, until = _window(request, zone)

@@ -1,8 +1,9 @@
 """Consumption per hour, day or month: intervals between readings summed into calendar buckets.
 
 An interval that spans several buckets (a gap of failed readouts, a reading late in an hour) is
-shared between them in proportion to the time it spends in each, to the Wh (0.001 kWh); the
-last share takes the remainder so that the buckets add up exactly to the interval's energy.
+shared between them in proportion to the time it spends in each, to the Wh (0.001 kWh),
+rounding the running total so that no share is negative and the shares add up exactly to the
+interval's energy.
 Bucket edges are wall-clock edges in the given time zone.
 """
 
@@ -90,8 +91,18 @@ def _shares(
 
 
 def _split(amount: Decimal, fractions: list[float]) -> list[Decimal]:
-    parts = [(amount * Decimal(repr(f))).quantize(_WH) for f in fractions[:-1]]
-    parts.append(amount - sum(parts, Decimal(0)))
+    """Shares of ``amount`` to the Wh, rounded on the running total: never negative, exact sum."""
+    parts: list[Decimal] = []
+    done = Decimal(0)
+    running = 0.0
+    for i, fraction in enumerate(fractions):
+        running += fraction
+        upto = (
+            amount if i == len(fractions) - 1 else (amount * Decimal(repr(running))).quantize(_WH)
+        )
+        upto = min(max(upto, done), amount)
+        parts.append(upto - done)
+        done = upto
     return parts
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from kamstrup382.errors import UsageError
@@ -21,6 +22,7 @@ __all__ = [
     "METER_PATTERN",
     "TZ_PATTERN",
     "BadParameter",
+    "check_query",
     "parse_bucket",
     "parse_format",
     "parse_limit",
@@ -58,6 +60,18 @@ class BadParameter(UsageError):
         self.name = name
         self.problem = problem
         super().__init__(f"{name}: {problem}")
+
+
+def check_query(pairs: Iterable[tuple[str, str]], allowed: Collection[str]) -> None:
+    """Every query parameter is one the operation knows, and none is given twice."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise BadParameter(name, f"unknown parameter (known: {known})")
+        if name in seen:
+            raise BadParameter(name, "given more than once")
+        seen.add(name)
 
 
 def parse_meter(value: str) -> str:

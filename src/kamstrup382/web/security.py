@@ -91,10 +91,11 @@ class TokenGuard:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = [v for k, v in query if k == "token"]
         if given and self._matches(given[-1]):
-            if scope["path"].startswith("/api/"):
-                await self.app(scope, receive, send)
-                return
             rest = urlencode([(k, v) for k, v in query if k != "token"])
+            if scope["path"].startswith("/api/"):
+                # the API sees the request without the token among its parameters
+                await self.app({**scope, "query_string": rest.encode()}, receive, send)
+                return
             location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
             await send(
                 {
