@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import schemathesis
 from hypothesis import HealthCheck, settings
 
-import schemathesis
 from kamstrup382.web import DEFAULT_TITLE
 from kamstrup382.web.openapi import openapi_document
 
