@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from kamstrup382.protocol import REGISTERS
+from kamstrup382.storage.base import Storage
+from kamstrup382.web import create_app
 from kamstrup382.web.rows import json_number
+from tests.web.conftest import LiveServer
 from tests.web.history import History
 
 pytestmark = pytest.mark.browser
@@ -116,3 +119,15 @@ def test_bucket_choice_redraws(page: Any, live_url: str) -> None:
     assert 0 < days < hours
     assert "format=csv" in (page.get_attribute("#csv-energy", "href") or "")
     assert "bucket=day" in (page.get_attribute("#csv-energy", "href") or "")
+
+
+def test_token_once_in_the_address_then_the_cookie(page: Any, storage: Storage) -> None:
+    with LiveServer(create_app(storage, token="browser-token", refresh=0)) as live:
+        response = page.goto(f"{live.url}/meters/house")
+        assert response is not None and response.status == 401
+        open_dashboard(page, f"{live.url}/meters/house?token=browser-token&bucket=day")
+        assert page.url == f"{live.url}/meters/house?bucket=day"  # the token left the address
+        assert min(plot_points(page)["plot-energy"]) > 0  # the page's API calls were let in
+        cookies = page.context.cookies()
+        assert [(c["name"], c["httpOnly"]) for c in cookies] == [("k382_token", True)]
+        assert cookies[0]["value"] != "browser-token"
