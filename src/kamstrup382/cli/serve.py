@@ -111,7 +111,15 @@ def serve(
     """Serve the dashboard and the JSON API over the storage (read only).
 
     Binds 127.0.0.1:8382 by default. Listening on any other address refuses to start without a
-    token; with a token every request must carry it.
+    token. With a token every request must carry it: scripts send 'Authorization: Bearer
+    TOKEN'; in a browser open http://HOST:PORT/?token=TOKEN once, the page then keeps an
+    HttpOnly cookie (derived from the token) and drops the token from the address. Serve
+    it over TLS (a reverse proxy) when it leaves your LAN.
+
+    \b
+    The config's [http] table may set: listen = "HOST:PORT", token, title,
+    refresh (seconds between page updates, 0 = none). Options win over it.
+    The API is described at /api/openapi.json; every series has ?format=csv.
     """
     try:
         settings = HttpSettings({})
