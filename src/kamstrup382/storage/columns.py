@@ -85,6 +85,7 @@ def consumption_rows(
             )
         previous = row
 
+
 def _wrapped(delta: Decimal, wraps_at: int) -> Decimal:
     # Decimal's % keeps the sign of the dividend: add the range once instead
     return delta + wraps_at if delta < 0 else delta
