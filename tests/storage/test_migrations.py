@@ -65,7 +65,7 @@ def test_an_old_schema_is_migrated_on_open(storage_url: str) -> None:
         # what later versions added works on the migrated database
         assert storage.record([reading("new", 1)], outbox=True) == 1
         assert [item[1].meter for item in storage.outbox_pending()] == ["new"]
-        assert storage.claim("c", ["new", "old"], START, timedelta(minutes=1)) == ["new", "old"]
+        assert storage.claim("c", ["new", "other"], START, timedelta(minutes=1)) == ["new", "other"]
     with open_storage(storage_url) as again:  # migrating is idempotent
         assert _backend(again).schema_version() == SCHEMA_VERSION
         assert len(list(again.readings())) == 2
