@@ -140,7 +140,8 @@
           x: failed.map((r) => local(r.at)), y: failed.map((r) => r.duration),
           text: failed.map((r) => r.kind), hovertemplate: "%{x}<br>%{text}<extra></extra>" },
         { type: "scatter", mode: "lines", name: "success % (last 20)", yaxis: "y2",
-          line: { color: "#888", width: 1 }, x: data.rows.map((r) => local(r.at)), y: rate },
+          line: { color: "#888", width: 1, dash: "dot" }, x: data.rows.map((r) => local(r.at)),
+          y: rate },
       ],
       { ...layoutBase, title: { text: "Readouts: duration (s) and success" },
         xaxis: { type: "date" }, yaxis: { title: { text: "s" }, rangemode: "tozero" },
@@ -176,7 +177,7 @@
       }
       const s = m.status;
       cell(row, "success", `${s.successes} / ${s.successes + s.failures}`);
-      cell(row, "last_error", s.last_error ? `${s.last_error_kind} at ${s.last_error}` : "");
+      cell(row, "last_error", s.last_error ? `${s.last_error_kind} at ${wall(s.last_error)}` : "");
     }
   }
 
