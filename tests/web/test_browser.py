@@ -25,11 +25,12 @@ PLOTS = ("plot-energy", "plot-tariffs", "plot-peaks", "plot-health")
 
 def plot_points(page: Any) -> dict[str, list[int]]:
     """Per plot div: the number of points of each trace plotly drew."""
-    return page.evaluate(
+    points: dict[str, list[int]] = page.evaluate(
         """ids => Object.fromEntries(ids.map(id => [id,
                (document.getElementById(id).data || []).map(t => t.x.length)]))""",
         list(PLOTS),
     )
+    return points
 
 
 def open_dashboard(page: Any, url: str) -> list[str]:

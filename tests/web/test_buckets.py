@@ -75,8 +75,8 @@ def test_rows_are_summed_per_bucket_in_time_order() -> None:
         Bucket.HOUR,
     )
     assert [(r.start.hour, r.energy, r.tariff_1, r.tariff_2) for r in rows] == [
-        (8, 4, 0, 4),
-        (9, 3, 2, 1),
+        (8, Decimal(4), Decimal(0), Decimal(4)),
+        (9, Decimal(3), Decimal(2), Decimal(1)),
     ]
 
 

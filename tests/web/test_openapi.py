@@ -13,7 +13,10 @@ schema = schemathesis.openapi.from_dict(openapi_document(title=DEFAULT_TITLE, se
 
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_keeps_to_its_description(case: schemathesis.Case, live_url: str) -> None:
+def test_api_keeps_to_its_description(
+    case: schemathesis.Case,  # type: ignore[type-arg]
+    live_url: str,
+) -> None:
     case.call_and_validate(base_url=live_url)
     if case.path_parameters and "meter" in case.path_parameters:
         # the same request for a meter that exists, so that the 200 answers are checked too
