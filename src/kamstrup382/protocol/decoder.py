@@ -2,7 +2,7 @@
 
 States, and what moves the decoder on::
 
-    WAIT_START      --'/'----------------------------> IDENTIFICATION  (bytes before '/' are skipped)
+    WAIT_START      --'/'----------------------------> IDENTIFICATION  (skips bytes before '/')
     IDENTIFICATION  --CR LF of an echoed '/?!'-------> WAIT_START      (an optical head's echo)
     IDENTIFICATION  --CR LF--------------------------> WAIT_STX        emits IdentificationReceived
     WAIT_STX        --STX----------------------------> DATA
@@ -14,16 +14,24 @@ States, and what moves the decoder on::
 gateway delivering 7E1 characters with their parity bit) every byte's even parity is checked
 and the bit stripped before anything else looks at it. The BCC is checked before the lines are
 parsed, so a corrupted character is reported as what it most likely is: a BCC mismatch.
+
+A whole reply arriving in one piece (a capture, a gateway's single read) takes a straight
+path without the state machine when it is the common, well-formed case and both its
+identification line and its block's shape were seen before; anything else (and the first
+reply of a meter) goes through the state machine, which raises the precise error. The two
+paths give the same telegram: the tests feed every input whole, split and byte by byte.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
-from kamstrup382.errors import BccError, FramingError, ParityError, UsageError
-from kamstrup382.protocol.bcc import BccMode, bcc_sum7, bcc_xor, match_bcc
-from kamstrup382.protocol.dataset import check_data_block
+from kamstrup382.errors import BccError, FramingError, ParityError, ProtocolError, UsageError
+from kamstrup382.protocol.bcc import BccAlgorithm, BccMode, bcc_sum7, bcc_xor, match_bcc
+from kamstrup382.protocol.dataset import block_layout, cached_layout
 from kamstrup382.protocol.frame import ETX, REQUEST, STX
 from kamstrup382.protocol.identification import Identification, parse_identification
 from kamstrup382.protocol.parity import first_parity_error, strip_parity
@@ -44,10 +52,11 @@ MAX_IDENTIFICATION_LINE = 100
 MAX_DATA_BLOCK = 65536
 
 _ECHO = REQUEST[:-2]
-_SEVEN_BIT = bytes(range(128))
 #: Identification lines seen, parsed: a meter sends the same line on every readout.
 _IDENTIFICATIONS: dict[bytes, Identification] = {}
 _IDENTIFICATION_CACHE = 1024
+_SUM7 = BccAlgorithm.SUM7
+_XOR = BccAlgorithm.XOR
 
 
 class DecoderState(enum.Enum):
@@ -75,6 +84,46 @@ class TelegramReceived:
 Event = IdentificationReceived | TelegramReceived
 
 
+def _whole_reply(data: bytes, mode: BccMode, base: int) -> Telegram | None:
+    """The telegram of ``data`` (7-bit, exactly ``/`` ... BCC) on the straight path.
+
+    Returns ``None`` whenever the state machine must look (anything unusual or wrong, an
+    identification line or a block shape not seen before); never raises.
+    """
+    line_end = data.find(b"\n")
+    if data[:1] != b"/" or line_end < 2 or data[line_end - 1] != 0x0D:
+        return None
+    stx = line_end + 1
+    etx = len(data) - 2
+    if etx <= stx or data[stx] != STX or data.find(b"\x03", stx) != etx:
+        return None
+    ident = _IDENTIFICATIONS.get(data[: line_end - 1])
+    if ident is None:
+        return None
+    block = data[stx + 1 : etx + 1]
+    received = data[-1]
+    if mode is BccMode.SUM7:
+        if bcc_sum7(block) != received:
+            return None
+        algorithm = _SUM7
+    elif mode is BccMode.XOR:
+        if bcc_xor(block) != received:
+            return None
+        algorithm = _XOR
+    else:
+        found = match_bcc(block, received, mode)
+        if found is None:
+            return None
+        algorithm = found
+    text = block[:-1]
+    layout = cached_layout(text)
+    if layout is None:
+        return None
+    return Telegram.checked(
+        ident, text.decode("ascii"), algorithm, received, data, base + stx + 1, layout
+    )
+
+
 class TelegramDecoder:
     """Decode one reply fed in chunks of any size.
 
@@ -91,7 +140,7 @@ class TelegramDecoder:
         self.skipped = 0  # bytes before the identification (noise, an echo of the request)
         self.trailing = 0  # bytes fed after the BCC
         self._seen = 0
-        self._buf = b""
+        self._buf = bytearray()
         self._pos = 0  # next unread position in _buf
         self._base = 0  # stream position of _buf[0]
         self._start = 0  # position in _buf of the identification's '/'
@@ -107,7 +156,11 @@ class TelegramDecoder:
         return self.state is DecoderState.DONE
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Take the next chunk; return the events it completes (possibly none)."""
+        """Take the next chunk; return the events it completes (possibly none).
+
+        Raises a :class:`~kamstrup382.errors.ProtocolError` at the first byte that breaks the
+        protocol; the decoder is then spent (:class:`UsageError` if fed again).
+        """
         state = self.state
         if state is DecoderState.FAILED:
             raise UsageError("the decoder failed earlier; start a new one for the next reply")
@@ -117,26 +170,44 @@ class TelegramDecoder:
         if state is DecoderState.DONE:
             self.trailing += len(data)
             return []
-        events: list[Event] = []
         try:
+            # A bad byte is an error only if the bytes before it neither failed nor finished
+            # the reply: the same error at the same place however the input is split.
+            bad: int | None = None
             if self.eight_bit:
                 bad = first_parity_error(data)
                 if bad is not None:
-                    raise ParityError(
+                    error: ProtocolError = ParityError(
                         f"byte 0x{data[bad]:02x} fails even parity", offset=base + bad
                     )
-                data = strip_parity(data)
-            elif data.translate(None, _SEVEN_BIT):
-                index = next(i for i, b in enumerate(data) if b & 0x80)
-                raise FramingError(
-                    f"byte 0x{data[index]:02x} has bit 7 set on a 7-bit line "
+                data = strip_parity(data if bad is None else data[:bad])
+            elif not data.isascii():
+                bad = next(i for i, b in enumerate(data) if b & 0x80)
+                error = FramingError(
+                    f"byte 0x{data[bad]:02x} has bit 7 set on a 7-bit line "
                     "(an 8N1 port or gateway needs 8-bit mode)",
-                    offset=base + index,
+                    offset=base + bad,
                 )
-            self._buf = self._buf + data if self._buf else data
+                data = data[:bad]
+            if bad is None and state is DecoderState.WAIT_START and not self._buf:
+                telegram = _whole_reply(data, self.bcc_mode, base)
+                if telegram is not None:
+                    self.identification = telegram.identification
+                    self.telegram = telegram
+                    self.state = DecoderState.DONE
+                    return [
+                        IdentificationReceived(telegram.identification, base),
+                        TelegramReceived(telegram, self._seen),
+                    ]
+            events: list[Event] = []
+            self._buf += data
             steps = self._STEPS
             while steps[self.state](self, events):
                 pass
+            if bad is not None:
+                if self.state is not DecoderState.DONE:
+                    raise error
+                self.trailing += self._seen - base - bad  # after the BCC: not looked at
         except Exception:
             self.state = DecoderState.FAILED
             raise
@@ -161,7 +232,7 @@ class TelegramDecoder:
         if index < 0:  # nothing worth keeping: noise before the reply
             self.skipped += len(self._buf) - self._pos
             self._base += len(self._buf)
-            self._buf = b""
+            self._buf.clear()
             self._pos = 0
             return False
         self.skipped += index - self._pos
@@ -172,20 +243,20 @@ class TelegramDecoder:
     def _identification(self, events: list[Event]) -> bool:
         buf, start = self._buf, self._start
         end = buf.find(b"\n", self._pos)
+        if (end if end >= 0 else len(buf)) - start > MAX_IDENTIFICATION_LINE:
+            raise FramingError(
+                f"identification line longer than {MAX_IDENTIFICATION_LINE} characters "
+                "without CR LF",
+                offset=self._base + start,
+            )
         if end < 0:
-            if len(buf) - start > MAX_IDENTIFICATION_LINE:
-                raise FramingError(
-                    f"identification line longer than {MAX_IDENTIFICATION_LINE} characters "
-                    "without CR LF",
-                    offset=self._base + start,
-                )
             self._pos = len(buf)
             return False
-        if buf[end - 1] != 0x0D or end == start:
+        if buf[end - 1] != 0x0D:
             raise FramingError(
                 "identification line ended by LF without CR", offset=self._base + end
             )
-        content = buf[start : end - 1]
+        content = bytes(buf[start : end - 1])
         self._pos = end + 1
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1 - start
@@ -218,13 +289,13 @@ class TelegramDecoder:
 
     def _data(self, events: list[Event]) -> bool:
         index = self._buf.find(ETX, self._pos)
+        if (index if index >= 0 else len(self._buf)) - self._stx > MAX_DATA_BLOCK:
+            raise FramingError(
+                f"data block longer than {MAX_DATA_BLOCK} bytes without ETX",
+                offset=self._base + self._stx,
+            )
         if index < 0:
             self._pos = len(self._buf)
-            if self._pos - self._stx > MAX_DATA_BLOCK:
-                raise FramingError(
-                    f"data block longer than {MAX_DATA_BLOCK} bytes without ETX",
-                    offset=self._base + self._stx,
-                )
             return False
         self._etx = index
         self._pos = index + 1
@@ -235,14 +306,14 @@ class TelegramDecoder:
         buf, etx = self._buf, self._etx
         if len(buf) <= etx + 1:
             return False
-        telegram = self._telegram(buf, etx)
+        telegram = self._telegram(bytes(buf), etx)
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
         self.state = DecoderState.DONE
-        events.append(TelegramReceived(telegram, self._seen - self.trailing))
+        events.append(TelegramReceived(telegram, self._base + etx + 2))
         return False
 
-    _STEPS = {
+    _STEPS: ClassVar[dict[DecoderState, Callable[[TelegramDecoder, list[Event]], bool]]] = {
         DecoderState.WAIT_START: _wait_start,
         DecoderState.IDENTIFICATION: _identification,
         DecoderState.WAIT_STX: _wait_stx,
@@ -264,24 +335,44 @@ class TelegramDecoder:
                 BccMode.AUTO: f"sum7 0x{sum7:02x} or xor 0x{xor:02x}",
             }[self.bcc_mode]
             raise BccError(
-                f"BCC mismatch: received 0x{received:02x}, expected {expected}",
+                f"BCC mismatch ({self.bcc_mode.value}): received 0x{received:02x}, "
+                f"expected {expected}",
                 received=received,
                 sum7=sum7,
                 xor=xor,
                 offset=offset + len(block),
             )
-        body = block[:-1].decode("ascii")
-        check_data_block(body, offset)
+        text = block[:-1]
+        body = text.decode("ascii")
+        layout = block_layout(text, body, offset)
         assert self.identification is not None
-        return Telegram(
-            self.identification, body, algorithm, received, buf[self._start : etx + 2], offset
+        return Telegram.checked(
+            self.identification,
+            body,
+            algorithm,
+            received,
+            buf[self._start : etx + 2],
+            offset,
+            layout,
         )
 
 
 def decode_reply(
-    data: bytes, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False
+    data: bytes | bytearray | memoryview,
+    *,
+    bcc: BccMode = BccMode.SUM7,
+    eight_bit: bool = False,
 ) -> Telegram:
-    """Decode one whole captured reply; anything missing or extra is an error."""
+    """Decode one whole captured reply; anything missing or extra is an error.
+
+    Bytes before the identification's ``/`` (noise, an echo of the request) are skipped, as
+    the incremental decoder does; bytes after the BCC are a :class:`FramingError`.
+    """
+    if not eight_bit and type(data) is bytes and data.isascii():
+        mode = bcc if type(bcc) is BccMode else BccMode(bcc)
+        telegram = _whole_reply(data, mode, 0)
+        if telegram is not None:
+            return telegram
     decoder = TelegramDecoder(bcc=bcc, eight_bit=eight_bit)
     decoder.feed(data)
     if decoder.telegram is None:

@@ -48,8 +48,7 @@ class TypeNumber:
 
     def __str__(self) -> str:
         return (
-            f"685-{self.phases}{self.current_code}{self.accuracy_class}"
-            f"-{self.module}-{self.label}"
+            f"685-{self.phases}{self.current_code}{self.accuracy_class}-{self.module}-{self.label}"
         )
 
     @property
@@ -123,7 +122,9 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
             offset=offset,
         )
     if line[0] != 0x2F:
-        raise IdentificationError(f"identification must start with '/', got {line[:1]!r}", offset=offset)
+        raise IdentificationError(
+            f"identification must start with '/', got {line[:1]!r}", offset=offset
+        )
     for index, byte in enumerate(line):
         if byte < 0x20 or byte > 0x7E:
             raise IdentificationError(
@@ -137,7 +138,9 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
         )
     baud_char = text[4]
     if baud_char in "/!":
-        raise IdentificationError(f"baud-rate character {baud_char!r} not allowed", offset=offset + 4)
+        raise IdentificationError(
+            f"baud-rate character {baud_char!r} not allowed", offset=offset + 4
+        )
     ident = text[5:]
     if len(ident) > MAX_IDENTIFICATION_TEXT:
         raise IdentificationError(

@@ -44,9 +44,11 @@ class Register:
     @property
     def wraps_at(self) -> int:
         """The first value the register cannot show: it rolls over to 0 there."""
-        return 10**self.digits
+        return int(10**self.digits)
 
 
+# One row per register, positional in the field order of Register: kept as a table.
+# fmt: off
 REGISTERS: tuple[Register, ...] = (
     Register(
         "0.0", "customer_number", "Customer number", RegisterKind.TEXT, 8, 0, None, None,
@@ -88,6 +90,7 @@ REGISTERS: tuple[Register, ...] = (
         "Highest demand-period average power (1.6 this month, 1.6*1 last month) in kW",
     ),
 )
+# fmt: on
 
 REGISTER_BY_CODE: dict[str, Register] = {r.code: r for r in REGISTERS}
 REGISTER_BY_NAME: dict[str, Register] = {r.name: r for r in REGISTERS}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
 from kamstrup382.errors import UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm
-from kamstrup382.protocol.dataset import DataSet, parse_data_block
+from kamstrup382.protocol.dataset import BlockLayout, DataSet, block_layout, check_data_block
 from kamstrup382.protocol.identification import Identification
 from kamstrup382.protocol.registers import REGISTER_BY_NAME, RegisterKind
 
@@ -62,9 +61,10 @@ class Telegram:
     """A complete, checked reply.
 
     ``raw`` is the reply in 7-bit form, from the ``/`` of the identification to the BCC;
-    ``data_block`` the text between STX and ETX. Everything was validated when the telegram
-    was decoded (BCC, grammar of every line, identification); the data sets are built from
-    the block the first time they are asked for.
+    ``data_block`` the text between STX and ETX; ``block_offset`` the stream position of the
+    block's first character. The decoder validated everything (BCC, grammar of every line,
+    identification); the data sets and register values are cut out of the block when first
+    asked for. A telegram built by hand is validated then (:class:`FramingError`).
     """
 
     identification: Identification
@@ -73,10 +73,52 @@ class Telegram:
     bcc: int
     raw: bytes = field(repr=False)
     block_offset: int = field(default=0, repr=False, compare=False)
+    layout: BlockLayout | None = field(default=None, repr=False, compare=False)
 
-    @cached_property
+    @classmethod
+    def checked(  # noqa: PLR0917 - the fields, in order
+        cls,
+        identification: Identification,
+        data_block: str,
+        bcc_algorithm: BccAlgorithm,
+        bcc: int,
+        raw: bytes,
+        block_offset: int,
+        layout: BlockLayout,
+    ) -> Telegram:
+        """Build a telegram the decoder has validated, without the dataclass ``__init__``."""
+        telegram = object.__new__(cls)
+        attrs = telegram.__dict__
+        attrs["identification"] = identification
+        attrs["data_block"] = data_block
+        attrs["bcc_algorithm"] = bcc_algorithm
+        attrs["bcc"] = bcc
+        attrs["raw"] = raw
+        attrs["block_offset"] = block_offset
+        attrs["layout"] = layout
+        return telegram
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the fields only: the layout and the values cut from it are rebuilt on use."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "layout"}
+
+    def _layout(self) -> BlockLayout:
+        layout = self.layout
+        if layout is None:
+            body = self.data_block
+            if not body.isascii():  # never a cached shape: the precise parser says what is wrong
+                check_data_block(body, self.block_offset)
+            layout = block_layout(body.encode("ascii"), body, self.block_offset)
+            object.__setattr__(self, "layout", layout)
+        return layout
+
+    @property
     def data_sets(self) -> tuple[DataSet, ...]:
-        return parse_data_block(self.data_block, self.block_offset)
+        """Every data set of the block, in order (built on first use, then kept)."""
+        sets: tuple[DataSet, ...] | None = self.__dict__.get("_data_sets")
+        if sets is None:
+            sets = self.__dict__["_data_sets"] = self._layout().data_sets(self.data_block)
+        return sets
 
     def get(self, name_or_code: str) -> DataSet | None:
         """The data set for a register name (``energy``) or code as printed (``1.20``)."""
@@ -87,10 +129,18 @@ class Telegram:
                 return ds
         return None
 
-    @cached_property
+    @property
     def registers(self) -> dict[str, Decimal | str]:
-        """Values of the known (named) registers present, by name."""
-        return {ds.name: ds.value for ds in self.data_sets if ds.name is not None}
+        """Values of the known (named) registers present, by name (computed once, then kept).
+
+        ``Decimal`` for numeric registers; text for the customer number and for a value that
+        is not a number (an empty one, say).
+        """
+        values: dict[str, Decimal | str] | None = self.__dict__.get("_registers")
+        if values is None:
+            layout = self.layout or self._layout()
+            values = self.__dict__["_registers"] = layout.registers(self.data_block)
+        return values
 
     def meter_values(self) -> MeterValues:
         """The eight registers of a Kamstrup 382; :class:`UsageError` if one is missing."""
