@@ -30,6 +30,7 @@ class DemoProcess:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process: subprocess.Popen[str] | None = None
+        self._pump_thread: threading.Thread | None = None
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -47,19 +48,37 @@ class DemoProcess:
             text=True,
             env=env,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
         deadline = time.monotonic() + timeout
         while not self.url:
             try:
                 line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                self._kill()
                 raise AssertionError(f"demo printed no URL in {timeout} s: {self.lines}") from None
             if line is None:
+                self._kill()
                 raise AssertionError(f"demo exited before serving: {self.lines}")
             self.lines.append(line)
             if line.startswith("Dashboard: "):
                 self.url = line.removeprefix("Dashboard: ").rstrip("/")
         return self
+
+    def _kill(self) -> None:
+        """After a failed start: no process or pipe left behind."""
+        assert self.process is not None and self.process.stdout is not None
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        if self._pump_thread is not None:
+            self._pump_thread.join(10)  # the pipe is at its end once the process is gone
+        self.output()
+        self.process.stdout.close()
 
     def wait_for_readings(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Poll the API until the demo meter has ``count`` readings; return them."""
@@ -83,21 +102,17 @@ class DemoProcess:
             if line is not None:
                 self.lines.append(line)
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """Ctrl-C (SIGINT), as a user would; the exit status."""
+    def stop(self, timeout: float = 30.0, sig: signal.Signals = signal.SIGINT) -> int:
+        """Ctrl-C (SIGINT, as a user would) or ``sig``; the exit status."""
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"demo did not stop on SIGINT: {self.output()}") from None
-        assert self.process.stdout is not None
-        time.sleep(0.05)
-        self.output()
-        self.process.stdout.close()
+                self._kill()
+                raise AssertionError(f"demo did not stop on {sig.name}: {self.lines}") from None
+        self._close_pipe()
         return self.process.returncode
 
     def __enter__(self) -> DemoProcess:

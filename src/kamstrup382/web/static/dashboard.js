@@ -131,7 +131,7 @@
     Plotly.react(
       el("plot-health"),
       [
-        { type: "scatter", mode: "markers", name: "readout OK", marker: { color: "#2b9348", size: 5 },
+        { type: "scatter", mode: "markers", name: "readout OK", marker: { color: "#2a6f97", size: 4 },
           x: ok.map((r) => local(r.at)), y: ok.map((r) => r.duration),
           customdata: ok.map((r) => r.attempts),
           hovertemplate: "%{x}<br>%{y:.3f} s, %{customdata} attempt(s)<extra></extra>" },
@@ -140,13 +140,15 @@
           x: failed.map((r) => local(r.at)), y: failed.map((r) => r.duration),
           text: failed.map((r) => r.kind), hovertemplate: "%{x}<br>%{text}<extra></extra>" },
         { type: "scatter", mode: "lines", name: "success % (last 20)", yaxis: "y2",
-          line: { color: "#888", width: 1, dash: "dot" }, x: data.rows.map((r) => local(r.at)),
-          y: rate },
+          line: { color: "#2b9348", width: 1.5, shape: "hv" }, fill: "tozeroy",
+          fillcolor: "rgba(43,147,72,0.12)", x: data.rows.map((r) => local(r.at)), y: rate,
+          hovertemplate: "%{x}<br>%{y:.0f} % of the last 20 readouts OK<extra></extra>" },
       ],
-      { ...layoutBase, title: { text: "Readouts: duration (s) and success" },
-        xaxis: { type: "date" }, yaxis: { title: { text: "s" }, rangemode: "tozero" },
-        yaxis2: { title: { text: "% OK" }, overlaying: "y", side: "right", range: [0, 105],
-                  tickvals: [0, 25, 50, 75, 100], showgrid: false } },
+      { ...layoutBase, title: { text: "Readouts: success and duration" },
+        xaxis: { type: "date", anchor: "y" },
+        yaxis: { title: { text: "duration (s)" }, rangemode: "tozero", domain: [0, 0.64] },
+        yaxis2: { title: { text: "% OK" }, domain: [0.72, 1], range: [0, 105],
+                  tickvals: [0, 50, 100], anchor: "x" } },
       plotConfig,
     );
   }
