@@ -1,0 +1,413 @@
+"""The asyncio reader: many meters in one event loop, no thread per meter.
+
+::
+
+    async with AsyncReader("socket://gw.local:4001") as reader:
+        reading = await reader.read()
+
+- ``socket://host:port``: an asyncio TCP connection (``loop.create_connection``) whose bytes
+  go to an inbox.
+- a serial device: pyserial opens and configures it (in a worker thread, since opening a real
+  device may block), then the event loop watches its non-blocking file descriptor with
+  ``loop.add_reader``; nothing blocks while waiting for bytes.
+- ``rfc2217://`` and other pyserial URLs have only pyserial's blocking client: each wait for
+  bytes runs in a worker thread (the one exception to the rule above).
+
+Every wait is a future woken by the arriving bytes or by a ``loop.call_at`` timer at the
+readout's next timeout, so a readout ends the moment its BCC is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import termios
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol
+
+import serial
+
+from kamstrup382.errors import ConnectionLost, Kamstrup382Error
+from kamstrup382.protocol import BccMode
+from kamstrup382.reader.link import CHUNK, Link, SerialLink, open_serial
+from kamstrup382.reader.options import ReaderOptions, with_attempts
+from kamstrup382.reader.policy import Timing
+from kamstrup382.reader.port import PortKind
+from kamstrup382.reader.session import Progress, Readout, Session
+from kamstrup382.reading import LineMode, Reading
+
+__all__ = ["AsyncLink", "AsyncReader", "open_async_link"]
+
+
+class AsyncLink(Protocol):
+    async def flush_input(self) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def read(self, timeout_at: float) -> bytes:
+        """Bytes received, as soon as there are any; ``b""`` at ``timeout_at`` (loop time)."""
+
+    async def close(self) -> None: ...
+
+
+class _Inbox:
+    """Bytes received and not yet read, and a waiter to wake when more come."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._buf = bytearray()
+        self._lost: str | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        self._wake()
+
+    def lost(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+        self._wake()
+
+    def flush(self) -> None:
+        self._buf.clear()
+        self._check()
+
+    def _check(self) -> None:
+        if self._lost is not None:
+            raise ConnectionLost(f"{self.name}: {self._lost}")
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _take(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    async def read(self, timeout_at: float) -> bytes:
+        if self._buf:
+            return self._take()
+        self._check()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_at(timeout_at, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        if self._buf:
+            return self._take()
+        self._check()
+        return b""
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    def __init__(self, inbox: _Inbox) -> None:
+        self.inbox = inbox
+
+    def data_received(self, data: bytes) -> None:
+        self.inbox.feed(data)
+
+    def eof_received(self) -> bool | None:
+        self.inbox.lost("connection closed by the gateway")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inbox.lost(f"connection lost: {exc}" if exc else "connection closed")
+
+
+class AsyncTcpLink:
+    """``socket://host:port``."""
+
+    def __init__(self, transport: asyncio.Transport, inbox: _Inbox) -> None:
+        self.transport = transport
+        self.inbox = inbox
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, connect_timeout: float) -> AsyncTcpLink:
+        loop = asyncio.get_running_loop()
+        inbox = _Inbox(f"{host}:{port}")
+        try:
+            async with asyncio.timeout(connect_timeout):
+                transport, _ = await loop.create_connection(lambda: _TcpProtocol(inbox), host, port)
+        except (OSError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise ConnectionLost(f"cannot connect to {host}:{port}: {reason}") from exc
+        return cls(transport, inbox)
+
+    async def flush_input(self) -> None:
+        self.inbox.flush()
+
+    async def write(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            raise ConnectionLost(f"{self.inbox.name}: connection closed")
+        self.transport.write(data)
+
+    async def read(self, timeout_at: float) -> bytes:
+        return await self.inbox.read(timeout_at)
+
+    async def close(self) -> None:
+        self.transport.close()
+
+
+class AsyncFdLink:
+    """A serial device's non-blocking file descriptor, watched by the event loop."""
+
+    def __init__(self, ser: serial.Serial, name: str) -> None:
+        self.ser = ser
+        self.fd: int = ser.fileno()
+        self.inbox = _Inbox(name)
+        os.set_blocking(self.fd, False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.fd, self._readable)
+        self._watching = True
+
+    @classmethod
+    async def open(cls, port: str, *, line: LineMode, baudrate: int) -> AsyncFdLink:
+        ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
+        try:
+            return cls(ser, port)
+        except BaseException:
+            await asyncio.to_thread(ser.close)
+            raise
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self.fd)
+
+    def _readable(self, *, polled: bool = False) -> None:
+        """Read what is there. Called by the loop when the fd is readable, where an empty
+        read means the device is gone; ``polled`` when called to look (VMIN = 0: empty is
+        nothing there)."""
+        first = not polled
+        while True:
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._unwatch()
+                self.inbox.lost(f"read failed: {exc}")
+                return
+            if not data:
+                if first:
+                    self._unwatch()
+                    self.inbox.lost("device disconnected")
+                return
+            first = False
+            self.inbox.feed(data)
+            if len(data) < CHUNK:
+                return
+
+    async def flush_input(self) -> None:
+        with contextlib.suppress(termios.error):
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+        if self._watching:
+            self._readable(polled=True)
+        self.inbox.flush()
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            except OSError as exc:
+                raise ConnectionLost(f"{self.inbox.name}: write failed: {exc}") from exc
+            view = view[written:]
+
+    async def _writable(self) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_writer(self.fd, _release, ready)
+        try:
+            await ready
+        finally:
+            self._loop.remove_writer(self.fd)
+
+    async def read(self, timeout_at: float) -> bytes:
+        return await self.inbox.read(timeout_at)
+
+    async def close(self) -> None:
+        self._unwatch()
+        await asyncio.to_thread(self.ser.close)
+
+
+class AsyncThreadLink:
+    """A blocking pyserial link (``rfc2217://``, other URLs) with its waits in a worker thread."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    @classmethod
+    async def open(cls, port: str, *, line: LineMode, baudrate: int) -> AsyncThreadLink:
+        ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
+        return cls(SerialLink(ser, port))
+
+    async def flush_input(self) -> None:
+        await asyncio.to_thread(self.link.flush_input)
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self.link.write, data)
+
+    async def read(self, timeout_at: float) -> bytes:
+        wait = timeout_at - asyncio.get_running_loop().time()
+        return await asyncio.to_thread(self.link.read, wait)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.link.close)
+
+
+async def open_async_link(options: ReaderOptions) -> AsyncLink:
+    spec = options.spec
+    if spec.kind is PortKind.SOCKET:
+        assert spec.host is not None and spec.tcp_port is not None
+        return await AsyncTcpLink.connect(
+            spec.host, spec.tcp_port, connect_timeout=options.connect_timeout
+        )
+    if spec.kind is PortKind.DEVICE:
+        return await AsyncFdLink.open(spec.text, line=options.line, baudrate=options.baudrate)
+    return await AsyncThreadLink.open(spec.text, line=options.line, baudrate=options.baudrate)
+
+
+class AsyncReader:
+    """The asyncio twin of :class:`~kamstrup382.reader.sync.Reader` (same options)."""
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        line: LineMode | str | None = None,
+        bcc: BccMode | str = BccMode.AUTO,
+        retries: int = 2,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        answer_timeout: float = 0.6,
+        answer_margin: float = 0.3,
+        inter_character: float | None = None,
+        deadline: float | None = None,
+        baudrate: int = 300,
+        timing: Timing | None = None,
+        connect_timeout: float = 5.0,
+        progress: Progress | None = None,
+    ) -> None:
+        self.options = ReaderOptions.build(
+            port,
+            line=line,
+            bcc=bcc,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            answer_timeout=answer_timeout,
+            answer_margin=answer_margin,
+            inter_character=inter_character,
+            deadline=deadline,
+            baudrate=baudrate,
+            timing=timing,
+            connect_timeout=connect_timeout,
+        )
+        self.port = port
+        self.session: Session = self.options.session()
+        self.progress = progress
+        self._link: AsyncLink | None = None
+
+    @property
+    def line(self) -> LineMode:
+        return self.options.line
+
+    async def open(self) -> None:
+        """Open the port now (otherwise the first :meth:`read` does, inside its retries)."""
+        await self._ensure_link()
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    async def __aenter__(self) -> AsyncReader:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _ensure_link(self) -> AsyncLink:
+        if self._link is None:
+            self._link = await open_async_link(self.options)
+        return self._link
+
+    async def read(self, progress: Progress | None = None) -> Reading:
+        """One readout, with retries; raises the last typed error if every attempt fails."""
+        progress = progress or self.progress
+        failed = 0
+        while True:
+            try:
+                readout = await self._attempt(progress)
+                return readout.reading(self.port, failed + 1)
+            except Kamstrup382Error as error:
+                failed += 1
+                if isinstance(error, ConnectionLost):
+                    await self.close()
+                delay = self.session.next_delay(error, failed)
+                if delay is None:
+                    with_attempts(error, failed)
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, progress: Progress | None) -> Readout:
+        loop = asyncio.get_running_loop()
+        link = await self._ensure_link()
+        await link.flush_input()
+        readout = self.session.readout()
+        await link.write(readout.request)
+        readout.sent(loop.time(), datetime.now(UTC))
+        try:
+            while True:
+                timeout_at = readout.timeout_at
+                if loop.time() >= timeout_at:
+                    raise readout.expired(loop.time())
+                data = await link.read(timeout_at)
+                if not data:
+                    continue
+                done = readout.receive(data, loop.time(), datetime.now(UTC))
+                if progress is not None:
+                    progress(readout.received, max(readout.expected, readout.received))
+                if done:
+                    return readout
+        except Kamstrup382Error as error:
+            if readout.needs_drain(error):
+                await self._drain(link, readout)
+            raise
+
+    @staticmethod
+    async def _drain(link: AsyncLink, readout: Readout) -> None:
+        """Let the rest of a broken reply pass (it must not answer the next request)."""
+        loop = asyncio.get_running_loop()
+        limit = readout.drain_limit()
+        while True:
+            until = min(readout.quiet_at, limit)
+            if loop.time() >= until:
+                return
+            try:
+                data = await link.read(until)
+            except ConnectionLost:
+                return
+            if data:
+                readout.discard(loop.time())

@@ -1,0 +1,60 @@
+"""What a port string names, and the line mode it implies.
+
+- a serial device path: ``/dev/ttyUSB0``, ``/dev/serial/by-id/usb-...``, ``COM3``;
+- ``socket://host:port``: a TCP gateway (ser2net, an ESP stream server) passing raw bytes;
+- ``rfc2217://host:port``: a TCP gateway speaking RFC 2217 (it sets baud rate and parity);
+- any other pyserial URL (``loop://``, ``spy://...``): handled by pyserial as is.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from kamstrup382.errors import UsageError
+from kamstrup382.reading import LineMode
+
+__all__ = ["PortKind", "PortSpec", "default_line", "parse_port"]
+
+
+class PortKind(enum.StrEnum):
+    DEVICE = "device"
+    SOCKET = "socket"
+    RFC2217 = "rfc2217"
+    URL = "url"  # another pyserial URL handler
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """A parsed port: ``host`` and ``tcp_port`` are set for ``socket://`` and ``rfc2217://``."""
+
+    text: str
+    kind: PortKind
+    host: str | None = None
+    tcp_port: int | None = None
+
+
+def parse_port(port: str) -> PortSpec:
+    """Classify ``port``; :class:`UsageError` naming the problem if it cannot be used."""
+    if not isinstance(port, str) or not port.strip():
+        raise UsageError(f"port must be a device path or a URL, got {port!r}")
+    if "://" not in port:
+        return PortSpec(port, PortKind.DEVICE)
+    parts = urlsplit(port)
+    scheme = parts.scheme.lower()
+    if scheme not in ("socket", "rfc2217"):
+        return PortSpec(port, PortKind.URL)
+    try:
+        tcp_port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"port {port!r}: bad TCP port ({exc})") from exc
+    if not parts.hostname or tcp_port is None:
+        raise UsageError(f"port {port!r}: expected {scheme}://HOST:PORT")
+    return PortSpec(port, PortKind(scheme), parts.hostname, tcp_port)
+
+
+def default_line(port: str | PortSpec) -> LineMode:
+    """8N1 for ``socket://`` (a raw TCP gateway passes the parity bit through), 7E1 otherwise."""
+    spec = port if isinstance(port, PortSpec) else parse_port(port)
+    return LineMode.EIGHT_N_ONE if spec.kind is PortKind.SOCKET else LineMode.SEVEN_E_ONE

@@ -1,0 +1,290 @@
+"""The sans-IO readout, shared by the sync and the asyncio reader.
+
+A :class:`Session` lives as long as a reader: it holds the timing, the retry policy, and what
+it learned from the meter (the BCC algorithm that matched, the size of its reply). For each
+attempt it makes a :class:`Readout`, which the transport drives with three calls and never a
+clock of its own::
+
+    readout = session.readout()
+    send(readout.request)              # after flushing stale input
+    readout.sent(monotonic(), now())
+    while not done:
+        wait until readout.timeout_at (monotonic) for bytes
+        no bytes in time   -> raise readout.expired(monotonic())
+        bytes              -> done = readout.receive(data, monotonic(), now())
+    reading = readout.reading(port, attempts)
+
+**BCC in ``auto`` mode.** The first telegram that matches either algorithm teaches the session
+which one this meter uses; from then on the session requires it. A corrupted telegram of a
+sum-BCC meter that happens to match the XOR (1 in 128) is then refused instead of returned.
+A telegram that matches only the *other* algorithm is refused once; if the very next telegram
+matches it too, the meter really changed (swapped meter, different gateway), the session
+accepts it and learns the new algorithm. A fixed ``sum7`` or ``xor`` mode never changes.
+
+**Echo.** An optical head that echoes ``/?!`` CR LF is handled by the decoder, which skips
+the echoed line. The answer window stays open until the meter's own identification begins,
+so the echo does not start the inter-character clock early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from kamstrup382.errors import (
+    BccError,
+    Kamstrup382Error,
+    ProtocolError,
+    ReadTimeout,
+    UsageError,
+)
+from kamstrup382.protocol import (
+    REQUEST,
+    BccAlgorithm,
+    BccMode,
+    DecoderState,
+    Telegram,
+    TelegramDecoder,
+    add_parity,
+    bcc_sum7,
+    bcc_xor,
+    compute_bcc,
+)
+from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
+from kamstrup382.reading import LineMode, Reading
+
+__all__ = ["Progress", "Readout", "Session"]
+
+#: ``progress(received, expected)``: bytes received so far against the expected reply size.
+Progress = Callable[[int, int], None]
+
+
+class Session:
+    """Everything a reader keeps between attempts and readouts (no I/O)."""
+
+    def __init__(
+        self,
+        *,
+        line: LineMode,
+        bcc: BccMode = BccMode.AUTO,
+        timing: Timing | None = None,
+        retry: RetryPolicy | None = None,
+        expected_size: int = EXPECTED_REPLY_SIZE,
+    ) -> None:
+        try:
+            self.line = LineMode(line)
+            self.bcc_mode = BccMode(bcc)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if expected_size <= 0:
+            raise UsageError(f"expected_size must be positive, got {expected_size!r}")
+        self.timing = timing or Timing()
+        self.retry = retry or RetryPolicy()
+        self.expected_size = expected_size
+        #: The algorithm this meter uses, once known (fixed by the mode, or learned in auto).
+        self.bcc_algorithm: BccAlgorithm | None = (
+            None if self.bcc_mode is BccMode.AUTO else BccAlgorithm(self.bcc_mode.value)
+        )
+        self._suspect: BccAlgorithm | None = None  # other algorithm seen on the last telegram
+
+    @property
+    def eight_bit(self) -> bool:
+        return self.line is LineMode.EIGHT_N_ONE
+
+    @property
+    def request(self) -> bytes:
+        """The request as written to the port: with even-parity bits on an 8N1 line."""
+        return add_parity(REQUEST) if self.eight_bit else REQUEST
+
+    @property
+    def fixed_bcc(self) -> bool:
+        return self.bcc_mode is not BccMode.AUTO
+
+    def readout(self) -> Readout:
+        """A new attempt."""
+        return Readout(self)
+
+    def next_delay(self, error: Kamstrup382Error, failed: int) -> float | None:
+        """Seconds to wait before the next attempt after ``failed`` failures, or ``None``."""
+        return self.retry.next_delay(error, failed, fixed_bcc=self.fixed_bcc)
+
+    def check_bcc(self, telegram: Telegram) -> None:
+        """Apply what the session knows about the meter's algorithm (see the module doc)."""
+        learned = self.bcc_algorithm
+        used = telegram.bcc_algorithm
+        if learned is None:
+            self.bcc_algorithm = used
+            return
+        block = telegram.data_block.encode("ascii") + b"\x03"
+        if compute_bcc(block, learned) == telegram.bcc:
+            self._suspect = None
+            return
+        if not self.fixed_bcc and self._suspect is used:
+            self.bcc_algorithm = used  # twice in a row: the meter changed
+            self._suspect = None
+            return
+        if not self.fixed_bcc:
+            self._suspect = used
+        raise BccError(
+            f"BCC mismatch: received 0x{telegram.bcc:02x}, this meter's {learned.value} is "
+            f"0x{compute_bcc(block, learned):02x} (the {used.value} matched)",
+            received=telegram.bcc,
+            sum7=bcc_sum7(block),
+            xor=bcc_xor(block),
+            offset=telegram.block_offset + len(block),
+        )
+
+    def succeeded(self, telegram: Telegram) -> None:
+        self.expected_size = len(telegram.raw)
+
+
+class Readout:
+    """One attempt: the request, the decoder and the clocks of its phases (no I/O)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.timing = session.timing
+        self.decoder = TelegramDecoder(bcc=session.bcc_mode, eight_bit=session.eight_bit)
+        self.request = session.request
+        self.expected = session.expected_size
+        self.telegram: Telegram | None = None
+        self.sent_at = 0.0  # monotonic
+        self.requested_at: datetime | None = None
+        self.first_byte_at_mono: float | None = None
+        self.first_byte_at: datetime | None = None
+        self.last_byte_at = 0.0
+        self.done_at_mono = 0.0
+        self.done_at: datetime | None = None
+        self._answer_by = 0.0
+        self._deadline = 0.0
+
+    @property
+    def received(self) -> int:
+        """Bytes received so far (echo and noise included)."""
+        return self.decoder.bytes_seen
+
+    @property
+    def done(self) -> bool:
+        return self.telegram is not None
+
+    @property
+    def answering(self) -> bool:
+        """Still waiting for the meter's identification to begin."""
+        return self.decoder.state is DecoderState.WAIT_START
+
+    def sent(self, monotonic: float, wall: datetime) -> None:
+        """The request has been written (and drained, where the port can tell)."""
+        self.sent_at = monotonic
+        self.requested_at = wall
+        self._answer_by = monotonic + self.timing.answer_window
+        self._deadline = monotonic + self.timing.deadline_for(self.expected)
+
+    def _phase_end(self) -> float:
+        if self.answering:
+            return self._answer_by
+        return self.last_byte_at + self.timing.inter_character_timeout
+
+    @property
+    def timeout_at(self) -> float:
+        """Monotonic time by which the next bytes must arrive."""
+        return min(self._phase_end(), self._deadline)
+
+    def receive(self, data: bytes, monotonic: float, wall: datetime) -> bool:
+        """Feed bytes received at ``monotonic``; True once the telegram is complete and checked.
+
+        Raises the decoder's :class:`ProtocolError` on bad bytes.
+        """
+        self.last_byte_at = monotonic
+        self.decoder.feed(data)
+        if self.answering:
+            self.first_byte_at_mono = None  # noise or an echoed request: still waiting
+            self.first_byte_at = None
+        elif self.first_byte_at_mono is None:
+            self.first_byte_at_mono = monotonic
+            self.first_byte_at = wall
+        telegram = self.decoder.telegram
+        if telegram is None:
+            return False
+        self.session.check_bcc(telegram)
+        self.telegram = telegram
+        self.done_at_mono = monotonic
+        self.done_at = wall
+        self.session.succeeded(telegram)
+        return True
+
+    def expired(self, monotonic: float) -> ReadTimeout:
+        """The timeout to raise when nothing arrived by :attr:`timeout_at`."""
+        received = self.received
+        if self._deadline <= self._phase_end():
+            elapsed = self.timing.deadline_for(self.expected)
+            return ReadTimeout(
+                f"readout not complete {elapsed:.3g} s after the request "
+                f"({self.decoder.incomplete_error().detail})",
+                phase="deadline",
+                received=received,
+            )
+        if self.answering:
+            return ReadTimeout(
+                f"no answer within {self.timing.answer_window:.3g} s of the request",
+                phase="answer",
+                received=received,
+            )
+        return ReadTimeout(
+            f"reply stopped: nothing for {self.timing.inter_character_timeout:.3g} s "
+            f"({self.decoder.incomplete_error().detail})",
+            phase="inter_character",
+            received=received,
+        )
+
+    # -- after a failure: let the rest of a broken reply pass before the next request ------
+
+    def needs_drain(self, error: Kamstrup382Error) -> bool:
+        """Whether the meter may still be sending when ``error`` ended this attempt.
+
+        A protocol error in mid-reply (parity, framing) or a deadline hit while bytes kept
+        coming: a mode A meter finishes its telegram whatever the reader thinks of it, and its
+        tail must not be mistaken for the answer to the next request.
+        """
+        if isinstance(error, ReadTimeout):
+            return error.phase == "deadline" and self.received > 0
+        return isinstance(error, ProtocolError) and not isinstance(error, BccError)
+
+    def drain_limit(self) -> float:
+        """Monotonic time at which draining stops even if bytes keep arriving."""
+        left = max(self.expected - self.received, 0) + len(REQUEST)
+        return (
+            self.last_byte_at
+            + self.timing.transfer_time(left) * DEADLINE_SLACK
+            + self.timing.inter_character_timeout
+        )
+
+    @property
+    def quiet_at(self) -> float:
+        """Monotonic time at which the line counts as silent, if nothing more arrives."""
+        return self.last_byte_at + self.timing.inter_character_timeout
+
+    def discard(self, monotonic: float) -> None:
+        """Bytes of a failed reply arrived while draining."""
+        self.last_byte_at = monotonic
+
+    def reading(self, port: str, attempts: int) -> Reading:
+        """The result, once :attr:`done`."""
+        if (
+            self.telegram is None
+            or self.requested_at is None
+            or self.first_byte_at is None
+            or self.first_byte_at_mono is None
+            or self.done_at is None
+        ):
+            raise UsageError("the readout is not complete")
+        return Reading(
+            telegram=self.telegram,
+            port=port,
+            line=self.session.line,
+            requested_at=self.requested_at,
+            first_byte_at=self.first_byte_at,
+            done_at=self.done_at,
+            answer_delay=self.first_byte_at_mono - self.sent_at,
+            duration=self.done_at_mono - self.sent_at,
+            attempts=attempts,
+        )

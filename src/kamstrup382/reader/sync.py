@@ -1,0 +1,170 @@
+"""The blocking reader: one port, readouts on demand.
+
+::
+
+    with Reader("/dev/serial/by-id/usb-FTDI_...") as reader:
+        reading = reader.read()
+
+The port stays open between readouts and is reopened after a lost connection. The readout
+itself is the sans-IO :class:`~kamstrup382.reader.session.Readout`; this module only moves
+bytes and keeps time.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+
+from kamstrup382.errors import ConnectionLost, Kamstrup382Error
+from kamstrup382.protocol import BccMode
+from kamstrup382.reader.link import Link, open_link
+from kamstrup382.reader.options import ReaderOptions, with_attempts
+from kamstrup382.reader.policy import Timing
+from kamstrup382.reader.session import Progress, Readout, Session
+from kamstrup382.reading import LineMode, Reading
+
+__all__ = ["Reader"]
+
+
+class Reader:
+    """Read a Kamstrup 382 on a serial device, ``socket://`` or ``rfc2217://`` port (blocking).
+
+    ``line``: ``7E1`` (the port does parity) or ``8N1`` (we do); default 8N1 for ``socket://``
+    and 7E1 otherwise. ``bcc``: ``auto`` (learns the meter's algorithm), ``sum7`` or ``xor``.
+    ``retries`` extra attempts with ``backoff`` doubling up to ``max_backoff``. The timing
+    (``answer_timeout``, ``answer_margin``, ``inter_character``, ``deadline``, ``baudrate``) is
+    described in :mod:`kamstrup382.reader.policy`; ``timing`` replaces all of it at once.
+    ``progress(received, expected)`` is called as bytes arrive.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        line: LineMode | str | None = None,
+        bcc: BccMode | str = BccMode.AUTO,
+        retries: int = 2,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        answer_timeout: float = 0.6,
+        answer_margin: float = 0.3,
+        inter_character: float | None = None,
+        deadline: float | None = None,
+        baudrate: int = 300,
+        timing: Timing | None = None,
+        connect_timeout: float = 5.0,
+        progress: Progress | None = None,
+    ) -> None:
+        self.options = ReaderOptions.build(
+            port,
+            line=line,
+            bcc=bcc,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            answer_timeout=answer_timeout,
+            answer_margin=answer_margin,
+            inter_character=inter_character,
+            deadline=deadline,
+            baudrate=baudrate,
+            timing=timing,
+            connect_timeout=connect_timeout,
+        )
+        self.port = port
+        self.session: Session = self.options.session()
+        self.progress = progress
+        self._link: Link | None = None
+
+    @property
+    def line(self) -> LineMode:
+        return self.options.line
+
+    def open(self) -> None:
+        """Open the port now (otherwise the first :meth:`read` does, inside its retries)."""
+        self._ensure_link()
+
+    def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _ensure_link(self) -> Link:
+        if self._link is None:
+            opts = self.options
+            self._link = open_link(
+                opts.spec,
+                line=opts.line,
+                baudrate=opts.baudrate,
+                connect_timeout=opts.connect_timeout,
+            )
+        return self._link
+
+    def read(self, progress: Progress | None = None) -> Reading:
+        """One readout, with retries; raises the last typed error if every attempt fails."""
+        progress = progress or self.progress
+        failed = 0
+        while True:
+            try:
+                readout = self._attempt(progress)
+                return readout.reading(self.port, failed + 1)
+            except Kamstrup382Error as error:
+                failed += 1
+                if isinstance(error, ConnectionLost):
+                    self.close()
+                delay = self.session.next_delay(error, failed)
+                if delay is None:
+                    with_attempts(error, failed)
+                    raise
+                time.sleep(delay)
+
+    def _attempt(self, progress: Progress | None) -> Readout:
+        link = self._ensure_link()
+        link.flush_input()
+        readout = self.session.readout()
+        link.write(readout.request)
+        readout.sent(time.monotonic(), datetime.now(UTC))
+        try:
+            while True:
+                wait = readout.timeout_at - time.monotonic()
+                if wait <= 0:
+                    raise readout.expired(time.monotonic())
+                data = link.read(wait)
+                if not data:
+                    continue
+                done = readout.receive(data, time.monotonic(), datetime.now(UTC))
+                if progress is not None:
+                    progress(readout.received, max(readout.expected, readout.received))
+                if done:
+                    return readout
+        except Kamstrup382Error as error:
+            if readout.needs_drain(error):
+                self._drain(link, readout)
+            raise
+
+    @staticmethod
+    def _drain(link: Link, readout: Readout) -> None:
+        """Let the rest of a broken reply pass (it must not answer the next request)."""
+        limit = readout.drain_limit()
+        while True:
+            now = time.monotonic()
+            until = min(readout.quiet_at, limit)
+            if now >= until:
+                return
+            try:
+                data = link.read(until - now)
+            except ConnectionLost:
+                return
+            if data:
+                readout.discard(time.monotonic())
