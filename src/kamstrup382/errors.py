@@ -30,7 +30,12 @@ __all__ = [
 
 
 class Kamstrup382Error(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    ``kind`` is a short name of the error's family, for one-line reports (``error: bcc: ...``).
+    """
+
+    kind = "error"
 
 
 class ProtocolError(Kamstrup382Error):

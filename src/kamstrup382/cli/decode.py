@@ -1,0 +1,96 @@
+"""``k382 decode [FILE|-]``: decode one captured reply and print its registers.
+
+The input is the reply as raw bytes (from ``/`` to the BCC) or as hex text (whitespace and line
+breaks allowed anywhere); which one is detected from the content: a raw reply always holds
+characters that are not hex digits (``/``, STX, ETX). ``-`` reads standard input; no FILE
+decodes the specification's example telegram, built into the package.
+
+``--bcc auto`` (the default) accepts the Kamstrup 382's 7-bit sum or the IEC 62056-21 XOR and
+reports which one matched; ``sum7`` or ``xor`` insist on one. ``--eight-bit``: the bytes carry
+the even-parity bit in bit 7 (a capture from a TCP gateway or an 8N1 optical head); it is
+checked and stripped.
+
+Exit status: 0 decoded; 2 the input is not a valid reply (one line on standard error,
+``error: <kind>: <message>``, and nothing on standard output) or cannot be read.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from typing import BinaryIO
+
+import click
+
+from kamstrup382.errors import Kamstrup382Error, UsageError
+from kamstrup382.protocol import BccMode, Telegram, decode_reply
+from kamstrup382.render import dumps, registers_table, telegram_json
+
+__all__ = ["SPEC_EXAMPLE", "decode", "parse_capture", "spec_example"]
+
+#: The specification's example reply (7-bit form, 167 bytes), shipped in the package.
+SPEC_EXAMPLE = "data/spec-example.bin"
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_WHITESPACE = frozenset(b" \t\r\n\f\v")
+
+
+def spec_example() -> bytes:
+    return resources.files("kamstrup382").joinpath(SPEC_EXAMPLE).read_bytes()
+
+
+def parse_capture(data: bytes) -> bytes:
+    """The reply's bytes: ``data`` itself, or what its hex text stands for.
+
+    Hex text is recognised when ``data`` holds only hex digits and whitespace (and at least one
+    digit); an odd number of digits is a :class:`UsageError`.
+    """
+    chars = set(data)
+    if chars and chars <= _HEX_DIGITS | _WHITESPACE and chars & _HEX_DIGITS:
+        digits = bytes(b for b in data if b in _HEX_DIGITS)
+        if len(digits) % 2:
+            raise UsageError(f"hex input has an odd number of digits ({len(digits)})")
+        return bytes.fromhex(digits.decode("ascii"))
+    return data
+
+
+def describe(telegram: Telegram) -> str:
+    """Identification and BCC lines above the register table."""
+    ident = telegram.identification
+    line = f"identification  {ident}"
+    tn = ident.type_number
+    if tn is not None:
+        line += (
+            f"  ({tn.phases} phases, current code {tn.current_code}, "
+            f"class {tn.accuracy_class}, module {tn.module}, label {tn.label})"
+        )
+    bcc = f"bcc             {telegram.bcc_algorithm.value} 0x{telegram.bcc:02x} valid"
+    return f"{line}\n{bcc}\n\n{registers_table(telegram)}"
+
+
+@click.command("decode")
+@click.argument("file", required=False, type=click.File("rb"))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--bcc",
+    type=click.Choice([m.value for m in BccMode]),
+    default=BccMode.AUTO.value,
+    show_default=True,
+    help="Block check: auto accepts the 7-bit sum or the IEC XOR and says which matched.",
+)
+@click.option(
+    "--eight-bit",
+    is_flag=True,
+    help="Bytes carry the even-parity bit in bit 7 (TCP gateway, 8N1 head): check and strip it.",
+)
+def decode(file: BinaryIO | None, as_json: bool, bcc: str, eight_bit: bool) -> None:
+    """Decode a captured reply (raw bytes or hex text; FILE, - for stdin, none: the spec example)
+    and print its registers."""
+    try:
+        data = spec_example() if file is None else parse_capture(file.read())
+        telegram = decode_reply(data, bcc=BccMode(bcc), eight_bit=eight_bit)
+        text = dumps(telegram_json(telegram), indent=2) + "\n" if as_json else describe(telegram)
+    except Kamstrup382Error as exc:
+        click.echo(f"error: {exc.kind}: {exc}", err=True)
+        sys.stdout.flush()
+        raise click.exceptions.Exit(2) from exc
+    click.echo(text, nl=False)
