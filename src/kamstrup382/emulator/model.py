@@ -1,0 +1,519 @@
+"""The meter model: one Kamstrup 382 advancing with a clock. No I/O, no sleeps.
+
+:class:`MeterModel` keeps the state of a meter and moves it forward to the clock's ``now`` each
+time it is read (:meth:`MeterModel.advance`); time comes only from the clock it is given
+(:class:`~kamstrup382.clock.SystemClock`, :class:`~kamstrup382.clock.ScaledClock` for the demo,
+:class:`~kamstrup382.clock.ManualClock` for tests: a month in milliseconds).
+
+What the registers do (codes as in the telegram):
+
+- ``1.20`` energy: the load's energy, integrated exactly (``Fraction`` kWh inside) between the
+  last advance and now. ``1.20.1`` / ``1.20.2``: the same energy goes to the active tariff's
+  register as well. The telegram shows whole kWh (the integer part, as a register's wheels
+  would) modulo ``10**7``: after 9999999 the register shows 0 again. So ``1.20`` equals
+  ``1.20.1 + 1.20.2`` up to the whole-kWh truncation (0 or 1 kWh less than the sum) and the wrap.
+- Tariff input (module pin 4): shorted to pin 1 (``tariff_input = True``) selects tariff 2,
+  open selects tariff 1. A :class:`~kamstrup382.emulator.tariff.TariffSchedule` can drive it;
+  the integration is split at every switch instant, so energy lands exactly in the tariff
+  active at the time it was used.
+- ``1.26`` pulse input: with ``MeterSettings(pulse_input_mode=True)`` pin 4 counts pulses
+  (:meth:`MeterModel.pulse_in`) instead of switching the tariff (everything is tariff 1).
+- ``1.31`` hour counter: operating hours, i.e. all time the model has advanced through (the
+  emulated meter is always powered), kept exact, shown as whole hours.
+- ``1.6`` actual peak: the highest average power over a demand period this month, in kW with
+  one decimal (the average truncated to 0.1 kW, as a register shows it). Demand periods
+  (``MeterSettings.demand_period``, 15 minutes by default, dividing a day) are aligned to
+  local midnight in ``MeterSettings.zone`` (UTC by default). Only complete periods count: the
+  period the model was created in (unless created exactly at its start) does not, and a period
+  counts when the model advances to its end. At the first instant of a month (local midnight
+  in the zone) the peak moves to ``1.6*1`` (last month's peak) and ``1.6`` restarts at 0.0;
+  the period ending exactly at the month boundary still belongs to the old month. The initial
+  ``1.6`` of the settings counts as this month's peak so far. The peak is capped at 999999.9.
+- Pulse out (module pin 3): ``pulse_constant`` impulses per kWh. ``pulses_out`` is the number
+  emitted since the model was created, always ``floor(consumed Wh * constant / 1000)`` exactly,
+  where *consumed* is the energy integrated since creation (not the initial register).
+  :meth:`MeterModel.subscribe_pulses` calls back with ``(count, at)``: the pulses emitted in one
+  stretch of integration and the instant (to the microsecond) of the last of them, so the time
+  between two callbacks' ``at`` and the count of the second give the exact average power.
+
+The model is thread-safe: a lock guards the state (the line serves it from an event-loop
+thread while tests read it). Pulse callbacks run after the lock is released, in the thread that
+advanced the model. A clock that goes backwards (a wall clock being set) is ignored until it
+passes the last instant seen again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import Decimal
+from fractions import Fraction
+from typing import TypeVar
+
+from kamstrup382.clock import Clock, SystemClock
+from kamstrup382.emulator.load import (
+    US_PER_HOUR,
+    HouseholdLoad,
+    Load,
+    exact_energy_kwh,
+    from_us,
+    to_us,
+)
+from kamstrup382.emulator.tariff import TariffSchedule, local_instant
+from kamstrup382.errors import ConfigError, TypeNumberError, UsageError
+from kamstrup382.protocol import (
+    REGISTER_BY_NAME,
+    BccAlgorithm,
+    EndMarker,
+    Identification,
+    MeterValues,
+    TypeNumber,
+    encode_reply,
+    parse_type_number,
+)
+
+__all__ = ["MeterModel", "MeterSettings", "PulseCallback", "Snapshot"]
+
+PulseCallback = Callable[[int, datetime], None]
+_T = TypeVar("_T")
+
+_TENTH = Decimal("0.1")
+_DAY = timedelta(days=1)
+
+
+def _wrapped(value: Fraction | int, register: str) -> Decimal:
+    """The whole part of a counter as its register shows it: modulo 10**digits."""
+    return Decimal(math.floor(value) % REGISTER_BY_NAME[register].wraps_at)
+
+
+def _exact(value: Decimal | int, key: str) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise ConfigError(key, f"must be an int or Decimal, got {value!r}")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ConfigError(key, f"must be finite, got {value}")
+    if value < 0:
+        raise ConfigError(key, f"must not be negative, got {value}")
+    return Fraction(value)
+
+
+@dataclass(frozen=True)
+class MeterSettings:
+    """What a meter is and the registers it starts with (defaults: the specification example).
+
+    ``type_number`` is the ``685-X3X2X1-Y2Y1-Z2Z1`` text; ``label`` (two digits), if given,
+    replaces its label selection Z2Z1. ``customer_number`` is 8 digits. ``zone`` places the
+    month boundary and the demand periods. The ``*_kwh``, ``hour_counter_h`` and
+    ``pulse_input`` values start the registers (fractions of kWh and hours are kept inside);
+    ``actual_peak_kw`` / ``last_month_peak_kw`` start ``1.6`` / ``1.6*1`` (one decimal).
+    ``tariff_input`` is the initial state of the input (ignored with a schedule).
+    Wrong values raise :class:`~kamstrup382.errors.ConfigError` naming the field.
+    """
+
+    type_number: str = "685-382-OK-15"
+    customer_number: str = "00054042"
+    label: str | None = None
+    demand_period: timedelta = timedelta(minutes=15)
+    pulse_constant: int = 1000
+    pulse_input_mode: bool = False
+    zone: tzinfo = UTC
+    energy_kwh: Decimal | int = 53
+    tariff_1_kwh: Decimal | int = 33
+    tariff_2_kwh: Decimal | int = 20
+    hour_counter_h: Decimal | int = 482
+    pulse_input: int = 0
+    actual_peak_kw: Decimal = Decimal("18.3")
+    last_month_peak_kw: Decimal = Decimal("0.0")
+    tariff_input: bool = False
+    parsed_type_number: TypeNumber = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            tn = parse_type_number(self.type_number)
+        except TypeNumberError as exc:
+            raise ConfigError("type_number", str(exc)) from exc
+        if self.label is not None:
+            try:
+                tn = TypeNumber(
+                    tn.phases, tn.current_code, tn.accuracy_class, tn.module, self.label
+                )
+            except TypeNumberError as exc:
+                raise ConfigError("label", f"{self.label!r} is not two digits") from exc
+        object.__setattr__(self, "parsed_type_number", tn)
+        digits = REGISTER_BY_NAME["customer_number"].digits
+        if not (
+            isinstance(self.customer_number, str)
+            and self.customer_number.isascii()
+            and self.customer_number.isdigit()
+            and len(self.customer_number) == digits
+        ):
+            raise ConfigError(
+                "customer_number", f"must be {digits} digits, got {self.customer_number!r}"
+            )
+        period = self.demand_period
+        if not isinstance(period, timedelta) or period <= timedelta(0) or _DAY % period:
+            raise ConfigError(
+                "demand_period", f"must divide a day into whole periods, got {self.demand_period}"
+            )
+        if isinstance(self.pulse_constant, bool) or not isinstance(self.pulse_constant, int):
+            raise ConfigError(
+                "pulse_constant", f"must be an int (imp/kWh), got {self.pulse_constant!r}"
+            )
+        if self.pulse_constant <= 0:
+            raise ConfigError("pulse_constant", f"must be positive, got {self.pulse_constant}")
+        if (
+            isinstance(self.pulse_input, bool)
+            or not isinstance(self.pulse_input, int)
+            or self.pulse_input < 0
+        ):
+            raise ConfigError(
+                "pulse_input", f"must be a non-negative int, got {self.pulse_input!r}"
+            )
+        for key, register in (
+            ("energy_kwh", "energy"),
+            ("tariff_1_kwh", "tariff_1"),
+            ("tariff_2_kwh", "tariff_2"),
+            ("hour_counter_h", "hour_counter"),
+        ):
+            value = _exact(getattr(self, key), key)
+            if value >= REGISTER_BY_NAME[register].wraps_at:
+                raise ConfigError(key, f"{getattr(self, key)} does not fit register {register}")
+        for key in ("actual_peak_kw", "last_month_peak_kw"):
+            value = getattr(self, key)
+            if (
+                not isinstance(value, Decimal)
+                or not value.is_finite()
+                or value < 0
+                or value >= REGISTER_BY_NAME["actual_peak"].wraps_at
+                or value != value.quantize(_TENTH)
+            ):
+                raise ConfigError(key, f"must be a Decimal kW with one decimal, got {value!r}")
+
+    @property
+    def identification(self) -> Identification:
+        return Identification.for_type_number(self.parsed_type_number)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The meter at one instant: its register values and the reply it sends for them."""
+
+    at: datetime
+    values: MeterValues
+    telegram: bytes
+
+
+class MeterModel:
+    """One emulated Kamstrup 382; see the module docstring for what each register does.
+
+    ``load`` defaults to a :class:`HouseholdLoad`, ``clock`` to the system clock;
+    ``tariff_schedule`` (a :class:`TariffSchedule` or its text) drives the tariff input.
+    """
+
+    def __init__(
+        self,
+        settings: MeterSettings | None = None,
+        load: Load | None = None,
+        clock: Clock | None = None,
+        tariff_schedule: TariffSchedule | str | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else MeterSettings()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._load: Load = load if load is not None else HouseholdLoad()
+        if isinstance(tariff_schedule, str):
+            tariff_schedule = TariffSchedule.parse(tariff_schedule)
+        if tariff_schedule is not None and self.settings.pulse_input_mode:
+            raise UsageError(
+                "a tariff schedule needs pin 4 for the tariff: not in pulse input mode"
+            )
+        self._schedule = tariff_schedule
+        self._lock = threading.Lock()
+        self._subscribers: list[PulseCallback] = []
+        s = self.settings
+        self._energy = Fraction(s.energy_kwh)
+        self._tariffs = {1: Fraction(s.tariff_1_kwh), 2: Fraction(s.tariff_2_kwh)}
+        self._hours = Fraction(s.hour_counter_h)
+        self._pulse_input = s.pulse_input
+        self._consumed = Fraction(0)
+        self._pulses_out = 0
+        self._peak = s.actual_peak_kw
+        self._last_peak = s.last_month_peak_kw
+        self._input = s.tariff_input
+        self._period_us = s.demand_period // timedelta(microseconds=1)
+        now = to_us(self.clock.now())
+        self._at = now
+        self._period_start, self._period_end = self._period_around(now)
+        self._period_whole = self._period_start == now
+        self._period_energy = Fraction(0)
+        self._month_end = self._next_month_start(now)
+        self._switch = now  # the next tariff-schedule boundary (recomputed when reached)
+        self._scheduled = 1
+        if self._schedule is not None:
+            self._follow_schedule(now)
+
+    # -- time arithmetic (microseconds since the epoch) ----------------------------------
+
+    def _local_date(self, us: int) -> date:
+        return from_us(us).astimezone(self.settings.zone).date()
+
+    def _day_start(self, day: date) -> int:
+        return to_us(local_instant(day, 0, self.settings.zone))
+
+    def _period_around(self, us: int) -> tuple[int, int]:
+        """The demand period holding ``us``: aligned to local midnight, cut at the next one."""
+        day = self._local_date(us)
+        start = self._day_start(day)
+        while start > us:  # midnight itself skipped by a daylight-saving change
+            day -= _DAY
+            start = self._day_start(day)
+        next_day = self._day_start(day + _DAY)
+        begin = start + (us - start) // self._period_us * self._period_us
+        return begin, min(begin + self._period_us, next_day)
+
+    def _next_month_start(self, us: int) -> int:
+        day = self._local_date(us)
+        first = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+        return self._day_start(first)
+
+    def _follow_schedule(self, us: int) -> None:
+        assert self._schedule is not None
+        at = from_us(us)
+        self._scheduled = self._schedule.tariff_at(at)
+        self._switch = to_us(self._schedule.next_boundary(at))
+
+    # -- integration -----------------------------------------------------------------------
+
+    def _tariff(self) -> int:
+        if self.settings.pulse_input_mode:
+            return 1
+        if self._schedule is not None:
+            return self._scheduled
+        return 2 if self._input else 1
+
+    def _last_pulse_at(self, start: int, end: int, before: Fraction, target: Fraction) -> int:
+        """The first microsecond in ``(start, end]`` at which consumption reaches ``target``."""
+        lo, hi = start, end
+        begin = from_us(start)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if before + exact_energy_kwh(self._load, begin, from_us(mid)) >= target:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def _close_period(self) -> None:
+        if self._period_whole:
+            average = self._period_energy * US_PER_HOUR / (self._period_end - self._period_start)
+            tenths = min(math.floor(average * 10), 9_999_999)
+            peak = (Decimal(tenths) / 10).quantize(_TENTH)
+            self._peak = max(self._peak, peak)
+        self._period_whole = True
+        self._period_energy = Fraction(0)
+        self._period_start, self._period_end = self._period_around(self._period_end)
+
+    def _advance_to(self, now: int) -> list[tuple[int, datetime]]:
+        """Integrate up to ``now``; returns the pulse events for the subscribers."""
+        events: list[tuple[int, datetime]] = []
+        constant = self.settings.pulse_constant
+        t = self._at
+        while t < now:
+            if self._schedule is not None and t >= self._switch:
+                self._follow_schedule(t)
+            end = min(now, self._period_end)
+            if self._schedule is not None:
+                end = min(end, self._switch)
+            energy = exact_energy_kwh(self._load, from_us(t), from_us(end))
+            before = self._consumed
+            self._energy += energy
+            self._tariffs[self._tariff()] += energy
+            self._consumed += energy
+            self._period_energy += energy
+            self._hours += Fraction(end - t, US_PER_HOUR)
+            pulses = math.floor(self._consumed * constant)
+            if pulses > self._pulses_out:
+                count = pulses - self._pulses_out
+                self._pulses_out = pulses
+                if self._subscribers:
+                    last = self._last_pulse_at(t, end, before, Fraction(pulses, constant))
+                    events.append((count, from_us(last)))
+            t = end
+            if t == self._period_end:
+                self._close_period()
+            if t >= self._month_end:
+                self._last_peak = self._peak
+                self._peak = Decimal("0.0")
+                self._month_end = self._next_month_start(t)
+        self._at = max(self._at, now)
+        return events
+
+    def _notify(self, events: list[tuple[int, datetime]]) -> None:
+        if not events:
+            return
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for count, at in events:
+            for callback in subscribers:
+                callback(count, at)
+
+    def advance(self) -> datetime:
+        """Bring the state up to the clock's now; returns the instant reached."""
+        with self._lock:
+            events = self._advance_to(to_us(self.clock.now()))
+            at = from_us(self._at)
+        self._notify(events)
+        return at
+
+    # -- registers -------------------------------------------------------------------------
+
+    def _values(self) -> MeterValues:
+        return MeterValues(
+            customer_number=self.settings.customer_number,
+            energy=_wrapped(self._energy, "energy"),
+            tariff_1=_wrapped(self._tariffs[1], "tariff_1"),
+            tariff_2=_wrapped(self._tariffs[2], "tariff_2"),
+            hour_counter=_wrapped(self._hours, "hour_counter"),
+            pulse_input=_wrapped(self._pulse_input, "pulse_input"),
+            actual_peak=self._peak,
+            last_month_peak=self._last_peak,
+        )
+
+    @property
+    def identification(self) -> Identification:
+        return self.settings.identification
+
+    def values(self) -> MeterValues:
+        """The registers now (advances first)."""
+        return self.snapshot().values
+
+    def snapshot(
+        self,
+        *,
+        bcc: BccAlgorithm = BccAlgorithm.SUM7,
+        end_marker: EndMarker = EndMarker.INLINE,
+        eight_bit: bool = False,
+    ) -> Snapshot:
+        """The instant, the registers and the reply, taken together (advances first)."""
+        with self._lock:
+            events = self._advance_to(to_us(self.clock.now()))
+            at = from_us(self._at)
+            values = self._values()
+        self._notify(events)
+        reply = encode_reply(
+            self.identification, values, bcc=bcc, end_marker=end_marker, eight_bit=eight_bit
+        )
+        return Snapshot(at, values, reply)
+
+    def telegram(
+        self,
+        bcc: BccAlgorithm = BccAlgorithm.SUM7,
+        *,
+        end_marker: EndMarker = EndMarker.INLINE,
+        eight_bit: bool = False,
+    ) -> bytes:
+        """The reply to ``/?!`` CR LF now, from the protocol encoder (7-bit unless asked)."""
+        return self.snapshot(bcc=bcc, end_marker=end_marker, eight_bit=eight_bit).telegram
+
+    # -- exact state, for tests and modules --------------------------------------------------
+
+    def _read(self, get: Callable[[], _T]) -> _T:
+        with self._lock:
+            events = self._advance_to(to_us(self.clock.now()))
+            value = get()
+        self._notify(events)
+        return value
+
+    @property
+    def energy_kwh(self) -> Fraction:
+        """Register 1.20 with its fraction, not wrapped (advances first)."""
+        return self._read(lambda: self._energy)
+
+    def tariff_kwh(self, tariff: int) -> Fraction:
+        """Register 1.20.1 or 1.20.2 with its fraction, not wrapped (advances first)."""
+        if tariff not in (1, 2):
+            raise UsageError(f"tariff must be 1 or 2, got {tariff!r}")
+        return self._read(lambda: self._tariffs[tariff])
+
+    @property
+    def hours(self) -> Fraction:
+        """Register 1.31 with its fraction, not wrapped (advances first)."""
+        return self._read(lambda: self._hours)
+
+    @property
+    def consumed_kwh(self) -> Fraction:
+        """Energy integrated since the model was created (advances first)."""
+        return self._read(lambda: self._consumed)
+
+    @property
+    def pulses_out(self) -> int:
+        """Pulses emitted on pin 3 since creation: floor(consumed Wh x constant / 1000)."""
+        return self._read(lambda: self._pulses_out)
+
+    def subscribe_pulses(self, callback: PulseCallback) -> Callable[[], None]:
+        """Call ``callback(count, at)`` for the pulses emitted from now on; returns unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # -- the module interface: pin 4 -------------------------------------------------------
+
+    @property
+    def tariff_input(self) -> bool:
+        """Pin 4 shorted to pin 1 (True: tariff 2). With a schedule, what the schedule says."""
+
+        def get() -> bool:
+            if self._schedule is not None:
+                return self._scheduled == 2
+            return self._input
+
+        return self._read(get)
+
+    @tariff_input.setter
+    def tariff_input(self, shorted: bool) -> None:
+        if self.settings.pulse_input_mode:
+            raise UsageError("pin 4 counts pulses in pulse input mode: no tariff input")
+        if self._schedule is not None:
+            raise UsageError("the tariff schedule drives the tariff input")
+
+        def put() -> None:
+            self._input = bool(shorted)
+
+        self._read(put)
+
+    @property
+    def tariff(self) -> int:
+        """The active tariff, 1 or 2 (advances first)."""
+        return self._read(self._tariff)
+
+    def pulse_in(self, count: int = 1) -> None:
+        """``count`` pulses arrive on pin 4 (pulse input mode only): register 1.26 counts them."""
+        if not self.settings.pulse_input_mode:
+            raise UsageError("pin 4 switches the tariff: set MeterSettings(pulse_input_mode=True)")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise UsageError(f"pulse count must be a non-negative int, got {count!r}")
+
+        def put() -> None:
+            self._pulse_input += count
+
+        self._read(put)
+
+    @property
+    def load(self) -> Load:
+        return self._load
+
+    @load.setter
+    def load(self, load: Load) -> None:
+        """Swap the load from now on (the energy up to now is integrated with the old one)."""
+
+        def put() -> None:
+            self._load = load
+
+        self._read(put)
