@@ -1,0 +1,258 @@
+"""``k382 export``: stored readings or per-interval consumption as CSV or JSON, streamed.
+
+Rows are written as the storage yields them (constant memory for millions of rows). JSON is a
+streamed array (``--format json``) or one object per line (``--format jsonl``); each reading is
+an object with ``meter``, ``slot`` and ``read_at`` (ISO 8601, UTC), the registers by name as
+numbers (``customer_number`` as a string, it keeps its leading zeros), then how it was read.
+``--since``/``--until`` take ISO 8601 times (a time without zone is UTC; a bare date is its
+midnight UTC) and select ``[since, until)``. A file given with ``--output`` appears only when
+complete. Exit status: 0 done, 1 the storage failed, 2 a bad option or configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.protocol.registers import REGISTERS
+from kamstrup382.storage.base import Storage
+from kamstrup382.storage.records import ConsumptionRow, ReadingRecord
+
+__all__ = [
+    "CONSUMPTION_FIELDS",
+    "READING_FIELDS",
+    "config_options",
+    "consumption_fields",
+    "export",
+    "open_configured_storage",
+    "parse_time",
+    "reading_fields",
+]
+
+REGISTER_NAMES = tuple(r.name for r in REGISTERS)
+READING_FIELDS = (
+    "meter",
+    "slot",
+    "read_at",
+    *REGISTER_NAMES,
+    "identification",
+    "type_number",
+    "bcc_algorithm",
+    "answer_delay",
+    "duration",
+    "attempts",
+)
+CONSUMPTION_FIELDS = ("meter", "start", "end", "energy", "tariff_1", "tariff_2")
+
+Value = str | Decimal | int | float | None
+
+
+def _utc(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+def reading_fields(r: ReadingRecord, *, raw: bool = False) -> list[tuple[str, Value]]:
+    """A reading as (field, value) pairs in :data:`READING_FIELDS` order (+ ``raw`` as hex)."""
+    fields: list[tuple[str, Value]] = [
+        ("meter", r.meter),
+        ("slot", _utc(r.slot)),
+        ("read_at", _utc(r.read_at)),
+        *((name, getattr(r.values, name)) for name in REGISTER_NAMES),
+        ("identification", r.identification),
+        ("type_number", r.type_number),
+        ("bcc_algorithm", str(r.bcc_algorithm)),
+        ("answer_delay", r.answer_delay),
+        ("duration", r.duration),
+        ("attempts", r.attempts),
+    ]
+    if raw:
+        fields.append(("raw", r.raw.hex()))
+    return fields
+
+
+def consumption_fields(c: ConsumptionRow) -> list[tuple[str, Value]]:
+    return [
+        ("meter", c.meter),
+        ("start", _utc(c.start)),
+        ("end", _utc(c.end)),
+        ("energy", c.energy),
+        ("tariff_1", c.tariff_1),
+        ("tariff_2", c.tariff_2),
+    ]
+
+
+def _json_value(value: Value) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")  # exact and plain: a JSON number
+    return json.dumps(value)
+
+
+def _json_object(fields: list[tuple[str, Value]]) -> str:
+    return "{" + ", ".join(f"{json.dumps(k)}: {_json_value(v)}" for k, v in fields) + "}"
+
+
+def _csv_value(value: Value) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return "" if value is None else str(value)
+
+
+def write_rows(rows: Iterable[list[tuple[str, Value]]], fmt: str, out: IO[str]) -> int:
+    """Write ``rows`` to ``out`` as ``fmt`` (csv, json, jsonl) one by one; return the count."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        for fields in rows:
+            if count == 0:
+                writer.writerow([k for k, _ in fields])
+            writer.writerow([_csv_value(v) for _, v in fields])
+            count += 1
+    elif fmt == "jsonl":
+        for fields in rows:
+            out.write(_json_object(fields) + "\n")
+            count += 1
+    else:
+        out.write("[")
+        for fields in rows:
+            out.write(("\n" if count == 0 else ",\n") + _json_object(fields))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time (naive: UTC; a bare date: its midnight UTC)."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-03-01T12:00:00Z)", param_hint=option
+        ) from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE`` and ``--storage URL``: where the storage is."""
+    fn = click.option(
+        "--storage", "storage_url", help="Storage URL (overrides the config's [storage] url)."
+    )(fn)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="TOML config file; its [storage] url is used.",
+    )(fn)
+
+
+def open_configured_storage(config_path: Path | None, storage_url: str | None) -> Storage:
+    """The storage named by ``--storage``, else by the config file, else the default."""
+    from kamstrup382.storage.url import open_storage  # noqa: PLC0415 - loaded on use
+
+    url = storage_url
+    if url is None and config_path is not None:
+        from kamstrup382.collector.config import load_config  # noqa: PLC0415
+
+        url = load_config(config_path).storage.url
+    return open_storage(url)
+
+
+@contextlib.contextmanager
+def _output(target: str) -> Iterator[IO[str]]:
+    """stdout for ``-``; else a temporary file renamed to ``target`` once complete."""
+    if target == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("export")
+@config_options
+@click.option(
+    "--what",
+    type=click.Choice(["readings", "consumption"]),
+    default="readings",
+    show_default=True,
+    help="Readings, or consumption between consecutive readings (kWh, across wrap).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="CSV with a header, a JSON array, or JSON Lines.",
+)
+@click.option("--since", help="From this time on (ISO 8601; no zone: UTC).")
+@click.option("--until", help="Before this time (ISO 8601; no zone: UTC).")
+@click.option("--meter", help="Only this meter (default: all, meter by meter).")
+@click.option("--raw", is_flag=True, help="Readings: add the raw telegram as hex.")
+@click.option(
+    "--output", "-o", default="-", show_default=True, help="File to write, or - for stdout."
+)
+def export(
+    *,
+    config_path: Path | None,
+    storage_url: str | None,
+    what: str,
+    fmt: str,
+    since: str | None,
+    until: str | None,
+    meter: str | None,
+    raw: bool,
+    output: str,
+) -> int:
+    """Export stored readings or per-interval consumption as CSV or JSON."""
+    start = parse_time(since, "--since")
+    end = parse_time(until, "--until")
+    if start is not None and end is not None and end <= start:
+        raise click.BadParameter("must be after --since", param_hint="--until")
+    try:
+        with open_configured_storage(config_path, storage_url) as storage:
+            rows: Iterable[list[tuple[str, Value]]]
+            if what == "readings":
+                rows = (reading_fields(r, raw=raw) for r in storage.readings(meter, start, end))
+            else:
+                rows = (consumption_fields(c) for c in storage.consumption(meter, start, end))
+            with _output(output) as out:
+                count = write_rows(rows, fmt, out)
+                if count == 0 and fmt == "csv":
+                    fields = CONSUMPTION_FIELDS if what == "consumption" else READING_FIELDS
+                    csv.writer(out, lineterminator="\n").writerow(
+                        [*fields, "raw"] if raw and what == "readings" else fields
+                    )
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        return 2
+    except Kamstrup382Error as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except OSError as exc:
+        click.echo(f"error: cannot write {output}: {exc}", err=True)
+        return 1
+    if output != "-":
+        click.echo(f"{count} {what} rows written to {output}", err=True)
+    return 0
