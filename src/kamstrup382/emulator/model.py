@@ -294,14 +294,44 @@ class MeterModel:
 
     def _last_pulse_at(self, start: int, end: int, before: Fraction, target: Fraction) -> int:
         """The first microsecond in ``(start, end]`` at which consumption reaches ``target``."""
-        lo, hi = start, end
+        # Invariant: consumption(lo) < target <= consumption(hi). Interpolation guesses (a load
+        # is nearly linear over a short stretch), each checked with its neighbour so that the
+        # exact microsecond is found in a few steps, and a bisection step whenever a guess did
+        # not halve the bracket (so the search always ends).
         begin = from_us(start)
+
+        def reached(x: int) -> tuple[bool, Fraction]:
+            level = before + exact_energy_kwh(self._load, begin, from_us(x))
+            return level >= target, level
+
+        lo, hi = start, end
+        low, high = before, self._consumed
         while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if before + exact_energy_kwh(self._load, begin, from_us(mid)) >= target:
-                hi = mid
+            width = hi - lo
+            guess = lo + math.floor((target - low) * width / (high - low))
+            guess = min(max(guess, lo + 1), hi - 1)
+            ok, level = reached(guess)
+            if ok:
+                hi, high = guess, level
+                if guess - 1 > lo:
+                    ok, level = reached(guess - 1)
+                    if not ok:
+                        return guess
+                    hi, high = guess - 1, level
             else:
-                lo = mid
+                lo, low = guess, level
+                if guess + 1 < hi:
+                    ok, level = reached(guess + 1)
+                    if ok:
+                        return guess + 1
+                    lo, low = guess + 1, level
+            if hi - lo > width // 2 and hi - lo > 1:
+                mid = (lo + hi) // 2
+                ok, level = reached(mid)
+                if ok:
+                    hi, high = mid, level
+                else:
+                    lo, low = mid, level
         return hi
 
     def _close_period(self) -> None:
