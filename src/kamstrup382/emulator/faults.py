@@ -1,0 +1,279 @@
+"""Fault injection for the emulated line: what can go wrong between a meter and its reader.
+
+Each fault has a probability per readout; the emulator draws them from a seeded
+:class:`random.Random` per meter, so the same seed and the same sequence of requests give the
+same faults, at the same places. Every fault names exactly the damage it does to the reply,
+which is built clean first (the protocol core's encoder) and then damaged in this order:
+
+- ``xor``: the block check character is the XOR of IEC 62056-21 instead of the Kamstrup sum
+  (the meter acts as a standard IEC meter). Nothing else changes.
+- ``bcc``: the block check character is wrong: neither the sum nor the XOR of the block.
+- ``flip``: one data bit (bit 0-6) of one character of the data block (between STX and ETX,
+  both excluded) is inverted. On 8-bit lines the character carries the even-parity bit of its
+  new value: a double error that parity cannot see, which only the BCC catches.
+- ``parity``: one character of the data block has a parity error. On 8-bit lines its parity
+  bit (bit 7) is inverted and the data bits are intact. On 7-bit lines, where the parity bit
+  is not delivered, the character arrives as NUL (0x00): what a tty checking parity (INPCK)
+  without marking it (PARMRK) delivers for a character received with a parity error.
+- ``double``: one character of the data block is sent twice.
+- ``drop``: one character of the data block is not sent.
+- ``truncate``: the reply stops after a random number of characters (at least one is sent and
+  at least one is missing); the line stays open and silent.
+- ``noise``: 1 to 16 random characters (never a ``/``) go out before the reply, at the answer
+  time; the reply follows them without a pause.
+- ``late``: the answer begins later than the specification's 600 ms (``late_delay`` seconds
+  after the request, uniform in a range, 0.7-1.5 s by default).
+- ``silent``: no answer to this request at all (the other faults drawn are then void).
+
+``Faults.parse("flip=0.1,late=0.05,xor=1")`` reads the command line form; ``str()`` writes it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kamstrup382.errors import ConfigError
+from kamstrup382.protocol import ETX, STX, add_parity, bcc_sum7, bcc_xor
+
+__all__ = ["FAULT_KINDS", "AppliedFault", "Damage", "Faults"]
+
+#: Every fault kind, in the order the damage is applied (and logged).
+FAULT_KINDS: tuple[str, ...] = (
+    "xor",
+    "bcc",
+    "flip",
+    "parity",
+    "double",
+    "drop",
+    "truncate",
+    "noise",
+    "late",
+    "silent",
+)
+
+#: The spec's answer window ends here; a late answer begins after it.
+SPEC_MAX_DELAY = 0.6
+NOISE_MAX = 16
+#: Seconds after the request a late answer begins: uniform in this range.
+DEFAULT_LATE_DELAY = (0.7, 1.5)
+_SLASH = ord("/")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedFault:
+    """One fault applied to one reply.
+
+    ``offset`` is the position in the reply (before any noise, after the damage applied
+    before this one) where the damage is, ``None`` for faults without a place (``late``,
+    ``silent``, ``noise``, which is before offset 0). ``detail`` says what was done.
+    """
+
+    kind: str
+    offset: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A reply after the faults: what goes on the line, and when."""
+
+    noise: bytes  # wire form, sent before the reply
+    reply: bytes  # wire form (8-bit with parity bits on 8-bit lines), after the damage
+    faults: tuple[AppliedFault, ...]
+    silent: bool = False
+    late_delay: float | None = None  # seconds after the request, replacing the normal delay
+
+    @property
+    def wire(self) -> bytes:
+        """Everything sent for this readout, in order."""
+        return b"" if self.silent else self.noise + self.reply
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(f.kind for f in self.faults)
+
+
+def _probability(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"faults.{key}", f"must be a probability 0..1, got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"faults.{key}", f"must be a probability 0..1, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """The probability of each fault per readout (0 = never, 1 = every readout)."""
+
+    xor: float = 0.0
+    bcc: float = 0.0
+    flip: float = 0.0
+    parity: float = 0.0
+    double: float = 0.0
+    drop: float = 0.0
+    truncate: float = 0.0
+    noise: float = 0.0
+    late: float = 0.0
+    silent: float = 0.0
+    late_delay: tuple[float, float] = DEFAULT_LATE_DELAY
+
+    def __post_init__(self) -> None:
+        for kind in FAULT_KINDS:
+            object.__setattr__(self, kind, _probability(kind, getattr(self, kind)))
+        lo, hi = self.late_delay
+        if not (SPEC_MAX_DELAY < lo <= hi):
+            raise ConfigError(
+                "faults.late_delay",
+                f"must be a range beyond {SPEC_MAX_DELAY} s (lo <= hi), got {lo}-{hi}",
+            )
+
+    @classmethod
+    def parse(cls, spec: str) -> Faults:
+        """``"flip=0.1,late=0.05,xor=1,late_delay=0.8-1.2"``; an empty spec or ``none``: none."""
+        text = spec.strip()
+        if text in ("", "none"):
+            return cls()
+        values: dict[str, object] = {}
+        for item in text.split(","):
+            key, sep, raw = (part.strip() for part in item.partition("="))
+            if not key:
+                raise ConfigError("faults", f"empty item in {spec!r}")
+            if key not in FAULT_KINDS and key != "late_delay":
+                known = ", ".join((*FAULT_KINDS, "late_delay"))
+                raise ConfigError(f"faults.{key}", f"unknown fault (known: {known})")
+            if key in values:
+                raise ConfigError(f"faults.{key}", "given twice")
+            if not sep or not raw:
+                raise ConfigError(f"faults.{key}", f"needs a value: {key}=P")
+            if key == "late_delay":
+                values[key] = _parse_range(raw, f"faults.{key}")
+                continue
+            try:
+                number = float(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"faults.{key}", f"must be a probability 0..1, got {raw!r}"
+                ) from None
+            values[key] = _probability(key, number)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        items = [f"{k}={getattr(self, k):g}" for k in FAULT_KINDS if getattr(self, k)]
+        if self.late and self.late_delay != DEFAULT_LATE_DELAY:
+            lo, hi = self.late_delay
+            items.append(f"late_delay={lo:g}" if lo == hi else f"late_delay={lo:g}-{hi:g}")
+        return ",".join(items) or "none"
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, kind) for kind in FAULT_KINDS)
+
+    def choose(self, rng: random.Random) -> tuple[str, ...]:
+        """The faults of one readout, in :data:`FAULT_KINDS` order.
+
+        One draw per kind whatever the probabilities, so that the sequence of draws (and
+        therefore every later decision) depends on the seed and the readout count only.
+        """
+        drawn = [(kind, rng.random()) for kind in FAULT_KINDS]
+        return tuple(kind for kind, u in drawn if u < getattr(self, kind))
+
+    def damage(
+        self, clean: bytes, kinds: Sequence[str], rng: random.Random, *, eight_bit: bool
+    ) -> Damage:
+        """Apply ``kinds`` to ``clean`` (a 7-bit reply, identification to BCC)."""
+        return apply_faults(clean, kinds, rng, eight_bit=eight_bit, late_delay=self.late_delay)
+
+
+def _parse_range(raw: str, key: str) -> tuple[float, float]:
+    lo_text, dash, hi_text = raw.partition("-")
+    try:
+        lo = float(lo_text)
+        hi = float(hi_text) if dash else lo
+    except ValueError:
+        raise ConfigError(key, f"must be seconds or a range LO-HI, got {raw!r}") from None
+    return (lo, hi)
+
+
+def _block_range(reply: bytes | bytearray) -> tuple[int, int]:
+    """Positions of the data block's characters (after STX, before ETX)."""
+    start = reply.find(STX)
+    end = reply.rfind(ETX)
+    if start < 0 or end <= start + 1:
+        return (0, len(reply))  # not a telegram: anywhere
+    return (start + 1, end)
+
+
+def apply_faults(
+    clean: bytes,
+    kinds: Sequence[str],
+    rng: random.Random,
+    *,
+    eight_bit: bool,
+    late_delay: tuple[float, float] = DEFAULT_LATE_DELAY,
+) -> Damage:
+    """The damage of ``kinds`` on ``clean``, drawn from ``rng`` (see the module docstring)."""
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown:
+        raise ConfigError(f"faults.{unknown[0]}", "unknown fault")
+    if "silent" in kinds:
+        return Damage(b"", b"", (AppliedFault("silent", None, "no answer"),), silent=True)
+    reply = bytearray(clean)
+    applied: list[AppliedFault] = []
+    start, end = _block_range(clean)
+    block = bytes(clean[start : end + 1])  # data block + ETX: what the BCC covers
+    last = len(reply) - 1
+    if "xor" in kinds:
+        old, reply[last] = reply[last], bcc_xor(block)
+        applied.append(AppliedFault("xor", last, f"bcc 0x{old:02x} -> 0x{reply[last]:02x} (xor)"))
+    if "bcc" in kinds:
+        good = {bcc_sum7(block), bcc_xor(block)}
+        old = reply[last]
+        reply[last] = rng.choice([c for c in range(128) if c not in good])
+        applied.append(AppliedFault("bcc", last, f"bcc 0x{old:02x} -> 0x{reply[last]:02x}"))
+    if "flip" in kinds:
+        at, bit = rng.randrange(start, end), rng.randrange(7)
+        old = reply[at]
+        reply[at] ^= 1 << bit
+        applied.append(AppliedFault("flip", at, f"bit {bit}: 0x{old:02x} -> 0x{reply[at]:02x}"))
+    if eight_bit:
+        reply = bytearray(add_parity(bytes(reply)))
+    if "parity" in kinds:
+        at = rng.randrange(start, end)
+        old = reply[at]
+        reply[at] = old ^ 0x80 if eight_bit else 0x00
+        applied.append(AppliedFault("parity", at, f"0x{old:02x} -> 0x{reply[at]:02x}"))
+    if "double" in kinds:
+        at = rng.randrange(start, end)
+        reply.insert(at + 1, reply[at])
+        end += 1
+        applied.append(AppliedFault("double", at, f"0x{reply[at]:02x} sent twice"))
+    if "drop" in kinds:
+        at = rng.randrange(start, end)
+        old = reply.pop(at)
+        end -= 1
+        applied.append(AppliedFault("drop", at, f"0x{old:02x} not sent"))
+    if "truncate" in kinds:
+        keep = rng.randrange(1, len(reply))
+        applied.append(AppliedFault("truncate", keep, f"{len(reply) - keep} of {len(reply)} lost"))
+        del reply[keep:]
+    noise = b""
+    if "noise" in kinds:
+        top = 256 if eight_bit else 128
+        size = rng.randrange(1, NOISE_MAX + 1)
+        noise = bytes(_noise_byte(rng, top) for _ in range(size))
+        applied.append(AppliedFault("noise", None, f"{size} characters: {noise.hex()}"))
+    late: float | None = None
+    if "late" in kinds:
+        lo, hi = late_delay
+        late = lo if lo == hi else rng.uniform(lo, hi)
+        applied.append(AppliedFault("late", None, f"answer after {late:.3f} s"))
+    return Damage(noise, bytes(reply), tuple(applied), late_delay=late)
+
+
+def _noise_byte(rng: random.Random, top: int) -> int:
+    while True:
+        byte = rng.randrange(top)
+        if byte & 0x7F != _SLASH:
+            return byte
