@@ -1,0 +1,211 @@
+"""A scripted meter for reader tests: loopback TCP or a pty, in its own thread and event loop.
+
+Each request (``/?!`` CR LF, with or without parity bits) is answered by the next action of the
+script; when the script is used up, the last action repeats. Actions:
+
+- ``answer``: the reply (``telegram``, default the specification's example) after ``delay``;
+- ``echo``: the request echoed back (as an optical head does), then the reply;
+- ``noise``: bytes without ``/`` before the reply;
+- ``silent``: nothing;
+- ``late``: the reply, ``late_by`` seconds after the request;
+- ``truncate``: the first 100 bytes of the reply, then nothing;
+- ``stall``: the first 100 bytes, a pause of ``stall_for`` seconds, the rest;
+- ``bad_bcc``: the reply with its BCC plus one;
+- ``xor``: the reply with the IEC XOR as BCC;
+- ``parity``: the reply with the parity bit of byte 40 inverted (8-bit wire only);
+- ``framing``: the reply with its STX replaced by ``X``;
+- ``double``: the reply, twice (the second copy is stale input for the next request);
+- ``endless``: a byte without ``/`` every 10 ms until the next request;
+- ``hangup``: close the connection (TCP) without answering.
+
+``eight_bit``: the wire carries the even-parity bit (a TCP gateway, an 8N1 head). ``gate``: a
+:class:`Gate` shared by several peers: none answers before all of them have got a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from kamstrup382.protocol import add_parity, bcc_xor, strip_parity
+
+EXAMPLE = (Path(__file__).parent.parent / "data" / "spec-example.bin").read_bytes()
+
+
+def with_xor(reply: bytes) -> bytes:
+    stx = reply.index(b"\x02")
+    return reply[:-1] + bytes([bcc_xor(reply[stx + 1 : -1])])
+
+
+class Gate:
+    """Opens once ``count`` requests have arrived (at any of the peers sharing it)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._arrived = 0
+        self._lock = threading.Lock()
+        self.opened = threading.Event()
+
+    def arrive(self) -> None:
+        with self._lock:
+            self._arrived += 1
+            if self._arrived >= self.count:
+                self.opened.set()
+
+
+class ScriptedPeer:
+    def __init__(
+        self,
+        *script: str,
+        transport: str = "tcp",
+        eight_bit: bool | None = None,
+        telegram: bytes = EXAMPLE,
+        delay: float = 0.005,
+        late_by: float = 0.5,
+        stall_for: float = 0.5,
+        gate: Gate | None = None,
+    ) -> None:
+        self.gate = gate
+        self.script = list(script) or ["answer"]
+        self.transport = transport
+        self.eight_bit = transport == "tcp" if eight_bit is None else eight_bit
+        self.telegram = telegram
+        self.delay = delay
+        self.late_by = late_by
+        self.stall_for = stall_for
+        self.requests = 0
+        self.port = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._master = -1
+        self._slave = -1
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pty_buf = b""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> ScriptedPeer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        if self.transport == "tcp":
+            self._server = await asyncio.start_server(self._serve_tcp, "127.0.0.1", 0)
+            host, port = self._server.sockets[0].getsockname()[:2]
+            self.port = f"socket://{host}:{port}"
+        else:
+            self._master, self._slave = os.openpty()
+            self.port = os.ttyname(self._slave)
+            os.set_blocking(self._master, False)
+            self._loop.add_reader(self._master, self._pty_readable)
+
+    async def _stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+        if self._master >= 0:
+            self._loop.remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+
+    # -- the meter ---------------------------------------------------------------------------
+
+    def _next_action(self) -> str:
+        action = self.script[min(self.requests, len(self.script) - 1)]
+        self.requests += 1
+        return action
+
+    def _wire(self, data: bytes) -> bytes:
+        return add_parity(data) if self.eight_bit else data
+
+    def _spawn(self, send: Callable[[bytes], None], close: Callable[[], None]) -> None:
+        for task in list(self._tasks):
+            task.cancel()  # a new request ends an endless reply
+        task = self._loop.create_task(self._answer(self._next_action(), send, close))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self, action: str, send: Callable[[bytes], None], close: Callable[[], None]
+    ) -> None:
+        reply = self.telegram
+        if self.gate is not None:
+            self.gate.arrive()
+            await asyncio.to_thread(self.gate.opened.wait, 10)
+        if action == "silent":
+            return
+        if action == "hangup":
+            close()
+            return
+        if action == "endless":
+            while True:
+                send(self._wire(b"x"))
+                await asyncio.sleep(0.01)
+        if action == "echo":
+            send(self._wire(b"/?!\r\n"))
+        await asyncio.sleep(self.late_by if action == "late" else self.delay)
+        if action == "noise":
+            send(self._wire(b"\x00zz\r\n"))
+        elif action == "bad_bcc":
+            reply = reply[:-1] + bytes([(reply[-1] + 1) & 0x7F])
+        elif action == "xor":
+            reply = with_xor(reply)
+        elif action == "framing":
+            reply = reply.replace(b"\x02", b"X", 1)
+        elif action == "double":
+            reply = reply + reply
+        wire = self._wire(reply)
+        if action == "parity":
+            wire = wire[:40] + bytes([wire[40] ^ 0x80]) + wire[41:]
+        if action in ("truncate", "stall"):
+            send(wire[:100])
+            if action == "truncate":
+                return
+            await asyncio.sleep(self.stall_for)
+            wire = wire[100:]
+        send(wire)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readuntil(b"\n")
+                if strip_parity(line).endswith(b"/?!\r\n"):
+                    self._spawn(writer.write, writer.close)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _pty_readable(self) -> None:
+        try:
+            self._pty_buf += os.read(self._master, 1024)
+        except (BlockingIOError, OSError):
+            return
+        while b"\n" in self._pty_buf:
+            line, self._pty_buf = self._pty_buf.split(b"\n", 1)
+            if strip_parity(line + b"\n").endswith(b"/?!\r\n"):
+                self._spawn(self._pty_write, lambda: None)
+
+    def _pty_write(self, data: bytes) -> None:
+        os.write(self._master, data)
