@@ -117,7 +117,7 @@ _READING_TYPES = (
 _READING_COLUMNS = tuple(name for name, _ in _READING_TYPES)
 _COLUMN_LIST = ", ".join(_READING_COLUMNS)
 _SELECT_READING = f"SELECT {_COLUMN_LIST} FROM readings"
-_UNNEST_READINGS = ", ".join(f"%s::{t}[]" for _, t in _READING_TYPES)
+_UNNEST_READINGS = ", ".join(f"%b::{t}[]" for _, t in _READING_TYPES)
 _INSERT_READINGS = (
     f"INSERT INTO readings ({_COLUMN_LIST}) SELECT * FROM unnest({_UNNEST_READINGS}) "
     "ON CONFLICT (meter, slot) DO NOTHING RETURNING id"

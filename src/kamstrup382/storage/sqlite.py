@@ -19,6 +19,7 @@ last digit, times as microseconds since the epoch UTC).
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _NUMERIC = tuple((r.name, r.decimals) for r in REGISTERS if r.kind is not RegisterKind.TEXT)
+_GET_NUMERIC = operator.attrgetter(*(name for name, _ in _NUMERIC))
+_DECIMALS = tuple(decimals for _, decimals in _NUMERIC)
 _READING_COLUMNS = (
     "meter",
     "slot",
@@ -135,7 +138,10 @@ def _reading_row(r: ReadingRecord) -> tuple[Any, ...]:
         to_micros(r.slot),
         to_micros(r.read_at),
         v.customer_number,
-        *(int(getattr(v, name).scaleb(decimals)) for name, decimals in _NUMERIC),
+        *[
+            int(value.scaleb(decimals)) if decimals else int(value)
+            for value, decimals in zip(_GET_NUMERIC(v), _DECIMALS, strict=True)
+        ],
         r.identification,
         r.type_number,
         str(r.bcc_algorithm),
