@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import signal
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import httpx
 import pytest
 
 from kamstrup382.cli import main
+from kamstrup382.cli.demo import DEMO_SETTINGS, NIGHT_TARIFF
+from kamstrup382.emulator import TariffSchedule
 from kamstrup382.protocol import BccMode, decode_reply
 from kamstrup382.storage.url import open_storage
 from tests.web.demo_process import DemoProcess
@@ -22,11 +25,12 @@ def test_demo_collects_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     demo = DemoProcess(db=db, factor=5760)
     with demo:
         assert demo.url.startswith("http://127.0.0.1:")
-        rows = demo.wait_for_readings(12)
-        # a quarter of an hour of virtual time between readings, a day in 15 s of real time
+        # 11 hours of virtual time from midnight (7 s of real time): the night, the morning
+        rows = demo.wait_for_readings(44)
         slots = [datetime.fromisoformat(r["slot"]) for r in rows]
         assert all((b - a).total_seconds() % 900 == 0 for a, b in pairwise(slots))
-        assert rows[0]["type_number"] is not None
+        assert rows[0]["type_number"] == DEMO_SETTINGS.type_number
+        assert rows[0]["customer_number"] == DEMO_SETTINGS.customer_number
         meters = httpx.get(f"{demo.url}/api/meters").json()["meters"]
         assert [m["name"] for m in meters] == ["demo"]
         page = httpx.get(f"{demo.url}/")
@@ -35,6 +39,7 @@ def test_demo_collects_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert demo.stop() == 0
     assert any("Dashboard: http://127.0.0.1:" in line for line in demo.lines)
     assert demo.lines[-1] == "k382 demo stopped."
+    assert not any("Traceback" in line for line in demo.lines)
     # what the dashboard showed is in the SQLite file, and is what the meter sent
     with open_storage(f"sqlite:///{db}") as storage:
         stored = list(storage.readings("demo"))
@@ -44,6 +49,31 @@ def test_demo_collects_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     energy = [r.values.energy for r in stored]
     assert energy == sorted(energy)
     assert energy[-1] > energy[0]  # a household uses energy
+    # the night tariff: between two readings inside 22:00-06:00 only tariff 2 counts, between
+    # two readings inside the day only tariff 1
+    night = TariffSchedule.parse(NIGHT_TARIFF)
+    nights = days = 0
+    for a, b in pairwise(stored):
+        tariffs = {night.tariff_at(a.read_at), night.tariff_at(b.read_at)}
+        if b.read_at - a.read_at > timedelta(minutes=20) or len(tariffs) > 1:
+            continue
+        if tariffs == {2}:
+            nights += 1
+            assert b.values.tariff_1 == a.values.tariff_1, (a.read_at, b.read_at)
+        else:
+            days += 1
+            assert b.values.tariff_2 == a.values.tariff_2, (a.read_at, b.read_at)
+    assert nights >= 10 and days >= 10
+    first, last = stored[0].values, stored[-1].values
+    assert last.tariff_1 > first.tariff_1 and last.tariff_2 > first.tariff_2
+
+
+def test_demo_stops_on_sigterm(tmp_path: Path) -> None:
+    with DemoProcess(db=tmp_path / "demo.sqlite", factor=5760) as demo:
+        demo.wait_for_readings(2)
+        assert demo.stop(sig=signal.SIGTERM) == 0
+    assert demo.lines[-1] == "k382 demo stopped."
+    assert not any("Traceback" in line for line in demo.lines)
 
 
 def test_demo_wants_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

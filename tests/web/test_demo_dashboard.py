@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kamstrup382.cli.demo import DEMO_SETTINGS
 from kamstrup382.protocol import REGISTERS, BccMode, decode_reply
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web.rows import json_number
@@ -49,6 +50,13 @@ def test_demo_page_plots_the_collected_data(page: Any, demo: DemoProcess) -> Non
     # every y value plotted is a number the API gave
     peaks = page.evaluate("document.getElementById('plot-peaks').data[0].y")
     assert all(isinstance(v, int | float) for v in peaks)
+    api = httpx.get(f"{demo.url}/api/meters/demo/peaks").json()["rows"]
+    assert peaks == [r["actual_peak"] for r in api[: len(peaks)]]
+    # and plotly drew them: bars, lines and markers in the SVG
+    assert page.locator("#plot-energy .bars path").count() >= 1
+    assert page.locator("#plot-tariffs .bars path").count() >= 1
+    assert page.locator("#plot-peaks .scatterlayer path.js-line").count() == 2
+    assert page.locator("#plot-health .scatterlayer .points path").count() >= 16
 
 
 def test_demo_table_shows_what_the_emulator_sent(page: Any, demo: DemoProcess) -> None:
@@ -71,6 +79,9 @@ def test_demo_table_shows_what_the_emulator_sent(page: Any, demo: DemoProcess) -
         assert cells[reg.name] == expected, reg.name
     assert telegram.identification.type_number is not None
     assert type_number == str(telegram.identification.type_number)
+    # and they are the demo meter's: its type number, its customer number
+    assert type_number == DEMO_SETTINGS.type_number
+    assert cells["customer_number"] == DEMO_SETTINGS.customer_number
 
 
 def test_demo_csv_download_matches_the_api(page: Any, demo: DemoProcess, tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """``k382 demo``: an emulated meter, the collector and the dashboard, in one command.
 
+The meter is a household (:class:`~kamstrup382.emulator.HouseholdLoad`: a night base load,
+morning and evening peaks, weekends different) with a night tariff (its tariff input shorted
+22:00-06:00, so tariff 2 counts the night) and the registers of a meter some years in service.
 Everything runs in one event loop on a virtual clock (:class:`~kamstrup382.clock.ScaledClock`)
 that the meter model and the collector share: at the default factor of 1440 a day of readings
 appears every minute. The readings go to a fresh SQLite file (in a temporary directory unless
-``--db`` names one). Ctrl-C stops it all.
+``--db`` names one). Ctrl-C (SIGINT) or SIGTERM stops it all, exit status 0.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import tempfile
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -19,7 +23,7 @@ import click
 from kamstrup382.clock import ScaledClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
-from kamstrup382.emulator import Emulator, HouseholdLoad
+from kamstrup382.emulator import Emulator, HouseholdLoad, MeterSettings, TariffSchedule
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import create_app
@@ -33,11 +37,23 @@ from kamstrup382.web.server import (
     stop_on_signals,
 )
 
-__all__ = ["DEMO_METER", "default_start", "demo"]
+__all__ = ["DEMO_METER", "DEMO_SETTINGS", "NIGHT_TARIFF", "default_start", "demo"]
 
 DEMO_METER = "demo"
 #: How much faster the emulated meter talks than an honest 300 baud line.
 LINE_SPEED = 200.0
+#: When the demo meter's tariff input selects tariff 2 (UTC wall clock).
+NIGHT_TARIFF = "22:00-06:00"
+#: A meter some years in service: about 5 MWh a year, a bit over a third of it at night.
+DEMO_SETTINGS = MeterSettings(
+    customer_number="00054042",
+    energy_kwh=17_412,
+    tariff_1_kwh=11_180,
+    tariff_2_kwh=6_232,
+    hour_counter_h=30_517,
+    actual_peak_kw=Decimal("2.7"),
+    last_month_peak_kw=Decimal("3.1"),
+)
 
 
 def default_start(now: datetime | None = None) -> datetime:
@@ -54,6 +70,7 @@ async def _demo(
     db: Path | None,
     start: datetime,
     interval: str,
+    tariff: TariffSchedule,
     token: str | None,
 ) -> None:
     listen = parse_listen(listen_text)
@@ -74,6 +91,8 @@ async def _demo(
             speed=line_speed,
             clock=clock,
             load=HouseholdLoad(),
+            settings=DEMO_SETTINGS,
+            tariff_schedule=tariff,
         ) as emulator:
             config = parse_config(
                 {
@@ -97,13 +116,16 @@ async def _demo(
             stop = asyncio.Event()
 
             def ready(address: str) -> None:
-                click.echo(f"k382 demo: an emulated Kamstrup 382 on {emulator.ports[0]},")
                 click.echo(
-                    f"read every {interval} of virtual time, {factor:g}x faster than real "
-                    f"time, into {db}"
+                    f"k382 demo: an emulated Kamstrup 382 (a household, tariff 2 {tariff} UTC) "
+                    f"on {emulator.ports[0]},"
+                )
+                click.echo(
+                    f"read every {interval} of virtual time from {start:%Y-%m-%d %H:%M} UTC, "
+                    f"{factor:g}x faster than real time, into {db}"
                 )
                 click.echo(f"Dashboard: {address}/")
-                click.echo("Ctrl-C stops.", err=False)
+                click.echo("Ctrl-C stops.")
 
             collector = Collector(config, writer, clock=clock, collector_id="demo")
             with stop_on_signals(stop):
@@ -157,6 +179,13 @@ async def _demo(
     show_default=True,
     help="Readout interval in virtual time.",
 )
+@click.option(
+    "--tariff",
+    default=NIGHT_TARIFF,
+    show_default=True,
+    metavar="HH:MM-HH:MM[,...]",
+    help="When the meter's tariff input selects tariff 2 (UTC).",
+)
 @click.option("--token", envvar="K382_TOKEN", help="Require this token (as for k382 serve).")
 def demo(  # noqa: PLR0917 (click passes the options by name)
     listen: str,
@@ -165,11 +194,18 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
     db: Path | None,
     start: datetime | None,
     interval: str,
+    tariff: str,
     token: str | None,
 ) -> int:
-    """An emulated meter, the collector and the dashboard, on a fast virtual clock."""
+    """An emulated meter, the collector and the dashboard, on a fast virtual clock.
+
+    The meter is a household with a night tariff (tariff 2 from 22:00 to 06:00 UTC); at the
+    default speed a day of quarter-hourly readings appears every minute. Open the printed
+    address in a browser. Ctrl-C stops everything.
+    """
     begin = start.replace(tzinfo=UTC) if start is not None else default_start()
     try:
+        schedule = TariffSchedule.parse(tariff)
         asyncio.run(
             _demo(
                 listen_text=listen,
@@ -178,6 +214,7 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
                 db=db,
                 start=begin,
                 interval=interval,
+                tariff=schedule,
                 token=token or None,
             )
         )
