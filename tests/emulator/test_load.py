@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kamstrup382.emulator import ConstantLoad, CsvLoad, HouseholdLoad, Load
-from kamstrup382.emulator.load import exact_energy_kwh
+from kamstrup382.emulator.load import Power, exact_energy_kwh
 from kamstrup382.errors import ConfigError, UsageError
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
@@ -214,7 +214,11 @@ def test_csv_step_mode(tmp_path: Path) -> None:
 
 
 def test_csv_linear_mode_from_rows() -> None:
-    rows = [(at("2026-01-05T00:00"), 0), (at("2026-01-05T02:00"), "4"), (at("2026-01-05T03:00"), 0)]
+    rows: list[tuple[datetime, Power]] = [
+        (at("2026-01-05T00:00"), 0),
+        (at("2026-01-05T02:00"), "4"),
+        (at("2026-01-05T03:00"), 0),
+    ]
     load = CsvLoad(rows, interpolation="linear")
     assert load.power_kw(at("2026-01-05T01:00")) == 2
     assert load.power_kw(at("2026-01-05T02:30")) == 2

@@ -377,6 +377,8 @@ class MeterModel:
                 self._peak = Decimal("0.0")
                 self._month_end = self._next_month_start(t)
         self._at = max(self._at, now)
+        if self._schedule is not None and self._at >= self._switch:
+            self._follow_schedule(self._at)
         return events
 
     def _notify(self, events: list[tuple[int, datetime]]) -> None:
