@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kamstrup382.emulator import ConstantLoad, CsvLoad, HouseholdLoad, Load
+from kamstrup382.emulator import ConstantLoad, CsvLoad, HouseholdLoad, Load, parse_load
 from kamstrup382.emulator.load import Power, exact_energy_kwh
 from kamstrup382.errors import ConfigError, UsageError
 
@@ -305,3 +305,55 @@ def test_csv_energy_is_additive_and_matches_power(
         Fraction(0),
     )
     assert whole == parts >= 0
+
+
+# -- the text form (k382 emulate --load) ------------------------------------------------------
+
+
+def test_parse_load_forms(tmp_path: Path) -> None:
+    assert parse_load("2.5").energy_kwh_exact(T0, T0 + 2 * HOUR) == 5
+    assert parse_load("constant:0.5").energy_kwh_exact(T0, T0 + 2 * HOUR) == 1
+    assert parse_load(" constant:kw=3 ").energy_kwh_exact(T0, T0 + HOUR) == 3
+    household = parse_load("household")
+    assert isinstance(household, HouseholdLoad) and household.seed == 0
+    seeded = parse_load("household:seed=4,scale=1.5,zone=Europe/Copenhagen")
+    assert isinstance(seeded, HouseholdLoad)
+    assert (seeded.seed, seeded.scale, str(seeded.zone)) == (4, Fraction(3, 2), "Europe/Copenhagen")
+    same = parse_load("household:4")
+    assert isinstance(same, HouseholdLoad) and same.seed == 4
+    path = write(tmp_path, "0,2\n3600,4\n7200,0\n")
+    csv_load = parse_load(f"csv:{path},interpolation=linear,repeat=yes")
+    assert isinstance(csv_load, CsvLoad)
+    assert (csv_load.interpolation, csv_load.repeat) == ("linear", True)
+    bare = parse_load(str(path))
+    assert isinstance(bare, CsvLoad) and (bare.interpolation, bare.repeat) == ("step", False)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("wind:3", "expected KW, constant:KW"),
+        ("abc", "not a power"),
+        ("constant:", "needs a power"),
+        ("-1", "negative"),
+        ("household:seed=x", "seed 'x' is not an int"),
+        ("household:colour=red", "bad option 'colour=red'"),
+        ("household:seed=1,seed=2", "bad option 'seed=2'"),
+        ("household:zone=Mars/Olympus", "unknown time zone"),
+        ("csv:", "needs a file path"),
+        ("csv:x.csv,interpolation=cubic", "step or linear"),
+        ("csv:x.csv,repeat=maybe", "yes or no"),
+    ],
+)
+def test_parse_load_errors(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_load(text)
+    assert info.value.key == "load"
+    assert needle in info.value.problem
+
+
+def test_parse_load_csv_errors_keep_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "2026-01-05T00:00,1\n2026-01-05T01:00,lots\n")
+    with pytest.raises(ConfigError) as info:
+        parse_load(f"csv:{path}")
+    assert info.value.key == f"load {path} line 2"

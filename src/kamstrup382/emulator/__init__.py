@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kamstrup382.emulator.load import ConstantLoad, CsvLoad, HouseholdLoad, Load
+from kamstrup382.emulator.load import ConstantLoad, CsvLoad, HouseholdLoad, Load, parse_load
 from kamstrup382.emulator.model import MeterModel, MeterSettings, PulseCallback, Snapshot
 from kamstrup382.emulator.tariff import TariffSchedule
 
@@ -34,6 +34,7 @@ __all__ = [
     "PulseCallback",
     "Snapshot",
     "TariffSchedule",
+    "parse_load",
 ]
 
 _LAZY = {

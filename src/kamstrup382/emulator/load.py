@@ -25,6 +25,7 @@ import csv
 import hashlib
 import itertools
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -32,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kamstrup382.clock import utc
 from kamstrup382.emulator.tariff import local_instant
@@ -46,6 +48,7 @@ __all__ = [
     "Power",
     "exact_energy_kwh",
     "from_us",
+    "parse_load",
     "to_us",
 ]
 
@@ -251,6 +254,7 @@ class HouseholdLoad:
         self._weekday = tuple(Fraction(Decimal(v)) for v in _WEEKDAY_KW)
         self._weekend = tuple(Fraction(Decimal(v)) for v in _WEEKEND_KW)
         self._days: dict[date, _Curve] = {}
+        self._days_lock = threading.Lock()  # one load may serve several meters and threads
 
     def __repr__(self) -> str:
         return f"HouseholdLoad(seed={self.seed!r}, scale={float(self.scale)!r}, zone={self.zone})"
@@ -279,9 +283,10 @@ class HouseholdLoad:
                 times.append(t)
                 values.append(kw)
             curve = _Curve.build(times, values, "linear")
-            if len(self._days) >= self._CACHE_DAYS:
-                self._days.pop(next(iter(self._days)))
-            self._days[day] = curve
+            with self._days_lock:
+                if len(self._days) >= self._CACHE_DAYS:
+                    self._days.pop(next(iter(self._days)))
+                self._days[day] = curve
         return curve
 
     def _day_of(self, us: int) -> date:
@@ -458,3 +463,87 @@ class CsvLoad:
 
     def energy_kwh(self, start: datetime, end: datetime) -> float:
         return float(self.energy_kwh_exact(start, end))
+
+
+_LOAD_OPTIONS = {
+    "constant": {"kw"},
+    "household": {"seed", "scale", "zone"},
+    "csv": {"interpolation", "repeat"},
+}
+
+
+def _zone(name: str) -> tzinfo:
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError("load", f"unknown time zone {name!r}") from exc
+
+
+def parse_load(text: str) -> ConstantLoad | HouseholdLoad | CsvLoad:
+    """A load from its short text form (``k382 emulate --load``).
+
+    - ``2.5`` or ``constant:2.5`` (or ``constant:kw=2.5``): a constant 2.5 kW;
+    - ``household`` or ``household:seed=3,scale=1.5,zone=Europe/Copenhagen``
+      (``household:3`` for a seed alone);
+    - ``csv:PATH`` with options ``,interpolation=linear`` and ``,repeat=yes``; a bare path
+      ending in ``.csv`` also works. The path may not contain a comma.
+
+    Raises :class:`ConfigError` with key ``load`` (or naming the CSV line).
+    """
+    text = text.strip()
+    kind, _, rest = text.partition(":")
+    kind = kind.strip().lower()
+    if not rest and kind not in _LOAD_OPTIONS:
+        if text.lower().endswith(".csv"):
+            kind, rest = "csv", text
+        else:
+            kind, rest = "constant", text
+    if kind not in _LOAD_OPTIONS:
+        raise ConfigError(
+            "load", f"{text!r}: expected KW, constant:KW, household[:OPTIONS] or csv:PATH"
+        )
+    parts = [p.strip() for p in rest.split(",")] if rest.strip() else []
+    positional = None
+    if parts and "=" not in parts[0]:
+        positional = parts.pop(0)
+    options: dict[str, str] = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _LOAD_OPTIONS[kind] or key in options:
+            allowed = ", ".join(sorted(_LOAD_OPTIONS[kind]))
+            raise ConfigError("load", f"{text!r}: bad option {part!r} for {kind} ({allowed})")
+        options[key] = value.strip()
+    try:
+        if kind == "constant":
+            kw = options.get("kw", positional)
+            if kw is None:
+                raise ConfigError("load", f"{text!r}: constant needs a power in kW")
+            return ConstantLoad(kw)
+        if kind == "household":
+            seed_text = options.get("seed", positional or "0")
+            try:
+                seed = int(seed_text)
+            except ValueError as exc:
+                raise ConfigError("load", f"{text!r}: seed {seed_text!r} is not an int") from exc
+            zone = _zone(options["zone"]) if "zone" in options else UTC
+            return HouseholdLoad(seed, scale=options.get("scale", "1"), zone=zone)
+        if positional is None:
+            raise ConfigError("load", f"{text!r}: csv needs a file path")
+        interpolation = options.get("interpolation", "step")
+        if interpolation not in ("step", "linear"):
+            raise ConfigError("load", f"{text!r}: interpolation must be step or linear")
+        repeat_text = options.get("repeat", "no").lower()
+        if repeat_text not in ("yes", "no", "true", "false", "1", "0"):
+            raise ConfigError("load", f"{text!r}: repeat must be yes or no")
+        return CsvLoad(
+            positional,
+            interpolation="linear" if interpolation == "linear" else "step",
+            repeat=repeat_text in ("yes", "true", "1"),
+        )
+    except ConfigError:
+        raise
+    except UsageError as exc:
+        raise ConfigError("load", f"{text!r}: {exc}") from exc
