@@ -135,13 +135,17 @@ def test_sigterm_stops_cleanly_between_and_during_readouts(tmp_path: Path) -> No
         cfg = write_config(tmp_path / "k2.toml", url2, emu.ports, "grace = 0.5\n")
         proc = run_collect(cfg)
         try:
-            time.sleep(2.0)
-            started = time.monotonic()
+            deadline = time.monotonic() + 20
+            while not all(emu.log(i) for i in range(2)) and time.monotonic() < deadline:
+                time.sleep(0.05)  # until both readouts have begun
+            time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=15)
-            took = time.monotonic() - started
         finally:
             proc.kill()
+        # both readouts had begun and were cut short after the grace: abandoned
+        logs = [emu.log(i) for i in range(2)]
     assert proc.returncode == 0, out
-    assert took < 4.0
+    assert [len(log) for log in logs] == [1, 1]
+    assert not any(readout.complete for log in logs for readout in log)
     assert count_rows(url2) == (0, 0)

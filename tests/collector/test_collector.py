@@ -200,8 +200,9 @@ async def test_stop_during_readouts_abandons_them_without_rows(tmp_path: object)
             collector = Collector(config, storage)
             stop = asyncio.Event()
             asyncio.get_running_loop().call_later(0.5, stop.set)
-            started = asyncio.get_running_loop().time()
             await collector.run(stop)
-            took = asyncio.get_running_loop().time() - started
             assert list(storage.attempts()) == []
-    assert took < 3.0
+        # both readouts had begun and were cut short: abandoned, not waited for
+        logs = [emu.log(i) for i in range(2)]
+    assert [len(log) for log in logs] == [1, 1]
+    assert not any(readout.complete for log in logs for readout in log)

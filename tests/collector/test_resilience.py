@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from kamstrup382.collector.schedule import next_slot, slot_of
@@ -45,13 +47,25 @@ def sleep_until(when: datetime) -> None:
     time.sleep(max(0.0, (when - datetime.now(UTC)).total_seconds()))
 
 
+def orphaned_leases(url: str, holder: str, slot: datetime) -> dict[str, datetime]:
+    """Meters ``holder`` had claimed for ``slot`` and not finished: meter -> lease expiry."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT meter, expires_at FROM leases WHERE holder = %s AND slot = %s AND NOT done",
+            (holder, slot),
+        ).fetchall()
+    return {meter: expires for meter, expires in rows}
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
     postgres_db_url: str, tmp_path: Path
 ) -> None:
     interval, lease = timedelta(seconds=5), 1.5
+    reclaim = lease / 4  # how often a collector claims again during a slot
     meters = 300
+    names = [f"m{i:03d}" for i in range(meters)]
     with EmulatorThread(meters=meters, transport="tcp", speed=10.0, delay=0.02) as emu:
         config = write_config(
             tmp_path / "k.toml",
@@ -62,13 +76,16 @@ def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
         logs = [tmp_path / f"c{i}.log" for i in range(3)]
         procs = [start_collector(config, logs[i], cid=f"c{i}") for i in range(3)]
         try:
-            # two whole slots with all three, then kill c0 shortly after a slot began
+            # two whole slots with all three, then kill c0 0.3 s into a slot: a readout takes
+            # 0.6 s at speed 10, so c0 is in the middle of reading the meters it claimed
             first_full = next_slot(datetime.now(UTC) + timedelta(seconds=2), interval)
             kill_slot = first_full + 2 * interval
             sleep_until(kill_slot + timedelta(seconds=0.3))
             procs[0].send_signal(signal.SIGKILL)
             killed_at = datetime.now(UTC)
-            procs[0].wait(timeout=10)
+            assert procs[0].wait(timeout=10) == -signal.SIGKILL
+            # what c0 left: its unfinished claims (nobody may take them before they expire)
+            orphans = orphaned_leases(postgres_db_url, "c0", kill_slot)
             # one more whole slot with the two survivors, then stop them between readouts
             last_full = kill_slot + interval
             sleep_until(last_full + timedelta(seconds=3.5))
@@ -81,36 +98,88 @@ def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        sent = Counter({f"m{i:03d}": len(emu.sent(i)) for i in range(meters)})
+        complete = {name: [r for r in emu.log(i) if r.complete] for i, name in enumerate(names)}
 
     with open_storage(postgres_db_url) as storage:
         rows = list(storage.readings())
+    logs_text = "\n".join(log.read_text(errors="replace")[-3000:] for log in logs)
+    assert orphans, f"c0 held no unfinished meters when killed\n{logs_text}"
+
+    # every meter exactly once in every slot, before, during and after the kill
     per_slot: dict[datetime, Counter[str]] = {}
     for row in rows:
         per_slot.setdefault(row.slot, Counter())[row.meter] += 1
-    names = {f"m{i:03d}" for i in range(meters)}
-    logs_text = "\n".join(log.read_text(errors="replace")[-3000:] for log in logs)
     slot = first_full
     while slot <= last_full:
         counts = per_slot.get(slot, Counter())
-        missing = names - set(counts)
+        missing = set(names) - set(counts)
         assert not missing, f"slot {slot}: {len(missing)} meters unread\n{logs_text}"
         assert set(counts.values()) == {1}, f"slot {slot}: doubled readings"
         slot += interval
-    # the meters c0 held when it died were read by the others within the lease time
-    late = [r.read_at for r in rows if r.slot == kill_slot and r.read_at > killed_at]
-    if late:  # empty only if c0 had finished its part of the slot in 0.3 s
-        reclaim = lease / 4
-        assert max(late) - killed_at < timedelta(seconds=lease + reclaim + 1.5)
-    # no readout was done twice: at most the one c0 was in the middle of when it died
+    assert all(set(counts.values()) == {1} for counts in per_slot.values())
+
+    # c0's unfinished meters were read by the others once their lease had expired, at the
+    # next claim round after that (and never before: no meter read twice for the slot)
+    taken_over = {r.meter: r.read_at for r in rows if r.slot == kill_slot and r.meter in orphans}
+    assert set(taken_over) == set(orphans)
+    for meter, read_at in taken_over.items():
+        expired = orphans[meter]
+        assert read_at >= expired - timedelta(milliseconds=50), meter
+        assert read_at - expired < timedelta(seconds=reclaim + 1.0), (meter, read_at, expired)
+    assert max(taken_over.values()) - killed_at < timedelta(seconds=lease + reclaim + 1.0)
+
+    # nothing lost, nothing doubled: every stored reading is a reply the meter gave, and the
+    # only replies not stored are those c0 had received but not yet written when it died
     stored = Counter(r.meter for r in rows)
-    assert all(sent[name] - stored[name] in (0, 1) for name in names)
-    assert sum(sent[name] - stored[name] for name in names) <= meters // 2
+    for row in rows:
+        assert row.values in [r.values for r in complete[row.meter]], row.meter
+    unstored = {name for name in names if len(complete[name]) != stored[name]}
+    assert all(len(complete[name]) - stored[name] == 1 for name in unstored)
+    assert unstored <= set(orphans)
+
+
+def kill_while_writing(proc: subprocess.Popen[bytes], path: Path, timeout: float = 20.0) -> None:
+    """SIGKILL ``proc`` at a moment it holds the SQLite write lock (inside a transaction).
+
+    A probe connection tries ``BEGIN IMMEDIATE`` without waiting: "database is locked" means a
+    write transaction is open in the collector right now.
+    """
+    deadline = time.monotonic() + timeout
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                proc.send_signal(signal.SIGKILL)
+                return
+            probe.execute("ROLLBACK")
+            time.sleep(0.0005)
+    finally:
+        probe.close()
+    raise AssertionError("the collector never held the write lock")
+
+
+def wait_for_readings(path: Path, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+                try:
+                    if db.execute("SELECT count(*) FROM readings").fetchone()[0] >= count:
+                        return
+                except sqlite3.OperationalError:  # no table yet
+                    pass
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} readings after {timeout} s")
 
 
 @pytest.mark.slow
 def test_sigkill_on_sqlite_mid_write_then_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'readings.sqlite'}"
+    path = tmp_path / "readings.sqlite"
+    url = f"sqlite:///{path}"
     meters = 100
     with EmulatorThread(meters=meters, transport="tcp", speed=200.0, delay=0.02) as emu:
         config = write_config(
@@ -120,16 +189,14 @@ def test_sigkill_on_sqlite_mid_write_then_restart(tmp_path: Path) -> None:
             'interval = "1s"\nbatch_size = 3\nflush_interval = 0.01\n',
         )
         log = tmp_path / "c.log"
-        for delay in (2.5, 1.7, 2.1):  # writes go on all the time; kill three times
+        for round_ in range(3):  # kill it three times, each time inside a write transaction
             proc = start_collector(config, log)
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
+            wait_for_readings(path, meters * round_ + 3)
+            kill_while_writing(proc, path)
             assert proc.wait(timeout=10) == -signal.SIGKILL
 
-        path = tmp_path / "readings.sqlite"
-        with sqlite3.connect(path) as db:
+        with contextlib.closing(sqlite3.connect(path)) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        db.close()
         with open_storage(url) as storage:
             rows = list(storage.readings())
             attempts = list(storage.attempts())
