@@ -209,3 +209,52 @@ class ScriptedPeer:
 
     def _pty_write(self, data: bytes) -> None:
         os.write(self._master, data)
+
+
+class EchoingHead:
+    """A TCP proxy in front of a meter that echoes back what the reader sends (as optical
+    heads on a shared RX/TX line do), in the running event loop."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.removeprefix("socket://").rpartition(":")
+        self.upstream = (host, int(port))
+        self.port = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Future[tuple[None, None]]] = set()
+
+    async def __aenter__(self) -> EchoingHead:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.port = f"socket://{host}:{port}"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, echo: bool) -> None:
+            while data := await src.read(4096):
+                if echo:
+                    writer.write(data)
+                dst.write(data)
+            dst.close()
+
+        task = asyncio.ensure_future(
+            asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        )
+        self._tasks.add(task)
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await task
+        self._tasks.discard(task)
+        writer.close()
+        up_writer.close()

@@ -226,6 +226,21 @@ def test_corrupt_bytes_are_typed_errors() -> None:
         feed(readout, add_parity(EXAMPLE.replace(b"\x02", b"X", 1)), 100.2)
 
 
+def test_noise_before_the_reply_is_skipped_whatever_its_parity() -> None:
+    readout = started(Session(line=LineMode.EIGHT_N_ONE, timing=TIMING))
+    noise = bytes([0x01, 0x80, 0xFF, 0x30])  # two of them fail even parity
+    assert not feed(readout, noise, 100.1)
+    assert readout.answering
+    assert feed(readout, noise[:2] + add_parity(EXAMPLE), 100.2)
+    assert readout.reading("p", 1).raw == EXAMPLE
+    # from the identification's '/' on, parity is checked
+    readout = started(Session(line=LineMode.EIGHT_N_ONE, timing=TIMING))
+    with pytest.raises(ParityError) as caught:
+        wire = b"\x80" + add_parity(b"/KAM")
+        feed(readout, wire[:-1] + bytes([wire[-1] ^ 0x80]), 100.2)
+    assert caught.value.offset == 4
+
+
 def test_eight_bit_bytes_on_a_7e1_line_are_refused() -> None:
     readout = started(Session(line=LineMode.SEVEN_E_ONE, timing=TIMING))
     with pytest.raises(FramingError, match="bit 7"):

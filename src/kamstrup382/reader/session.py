@@ -21,6 +21,9 @@ A telegram that matches only the *other* algorithm is refused once; if the very 
 matches it too, the meter really changed (swapped meter, different gateway), the session
 accepts it and learns the new algorithm. A fixed ``sum7`` or ``xor`` mode never changes.
 
+**Noise** before the identification's ``/`` is skipped, and on an 8-bit line its parity is
+not held against the reply (see :func:`_forgive_noise`).
+
 **Echo.** An optical head that echoes ``/?!`` CR LF is handled by the decoder, which skips
 the echoed line. The answer window stays open until the meter's own identification begins,
 so the echo does not start the inter-character clock early.
@@ -49,11 +52,14 @@ from kamstrup382.protocol import (
     bcc_sum7,
     bcc_xor,
     compute_bcc,
+    strip_parity,
 )
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reading import LineMode, Reading
 
 __all__ = ["Progress", "Readout", "Session"]
+
+_SLASH = ord("/")
 
 #: ``progress(received, expected)``: bytes received so far against the expected reply size.
 Progress = Callable[[int, int], None]
@@ -138,6 +144,20 @@ class Session:
         self.expected_size = len(telegram.raw)
 
 
+def _forgive_noise(data: bytes) -> bytes:
+    """``data`` with the parity of every byte before the first ``/`` made right.
+
+    Bytes before the identification's ``/`` are line noise that the decoder skips (an
+    optical head switching on, a gateway's garbage); on an 8-bit line a parity error there
+    says nothing about the reply, so it must not fail the readout. From the first ``/`` on,
+    every byte is the decoder's to check. Byte offsets are unchanged.
+    """
+    for index, byte in enumerate(data):
+        if byte & 0x7F == _SLASH:
+            return add_parity(strip_parity(data[:index])) + data[index:]
+    return add_parity(strip_parity(data))
+
+
 class Readout:
     """One attempt: the request, the decoder and the clocks of its phases (no I/O)."""
 
@@ -195,6 +215,8 @@ class Readout:
         Raises the decoder's :class:`ProtocolError` on bad bytes.
         """
         self.last_byte_at = monotonic
+        if self.session.eight_bit and self.answering:
+            data = _forgive_noise(data)
         self.decoder.feed(data)
         if self.answering:
             self.first_byte_at_mono = None  # noise or an echoed request: still waiting
