@@ -348,8 +348,9 @@ def _check_delay(delay: Delay) -> tuple[float, float]:
     lo, hi = delay if isinstance(delay, tuple) else (delay, delay)
     lo, hi = float(lo), float(hi)
     if not (MIN_DELAY <= lo <= hi <= MAX_DELAY):
+        shown = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
         raise UsageError(
-            f"delay {lo:g}-{hi:g} s outside the spec's answer window "
+            f"delay {shown} s outside the spec's answer window "
             f"{MIN_DELAY:g}-{MAX_DELAY:g} s (lo <= hi)"
         )
     return (lo, hi)
