@@ -213,13 +213,12 @@ class Gate:
     """A TCP relay from a loopback port to the broker that the test opens and closes.
 
     The output connects through it. After a broker restart the test keeps it closed until the
-    watcher has subscribed again, so that nothing the output sends can pass unseen; while
-    closed it drops every connection at once, as a stopped broker does.
+    watcher has subscribed again, so that nothing the output sends can pass unseen. Closed, it
+    does not listen: connecting is refused at once, as with a stopped broker.
     """
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.is_open = True
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -228,9 +227,19 @@ class Gate:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    async def open(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop listening (relayed connections end with the broker's)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
     async def __aenter__(self) -> Gate:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        await self.open()
         return self
 
     async def __aexit__(
@@ -239,17 +248,12 @@ class Gate:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._server is not None
-        self._server.close()
+        await self.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.is_open:
-            writer.close()
-            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:

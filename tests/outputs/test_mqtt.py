@@ -160,7 +160,7 @@ def live_states(messages: Sequence[Received], meter: str | None = None) -> list[
 
 async def outage(broker: MosquittoBroker, gate: Gate) -> None:
     """Stop the broker; the caller runs cycles; then :func:`recover`."""
-    gate.is_open = False
+    await gate.close()
     await asyncio.to_thread(broker.stop)
 
 
@@ -169,7 +169,7 @@ async def recover(broker: MosquittoBroker, gate: Gate, watcher: Watcher) -> None
     subscribed = watcher.subscribed
     await asyncio.to_thread(broker.start)
     await watcher.wait_subscribed(subscribed + 1)
-    gate.is_open = True
+    await gate.open()
 
 
 async def test_broker_outage_loses_nothing_and_keeps_the_order(
