@@ -23,10 +23,10 @@ from kamstrup382.protocol import (
 from kamstrup382.storage import FailureRecord, ReadingRecord
 
 __all__ = [
-    "Gate",
     "PATIENCE",
     "START",
     "STEP",
+    "Gate",
     "Received",
     "Watcher",
     "failure",

@@ -99,7 +99,7 @@ DEVICE_CLASS_STATE_CLASSES = {
     "power": {"measurement"},
     "duration": {"measurement", "total", "total_increasing"},
 }
-#: node_id and object_id in the discovery topic: ``<prefix>/<component>/[<node_id>/]<object_id>/config``
+#: node_id and object_id of ``<prefix>/<component>/[<node_id>/]<object_id>/config``
 TOPIC_ID = re.compile(r"[a-zA-Z0-9_-]+")
 MQTT_WILDCARDS = re.compile(r"[#+]")
 
@@ -186,7 +186,7 @@ def test_classes_units_and_templates_per_register(register: str) -> None:
     assert config["state_topic"] == "kamstrup382/house/state"
     assert config["unique_id"] == f"kamstrup382_house_{register}"
     # the template picks this register out of the state message
-    assert config["value_template"] == "{{ value_json.%s }}" % register
+    assert config["value_template"] == "{{ value_json." + register + " }}"
     assert register in state_payload(record)
     assert config["availability"] == [
         {"topic": "kamstrup382/status", "payload_available": "online",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
 
 
 def make_output(
-    broker: MosquittoBroker, meters: Sequence[str] = ("house",), **extra: Any
+    broker: MosquittoBroker | Gate, meters: Sequence[str] = ("house",), **extra: Any
 ) -> MqttOutput:
     section: dict[str, Any] = {
         "url": broker.url,
@@ -67,7 +66,7 @@ async def drained(storage: Storage) -> None:
     """Wait until the outbox is empty: every reading so far was acknowledged by the broker."""
 
     async def empty() -> None:
-        while await asyncio.to_thread(storage.outbox_pending, 1):
+        while await asyncio.to_thread(storage.outbox_pending, 1):  # noqa: ASYNC110 - a poll
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(empty(), PATIENCE)
@@ -364,14 +363,12 @@ asyncio.run(main())
 async def test_last_will_says_offline_when_the_collector_dies(
     mosquitto: MosquittoBroker, watcher: Watcher, tmp_path: Path
 ) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            LAST_WILL_SCRIPT,
-            mosquitto.url,
-            f"sqlite:///{tmp_path / 'k.sqlite'}",
-        ],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LAST_WILL_SCRIPT,
+        mosquitto.url,
+        f"sqlite:///{tmp_path / 'k.sqlite'}",
         cwd=Path(__file__).parents[2],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
     )
@@ -382,8 +379,9 @@ async def test_last_will_says_offline_when_the_collector_dies(
         process.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends the will
         statuses = await watcher.wait_count("kamstrup382/status", 2)
     finally:
-        process.kill()
-        process.wait()
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
     assert [m.text for m in statuses] == ["online", "offline"]
     async with Watcher(
         mosquitto.host, mosquitto.port, ["kamstrup382/status"], client_id="late"
