@@ -1,0 +1,112 @@
+"""The ``[mqtt]`` and ``[prometheus]`` tables: defaults, every bad value names its key, the
+environment overrides secrets, and both outputs are off unless configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kamstrup382.collector.config import parse_config
+from kamstrup382.errors import ConfigError
+from kamstrup382.outputs import build_outputs
+from kamstrup382.outputs.mqtt import MqttOutput, MqttSettings
+from kamstrup382.outputs.prometheus import PrometheusOutput
+
+METERS = [{"name": "house", "port": "socket://127.0.0.1:4001"}]
+
+
+def config(**sections: Any) -> dict[str, Any]:
+    return {"meters": METERS, "storage": {"url": "sqlite:///x.sqlite"}, **sections}
+
+
+def test_defaults() -> None:
+    settings = MqttSettings.parse({"url": "mqtt://broker.local"})
+    assert (settings.host, settings.port, settings.tls) == ("broker.local", 1883, False)
+    assert settings.topic_prefix == "kamstrup382"
+    assert settings.discovery_prefix == "homeassistant"
+    assert settings.discovery is True
+    assert settings.qos == 1
+    assert settings.retain is True
+    assert settings.protocol == "3.1.1"
+    assert settings.username is None and settings.password is None
+    assert settings.client_id.startswith("kamstrup382-")
+    tls = MqttSettings.parse({"url": "mqtts://broker.local"})
+    assert (tls.port, tls.tls) == (8883, True)
+    assert MqttSettings.parse({"url": "mqtt://[::1]:1884"}).host == "::1"
+
+
+def test_both_outputs_are_off_unless_configured() -> None:
+    assert build_outputs(parse_config(config(), env={}).sections, ["house"]) == []
+    parsed = parse_config(
+        config(mqtt={"url": "mqtt://localhost"}, prometheus={"listen": "127.0.0.1:0"}), env={}
+    )
+    mqtt, prometheus = build_outputs(parsed.sections, ["house"])
+    assert isinstance(mqtt, MqttOutput) and mqtt.uses_outbox
+    assert isinstance(prometheus, PrometheusOutput) and not prometheus.uses_outbox
+
+
+def test_the_password_comes_from_the_environment() -> None:
+    parsed = parse_config(
+        config(mqtt={"url": "mqtt://localhost", "username": "k382", "password": "in-file"}),
+        env={"K382_MQTT_PASSWORD": "s3cret", "K382_MQTT_RETAIN": "false"},
+    )
+    (output,) = build_outputs(parsed.sections, ["house"])
+    assert isinstance(output, MqttOutput)
+    assert output.settings.password == "s3cret"
+    assert output.settings.retain is False
+    assert "s3cret" not in repr(output.settings)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "words"),
+    [
+        ({}, "mqtt.url", "missing"),
+        ({"url": "http://broker"}, "mqtt.url", "scheme"),
+        ({"url": "mqtt://"}, "mqtt.url", "no host"),
+        ({"url": "mqtt://broker:70000"}, "mqtt.url", "bad URL"),
+        ({"url": "mqtt://user:pw@broker"}, "mqtt.url", "mqtt.username"),
+        ({"url": "mqtt://broker/topic"}, "mqtt.url", "path"),
+        ({"url": 1883}, "mqtt.url", "string"),
+        ({"url": "mqtt://b", "qos": 3}, "mqtt.qos", "between 0 and 2"),
+        ({"url": "mqtt://b", "qos": "one"}, "mqtt.qos", "integer"),
+        ({"url": "mqtt://b", "retain": "maybe"}, "mqtt.retain", "true or false"),
+        ({"url": "mqtt://b", "topic_prefix": "a/#"}, "mqtt.topic_prefix", "wildcards"),
+        ({"url": "mqtt://b", "discovery_prefix": "/ha"}, "mqtt.discovery_prefix", "'/'"),
+        ({"url": "mqtt://b", "protocol": "4"}, "mqtt.protocol", "3.1.1"),
+        ({"url": "mqtt://b", "password": "x"}, "mqtt.username", "needs a username"),
+        ({"url": "mqtt://b", "ca_file": "/nonexistent/ca.pem"}, "mqtt.ca_file", "no such file"),
+        ({"url": "mqtt://b", "insecure": True}, "mqtt.insecure", "mqtts"),
+        ({"url": "mqtt://b", "keepalive": 0}, "mqtt.keepalive", "between"),
+        ({"url": "mqtt://b", "reconnect_delay": "soon"}, "mqtt.reconnect_delay", "duration"),
+        ({"url": "mqtt://b", "reconnect_delay": 10, "reconnect_max": 5}, "mqtt.reconnect_max", ""),
+        ({"url": "mqtt://b", "batch_size": 0}, "mqtt.batch_size", "between"),
+        ({"url": "mqtt://b", "hostname": "x"}, "mqtt.hostname", "unknown key"),
+    ],
+)
+def test_bad_values_name_their_key(section: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        MqttSettings.parse(section)
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_a_bad_table_fails_the_whole_config() -> None:
+    parsed = parse_config(config(mqtt={"url": "mqtt://b", "qos": 5}), env={})
+    with pytest.raises(ConfigError) as caught:
+        build_outputs(parsed.sections, ["house"])
+    assert caught.value.key == "mqtt.qos"
+
+
+def test_tls_files(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    settings = MqttSettings.parse({"url": "mqtts://b", "ca_file": str(ca), "insecure": "yes"})
+    assert settings.ca_file == str(ca) and settings.insecure
+    with pytest.raises(ConfigError) as caught:
+        settings.tls_context()  # loaded at start: a file that is no CA is named
+    assert caught.value.key == "mqtt.ca_file"
+    with pytest.raises(ConfigError) as caught:
+        MqttSettings.parse({"url": "mqtts://b", "keyfile": str(ca)})
+    assert caught.value.key == "mqtt.certfile"
