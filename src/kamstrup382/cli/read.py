@@ -1,0 +1,210 @@
+"""``k382 read PORT``: read a meter and print its registers.
+
+PORT is a serial device (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``), ``socket://HOST:PORT``
+(a TCP gateway) or ``rfc2217://HOST:PORT``. Output: a table (default), ``--json`` (the shape of
+``k382 decode --json`` plus ``port``, ``line``, ``timing`` and ``attempts``; one object per
+line with ``--watch``) or ``--csv`` (a header, then one row per readout). ``--watch SECONDS``
+reads again every SECONDS (start to start) until interrupted or ``--count`` readouts.
+
+While a readout runs, a progress bar (bytes received against the expected reply size) is drawn
+on standard error if it is a terminal.
+
+Exit status: 0 every readout succeeded; 1 a readout failed (one line on standard error,
+``error: <kind>: <message>``); 2 the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import click
+
+from kamstrup382.errors import Kamstrup382Error, UsageError
+from kamstrup382.protocol import BccMode
+from kamstrup382.reader import Reader
+from kamstrup382.reading import LineMode, Reading
+from kamstrup382.render import CSV_FIELDS, dumps, reading_csv_row, reading_json, registers_table
+
+__all__ = ["ProgressBar", "read", "render_reading"]
+
+BAR_WIDTH = 30
+
+
+class ProgressBar:
+    """``[#####.....]  80/167 bytes`` redrawn in place on a terminal; cleared when done."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream = stream
+        self.label = label
+        self._drawn = False
+
+    def __call__(self, received: int, expected: int) -> None:
+        total = max(expected, received, 1)
+        filled = BAR_WIDTH * received // total
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {received:>4}/{total} bytes")
+        self.stream.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _csv_line(row: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(row)
+    return buffer.getvalue()
+
+
+def render_reading(reading: Reading) -> str:
+    """The table output: where and how it was read, the identification, the registers."""
+    ident = reading.identification
+    tn = ident.type_number
+    ident_line = f"identification  {ident}"
+    if tn is not None:
+        ident_line += (
+            f"  ({tn.phases} phases, current code {tn.current_code}, "
+            f"class {tn.accuracy_class}, module {tn.module}, label {tn.label})"
+        )
+    attempts = f"{reading.attempts} attempt{'s' if reading.attempts != 1 else ''}"
+    lines = [
+        f"port            {reading.port} ({reading.line.value})",
+        ident_line,
+        f"bcc             {reading.bcc_algorithm.value} 0x{reading.telegram.bcc:02x} valid",
+        f"read at         {reading.requested_at.isoformat(timespec='seconds')}",
+        f"timing          answer after {reading.answer_delay:.3f} s, "
+        f"done after {reading.duration:.3f} s, {attempts}",
+        "",
+        registers_table(reading.telegram).rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@click.command("read")
+@click.argument("port")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per readout).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: a header, one row per readout.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Read again every SECONDS until interrupted.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="With --watch: stop after this many readouts.",
+)
+@click.option(
+    "--line",
+    type=click.Choice([m.value for m in LineMode], case_sensitive=False),
+    help="7E1: the port does parity; 8N1: the reader does. Default: 8N1 for socket://, "
+    "7E1 otherwise.",
+)
+@click.option(
+    "--bcc",
+    type=click.Choice([m.value for m in BccMode]),
+    default=BccMode.AUTO.value,
+    show_default=True,
+    help="Block check: auto learns the meter's (Kamstrup sum or IEC XOR).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0, max=20),
+    default=2,
+    show_default=True,
+    help="Extra attempts after a failed one.",
+)
+@click.option(
+    "--timeout",
+    "margin",
+    type=click.FloatRange(min=0),
+    default=0.3,
+    show_default=True,
+    metavar="SECONDS",
+    help="Margin added to every timeout (answer window 0.6 s, inter-character) for gateways.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Longest time one attempt may take (default: from the expected reply size).",
+)
+def read(
+    *,
+    port: str,
+    as_json: bool,
+    as_csv: bool,
+    watch: float | None,
+    count: int | None,
+    line: str | None,
+    bcc: str,
+    retries: int,
+    margin: float,
+    deadline: float | None,
+) -> None:
+    """Read the meter on PORT (device path, socket://HOST:PORT or rfc2217://HOST:PORT)."""
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other")
+    if count is not None and watch is None:
+        raise click.UsageError("--count needs --watch")
+    try:
+        reader = Reader(
+            port,
+            line=line.upper() if line else None,
+            bcc=bcc,
+            retries=retries,
+            answer_margin=margin,
+            deadline=deadline,
+        )
+    except UsageError as exc:
+        click.echo(f"error: {exc.kind}: {exc}", err=True)
+        raise click.exceptions.Exit(2) from exc
+
+    bar = ProgressBar(sys.stderr, "reading") if sys.stderr.isatty() else None
+    if as_csv:
+        click.echo(_csv_line(CSV_FIELDS), nl=False)
+    failed = 0
+    done = 0
+    try:
+        with reader:
+            while True:
+                started = time.monotonic()
+                try:
+                    reading = reader.read(progress=bar)
+                except Kamstrup382Error as exc:
+                    failed += 1
+                    if bar is not None:
+                        bar.clear()
+                    click.echo(f"error: {exc.kind}: {exc}", err=True)
+                else:
+                    if bar is not None:
+                        bar.clear()
+                    if as_csv:
+                        text = _csv_line(reading_csv_row(reading))
+                    elif as_json:
+                        indent = None if watch is not None else 2
+                        text = dumps(reading_json(reading), indent=indent) + "\n"
+                    else:
+                        text = render_reading(reading)
+                    click.echo(text, nl=False)
+                done += 1
+                if watch is None or (count is not None and done >= count):
+                    break
+                if not as_json and not as_csv:
+                    click.echo()
+                time.sleep(max(0.0, started + watch - time.monotonic()))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.clear()
+    if failed:
+        sys.stdout.flush()
+        raise click.exceptions.Exit(1)
