@@ -474,6 +474,65 @@ def test_callbacks_may_read_the_model() -> None:
     assert readings and readings[-1] == 10
 
 
+def test_next_pulse_at_is_exact_and_lets_a_program_follow_pulses_live() -> None:
+    model, clock = meter(ConstantLoad("3.6"), settings=ZERO)
+    assert model.next_pulse_at() == T0 + timedelta(seconds=1)
+    clock.advance(timedelta(milliseconds=1500))
+    assert model.next_pulse_at() == T0 + timedelta(seconds=2)
+    household = HouseholdLoad(seed=6)
+    live, live_clock = meter(household, settings=replace(ZERO, pulse_constant=2))
+    seen: list[tuple[int, datetime]] = []
+    live.subscribe_pulses(lambda count, at: seen.append((count, at)))
+    for n in range(1, 8):
+        nxt = live.next_pulse_at()
+        assert nxt is not None
+        live_clock.set(nxt)  # what a program does with clock.sleep_until(nxt)
+        live.advance()
+        assert seen[-1] == (1, nxt)
+        assert live.pulses_out == n
+        level = Fraction(n, 2)  # the n-th pulse: n / 2 kWh, reached in the microsecond before nxt
+        assert (
+            household.energy_kwh_exact(T0, nxt) >= level > household.energy_kwh_exact(T0, nxt - US)
+        )
+
+
+def test_next_pulse_at_without_load() -> None:
+    model, _ = meter(ConstantLoad(0), settings=ZERO)
+    assert model.next_pulse_at() is None
+    slow, _ = meter(ConstantLoad("0.001"), settings=replace(ZERO, pulse_constant=1))
+    assert slow.next_pulse_at(within=timedelta(days=30)) is None
+    assert slow.next_pulse_at(within=timedelta(days=60)) == T0 + timedelta(hours=1000)
+    with pytest.raises(UsageError, match="within"):
+        slow.next_pulse_at(within=timedelta(0))
+
+
+def test_a_failing_load_leaves_a_consistent_state() -> None:
+    class Flaky:
+        def __init__(self) -> None:
+            self.broken = False
+
+        def power_kw(self, at: datetime) -> float:
+            return 2.0
+
+        def energy_kwh(self, start: datetime, end: datetime) -> float:
+            if self.broken:
+                raise OSError("sensor gone")
+            return 2.0 * ((end - start) / HOUR)
+
+    flaky = Flaky()
+    model, clock = meter(flaky, settings=ZERO)
+    clock.advance(timedelta(minutes=45))
+    assert model.energy_kwh == Fraction(3, 2)
+    flaky.broken = True
+    clock.advance(timedelta(hours=2))
+    with pytest.raises(OSError, match="sensor gone"):
+        model.values()
+    flaky.broken = False
+    assert model.energy_kwh == Fraction(11, 2)  # nothing counted twice, nothing lost
+    assert model.hours == Fraction(11, 4)
+    assert model.values().actual_peak == Decimal("2.0")
+
+
 # -- the many-small-steps property --------------------------------------------------------------
 
 

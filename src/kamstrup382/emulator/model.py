@@ -292,20 +292,28 @@ class MeterModel:
             return self._scheduled
         return 2 if self._input else 1
 
-    def _last_pulse_at(self, start: int, end: int, before: Fraction, target: Fraction) -> int:
-        """The first microsecond in ``(start, end]`` at which consumption reaches ``target``."""
-        # Invariant: consumption(lo) < target <= consumption(hi). Interpolation guesses (a load
-        # is nearly linear over a short stretch), each checked with its neighbour so that the
-        # exact microsecond is found in a few steps, and a bisection step whenever a guess did
-        # not halve the bracket (so the search always ends).
+    def _first_reaching(
+        self,
+        start: int,
+        before: Fraction,
+        bracket: tuple[int, Fraction, int, Fraction],
+        target: Fraction,
+    ) -> int:
+        """The first microsecond at which consumption reaches ``target``.
+
+        Consumption at ``x`` is ``before`` plus the load's energy from ``start`` to ``x``;
+        ``bracket`` is ``(lo, low, hi, high)``: two instants with their consumption, with
+        ``low < target <= high``. Interpolation guesses (a load is nearly linear over a short
+        stretch), each checked with its neighbour so that the exact microsecond is found in a
+        few steps, and a bisection step whenever a guess did not halve the bracket.
+        """
         begin = from_us(start)
 
         def reached(x: int) -> tuple[bool, Fraction]:
             level = before + exact_energy_kwh(self._load, begin, from_us(x))
             return level >= target, level
 
-        lo, hi = start, end
-        low, high = before, self._consumed
+        lo, low, hi, high = bracket
         while hi - lo > 1:
             width = hi - lo
             guess = lo + math.floor((target - low) * width / (high - low))
@@ -355,21 +363,22 @@ class MeterModel:
             end = min(now, self._period_end)
             if self._schedule is not None:
                 end = min(end, self._switch)
+            # everything that asks the load comes first: if the load fails, the stretch from
+            # t to end is not taken at all and the state stays consistent at t
             energy = exact_energy_kwh(self._load, from_us(t), from_us(end))
-            before = self._consumed
+            consumed = self._consumed + energy
+            pulses = math.floor(consumed * constant)
+            if pulses > self._pulses_out and self._subscribers:
+                bracket = (t, self._consumed, end, consumed)
+                last = self._first_reaching(t, self._consumed, bracket, Fraction(pulses, constant))
+                events.append((pulses - self._pulses_out, from_us(last)))
             self._energy += energy
             self._tariffs[self._tariff()] += energy
-            self._consumed += energy
+            self._consumed = consumed
+            self._pulses_out = pulses
             self._period_energy += energy
             self._hours += Fraction(end - t, US_PER_HOUR)
-            pulses = math.floor(self._consumed * constant)
-            if pulses > self._pulses_out:
-                count = pulses - self._pulses_out
-                self._pulses_out = pulses
-                if self._subscribers:
-                    last = self._last_pulse_at(t, end, before, Fraction(pulses, constant))
-                    events.append((count, from_us(last)))
-            t = end
+            self._at = t = end
             if t == self._period_end:
                 self._close_period()
             if t >= self._month_end:
@@ -494,6 +503,34 @@ class MeterModel:
                     self._subscribers.remove(callback)
 
         return unsubscribe
+
+    def next_pulse_at(self, within: timedelta = timedelta(days=1)) -> datetime | None:
+        """When the next pulse on pin 3 comes if the load goes on as it is (advances first).
+
+        The exact microsecond, or ``None`` when no pulse comes within ``within`` from now. A
+        program that wants pulses live can sleep until then (``clock.sleep_until``) and
+        :meth:`advance`: its subscribers then hear of the pulse with that very instant.
+        """
+        if within <= timedelta(0):
+            raise UsageError(f"within must be positive, got {within}")
+        with self._lock:
+            events = self._advance_to(to_us(self.clock.now()))
+            start, before = self._at, self._consumed
+            target = Fraction(self._pulses_out + 1, self.settings.pulse_constant)
+            limit = start + within // timedelta(microseconds=1)
+            lo, low, step = start, before, 1_000_000
+            found: int | None = None
+            while found is None:
+                hi = min(lo + step, limit)
+                high = before + exact_energy_kwh(self._load, from_us(start), from_us(hi))
+                if high >= target:
+                    found = self._first_reaching(start, before, (lo, low, hi, high), target)
+                elif hi >= limit:
+                    break
+                else:
+                    lo, low, step = hi, high, step * 4
+        self._notify(events)
+        return None if found is None else from_us(found)
 
     # -- the module interface: pin 4 -------------------------------------------------------
 
