@@ -1,0 +1,131 @@
+"""The whole path: emulated meters over TCP -> collector -> storage -> MQTT and Prometheus,
+configured from one TOML document, with a broker outage of several cycles in the middle."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kamstrup382.clock import ManualClock
+from kamstrup382.collector import Collector
+from kamstrup382.collector.config import parse_config
+from kamstrup382.emulator import EmulatorThread
+from kamstrup382.outputs import build_outputs
+from kamstrup382.outputs.mqtt import MqttOutput
+from kamstrup382.outputs.prometheus import PrometheusOutput
+from kamstrup382.protocol import REGISTERS
+from kamstrup382.storage.url import open_storage
+from tests.fixtures.mosquitto import MosquittoBroker
+
+from .helpers import Gate, Watcher
+from .test_discovery import check_sensor_schema
+from .test_mqtt import drained, live_states, outage, recover
+from .test_prometheus import scrape, value
+
+pytestmark = pytest.mark.mosquitto
+
+SPEED = 200.0
+METERS = 3
+
+
+def toml(storage: str, ports: list[str], mqtt_url: str) -> str:
+    meters = "\n".join(
+        f'[[meters]]\nname = "m{index}"\nport = "{port}"' for index, port in enumerate(ports)
+    )
+    return f"""
+[storage]
+url = "{storage}"
+
+[collector]
+interval = "15m"
+flush_interval = 0.05
+answer_timeout = 0.5
+backoff = 0.05
+
+[mqtt]
+url = "{mqtt_url}"
+client_id = "k382-e2e"
+reconnect_delay = 0.05
+reconnect_max = 0.2
+
+[prometheus]
+listen = "127.0.0.1:0"
+
+{meters}
+"""
+
+
+async def test_meters_to_home_assistant_and_prometheus_through_an_outage(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'readings.sqlite'}"
+    clock = ManualClock(datetime(2026, 3, 1, 10, 1, tzinfo=UTC))
+    async with (
+        Watcher(mosquitto.host, mosquitto.port, ["kamstrup382/#", "homeassistant/#"]) as watcher,
+        Gate(mosquitto.host, mosquitto.port) as gate,
+    ):
+        with EmulatorThread(meters=METERS, transport="tcp", speed=SPEED, delay=0.02) as emu:
+            config = parse_config(tomllib.loads(toml(url, emu.ports, gate.url)), env={})
+            outputs = build_outputs(config.sections, [m.name for m in config.meters])
+            mqtt, prometheus = outputs
+            assert isinstance(mqtt, MqttOutput) and isinstance(prometheus, PrometheusOutput)
+            with open_storage(url) as storage:
+                async with Collector(config, storage, outputs, clock=clock) as collector:
+                    assert (await collector.run_once()).ok
+                    await watcher.wait_for(lambda ms: len(live_states(ms)) >= METERS)
+                    await drained(storage)
+                    await outage(mosquitto, gate)
+                    for _ in range(3):  # the collector goes on reading meanwhile
+                        clock.advance(timedelta(minutes=15))
+                        assert (await collector.run_once()).ok
+                    assert len(storage.outbox_pending(1000)) == 3 * METERS
+                    await recover(mosquitto, gate, watcher)
+                    clock.advance(timedelta(minutes=15))
+                    assert (await collector.run_once()).ok
+                    await watcher.wait_for(lambda ms: len(live_states(ms)) >= 5 * METERS)
+                    families = await scrape(prometheus)
+                stored = {m.name: list(storage.readings(m.name)) for m in config.meters}
+                assert storage.outbox_pending() == []
+            sent = [emu.sent_values(i) for i in range(METERS)]
+
+    for index in range(METERS):
+        meter = f"m{index}"
+        readings = stored[meter]
+        assert len(readings) == 5
+        assert [r.values for r in readings] == sent[index]  # what the meter said, stored
+        states = [m.json() for m in live_states(watcher.messages, meter)]
+        # every reading published once, in order, carrying the stored values
+        assert [s["read_at"] for s in states] == [
+            r.read_at.isoformat().replace("+00:00", "Z") for r in readings
+        ]
+        for state, record in zip(states, readings, strict=True):
+            assert state["customer_number"] == record.values.customer_number
+            for register in REGISTERS[1:]:
+                assert str(state[register.name]) == str(getattr(record.values, register.name))
+        # Prometheus shows the newest reading
+        latest = readings[-1]
+        _, energy = families["kamstrup382_energy_kwh"]
+        assert value(energy, "kamstrup382_energy_kwh_total", meter=meter) == float(
+            latest.values.energy
+        )
+        _, durations = families["kamstrup382_readout_duration_seconds"]
+        assert value(durations, "kamstrup382_readout_duration_seconds_count", meter=meter) == 5
+
+    # Home Assistant sees one valid device per meter, with the decoded type number
+    configs = {
+        m.topic: json.loads(m.payload)
+        for m in watcher.messages
+        if m.topic.startswith("homeassistant/sensor/")
+    }
+    assert len(configs) == METERS * len(REGISTERS)
+    for topic, payload in configs.items():
+        check_sensor_schema(topic, payload)
+    device = configs["homeassistant/sensor/kamstrup382_m0/energy/config"]["device"]
+    assert device["model_id"] == stored["m0"][-1].type_number
+    assert device["serial_number"] == stored["m0"][-1].values.customer_number
+    assert device["manufacturer"] == "Kamstrup"
+    assert [m.text for m in watcher.on("kamstrup382/status") if not m.retain][-1] == "offline"
