@@ -10,8 +10,9 @@ What the registers do (codes as in the telegram):
 - ``1.20`` energy: the load's energy, integrated exactly (``Fraction`` kWh inside) between the
   last advance and now. ``1.20.1`` / ``1.20.2``: the same energy goes to the active tariff's
   register as well. The telegram shows whole kWh (the integer part, as a register's wheels
-  would) modulo ``10**7``: after 9999999 the register shows 0 again. So ``1.20`` equals
-  ``1.20.1 + 1.20.2`` up to the whole-kWh truncation (0 or 1 kWh less than the sum) and the wrap.
+  would) modulo ``10**7``: after 9999999 the register shows 0 again. Each register truncates
+  its own fraction, so ``1.20`` is ``1.20.1 + 1.20.2`` or one more (given starting registers
+  that add up, as the defaults do), until one of them wraps.
 - Tariff input (module pin 4): shorted to pin 1 (``tariff_input = True``) selects tariff 2,
   open selects tariff 1. A :class:`~kamstrup382.emulator.tariff.TariffSchedule` can drive it;
   the integration is split at every switch instant, so energy lands exactly in the tariff
@@ -33,8 +34,11 @@ What the registers do (codes as in the telegram):
   emitted since the model was created, always ``floor(consumed Wh * constant / 1000)`` exactly,
   where *consumed* is the energy integrated since creation (not the initial register).
   :meth:`MeterModel.subscribe_pulses` calls back with ``(count, at)``: the pulses emitted in one
-  stretch of integration and the instant (to the microsecond) of the last of them, so the time
-  between two callbacks' ``at`` and the count of the second give the exact average power.
+  stretch of integration (stretches end at each advance, demand-period end and schedule
+  switch) and the instant (to the microsecond) of the last of them, so the time between two
+  callbacks' ``at`` and the count of the second give the exact average power in between.
+  :meth:`MeterModel.next_pulse_at` says when the next pulse comes, for a program that wants
+  to see pulses live (sleep until then, advance).
 
 The model is thread-safe: a lock guards the state (the line serves it from an event-loop
 thread while tests read it). Pulse callbacks run after the lock is released, in the thread that
