@@ -56,7 +56,9 @@ def test_constant_load_is_exact() -> None:
     assert isinstance(load, Load)
 
 
-@pytest.mark.parametrize("kw", [-1, float("nan"), float("inf"), "abc", "-0.5"])
+@pytest.mark.parametrize(
+    "kw", [-1, float("nan"), float("inf"), "abc", "-0.5", "Infinity", Decimal("NaN"), None]
+)
 def test_constant_load_rejects_bad_power(kw: object) -> None:
     with pytest.raises(UsageError, match="ConstantLoad"):
         ConstantLoad(kw)  # type: ignore[arg-type]
@@ -213,6 +215,14 @@ def test_csv_step_mode(tmp_path: Path) -> None:
     assert load.period is None
 
 
+def test_csv_byte_order_mark_and_unix_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeff1767571200,2\n1767574800.5,1\n".encode())
+    load = CsvLoad(path)  # the first row is data, not a header
+    assert load.power_kw(at("2026-01-05T00:00")) == 2
+    assert load.power_kw(at("2026-01-05T01:00:00.5")) == 1
+
+
 def test_csv_linear_mode_from_rows() -> None:
     rows: list[tuple[datetime, Power]] = [
         (at("2026-01-05T00:00"), 0),
@@ -258,6 +268,9 @@ def test_csv_single_row_holds() -> None:
         ("2026-01-05T00:00,1\n2026-01-05T01:00,2,3\n", 2, "expected 2 columns"),
         ("2026-01-05T00:00,1\n2026-01-05T01:00,-2\n", 2, "negative"),
         ("# only\n2026-01-05T00:00,1\n\n2026-01-05T01:00,nan\n", 4, "bad power"),
+        ("monday,1\n2026-01-05T01:00,1\n", 1, "bad timestamp 'monday'"),
+        ("2026-01-05T00:00,1\n1e30,1\n", 2, "bad timestamp '1e30'"),
+        ("2026-01-05T00:00,1\ninf,1\n", 2, "bad timestamp 'inf'"),
     ],
 )
 def test_csv_errors_name_the_line(tmp_path: Path, text: str, line: int, problem: str) -> None:

@@ -72,18 +72,18 @@ def from_us(us: int) -> datetime:
 
 def _kw(value: Power, what: str) -> Fraction:
     """An exact power from an int, Decimal, Fraction, str or float (floats by their repr)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{what}: {value} kW is not a finite number")
     try:
         if isinstance(value, Fraction):
             exact = value
         elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise UsageError(f"{what}: {value} kW is not a finite number")
             exact = Fraction(Decimal(repr(value)))
         elif isinstance(value, (int, Decimal)):
             exact = Fraction(value)
         else:
             exact = Fraction(Decimal(value.strip()))
-    except (InvalidOperation, ValueError, TypeError) as exc:
+    except (InvalidOperation, ValueError, TypeError, OverflowError, AttributeError) as exc:
         raise UsageError(f"{what}: {value!r} is not a power in kW") from exc
     if exact < 0:
         raise UsageError(f"{what}: {value} kW is negative (the meter counts imported energy)")
@@ -106,7 +106,8 @@ def exact_energy_kwh(load: Load, start: datetime, end: datetime) -> Fraction:
     exact = getattr(load, "energy_kwh_exact", None)
     if exact is not None:
         value = exact(start, end)
-        assert isinstance(value, Fraction)
+        if not isinstance(value, Fraction) or value < 0:
+            raise UsageError(f"load {load!r} gave {value!r} kWh for {start}..{end}")
         return value
     energy = load.energy_kwh(start, end)
     if not math.isfinite(energy) or energy < 0:
@@ -317,12 +318,22 @@ class HouseholdLoad:
         return float(self.energy_kwh_exact(start, end))
 
 
-def _parse_timestamp(text: str) -> datetime:
-    text = text.strip()
+def _is_number(text: str) -> bool:
     try:
-        return from_us(round(Decimal(text) * 1_000_000))
+        Decimal(text.strip())
     except InvalidOperation:
-        pass
+        return False
+    return True
+
+
+def _parse_timestamp(text: str) -> datetime:
+    """ISO 8601 (naive = UTC, ``Z`` allowed) or Unix seconds; ValueError if neither."""
+    text = text.strip()
+    if _is_number(text):
+        try:
+            return from_us(round(Decimal(text) * 1_000_000))
+        except (ValueError, OverflowError, InvalidOperation) as exc:
+            raise ValueError(f"{text!r} is not a time") from exc
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     return utc(datetime.fromisoformat(text))
@@ -332,9 +343,10 @@ class CsvLoad:
     """A replayed series of ``(timestamp, kW)``: from a CSV file or from rows.
 
     The file has two columns, a timestamp (ISO 8601, naive = UTC, or Unix seconds) and the
-    power in kW (decimal point). Empty lines and lines starting with ``#`` are skipped; a first
-    line that does not parse is taken as a header. Timestamps must increase strictly. Errors
-    are :class:`ConfigError` naming the file and line.
+    power in kW (decimal point), UTF-8 with or without a byte-order mark. Empty lines and lines
+    starting with ``#`` are skipped; a first line with neither a timestamp nor a number is taken
+    as a header. Timestamps must increase strictly. Errors are :class:`ConfigError` naming the
+    file and line.
 
     ``interpolation="step"`` (the default): each row's power holds until the next row's
     timestamp. ``"linear"``: straight lines between rows.
@@ -384,7 +396,7 @@ class CsvLoad:
 
     def _read(self, path: Path) -> list[tuple[int, int, Fraction]]:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"load {path}", f"cannot read the CSV file: {exc}") from exc
         rows: list[tuple[int, int, Fraction]] = []
@@ -397,9 +409,9 @@ class CsvLoad:
             try:
                 at = _parse_timestamp(fields[0])
             except ValueError as exc:
-                if first:
+                if first and not _is_number(fields[1]):
                     first = False
-                    continue  # a header
+                    continue  # a header: neither a timestamp nor a power
                 raise self._error(number, f"bad timestamp {fields[0].strip()!r}") from exc
             first = False
             try:
