@@ -89,3 +89,14 @@ def test_demo_refuses_other_addresses_without_a_token(
     monkeypatch.delenv("K382_TOKEN", raising=False)
     assert main(["demo", "--http", "0.0.0.0:0"]) == 1
     assert "without a token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [("--tariff", "22:00-25:00", "tariff_schedule"), ("--faults", "flip=2", "flip")],
+)
+def test_demo_refuses_a_bad_option_naming_it(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, named: str
+) -> None:
+    assert main(["demo", "--http", "127.0.0.1:0", option, value]) == 1
+    assert named in capsys.readouterr().err

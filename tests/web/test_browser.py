@@ -56,12 +56,14 @@ def test_plots_render_the_stored_data(page: Any, live_url: str, history: History
     assert points["plot-energy"] == [len(api["rows"])]
     assert points["plot-tariffs"] == [len(api["rows"])] * 2
     assert points["plot-peaks"] == [len(history.readings)] * 2
-    ok, failed, rate = points["plot-health"]
-    assert (ok, failed, rate) == (
-        len(history.readings),
+    first, retried, failed, rate = points["plot-health"]
+    assert (first, retried, failed, rate) == (
+        sum(r.attempts == 1 for r in history.readings),
+        sum(r.attempts > 1 for r in history.readings),
         len(history.failures),
         len(history.readings) + len(history.failures),
     )
+    assert retried > 0
     # the y values are the API's
     energy = page.evaluate("document.getElementById('plot-energy').data[0].y")
     assert energy == [r["energy"] for r in api["rows"]]

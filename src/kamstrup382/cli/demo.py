@@ -23,7 +23,7 @@ import click
 from kamstrup382.clock import ScaledClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
-from kamstrup382.emulator import Emulator, HouseholdLoad, MeterSettings, TariffSchedule
+from kamstrup382.emulator import Emulator, Faults, HouseholdLoad, MeterSettings, TariffSchedule
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import create_app
@@ -44,6 +44,11 @@ DEMO_METER = "demo"
 LINE_SPEED = 200.0
 #: When the demo meter's tariff input selects tariff 2 (UTC wall clock).
 NIGHT_TARIFF = "22:00-06:00"
+#: An honest optical head now and then catches a bad character: the reader retries.
+LINE_FAULTS = "parity=0.01,bcc=0.005"
+#: Seconds before the reader's first retry: the emulated line is fast, so the wait can be short
+#: and a retry fits in the slot (15 virtual minutes are 0.6 s of real time at 1440x).
+RETRY_BACKOFF = 0.05
 #: A meter some years in service: about 5 MWh a year, a bit over a third of it at night.
 DEMO_SETTINGS = MeterSettings(
     customer_number="00054042",
@@ -71,6 +76,7 @@ async def _demo(
     start: datetime,
     interval: str,
     tariff: TariffSchedule,
+    faults: Faults,
     token: str | None,
 ) -> None:
     listen = parse_listen(listen_text)
@@ -93,11 +99,12 @@ async def _demo(
             load=HouseholdLoad(),
             settings=DEMO_SETTINGS,
             tariff_schedule=tariff,
+            faults=faults,
         ) as emulator:
             config = parse_config(
                 {
                     "storage": {"url": url},
-                    "collector": {"interval": interval, "id": "demo"},
+                    "collector": {"interval": interval, "id": "demo", "backoff": RETRY_BACKOFF},
                     "meters": [{"name": DEMO_METER, "port": emulator.ports[0]}],
                 },
                 env={},
@@ -124,6 +131,8 @@ async def _demo(
                     f"read every {interval} of virtual time from {start:%Y-%m-%d %H:%M} UTC, "
                     f"{factor:g}x faster than real time, into {db}"
                 )
+                if str(faults):
+                    click.echo(f"Line faults per readout: {faults} (the reader retries)")
                 click.echo(f"Dashboard: {address}/")
                 click.echo("Ctrl-C stops.")
 
@@ -186,6 +195,12 @@ async def _demo(
     metavar="HH:MM-HH:MM[,...]",
     help="When the meter's tariff input selects tariff 2 (UTC).",
 )
+@click.option(
+    "--faults",
+    default=LINE_FAULTS,
+    show_default=True,
+    help="Faults of the emulated line (as for k382 emulate; 'none' for a perfect line).",
+)
 @click.option("--token", envvar="K382_TOKEN", help="Require this token (as for k382 serve).")
 def demo(  # noqa: PLR0917 (click passes the options by name)
     listen: str,
@@ -195,6 +210,7 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
     start: datetime | None,
     interval: str,
     tariff: str,
+    faults: str,
     token: str | None,
 ) -> int:
     """An emulated meter, the collector and the dashboard, on a fast virtual clock.
@@ -206,6 +222,7 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
     begin = start.replace(tzinfo=UTC) if start is not None else default_start()
     try:
         schedule = TariffSchedule.parse(tariff)
+        line_faults = Faults.parse(faults)
         asyncio.run(
             _demo(
                 listen_text=listen,
@@ -215,6 +232,7 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
                 start=begin,
                 interval=interval,
                 tariff=schedule,
+                faults=line_faults,
                 token=token or None,
             )
         )

@@ -118,7 +118,8 @@
   }
 
   function drawHealth(data) {
-    const ok = data.rows.filter((r) => r.ok);
+    const first = data.rows.filter((r) => r.ok && r.attempts <= 1);
+    const retried = data.rows.filter((r) => r.ok && r.attempts > 1);
     const failed = data.rows.filter((r) => !r.ok);
     // share of successful readouts over the last 20 attempts
     const rate = [];
@@ -131,11 +132,15 @@
     Plotly.react(
       el("plot-health"),
       [
-        { type: "scatter", mode: "markers", name: "readout OK", marker: { color: "#2a6f97", size: 4 },
-          x: ok.map((r) => local(r.at)), y: ok.map((r) => r.duration),
-          customdata: ok.map((r) => r.attempts),
-          hovertemplate: "%{x}<br>%{y:.3f} s, %{customdata} attempt(s)<extra></extra>" },
-        { type: "scatter", mode: "markers", name: "readout failed",
+        { type: "scatter", mode: "markers", name: "OK", marker: { color: "#2a6f97", size: 4 },
+          x: first.map((r) => local(r.at)), y: first.map((r) => r.duration),
+          hovertemplate: "%{x}<br>%{y:.3f} s<extra></extra>" },
+        { type: "scatter", mode: "markers", name: "OK after a retry",
+          marker: { color: "#e09f3e", size: 7, symbol: "diamond" },
+          x: retried.map((r) => local(r.at)), y: retried.map((r) => r.duration),
+          customdata: retried.map((r) => r.attempts),
+          hovertemplate: "%{x}<br>%{y:.3f} s, %{customdata} attempts<extra></extra>" },
+        { type: "scatter", mode: "markers", name: "failed",
           marker: { color: "#d00000", size: 8, symbol: "x" },
           x: failed.map((r) => local(r.at)), y: failed.map((r) => r.duration),
           text: failed.map((r) => r.kind), hovertemplate: "%{x}<br>%{text}<extra></extra>" },
