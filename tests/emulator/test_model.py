@@ -563,6 +563,49 @@ def test_many_small_steps_equal_one_big_step(
     assert one.pulses_out == many.pulses_out == sum(pulses)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(st.integers(0, 20 * 3600 * 10**6), min_size=1, max_size=10),
+    start=st.sampled_from(
+        [datetime(2026, 3, 28, 19, 7, tzinfo=UTC), datetime(2026, 10, 24, 21, 59, tzinfo=UTC)]
+    ),
+    period=st.sampled_from([timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=2)]),
+)
+def test_many_small_steps_over_daylight_saving_changes(
+    steps: list[int], start: datetime, period: timedelta
+) -> None:
+    cph = ZoneInfo("Europe/Copenhagen")
+    setup = replace(ZERO, zone=cph, demand_period=period)
+    schedule = TariffSchedule.parse("01:30-02:30,21:00-06:00", zone=cph)
+    one, one_clock = meter(
+        HouseholdLoad(1, zone=cph), start=start, settings=setup, schedule=schedule
+    )
+    many, many_clock = meter(
+        HouseholdLoad(1, zone=cph), start=start, settings=setup, schedule=schedule
+    )
+    for us in steps:
+        many_clock.advance(us * US)
+        many.values()
+    one_clock.set(many_clock.now())
+    assert one.values() == many.values()
+    assert (one.tariff_kwh(1), one.tariff_kwh(2)) == (many.tariff_kwh(1), many.tariff_kwh(2))
+
+
+def test_a_period_cut_by_a_long_day_is_averaged_over_its_length() -> None:
+    """25-hour day in Copenhagen with 2-hour periods: the last period lasts one hour."""
+    cph = ZoneInfo("Europe/Copenhagen")
+    setup = replace(ZERO, zone=cph, demand_period=timedelta(hours=2))
+    local_midnight = datetime(2026, 10, 24, 22, tzinfo=UTC)  # 2026-10-25 00:00 CEST
+    model, clock = meter(ConstantLoad(1), start=local_midnight, settings=setup)
+    clock.set(local_midnight + timedelta(hours=24))  # the last period: 24 h to 25 h
+    assert model.values().actual_peak == Decimal("1.0")
+    model.load = ConstantLoad(4)
+    clock.advance(timedelta(minutes=59))
+    assert model.values().actual_peak == Decimal("1.0")
+    clock.advance(MINUTE)  # local midnight again, one hour on: 4 kWh in 1 h
+    assert model.values().actual_peak == Decimal("4.0")
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     steps=st.lists(
