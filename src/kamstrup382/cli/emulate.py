@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -21,10 +20,9 @@ import click
 from kamstrup382.errors import Kamstrup382Error, UsageError
 
 if TYPE_CHECKING:
-    from kamstrup382.emulator.load import Load
     from kamstrup382.emulator.server import Emulator
 
-__all__ = ["emulate", "parse_delay", "parse_listen", "parse_load"]
+__all__ = ["emulate", "parse_delay", "parse_listen"]
 
 #: With more meters than this, the addresses are printed as one range.
 LIST_LIMIT = 10
@@ -56,25 +54,6 @@ def parse_delay(text: str) -> float | tuple[float, float]:
     return (lo, hi) if dash else lo
 
 
-def parse_load(text: str) -> Load | None:
-    """``constant:KW``, ``household`` (a profile per meter), ``household:SEED``, ``csv:PATH``."""
-    from kamstrup382.emulator import ConstantLoad, CsvLoad, HouseholdLoad  # noqa: PLC0415
-
-    kind, _, arg = text.partition(":")
-    if kind == "constant" and arg:
-        return ConstantLoad(arg)
-    if kind == "household":
-        if not arg:
-            return None
-        try:
-            return HouseholdLoad(seed=int(arg))
-        except ValueError:
-            raise UsageError(f"--load {text!r}: household:SEED needs an integer seed") from None
-    if kind == "csv" and arg:
-        return CsvLoad(Path(arg))
-    raise UsageError(f"--load {text!r}: expected constant:KW, household[:SEED] or csv:PATH")
-
-
 @click.command("emulate")
 @click.option("--pty", "use_pty", is_flag=True, help="Serve on pseudo-terminals (prints paths).")
 @click.option(
@@ -104,7 +83,8 @@ def parse_load(text: str) -> Load | None:
     "load_text",
     default="household",
     show_default=True,
-    help="constant:KW, household[:SEED] or csv:PATH (timestamp,kW rows).",
+    help="KW, constant:KW, household (a profile per meter), household:seed=N,scale=X or "
+    "csv:PATH (timestamp,kW rows).",
 )
 @click.option("--tariff-schedule", help="When tariff 2 is active, e.g. 22:00-06:00.")
 @click.option(
@@ -144,6 +124,7 @@ def emulate(
 ) -> int:
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults  # noqa: PLC0415
+    from kamstrup382.emulator.load import parse_load  # noqa: PLC0415
 
     try:
         host, port = parse_listen(listen)
@@ -158,7 +139,7 @@ def emulate(
             bcc=bcc,
             faults=Faults.parse(faults_text),
             seed=seed,
-            load=parse_load(load_text),
+            load=None if load_text.strip() == "household" else parse_load(load_text),
             tariff_schedule=tariff_schedule,
         )
         return asyncio.run(_serve(emulator))
