@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kamstrup382.emulator import ConstantLoad, CsvLoad, HouseholdLoad, Load, parse_load
-from kamstrup382.emulator.load import Power, exact_energy_kwh
+from kamstrup382.emulator.load import ExactLoad, Power, exact_energy_kwh
 from kamstrup382.errors import ConfigError, UsageError
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
@@ -83,8 +83,17 @@ def test_a_float_only_load_is_integrated_by_its_float() -> None:
         def energy_kwh(self, start: datetime, end: datetime) -> float:
             return -1.0
 
-    with pytest.raises(UsageError, match=r"gave -1\.0 kWh"):
+    with pytest.raises(UsageError, match="gave -1 kWh"):
         exact_energy_kwh(Broken(), T0, T0 + HOUR)
+
+    class NotANumber(Heater):
+        def energy_kwh(self, start: datetime, end: datetime) -> float:
+            return float("nan")
+
+    with pytest.raises(UsageError, match="gave nan kWh"):
+        exact_energy_kwh(NotANumber(), T0, T0 + HOUR)
+    assert not isinstance(Heater(), ExactLoad)
+    assert isinstance(ConstantLoad(1), ExactLoad)
 
 
 # -- HouseholdLoad --------------------------------------------------------------------------

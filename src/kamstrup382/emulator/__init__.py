@@ -13,7 +13,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kamstrup382.emulator.load import ConstantLoad, CsvLoad, HouseholdLoad, Load, parse_load
+from kamstrup382.emulator.load import (
+    ConstantLoad,
+    CsvLoad,
+    ExactLoad,
+    HouseholdLoad,
+    Load,
+    parse_load,
+)
 from kamstrup382.emulator.model import MeterModel, MeterSettings, PulseCallback, Snapshot
 from kamstrup382.emulator.tariff import TariffSchedule
 
@@ -26,6 +33,7 @@ __all__ = [
     "CsvLoad",
     "Emulator",
     "EmulatorThread",
+    "ExactLoad",
     "Faults",
     "HouseholdLoad",
     "Load",

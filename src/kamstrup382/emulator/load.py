@@ -42,6 +42,7 @@ from kamstrup382.errors import ConfigError, UsageError
 __all__ = [
     "ConstantLoad",
     "CsvLoad",
+    "ExactLoad",
     "HouseholdLoad",
     "Interpolation",
     "Load",
@@ -101,18 +102,26 @@ class Load(Protocol):
         """The energy between ``start`` and ``end`` (``start <= end``) in kWh."""
 
 
+@runtime_checkable
+class ExactLoad(Load, Protocol):
+    """A load that integrates exactly (all loads of this module)."""
+
+    def energy_kwh_exact(self, start: datetime, end: datetime) -> Fraction:
+        """The energy between ``start`` and ``end`` in kWh, exactly."""
+
+
 def exact_energy_kwh(load: Load, start: datetime, end: datetime) -> Fraction:
     """The load's energy between two instants, exactly if the load can, else its float."""
-    exact = getattr(load, "energy_kwh_exact", None)
-    if exact is not None:
-        value = exact(start, end)
-        if not isinstance(value, Fraction) or value < 0:
-            raise UsageError(f"load {load!r} gave {value!r} kWh for {start}..{end}")
-        return value
-    energy = load.energy_kwh(start, end)
-    if not math.isfinite(energy) or energy < 0:
-        raise UsageError(f"load {load!r} gave {energy} kWh for {start}..{end}")
-    return Fraction(energy)
+    value: object
+    if isinstance(load, ExactLoad):
+        value = load.energy_kwh_exact(start, end)
+    else:
+        energy = load.energy_kwh(start, end)
+        number = isinstance(energy, (int, float)) and not isinstance(energy, bool)
+        value = Fraction(energy) if number and math.isfinite(energy) else energy
+    if not isinstance(value, Fraction) or value < 0:
+        raise UsageError(f"load {load!r} gave {value} kWh for {start}..{end}")
+    return value
 
 
 def _check_order(start: datetime, end: datetime) -> tuple[int, int]:

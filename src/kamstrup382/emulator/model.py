@@ -257,6 +257,12 @@ class MeterModel:
         if self._schedule is not None:
             self._follow_schedule(now)
 
+    def __repr__(self) -> str:
+        return (
+            f"MeterModel({self.settings.customer_number} {self.settings.parsed_type_number}, "
+            f"{self._load!r}, at {from_us(self._at).isoformat()})"
+        )
+
     # -- time arithmetic (microseconds since the epoch) ----------------------------------
 
     def _local_date(self, us: int) -> date:
