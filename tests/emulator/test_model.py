@@ -521,6 +521,8 @@ def test_a_failing_load_leaves_a_consistent_state() -> None:
 
     flaky = Flaky()
     model, clock = meter(flaky, settings=ZERO)
+    seen: list[tuple[int, datetime]] = []
+    model.subscribe_pulses(lambda count, at: seen.append((count, at)))
     clock.advance(timedelta(minutes=45))
     assert model.energy_kwh == Fraction(3, 2)
     flaky.broken = True
@@ -531,6 +533,8 @@ def test_a_failing_load_leaves_a_consistent_state() -> None:
     assert model.energy_kwh == Fraction(11, 2)  # nothing counted twice, nothing lost
     assert model.hours == Fraction(11, 4)
     assert model.values().actual_peak == Decimal("2.0")
+    # the pulses of the stretches taken before the failure were not lost either
+    assert sum(count for count, _ in seen) == model.pulses_out == 5500
 
 
 # -- the many-small-steps property --------------------------------------------------------------

@@ -235,6 +235,7 @@ class MeterModel:
         self._schedule = tariff_schedule
         self._lock = threading.Lock()
         self._subscribers: list[PulseCallback] = []
+        self._pending: list[tuple[int, datetime]] = []
         s = self.settings
         self._energy = Fraction(s.energy_kwh)
         self._tariffs = {1: Fraction(s.tariff_1_kwh), 2: Fraction(s.tariff_2_kwh)}
@@ -362,9 +363,8 @@ class MeterModel:
         self._period_energy = Fraction(0)
         self._period_start, self._period_end = self._period_around(self._period_end)
 
-    def _advance_to(self, now: int) -> list[tuple[int, datetime]]:
-        """Integrate up to ``now``; returns the pulse events for the subscribers."""
-        events: list[tuple[int, datetime]] = []
+    def _advance_to(self, now: int) -> None:
+        """Integrate up to ``now``; pulse events wait in ``_pending`` for :meth:`_notify`."""
         constant = self.settings.pulse_constant
         t = self._at
         while t < now:
@@ -381,7 +381,7 @@ class MeterModel:
             if pulses > self._pulses_out and self._subscribers:
                 bracket = (t, self._consumed, end, consumed)
                 last = self._first_reaching(t, self._consumed, bracket, Fraction(pulses, constant))
-                events.append((pulses - self._pulses_out, from_us(last)))
+                self._pending.append((pulses - self._pulses_out, from_us(last)))
             self._energy += energy
             self._tariffs[self._tariff()] += energy
             self._consumed = consumed
@@ -398,12 +398,13 @@ class MeterModel:
         self._at = max(self._at, now)
         if self._schedule is not None and self._at >= self._switch:
             self._follow_schedule(self._at)
-        return events
 
-    def _notify(self, events: list[tuple[int, datetime]]) -> None:
-        if not events:
-            return
+    def _notify(self) -> None:
+        """Hand the pulse events to the subscribers, outside the lock, in order."""
         with self._lock:
+            if not self._pending:
+                return
+            events, self._pending = self._pending, []
             subscribers = list(self._subscribers)
         for count, at in events:
             for callback in subscribers:
@@ -412,9 +413,9 @@ class MeterModel:
     def advance(self) -> datetime:
         """Bring the state up to the clock's now; returns the instant reached."""
         with self._lock:
-            events = self._advance_to(to_us(self.clock.now()))
+            self._advance_to(to_us(self.clock.now()))
             at = from_us(self._at)
-        self._notify(events)
+        self._notify()
         return at
 
     # -- registers -------------------------------------------------------------------------
@@ -448,10 +449,10 @@ class MeterModel:
     ) -> Snapshot:
         """The instant, the registers and the reply, taken together (advances first)."""
         with self._lock:
-            events = self._advance_to(to_us(self.clock.now()))
+            self._advance_to(to_us(self.clock.now()))
             at = from_us(self._at)
             values = self._values()
-        self._notify(events)
+        self._notify()
         reply = encode_reply(
             self.identification, values, bcc=bcc, end_marker=end_marker, eight_bit=eight_bit
         )
@@ -471,9 +472,9 @@ class MeterModel:
 
     def _read(self, get: Callable[[], _T]) -> _T:
         with self._lock:
-            events = self._advance_to(to_us(self.clock.now()))
+            self._advance_to(to_us(self.clock.now()))
             value = get()
-        self._notify(events)
+        self._notify()
         return value
 
     @property
@@ -524,7 +525,7 @@ class MeterModel:
         if within <= timedelta(0):
             raise UsageError(f"within must be positive, got {within}")
         with self._lock:
-            events = self._advance_to(to_us(self.clock.now()))
+            self._advance_to(to_us(self.clock.now()))
             start, before = self._at, self._consumed
             target = Fraction(self._pulses_out + 1, self.settings.pulse_constant)
             limit = start + within // timedelta(microseconds=1)
@@ -539,7 +540,7 @@ class MeterModel:
                     break
                 else:
                     lo, low, step = hi, high, step * 4
-        self._notify(events)
+        self._notify()
         return None if found is None else from_us(found)
 
     # -- the module interface: pin 4 -------------------------------------------------------
