@@ -314,9 +314,9 @@ class MeterModel:
 
         Consumption at ``x`` is ``before`` plus the load's energy from ``start`` to ``x``;
         ``bracket`` is ``(lo, low, hi, high)``: two instants with their consumption, with
-        ``low < target <= high``. Interpolation guesses (a load is nearly linear over a short
-        stretch), each checked with its neighbour so that the exact microsecond is found in a
-        few steps, and a bisection step whenever a guess did not halve the bracket.
+        ``low < target <= high``. Newton steps with the load's power (each guess checked with
+        its neighbour, so that the exact microsecond is found in a few steps), and a bisection
+        step whenever two guesses in a row did not halve the bracket.
         """
         begin = from_us(start)
 
@@ -325,32 +325,32 @@ class MeterModel:
             return level >= target, level
 
         lo, low, hi, high = bracket
+        # the next guess, as an offset from lo: first the secant over the bracket
+        offset = float((target - low) / (high - low)) * (hi - lo)
+        anchor = lo
+        stale = 0
         while hi - lo > 1:
             width = hi - lo
-            guess = lo + math.floor((target - low) * width / (high - low))
-            guess = min(max(guess, lo + 1), hi - 1)
-            ok, level = reached(guess)
+            x = min(max(anchor + math.ceil(offset), lo + 1), hi - 1)
+            ok, level = reached(x)
+            # the crossing is the first microsecond reached: look at the neighbour once
+            neighbour = x - 1 if ok else x + 1
+            if lo < neighbour < hi:
+                n_ok, n_level = reached(neighbour)
+                if n_ok != ok:
+                    return x if ok else neighbour
+                x, level = neighbour, n_level
             if ok:
-                hi, high = guess, level
-                if guess - 1 > lo:
-                    ok, level = reached(guess - 1)
-                    if not ok:
-                        return guess
-                    hi, high = guess - 1, level
+                hi, high = x, level
             else:
-                lo, low = guess, level
-                if guess + 1 < hi:
-                    ok, level = reached(guess + 1)
-                    if ok:
-                        return guess + 1
-                    lo, low = guess + 1, level
-            if hi - lo > width // 2 and hi - lo > 1:
-                mid = (lo + hi) // 2
-                ok, level = reached(mid)
-                if ok:
-                    hi, high = mid, level
-                else:
-                    lo, low = mid, level
+                lo, low = x, level
+            stale = stale + 1 if hi - lo > width // 2 else 0
+            power = self._load.power_kw(from_us(x)) if stale < 2 else 0.0
+            if power > 0 and math.isfinite(power):
+                # Newton: the load's power at x says how far the target is
+                anchor, offset = x, float(target - level) * US_PER_HOUR / power
+            else:
+                anchor, offset, stale = lo, (hi - lo) / 2, 0
         return hi
 
     def _close_period(self) -> None:
