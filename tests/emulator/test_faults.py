@@ -1,0 +1,291 @@
+"""Fault injection: each fault does exactly the damage it names, seeded and reproducible.
+
+The wire tests read the emulator with the raw client and compare what arrived with the clean
+reply (the protocol encoder's bytes for the values the readout logged); the same checks run
+on :func:`apply_faults` directly over many seeds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kamstrup382.clock import ManualClock
+from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults
+from kamstrup382.emulator.faults import FAULT_KINDS, NOISE_MAX, AppliedFault, apply_faults
+from kamstrup382.emulator.server import Readout
+from kamstrup382.errors import BccError, ConfigError, ProtocolError
+from kamstrup382.protocol import (
+    ETX,
+    STX,
+    BccAlgorithm,
+    BccMode,
+    add_parity,
+    bcc_sum7,
+    bcc_xor,
+    decode_reply,
+    encode_reply,
+    first_parity_error,
+    strip_parity,
+)
+from tests.fixtures.emulator import FAST, START, RawLine, wait_for
+
+LINES = [("tcp", True), ("pty", False)]  # (transport, eight_bit): the defaults of each
+
+
+def block_range(clean: bytes) -> range:
+    """Positions of the data block's characters (after STX, before ETX)."""
+    return range(clean.index(bytes((STX,))) + 1, clean.rindex(bytes((ETX,))))
+
+
+def wire_form(clean: bytes, eight_bit: bool) -> bytes:
+    return add_parity(clean) if eight_bit else clean
+
+
+def check_damage(
+    kind: str, clean: bytes, got: bytes, eight_bit: bool, faults: tuple[AppliedFault, ...]
+) -> None:
+    """``got`` (wire form) is ``clean`` (7-bit) with exactly the damage ``kind`` names."""
+    assert tuple(f.kind for f in faults) == (kind,)
+    (fault,) = faults
+    wire = wire_form(clean, eight_bit)
+    block = block_range(clean)
+    bcc_block = clean[block.start : block.stop + 1]  # data block and ETX
+    if eight_bit and kind not in ("parity", "noise"):
+        assert first_parity_error(got) is None
+    if not eight_bit:
+        assert all(b < 0x80 for b in got)
+    if kind == "xor":
+        assert got == wire_form(clean[:-1] + bytes((bcc_xor(bcc_block),)), eight_bit)
+        assert decode_reply(strip_parity(got), bcc=BccMode.AUTO).bcc_algorithm is BccAlgorithm.XOR
+    elif kind == "bcc":
+        assert got[:-1] == wire[:-1]
+        assert got[-1] & 0x7F not in (bcc_sum7(bcc_block), bcc_xor(bcc_block))
+        with pytest.raises(BccError):
+            decode_reply(strip_parity(got), bcc=BccMode.AUTO)
+    elif kind == "flip":
+        assert len(got) == len(wire)
+        (at,) = [i for i in range(len(got)) if got[i] != wire[i]]
+        assert at in block and at == fault.offset
+        changed = (got[at] ^ wire[at]) & 0x7F
+        assert changed in (1, 2, 4, 8, 16, 32, 64)  # one data bit
+        assert strip_parity(got)[:at] + strip_parity(got)[at + 1 :] == clean[:at] + clean[at + 1 :]
+        with pytest.raises(ProtocolError):  # the sum catches every single flipped bit
+            decode_reply(strip_parity(got))
+    elif kind == "parity":
+        assert len(got) == len(wire)
+        (at,) = [i for i in range(len(got)) if got[i] != wire[i]]
+        assert at in block and at == fault.offset
+        if eight_bit:
+            assert got[at] == wire[at] ^ 0x80  # the parity bit alone
+            assert first_parity_error(got) == at
+            assert strip_parity(got) == clean
+        else:
+            assert got[at] == 0  # what a tty checking parity delivers
+    elif kind == "double":
+        pos = fault.offset
+        assert pos is not None and pos in block
+        assert got == wire[: pos + 1] + wire[pos:]
+    elif kind == "drop":
+        pos = fault.offset
+        assert pos is not None and pos in block
+        assert got == wire[:pos] + wire[pos + 1 :]
+    elif kind == "truncate":
+        assert 1 <= len(got) < len(wire) and wire.startswith(got)
+        assert fault.offset == len(got)
+    elif kind == "noise":
+        assert got.endswith(wire)
+        noise = got[: len(got) - len(wire)]
+        assert 1 <= len(noise) <= NOISE_MAX
+        assert all(b & 0x7F != ord("/") for b in noise)
+        assert noise.hex() in fault.detail
+        if not eight_bit:
+            assert all(b < 0x80 for b in noise)
+        assert decode_reply(strip_parity(got)).raw == clean  # a reader skips it
+    elif kind == "late":
+        assert got == wire
+    elif kind == "silent":
+        assert got == b""
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+# -- the text form -------------------------------------------------------------------------
+
+
+def test_parse_and_str() -> None:
+    faults = Faults.parse(" flip=0.1, late=0.05 ,xor=1,late_delay=0.8-1.2")
+    assert (faults.flip, faults.late, faults.xor, faults.drop) == (0.1, 0.05, 1.0, 0.0)
+    assert faults.late_delay == (0.8, 1.2)
+    assert faults.active
+    assert Faults.parse(str(faults)) == faults
+    assert str(Faults()) == "none" and not Faults.parse("").active
+    assert Faults.parse("none") == Faults()
+    assert Faults.parse("late=1,late_delay=2").late_delay == (2.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("flap=0.1", "faults.flap"),
+        ("flip=1.5", "faults.flip"),
+        ("flip=-0.1", "faults.flip"),
+        ("flip=often", "faults.flip"),
+        ("flip", "faults.flip"),
+        ("flip=", "faults.flip"),
+        ("flip=0.1,flip=0.2", "faults.flip"),
+        ("late=1,late_delay=0.5", "faults.late_delay"),
+        ("late=1,late_delay=1.2-0.9", "faults.late_delay"),
+        ("late_delay=soon", "faults.late_delay"),
+        ("flip=0.1,,drop=0.1", "faults"),
+    ],
+)
+def test_parse_errors_name_the_key(spec: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Faults.parse(spec)
+    assert info.value.key == key
+
+
+def test_probabilities_are_checked_when_built_directly() -> None:
+    with pytest.raises(ConfigError, match=r"faults\.drop"):
+        Faults(drop=2)
+    with pytest.raises(ConfigError, match=r"faults\.noise"):
+        Faults(noise=True)
+
+
+# -- the damage, in memory over many seeds ---------------------------------------------------
+
+
+def spec_reply() -> bytes:
+    from importlib.resources import files
+
+    return files("kamstrup382").joinpath("data/spec-example.bin").read_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(FAULT_KINDS),
+    seed=st.integers(0, 2**32),
+    eight_bit=st.booleans(),
+)
+def test_each_kind_does_exactly_its_damage(kind: str, seed: int, eight_bit: bool) -> None:
+    clean = spec_reply()
+    damage = apply_faults(clean, [kind], random.Random(seed), eight_bit=eight_bit)
+    check_damage(kind, clean, damage.wire, eight_bit, damage.faults)
+    assert damage.silent is (kind == "silent")
+    if kind == "late":
+        assert damage.late_delay is not None and 0.7 <= damage.late_delay <= 1.5
+    else:
+        assert damage.late_delay is None
+
+
+def test_faults_combine_in_the_documented_order() -> None:
+    clean = spec_reply()
+    kinds = ("noise", "truncate", "flip", "xor", "late")  # given in any order
+    damage = apply_faults(clean, kinds, random.Random(3), eight_bit=True)
+    assert damage.kinds == ("xor", "flip", "truncate", "noise", "late")
+    assert apply_faults(clean, ("silent", "flip"), random.Random(3), eight_bit=True).kinds == (
+        "silent",
+    )
+    with pytest.raises(ConfigError, match=r"faults\.smoke"):
+        apply_faults(clean, ("smoke",), random.Random(3), eight_bit=True)
+
+
+def test_choose_draws_each_kind_with_its_probability() -> None:
+    always = Faults(flip=1, noise=1)
+    rng = random.Random(1)
+    assert {always.choose(rng) for _ in range(20)} == {("flip", "noise")}
+    half = Faults(drop=0.5)
+    picks = [half.choose(rng) for _ in range(400)]
+    assert 120 < sum(1 for p in picks if p == ("drop",)) < 280
+    assert set(picks) == {(), ("drop",)}
+
+
+# -- the damage on the wire -----------------------------------------------------------------
+
+
+@pytest.fixture(params=LINES, ids=["tcp-8bit", "pty-7bit"])
+def line_kind(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    return request.param  # type: ignore[no-any-return]
+
+
+def faulty(transport: str, spec: str, seed: int = 1) -> EmulatorThread:
+    return EmulatorThread(
+        transport=transport,
+        speed=FAST,
+        delay=0.02,
+        faults=spec,
+        seed=seed,
+        clock=ManualClock(START),
+        load=ConstantLoad(1),
+    )
+
+
+def read_one(emu: EmulatorThread, line: RawLine) -> tuple[bytes, Readout, float]:
+    """Send a request, wait until the emulator has written all it will, take what came."""
+    count = len(emu.log(0))
+    sent_at = line.send()
+    wait_for(lambda: len(emu.log(0)) > count and emu.log(0)[count].complete)
+    return line.drain(), emu.log(0)[count], sent_at
+
+
+def readouts(emu: EmulatorThread, rounds: int) -> Iterator[tuple[bytes, Readout]]:
+    with RawLine(emu.ports[0]) as line:
+        for _ in range(rounds):
+            got, readout, _ = read_one(emu, line)
+            yield got, readout
+
+
+@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "late"])
+def test_each_fault_on_the_wire(kind: str, line_kind: tuple[str, bool]) -> None:
+    transport, eight_bit = line_kind
+    with faulty(transport, f"{kind}=1") as emu:
+        for got, readout in readouts(emu, 3):
+            assert readout.values is not None or kind == "silent"
+            if readout.values is not None:  # the clean reply is the model's telegram
+                model = emu.models[0]
+                assert readout.clean == encode_reply(model.identification, readout.values)
+            assert readout.wire == got
+            check_damage(kind, readout.clean or spec_reply(), got, eight_bit, readout.faults)
+        if kind == "silent":
+            assert emu.sent(0) == [] and emu.sent_values(0) == []
+            assert [r.kinds for r in emu.log(0)] == [("silent",)] * 3
+        else:
+            assert emu.sent(0) == [strip_parity(r.wire) for r in emu.log(0)]
+
+
+def test_silent_then_answered_with_the_same_seed_sequence() -> None:
+    with faulty("pty", "silent=0.5", seed=4) as emu:
+        kinds = [r.kinds for _, r in readouts(emu, 10)]
+    assert ("silent",) in kinds and () in kinds  # the meter keeps listening after silence
+
+
+def test_late_answer_begins_after_600_ms(line_kind: tuple[str, bool]) -> None:
+    transport, eight_bit = line_kind
+    with faulty(transport, "late=1,late_delay=0.65-0.7") as emu, RawLine(emu.ports[0]) as line:
+        sent_at = line.send()
+        first = line.read_exactly(1)
+        first_at = time.monotonic()
+        got = first + line.read_reply()
+        readout = emu.log(0)[0]
+    assert readout.kinds == ("late",) and 0.65 <= readout.delay <= 0.7
+    check_damage("late", readout.clean, got, eight_bit, readout.faults)
+    assert first_at - sent_at > 0.6  # a lower bound: the answer cannot come earlier
+
+
+def test_faults_are_reproducible_from_the_seed() -> None:
+    spec = "flip=0.3,drop=0.2,double=0.2,bcc=0.2,noise=0.3,truncate=0.1,parity=0.2,xor=0.2"
+
+    def run(seed: int) -> list[tuple[bytes, tuple[AppliedFault, ...]]]:
+        with faulty("pty", spec, seed=seed) as emu:
+            return [(got, r.faults) for got, r in readouts(emu, 8)]
+
+    first, again, other = run(11), run(11), run(12)
+    assert first == again
+    assert first != other
+    assert any(faults for _, faults in first)
