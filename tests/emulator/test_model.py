@@ -19,11 +19,13 @@ from kamstrup382.clock import ManualClock
 from kamstrup382.emulator import (
     ConstantLoad,
     CsvLoad,
+    ExactLoad,
     HouseholdLoad,
     MeterModel,
     MeterSettings,
     TariffSchedule,
 )
+from kamstrup382.emulator.load import Power
 from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.protocol import (
     BccAlgorithm,
@@ -452,12 +454,27 @@ def test_pulse_instants_give_the_exact_power() -> None:
     assert model.pulses_out == 1210 + 3600
 
 
-def test_pulse_instant_of_a_varying_load_is_to_the_microsecond() -> None:
-    load = HouseholdLoad(seed=1)
+def bursts(interpolation: str) -> CsvLoad:
+    """7-minute blocks alternating between nothing and up to 9 kW: Newton gets no slope."""
+    rows: list[tuple[datetime, Power]] = [
+        (T0 + 7 * i * MINUTE, 0 if i % 2 else (i * 37) % 90 / 10) for i in range(200)
+    ]
+    return CsvLoad(rows, interpolation=interpolation)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "load",
+    [HouseholdLoad(seed=1), bursts("step"), bursts("linear")],
+    ids=["household", "csv-step", "csv-linear"],
+)
+def test_pulse_instant_of_a_varying_load_is_to_the_microsecond(load: ExactLoad) -> None:
     model, clock = meter(load, settings=replace(ZERO, pulse_constant=100))
     seen: list[tuple[int, datetime]] = []
     model.subscribe_pulses(lambda count, at: seen.append((count, at)))
-    clock.advance(timedelta(hours=6))
+    for _ in range(6):
+        clock.advance(timedelta(minutes=61, seconds=7))
+        model.advance()
+    assert sum(count for count, _ in seen) == model.pulses_out > 100
     total = 0
     for count, at in seen:
         total += count
