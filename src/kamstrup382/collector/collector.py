@@ -48,6 +48,9 @@ Result = ReadingRecord | FailureRecord
 
 #: Lines claimed per call of ``storage.claim``.
 CLAIM_LINES = 64
+#: Connections being set up at once: thousands of simultaneous connects would starve the event
+#: loop and time out; a connect takes well under a millisecond on a LAN, so this costs nothing.
+CONNECTS_AT_ONCE = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,7 @@ class Collector:
         self.lease = settings.lease
         self.reclaim_every = min(max(settings.lease.total_seconds() / 4, 0.1), 30.0)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._connecting: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._writer: BatchWriter | None = None
         self._outputs_started = False
@@ -431,6 +435,12 @@ class Collector:
                 answer_margin=meter.answer_margin,
                 deadline=meter.deadline,
             ) as reader:
+                if self._connecting is None:
+                    self._connecting = asyncio.Semaphore(CONNECTS_AT_ONCE)
+                async with self._connecting:
+                    # a failed open is retried by read() within the meter's retries
+                    with contextlib.suppress(Kamstrup382Error):
+                        await reader.open()
                 reading = await reader.read()
             return self._reading_record(meter, slot, reading, clock_start)
         except (Kamstrup382Error, OSError) as exc:
