@@ -1,0 +1,147 @@
+"""``k382 emulate`` as a process: it prints where it listens, a raw client reads it, and a
+signal stops it with exit status 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from kamstrup382.cli import main
+from kamstrup382.protocol import (
+    BccAlgorithm,
+    BccMode,
+    decode_reply,
+    first_parity_error,
+    strip_parity,
+)
+from tests.fixtures.emulator import RawLine
+
+METER_LINE = re.compile(r"^meter (\d+) \(customer (\d{8})\): (\S+)$")
+
+
+@contextmanager
+def emulate(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start ``k382 emulate ARGS``; yield the process and its lines up to ``Ctrl-C stops.``"""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kamstrup382", "emulate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C stops."):
+                break
+        else:
+            raise AssertionError(f"emulate exited: {proc.wait()} {proc.stderr.read()}")  # type: ignore[union-attr]
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def meters(lines: list[str]) -> list[tuple[str, str]]:
+    """(customer number, port) of each ``meter N (...)`` line, in order."""
+    found = [m.groups() for line in lines if (m := METER_LINE.match(line))]
+    assert [int(n) for n, _, _ in found] == list(range(1, len(found) + 1))
+    return [(customer, port) for _, customer, port in found]
+
+
+def stop(proc: subprocess.Popen[str], signum: int) -> str:
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_tcp_meters_are_read_and_sigterm_exits_0() -> None:
+    with emulate(
+        "--tcp", "127.0.0.1:0", "--meters", "2", "--speed", "200", "--delay", "0.02",
+        "--load", "constant:1",
+    ) as (proc, lines):  # fmt: skip
+        found = meters(lines)
+        assert [c for c, _ in found] == ["00054042", "00054043"]
+        for customer, port in found:
+            assert port.startswith("socket://127.0.0.1:")
+            with RawLine(port) as line:
+                line.send()
+                reply = line.read_reply()
+            assert first_parity_error(reply) is None  # 8-bit with parity on TCP
+            values = decode_reply(strip_parity(reply)).meter_values()
+            assert values.customer_number == customer
+        assert "8-bit with parity" in lines[0] and "bcc sum7" in lines[0]
+        out = stop(proc, signal.SIGTERM)
+    assert "stopped after 2 readouts" in out
+
+
+def test_pty_with_faults_and_sigint_exits_0() -> None:
+    with emulate("--pty", "--speed", "200", "--faults", "xor=1", "--seed", "3") as (proc, lines):
+        ((customer, path),) = meters(lines)
+        assert path.startswith("/dev/pts/") and customer == "00054042"
+        assert "7-bit" in lines[0] and "faults xor=1" in lines[0]
+        for _ in range(2):  # opened twice at 300 baud 7E1
+            with RawLine(path) as line:
+                line.send()
+                reply = line.read_reply()
+            assert all(b < 0x80 for b in reply)
+            telegram = decode_reply(reply, bcc=BccMode.AUTO)
+            assert telegram.bcc_algorithm is BccAlgorithm.XOR
+        out = stop(proc, signal.SIGINT)
+    assert "stopped after 2 readouts" in out
+
+
+def test_many_meters_are_printed_as_a_range() -> None:
+    with emulate("--meters", "12", "--speed", "200", "--delay", "0.02-0.05") as (proc, lines):
+        assert meters(lines) == []
+        (summary,) = [line for line in lines if line.startswith("meters 1-12:")]
+        first, last = re.findall(r"socket://127\.0\.0\.1:(\d+)-(\d+)", summary)[0]
+        assert int(last) - int(first) == 11
+        with RawLine(f"socket://127.0.0.1:{last}") as line:
+            line.send()
+            assert decode_reply(strip_parity(line.read_reply())).meter_values().customer_number == (
+                "00054053"
+            )
+        stop(proc, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--delay", "0.9"], "answer window"),
+        (["--delay", "soon"], "--delay"),
+        (["--tcp", "localhost:http"], "--tcp"),
+        (["--faults", "flip=2"], "faults.flip"),
+        (["--faults", "smoke=0.1"], "faults.smoke"),
+        (["--load", "csv:/nonexistent/load.csv"], "load"),
+        (["--tariff-schedule", "22-06"], "tariff_schedule"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulate", "--tcp", f"127.0.0.1:{port}"]) == 2
+    assert f"port {port}" in capsys.readouterr().err
