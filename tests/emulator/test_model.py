@@ -229,6 +229,23 @@ def test_schedule_with_uneven_steps_and_sub_second_boundaries() -> None:
     assert model.tariff_kwh(2) == 3 * Fraction(6, 10) / 3600
 
 
+def test_schedule_can_be_set_and_removed_while_running() -> None:
+    model, clock = meter(ConstantLoad(1), settings=ZERO, start=T0 + 20 * HOUR)
+    clock.advance(HOUR)  # 20:00-21:00 on tariff 1 (input open)
+    model.tariff_schedule = "21:00-22:00"
+    assert model.tariff == 2 and str(model.tariff_schedule) == "21:00-22:00"
+    clock.advance(timedelta(minutes=30))
+    model.tariff_schedule = None  # manual again: the input stays where the schedule left it
+    assert model.tariff_input is True and model.tariff_schedule is None
+    clock.advance(timedelta(hours=2))
+    model.tariff_input = False
+    clock.advance(HOUR)
+    assert (model.tariff_kwh(1), model.tariff_kwh(2)) == (Fraction(2), Fraction(5, 2))
+    pulses, _ = meter(settings=replace(ZERO, pulse_input_mode=True))
+    with pytest.raises(UsageError, match="pulse input mode"):
+        pulses.tariff_schedule = "21:00-22:00"
+
+
 def test_schedule_in_a_zone() -> None:
     cph = TariffSchedule.parse("22:00-06:00", zone=ZoneInfo("Europe/Copenhagen"))
     model, clock = meter(ConstantLoad(1), settings=ZERO, schedule=cph)

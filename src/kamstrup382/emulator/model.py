@@ -569,6 +569,32 @@ class MeterModel:
         self._read(put)
 
     @property
+    def tariff_schedule(self) -> TariffSchedule | None:
+        return self._schedule
+
+    @tariff_schedule.setter
+    def tariff_schedule(self, schedule: TariffSchedule | str | None) -> None:
+        """Let a schedule drive the input from now on (``None``: back to :attr:`tariff_input`).
+
+        Going back to manual control, the input keeps the state the schedule left it in.
+        """
+        if isinstance(schedule, str):
+            schedule = TariffSchedule.parse(schedule)
+        if schedule is not None and self.settings.pulse_input_mode:
+            raise UsageError(
+                "a tariff schedule needs pin 4 for the tariff: not in pulse input mode"
+            )
+
+        def put() -> None:
+            if self._schedule is not None:
+                self._input = self._scheduled == 2
+            self._schedule = schedule
+            if schedule is not None:
+                self._follow_schedule(self._at)
+
+        self._read(put)
+
+    @property
     def tariff(self) -> int:
         """The active tariff, 1 or 2 (advances first)."""
         return self._read(self._tariff)
