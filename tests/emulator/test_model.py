@@ -118,6 +118,7 @@ def test_identification_and_settings() -> None:
         ({"demand_period": timedelta(minutes=7)}, "demand_period"),
         ({"demand_period": timedelta(0)}, "demand_period"),
         ({"pulse_constant": 0}, "pulse_constant"),
+        ({"zone": "Europe/Copenhagen"}, "zone"),
         ({"pulse_constant": 1.5}, "pulse_constant"),
         ({"energy_kwh": 10_000_000}, "energy_kwh"),
         ({"tariff_2_kwh": -1}, "tariff_2_kwh"),

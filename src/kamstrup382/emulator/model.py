@@ -161,6 +161,8 @@ class MeterSettings:
             raise ConfigError(
                 "demand_period", f"must divide a day into whole periods, got {self.demand_period}"
             )
+        if not isinstance(self.zone, tzinfo):
+            raise ConfigError("zone", f"must be a tzinfo (e.g. ZoneInfo(...)), got {self.zone!r}")
         if isinstance(self.pulse_constant, bool) or not isinstance(self.pulse_constant, int):
             raise ConfigError(
                 "pulse_constant", f"must be an int (imp/kWh), got {self.pulse_constant!r}"
