@@ -294,3 +294,34 @@ def test_config_values_are_frozen() -> None:
     data: dict[str, Any] = {}
     assert parse_config(data, env={"K382_STORAGE_URL": "sqlite:///y"}).storage.url == "sqlite:///y"
     assert data == {}
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "k382.toml"
+
+
+def test_the_example_config_loads_with_its_outputs_uncommented() -> None:
+    config = load_config(EXAMPLE, env={})
+    meters = {m.name: m for m in config.meters}
+    assert list(meters) == ["house", "garage", "flat-1", "flat-2"]
+    assert meters["house"].line is LineMode.EIGHT_N_ONE
+    assert meters["garage"].line is LineMode.SEVEN_E_ONE
+    assert meters["garage"].interval == timedelta(minutes=5)
+    assert meters["flat-1"].shared_line == meters["flat-2"].shared_line == "gateway-60"
+    assert meters["flat-2"].bcc is BccMode.XOR
+    assert config.collector.jitter == timedelta(seconds=30)
+    # the commented output tables are valid TOML with the sections the outputs read
+    text = EXAMPLE.read_text(encoding="utf-8")
+    tail = text[text.index("# [mqtt]") :].splitlines()
+    sections = dict(parse(BASE + _regroup(tail)).sections)
+    assert sorted(sections) == ["http", "mqtt", "prometheus"]
+    assert sections["prometheus"]["listen"] == "127.0.0.1:9382"
+
+
+def _regroup(lines: list[str]) -> str:
+    """The commented ``# [table]`` / ``# key = value`` lines, uncommented, prose dropped."""
+    kept = []
+    for line in lines:
+        body = line.removeprefix("#").strip()
+        if body.startswith("[") or ("=" in body and not body.endswith(":")):
+            kept.append(body)
+    return "\n".join(kept) + "\n"
