@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import timedelta, timezone
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ import pytest
 
 from kamstrup382.protocol import REGISTERS, BccMode, decode_reply
 from kamstrup382.storage.base import Storage
+from kamstrup382.web.app import PLOTLY_JS
 from tests.web.history import History
 
 SERIES = ("readings", "consumption", "peaks", "attempts")
@@ -260,6 +262,30 @@ async def test_pages_and_assets(client: httpx.AsyncClient) -> None:
     assert (await client.get("/static/dashboard.js")).status_code == 200
     assert page.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    # plotly.js is the Python package's own copy; the page loads nothing from elsewhere
+    assert plotly_js.content == PLOTLY_JS.read_bytes()
+    assert re.findall(r'(?:src|href)="(?!/|#|data:)', page.text) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "named"),
+    [
+        ("/?bucket=week", 400, "bucket"),
+        ("/?verbose=1", 400, "verbose"),
+        ("/?meter=nobody", 404, "nobody"),
+        ("/?meter=..%2Fetc", 400, "meter"),
+        ("/meters/house?meter=garage", 400, "meter"),
+        ("/meters/house?bucket=day&bucket=hour", 400, "bucket"),
+        ("/meters/nobody", 404, "nobody"),
+    ],
+)
+async def test_pages_validate_their_input(
+    client: httpx.AsyncClient, url: str, status: int, named: str
+) -> None:
+    response = await client.get(url)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/plain")
+    assert named in response.text
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])

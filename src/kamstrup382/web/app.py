@@ -69,6 +69,7 @@ T = TypeVar("T")
 WINDOW_PARAMS = frozenset({"since", "until", "limit", "format"})
 CONSUMPTION_PARAMS = frozenset({"since", "until", "bucket", "tz", "format"})
 PAGE_PARAMS = frozenset({"bucket"})
+INDEX_PARAMS = frozenset({"bucket", "meter"})
 
 
 class _Reader:
@@ -197,6 +198,7 @@ def create_app(
         )
 
     async def index(request: Request) -> Response:
+        check_query(request.query_params.multi_items(), INDEX_PARAMS)
         return await page(request, None)
 
     async def meter_page(request: Request) -> Response:
