@@ -668,31 +668,39 @@ def test_manual_tariff_input_steps(steps: list[tuple[int, bool]]) -> None:
 
 def test_readers_in_other_threads_see_consistent_states() -> None:
     model, clock = meter(HouseholdLoad(seed=3), settings=ZERO, schedule="22:00-06:00")
+    pulses: list[int] = []
+    model.subscribe_pulses(lambda count, at: pulses.append(count))
     stop = threading.Event()
+    started = threading.Barrier(4)
     errors: list[BaseException] = []
-    seen: list[MeterValues] = []
+    seen: list[list[MeterValues]] = [[] for _ in range(3)]
 
-    def read() -> None:
+    def read(mine: list[MeterValues]) -> None:
         try:
+            mine.append(model.values())
+            started.wait()
             while not stop.is_set():
                 values = model.values()
                 assert values.energy - values.tariff_1 - values.tariff_2 in (0, 1)
-                seen.append(values)
+                assert values.energy >= mine[-1].energy
+                assert values.hour_counter >= mine[-1].hour_counter
+                mine.append(values)
         except BaseException as exc:  # handed to the test thread
             errors.append(exc)
 
-    readers = [threading.Thread(target=read) for _ in range(3)]
+    readers = [threading.Thread(target=read, args=(mine,)) for mine in seen]
     for r in readers:
         r.start()
+    started.wait()
     for _ in range(300):
         clock.advance(timedelta(minutes=37))
     stop.set()
     for r in readers:
         r.join()
     assert not errors
-    assert seen
     final = model.values()
-    assert all(v.energy <= final.energy for v in seen)
+    assert all(v.energy <= final.energy for mine in seen for v in mine)
+    assert sum(pulses) == model.pulses_out == math.floor(model.consumed_kwh * 1000)
 
 
 def test_a_clock_going_back_is_ignored() -> None:
