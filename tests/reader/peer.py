@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -258,3 +259,75 @@ class EchoingHead:
         self._tasks.discard(task)
         writer.close()
         up_writer.close()
+
+
+class Rfc2217Bridge:
+    """An RFC 2217 server (pyserial's ``PortManager``) whose serial side is a meter on
+    ``upstream`` (a pyserial URL): ``rfc2217://127.0.0.1:PORT`` in front of an emulator.
+    Serves one connection at a time, in a thread."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.settings: list[dict[str, object]] = []  # what the client asked for, per session
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = f"rfc2217://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> Rfc2217Bridge:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        import serial
+        from serial import rfc2217
+
+        class Connection:
+            def write(self, data: bytes) -> None:
+                with contextlib.suppress(OSError):
+                    conn.sendall(data)
+
+        ser = serial.serial_for_url(self.upstream, timeout=0.01)
+        manager = rfc2217.PortManager(ser, Connection())
+        done = threading.Event()
+
+        def pump_up() -> None:
+            while not done.is_set():
+                data = ser.read(4096)
+                if data:
+                    Connection().write(b"".join(manager.escape(data)))
+
+        pump = threading.Thread(target=pump_up, daemon=True)
+        pump.start()
+        try:
+            while not self._stop.is_set():
+                data = conn.recv(4096)
+                if not data:
+                    break
+                ser.write(b"".join(manager.filter(data)))
+        except OSError:
+            pass
+        finally:
+            self.settings.append(ser.get_settings())
+            done.set()
+            pump.join(5)
+            ser.close()

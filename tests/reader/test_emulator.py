@@ -230,3 +230,35 @@ async def test_fault_injection_never_returns_a_corrupted_reading() -> None:
     assert retried > 0
     # retries recover transient faults: far fewer readouts fail than replies were faulty
     assert failed < faulty / 10, (failed, faulty)
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_broken_reply_is_let_pass_before_the_next_request(api: str) -> None:
+    # Every reply has a parity error somewhere in its data block. The meter finishes each
+    # reply whatever the reader thinks of it and does not listen meanwhile (half duplex):
+    # a reader that sent its next request into the rest of the broken reply would get no
+    # answer. Without retries the drain happens before the next read() instead.
+    speed = 10.0
+    with EmulatorThread(transport="tcp", speed=speed, faults="parity=1") as emu:
+        options: dict[str, Any] = {"retries": 0, "timing": timing(speed, answer_margin=0.05)}
+        outcomes: list[Exception] = []
+        if api == "sync":
+            with Reader(emu.ports[0], **options) as reader:
+                for _ in range(2):
+                    with pytest.raises(ParityError) as caught:
+                        reader.read()
+                    outcomes.append(caught.value)
+        else:
+
+            async def run() -> None:
+                async with AsyncReader(emu.ports[0], **options) as reader:
+                    for _ in range(2):
+                        with pytest.raises(ParityError) as caught:
+                            await reader.read()
+                        outcomes.append(caught.value)
+
+            asyncio.run(run())
+        log = emu.log(0)
+    assert len(outcomes) == 2
+    assert len(log) == 2  # the second request was heard
+    assert all(entry.kinds == ("parity",) for entry in log)

@@ -25,7 +25,7 @@ from kamstrup382.errors import (
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader, Reader, Timing
 from kamstrup382.reading import LineMode, Reading
-from tests.reader.peer import EXAMPLE, Gate, ScriptedPeer
+from tests.reader.peer import EXAMPLE, Gate, Rfc2217Bridge, ScriptedPeer
 
 FAST = Timing(answer_timeout=0.1, answer_margin=0.05)
 Outcome = Reading | Kamstrup382Error
@@ -165,6 +165,7 @@ def test_deadline_cuts_off_an_endless_line(
 ) -> None:
     peer = peer_factory("endless", transport="tcp")
     (outcome,) = read_many(api, peer.port, retries=0, timing=Timing(deadline=0.4))
+    # (the rest of the reply is let pass before the next request, not when giving up)
     assert isinstance(outcome, ReadTimeout)
     assert outcome.phase == "deadline"
     assert outcome.received > 0
@@ -288,3 +289,38 @@ async def test_many_async_readers_share_one_loop(
     assert gate.opened.is_set()
     kinds = [type(o).__name__ for o in outcomes]
     assert kinds == ["Reading"] * 8 + ["ReadTimeout"] * 2 + ["Reading"] * 4
+
+
+@pytest.mark.filterwarnings(
+    "ignore:set(Daemon|Name).. is deprecated:DeprecationWarning"
+)  # pyserial
+@pytest.mark.parametrize("line", ["7E1", "8N1"])
+def test_rfc2217_gateway(api: str, line: str) -> None:
+    # the gateway sets the line as asked (RFC 2217), the reader goes through pyserial
+    from kamstrup382.emulator import EmulatorThread
+
+    eight_bit = line == "8N1"
+    with (
+        EmulatorThread(transport="tcp", speed=50.0, eight_bit=eight_bit) as emu,
+        Rfc2217Bridge(emu.ports[0]) as bridge,
+    ):
+        outcomes = read_many(api, bridge.port, count=2, line=line, timing=Timing(baudrate=15000))
+        assert [o.raw for o in outcomes if isinstance(o, Reading)] == emu.sent(0)
+        assert [o.meter_values() for o in outcomes if isinstance(o, Reading)] == emu.sent_values(0)
+    asked = bridge.settings[0]
+    assert asked["baudrate"] == 300
+    assert asked["bytesize"] == (8 if eight_bit else 7)
+    assert asked["parity"] == ("N" if eight_bit else "E")
+
+
+def test_other_pyserial_urls(api: str) -> None:
+    # loop:// returns what is written: the request comes back as an echo and nothing else
+    (outcome,) = read_many(api, "loop://", retries=0)
+    assert isinstance(outcome, ReadTimeout)
+    assert outcome.phase == "answer"
+    assert outcome.received == 5
+
+
+def test_unknown_url_scheme_is_a_usage_error(api: str) -> None:
+    (outcome,) = read_many(api, "foo://bar", retries=3)
+    assert isinstance(outcome, UsageError)

@@ -323,6 +323,8 @@ class AsyncReader:
         self.session: Session = self.options.session()
         self.progress = progress
         self._link: AsyncLink | None = None
+        #: A reply broken off mid-way and its drain limit: let pass before the next request.
+        self._broken: tuple[Readout, float] | None = None
 
     @property
     def line(self) -> LineMode:
@@ -334,6 +336,7 @@ class AsyncReader:
 
     async def close(self) -> None:
         link, self._link = self._link, None
+        self._broken = None
         if link is not None:
             await link.close()
 
@@ -374,6 +377,10 @@ class AsyncReader:
     async def _attempt(self, progress: Progress | None) -> Readout:
         loop = asyncio.get_running_loop()
         link = await self._ensure_link()
+        if self._broken is not None:
+            broken, limit = self._broken
+            self._broken = None
+            await self._drain(link, broken, limit)
         await link.flush_input()
         readout = self.session.readout()
         await link.write(readout.request)
@@ -393,14 +400,13 @@ class AsyncReader:
                     return readout
         except Kamstrup382Error as error:
             if readout.needs_drain(error):
-                await self._drain(link, readout)
+                self._broken = (readout, readout.drain_limit())
             raise
 
     @staticmethod
-    async def _drain(link: AsyncLink, readout: Readout) -> None:
+    async def _drain(link: AsyncLink, readout: Readout, limit: float) -> None:
         """Let the rest of a broken reply pass (it must not answer the next request)."""
         loop = asyncio.get_running_loop()
-        limit = readout.drain_limit()
         while True:
             until = min(readout.quiet_at, limit)
             if loop.time() >= until:

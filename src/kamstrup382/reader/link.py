@@ -21,6 +21,7 @@ import os
 import select
 import socket
 import termios
+import time
 from typing import Any, Protocol
 
 import serial
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Bytes asked for in one read (a whole reply fits).
 CHUNK = 4096
+#: Seconds a pyserial read waits at most in one step (:class:`SerialLink`).
+POLL = 0.01
 
 
 class Link(Protocol):
@@ -100,6 +103,8 @@ def open_serial(port: str, *, line: LineMode, baudrate: int = 300) -> serial.Ser
     settings = serial_settings(line, baudrate)
     try:
         return serial.serial_for_url(port, timeout=0, write_timeout=None, **settings)
+    except ValueError as exc:  # an unknown URL scheme, settings the port cannot take
+        raise UsageError(f"cannot open {port}: {exc}") from exc
     except (serial.SerialException, termios.error, OSError) as exc:
         code = exc.args[0] if isinstance(exc, termios.error) else getattr(exc, "errno", None)
         if code != errno.EINVAL or "://" in port:
@@ -222,11 +227,19 @@ class SocketLink:
 
 
 class SerialLink:
-    """Any pyserial port, through pyserial's own API (``rfc2217://`` and other URLs)."""
+    """Any pyserial port, through pyserial's own API (``rfc2217://`` and other URLs).
+
+    The port's read timeout is set once to :data:`POLL` (setting it reconfigures the port:
+    with RFC 2217 that is a round trip to the gateway); a read waits in steps of it.
+    """
 
     def __init__(self, ser: serial.SerialBase, name: str) -> None:
         self.ser = ser
         self.name = name
+        try:
+            ser.timeout = POLL
+        except (serial.SerialException, OSError) as exc:
+            raise ConnectionLost(f"{name}: {exc}") from exc
 
     def flush_input(self) -> None:
         try:
@@ -241,15 +254,14 @@ class SerialLink:
             raise ConnectionLost(f"{self.name}: write failed: {exc}") from exc
 
     def read(self, timeout: float) -> bytes:
+        end = time.monotonic() + max(timeout, 0.0)
         try:
-            self.ser.timeout = max(timeout, 0.0)
-            data: bytes = self.ser.read(1)
-            if data:
-                self.ser.timeout = 0
-                data += self.ser.read(max(self.ser.in_waiting, 1))
+            while True:
+                data: bytes = self.ser.read(max(self.ser.in_waiting, 1))
+                if data or time.monotonic() >= end:
+                    return data
         except (serial.SerialException, OSError) as exc:
             raise ConnectionLost(f"{self.name}: read failed: {exc}") from exc
-        return data
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -75,6 +75,8 @@ class Reader:
         self.session: Session = self.options.session()
         self.progress = progress
         self._link: Link | None = None
+        #: A reply broken off mid-way and its drain limit: let pass before the next request.
+        self._broken: tuple[Readout, float] | None = None
 
     @property
     def line(self) -> LineMode:
@@ -86,6 +88,7 @@ class Reader:
 
     def close(self) -> None:
         link, self._link = self._link, None
+        self._broken = None
         if link is not None:
             link.close()
 
@@ -131,6 +134,10 @@ class Reader:
 
     def _attempt(self, progress: Progress | None) -> Readout:
         link = self._ensure_link()
+        if self._broken is not None:
+            broken, limit = self._broken
+            self._broken = None
+            self._drain(link, broken, limit)
         link.flush_input()
         readout = self.session.readout()
         link.write(readout.request)
@@ -150,13 +157,12 @@ class Reader:
                     return readout
         except Kamstrup382Error as error:
             if readout.needs_drain(error):
-                self._drain(link, readout)
+                self._broken = (readout, readout.drain_limit())
             raise
 
     @staticmethod
-    def _drain(link: Link, readout: Readout) -> None:
+    def _drain(link: Link, readout: Readout, limit: float) -> None:
         """Let the rest of a broken reply pass (it must not answer the next request)."""
-        limit = readout.drain_limit()
         while True:
             now = time.monotonic()
             until = min(readout.quiet_at, limit)
