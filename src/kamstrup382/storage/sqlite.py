@@ -129,6 +129,8 @@ _INSERT_FAILURE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (meter, slot, failed_at) DO NOTHING"
 )
 _SYNCHRONOUS = ("full", "normal", "extra")
+#: Page cache of the writing connection, in KiB (SQLite's default is 2 MiB).
+WRITER_CACHE_KIB = 65536
 
 
 def _reading_row(r: ReadingRecord) -> tuple[Any, ...]:
@@ -232,6 +234,9 @@ class SqliteStorage(Storage):
             conn.execute("PRAGMA foreign_keys=ON")
             if read_only:
                 conn.execute("PRAGMA query_only=ON")
+            else:
+                # the writer touches one index page per meter and slot: keep them in memory
+                conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         except sqlite3.Error as exc:
             conn.close()
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
