@@ -7,6 +7,7 @@ is exactly what the model sent.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +263,22 @@ def test_a_broken_reply_is_let_pass_before_the_next_request(api: str) -> None:
     assert len(outcomes) == 2
     assert len(log) == 2  # the second request was heard
     assert all(entry.kinds == ("parity",) for entry in log)
+
+
+def test_serial_by_id_symlink(tmp_path: Path) -> None:
+    # /dev/serial/by-id/... names are symlinks to the tty: read through one
+    with EmulatorThread(transport="pty", speed=SPEED) as emu:
+        link = tmp_path / "usb-FTDI_FT230X_Basic_UART_D30A1B2C-if00-port0"
+        link.symlink_to(emu.ports[0])
+        readings = read_sync(str(link), 1, timing=timing())
+        readings += asyncio.run(read_async(str(link), 1, timing=timing()))
+        assert [r.meter_values() for r in readings] == emu.sent_values(0)
+    assert {r.port for r in readings} == {str(link)}
+
+
+async def test_concurrent_reads_on_one_reader_take_turns() -> None:
+    async with Emulator(transport="tcp", speed=SPEED) as emu:
+        async with AsyncReader(emu.ports[0], timing=timing()) as reader:
+            readings = await asyncio.gather(*(reader.read() for _ in range(3)))
+        assert [r.meter_values() for r in readings] == emu.sent_values(0)
+        assert all(r.attempts == 1 for r in readings)

@@ -178,6 +178,9 @@ class AsyncFdLink:
         ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
         try:
             return cls(ser, port)
+        except OSError as exc:  # a file the event loop cannot watch
+            await asyncio.to_thread(ser.close)
+            raise ConnectionLost(f"cannot watch {port}: {exc}") from exc
         except BaseException:
             await asyncio.to_thread(ser.close)
             raise
@@ -325,6 +328,7 @@ class AsyncReader:
         self._link: AsyncLink | None = None
         #: A reply broken off mid-way and its drain limit: let pass before the next request.
         self._broken: tuple[Readout, float] | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def line(self) -> LineMode:
@@ -357,8 +361,14 @@ class AsyncReader:
         return self._link
 
     async def read(self, progress: Progress | None = None) -> Reading:
-        """One readout, with retries; raises the last typed error if every attempt fails."""
-        progress = progress or self.progress
+        """One readout, with retries; raises the last typed error if every attempt fails.
+
+        Concurrent calls on one reader take turns (one line, one exchange at a time).
+        """
+        async with self._lock:
+            return await self._read(progress or self.progress)
+
+    async def _read(self, progress: Progress | None) -> Reading:
         failed = 0
         while True:
             try:
