@@ -20,6 +20,15 @@ sum-BCC meter that happens to match the XOR (1 in 128) is then refused instead o
 A telegram that matches only the *other* algorithm is refused once; if the very next telegram
 matches it too, the meter really changed (swapped meter, different gateway), the session
 accepts it and learns the new algorithm. A fixed ``sum7`` or ``xor`` mode never changes.
+Before the first telegram nothing is known: a damaged telegram whose received BCC happens to
+be the other algorithm's over the damaged block (1 in 128 damaged telegrams) passes as that
+algorithm. A reader kept across readouts pays that once; configure ``sum7`` (or ``xor``)
+where the meter's algorithm is known and a fresh reader is made for every readout.
+
+**A reply broken off mid-way** (a parity or framing error, a deadline while bytes still
+come) is still being sent by the meter, which does not listen meanwhile (mode A is half
+duplex): :meth:`Readout.needs_drain` says so, and the reader lets the rest pass
+(:attr:`Readout.quiet_at`, :meth:`Readout.drain_limit`) before its next request.
 
 **Noise** before the identification's ``/`` is skipped, and on an 8-bit line its parity is
 not held against the reply (see :func:`_forgive_noise`).
