@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -100,3 +101,17 @@ def test_demo_refuses_a_bad_option_naming_it(
 ) -> None:
     assert main(["demo", "--http", "127.0.0.1:0", option, value]) == 1
     assert named in capsys.readouterr().err
+
+
+def test_demo_on_a_busy_port_says_so_and_cleans_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        db = tmp_path / "demo.sqlite"
+        assert main(["demo", "--http", f"127.0.0.1:{port}", "--db", str(db)]) == 1
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    with open_storage(f"sqlite:///{db}") as storage:  # closed and readable again
+        assert list(storage.meters()) in ([], ["demo"])

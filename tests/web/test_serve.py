@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,15 @@ def test_serve_config_errors_name_the_key(
 def test_serve_needs_a_storage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve"]) != 0
     assert "--storage" in capsys.readouterr().err
+
+
+def test_serve_on_a_busy_port_says_so(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--storage", f"sqlite:///{db}", "--http", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+

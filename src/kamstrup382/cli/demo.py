@@ -81,7 +81,9 @@ async def _demo(
 ) -> None:
     listen = parse_listen(listen_text)
     check_listen(listen, token)
-    with contextlib.ExitStack() as stack:
+    stop = asyncio.Event()
+    # signals from the start: a Ctrl-C while the meter or the storage comes up stops as cleanly
+    with stop_on_signals(stop), contextlib.ExitStack() as stack:
         if db is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k382-demo-")))
             db = directory / "demo.sqlite"
@@ -120,7 +122,6 @@ async def _demo(
                 refresh=5.0,
                 allowed_hosts=None if token else LOOPBACK_HOSTS,
             )
-            stop = asyncio.Event()
 
             def ready(address: str) -> None:
                 click.echo(
@@ -137,13 +138,16 @@ async def _demo(
                 click.echo("Ctrl-C stops.")
 
             collector = Collector(config, writer, clock=clock, collector_id="demo")
-            with stop_on_signals(stop):
-                collecting = asyncio.create_task(collector.run(stop), name="k382-demo-collector")
+            collecting = asyncio.create_task(collector.run(stop), name="k382-demo-collector")
+            # should the collector end (it only does on stop, or on a bug), so does the demo
+            collecting.add_done_callback(lambda _: stop.set())
+            try:
+                await run_server(app, listen, stop, on_ready=ready)
+            finally:
+                stop.set()
                 try:
-                    await run_server(app, listen, stop, on_ready=ready)
-                finally:
-                    stop.set()
                     await collecting
+                finally:
                     await collector.close()
     click.echo("k382 demo stopped.")
 

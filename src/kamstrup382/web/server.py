@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_PORT",
     "LOOPBACK_HOSTS",
     "Listen",
+    "bind_socket",
     "check_listen",
     "parse_listen",
     "run_server",
@@ -118,6 +120,34 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+def bind_socket(listen: Listen) -> socket.socket:
+    """A listening TCP socket on ``listen`` (a host name: its first address).
+
+    Bound here rather than by uvicorn, which exits the whole process when it cannot bind:
+    an address in use or not available is a :class:`UsageError` saying so.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"cannot listen on {listen.host}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
+        ) from exc
+    return sock
+
+
 async def run_server(
     app: ASGIApp,
     listen: Listen,
@@ -126,6 +156,7 @@ async def run_server(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``app`` until ``stop`` is set; ``on_ready(url)`` once it listens (actual port)."""
+    sock = bind_socket(listen)
     config = uvicorn.Config(
         app,
         host=listen.host,
@@ -136,38 +167,25 @@ async def run_server(
         server_header=False,
     )
     server = _Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     stopper = asyncio.create_task(stop.wait())
-
-    def outcome() -> None:
-        try:
-            task.result()
-        except SystemExit as exc:  # uvicorn exits when it cannot bind
-            raise UsageError(
-                f"cannot listen on {listen.host}:{listen.port} (address in use or not available)"
-            ) from exc
-
     try:
         while not server.started:
             done, _ = await asyncio.wait({task, stopper}, timeout=0.05)
             if task in done:
-                outcome()
+                task.result()
                 raise UsageError(f"the web server on {listen.url()} stopped while starting")
             if stopper in done:
                 break
         if server.started and on_ready is not None:
-            port = listen.port
-            for srv in server.servers:
-                for sock in srv.sockets:
-                    port = sock.getsockname()[1]
-                    break
-            on_ready(listen.url(port))
+            on_ready(listen.url(sock.getsockname()[1]))
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
-            outcome()
+            task.result()
     finally:
         server.should_exit = True
         stopper.cancel()
         await asyncio.gather(stopper, return_exceptions=True)
         if not task.done():
             await task
+        sock.close()
