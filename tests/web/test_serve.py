@@ -121,4 +121,3 @@ def test_serve_on_a_busy_port_says_so(db: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
-
