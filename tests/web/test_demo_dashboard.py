@@ -113,3 +113,24 @@ def test_demo_csv_download_matches_the_api(page: Any, demo: DemoProcess, tmp_pat
                 else:
                     assert json.loads(csv_row[key]) == value, (plot, key)
         assert len(api) >= len(table)
+
+
+def test_demo_page_follows_the_meter_live(page: Any, demo: DemoProcess) -> None:
+    page.goto(f"{demo.url}/")
+    page.wait_for_selector("#plots[data-loaded]", timeout=30_000)
+    assert page.is_checked("#live")
+    cell = '#meters tr[data-meter="demo"] [data-field="read_at"]'
+    before = page.inner_text(cell)
+    loaded = page.get_attribute("#plots", "data-loaded")
+    # the demo page refreshes itself every 5 s: a newer reading, and the plots drawn again
+    page.wait_for_function(
+        """([cell, before, loaded]) =>
+             document.querySelector(cell).textContent !== before
+             && document.getElementById('plots').dataset.loaded !== loaded""",
+        arg=[cell, before, loaded],
+        timeout=30_000,
+    )
+    after = page.inner_text(cell)
+    assert after > before  # "YYYY-MM-DD HH:MM:SS" sorts as time
+    latest = httpx.get(f"{demo.url}/api/meters/demo").json()["latest"]
+    assert latest["read_at"][:19].replace("T", " ") >= after
