@@ -246,20 +246,24 @@ async def test_readings_stored_while_stopped_are_published_after_a_restart(
 ) -> None:
     """The outbox is durable: a collector that stops during an outage publishes the backlog
     when it runs again."""
-    mosquitto.stop()
+    subscribed = watcher.subscribed
+    await asyncio.to_thread(mosquitto.stop)
     first = make_output(mosquitto, stop_timeout=0.5)
     await first.start(storage)
     for index in range(3):
         await store_and_publish(storage, first, [reading("house", index)])
     await first.stop()
     assert len(await asyncio.to_thread(storage.outbox_pending)) == 3
-    mosquitto.start()
+    await asyncio.to_thread(mosquitto.start)
+    await watcher.wait_subscribed(subscribed + 1)
     second = make_output(mosquitto)
     await second.start(storage)
     try:
-        states = await watcher.wait_count("kamstrup382/house/state", 3)
+        await watcher.wait_for(lambda ms: len(live_states(ms)) >= 3)
+        await drained(storage)
     finally:
         await second.stop()
+    states = live_states(watcher.messages)
     assert [m.json()["read_at"] for m in states] == [
         reading("house", i).read_at.isoformat().replace("+00:00", "Z") for i in range(3)
     ]

@@ -250,6 +250,14 @@ def _parse_url(value: object) -> tuple[str, int, bool]:
     return parts.hostname, port if port is not None else default_port, tls
 
 
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: str
+    qos: int
+    retain: bool
+
+
 class _Disconnected(Exception):
     """A broker operation failed: end this connection and reconnect."""
 
@@ -418,12 +426,17 @@ class MqttOutput(Output):
             delay = min(delay * 2, self.settings.reconnect_max)
 
     async def _session(self, client: aiomqtt.Client) -> None:
+        self.connected.set()
         await self._send(client, self.topics.status, ONLINE, qos=1, retain=True)
         if self.settings.discovery:
-            await client.subscribe(self.topics.ha_status, qos=1)
+            try:
+                await client.subscribe(self.topics.ha_status, qos=1)
+            except aiomqtt.MqttError as exc:
+                raise _Disconnected(
+                    f"subscribing to {self.topics.ha_status} failed: {exc}"
+                ) from exc
         # retained availability may be gone (a broker without persistence): say it again
         self._available_sent.clear()
-        self.connected.set()
         listener = asyncio.create_task(self._listen(client))
         sender = asyncio.create_task(self._sender(client))
         try:
@@ -473,88 +486,92 @@ class MqttOutput(Output):
                 return
             await self._wake.wait()
 
+    async def _publish_many(self, client: aiomqtt.Client, messages: Sequence[_Message]) -> int:
+        """Publish ``messages`` in order, pipelined ``batch_size`` at a time; return how many
+        from the start were acknowledged before the first failure (all: ``len(messages)``)."""
+        chunk = self.settings.batch_size
+        for start in range(0, len(messages), chunk):
+            part = messages[start : start + chunk]
+            results = await asyncio.gather(
+                *(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in part),
+                return_exceptions=True,
+            )
+            for offset, result in enumerate(results):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result  # cancellation
+                    self.last_error = str(result) or type(result).__name__
+                    return start + offset
+        return len(messages)
+
     async def _send_items(self, client: aiomqtt.Client, items: list[OutboxItem]) -> None:
         """Publish outbox entries (with any discovery update they bring) and remove the ones
         the broker acknowledged; stop at the first failure so that the order is kept."""
         assert self._storage is not None
         s = self.settings
-        messages: list[tuple[int | None, str, str, int, bool]] = []
+        messages: list[_Message] = []
+        ends: list[tuple[int, int]] = []  # (outbox id, index of its state message)
         for outbox_id, record in items:
             meter = record.meter
             facts = device_facts(record)
             if self._meters.get(meter) != facts:
                 self._meters[meter] = facts
                 if s.discovery:
-                    for topic, config in discovery_configs(meter, facts, self.topics):
-                        messages.append((None, topic, _json(config), 1, True))
-            messages.append(
-                (outbox_id, self.topics.state(meter), state_json(record), s.qos, s.retain)
-            )
+                    messages += [
+                        _Message(topic, _json(config), 1, True)
+                        for topic, config in discovery_configs(meter, facts, self.topics)
+                    ]
+            ends.append((outbox_id, len(messages)))
+            messages.append(_Message(self.topics.state(meter), state_json(record), s.qos, s.retain))
             if meter not in self._read_at or record.read_at >= self._read_at[meter]:
                 self._read_at[meter] = record.read_at
                 failed = self._failed_at.get(meter)
                 if failed is None or record.read_at >= failed:
                     self._available[meter] = ONLINE
-        results = await asyncio.gather(
-            *(
-                client.publish(topic, payload, qos=qos, retain=retain)
-                for _, topic, payload, qos, retain in messages
-            ),
-            return_exceptions=True,
-        )
-        done: list[int] = []
-        failure: BaseException | None = None
-        for (entry, *_), result in zip(messages, results, strict=True):
-            if isinstance(result, BaseException):
-                failure = result
-                break
-            if entry is not None:
-                done.append(entry)
+        sent = await self._publish_many(client, messages)
+        done = [outbox_id for outbox_id, index in ends if index < sent]
         if done:
             await asyncio.to_thread(self._storage.outbox_done, done)
             self.published += len(done)
-        if failure is not None:
+        if sent < len(messages):
             for _, record in items[len(done) :]:
-                # let its discovery go out again with it
-                self._meters[record.meter] = DeviceFacts()
-            raise _Disconnected(f"publishing failed: {failure}") from failure
+                self._meters[record.meter] = DeviceFacts()  # announce again with it
+            raise _Disconnected(f"publishing failed: {self.last_error}")
 
     async def _send_announcements(self, client: aiomqtt.Client) -> None:
-        if not self.settings.discovery:
-            self._announce_all = False
+        """Every meter's discovery configs, when Home Assistant (re)started or at first."""
+        if not (self._announce_all and self.settings.discovery):
             return
-        if self._announce_all:
-            self._announce_all = False
-            meters = list(self._meters)
-        else:
-            return
+        self._announce_all = False
         messages = [
-            (topic, _json(config))
-            for meter in meters
-            for topic, config in discovery_configs(meter, self._meters[meter], self.topics)
+            _Message(topic, _json(config), 1, True)
+            for meter, facts in list(self._meters.items())
+            for topic, config in discovery_configs(meter, facts, self.topics)
         ]
         try:
-            results = await asyncio.gather(
-                *(client.publish(t, p, qos=1, retain=True) for t, p in messages),
-                return_exceptions=True,
-            )
+            sent = await self._publish_many(client, messages)
         except BaseException:
             self._announce_all = True
             raise
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+        if sent < len(messages):
             self._announce_all = True
-            raise _Disconnected(f"announcing failed: {errors[0]}") from errors[0]
+            raise _Disconnected(f"announcing failed: {self.last_error}")
 
     async def _send_availability(self, client: aiomqtt.Client) -> None:
-        changes = {
-            meter: payload
+        changes = [
+            (meter, payload)
             for meter, payload in self._available.items()
             if self._available_sent.get(meter) != payload
-        }
-        for meter, payload in changes.items():
-            await self._send(client, self.topics.availability(meter), payload, qos=1, retain=True)
+        ]
+        messages = [
+            _Message(self.topics.availability(meter), payload, 1, True)
+            for meter, payload in changes
+        ]
+        sent = await self._publish_many(client, messages)
+        for meter, payload in changes[:sent]:
             self._available_sent[meter] = payload
+        if sent < len(messages):
+            raise _Disconnected(f"publishing availability failed: {self.last_error}")
 
     async def _send(
         self, client: aiomqtt.Client, topic: str, payload: str, *, qos: int, retain: bool
