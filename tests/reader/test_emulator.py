@@ -160,27 +160,41 @@ async def test_many_async_readers_at_once(transport: Transport) -> None:
 # -- fault injection ---------------------------------------------------------------------------
 
 FAULT_SPEED = 1000.0
-FAULT_RATE = 0.25
 READS_PER_METER = 60
+METERS_PER_EMULATOR = 3
 TYPED = (ReadTimeout, ParityError, BccError, FramingError, ConnectionLost)
+#: Faults that damage the characters of a reply. Any one of them alone is always caught (by
+#: the 7-bit sum: one bit flipped, one character more or less or replaced by NUL; by parity
+#: or the BCC itself), or leaves the data intact (``xor``). Two together can defeat any
+#: 7-bit check (a character doubled and an equal one dropped elsewhere: same sum, same XOR),
+#: so each emulator below injects at most one of them.
+DATA_FAULTS = ("xor", "bcc", "flip", "parity", "double", "drop")
+#: Faults of the answer's timing and extent: combined freely with the above.
+LINE_FAULTS = ("truncate", "noise", "late", "silent")
+#: One emulator per data fault (at 0.25) with every line fault (at 0.05), one with only the
+#: line faults (at 0.15 each).
+FAULT_MIXES = [
+    ",".join([f"{kind}=0.25", *(f"{line}=0.05" for line in LINE_FAULTS)]) for kind in DATA_FAULTS
+] + [",".join(f"{line}=0.15" for line in LINE_FAULTS)]
 
 
 async def test_fault_injection_never_returns_a_corrupted_reading() -> None:
-    """Thousands of readouts from emulators injecting every fault kind, one kind each (a
-    single fault is always within what parity and the BCC detect): every reading returned
-    is exactly a reply the model sent, every failure a typed error, and retries recover."""
+    """Thousands of readouts from emulators injecting every fault kind: every reading
+    returned is exactly a reply the model sent, every failure a typed error, and retries
+    recover the transient faults."""
+    assert set(DATA_FAULTS + LINE_FAULTS) == set(FAULT_KINDS)
     transports: tuple[Transport, ...] = ("tcp", "pty")
     emulators = [
         Emulator(
-            2,
+            METERS_PER_EMULATOR,
             transport=transport,
             speed=FAULT_SPEED,
             delay=0.02,
-            faults=f"{kind}={FAULT_RATE},late_delay=0.65-0.7",
+            faults=f"{mix},late_delay=0.65-0.7",
             seed=index,
         )
-        for index, (kind, transport) in enumerate(
-            (kind, transport) for kind in FAULT_KINDS for transport in transports
+        for index, (mix, transport) in enumerate(
+            (mix, transport) for mix in FAULT_MIXES for transport in transports
         )
     ]
     outcomes: dict[tuple[int, int], list[Reading | Kamstrup382Error]] = {}
@@ -202,14 +216,22 @@ async def test_fault_injection_never_returns_a_corrupted_reading() -> None:
     for emu in emulators:
         await emu.start()
     try:
-        await asyncio.gather(*(meter(e, m) for e in range(len(emulators)) for m in range(2)))
+        await asyncio.gather(
+            *(meter(e, m) for e in range(len(emulators)) for m in range(METERS_PER_EMULATOR))
+        )
     finally:
         for emu in emulators:
             await emu.close()
 
-    readouts = sum(len(emu.log(m)) for emu in emulators for m in range(2))
+    readouts = sum(len(emu.log(m)) for emu in emulators for m in range(METERS_PER_EMULATOR))
     assert readouts >= 3000
-    seen_kinds = {k for emu in emulators for m in range(2) for r in emu.log(m) for k in r.kinds}
+    seen_kinds = {
+        k
+        for emu in emulators
+        for m in range(METERS_PER_EMULATOR)
+        for r in emu.log(m)
+        for k in r.kinds
+    }
     assert seen_kinds == set(FAULT_KINDS)
 
     faulty = retried = failed = readings = 0
@@ -227,7 +249,7 @@ async def test_fault_injection_never_returns_a_corrupted_reading() -> None:
             else:
                 failed += 1
                 assert isinstance(outcome, TYPED), repr(outcome)
-    assert readings + failed == len(emulators) * 2 * READS_PER_METER
+    assert readings + failed == len(emulators) * METERS_PER_EMULATOR * READS_PER_METER
     assert retried > 0
     # retries recover transient faults: far fewer readouts fail than replies were faulty
     assert failed < faulty / 10, (failed, faulty)

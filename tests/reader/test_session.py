@@ -319,3 +319,12 @@ def test_session_rejects_bad_modes() -> None:
         Session(line="9N2")  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         Session(line=LineMode.SEVEN_E_ONE, bcc="crc")  # type: ignore[arg-type]
+
+
+def test_wall_times_follow_the_monotonic_clock_by_default() -> None:
+    readout = started(Session(line=LineMode.SEVEN_E_ONE, timing=TIMING))
+    readout.receive(EXAMPLE[:10], 100.25)
+    assert readout.receive(EXAMPLE[10:], 105.5)
+    reading = readout.reading("p", 1)
+    assert reading.first_byte_at == wall(100.25)
+    assert reading.done_at == wall(105.5)

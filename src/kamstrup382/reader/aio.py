@@ -403,7 +403,7 @@ class AsyncReader:
                 data = await link.read(timeout_at)
                 if not data:
                     continue
-                done = readout.receive(data, loop.time(), datetime.now(UTC))
+                done = readout.receive(data, loop.time())
                 if progress is not None:
                     progress(readout.received, max(readout.expected, readout.received))
                 if done:

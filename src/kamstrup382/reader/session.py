@@ -41,7 +41,7 @@ so the echo does not start the inter-character clock early.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kamstrup382.errors import (
     BccError,
@@ -218,9 +218,11 @@ class Readout:
         """Monotonic time by which the next bytes must arrive."""
         return min(self._phase_end(), self._deadline)
 
-    def receive(self, data: bytes, monotonic: float, wall: datetime) -> bool:
+    def receive(self, data: bytes, monotonic: float, wall: datetime | None = None) -> bool:
         """Feed bytes received at ``monotonic``; True once the telegram is complete and checked.
 
+        ``wall``: the wall-clock time of ``monotonic``; by default the request's wall-clock
+        time plus the monotonic time since (no clock read per chunk).
         Raises the decoder's :class:`ProtocolError` on bad bytes.
         """
         self.last_byte_at = monotonic
@@ -232,16 +234,21 @@ class Readout:
             self.first_byte_at = None
         elif self.first_byte_at_mono is None:
             self.first_byte_at_mono = monotonic
-            self.first_byte_at = wall
+            self.first_byte_at = wall or self._wall(monotonic)
         telegram = self.decoder.telegram
         if telegram is None:
             return False
         self.session.check_bcc(telegram)
         self.telegram = telegram
         self.done_at_mono = monotonic
-        self.done_at = wall
+        self.done_at = wall or self._wall(monotonic)
         self.session.succeeded(telegram)
         return True
+
+    def _wall(self, monotonic: float) -> datetime:
+        if self.requested_at is None:
+            raise UsageError("bytes received before the request was sent")
+        return self.requested_at + timedelta(seconds=monotonic - self.sent_at)
 
     def expired(self, monotonic: float) -> ReadTimeout:
         """The timeout to raise when nothing arrived by :attr:`timeout_at`."""

@@ -150,7 +150,7 @@ class Reader:
                 data = link.read(wait)
                 if not data:
                     continue
-                done = readout.receive(data, time.monotonic(), datetime.now(UTC))
+                done = readout.receive(data, time.monotonic())
                 if progress is not None:
                     progress(readout.received, max(readout.expected, readout.received))
                 if done:
