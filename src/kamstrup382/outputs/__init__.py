@@ -22,11 +22,11 @@ def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]
     """
     outputs: list[Output] = []
     if "mqtt" in sections:
-        from kamstrup382.outputs.mqtt import MqttOutput
+        from kamstrup382.outputs.mqtt import MqttOutput  # noqa: PLC0415 - only when configured
 
         outputs.append(MqttOutput.from_config(sections["mqtt"], meters))
     if "prometheus" in sections:
-        from kamstrup382.outputs.prometheus import PrometheusOutput
+        from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415
 
         outputs.append(PrometheusOutput.from_config(sections["prometheus"], meters))
     return outputs
