@@ -417,6 +417,10 @@ class MqttOutput(Output):
                     self.settings.url,
                     self.last_error,
                 )
+            except Exception as exc:  # a bug: say so, and keep the publisher alive
+                self.connected.clear()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("mqtt: publisher failed; reconnecting")
             if self._stopping:
                 return
             # wait before reconnecting; a new batch to publish cuts the wait short
