@@ -37,6 +37,17 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
         yield store
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """The outbox of either backend: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'readings.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_db_url")
+    with open_storage(url) as store:
+        yield store
+
+
 def make_output(
     broker: MosquittoBroker | Gate, meters: Sequence[str] = ("house",), **extra: Any
 ) -> MqttOutput:
@@ -172,9 +183,10 @@ async def recover(broker: MosquittoBroker, gate: Gate, watcher: Watcher) -> None
 
 
 async def test_broker_outage_loses_nothing_and_keeps_the_order(
-    mosquitto: MosquittoBroker, watcher: Watcher, storage: Storage
+    mosquitto: MosquittoBroker, watcher: Watcher, any_storage: Storage
 ) -> None:
     """Stop the broker for several cycles, restart it: every reading arrives once, in order."""
+    storage = any_storage
     expected: list[tuple[str, str]] = []
     index = 0
 
