@@ -324,3 +324,12 @@ def test_other_pyserial_urls(api: str) -> None:
 def test_unknown_url_scheme_is_a_usage_error(api: str) -> None:
     (outcome,) = read_many(api, "foo://bar", retries=3)
     assert isinstance(outcome, UsageError)
+
+
+def test_bcc_hint(api: str, peer_factory: Callable[..., ScriptedPeer]) -> None:
+    peer = peer_factory("xor", "xor", transport="tcp")
+    reading = read_one(api, peer.port, bcc_hint="sum7", retries=1)
+    assert reading.bcc_algorithm is BccAlgorithm.XOR
+    assert reading.attempts == 2  # refused once as the hint said sum7, then followed
+    with pytest.raises(UsageError):
+        Reader(peer.port, bcc_hint="crc")

@@ -328,3 +328,15 @@ def test_wall_times_follow_the_monotonic_clock_by_default() -> None:
     reading = readout.reading("p", 1)
     assert reading.first_byte_at == wall(100.25)
     assert reading.done_at == wall(105.5)
+
+
+def test_bcc_hint_starts_auto_from_what_was_learned() -> None:
+    session = Session(line=LineMode.SEVEN_E_ONE, timing=TIMING, bcc_hint="sum7")
+    assert session.bcc_algorithm is BccAlgorithm.SUM7
+    with pytest.raises(BccError):  # a single XOR telegram: refused, as after learning
+        read_one(session, with_xor(EXAMPLE))
+    assert read_one(session, with_xor(EXAMPLE)) is BccAlgorithm.XOR  # the meter changed
+    fixed = Session(line=LineMode.SEVEN_E_ONE, bcc=BccMode.XOR, bcc_hint="sum7")
+    assert fixed.bcc_algorithm is BccAlgorithm.XOR  # a fixed mode ignores the hint
+    with pytest.raises(UsageError):
+        Session(line=LineMode.SEVEN_E_ONE, bcc_hint="crc")

@@ -30,7 +30,7 @@ from typing import Protocol
 import serial
 
 from kamstrup382.errors import ConnectionLost, Kamstrup382Error
-from kamstrup382.protocol import BccMode
+from kamstrup382.protocol import BccAlgorithm, BccMode
 from kamstrup382.reader.link import CHUNK, Link, SerialLink, open_serial
 from kamstrup382.reader.options import ReaderOptions, with_attempts
 from kamstrup382.reader.policy import Timing
@@ -306,6 +306,7 @@ class AsyncReader:
         timing: Timing | None = None,
         connect_timeout: float = 5.0,
         progress: Progress | None = None,
+        bcc_hint: BccAlgorithm | str | None = None,
     ) -> None:
         self.options = ReaderOptions.build(
             port,
@@ -321,6 +322,7 @@ class AsyncReader:
             baudrate=baudrate,
             timing=timing,
             connect_timeout=connect_timeout,
+            bcc_hint=bcc_hint,
         )
         self.port = port
         self.session: Session = self.options.session()

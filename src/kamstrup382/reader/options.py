@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
-from kamstrup382.protocol import BccMode
+from kamstrup382.protocol import BccAlgorithm, BccMode
 from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reader.port import PortSpec, default_line, parse_port
 from kamstrup382.reader.session import Session
@@ -23,6 +23,7 @@ class ReaderOptions:
     retry: RetryPolicy
     baudrate: int
     connect_timeout: float
+    bcc_hint: BccAlgorithm | None = None
 
     @classmethod
     def build(
@@ -41,6 +42,7 @@ class ReaderOptions:
         baudrate: int,
         timing: Timing | None,
         connect_timeout: float,
+        bcc_hint: BccAlgorithm | str | None = None,
     ) -> ReaderOptions:
         spec = parse_port(port)
         try:
@@ -59,6 +61,10 @@ class ReaderOptions:
                 inter_character=inter_character,
                 deadline=deadline,
             )
+        try:
+            hint = None if bcc_hint is None else BccAlgorithm(bcc_hint)
+        except ValueError as exc:
+            raise UsageError(f"bcc_hint must be sum7 or xor, got {bcc_hint!r}") from exc
         if not connect_timeout > 0:
             raise UsageError(f"connect_timeout must be positive, got {connect_timeout!r}")
         return cls(
@@ -69,10 +75,17 @@ class ReaderOptions:
             retry=RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff),
             baudrate=baudrate,
             connect_timeout=connect_timeout,
+            bcc_hint=hint,
         )
 
     def session(self) -> Session:
-        return Session(line=self.line, bcc=self.bcc, timing=self.timing, retry=self.retry)
+        return Session(
+            line=self.line,
+            bcc=self.bcc,
+            timing=self.timing,
+            retry=self.retry,
+            bcc_hint=self.bcc_hint,
+        )
 
 
 def with_attempts(error: Kamstrup382Error, attempts: int) -> Kamstrup382Error:

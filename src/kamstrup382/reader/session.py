@@ -22,8 +22,10 @@ matches it too, the meter really changed (swapped meter, different gateway), the
 accepts it and learns the new algorithm. A fixed ``sum7`` or ``xor`` mode never changes.
 Before the first telegram nothing is known: a damaged telegram whose received BCC happens to
 be the other algorithm's over the damaged block (1 in 128 damaged telegrams) passes as that
-algorithm. A reader kept across readouts pays that once; configure ``sum7`` (or ``xor``)
-where the meter's algorithm is known and a fresh reader is made for every readout.
+algorithm. A reader kept across readouts pays that once; a fresh reader per readout can
+start from what an earlier one learned (``bcc_hint``, e.g. the algorithm of the meter's last
+stored reading: still ``auto``, so a meter that really changed is followed after one
+refusal).
 
 **A reply broken off mid-way** (a parity or framing error, a deadline while bytes still
 come) is still being sent by the meter, which does not listen meanwhile (mode A is half
@@ -85,6 +87,7 @@ class Session:
         timing: Timing | None = None,
         retry: RetryPolicy | None = None,
         expected_size: int = EXPECTED_REPLY_SIZE,
+        bcc_hint: BccAlgorithm | str | None = None,
     ) -> None:
         try:
             self.line = LineMode(line)
@@ -100,6 +103,11 @@ class Session:
         self.bcc_algorithm: BccAlgorithm | None = (
             None if self.bcc_mode is BccMode.AUTO else BccAlgorithm(self.bcc_mode.value)
         )
+        if bcc_hint is not None and self.bcc_mode is BccMode.AUTO:
+            try:  # what an earlier reader learned (a collector's last reading): auto from there
+                self.bcc_algorithm = BccAlgorithm(bcc_hint)
+            except ValueError as exc:
+                raise UsageError(f"bcc_hint must be sum7 or xor, got {bcc_hint!r}") from exc
         self._suspect: BccAlgorithm | None = None  # other algorithm seen on the last telegram
 
     @property

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from kamstrup382.errors import ConnectionLost, Kamstrup382Error
-from kamstrup382.protocol import BccMode
+from kamstrup382.protocol import BccAlgorithm, BccMode
 from kamstrup382.reader.link import Link, open_link
 from kamstrup382.reader.options import ReaderOptions, with_attempts
 from kamstrup382.reader.policy import Timing
@@ -35,7 +35,9 @@ class Reader:
     ``retries`` extra attempts with ``backoff`` doubling up to ``max_backoff``. The timing
     (``answer_timeout``, ``answer_margin``, ``inter_character``, ``deadline``, ``baudrate``) is
     described in :mod:`kamstrup382.reader.policy`; ``timing`` replaces all of it at once.
-    ``progress(received, expected)`` is called as bytes arrive.
+    ``progress(received, expected)`` is called as bytes arrive. ``bcc_hint``: in ``auto``
+    mode, the algorithm an earlier reader learned for this meter (see
+    :mod:`kamstrup382.reader.session`).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Reader:
         timing: Timing | None = None,
         connect_timeout: float = 5.0,
         progress: Progress | None = None,
+        bcc_hint: BccAlgorithm | str | None = None,
     ) -> None:
         self.options = ReaderOptions.build(
             port,
@@ -70,6 +73,7 @@ class Reader:
             baudrate=baudrate,
             timing=timing,
             connect_timeout=connect_timeout,
+            bcc_hint=bcc_hint,
         )
         self.port = port
         self.session: Session = self.options.session()
