@@ -106,6 +106,7 @@ def render_reading(reading: Reading) -> str:
 @click.option(
     "--line",
     type=click.Choice([m.value for m in LineMode], case_sensitive=False),
+    metavar="7E1|8N1",
     help="7E1: the port does parity; 8N1: the reader does. Default: 8N1 for socket://, "
     "7E1 otherwise.",
 )
