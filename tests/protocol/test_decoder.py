@@ -15,7 +15,7 @@ from kamstrup382.protocol import (
     add_parity,
     decode_reply,
 )
-from kamstrup382.protocol.decoder import MAX_DATA_BLOCK, MAX_IDENTIFICATION_LINE
+from kamstrup382.protocol.decoder import MAX_DATA_BLOCK, MAX_IDENTIFICATION_LINE, clear_caches
 
 from .helpers import SPEC, SPEC_BODY, SPEC_IDENT_LINE, bytewise, outcome, reply, split_at, whole
 
@@ -167,3 +167,16 @@ def test_modes_and_bcc_mode_given_as_text(mode: BccMode) -> None:
 
 def test_decode_reply_accepts_bytearray_and_memoryview() -> None:
     assert decode_reply(bytearray(SPEC)) == decode_reply(memoryview(SPEC)) == decode_reply(SPEC)
+
+
+def test_cold_and_warm_caches_give_the_same_telegram_and_errors() -> None:
+    warm = outcome([SPEC])
+    clear_caches()
+    cold = outcome([SPEC])
+    assert cold == warm and cold[0] == "ok"
+    other = SPEC.replace(b"1.31(", b"1.31x(").replace(
+        b"\x03>", b"\x03" + bytes(((0x3E + ord("x")) % 128,))
+    )
+    clear_caches()
+    assert outcome([other]) == outcome(bytewise(other))
+    assert outcome([other])[0] == "ok"  # 'x' in an address is allowed; a new shape, checked in full

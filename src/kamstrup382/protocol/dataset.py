@@ -30,6 +30,7 @@ __all__ = [
     "block_layout",
     "cached_layout",
     "check_data_block",
+    "clear_layouts",
     "parse_data_block",
     "parse_data_line",
 ]
@@ -318,6 +319,10 @@ class BlockLayout:
         if len(self._plans) < _LAYOUT_CACHE:
             self._plans[addresses] = plan
         return plan
+
+
+def clear_layouts() -> None:
+    _LAYOUTS.clear()
 
 
 def cached_layout(block: bytes) -> BlockLayout | None:

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from kamstrup382.errors import BccError, FramingError, ParityError, ProtocolError, UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm, BccMode, bcc_sum7, bcc_xor, match_bcc
-from kamstrup382.protocol.dataset import block_layout, cached_layout
+from kamstrup382.protocol.dataset import block_layout, cached_layout, clear_layouts
 from kamstrup382.protocol.frame import ETX, REQUEST, STX
 from kamstrup382.protocol.identification import Identification, parse_identification
 from kamstrup382.protocol.parity import first_parity_error, strip_parity
@@ -43,6 +43,7 @@ __all__ = [
     "IdentificationReceived",
     "TelegramDecoder",
     "TelegramReceived",
+    "clear_caches",
     "decode_reply",
 ]
 
@@ -59,6 +60,15 @@ _SUM7 = BccAlgorithm.SUM7
 _XOR = BccAlgorithm.XOR
 
 
+def clear_caches() -> None:
+    """Forget the identification lines and block shapes seen (they are bounded anyway).
+
+    Only speed depends on them: the next reply is checked in full by the precise path.
+    """
+    _IDENTIFICATIONS.clear()
+    clear_layouts()
+
+
 class DecoderState(enum.Enum):
     WAIT_START = "wait_start"
     IDENTIFICATION = "identification"
@@ -67,6 +77,10 @@ class DecoderState(enum.Enum):
     BCC = "bcc"
     DONE = "done"
     FAILED = "failed"
+
+    # members are singletons compared by identity: hash them so, in C (Enum's own __hash__ is
+    # Python code, and the decoder looks its state up on every step)
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,198 @@
+"""Benchmark: decoding Kamstrup 382 replies, side by side with PyPI ``iec62056-21`` (0.0.2).
+
+    python3 bench/bench_decode.py                # about 10 s
+    python3 bench/bench_decode.py --seconds 60   # longer, steadier figures
+
+``iec62056-21`` checks the BCC as the IEC XOR only, so it is given the same telegram with an
+XOR BCC (it rejects the meter's own ``>``); we decode the meter's form (7-bit sum). Its parse
+is what its client does with a reply: ``IdentificationMessage.from_bytes`` on the
+identification line and ``AnswerDataMessage.from_bytes`` on the rest, then ``.data`` (a list
+of data sets whose values are strings). Ours, in several depths:
+
+- ``decode``: ``decode_reply`` (parity/bit 7, framing, BCC, identification with type number,
+  the grammar of every line, all checked; the data sets are built later, on use);
+- ``decode + registers``: and the eight register values as exact ``Decimal`` (text for the
+  customer number), ``telegram.registers``;
+- ``decode + data sets``: and every data set as a ``DataSet`` object (address, value texts,
+  units, line), the closest to what ``iec62056-21`` returns;
+- ``fed in 8 chunks + registers``: through the incremental decoder (the state machine, not
+  the path for a reply that arrives whole), as a serial reader would;
+- ``first of its shape + registers``: the parse caches emptied before every decode, as for
+  the first reply of a meter: the precise path only.
+
+Each "same" case decodes the specification's example again and again; each "varying" case
+cycles through 2000 different replies (random register values: different digits, different
+BCCs), since a real meter's values change between readouts; no cache of values can help
+there (ours caches nothing that depends on the digits). Cases run interleaved in rounds and
+the best round counts, for both sides alike. One readout of this telegram takes at least
+5.75 s on the 300 baud line (NOTES.md): decoding is not what limits a reader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from iec62056_21 import messages
+
+from kamstrup382.protocol import (
+    BccAlgorithm,
+    Identification,
+    MeterValues,
+    TelegramDecoder,
+    TypeNumber,
+    decode_reply,
+    encode_reply,
+)
+from kamstrup382.protocol.decoder import clear_caches
+
+SPEC = (
+    Path(__file__).resolve().parent.parent / "src/kamstrup382/data/spec-example.bin"
+).read_bytes()
+POOL = 2000
+
+
+def spec_pair() -> tuple[bytes, bytes]:
+    telegram = decode_reply(SPEC)
+    xor = encode_reply(telegram.identification, telegram.meter_values(), bcc=BccAlgorithm.XOR)
+    assert xor[:-1] == SPEC[:-1] and xor[-1] == 0x12
+    return SPEC, xor
+
+
+def varying_pairs(count: int, seed: int = 382) -> tuple[list[bytes], list[bytes]]:
+    rnd = random.Random(seed)
+    ident = Identification.for_type_number(TypeNumber())
+    ours, theirs = [], []
+    for _ in range(count):
+        tariff_1, tariff_2 = rnd.randrange(5 * 10**6), rnd.randrange(4 * 10**6)
+        values = MeterValues(
+            customer_number=f"{rnd.randrange(10**8):08d}",
+            energy=Decimal(tariff_1 + tariff_2),
+            tariff_1=Decimal(tariff_1),
+            tariff_2=Decimal(tariff_2),
+            hour_counter=Decimal(rnd.randrange(10**6)),
+            pulse_input=Decimal(rnd.randrange(10**5)),
+            actual_peak=Decimal(rnd.randrange(10**4)).scaleb(-1),
+            last_month_peak=Decimal(rnd.randrange(10**4)).scaleb(-1),
+        )
+        ours.append(encode_reply(ident, values))
+        theirs.append(encode_reply(ident, values, bcc=BccAlgorithm.XOR))
+    assert len(set(ours)) == count
+    return ours, theirs
+
+
+def iec_parse(data: bytes) -> list[messages.DataSet]:
+    split = data.index(b"\n") + 1
+    ident = messages.IdentificationMessage.from_bytes(data[:split])
+    answer = messages.AnswerDataMessage.from_bytes(data[split:])
+    assert ident.manufacturer == "KAM"
+    return answer.data  # type: ignore[no-any-return]
+
+
+def ours_decode(data: bytes) -> object:
+    return decode_reply(data)
+
+
+def ours_registers(data: bytes) -> object:
+    return decode_reply(data).registers
+
+
+def ours_data_sets(data: bytes) -> object:
+    return decode_reply(data).data_sets
+
+
+def ours_chunked(data: bytes) -> object:
+    decoder = TelegramDecoder()
+    step = len(data) // 8 + 1
+    for start in range(0, len(data), step):
+        decoder.feed(data[start : start + step])
+    assert decoder.telegram is not None
+    return decoder.telegram.registers
+
+
+def ours_cold(data: bytes) -> object:
+    clear_caches()
+    return decode_reply(data).registers
+
+
+@dataclass
+class Case:
+    name: str
+    parse: Callable[[bytes], object]
+    inputs: Sequence[bytes]
+    iec: bool = False
+    best: float = 0.0  # telegrams per second, best round
+
+    def round(self, seconds: float) -> None:
+        parse, inputs, count = self.parse, self.inputs, len(self.inputs)
+        done = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for index in range(200):
+                parse(inputs[(done + index) % count])
+            done += 200
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        self.best = max(self.best, done / (now - start))
+
+
+def check(ours: Sequence[bytes], theirs: Sequence[bytes]) -> None:
+    """Both sides read the same values from the same readings (not only that nothing raised)."""
+    for our_data, their_data in zip(ours, theirs, strict=True):
+        registers = decode_reply(our_data).registers
+        their_sets = iec_parse(their_data)
+        assert their_sets[0].value == registers["customer_number"]
+        their_numbers = [Decimal(d.value.replace(",", ".")) for d in their_sets[1:]]
+        assert their_numbers == list(registers.values())[1:]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="total time, about")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    ours_spec, iec_spec = spec_pair()
+    ours_pool, iec_pool = varying_pairs(POOL)
+    cases = [
+        Case("iec62056-21 parse, same telegram (XOR)", iec_parse, [iec_spec], iec=True),
+        Case("ours decode, same", ours_decode, [ours_spec]),
+        Case("ours decode + registers, same", ours_registers, [ours_spec]),
+        Case("ours decode + data sets, same", ours_data_sets, [ours_spec]),
+        Case("ours fed in 8 chunks + registers, same", ours_chunked, [ours_spec]),
+        Case("ours first of its shape + registers, same", ours_cold, [ours_spec]),
+        Case("iec62056-21 parse, varying (XOR)", iec_parse, iec_pool, iec=True),
+        Case("ours decode, varying", ours_decode, ours_pool),
+        Case("ours decode + registers, varying", ours_registers, ours_pool),
+        Case("ours decode + data sets, varying", ours_data_sets, ours_pool),
+    ]
+    check([ours_spec, *ours_pool], [iec_spec, *iec_pool])
+    per_round = args.seconds / args.rounds / len(cases)
+    for _ in range(args.rounds):
+        for case in cases:
+            case.round(per_round)
+
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, "
+        f"{args.rounds} rounds x {per_round:.2f} s per case, best round"
+    )
+    iec_same, iec_varying = cases[0].best, cases[6].best
+    width = max(len(c.name) for c in cases)
+    print(f"{'case':<{width}}  {'telegrams/s':>12}  {'x iec62056-21':>13}")
+    for case in cases:
+        reference = iec_varying if "varying" in case.name else iec_same
+        print(f"{case.name:<{width}}  {case.best:>12,.0f}  {case.best / reference:>12.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
