@@ -117,8 +117,17 @@ class Watcher:
     """
 
     def __init__(
-        self, host: str, port: int, topics: list[str], *, client_id: str = "k382-test-watcher"
+        self,
+        host: str,
+        port: int,
+        topics: list[str],
+        *,
+        client_id: str = "k382-test-watcher",
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
+        self.username = username
+        self.password = password
         self.host = host
         self.port = port
         self.topics = topics
@@ -148,7 +157,12 @@ class Watcher:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, timeout=5
+                    self.host,
+                    self.port,
+                    identifier=self.client_id,
+                    username=self.username,
+                    password=self.password,
+                    timeout=5,
                 ) as client:
                     self._client = client
                     for topic in self.topics:

@@ -443,6 +443,50 @@ async def test_mqtt_5_and_credentials_from_the_environment(
     assert "k382" in mosquitto.log_tail(200)  # the username reached the broker
 
 
+async def test_credentials_are_required_and_the_outbox_waits_for_good_ones(
+    mosquitto_auth: MosquittoBroker, storage: Storage
+) -> None:
+    broker = mosquitto_auth
+    wrong = make_output(broker, username="k382", password="wrong", stop_timeout=0.2)
+    await wrong.start(storage)
+    try:
+        await store_and_publish(storage, wrong, [reading("house", 0)])
+        while wrong.last_error is None:  # noqa: ASYNC110 - polling the output's own state
+            await asyncio.sleep(0.02)
+    finally:
+        await wrong.stop()
+    assert wrong.connections == 0
+    assert "not authori" in wrong.last_error.lower() or "password" in wrong.last_error.lower()
+    assert len(await asyncio.to_thread(storage.outbox_pending)) == 1
+    async with Watcher(
+        broker.host, broker.port, ["kamstrup382/#"], username="k382", password="s3cret"
+    ) as watcher:
+        right = make_output(broker, username="k382", password="s3cret")
+        await right.start(storage)
+        try:
+            (state,) = await watcher.wait_count("kamstrup382/house/state", 1)
+        finally:
+            await right.stop()
+    assert state.json()["energy"] == 53
+
+
+async def test_tls_insecure_accepts_an_unknown_ca(
+    mosquitto_tls: MosquittoBroker, storage: Storage
+) -> None:
+    broker = mosquitto_tls
+    async with Watcher(broker.host, broker.port, ["kamstrup382/#"], client_id="tlsi") as plain:
+        output = MqttOutput.from_config(
+            {"url": broker.tls_url, "insecure": True, "reconnect_delay": 0.05}, ["house"]
+        )
+        await output.start(storage)
+        try:
+            await store_and_publish(storage, output, [reading("house", 0)])
+            await plain.wait_count("kamstrup382/house/state", 1)
+        finally:
+            await output.stop()
+    assert output.connections == 1
+
+
 async def test_tls_with_the_brokers_ca(mosquitto_tls: MosquittoBroker, storage: Storage) -> None:
     broker = mosquitto_tls
     assert broker.ca_file is not None
