@@ -91,6 +91,10 @@ async def test_meters_to_home_assistant_and_prometheus_through_an_outage(
                 stored = {m.name: list(storage.readings(m.name)) for m in config.meters}
                 assert storage.outbox_pending() == []
             sent = [emu.sent_values(i) for i in range(METERS)]
+        # the collector said goodbye on the status topic when it closed
+        await watcher.wait_for(
+            lambda ms: any(m.topic == "kamstrup382/status" and m.text == "offline" for m in ms)
+        )
 
     for index in range(METERS):
         meter = f"m{index}"
@@ -129,3 +133,4 @@ async def test_meters_to_home_assistant_and_prometheus_through_an_outage(
     assert device["serial_number"] == stored["m0"][-1].values.customer_number
     assert device["manufacturer"] == "Kamstrup"
     assert [m.text for m in watcher.on("kamstrup382/status") if not m.retain][-1] == "offline"
+    assert prometheus.url.startswith("http://127.0.0.1:")
