@@ -14,7 +14,7 @@ point) is also available exactly, as :class:`~decimal.Decimal`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import chain
@@ -281,16 +281,15 @@ class BlockLayout:
         # other threads do to the dictionary meanwhile (a race only computes a plan twice)
         plan = self._plans.get(addresses) or self._plan(body, addresses)
         dotted = body.replace(",", ".")
-        values: dict[str, Decimal | str]
+        found: Iterable[Decimal | str]
         if plan.values is not None:
             cut = plan.values(dotted)
             count = plan.text_count
-            values = dict(
-                zip(plan.grouped, (*cut[:count], *map(Decimal, cut[count:])), strict=True)
-            )
+            found = chain(cut[:count], map(Decimal, cut[count:]))
         else:
-            numbers = map(Decimal, plan.numbers(dotted))
-            values = dict(zip(plan.grouped, chain(plan.texts(body), numbers), strict=True))
+            found = chain(plan.texts(body), map(Decimal, plan.numbers(dotted)))
+        # as many values as names by construction (a strict zip costs as much as the rest)
+        values: dict[str, Decimal | str] = dict(zip(plan.grouped, found, strict=False))
         if plan.grouped != plan.names:
             return {name: values[name] for name in plan.names}
         return values
