@@ -359,7 +359,10 @@ class AsyncReader:
 
     async def _ensure_link(self) -> AsyncLink:
         if self._link is None:
-            self._link = await open_async_link(self.options)
+            try:
+                self._link = await open_async_link(self.options)
+            except OSError as exc:  # anything the link did not translate itself
+                raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
         return self._link
 
     async def read(self, progress: Progress | None = None) -> Reading:

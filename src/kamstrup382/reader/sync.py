@@ -110,12 +110,15 @@ class Reader:
     def _ensure_link(self) -> Link:
         if self._link is None:
             opts = self.options
-            self._link = open_link(
-                opts.spec,
-                line=opts.line,
-                baudrate=opts.baudrate,
-                connect_timeout=opts.connect_timeout,
-            )
+            try:
+                self._link = open_link(
+                    opts.spec,
+                    line=opts.line,
+                    baudrate=opts.baudrate,
+                    connect_timeout=opts.connect_timeout,
+                )
+            except OSError as exc:  # anything the link did not translate itself
+                raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
         return self._link
 
     def read(self, progress: Progress | None = None) -> Reading:
