@@ -281,6 +281,34 @@ async def test_readings_stored_while_stopped_are_published_after_a_restart(
     ]
 
 
+async def test_a_stop_mid_backlog_says_offline_and_the_next_start_goes_on(
+    mosquitto: MosquittoBroker, watcher: Watcher, storage: Storage
+) -> None:
+    """Shutdown gives the backlog ``stop_timeout`` seconds; what is left waits in the outbox,
+    the status still turns ``offline``, and the next start publishes the rest, in order."""
+    records = [reading("house", index) for index in range(2000)]
+    await asyncio.to_thread(storage.record, records, outbox=True)
+    first = make_output(mosquitto, stop_timeout=0.05, batch_size=50)
+    await first.start(storage)
+    await watcher.wait_for(lambda ms: len(live_states(ms)) >= 1)
+    await first.stop()
+    await watcher.wait_for(
+        lambda ms: [m.text for m in ms if m.topic == "kamstrup382/status"][-1:] == ["offline"]
+    )
+    second = make_output(mosquitto)
+    await second.start(storage)
+    try:
+        await watcher.wait_for(lambda ms: len({m.payload for m in live_states(ms)}) == len(records))
+        await drained(storage)
+    finally:
+        await second.stop()
+    received = [m.json()["read_at"] for m in live_states(watcher.messages)]
+    expected = [r.read_at.isoformat().replace("+00:00", "Z") for r in records]
+    assert list(dict.fromkeys(received)) == expected
+    assert len(received) == len(expected)  # a clean stop repeats nothing
+    assert first.published + second.published == len(records)
+
+
 async def test_home_assistant_online_triggers_a_new_announcement(
     mosquitto: MosquittoBroker, watcher: Watcher, storage: Storage
 ) -> None:

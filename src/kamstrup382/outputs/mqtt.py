@@ -292,6 +292,7 @@ class MqttOutput(Output):
         self._wake: asyncio.Event | None = None
         self._connected: asyncio.Event | None = None
         self._stopping = False
+        self._abandon = False
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], meters: Sequence[Any] = ()) -> MqttOutput:
@@ -314,6 +315,7 @@ class MqttOutput(Output):
         self._storage = storage
         self._wake = asyncio.Event()
         self._stopping = False
+        self._abandon = False
         tls = await asyncio.to_thread(self.settings.tls_context)
         try:
             await asyncio.to_thread(self._load, storage)
@@ -346,9 +348,19 @@ class MqttOutput(Output):
         if self._wake is not None:
             self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), self.settings.stop_timeout)
-        except TimeoutError:
-            log.warning("mqtt: outbox not flushed within %.1f s", self.settings.stop_timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.settings.stop_timeout)
+            except TimeoutError:
+                log.warning(
+                    "mqtt: outbox not flushed within %.1f s; the rest waits for the next start",
+                    self.settings.stop_timeout,
+                )
+                # leave after the batch in flight, still saying offline and disconnecting
+                self._abandon = True
+                if self._wake is not None:
+                    self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), self.settings.timeout)
         except Exception:
             log.exception("mqtt: publisher failed")
         finally:
@@ -473,7 +485,7 @@ class MqttOutput(Output):
         """Announce, then publish the outbox in order; sleep until woken; repeat."""
         assert self._wake is not None and self._storage is not None
         storage = self._storage
-        while True:
+        while not self._abandon:
             self._wake.clear()
             await self._send_announcements(client)
             await self._send_availability(client)
