@@ -110,3 +110,25 @@ def test_tls_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         MqttSettings.parse({"url": "mqtts://b", "keyfile": str(ca)})
     assert caught.value.key == "mqtt.certfile"
+
+
+def test_the_example_configs_output_tables_build_outputs() -> None:
+    """The commented ``[mqtt]`` and ``[prometheus]`` tables of examples/k382.toml, uncommented,
+    are accepted by the outputs themselves."""
+    import tomllib
+
+    example = Path(__file__).parents[2] / "examples" / "k382.toml"
+    text = example.read_text(encoding="utf-8")
+    lines = text[text.index("# [mqtt]") : text.index("# [http]")].splitlines()
+    body = "\n".join(
+        line.removeprefix("#").strip()
+        for line in lines
+        if line.removeprefix("#").strip().startswith("[") or "=" in line
+    )
+    sections = tomllib.loads(body)
+    mqtt, prometheus = build_outputs(sections, ["house"])
+    assert isinstance(mqtt, MqttOutput)
+    assert (mqtt.settings.host, mqtt.settings.port) == ("broker.example", 1883)
+    assert mqtt.settings.username == "k382"
+    assert isinstance(prometheus, PrometheusOutput)
+    assert (prometheus.host, prometheus.port) == ("127.0.0.1", 9382)
