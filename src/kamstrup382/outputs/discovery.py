@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from importlib import metadata
@@ -134,9 +135,9 @@ def _number(value: Decimal, register: Register) -> int | float:
     return float(value)
 
 
-def _iso(moment: Any) -> str:
-    text: str = moment.isoformat().replace("+00:00", "Z")
-    return text
+def _iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (the storage gives aware UTC datetimes)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def state_payload(record: ReadingRecord) -> dict[str, Any]:
