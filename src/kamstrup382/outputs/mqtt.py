@@ -281,7 +281,6 @@ class MqttOutput(Output):
         self.last_error: str | None = None
         self._meters: dict[str, DeviceFacts] = {name: DeviceFacts() for name in meters}
         self._announce_all = True
-        self._announce: set[str] = set()
         # per meter: newest reading published, newest failure seen, availability wanted/sent
         self._read_at: dict[str, datetime] = {}
         self._failed_at: dict[str, datetime] = {}
