@@ -2,6 +2,7 @@
 
     python bench/bench_reader.py                  # 3 readouts per case (each takes ~6 s)
     python bench/bench_reader.py --readouts 5 --delay 0.3
+    python bench/bench_reader.py --readouts 1 --iec-sum7
 
 Each case reads an emulated meter (``kamstrup382.emulator.EmulatorThread`` at ``speed=1``, a
 fixed answer delay) several times and reports, per readout, the wall time of the read call
@@ -20,6 +21,8 @@ wake-up latency). Cases:
   reading an XOR-BCC emulator (it knows only the IEC XOR, and NAKs and waits on the Kamstrup
   sum) with 7-bit characters (it does not strip parity bits), next to our ``Reader`` on the
   same emulator;
+- with ``--iec-sum7``, the same package on the Kamstrup 382 as it is (sum BCC): it NAKs the
+  telegram, which a mode A meter ignores, and waits for its 30 s socket timeout;
 - the same package on a pty (its serial transport switches to the baud rate the
   identification proposes; a mode A meter proposes none, so it fails: reported);
 - what pyserial's own ``socket://`` handler costs to close (it sleeps 0.3 s), against the
@@ -111,8 +114,10 @@ def bench_iec(name: str, emu: EmulatorThread, readouts: int, delay: float) -> Ca
 
     case = Case(name)
     port = emu.ports[0]
+    begun = time.monotonic()
     try:
         for _ in range(readouts):
+            begun = time.monotonic()
             if port.startswith("socket://"):
                 host, _, tcp_port = port.removeprefix("socket://").rpartition(":")
                 client = Iec6205621Client.with_tcp_transport((host, int(tcp_port)))
@@ -130,7 +135,8 @@ def bench_iec(name: str, emu: EmulatorThread, readouts: int, delay: float) -> Ca
             case.walls.append(wall)
             case.floors.append(floor_of(len(emu.sent(0)[-1]), delay))
     except Exception as exc:  # reported, not fatal: the side-by-side is informative
-        case.error = f"{type(exc).__name__}: {exc}"
+        reason = str(exc) or repr(exc.__cause__)
+        case.error = f"{type(exc).__name__}: {reason} after {time.monotonic() - begun:.1f} s"
     return case
 
 
@@ -173,6 +179,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--readouts", type=int, default=3, help="readouts per case")
     parser.add_argument("--delay", type=float, default=0.05, help="answer delay (s)")
+    parser.add_argument(
+        "--iec-sum7",
+        action="store_true",
+        help="also let iec62056-21 read the Kamstrup sum-BCC meter (it NAKs, then times out)",
+    )
     args = parser.parse_args()
     n, delay = args.readouts, args.delay
     print(f"true 300 baud, answer delay {delay} s, {n} readouts per case", flush=True)
@@ -197,6 +208,9 @@ def main() -> int:
         run(bench_iec("iec62056-21 0.0.2 tcp 7-bit, XOR meter", emu, n, delay))
     with emulator("pty", delay, bcc="xor") as emu:
         run(bench_iec("iec62056-21 0.0.2 pty 7E1, XOR meter", emu, 1, delay))
+    if args.iec_sum7:
+        with emulator("tcp", delay, eight_bit=False) as emu:
+            run(bench_iec("iec62056-21 0.0.2 tcp 7-bit, sum7 meter", emu, 1, delay))
 
     with EmulatorThread(transport="tcp", speed=1.0) as emu:
         theirs = pyserial_socket_close(emu.ports[0])
