@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -25,6 +26,11 @@ from kamstrup382.protocol.dataset import parse_data_block
 from kamstrup382.protocol.identification import ACCURACY_CLASSES, CURRENT_CODES, PHASES
 
 from .helpers import SPEC_IDENT_LINE, bytewise, outcome, split_at, whole
+
+#: Per example: far above what any example takes (milliseconds), so a loaded CI machine never
+#: fails on time, while a decoder that loops or goes quadratic still fails (pytest-timeout
+#: stops a true hang).
+DEADLINE = timedelta(seconds=5)
 
 # -- round trips ------------------------------------------------------------------------------
 
@@ -58,6 +64,7 @@ type_numbers = st.builds(
 )
 
 
+@settings(deadline=DEADLINE)
 @given(
     meter_values,
     type_numbers,
@@ -125,7 +132,7 @@ def replies(draw: st.DrawFn) -> bytes:
     return b"".join(noise) + ident + stx + block + bytes((bcc,)) + tail
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=DEADLINE)
 @given(
     st.one_of(replies(), st.binary(max_size=300)),
     st.lists(st.integers(0, 400), max_size=12),
@@ -200,7 +207,7 @@ def wrap(body: str) -> bytes:
     return SPEC_IDENT_LINE + b"\x02" + block + bytes((compute_bcc(block, BccAlgorithm.SUM7),))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=DEADLINE)
 @given(blocks(), st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
 def test_layout_cache_gives_what_the_precise_parser_gives(body: str, seeds: list[int]) -> None:
     offset = len(SPEC_IDENT_LINE) + 1
