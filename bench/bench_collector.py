@@ -2,17 +2,23 @@
 
     python bench/bench_collector.py                 # N = 100, 1000, 10000
     python bench/bench_collector.py --meters 1000   # one N (repeat the flag for several)
+    python bench/bench_collector.py --host 127.0.0.2  # when other programs crowd 127.0.0.1's ports
 
 The emulated meters run in separate processes (``kamstrup382.emulator.Emulator`` at
-``speed=1``, at most ``--per-emulator`` meters each, since every meter takes a listening and an
-accepted socket), one TCP port per meter. This process runs one collector cycle over all N
-meters (``Collector.run_once``, one line per meter, temporary SQLite storage) and reports:
+``speed=1``, a constant load, at most ``--per-emulator`` meters each, since every meter takes a
+listening and an accepted socket there), one TCP port per meter. They write the characters due
+in groups at most every ``--write-interval`` seconds, as a TCP gateway packetises a serial line;
+the last character always goes out at its exact time, so the floor is unchanged. This process
+runs one collector cycle over all N meters (``Collector.run_once``, one line per meter, no
+retries, temporary SQLite storage) and reports:
 
 - ratio: cycle time / the physical floor of one readout, where the floor is the request and
   the reply on the wire at 30 characters a second plus the emulator's answer delay
   (5 + 167 characters = 5.733 s + delay). All meters are read in parallel, so 1.00 is the limit.
+  Shown only when every meter was read.
 - CPU seconds of this (collector) process per readout (``resource.getrusage``), everything
-  included: connecting, the reader, decoding, storage, the event loop.
+  included: connecting, the reader, decoding, storage, the event loop; and the CPU seconds of
+  the collector and of the emulator processes during the cycle (they share the machine).
 """
 
 from __future__ import annotations
@@ -69,10 +75,10 @@ def cpu() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(usage.ru_utime + usage.ru_stime, flush=True)
 
-async def main(count: int, delay: float, group: float) -> None:
+async def main(count: int, delay: float, group: float, port: int, host: str) -> None:
     async with Emulator(
-        meters=count, transport="tcp", speed=1.0, delay=delay, write_interval=group,
-        load=ConstantLoad(1.5),
+        meters=count, transport="tcp", host=host, port=port, speed=1.0, delay=delay,
+        write_interval=group, load=ConstantLoad(1.5),
     ) as emu:
         print(json.dumps(emu.ports), flush=True)
         stop = asyncio.Event()
@@ -82,12 +88,19 @@ async def main(count: int, delay: float, group: float) -> None:
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])))
+count, delay, group, port, host = sys.argv[1:]
+asyncio.run(main(int(count), float(delay), float(group), int(port), host))
 """
 
 
 def start_emulators(
-    count: int, per_process: int, delay: float, group: float
+    count: int,
+    *,
+    per_process: int,
+    delay: float,
+    group: float,
+    port: int = 0,
+    host: str = "127.0.0.1",
 ) -> tuple[list[subprocess.Popen[str]], list[str]]:
     """Emulator processes serving ``count`` meters in all; their processes and ports."""
     procs: list[subprocess.Popen[str]] = []
@@ -96,7 +109,10 @@ def start_emulators(
         for first in range(0, count, per_process):
             size = min(per_process, count - first)
             proc = subprocess.Popen(
-                [sys.executable, "-c", EMULATOR, str(size), str(delay), str(group)],
+                [
+                    *(sys.executable, "-c", EMULATOR),
+                    *(str(size), str(delay), str(group), str(port + first if port else 0), host),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -168,8 +184,12 @@ async def one_cycle(
     )
 
 
-def run(count: int, per_process: int, delay: float, group: float) -> Result:
-    emulators, ports = start_emulators(count, per_process, delay, group)
+def run(
+    count: int, *, per_process: int, delay: float, group: float, port: int, host: str
+) -> Result:
+    emulators, ports = start_emulators(
+        count, per_process=per_process, delay=delay, group=group, port=port, host=host
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="k382-bench-") as folder:
             return asyncio.run(one_cycle(ports, emulators, delay, Path(folder)))
@@ -188,8 +208,19 @@ def main() -> int:
     parser.add_argument(
         "--per-emulator",
         type=int,
-        default=5000,
+        default=2500,
         help="meters per emulator process (each meter takes two file descriptors there)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="loopback address of the meters (127.0.0.2 etc. avoid ports other programs use)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="first TCP port of the meters (consecutive; default: free ports the emulator finds)",
     )
     parser.add_argument(
         "--delay", type=float, default=0.02, help="emulator answer delay in s (spec: 0.02-0.6)"
@@ -211,7 +242,14 @@ def main() -> int:
     )
     results = []
     for count in counts:
-        result = run(count, args.per_emulator, args.delay, args.write_interval)
+        result = run(
+            count,
+            per_process=args.per_emulator,
+            delay=args.delay,
+            group=args.write_interval,
+            port=args.port,
+            host=args.host,
+        )
         results.append(result)
         ratio = f"{result.ratio:>6.3f}" if result.failed == 0 else f"{'(n/a)':>6}"
         print(

@@ -1,6 +1,6 @@
 """Benchmark: readings stored per second in SQLite and PostgreSQL, in batches.
 
-    python bench/bench_storage.py                       # both backends, batches 100/1000/10000
+    python bench/bench_storage.py                       # both backends, batches of 1,000 and 10,000
     python bench/bench_storage.py --rows 500000 --batch 1000 --backend sqlite
     python bench/bench_storage.py --postgres-url postgresql://user@host/db   # an existing server
 
@@ -180,7 +180,7 @@ def main() -> int:
         help="use this (scratch!) database instead of a temporary server; its tables are dropped",
     )
     args = parser.parse_args()
-    sizes = args.batch or [100, 1000, 10_000]
+    sizes = args.batch or [1000, 10_000]
     backends = args.backend or ["sqlite", "sqlite-normal", "postgres"]
 
     print(f"{args.rows} readings per run, {args.meters} meters, median of {args.repeat} runs")
