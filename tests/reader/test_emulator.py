@@ -7,6 +7,7 @@ is exactly what the model sent.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,47 @@ async def test_concurrent_reads_on_one_reader_take_turns() -> None:
             readings = await asyncio.gather(*(reader.read() for _ in range(3)))
         assert [r.meter_values() for r in readings] == emu.sent_values(0)
         assert all(r.attempts == 1 for r in readings)
+
+
+def test_sync_reader_under_faults() -> None:
+    """The blocking reader on both transports, a few hundred readouts with every line fault
+    and one data fault: the same guarantees as the asyncio reader's."""
+    reads = 100
+    mix = "flip=0.2,truncate=0.05,noise=0.05,silent=0.05,late=0.03,late_delay=0.65-0.7"
+    transports: tuple[Transport, ...] = ("tcp", "pty")
+    with (
+        EmulatorThread(transport=transports[0], speed=FAULT_SPEED, delay=0.02, faults=mix) as a,
+        EmulatorThread(transport=transports[1], speed=FAULT_SPEED, delay=0.02, faults=mix) as b,
+    ):
+        emulators = [a, b]
+        outcomes: list[list[Reading | Kamstrup382Error]] = [[], []]
+
+        def run(index: int) -> None:
+            with Reader(
+                emulators[index].ports[0],
+                retries=3,
+                backoff=0.01,
+                timing=timing(FAULT_SPEED, answer_timeout=0.25, answer_margin=0.1),
+            ) as reader:
+                for _ in range(reads):
+                    try:
+                        outcomes[index].append(reader.read())
+                    except Kamstrup382Error as exc:
+                        outcomes[index].append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        logs = [emu.log(0) for emu in emulators]
+
+    for log, results in zip(logs, outcomes, strict=True):
+        assert len(results) == reads
+        assert {k for entry in log for k in entry.kinds} == {*LINE_FAULTS, "flip"}
+        sent = {entry.clean: entry.values for entry in log if entry.values is not None}
+        readings = [r for r in results if isinstance(r, Reading)]
+        assert all(r.raw in sent and sent[r.raw] == r.meter_values() for r in readings)
+        assert all(isinstance(r, TYPED) for r in results if not isinstance(r, Reading))
+        assert any(r.attempts > 1 for r in readings)
+        assert len(readings) > reads * 0.9
