@@ -33,9 +33,12 @@ class Kamstrup382Error(Exception):
     """Root of every error this package raises on purpose.
 
     ``kind`` is a short name of the error's family, for one-line reports (``error: bcc: ...``).
+    ``attempts`` is set by a reader on the error it finally raises: how many attempts it made
+    before giving up (``None`` where no reader was involved).
     """
 
     kind = "error"
+    attempts: int | None = None
 
 
 class ProtocolError(Kamstrup382Error):

@@ -91,6 +91,6 @@ class ReaderOptions:
 def with_attempts(error: Kamstrup382Error, attempts: int) -> Kamstrup382Error:
     """``error`` carrying ``attempts`` (how many tries it took to give up), for callers that
     record it (the collector); also said in a note."""
-    error.attempts = attempts  # type: ignore[attr-defined]
+    error.attempts = attempts
     error.add_note(f"after {attempts} attempt{'s' if attempts != 1 else ''}")
     return error
