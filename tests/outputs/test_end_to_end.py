@@ -3,7 +3,9 @@ configured from one TOML document, with a broker outage of several cycles in the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,3 +135,71 @@ async def test_meters_to_home_assistant_and_prometheus_through_an_outage(
     assert device["serial_number"] == stored["m0"][-1].values.customer_number
     assert device["manufacturer"] == "Kamstrup"
     assert [m.text for m in watcher.on("kamstrup382/status") if not m.retain][-1] == "offline"
+
+
+async def run_collect(config: Path, *args: str) -> tuple[int, str]:
+    """``k382 collect --config CONFIG ARGS`` as a process; (exit status, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kamstrup382",
+        "collect",
+        "--config",
+        str(config),
+        *args,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_k382_collect_once_publishes_and_exits(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    config = tmp_path / "k382.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{tmp_path / "r.sqlite"}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\n[prometheus]\nlisten = "127.0.0.1:0"\n'
+    )
+    async with Watcher(mosquitto.host, mosquitto.port, ["kamstrup382/#"]) as watcher:
+        status, err = await run_collect(config, "--emulator", "2", "--speed", "100", "--once")
+        assert status == 0, err
+        states = await watcher.wait_for(lambda ms: len(live_states(ms)) >= 2)
+        await watcher.wait_for(
+            lambda ms: (
+                [m.text for m in ms if m.topic == "kamstrup382/status"] == ["online", "offline"]
+            )
+        )
+    meters = sorted(m.topic for m in live_states(states))
+    assert meters == ["kamstrup382/emulated-1/state", "kamstrup382/emulated-2/state"]
+    with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
+        assert storage.outbox_pending() == []
+        assert len(list(storage.readings())) == 2
+
+
+async def test_k382_collect_once_without_a_broker_keeps_the_readings(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The broker down: the meters are still read (exit 0), and the readings wait in the
+    outbox for the next run, which publishes them first."""
+    config = tmp_path / "k382.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{tmp_path / "r.sqlite"}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\nreconnect_delay = 0.05\n'
+    )
+    await asyncio.to_thread(mosquitto.stop)
+    status, err = await run_collect(config, "--emulator", "1", "--speed", "100", "--once")
+    assert status == 0, err
+    assert "unreachable" in err
+    with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
+        (waiting,) = [record for _, record in storage.outbox_pending()]
+    await asyncio.to_thread(mosquitto.start)
+    async with Watcher(mosquitto.host, mosquitto.port, ["kamstrup382/#"]) as watcher:
+        status, err = await run_collect(config, "--emulator", "1", "--speed", "100", "--once")
+        assert status == 0, err
+        states = await watcher.wait_for(lambda ms: len(live_states(ms)) >= 1)
+    read_at = [m.json()["read_at"] for m in live_states(states)]
+    assert read_at[0] == waiting.read_at.isoformat().replace("+00:00", "Z")
+    with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
+        assert storage.outbox_pending() == []
