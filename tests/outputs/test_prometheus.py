@@ -87,9 +87,9 @@ async def test_registers_are_exported_with_their_types_and_labels(
     assert kind == "gauge"
     assert value(samples, "kamstrup382_hour_counter_hours", meter="house") == 483
 
-    kind, samples = families["kamstrup382_pulse_input_count"]
-    assert kind == "gauge"
-    assert value(samples, "kamstrup382_pulse_input_count", meter="garage") == 14
+    kind, samples = families["kamstrup382_pulse_input_pulses"]
+    assert kind == "counter"
+    assert value(samples, "kamstrup382_pulse_input_pulses_total", meter="garage") == 14
 
     kind, samples = families["kamstrup382_last_success_timestamp_seconds"]
     assert kind == "gauge"

@@ -10,7 +10,7 @@ Metrics (labels: ``meter``, plus ``tariff``, ``period`` or ``kind`` where named;
 - the registers of each meter's newest reading, named in the register table
   (:data:`~kamstrup382.protocol.REGISTERS`): ``kamstrup382_energy_kwh_total`` (counter),
   ``kamstrup382_tariff_energy_kwh_total{tariff="1"|"2"}`` (counter),
-  ``kamstrup382_hour_counter_hours`` (gauge), ``kamstrup382_pulse_input_count`` (gauge),
+  ``kamstrup382_hour_counter_hours`` (gauge), ``kamstrup382_pulse_input_pulses_total`` (counter),
   ``kamstrup382_peak_power_kw{period="current_month"|"last_month"}`` (gauge). A name ending in
   ``_total`` is a counter, any other a gauge. The registers wrap at 9,999,999; Prometheus
   treats the drop of a counter as a reset, so ``increase()`` stays right across the wrap.

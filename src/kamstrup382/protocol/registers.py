@@ -76,7 +76,7 @@ REGISTERS: tuple[Register, ...] = (
     ),
     Register(
         "1.26", "pulse_input", "Pulse input", RegisterKind.COUNTER, 7, 0, None, None,
-        None, "total_increasing", "mdi:pulse", "kamstrup382_pulse_input_count",
+        None, "total_increasing", "mdi:pulse", "kamstrup382_pulse_input_pulses_total",
         "Pulses counted on the pulse input 1.26",
     ),
     Register(

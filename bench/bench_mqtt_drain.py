@@ -5,7 +5,7 @@ local mosquitto with QoS 1 (each acknowledged by the broker), timed from start t
 outbox. The figure that matters is the ratio to what a fleet needs: 10,000 meters read every
 15 minutes produce 11.1 readings per second.
 
-    python3 -m tests.outputs.drain_rate 20000
+    python3 bench/bench_mqtt_drain.py 20000
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from kamstrup382.outputs.mqtt import MqttOutput
-from kamstrup382.storage.url import open_storage
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the broker fixture of the tests
+
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.outputs.helpers import reading
+
+from kamstrup382.outputs.mqtt import MqttOutput
+from kamstrup382.storage.url import open_storage
 
 NEEDED = 10_000 / 900  # readings per second for 10,000 meters every 15 minutes
 
