@@ -125,8 +125,8 @@ def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
     for meter, read_at in taken_over.items():
         expired = orphans[meter]
         assert read_at >= expired - timedelta(milliseconds=50), meter
-        assert read_at - expired < timedelta(seconds=reclaim + 1.0), (meter, read_at, expired)
-    assert max(taken_over.values()) - killed_at < timedelta(seconds=lease + reclaim + 1.0)
+        assert read_at - expired < timedelta(seconds=reclaim + 2.0), (meter, read_at, expired)
+    assert max(taken_over.values()) - killed_at < timedelta(seconds=lease + reclaim + 2.0)
 
     # nothing lost, nothing doubled: every stored reading is a reply the meter gave, and the
     # only replies not stored are those c0 had received but not yet written when it died
