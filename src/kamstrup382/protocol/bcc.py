@@ -60,6 +60,9 @@ def bcc_xor(block: bytes | bytearray | memoryview) -> int:
 
 
 _COMPUTE = {BccAlgorithm.SUM7: bcc_sum7, BccAlgorithm.XOR: bcc_xor}
+# members as module constants (an Enum member read as a class attribute is a descriptor call)
+_SUM7, _XOR = BccAlgorithm.SUM7, BccAlgorithm.XOR
+_MODE_SUM7, _MODE_XOR = BccMode.SUM7, BccMode.XOR
 
 
 def compute_bcc(block: bytes | bytearray | memoryview, algorithm: BccAlgorithm) -> int:
@@ -73,8 +76,8 @@ def match_bcc(
 
     In ``AUTO`` mode the sum is tried first: it is what a Kamstrup 382 sends.
     """
-    if mode is not BccMode.XOR and bcc_sum7(block) == received:
-        return BccAlgorithm.SUM7
-    if mode is not BccMode.SUM7 and bcc_xor(block) == received:
-        return BccAlgorithm.XOR
+    if mode is not _MODE_XOR and bcc_sum7(block) == received:
+        return _SUM7
+    if mode is not _MODE_SUM7 and bcc_xor(block) == received:
+        return _XOR
     return None

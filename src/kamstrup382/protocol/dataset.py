@@ -14,11 +14,9 @@ point) is also available exactly, as :class:`~decimal.Decimal`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
-from itertools import chain
-from operator import itemgetter
 
 from kamstrup382.errors import FramingError
 from kamstrup382.protocol.registers import REGISTER_BY_CODE, Register
@@ -210,58 +208,118 @@ def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:
 # analysis is done once per shape with the precise parser and kept as a :class:`BlockLayout`;
 # every block of that shape is then validated by one table translation and one dictionary
 # look-up, and its data sets are cut out by slicing. Values themselves are never cached.
+#
+# Which registers a block holds depends on the digits of its addresses too (``1.20`` and
+# ``1.31`` have one shape): the address characters, cut out of the block read as one integer
+# by a bit mask, pick the layout's :class:`RegisterPlan`. A plan, and a layout's data-set
+# builder, first run generic code; on their second use they are compiled to straight-line
+# Python (slices with constant bounds, one ``Decimal`` per number, one dict or tuple display),
+# so a meter's first reply pays no compilation and its later ones no loop.
 
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= c <= 0x39 else c for c in range(256))
 _LAYOUTS: dict[bytes, BlockLayout] = {}
 #: At most this many shapes are kept (then the cache starts afresh), and at most this many
 #: address sets per shape. Only well-formed shapes are ever stored.
 _LAYOUT_CACHE = 256
+#: The use of a plan or a data-set builder at which it is compiled.
+_COMPILE_AT = 2
 
 Span = tuple[int, int]
 #: address span, value groups as (value span, unit span or None), line number
 SetSpans = tuple[Span, tuple[tuple[Span, Span | None], ...], int]
+Registers = dict[str, Decimal | str]
+
+_TEXT, _NUMBER_DOT, _NUMBER_COMMA = 0, 1, 2
 
 
-def _slicer(spans: list[Span]) -> Callable[[str], tuple[str, ...]]:
-    """A function cutting the given spans out of a string, in C (``itemgetter`` of slices)."""
-    if not spans:
-        return lambda text: ()
-    if len(spans) == 1:
-        only = slice(*spans[0])
-        return lambda text: (text[only],)
-    getter: Callable[[str], tuple[str, ...]] = itemgetter(*(slice(a, b) for a, b in spans))
-    return getter
+def _compile(source: str, name: str, namespace: dict[str, object]) -> Callable[..., object]:
+    """Compile generated source (constant slices and names only) and return its function."""
+    code = compile(source, f"<kamstrup382 generated {name}>", "exec")
+    exec(code, namespace)
+    function: Callable[..., object] = namespace[name]  # type: ignore[assignment]
+    return function
 
 
-@dataclass(frozen=True, slots=True)
-class _RegisterPlan:
-    """Where the known registers' values are, for one set of addresses in one layout.
+class RegisterPlan:
+    """Where the known registers' values are, for one layout and one set of addresses.
 
-    Text values (the customer number, a value that is not a number) are cut as sent; numbers
-    are cut from the block with its decimal commas made points and read as ``Decimal``.
-    ``grouped`` names the registers texts first, numbers second; ``names`` in block order.
+    ``entries``: (name, value span, kind) in the order :attr:`DataSet.value` gives them (a
+    repeated address: the first position, the last value). Text values (the customer number,
+    a value that is not a number) are cut as sent; numbers are read as ``Decimal``, a
+    decimal comma made a point. ``read`` is the generic reader, then the compiled one.
     """
 
-    addresses: tuple[str, ...]
-    names: tuple[str, ...]
-    grouped: tuple[str, ...]
-    texts: Callable[[str], tuple[str, ...]]
-    numbers: Callable[[str], tuple[str, ...]]
-    #: no text value holds a ',': all values can be cut in one go from the dotted block
-    values: Callable[[str], tuple[str, ...]] | None
-    text_count: int
+    __slots__ = ("entries", "read", "uses")
+
+    def __init__(self, entries: tuple[tuple[str, Span, int], ...]) -> None:
+        self.entries = entries
+        self.uses = 0
+        self.read: Callable[[str], Registers] = self._generic
+
+    def _generic(self, body: str) -> Registers:
+        self.uses += 1  # a race only compiles twice: both results are the same function
+        if self.uses >= _COMPILE_AT:
+            self.read = self._compiled()
+            return self.read(body)
+        dotted = body.replace(",", ".")
+        return {
+            name: body[a:b] if kind == _TEXT else Decimal(dotted[a:b])
+            for name, (a, b), kind in self.entries
+        }
+
+    def _compiled(self) -> Callable[[str], Registers]:
+        items = []
+        for name, (a, b), kind in self.entries:
+            if kind == _TEXT:
+                items.append(f"{name!r}: b[{a}:{b}]")
+            else:
+                items.append(f"{name!r}: D({'d' if kind == _NUMBER_COMMA else 'b'}[{a}:{b}])")
+        lines = ["def read(b, D=Decimal):"]
+        if any(kind == _NUMBER_COMMA for _, _, kind in self.entries):
+            lines.append("    d = b.replace(',', '.')")
+        lines.append(f"    return {{{', '.join(items)}}}")
+        function = _compile("\n".join(lines), "read", {"Decimal": Decimal})
+        return function  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
+_new = object.__new__
+# the slots of the frozen data classes, set directly (what their __init__ does, without it)
+_SLOT_SETTERS = {
+    "_va": vars(DataSet)["address"].__set__,
+    "_vv": vars(DataSet)["values"].__set__,
+    "_vl": vars(DataSet)["line"].__set__,
+    "_gt": vars(DataValue)["text"].__set__,
+    "_gu": vars(DataValue)["unit"].__set__,
+}
+
+
 class BlockLayout:
     """Where the data sets of every well-formed data block of one shape are."""
 
-    sets: tuple[SetSpans, ...]
-    addresses: Callable[[str], tuple[str, ...]]
-    _plans: dict[tuple[str, ...], _RegisterPlan] = field(default_factory=dict, compare=False)
+    __slots__ = ("_uses", "address_mask", "build", "plans", "sets")
+
+    def __init__(self, sets: tuple[SetSpans, ...]) -> None:
+        self.sets = sets
+        mask = 0
+        for (a0, a1), _, _ in sets:
+            mask |= ((1 << (8 * (a1 - a0))) - 1) << (8 * a0)
+        #: the bits of every address character of a block read as a little-endian integer
+        self.address_mask = mask
+        #: register plans by the address characters of a block (see :meth:`registers`)
+        self.plans: dict[int, RegisterPlan] = {}
+        self._uses = 0
+        #: the data sets of a block of this shape (generic code, then compiled)
+        self.build: Callable[[str], tuple[DataSet, ...]] = self._generic_sets
 
     def data_sets(self, body: str) -> tuple[DataSet, ...]:
         """The data sets of ``body``, a block of this layout's shape."""
+        return self.build(body)
+
+    def _generic_sets(self, body: str) -> tuple[DataSet, ...]:
+        self._uses += 1  # a race only compiles twice
+        if self._uses >= _COMPILE_AT:
+            self.build = self._compiled_sets()
+            return self.build(body)
         return tuple(
             DataSet(
                 body[a0:a1],
@@ -274,49 +332,53 @@ class BlockLayout:
             for (a0, a1), groups, line in self.sets
         )
 
-    def registers(self, body: str) -> dict[str, Decimal | str]:
+    def _compiled_sets(self) -> Callable[[str], tuple[DataSet, ...]]:
+        defaults = ", ".join(f"{name}={name}" for name in ("_new", "_DS", "_DV", *_SLOT_SETTERS))
+        lines = [f"def build(b, {defaults}):"]
+        for index, ((a0, a1), groups, line) in enumerate(self.sets):
+            names = []
+            for number, ((v0, v1), unit) in enumerate(groups):
+                name = f"v{index}_{number}"
+                shown = "None" if unit is None else f"b[{unit[0]}:{unit[1]}]"
+                lines.append(
+                    f"    {name} = _new(_DV); _gt({name}, b[{v0}:{v1}]); _gu({name}, {shown})"
+                )
+                names.append(name)
+            lines.append(
+                f"    s{index} = _new(_DS); _va(s{index}, b[{a0}:{a1}]); "
+                f"_vv(s{index}, ({', '.join(names)},)); _vl(s{index}, {line})"
+            )
+        lines.append(f"    return ({''.join(f's{i}, ' for i in range(len(self.sets)))})")
+        namespace: dict[str, object] = {"_new": _new, "_DS": DataSet, "_DV": DataValue}
+        namespace.update(_SLOT_SETTERS)
+        function = _compile("\n".join(lines), "build", namespace)
+        return function  # type: ignore[return-value]
+
+    def registers(self, body: str) -> Registers:
         """The known registers' values of ``body``, as :attr:`DataSet.value` gives them."""
-        addresses = self.addresses(body)
+        key = int.from_bytes(body.encode("ascii"), "little") & self.address_mask
         # one dictionary look-up: the plan found is the plan for these addresses, whatever
         # other threads do to the dictionary meanwhile (a race only computes a plan twice)
-        plan = self._plans.get(addresses) or self._plan(body, addresses)
-        dotted = body.replace(",", ".")
-        found: Iterable[Decimal | str]
-        if plan.values is not None:
-            cut = plan.values(dotted)
-            count = plan.text_count
-            found = chain(cut[:count], map(Decimal, cut[count:]))
-        else:
-            found = chain(plan.texts(body), map(Decimal, plan.numbers(dotted)))
-        # as many values as names by construction (a strict zip costs as much as the rest)
-        values: dict[str, Decimal | str] = dict(zip(plan.grouped, found, strict=False))
-        if plan.grouped != plan.names:
-            return {name: values[name] for name in plan.names}
-        return values
+        plan = self.plans.get(key) or self.plan(body, key)
+        return plan.read(body)
 
-    def _plan(self, body: str, addresses: tuple[str, ...]) -> _RegisterPlan:
-        chosen: dict[str, tuple[Span, bool]] = {}
-        for (_, groups, _), address in zip(self.sets, addresses, strict=True):
-            reg = REGISTER_BY_CODE.get(address)
+    def plan(self, body: str, key: int) -> RegisterPlan:
+        """Make (and keep) the plan for ``body``'s addresses; ``key`` as :meth:`registers`."""
+        chosen: dict[str, tuple[Span, int]] = {}
+        for (a0, a1), groups, _ in self.sets:
+            reg = REGISTER_BY_CODE.get(body[a0:a1])
             if reg is None:
                 continue
             span = groups[0][0]
-            numeric = reg.kind != "text" and _NUMBER.fullmatch(body[span[0] : span[1]]) is not None
-            chosen[reg.name] = (span, numeric)  # a repeated address: the last one counts
-        texts = [(name, span) for name, (span, numeric) in chosen.items() if not numeric]
-        numbers = [(name, span) for name, (span, numeric) in chosen.items() if numeric]
-        commas = any("," in body[a:b] for _, (a, b) in texts)
-        plan = _RegisterPlan(
-            addresses,
-            tuple(chosen),
-            tuple(name for name, _ in texts + numbers),
-            _slicer([span for _, span in texts]),
-            _slicer([span for _, span in numbers]),
-            None if commas else _slicer([span for _, span in texts + numbers]),
-            len(texts),
-        )
-        if len(self._plans) < _LAYOUT_CACHE:
-            self._plans[addresses] = plan
+            text = body[span[0] : span[1]]
+            if reg.kind == "text" or _NUMBER.fullmatch(text) is None:
+                kind = _TEXT
+            else:
+                kind = _NUMBER_COMMA if "," in text else _NUMBER_DOT
+            chosen[reg.name] = (span, kind)  # a repeated address: the last one counts
+        plan = RegisterPlan(tuple((name, span, kind) for name, (span, kind) in chosen.items()))
+        if len(self.plans) < _LAYOUT_CACHE:
+            self.plans[key] = plan
         return plan
 
 
@@ -367,5 +429,4 @@ def _analyse(body: str) -> BlockLayout:
             first = False
             pos = m.end()
         position += len(text) + 2
-    frozen = tuple((address, tuple(groups), line) for address, groups, line in sets)
-    return BlockLayout(frozen, _slicer([address for address, _, _ in frozen]))
+    return BlockLayout(tuple((address, tuple(groups), line) for address, groups, line in sets))

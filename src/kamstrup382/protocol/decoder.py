@@ -28,10 +28,11 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
+from zlib import adler32
 
 from kamstrup382.errors import BccError, FramingError, ParityError, ProtocolError, UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm, BccMode, bcc_sum7, bcc_xor, match_bcc
-from kamstrup382.protocol.dataset import block_layout, cached_layout, clear_layouts
+from kamstrup382.protocol.dataset import _DIGITS_AS_ZERO, _LAYOUTS, block_layout, clear_layouts
 from kamstrup382.protocol.frame import ETX, REQUEST, STX
 from kamstrup382.protocol.identification import Identification, parse_identification
 from kamstrup382.protocol.parity import first_parity_error, strip_parity
@@ -53,11 +54,15 @@ MAX_IDENTIFICATION_LINE = 100
 MAX_DATA_BLOCK = 65536
 
 _ECHO = REQUEST[:-2]
-#: Identification lines seen, parsed: a meter sends the same line on every readout.
-_IDENTIFICATIONS: dict[bytes, Identification] = {}
+#: Identification lines seen (without CR LF), parsed, with the byte sum of the line, its CR LF
+#: and the STX after it: a meter sends the same line on every readout.
+_IDENTIFICATIONS: dict[bytes, tuple[Identification, int]] = {}
 _IDENTIFICATION_CACHE = 1024
 _SUM7 = BccAlgorithm.SUM7
 _XOR = BccAlgorithm.XOR
+_SLASH, _CR, _LF = ord("/"), 0x0D, 0x0A
+#: Replies up to this length (``etx`` below it) have their sum taken whole by Adler-32.
+_ADLER_WHOLE = 255
 
 
 def clear_caches() -> None:
@@ -83,6 +88,19 @@ class DecoderState(enum.Enum):
     __hash__ = object.__hash__
 
 
+# the members as module constants: an Enum member read as a class attribute costs a
+# descriptor call, and the decoder tests its state on every chunk
+_WAIT_START = DecoderState.WAIT_START
+_IDENTIFICATION = DecoderState.IDENTIFICATION
+_WAIT_STX = DecoderState.WAIT_STX
+_DATA = DecoderState.DATA
+_BCC = DecoderState.BCC
+_DONE = DecoderState.DONE
+_FAILED = DecoderState.FAILED
+_MODE_SUM7 = BccMode.SUM7
+_new = object.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class IdentificationReceived:
     identification: Identification
@@ -105,37 +123,43 @@ def _whole_reply(data: bytes, mode: BccMode, base: int) -> Telegram | None:
     identification line or a block shape not seen before); never raises.
     """
     line_end = data.find(b"\n")
-    if data[:1] != b"/" or line_end < 2 or data[line_end - 1] != 0x0D:
+    if line_end < 2 or data[0] != _SLASH or data[line_end - 1] != _CR:
         return None
     stx = line_end + 1
     etx = len(data) - 2
     if etx <= stx or data[stx] != STX or data.find(b"\x03", stx) != etx:
         return None
-    ident = _IDENTIFICATIONS.get(data[: line_end - 1])
-    if ident is None:
+    known = _IDENTIFICATIONS.get(data[: line_end - 1])
+    if known is None:
         return None
-    block = data[stx + 1 : etx + 1]
+    ident, prefix_sum = known
     received = data[-1]
-    if mode is BccMode.SUM7:
-        if bcc_sum7(block) != received:
+    if mode is _MODE_SUM7 and etx < _ADLER_WHOLE:
+        # the block's sum is the reply's (Adler-32's first half, exact up to 256 bytes) less
+        # the identification line, CR LF, STX (summed once per line) and the BCC byte itself
+        if ((adler32(data) & 0xFFFF) - 1 - prefix_sum - received) & 0x7F != received:
             return None
         algorithm = _SUM7
-    elif mode is BccMode.XOR:
-        if bcc_xor(block) != received:
-            return None
-        algorithm = _XOR
     else:
-        found = match_bcc(block, received, mode)
+        found = match_bcc(data[stx + 1 : etx + 1], received, mode)
         if found is None:
             return None
         algorithm = found
-    text = block[:-1]
-    layout = cached_layout(text)
+    text = data[stx + 1 : etx]
+    layout = _LAYOUTS.get(text.translate(_DIGITS_AS_ZERO))
     if layout is None:
         return None
-    return Telegram.checked(
-        ident, text.decode("ascii"), algorithm, received, data, base + stx + 1, layout
-    )
+    # Telegram.checked, inlined (one call less on the hot path)
+    telegram = _new(Telegram)
+    attrs = telegram.__dict__
+    attrs["identification"] = ident
+    attrs["data_block"] = text.decode("ascii")
+    attrs["bcc_algorithm"] = algorithm
+    attrs["bcc"] = received
+    attrs["raw"] = data
+    attrs["block_offset"] = base + stx + 1
+    attrs["layout"] = layout
+    return telegram
 
 
 class TelegramDecoder:
@@ -148,7 +172,7 @@ class TelegramDecoder:
     def __init__(self, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False) -> None:
         self.bcc_mode = BccMode(bcc)
         self.eight_bit = eight_bit
-        self.state = DecoderState.WAIT_START
+        self.state = _WAIT_START
         self.identification: Identification | None = None
         self.telegram: Telegram | None = None
         self.skipped = 0  # bytes before the identification (noise, an echo of the request)
@@ -167,7 +191,7 @@ class TelegramDecoder:
 
     @property
     def done(self) -> bool:
-        return self.state is DecoderState.DONE
+        return self.state is _DONE
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Take the next chunk; return the events it completes (possibly none).
@@ -176,12 +200,12 @@ class TelegramDecoder:
         protocol; the decoder is then spent (:class:`UsageError` if fed again).
         """
         state = self.state
-        if state is DecoderState.FAILED:
+        if state is _FAILED:
             raise UsageError("the decoder failed earlier; start a new one for the next reply")
         data = bytes(data)
         base = self._seen
         self._seen += len(data)
-        if state is DecoderState.DONE:
+        if state is _DONE:
             self.trailing += len(data)
             return []
         try:
@@ -203,27 +227,37 @@ class TelegramDecoder:
                     offset=base + bad,
                 )
                 data = data[:bad]
-            if bad is None and state is DecoderState.WAIT_START and not self._buf:
+            if bad is None and state is _WAIT_START and not self._buf:
                 telegram = _whole_reply(data, self.bcc_mode, base)
                 if telegram is not None:
                     self.identification = telegram.identification
                     self.telegram = telegram
-                    self.state = DecoderState.DONE
+                    self.state = _DONE
                     return [
                         IdentificationReceived(telegram.identification, base),
                         TelegramReceived(telegram, self._seen),
                     ]
-            events: list[Event] = []
             self._buf += data
+            if (
+                state is _DATA
+                and bad is None
+                and ETX not in data
+                and len(self._buf) - self._stx <= MAX_DATA_BLOCK
+            ):
+                # mid-block (at 300 baud most chunks are one byte): what the DATA step would
+                # do with a chunk without ETX, without the step machinery
+                self._pos = len(self._buf)
+                return []
+            events: list[Event] = []
             steps = self._STEPS
             while steps[self.state](self, events):
                 pass
             if bad is not None:
-                if self.state is not DecoderState.DONE:
+                if self.state is not _DONE:
                     raise error
                 self.trailing += self._seen - base - bad  # after the BCC: not looked at
         except Exception:
-            self.state = DecoderState.FAILED
+            self.state = _FAILED
             raise
         return events
 
@@ -251,7 +285,7 @@ class TelegramDecoder:
             return False
         self.skipped += index - self._pos
         self._start = self._pos = index
-        self.state = DecoderState.IDENTIFICATION
+        self.state = _IDENTIFICATION
         return True
 
     def _identification(self, events: list[Event]) -> bool:
@@ -274,17 +308,19 @@ class TelegramDecoder:
         self._pos = end + 1
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1 - start
-            self.state = DecoderState.WAIT_START
+            self.state = _WAIT_START
             return True
-        ident = _IDENTIFICATIONS.get(content)
-        if ident is None:
+        known = _IDENTIFICATIONS.get(content)
+        if known is None:
             ident = parse_identification(content, offset=self._base + start)
             if len(_IDENTIFICATIONS) >= _IDENTIFICATION_CACHE:
                 _IDENTIFICATIONS.clear()
-            _IDENTIFICATIONS[content] = ident
+            _IDENTIFICATIONS[content] = (ident, sum(content) + _CR + _LF + STX)
+        else:
+            ident = known[0]
         self.identification = ident
         events.append(IdentificationReceived(ident, self._base + start))
-        self.state = DecoderState.WAIT_STX
+        self.state = _WAIT_STX
         return True
 
     def _wait_stx(self, events: list[Event]) -> bool:
@@ -298,7 +334,7 @@ class TelegramDecoder:
             )
         self._stx = pos
         self._pos = pos + 1
-        self.state = DecoderState.DATA
+        self.state = _DATA
         return True
 
     def _data(self, events: list[Event]) -> bool:
@@ -313,17 +349,23 @@ class TelegramDecoder:
             return False
         self._etx = index
         self._pos = index + 1
-        self.state = DecoderState.BCC
+        self.state = _BCC
         return True
 
     def _bcc(self, events: list[Event]) -> bool:
         buf, etx = self._buf, self._etx
         if len(buf) <= etx + 1:
             return False
-        telegram = self._telegram(bytes(buf), etx)
+        start = self._start
+        raw = bytes(buf[start : etx + 2])
+        # the reply is whole now: the straight path checks it as it checks a captured one
+        # (anything it does not take, the precise path decides, with the exact error)
+        telegram = _whole_reply(raw, self.bcc_mode, self._base + start) or self._telegram(
+            raw, etx - start
+        )
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
-        self.state = DecoderState.DONE
+        self.state = _DONE
         events.append(TelegramReceived(telegram, self._base + etx + 2))
         return False
 
@@ -335,11 +377,12 @@ class TelegramDecoder:
         DecoderState.BCC: _bcc,
     }
 
-    def _telegram(self, buf: bytes, etx: int) -> Telegram:
-        stx = self._stx
-        block = buf[stx + 1 : etx + 1]
-        received = buf[etx + 1]
-        offset = self._base + stx + 1
+    def _telegram(self, raw: bytes, etx: int) -> Telegram:
+        """The precise path: ``raw`` is the reply from its ``/``, ``etx`` the position of ETX."""
+        stx = self._stx - self._start
+        block = raw[stx + 1 : etx + 1]
+        received = raw[etx + 1]
+        offset = self._base + self._stx + 1
         algorithm = match_bcc(block, received, self.bcc_mode)
         if algorithm is None:
             sum7, xor = bcc_sum7(block), bcc_xor(block)
@@ -360,15 +403,7 @@ class TelegramDecoder:
         body = text.decode("ascii")
         layout = block_layout(text, body, offset)
         assert self.identification is not None
-        return Telegram.checked(
-            self.identification,
-            body,
-            algorithm,
-            received,
-            buf[self._start : etx + 2],
-            offset,
-            layout,
-        )
+        return Telegram.checked(self.identification, body, algorithm, received, raw, offset, layout)
 
 
 def decode_reply(

@@ -117,7 +117,8 @@ class Telegram:
         """Every data set of the block, in order (built on first use, then kept)."""
         sets: tuple[DataSet, ...] | None = self.__dict__.get("_data_sets")
         if sets is None:
-            sets = self.__dict__["_data_sets"] = self._layout().data_sets(self.data_block)
+            layout = self.__dict__.get("layout") or self._layout()
+            sets = self.__dict__["_data_sets"] = layout.build(self.data_block)
         return sets
 
     def get(self, name_or_code: str) -> DataSet | None:
@@ -136,10 +137,15 @@ class Telegram:
         ``Decimal`` for numeric registers; text for the customer number and for a value that
         is not a number (an empty one, say).
         """
-        values: dict[str, Decimal | str] | None = self.__dict__.get("_registers")
+        attrs = self.__dict__
+        values: dict[str, Decimal | str] | None = attrs.get("_registers")
         if values is None:
-            layout = self.layout or self._layout()
-            values = self.__dict__["_registers"] = layout.registers(self.data_block)
+            # BlockLayout.registers, inlined (this is the hot path of a reader)
+            layout = attrs.get("layout") or self._layout()
+            body = self.data_block
+            key = int.from_bytes(body.encode("ascii"), "little") & layout.address_mask
+            plan = layout.plans.get(key) or layout.plan(body, key)
+            values = attrs["_registers"] = plan.read(body)
         return values
 
     def meter_values(self) -> MeterValues:
