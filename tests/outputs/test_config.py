@@ -32,6 +32,7 @@ def test_defaults() -> None:
     assert settings.protocol == "3.1.1"
     assert settings.username is None and settings.password is None
     assert settings.client_id.startswith("kamstrup382-")
+    assert settings.outbox_lease == 60.0  # the claim of a shared outbox, see test_mqtt_shared
     tls = MqttSettings.parse({"url": "mqtts://broker.local"})
     assert (tls.port, tls.tls) == (8883, True)
     assert MqttSettings.parse({"url": "mqtt://[::1]:1884"}).host == "::1"
@@ -82,6 +83,7 @@ def test_the_password_comes_from_the_environment() -> None:
         ({"url": "mqtt://b", "reconnect_delay": "soon"}, "mqtt.reconnect_delay", "duration"),
         ({"url": "mqtt://b", "reconnect_delay": 10, "reconnect_max": 5}, "mqtt.reconnect_max", ""),
         ({"url": "mqtt://b", "batch_size": 0}, "mqtt.batch_size", "between"),
+        ({"url": "mqtt://b", "outbox_lease": "15s"}, "mqtt.outbox_lease", "twice mqtt.timeout"),
         ({"url": "mqtt://b", "hostname": "x"}, "mqtt.hostname", "unknown key"),
     ],
 )

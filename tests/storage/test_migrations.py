@@ -84,3 +84,30 @@ def test_a_newer_schema_is_refused(storage_url: str) -> None:
             pg.execute("INSERT INTO schema_version VALUES (999)")
     with pytest.raises(StorageError, match="newer than this program"):
         open_storage(storage_url)
+
+
+def test_a_version_3_outbox_is_claimable_after_the_upgrade(storage_url: str) -> None:
+    """Entries queued before the outbox had claims (version 3) keep their order and become
+    claimable per meter by version 4."""
+    with open_storage(storage_url, migrate=False) as fresh:
+        _backend(fresh).migrate(target=3)
+    _write_v1_row(storage_url)  # the reading of meter "old", id 1
+    if storage_url.startswith("sqlite"):
+        conn = sqlite3.connect(sqlite_path(storage_url)[0])
+        try:
+            conn.execute("INSERT INTO outbox (reading_id) VALUES (1)")
+            conn.commit()
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(storage_url) as pg:
+            pg.execute("INSERT INTO outbox (reading_id) SELECT id FROM readings")
+    with open_storage(storage_url) as storage:
+        assert _backend(storage).schema_version() == SCHEMA_VERSION >= 4
+        storage.record([reading("new", 1)], outbox=True)
+        [(_, held)] = storage.outbox_pending(1, holder="a", lease=timedelta(minutes=1))
+        assert held.meter == "old"  # the oldest first, and claimed: b gets only the other meter
+        [(_, other)] = storage.outbox_pending(10, holder="b", lease=timedelta(minutes=1))
+        assert other.meter == "new"
+        storage.outbox_release("a")
+        assert [r.meter for _, r in storage.outbox_pending(10, holder="c")] == ["old"]

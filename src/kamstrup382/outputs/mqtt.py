@@ -24,6 +24,7 @@ Configuration (the ``[mqtt]`` table; only ``url`` is required)::
     reconnect_max = 60                 # this many seconds
     batch_size = 100                   # outbox entries published per round
     stop_timeout = 5                   # seconds to flush the outbox on shutdown
+    outbox_lease = 60                  # seconds a claim on meters of a shared outbox lasts
 
 How nothing is lost: the collector stores each new reading and queues it in the storage's
 outbox in one transaction (``uses_outbox``). This output only ever publishes from the outbox,
@@ -32,6 +33,14 @@ broker is unreachable entries wait in the outbox (a file or a table, so they sur
 restarts); the output reconnects with backoff, and at once when a new batch arrives, and then
 publishes the backlog in order. ``publish`` only wakes the sender: it never blocks the
 collector and never raises.
+
+Several collectors on one database share one outbox: each round, this output claims whole
+meters of it under its ``client_id`` (``Storage.outbox_pending(holder=...)``), publishes their
+oldest entries in order, then removes what the broker acknowledged and gives the meters back
+in one transaction (on failure it gives them back without removing anything). So each reading
+is published by one collector, and a meter's readings in the order they were stored, whoever
+stored them. A collector that dies mid-round holds its meters until ``outbox_lease`` runs out;
+then the others take them over: they look at the outbox at least every ``outbox_lease / 2``.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,7 +74,7 @@ from kamstrup382.outputs.discovery import (
     discovery_configs,
     state_json,
 )
-from kamstrup382.storage import FailureRecord, OutboxItem, ReadingRecord, Storage
+from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
 
 __all__ = ["MqttOutput", "MqttSettings"]
 
@@ -92,6 +101,7 @@ _KEYS = (
     "reconnect_max",
     "batch_size",
     "stop_timeout",
+    "outbox_lease",
 )
 _PROTOCOLS = {
     "3.1.1": aiomqtt.ProtocolVersion.V311,
@@ -132,6 +142,7 @@ class MqttSettings:
     reconnect_max: float = 60.0
     batch_size: int = 100
     stop_timeout: float = 5.0
+    outbox_lease: float = 60.0
 
     @classmethod
     def parse(cls, section: Mapping[str, Any]) -> MqttSettings:
@@ -184,7 +195,7 @@ class MqttSettings:
             values["keepalive"] = check.integer(
                 data["keepalive"], "mqtt.keepalive", low=1, high=65535
             )
-        for key in ("timeout", "reconnect_delay", "reconnect_max", "stop_timeout"):
+        for key in ("timeout", "reconnect_delay", "reconnect_max", "stop_timeout", "outbox_lease"):
             if key in data:
                 values[key] = check.seconds(data[key], f"mqtt.{key}")
         if "batch_size" in data:
@@ -194,6 +205,13 @@ class MqttSettings:
         settings = cls(**values)
         if settings.reconnect_max < settings.reconnect_delay:
             raise ConfigError("mqtt.reconnect_max", "must not be less than mqtt.reconnect_delay")
+        if settings.outbox_lease < 2 * settings.timeout:
+            # a round publishes for up to about one timeout: the claim must outlast it
+            raise ConfigError(
+                "mqtt.outbox_lease",
+                f"must be at least twice mqtt.timeout ({2 * settings.timeout:g} s), "
+                f"got {settings.outbox_lease:g} s",
+            )
         return settings
 
     @property
@@ -328,6 +346,8 @@ class MqttOutput(Output):
         """Note failures (availability) and wake the sender; the readings are in the outbox."""
         for failure in failures:
             self._meters.setdefault(failure.meter, DeviceFacts())
+            if failure.kind == MISSED:
+                continue  # the collector had no time for the meter: nothing is known about it
             last = self._failed_at.get(failure.meter)
             if last is None or failure.failed_at > last:
                 self._failed_at[failure.meter] = failure.failed_at
@@ -367,6 +387,7 @@ class MqttOutput(Output):
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self.connected.clear()
+            await self._release()  # a round cut short leaves no claims behind
 
     # -- state kept across connections -------------------------------------------------------------
     def _load(self, storage: Storage) -> None:
@@ -374,13 +395,14 @@ class MqttOutput(Output):
             if self._meters and status.meter not in self._meters:
                 continue
             self._meters.setdefault(status.meter, DeviceFacts())
-            if status.last_error is not None:
+            if status.last_error is not None and status.last_error_kind != MISSED:
                 self._failed_at[status.meter] = status.last_error
             if status.last_success is not None:
                 self._read_at[status.meter] = status.last_success
-            if status.last_success is not None or status.last_error is not None:
-                ok = status.last_error is None or (
-                    status.last_success is not None and status.last_success >= status.last_error
+            if status.meter in self._failed_at or status.last_success is not None:
+                ok = status.meter not in self._failed_at or (
+                    status.last_success is not None
+                    and status.last_success >= self._failed_at[status.meter]
                 )
                 self._available[status.meter] = ONLINE if ok else OFFLINE
         for meter in list(self._meters):
@@ -489,17 +511,29 @@ class MqttOutput(Output):
             await self._send_announcements(client)
             await self._send_availability(client)
             try:
-                items = await asyncio.to_thread(storage.outbox_pending, self.settings.batch_size)
+                items = await asyncio.to_thread(
+                    storage.outbox_pending,
+                    self.settings.batch_size,
+                    holder=self.settings.client_id,
+                    lease=timedelta(seconds=self.settings.outbox_lease),
+                )
             except Kamstrup382Error as exc:
                 log.warning("mqtt: reading the outbox failed (%s); trying again", exc)
                 await asyncio.sleep(self.settings.reconnect_delay)
                 continue
             if items:
-                await self._send_items(client, items)
+                try:
+                    await self._send_items(client, items)
+                except BaseException:
+                    await self._release()
+                    raise
                 continue
             if self._stopping:
                 return
-            await self._wake.wait()
+            # woken by a new batch; or look again anyway: another collector sharing the outbox
+            # may have stored readings, or died holding some
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.outbox_lease / 2)
 
     async def _publish_many(self, client: aiomqtt.Client, messages: Sequence[_Message]) -> int:
         """Publish ``messages`` in order, pipelined ``batch_size`` at a time; return how many
@@ -545,13 +579,22 @@ class MqttOutput(Output):
                     self._available[meter] = ONLINE
         sent = await self._publish_many(client, messages)
         done = [outbox_id for outbox_id, index in ends if index < sent]
-        if done:
-            await asyncio.to_thread(self._storage.outbox_done, done)
-            self.published += len(done)
+        # remove what was acknowledged and give the meters back, in one transaction
+        await asyncio.to_thread(self._storage.outbox_done, done, holder=self.settings.client_id)
+        self.published += len(done)
         if sent < len(messages):
             for _, record in items[len(done) :]:
                 self._meters[record.meter] = DeviceFacts()  # announce again with it
             raise _Disconnected(f"publishing failed: {self.last_error}")
+
+    async def _release(self) -> None:
+        """Give back this output's claims on the outbox (best effort: else they expire)."""
+        if self._storage is None:
+            return
+        try:
+            await asyncio.to_thread(self._storage.outbox_release, self.settings.client_id)
+        except Kamstrup382Error as exc:
+            log.warning("mqtt: giving back outbox claims failed (they expire): %s", exc)
 
     async def _send_announcements(self, client: aiomqtt.Client) -> None:
         """Every meter's discovery configs, when Home Assistant (re)started or at first."""

@@ -1,7 +1,8 @@
 """Storage of readings: one interface, SQLite (default) and PostgreSQL backends."""
 
-from kamstrup382.storage.base import OutboxItem, Storage
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
 from kamstrup382.storage.records import (
+    MISSED,
     AttemptRecord,
     ConsumptionRow,
     FailureRecord,
@@ -10,6 +11,8 @@ from kamstrup382.storage.records import (
 )
 
 __all__ = [
+    "MISSED",
+    "OUTBOX_LEASE",
     "AttemptRecord",
     "ConsumptionRow",
     "FailureRecord",

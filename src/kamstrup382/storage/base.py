@@ -20,10 +20,13 @@ from kamstrup382.storage.records import (
     ReadingRecord,
 )
 
-__all__ = ["OutboxItem", "Storage"]
+__all__ = ["OUTBOX_LEASE", "OutboxItem", "Storage"]
 
 #: An outbox entry: (id, record). Ids grow in the order the readings were stored.
 OutboxItem = tuple[int, ReadingRecord]
+#: How long a publisher's claim on meters of the outbox lasts unless released (see
+#: :meth:`Storage.outbox_pending`).
+OUTBOX_LEASE = timedelta(seconds=60)
 
 
 class Storage(abc.ABC):
@@ -67,13 +70,46 @@ class Storage(abc.ABC):
         """
 
     # -- the outbox (durable queue of readings to publish) -----------------------------------
-    @abc.abstractmethod
-    def outbox_pending(self, limit: int = 100) -> list[OutboxItem]:
-        """The oldest unpublished entries, in the order they were queued."""
+    #
+    # Several publishers (the MQTT outputs of several collectors on one database) drain one
+    # outbox. Each meter's entries must be published once and in order, so a publisher claims
+    # whole meters, never single entries:
+    # 1. ``outbox_pending(limit, holder=me, lease=...)`` claims up to ``limit`` meters with
+    #    entries waiting (oldest first) that nobody holds, or whose holder's claim expired, or
+    #    that ``me`` holds already, with SELECT ... FOR UPDATE SKIP LOCKED on their claim rows;
+    #    it returns the oldest entries of the meters claimed, at most ``limit``, in id order.
+    # 2. The holder publishes them in order and calls ``outbox_done(ids, holder=me)``: the
+    #    published entries are removed and its claims given back, in one transaction.
+    #    ``outbox_release(me)`` gives the claims back without removing anything (on failure).
+    # 3. A holder that dies keeps its meters until its claims expire (``lease``, on the
+    #    database's clock); then any publisher takes them over, from the oldest entry.
+    # Without ``holder``, ``outbox_pending`` only looks: every waiting entry, nothing claimed.
 
     @abc.abstractmethod
-    def outbox_done(self, ids: Sequence[int]) -> None:
-        """Remove published entries."""
+    def outbox_pending(
+        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
+    ) -> list[OutboxItem]:
+        """The oldest unpublished entries, in the order they were queued.
+
+        With ``holder``: only entries of meters claimed for ``holder`` by this call (see above).
+        """
+
+    @abc.abstractmethod
+    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
+        """Remove published entries; with ``holder``, also give back all its claims."""
+
+    @abc.abstractmethod
+    def outbox_release(self, holder: str) -> None:
+        """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
+
+    def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
+        """The BCC algorithm of each meter's newest reading (meters without one are left out)."""
+        result: dict[str, str] = {}
+        for meter in dict.fromkeys(meters):
+            latest = self.latest(meter)
+            if latest is not None:
+                result[meter] = str(latest.bcc_algorithm)
+        return result
 
     # -- reading -----------------------------------------------------------------------------
     @abc.abstractmethod

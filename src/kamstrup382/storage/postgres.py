@@ -23,7 +23,7 @@ import psycopg
 
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
-from kamstrup382.storage.base import OutboxItem, Storage
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
 from kamstrup382.storage.columns import REGISTER_COLUMNS, aware, consumption_rows
 from kamstrup382.storage.records import (
     AttemptRecord,
@@ -94,6 +94,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             done BOOLEAN NOT NULL DEFAULT false
         )""",
     ),
+    # the outbox shared by many publishers: claims per meter (see Storage.outbox_pending)
+    4: (
+        "ALTER TABLE outbox ADD COLUMN meter TEXT",
+        "UPDATE outbox o SET meter = r.meter FROM readings r WHERE r.id = o.reading_id",
+        "ALTER TABLE outbox ALTER COLUMN meter SET NOT NULL",
+        "CREATE INDEX outbox_meter_id ON outbox (meter, id)",
+        """CREATE TABLE outbox_claims (
+            meter TEXT PRIMARY KEY,
+            holder TEXT,
+            expires_at TIMESTAMPTZ
+        )""",
+        "INSERT INTO outbox_claims (meter) SELECT DISTINCT meter FROM outbox ORDER BY 1",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -120,7 +133,7 @@ _SELECT_READING = f"SELECT {_COLUMN_LIST} FROM readings"
 _UNNEST_READINGS = ", ".join(f"%b::{t}[]" for _, t in _READING_TYPES)
 _INSERT_READINGS = (
     f"INSERT INTO readings ({_COLUMN_LIST}) SELECT * FROM unnest({_UNNEST_READINGS}) "
-    "ON CONFLICT (meter, slot) DO NOTHING RETURNING id"
+    "ON CONFLICT (meter, slot) DO NOTHING RETURNING id, meter"
 )
 _INSERT_FAILURES = (
     "INSERT INTO failures (meter, slot, failed_at, kind, message, attempts, duration) "
@@ -150,6 +163,26 @@ UPDATE leases l SET slot = %(slot)s, holder = %(me)s, expires_at = now() + %(lea
 FROM free WHERE l.meter = free.meter
 RETURNING l.meter
 """
+# meters of the outbox free for ``me`` (see Storage.outbox_pending), oldest entry first
+_CLAIM_OUTBOX = """
+WITH free AS (
+    SELECT c.meter FROM outbox_claims c
+    WHERE (c.holder IS NULL OR c.holder = %(me)s OR c.expires_at <= now())
+      AND EXISTS (SELECT 1 FROM outbox o WHERE o.meter = c.meter)
+    ORDER BY (SELECT min(o.id) FROM outbox o WHERE o.meter = c.meter)
+    LIMIT %(limit)s
+    FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE outbox_claims c SET holder = %(me)s, expires_at = now() + %(lease)s
+FROM free WHERE c.meter = free.meter
+RETURNING c.meter
+"""
+_RELEASE_OUTBOX = "UPDATE outbox_claims SET holder = NULL, expires_at = NULL WHERE holder = %s"
+_SELECT_OUTBOX = (
+    "SELECT o.id, "
+    + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
+    + " FROM outbox o JOIN readings r ON r.id = o.reading_id"
+)
 
 
 def _reading(row: Sequence[Any]) -> ReadingRecord:
@@ -304,8 +337,11 @@ class PostgresStorage(Storage):
                 if outbox:
                     query = (
                         f"WITH ins AS ({_INSERT_READINGS}), "
-                        "queued AS (INSERT INTO outbox (reading_id) "
-                        "SELECT id FROM ins ORDER BY id RETURNING 1) "
+                        "queued AS (INSERT INTO outbox (reading_id, meter) "
+                        "SELECT id, meter FROM ins ORDER BY id RETURNING 1), "
+                        "claims AS (INSERT INTO outbox_claims (meter) "
+                        "SELECT DISTINCT meter FROM ins ORDER BY 1 "
+                        "ON CONFLICT (meter) DO NOTHING RETURNING 1) "
                         "SELECT count(*) FROM ins"
                     )
                 else:
@@ -321,22 +357,55 @@ class PostgresStorage(Storage):
         return self._transaction("storing readings", run)
 
     # -- outbox ----------------------------------------------------------------------------------
-    def outbox_pending(self, limit: int = 100) -> list[OutboxItem]:
-        query = (
-            "SELECT o.id, "
-            + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
-            + " FROM outbox o JOIN readings r ON r.id = o.reading_id ORDER BY o.id LIMIT %s"
-        )
-        rows = self._locked("reading the outbox", lambda c: c.execute(query, (limit,)).fetchall())
+    def outbox_pending(
+        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
+    ) -> list[OutboxItem]:
+        if holder is None:
+            query = f"{_SELECT_OUTBOX} ORDER BY o.id LIMIT %s"
+            rows = self._locked(
+                "reading the outbox", lambda c: c.execute(query, (limit,)).fetchall()
+            )
+            return [(int(row[0]), _reading(row[1:])) for row in rows]
+        if lease <= timedelta(0):
+            raise StorageError(f"an outbox lease must be positive, got {lease}")
+
+        def run(conn: psycopg.Connection[Any]) -> list[Any]:
+            params = {"me": holder, "limit": limit, "lease": lease}
+            meters = [row[0] for row in conn.execute(_CLAIM_OUTBOX, params).fetchall()]
+            if not meters:
+                return []
+            query = f"{_SELECT_OUTBOX} WHERE o.meter = ANY(%s) ORDER BY o.id LIMIT %s"
+            return conn.execute(query, (meters, limit)).fetchall()
+
+        rows = self._transaction("claiming outbox entries", run)
         return [(int(row[0]), _reading(row[1:])) for row in rows]
 
-    def outbox_done(self, ids: Sequence[int]) -> None:
-        if not ids:
+    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
+        if not ids and holder is None:
             return
-        self._locked(
-            "removing published outbox entries",
-            lambda c: c.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([int(i) for i in ids],)),
+        numbers = [int(i) for i in ids]
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            if numbers:
+                conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (numbers,))
+            if holder is not None:
+                conn.execute(_RELEASE_OUTBOX, (holder,))
+
+        self._transaction("removing published outbox entries", run)
+
+    def outbox_release(self, holder: str) -> None:
+        self._locked("releasing outbox claims", lambda c: c.execute(_RELEASE_OUTBOX, (holder,)))
+
+    def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
+        names = sorted(set(meters))
+        query = (
+            "SELECT m, (SELECT bcc_algorithm FROM readings WHERE meter = m "
+            "ORDER BY read_at DESC, id DESC LIMIT 1) FROM unnest(%s::text[]) AS m"
         )
+        rows = self._locked(
+            "reading the BCC algorithms", lambda c: c.execute(query, (names,)).fetchall()
+        )
+        return {meter: algorithm for meter, algorithm in rows if algorithm is not None}
 
     # -- leases ----------------------------------------------------------------------------------
     def claim(

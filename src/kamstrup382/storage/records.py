@@ -8,7 +8,19 @@ from decimal import Decimal
 
 from kamstrup382.protocol import MeterValues
 
-__all__ = ["AttemptRecord", "ConsumptionRow", "FailureRecord", "MeterStatus", "ReadingRecord"]
+__all__ = [
+    "MISSED",
+    "AttemptRecord",
+    "ConsumptionRow",
+    "FailureRecord",
+    "MeterStatus",
+    "ReadingRecord",
+]
+
+#: ``FailureRecord.kind`` of a meter the collector could not read in its slot at all (the
+#: previous readout on its line ran past the slot's end, or the collector fell behind): no
+#: attempt was made, ``attempts`` is 0.
+MISSED = "missed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +52,8 @@ class FailureRecord:
     """A readout that failed after all its attempts.
 
     ``kind`` is the error's ``kind`` (``timeout``, ``parity``, ``bcc``, ``framing``,
-    ``identification``, ``type_number``, ``connection``, ...), ``message`` its text.
+    ``identification``, ``type_number``, ``connection``, ...), ``message`` its text; or
+    :data:`MISSED` for a meter not read in its slot (``attempts`` 0).
     """
 
     meter: str

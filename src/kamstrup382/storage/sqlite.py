@@ -19,11 +19,12 @@ last digit, times as microseconds since the epoch UTC).
 
 from __future__ import annotations
 
+import json
 import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
 from kamstrup382.protocol.registers import REGISTERS, RegisterKind
-from kamstrup382.storage.base import OutboxItem, Storage
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
 from kamstrup382.storage.columns import (
     REGISTER_COLUMNS,
     consumption_rows,
@@ -100,6 +101,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX failures_meter_failed_at ON failures (meter, failed_at)",
         "CREATE INDEX failures_failed_at ON failures (failed_at)",
     ),
+    # the outbox shared by many publishers: claims per meter (see Storage.outbox_pending)
+    4: (
+        "ALTER TABLE outbox ADD COLUMN meter TEXT NOT NULL DEFAULT ''",
+        "UPDATE outbox SET meter = (SELECT r.meter FROM readings r WHERE r.id = outbox.reading_id)",
+        "CREATE INDEX outbox_meter_id ON outbox (meter, id)",
+        """CREATE TABLE outbox_claims (
+            meter TEXT PRIMARY KEY,
+            holder TEXT,
+            expires_at INTEGER
+        ) STRICT""",
+        "INSERT INTO outbox_claims (meter) SELECT DISTINCT meter FROM outbox",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -128,6 +141,19 @@ _INSERT_FAILURE = (
     "INSERT INTO failures (meter, slot, failed_at, kind, message, attempts, duration) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (meter, slot, failed_at) DO NOTHING"
 )
+_SELECT_OUTBOX = (
+    "SELECT o.id, "
+    + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
+    + " FROM outbox o JOIN readings r ON r.id = o.reading_id"
+)
+# meters of the outbox free for a holder (see Storage.outbox_pending), oldest entry first
+_FREE_OUTBOX_METERS = (
+    "SELECT c.meter FROM outbox_claims c "
+    "WHERE (c.holder IS NULL OR c.holder = ? OR c.expires_at <= ?) "
+    "AND EXISTS (SELECT 1 FROM outbox o WHERE o.meter = c.meter) "
+    "ORDER BY (SELECT min(o.id) FROM outbox o WHERE o.meter = c.meter) LIMIT ?"
+)
+_RELEASE_OUTBOX = "UPDATE outbox_claims SET holder = NULL, expires_at = NULL WHERE holder = ?"
 _SYNCHRONOUS = ("full", "normal", "extra")
 #: Page cache of the writing connection, in KiB (SQLite's default is 2 MiB).
 WRITER_CACHE_KIB = 65536
@@ -352,8 +378,13 @@ class SqliteStorage(Storage):
             if outbox and new:
                 # rowids of new rows are above every existing one; the write lock is ours
                 conn.execute(
-                    "INSERT INTO outbox (reading_id) SELECT id FROM readings WHERE id > ? "
-                    "ORDER BY id",
+                    "INSERT INTO outbox (reading_id, meter) SELECT id, meter FROM readings "
+                    "WHERE id > ? ORDER BY id",
+                    (last_id,),
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox_claims (meter) "
+                    "SELECT DISTINCT meter FROM readings WHERE id > ?",
                     (last_id,),
                 )
             return int(new)
@@ -361,23 +392,66 @@ class SqliteStorage(Storage):
         return self._transaction("storing readings", run)
 
     # -- outbox ----------------------------------------------------------------------------------
-    def outbox_pending(self, limit: int = 100) -> list[OutboxItem]:
-        sql = (
-            "SELECT o.id, "
-            + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
-            + " FROM outbox o JOIN readings r ON r.id = o.reading_id ORDER BY o.id LIMIT ?"
-        )
-        rows = self._locked("reading the outbox", lambda c: c.execute(sql, (limit,)).fetchall())
+    def outbox_pending(
+        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
+    ) -> list[OutboxItem]:
+        if holder is None:
+            sql = f"{_SELECT_OUTBOX} ORDER BY o.id LIMIT ?"
+            rows = self._locked("reading the outbox", lambda c: c.execute(sql, (limit,)).fetchall())
+            return [(int(row[0]), _reading(row[1:])) for row in rows]
+        if lease <= timedelta(0):
+            raise StorageError(f"an outbox lease must be positive, got {lease}")
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            # BEGIN IMMEDIATE holds the write lock: no other claim runs meanwhile
+            now = to_micros(datetime.now(UTC))
+            meters = [
+                row[0] for row in conn.execute(_FREE_OUTBOX_METERS, (holder, now, limit)).fetchall()
+            ]
+            if not meters:
+                return []
+            expires = now + lease // timedelta(microseconds=1)
+            conn.executemany(
+                "UPDATE outbox_claims SET holder = ?, expires_at = ? WHERE meter = ?",
+                [(holder, expires, meter) for meter in meters],
+            )
+            sql = (
+                f"{_SELECT_OUTBOX} WHERE o.meter IN (SELECT value FROM json_each(?)) "
+                "ORDER BY o.id LIMIT ?"
+            )
+            return conn.execute(sql, (json.dumps(meters), limit)).fetchall()
+
+        rows = self._transaction("claiming outbox entries", run)
         return [(int(row[0]), _reading(row[1:])) for row in rows]
 
-    def outbox_done(self, ids: Sequence[int]) -> None:
-        if not ids:
+    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
+        if not ids and holder is None:
             return
         params = [(int(i),) for i in ids]
+
+        def run(conn: sqlite3.Connection) -> None:
+            if params:
+                conn.executemany("DELETE FROM outbox WHERE id = ?", params)
+            if holder is not None:
+                conn.execute(_RELEASE_OUTBOX, (holder,))
+
+        self._transaction("removing published outbox entries", run)
+
+    def outbox_release(self, holder: str) -> None:
         self._transaction(
-            "removing published outbox entries",
-            lambda c: c.executemany("DELETE FROM outbox WHERE id = ?", params),
+            "releasing outbox claims", lambda c: c.execute(_RELEASE_OUTBOX, (holder,))
         )
+
+    def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
+        sql = (
+            "SELECT value, (SELECT bcc_algorithm FROM readings WHERE meter = value "
+            "ORDER BY read_at DESC, id DESC LIMIT 1) FROM json_each(?)"
+        )
+        names = json.dumps(sorted(set(meters)))
+        rows = self._locked(
+            "reading the BCC algorithms", lambda c: c.execute(sql, (names,)).fetchall()
+        )
+        return {meter: algorithm for meter, algorithm in rows if algorithm is not None}
 
     # -- reading ---------------------------------------------------------------------------------
     def meters(self) -> list[str]:
