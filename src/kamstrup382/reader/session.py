@@ -71,6 +71,8 @@ from kamstrup382.reading import LineMode, Reading
 __all__ = ["Progress", "Readout", "Session"]
 
 _SLASH = ord("/")
+_WAIT_START = DecoderState.WAIT_START
+_REQUEST_8N1 = add_parity(REQUEST)
 
 #: ``progress(received, expected)``: bytes received so far against the expected reply size.
 Progress = Callable[[int, int], None]
@@ -117,7 +119,7 @@ class Session:
     @property
     def request(self) -> bytes:
         """The request as written to the port: with even-parity bits on an 8N1 line."""
-        return add_parity(REQUEST) if self.eight_bit else REQUEST
+        return _REQUEST_8N1 if self.eight_bit else REQUEST
 
     @property
     def fixed_bcc(self) -> bool:
@@ -176,12 +178,18 @@ def _forgive_noise(data: bytes) -> bytes:
 
 
 class Readout:
-    """One attempt: the request, the decoder and the clocks of its phases (no I/O)."""
+    """One attempt: the request, the decoder and the clocks of its phases (no I/O).
+
+    :meth:`receive` and :attr:`timeout_at` run for every chunk received: they read plain
+    attributes only (the timing's derived values are taken once, here).
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.timing = session.timing
-        self.decoder = TelegramDecoder(bcc=session.bcc_mode, eight_bit=session.eight_bit)
+        self._eight_bit = session.eight_bit
+        self._inter_character = self.timing.inter_character_timeout
+        self.decoder = TelegramDecoder(bcc=session.bcc_mode, eight_bit=self._eight_bit)
         self.request = session.request
         self.expected = session.expected_size
         self.telegram: Telegram | None = None
@@ -207,7 +215,7 @@ class Readout:
     @property
     def answering(self) -> bool:
         """Still waiting for the meter's identification to begin."""
-        return self.decoder.state is DecoderState.WAIT_START
+        return self.decoder.state is _WAIT_START
 
     def sent(self, monotonic: float, wall: datetime) -> None:
         """The request has been written (and drained, where the port can tell)."""
@@ -217,14 +225,23 @@ class Readout:
         self._deadline = monotonic + self.timing.deadline_for(self.expected)
 
     def _phase_end(self) -> float:
-        if self.answering:
+        if self.decoder.state is _WAIT_START:
             return self._answer_by
-        return self.last_byte_at + self.timing.inter_character_timeout
+        return self.last_byte_at + self._inter_character
 
     @property
     def timeout_at(self) -> float:
-        """Monotonic time by which the next bytes must arrive."""
-        return min(self._phase_end(), self._deadline)
+        """Monotonic time by which the next bytes must arrive.
+
+        It only moves later as bytes arrive, except once: when the identification begins, the
+        answer window gives way to the inter-character timeout, which may end sooner.
+        """
+        if self.decoder.state is _WAIT_START:
+            end = self._answer_by
+        else:
+            end = self.last_byte_at + self._inter_character
+        deadline = self._deadline
+        return end if end < deadline else deadline
 
     def receive(self, data: bytes, monotonic: float, wall: datetime | None = None) -> bool:
         """Feed bytes received at ``monotonic``; True once the telegram is complete and checked.
@@ -234,16 +251,18 @@ class Readout:
         Raises the decoder's :class:`ProtocolError` on bad bytes.
         """
         self.last_byte_at = monotonic
-        if self.session.eight_bit and self.answering:
+        decoder = self.decoder
+        if self._eight_bit and decoder.state is _WAIT_START:
             data = _forgive_noise(data)
-        self.decoder.feed(data)
-        if self.answering:
+        decoder.feed(data)
+        if decoder.state is _WAIT_START:
             self.first_byte_at_mono = None  # noise or an echoed request: still waiting
             self.first_byte_at = None
-        elif self.first_byte_at_mono is None:
+            return False
+        if self.first_byte_at_mono is None:
             self.first_byte_at_mono = monotonic
             self.first_byte_at = wall or self._wall(monotonic)
-        telegram = self.decoder.telegram
+        telegram = decoder.telegram
         if telegram is None:
             return False
         self.session.check_bcc(telegram)
