@@ -345,3 +345,40 @@ def test_registers_start_at_the_spec_example() -> None:
         line.send()
         values = decode_reply(strip_parity(line.read_reply())).meter_values()
     assert values.energy == 53 and values.actual_peak == Decimal("18.3")
+
+
+def connects(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
+def read_once_free(port: str) -> bytes:
+    """Read as soon as the port takes a reader (it may still be listening again)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with RawLine(port) as line:
+                line.send()
+                return line.read_reply()
+        except serial.SerialException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def test_exclusive_meter_takes_one_reader_at_a_time(emulator_clock: ManualClock) -> None:
+    with EmulatorThread(
+        2, speed=FAST, delay=0.02, exclusive=True, clock=emulator_clock, load=ConstantLoad(1)
+    ) as emu:
+        host, port = emu.ports[0].removeprefix("socket://").rsplit(":", 1)
+        with RawLine(emu.ports[0]) as line:
+            line.send()
+            assert line.read_reply() == expected_reply(emu, eight_bit=True)
+            # the port is this reader's: another one is refused meanwhile
+            assert not connects(host, int(port))
+            with RawLine(emu.ports[1]) as other:  # the other meter is free
+                other.send()
+                assert other.read_reply() == expected_reply(emu, 1, eight_bit=True)
+        # the reader left: the port takes the next one
+        assert read_once_free(emu.ports[0]) == expected_reply(emu, eight_bit=True)
+    assert len(emu.log(0)) == 2

@@ -20,7 +20,7 @@ What a line does, as the meter does it:
   + ``(k + 1)`` character times. Each delivery is scheduled against the answer's start on the
   loop's monotonic clock, so there is no drift; characters already due are written together,
   and with many meters answering at once the writes are grouped (at most every
-  ``write_interval`` seconds: default ``min(0.2, 20 us x replies in flight)``), the last
+  ``write_interval`` seconds: default ``min(0.2, 100 us x replies in flight)``), the last
   character always at its exact time. At ``speed=1`` a readout therefore takes the physical
   floor: 5 request characters + the reply at 30 characters a second + the delay.
 - TCP lines send 8-bit bytes with the even-parity bit set, as an 8N1 gateway delivers 7E1
@@ -44,7 +44,7 @@ import random
 import resource
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -76,7 +76,7 @@ MIN_DELAY = 0.02
 MAX_DELAY = 0.6
 #: Longest grouping of due characters into one write when many replies are in flight.
 MAX_WRITE_INTERVAL = 0.2
-WRITE_INTERVAL_PER_REPLY = 20e-6
+WRITE_INTERVAL_PER_REPLY = 100e-6
 #: How often pty slaves are checked and parked (see :mod:`.pty`).
 PTY_POLL = 0.01
 #: A TCP port range where consecutive free ports are looked for (below Linux's ephemeral ports).
@@ -274,9 +274,12 @@ class _Session:
 
 
 class _TcpLine(asyncio.Protocol):
-    def __init__(self, emulator: Emulator, meter: _Meter) -> None:
+    def __init__(
+        self, emulator: Emulator, meter: _Meter, on_lost: Callable[[], None] | None = None
+    ) -> None:
         self.emulator = emulator
         self.meter = meter
+        self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.session: _Session | None = None
 
@@ -302,10 +305,102 @@ class _TcpLine(asyncio.Protocol):
             self.session.close()
         self.transport = None
         self.emulator._connections.discard(self)
+        if self._on_lost is not None:
+            self._on_lost()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+class _TcpListener:
+    """The listening socket of one meter, accepting by hand (no :class:`asyncio.Server`).
+
+    ``exclusive``: one reader at a time, as on a meter's single optical port: the listening
+    socket is closed while a reader is connected (a second one is refused) and opened again
+    when it leaves. It halves the descriptors needed (the emulator turns it on when the
+    open-file limit cannot hold a listening and a connected socket for every meter).
+    """
+
+    def __init__(
+        self, emulator: Emulator, meter: _Meter, sock: socket.socket, *, exclusive: bool
+    ) -> None:
+        self.emulator = emulator
+        self.meter = meter
+        self.exclusive = exclusive
+        self._loop = asyncio.get_running_loop()
+        self._family = sock.family
+        self._address: tuple[str, int] = sock.getsockname()[:2]
+        self._sock: socket.socket | None = sock
+        self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    @property
+    def port(self) -> int:
+        return self._address[1]
+
+    def _accept(self) -> None:
+        for _ in range(32):
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # out of descriptors: stop accepting for a moment (the kernel queues)
+                    self._loop.remove_reader(sock.fileno())
+                    self._retry = self._loop.call_later(0.1, self._resume)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            conn.setblocking(False)
+            if self.exclusive:
+                self._stop_listening()
+            self.emulator._spawn(self._serve(conn))
+            if self.exclusive:
+                return
+
+    async def _serve(self, conn: socket.socket) -> None:
+        def factory() -> _TcpLine:
+            return _TcpLine(self.emulator, self.meter, self._lost if self.exclusive else None)
+
+        try:
+            await self._loop.connect_accepted_socket(factory, sock=conn)
+        except OSError:
+            conn.close()
+            self._lost()
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._sock is not None and not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def _stop_listening(self) -> None:
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _lost(self) -> None:
+        """The exclusive reader left: listen again."""
+        if self._closed or self._sock is not None:
+            return
+        try:
+            self._sock = _listening_socket(self._family, *self._address)
+        except OSError:  # the port is taken for a moment: try again soon
+            self._retry = self._loop.call_later(0.05, self._lost)
+            return
+        self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._stop_listening()
 
 
 class _PtyLine:
@@ -452,6 +547,8 @@ class Emulator:
     ``settings``, ``tariff_schedule``: for the models built here (ignored for given models);
     ``load`` defaults to a :class:`HouseholdLoad` seeded per meter. ``write_interval``: group
     due characters into writes at most this often (None: automatic, 0: every character).
+    ``exclusive``: one reader per TCP meter at a time (its port refuses others meanwhile);
+    None: only when the open-file limit cannot hold two sockets per meter.
 
     ``ports`` lists where each meter is (``socket://HOST:PORT`` or the pty slave's path),
     ``models`` the meter models.
@@ -475,6 +572,7 @@ class Emulator:
         settings: MeterSettings | None = None,
         tariff_schedule: TariffSchedule | str | None = None,
         write_interval: float | None = None,
+        exclusive: bool | None = None,
     ) -> None:
         if transport not in ("tcp", "pty"):
             raise UsageError(f"transport must be 'tcp' or 'pty', got {transport!r}")
@@ -505,7 +603,9 @@ class Emulator:
         ]
         self.ports: list[str] = []
         self.in_flight = 0
-        self._servers: list[asyncio.Server] = []
+        self.exclusive = exclusive
+        self._listeners: list[_TcpListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_TcpLine] = set()
         self._ptys: list[_PtyLine] = []
         self._watch: CloseWatch | None = None
@@ -603,22 +703,30 @@ class Emulator:
 
     async def _start_tcp(self) -> None:
         count = len(self._meters)
-        more_files(2 * count + 256)
-        loop = asyncio.get_running_loop()
+        limit = more_files(2 * count + 256)
+        exclusive = self.exclusive
+        if exclusive is None:
+            exclusive = limit < 2 * count + 64
+        if limit < count + 64:
+            raise UsageError(
+                f"{count} TCP meters need at least {count + 64} open files (limit {limit})"
+            )
         socks = _bind_ports(self.host, self.port, count)
         try:
             for meter, sock in zip(self._meters, socks, strict=True):
-                meter.port = _url(self.host, sock.getsockname()[1])
-
-                def factory(meter: _Meter = meter) -> _TcpLine:
-                    return _TcpLine(self, meter)
-
-                self._servers.append(await loop.create_server(factory, sock=sock, backlog=128))
+                listener = _TcpListener(self, meter, sock, exclusive=exclusive)
+                self._listeners.append(listener)
+                meter.port = _url(self.host, listener.port)
         except BaseException:
-            for sock in socks[len(self._servers) :]:
+            for sock in socks[len(self._listeners) :]:
                 sock.close()
             raise
         self.ports = [m.port for m in self._meters]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_pty(self) -> None:
         more_files(3 * len(self._meters) + 256)
@@ -652,13 +760,13 @@ class Emulator:
 
     async def close(self) -> None:
         """Stop listening, hang up every line, close the ptys."""
-        for server in self._servers:
-            server.close()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for conn in list(self._connections):
             conn.abort()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
         if self._poll is not None:
             self._poll.cancel()
             self._poll = None
