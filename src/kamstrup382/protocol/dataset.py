@@ -223,6 +223,9 @@ _LAYOUTS: dict[bytes, BlockLayout] = {}
 _LAYOUT_CACHE = 256
 #: The use of a plan or a data-set builder at which it is compiled.
 _COMPILE_AT = 2
+#: Blocks of more value groups than this keep the generic data-set builder (compiling costs
+#: about 20 us per group, once per shape).
+_COMPILE_GROUPS = 512
 
 Span = tuple[int, int]
 #: address span, value groups as (value span, unit span or None), line number
@@ -259,8 +262,8 @@ class RegisterPlan:
     def _generic(self, body: str) -> Registers:
         self.uses += 1  # a race only compiles twice: both results are the same function
         if self.uses >= _COMPILE_AT:
-            self.read = self._compiled()
-            return self.read(body)
+            read = self.read = self._compiled()
+            return read(body)
         dotted = body.replace(",", ".")
         return {
             name: body[a:b] if kind == _TEXT else Decimal(dotted[a:b])
@@ -296,7 +299,7 @@ _SLOT_SETTERS = {
 class BlockLayout:
     """Where the data sets of every well-formed data block of one shape are."""
 
-    __slots__ = ("_uses", "address_mask", "build", "plans", "sets")
+    __slots__ = ("_groups", "_uses", "address_mask", "build", "plans", "sets")
 
     def __init__(self, sets: tuple[SetSpans, ...]) -> None:
         self.sets = sets
@@ -308,6 +311,7 @@ class BlockLayout:
         #: register plans by the address characters of a block (see :meth:`registers`)
         self.plans: dict[int, RegisterPlan] = {}
         self._uses = 0
+        self._groups = sum(len(groups) for _, groups, _ in sets)
         #: the data sets of a block of this shape (generic code, then compiled)
         self.build: Callable[[str], tuple[DataSet, ...]] = self._generic_sets
 
@@ -317,9 +321,9 @@ class BlockLayout:
 
     def _generic_sets(self, body: str) -> tuple[DataSet, ...]:
         self._uses += 1  # a race only compiles twice
-        if self._uses >= _COMPILE_AT:
-            self.build = self._compiled_sets()
-            return self.build(body)
+        if self._uses >= _COMPILE_AT and self._groups <= _COMPILE_GROUPS:
+            build = self.build = self._compiled_sets()
+            return build(body)
         return tuple(
             DataSet(
                 body[a0:a1],

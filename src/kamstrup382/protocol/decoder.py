@@ -35,6 +35,8 @@ from kamstrup382.protocol.bcc import BccAlgorithm, BccMode, bcc_sum7, bcc_xor, m
 from kamstrup382.protocol.dataset import _DIGITS_AS_ZERO, _LAYOUTS, block_layout, clear_layouts
 from kamstrup382.protocol.frame import ETX, REQUEST, STX
 from kamstrup382.protocol.identification import Identification, parse_identification
+from kamstrup382.protocol.parity import _STRIP_TABLE as _STRIP_PARITY
+from kamstrup382.protocol.parity import _VALID as _EVEN_PARITY
 from kamstrup382.protocol.parity import first_parity_error, strip_parity
 from kamstrup382.protocol.telegram import Telegram
 
@@ -200,6 +202,26 @@ class TelegramDecoder:
         protocol; the decoder is then spent (:class:`UsageError` if fed again).
         """
         state = self.state
+        if state is _DATA and type(data) is bytes:
+            # Mid-block, the common chunk (at 300 baud most are one byte) only extends the
+            # block: what the DATA step does with a chunk of good bytes without ETX, without
+            # the step machinery. Anything else takes the general path below.
+            if not self.eight_bit:
+                good = data if data.isascii() else None
+            elif data.translate(None, _EVEN_PARITY):  # a byte fails even parity
+                good = None
+            else:
+                good = data.translate(_STRIP_PARITY)
+            if (
+                good is not None
+                and ETX not in good
+                and len(self._buf) + len(good) - self._stx <= MAX_DATA_BLOCK
+            ):
+                buf = self._buf
+                buf += good
+                self._seen += len(good)
+                self._pos = len(buf)
+                return []
         if state is _FAILED:
             raise UsageError("the decoder failed earlier; start a new one for the next reply")
         data = bytes(data)
@@ -238,16 +260,6 @@ class TelegramDecoder:
                         TelegramReceived(telegram, self._seen),
                     ]
             self._buf += data
-            if (
-                state is _DATA
-                and bad is None
-                and ETX not in data
-                and len(self._buf) - self._stx <= MAX_DATA_BLOCK
-            ):
-                # mid-block (at 300 baud most chunks are one byte): what the DATA step would
-                # do with a chunk without ETX, without the step machinery
-                self._pos = len(self._buf)
-                return []
             events: list[Event] = []
             steps = self._STEPS
             while steps[self.state](self, events):
