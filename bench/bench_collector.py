@@ -3,6 +3,7 @@
     python bench/bench_collector.py                 # N = 100, 1000, 10000
     python bench/bench_collector.py --meters 1000   # one N (repeat the flag for several)
     python bench/bench_collector.py --host 127.0.0.2  # when other programs crowd 127.0.0.1's ports
+    python bench/bench_collector.py --loop asyncio    # asyncio's own event loop, not uvloop
 
 The emulated meters run in separate processes (``kamstrup382.emulator.Emulator`` at
 ``speed=1``, a constant load, at most ``--per-emulator`` meters each, since every meter takes a
@@ -19,12 +20,16 @@ retries, temporary SQLite storage) and reports:
 - CPU seconds of this (collector) process per readout (``resource.getrusage``), everything
   included: connecting, the reader, decoding, storage, the event loop; and the CPU seconds of
   the collector and of the emulator processes during the cycle (they share the machine).
+
+The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.aio.new_event_loop``,
+the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import resource
@@ -39,9 +44,11 @@ from kamstrup382.collector import Collector
 from kamstrup382.collector.collector import raise_file_limit
 from kamstrup382.collector.config import parse_config
 from kamstrup382.protocol import REQUEST
+from kamstrup382.reader.aio import new_event_loop
 from kamstrup382.storage.url import open_storage
 
 CHARS_PER_SECOND = 30.0  # 300 baud, 7E1: 10 bits a character
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 @dataclass(frozen=True)
@@ -185,14 +192,25 @@ async def one_cycle(
 
 
 def run(
-    count: int, *, per_process: int, delay: float, group: float, port: int, host: str
+    count: int,
+    *,
+    per_process: int,
+    delay: float,
+    group: float,
+    port: int,
+    host: str,
+    loop: str,
 ) -> Result:
     emulators, ports = start_emulators(
         count, per_process=per_process, delay=delay, group=group, port=port, host=host
     )
+    factory = new_event_loop if loop == "uvloop" else None
     try:
-        with tempfile.TemporaryDirectory(prefix="k382-bench-") as folder:
-            return asyncio.run(one_cycle(ports, emulators, delay, Path(folder)))
+        with (
+            tempfile.TemporaryDirectory(prefix="k382-bench-") as folder,
+            asyncio.Runner(loop_factory=factory) as runner,
+        ):
+            return runner.run(one_cycle(ports, emulators, delay, Path(folder)))
     finally:
         stop_emulators(emulators)
 
@@ -232,10 +250,21 @@ def main() -> int:
         help="the emulator writes the characters due at most this often, in s (a gateway's "
         "packetising; the last character is always on time, so the floor is unchanged)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop" if HAVE_UVLOOP else "asyncio",
+        help="the collector's event loop (default: uvloop where it is installed)",
+    )
     args = parser.parse_args()
+    if args.loop == "uvloop" and not HAVE_UVLOOP:
+        parser.error("uvloop is not installed")
     counts = args.meters or [100, 1000, 10_000]
     limit = raise_file_limit()
-    print(f"collector pid {os.getpid()}, open-file limit {limit}, {os.cpu_count()} CPUs")
+    print(
+        f"collector pid {os.getpid()}, open-file limit {limit}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}, collector event loop: {args.loop}"
+    )
     print(
         f"{'meters':>7} {'read':>7} {'failed':>7} {'cycle s':>8} {'floor s':>8} "
         f"{'ratio':>6} {'CPU ms/readout':>15} {'collector CPU s':>16} {'emulator CPU s':>15}"
@@ -249,13 +278,14 @@ def main() -> int:
             group=args.write_interval,
             port=args.port,
             host=args.host,
+            loop=args.loop,
         )
         results.append(result)
         ratio = f"{result.ratio:>6.3f}" if result.failed == 0 else f"{'(n/a)':>6}"
         print(
             f"{result.meters:>7} {result.read:>7} {result.failed:>7} {result.cycle:>8.2f} "
             f"{result.floor:>8.3f} {ratio} {result.cpu_per_readout * 1000:>15.3f} "
-            f"{result.cpu:>16.2f} {result.emulator_cpu:>15.2f}",
+            f"{result.cpu:>16.2f} {result.emulator_cpu:>15.2f}   load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
     for result in results:
