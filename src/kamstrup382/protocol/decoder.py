@@ -129,7 +129,9 @@ def _whole_reply(data: bytes, mode: BccMode, base: int) -> Telegram | None:
         return None
     stx = line_end + 1
     etx = len(data) - 2
-    if etx <= stx or data[stx] != STX or data.find(b"\x03", stx) != etx:
+    # (an ETX before the last but one byte needs no search: it would be in ``text`` below,
+    # and no well-formed shape, the only kind cached, holds a control character)
+    if etx <= stx or data[stx] != STX or data[etx] != ETX:
         return None
     known = _IDENTIFICATIONS.get(data[: line_end - 1])
     if known is None:
@@ -172,7 +174,7 @@ class TelegramDecoder:
     """
 
     def __init__(self, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False) -> None:
-        self.bcc_mode = BccMode(bcc)
+        self.bcc_mode = bcc if type(bcc) is BccMode else BccMode(bcc)
         self.eight_bit = eight_bit
         self.state = _WAIT_START
         self.identification: Identification | None = None
@@ -186,6 +188,7 @@ class TelegramDecoder:
         self._start = 0  # position in _buf of the identification's '/'
         self._stx = 0  # position in _buf of STX
         self._etx = 0  # position in _buf of ETX, once found
+        self._limit = 0  # longest _buf without an ETX, once STX is found
 
     @property
     def bytes_seen(self) -> int:
@@ -212,15 +215,9 @@ class TelegramDecoder:
                 good = None
             else:
                 good = data.translate(_STRIP_PARITY)
-            if (
-                good is not None
-                and ETX not in good
-                and len(self._buf) + len(good) - self._stx <= MAX_DATA_BLOCK
-            ):
-                buf = self._buf
-                buf += good
+            if good is not None and ETX not in good and len(self._buf) + len(good) <= self._limit:
+                self._buf += good  # (the DATA step's next search for ETX may start earlier)
                 self._seen += len(good)
-                self._pos = len(buf)
                 return []
         if state is _FAILED:
             raise UsageError("the decoder failed earlier; start a new one for the next reply")
@@ -249,7 +246,7 @@ class TelegramDecoder:
                     offset=base + bad,
                 )
                 data = data[:bad]
-            if bad is None and state is _WAIT_START and not self._buf:
+            if bad is None and state is _WAIT_START and not self._buf and data[-2:-1] == b"\x03":
                 telegram = _whole_reply(data, self.bcc_mode, base)
                 if telegram is not None:
                     self.identification = telegram.identification
@@ -345,6 +342,7 @@ class TelegramDecoder:
                 offset=self._base + pos,
             )
         self._stx = pos
+        self._limit = pos + MAX_DATA_BLOCK
         self._pos = pos + 1
         self.state = _DATA
         return True
