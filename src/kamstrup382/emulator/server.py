@@ -77,7 +77,7 @@ MAX_DELAY = 0.6
 #: Longest grouping of due characters into one write when many replies are in flight.
 MAX_WRITE_INTERVAL = 0.2
 WRITE_INTERVAL_PER_REPLY = 100e-6
-#: How often pty slaves are checked and parked (see :mod:`.pty`).
+#: How often pty slaves are checked and parked (see :mod:`.pty`), for up to 20 ptys (more: slower).
 PTY_POLL = 0.01
 #: A TCP port range where consecutive free ports are looked for (below Linux's ephemeral ports).
 FREE_PORT_RANGE = (20000, 32768)
@@ -610,6 +610,7 @@ class Emulator:
         self._ptys: list[_PtyLine] = []
         self._watch: CloseWatch | None = None
         self._poll: asyncio.TimerHandle | None = None
+        self._poll_every = PTY_POLL
         self._started = False
 
     @staticmethod
@@ -744,7 +745,8 @@ class Emulator:
             if self._watch is not None:
                 self._watch.add(line.path)
         self.ports = [m.port for m in self._meters]
-        self._poll = loop.call_later(PTY_POLL, self._park_all)
+        self._poll_every = PTY_POLL * max(1.0, len(self._ptys) / 20)
+        self._poll = loop.call_later(self._poll_every, self._park_all)
 
     def _closed_slaves(self) -> None:
         assert self._watch is not None
@@ -756,7 +758,7 @@ class Emulator:
     def _park_all(self) -> None:
         for line in self._ptys:
             line.park()
-        self._poll = asyncio.get_running_loop().call_later(PTY_POLL, self._park_all)
+        self._poll = asyncio.get_running_loop().call_later(self._poll_every, self._park_all)
 
     async def close(self) -> None:
         """Stop listening, hang up every line, close the ptys."""
