@@ -2,7 +2,11 @@
 
 Each request (``/?!`` CR LF) is answered by the next action of the script: ``"answer"`` (the
 specification's example reply, with the parity bit as an 8N1 gateway delivers it),
-``"silent"`` (nothing), ``"bad_bcc"`` (the reply with a wrong block check character). When the
+``"silent"`` (nothing), ``"bad_bcc"`` (the reply with a wrong block check character),
+``"xor"`` (the example's data with an IEC 62056-21 XOR check character), ``"xor_damaged"``
+(that reply with one digit changed in transit, whose check character happens to be the
+Kamstrup SUM7 of the damaged block: the 1 in 128 case an ``auto`` reader without a hint takes
+for a SUM7 meter), ``"gated"`` (the example reply once the test sets :attr:`gate`). When the
 script is used up, the last action repeats.
 """
 
@@ -12,9 +16,17 @@ import asyncio
 from pathlib import Path
 from types import TracebackType
 
-from kamstrup382.protocol import add_parity
+from kamstrup382.protocol import add_parity, bcc_sum7, bcc_xor
 
 EXAMPLE = (Path(__file__).parent.parent / "data" / "spec-example.bin").read_bytes()
+_STX, _ETX = EXAMPLE.index(b"\x02"), EXAMPLE.index(b"\x03")
+#: The example's data block (after STX, through ETX) with an XOR check character.
+XOR_REPLY = EXAMPLE[:-1] + bytes([bcc_xor(EXAMPLE[_STX + 1 : _ETX + 1])])
+#: The energy register 0000053 read as 0000058, with the SUM7 check character of that block.
+_DAMAGED_BLOCK = EXAMPLE[_STX + 1 : _ETX + 1].replace(b"(0000053*kWh)", b"(0000058*kWh)")
+XOR_DAMAGED = EXAMPLE[: _STX + 1] + _DAMAGED_BLOCK + bytes([bcc_sum7(_DAMAGED_BLOCK)])
+assert bcc_sum7(_DAMAGED_BLOCK) != bcc_xor(_DAMAGED_BLOCK)  # passes as SUM7 only
+assert bcc_sum7(EXAMPLE[_STX + 1 : _ETX + 1]) != XOR_REPLY[-1]  # a true XOR meter
 
 
 class ScriptedMeter:
@@ -22,6 +34,8 @@ class ScriptedMeter:
         self.script = list(script) or ["answer"]
         self.requests = 0
         self.port = ""
+        #: Set by the test to let a ``"gated"`` reply go.
+        self.gate = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -57,6 +71,12 @@ class ScriptedMeter:
                     continue
                 if action == "bad_bcc":
                     reply = EXAMPLE[:-1] + bytes([(EXAMPLE[-1] + 1) & 0x7F])
+                elif action == "xor":
+                    reply = XOR_REPLY
+                elif action == "xor_damaged":
+                    reply = XOR_DAMAGED
+                elif action == "gated":
+                    await self.gate.wait()
                 await asyncio.sleep(0.02)
                 writer.write(add_parity(reply))
                 await writer.drain()

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+
+import kamstrup382.collector.collector as collector_module
+from kamstrup382.cli import main
 from kamstrup382.clock import ManualClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.schedule import slot_of
 from kamstrup382.emulator import EmulatorThread
+from kamstrup382.errors import UsageError
 from kamstrup382.outputs.base import Output
+from kamstrup382.reader import AsyncReader
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.collector.conftest import make_config
@@ -206,3 +214,109 @@ async def test_stop_during_readouts_abandons_them_without_rows(tmp_path: object)
         logs = [emu.log(i) for i in range(2)]
     assert [len(log) for log in logs] == [1, 1]
     assert not any(readout.complete for log in logs for readout in log)
+
+
+async def test_the_bcc_algorithm_learned_is_the_next_readers_hint(storage_url: str) -> None:
+    """A damaged telegram whose check character is the other algorithm's (1 in 128) is refused
+    once the meter's algorithm is known: remembered between cycles, loaded from the storage
+    after a restart. Without the hint the fresh reader of each readout takes it for SUM7."""
+    clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
+    script = ("xor", "xor_damaged", "xor", "xor_damaged", "xor")
+    async with ScriptedMeter(*script) as meter:
+        config = make_config(storage_url, [meter.port], retries=1)
+        results = []
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage, clock=clock) as collector:
+                results.append(await collector.run_once())  # learns XOR
+                clock.advance(timedelta(minutes=15))
+                results.append(await collector.run_once())  # damaged: refused, then read again
+            clock.advance(timedelta(minutes=15))
+            async with Collector(config, storage, clock=clock) as restarted:
+                results.append(await restarted.run_once())  # the hint comes from the storage
+        assert meter.requests == 5
+    for result, attempts in zip(results, (1, 2, 2), strict=True):
+        (record,) = result.readings
+        assert record.bcc_algorithm == "xor"
+        assert record.values.energy == 53  # never the damaged 58
+        assert record.attempts == attempts
+    assert [r.values.energy for r in stored(storage_url)] == [53, 53, 53]
+
+
+async def test_a_meter_whose_turn_comes_after_its_slot_ended_is_stored_as_missed(
+    storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two meters on one line; the first one's readout runs past the slot's end (the test
+    moves the clock while the meter holds its reply): the second is not read in that slot,
+    and a failure of kind ``missed`` says so where status and health plots look."""
+    slot = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    clock = ManualClock(slot)
+    async with ScriptedMeter("gated", "answer") as slow, ScriptedMeter("answer") as other:
+        bus = 'shared_line = "bus"'
+        config = make_config(
+            storage_url, [slow.port, other.port], meter_extra={0: bus, 1: bus}, answer_timeout=5
+        )
+        output = RecordingOutput(storage_url)
+        with open_storage(storage_url) as storage:
+            collector = Collector(config, storage, [output], clock=clock)
+            stop = asyncio.Event()
+            running = asyncio.create_task(collector.run(stop))
+            try:
+                await until(lambda: slow.requests == 1)
+                clock.advance(timedelta(minutes=15))  # the slot ends during m0's readout
+                slow.gate.set()
+                await until(lambda: any(f.kind == "missed" for f in output.failures))
+            finally:
+                stop.set()
+                await running
+            status = {s.meter: s for s in storage.status()}
+            health = [a for a in storage.attempts() if a.slot == slot]
+    (missed,) = [f for f in output.failures if f.kind == "missed"]
+    assert (missed.meter, missed.slot, missed.attempts) == ("m1", slot, 0)
+    assert missed.failed_at >= slot + timedelta(minutes=15)
+    assert missed.message == (
+        "not read in slot 2026-03-01T10:00:00+00:00: line bus was busy until the slot ended "
+        "(the readout of m0 ran until 2026-03-01T10:15:00+00:00, "
+        "the slot ended at 2026-03-01T10:15:00+00:00)"
+    )
+    assert sorted((a.meter, a.ok, a.kind) for a in health) == [
+        ("m0", True, None),
+        ("m1", False, "missed"),
+    ]
+    assert status["m1"].last_error_kind == "missed"
+    assert main(["status", "--storage", storage_url, "--json"]) == 0
+    shown = {s["meter"]: s for s in json.loads(capsys.readouterr().out)}
+    assert shown["m1"]["last_error"]["kind"] == "missed"
+    assert shown["m1"]["last_error"]["message"] == missed.message
+
+
+async def test_an_error_without_an_attempt_count_is_still_a_failure_row(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error raised outside the reader's retries carries ``attempts = None``: the failure
+    row counts the collector's one attempt (``int(None)`` used to end the whole cycle)."""
+    url = f"sqlite:///{tmp_path}/a.sqlite"
+
+    class UnusableReader(AsyncReader):
+        def __init__(self, port: str, **options: Any) -> None:
+            raise UsageError(f"cannot use {port}")
+
+    monkeypatch.setattr(collector_module, "AsyncReader", UnusableReader)
+    config = make_config(url, [closed_port()])
+    with open_storage(url) as storage:
+        async with Collector(config, storage) as collector:
+            result = await collector.run_once()
+        attempts = list(storage.attempts())
+    (failure,) = result.failures
+    assert (failure.kind, failure.attempts) == ("usage", 1)
+    assert failure.message.startswith("cannot use socket://127.0.0.1:")
+    assert [(a.ok, a.kind, a.attempts) for a in attempts] == [(False, "usage", 1)]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (a guard of 60 s against a hung test)."""
+
+    async def poll() -> None:
+        while not condition():  # noqa: ASYNC110 - a poll of another component's state
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), 60)

@@ -201,7 +201,10 @@ def test_sigkill_on_sqlite_mid_write_then_restart(tmp_path: Path) -> None:
             rows = list(storage.readings())
             attempts = list(storage.attempts())
         assert len(rows) > meters
-        assert all(a.ok for a in attempts)
+        # every readout succeeded; a collector started late in a 1 s slot may record meters
+        # it had no time for as missed (no attempt made)
+        failed = [a for a in attempts if not a.ok]
+        assert all(a.kind == "missed" and a.attempts == 0 for a in failed), failed[:3]
         for row in rows:  # every stored row is whole: its telegram gives its values
             assert decode_reply(row.raw).meter_values() == row.values
         assert Counter((r.meter, r.slot) for r in rows).most_common(1)[0][1] == 1

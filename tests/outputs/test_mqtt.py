@@ -378,16 +378,28 @@ async def test_a_failed_readout_makes_the_meter_unavailable_until_the_next_readi
     try:
         await store_and_publish(storage, output, [reading("house", 0), reading("garage", 0)])
         await watcher.wait_count(topic, 1)
-        await store_and_publish(storage, output, [reading("garage", 1)], [failure("house", 1)])
+        # house failed; garage was not read in its slot (missed): that says nothing about it
+        missed = failure("garage", 1, "missed")
+        await store_and_publish(storage, output, [], [failure("house", 1), missed])
         await watcher.wait_count(topic, 2)
         await store_and_publish(storage, output, [reading("house", 2), reading("garage", 2)])
         await watcher.wait_count(topic, 3)
-        await watcher.wait_count("kamstrup382/garage/state", 3)
+        await watcher.wait_count("kamstrup382/garage/state", 2)
     finally:
         await output.stop()
     await settle(watcher)
     assert [m.text for m in watcher.on(topic)] == ["online", "offline", "online"]
     assert [m.text for m in watcher.on("kamstrup382/garage/availability")] == ["online"]
+    # nor after a restart, where availability is derived from the stored status
+    again = make_output(mosquitto, ["house", "garage"])
+    await asyncio.to_thread(storage.record, [], [failure("garage", 3, "missed")])
+    await again.start(storage)
+    try:
+        await watcher.wait_count("kamstrup382/garage/availability", 2)
+    finally:
+        await again.stop()
+    await settle(watcher)
+    assert [m.text for m in watcher.on("kamstrup382/garage/availability")] == ["online"] * 2
 
 
 LAST_WILL_SCRIPT = """

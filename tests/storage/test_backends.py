@@ -240,3 +240,22 @@ def test_times_are_utc_whatever_zone_was_given(storage: Storage) -> None:
     assert back.read_at == r.read_at
     assert back.read_at.utcoffset() == timedelta(0)
     assert back.read_at.astimezone(UTC) == datetime(2026, 3, 1, 0, 0, 1, tzinfo=UTC)
+
+
+def test_last_bcc_algorithms_come_from_each_meters_newest_reading(storage: Storage) -> None:
+    storage.record(
+        [
+            replace(reading("house", 2), bcc_algorithm="xor"),  # stored first, but newer
+            reading("house", 1),
+            reading("barn", 0),
+            replace(reading("barn", 1), bcc_algorithm="xor"),
+        ],
+        [failure("shed", 0)],
+    )
+    assert storage.last_bcc_algorithms(["house", "barn", "shed", "new", "house"]) == {
+        "house": "xor",
+        "barn": "xor",
+    }
+    storage.record([reading("barn", 2)])
+    assert storage.last_bcc_algorithms(["barn"]) == {"barn": "sum7"}
+    assert storage.last_bcc_algorithms([]) == {}

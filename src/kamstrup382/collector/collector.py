@@ -11,6 +11,11 @@
   (``storage.claim``): each collector reads only what it claimed, renews its claims while it
   works and claims again during the slot, so that meters of a dead collector are taken over once
   their lease has expired.
+- A meter whose turn on its line comes after its slot ended (the readout before it overran,
+  or the collector fell behind) is not read in that slot: it is stored as a failure of kind
+  ``missed`` (no attempt, with the reason), so that status and health plots show it.
+- Each meter's readout starts in ``auto`` BCC mode from the algorithm the meter used last
+  (``bcc_hint``): remembered after each reading, loaded from the storage at start.
 - On shutdown in-flight readouts get ``grace`` seconds to finish; then they are abandoned. Only
   complete readouts and failures become rows.
 """
@@ -36,9 +41,10 @@ from kamstrup382.collector.schedule import jitter_offset, next_slot, slot_of
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
+from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader
 from kamstrup382.reading import Reading
-from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord, Storage
 
 __all__ = ["Collector", "CycleResult", "raise_file_limit"]
 
@@ -57,15 +63,17 @@ CONNECTS_AT_ONCE = 128
 class CycleResult:
     """What one cycle did.
 
-    ``missed``: meters due that were not read because their slot ended before their turn on
-    the line came, or because the collector shut down. ``elsewhere``: meters due that another
-    collector holds (PostgreSQL leases).
+    ``failures``: readouts that failed. ``missed``: meters due that were not read because their
+    slot ended before their turn on the line came (``missed_records``: the failures of kind
+    ``missed`` stored for them), or because the collector shut down. ``elsewhere``: meters due
+    that another collector holds (PostgreSQL leases).
     """
 
     readings: tuple[ReadingRecord, ...] = ()
     failures: tuple[FailureRecord, ...] = ()
     missed: tuple[str, ...] = ()
     elsewhere: tuple[str, ...] = ()
+    missed_records: tuple[FailureRecord, ...] = ()
     started: float = 0.0
     finished: float = 0.0
 
@@ -81,7 +89,11 @@ class CycleResult:
     def summary(self) -> list[str]:
         """One line per meter not read: ``name: kind: message``."""
         lines = [f"{f.meter}: {f.kind}: {f.message}" for f in self.failures]
-        lines += [f"{name}: missed: not read in its slot" for name in self.missed]
+        reasons = {f.meter: f.message for f in self.missed_records}
+        lines += [
+            f"{name}: {MISSED}: {reasons.get(name, 'not read in its slot (shutting down)')}"
+            for name in self.missed
+        ]
         return lines
 
     @classmethod
@@ -90,6 +102,7 @@ class CycleResult:
             readings=tuple(r for p in parts for r in p.readings),
             failures=tuple(f for p in parts for f in p.failures),
             missed=tuple(m for p in parts for m in p.missed),
+            missed_records=tuple(f for p in parts for f in p.missed_records),
             elsewhere=tuple(m for p in parts for m in p.elsewhere),
             started=started,
             finished=finished,
@@ -149,6 +162,10 @@ class Collector:
         self._executor: ThreadPoolExecutor | None = None
         self._writer: BatchWriter | None = None
         self._outputs_started = False
+        #: Per meter: the BCC algorithm of its last reading, the next reader's ``bcc_hint``.
+        self._bcc: dict[str, BccAlgorithm] = {}
+        #: Per line: the meter read last on it and when that readout ended (clock time).
+        self._line_last: dict[str, tuple[str, datetime]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,9 +182,25 @@ class Collector:
             flush_interval=settings.flush_interval,
         )
         self._writer.start()
+        await self._load_bcc()
         for output in self.outputs:
             await output.start(self.storage)
         self._outputs_started = True
+
+    async def _load_bcc(self) -> None:
+        """The BCC algorithm of each meter's last stored reading (the readers' hints)."""
+        assert self._writer is not None
+        names = [m.name for m in self.config.meters]
+        try:
+            stored = await self._writer.call(self.storage.last_bcc_algorithms, names)
+        except Kamstrup382Error as exc:
+            log.warning("could not load the meters' last BCC algorithms: %s", exc)
+            return
+        for name, value in stored.items():
+            try:
+                self._bcc.setdefault(name, BccAlgorithm(value))
+            except ValueError:
+                log.warning("meter %s: stored BCC algorithm %r ignored", name, value)
 
     async def close(self) -> None:
         """Store what is pending, stop the outputs and the storage thread."""
@@ -339,9 +372,16 @@ class Collector:
             # in-flight readouts abandoned: nothing of them is stored; give their claims back
             await self._release(state)
         readings = tuple(r for r in state.results if isinstance(r, ReadingRecord))
-        failures = tuple(r for r in state.results if isinstance(r, FailureRecord))
+        failures = tuple(
+            r for r in state.results if isinstance(r, FailureRecord) and r.kind != MISSED
+        )
+        missed_records = tuple(
+            r for r in state.results if isinstance(r, FailureRecord) and r.kind == MISSED
+        )
         elsewhere = tuple(name for name in state.meters if name not in state.handled)
-        return CycleResult(readings, failures, tuple(state.missed), elsewhere)
+        return CycleResult(
+            readings, failures, tuple(state.missed), elsewhere, missed_records=missed_records
+        )
 
     async def _claim(self, state: _SlotState, dispatch: Callable[[Iterable[str]], None]) -> None:
         """Claim the slot's meters not yet handled here, a few lines at a time, and renew the
@@ -410,15 +450,50 @@ class Collector:
             if start_at > self.clock.now():
                 await self.clock.sleep_until(start_at)
             async with lock:
-                late = not once and self.clock.now() >= state.end
+                now = self.clock.now()
+                late = not once and now >= state.end
                 if late or (stop is not None and stop.is_set()):
-                    state.missed.extend(m.name for _, m in order[index:])
-                    state.finished.update(m.name for _, m in order[index:])
+                    rest = [m.name for _, m in order[index:]]
+                    state.missed.extend(rest)
+                    state.finished.update(rest)
+                    if late and not (stop is not None and stop.is_set()):
+                        # stored, so that status and health plots show it (not on shutdown:
+                        # the meters are given back to other collectors instead)
+                        message = self._missed_message(line, state, now)
+                        for name in rest:
+                            missed = FailureRecord(
+                                meter=name,
+                                slot=state.slot,
+                                failed_at=now,
+                                kind=MISSED,
+                                message=message,
+                                attempts=0,
+                                duration=0.0,
+                            )
+                            state.results.append(missed)
+                            self._writer.put(missed)
                     return
                 result = await self.read_meter(meter, state.slot)
+                self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
             state.results.append(result)
             self._writer.put(result)
+
+    def _missed_message(self, line: str, state: _SlotState, now: datetime) -> str:
+        """Why the meters left on ``line`` were not read in ``state``'s slot."""
+        slot = state.slot.isoformat()
+        last = self._line_last.get(line)
+        if last is not None and last[1] >= state.end:
+            return (
+                f"not read in slot {slot}: line {line} was busy until the slot ended "
+                f"(the readout of {last[0]} ran until {last[1].isoformat()}, "
+                f"the slot ended at {state.end.isoformat()})"
+            )
+        late = (now - state.end).total_seconds()
+        return (
+            f"not read in slot {slot}: the collector fell behind "
+            f"(the meter's turn came {late:.1f} s after the slot ended)"
+        )
 
     async def read_meter(self, meter: MeterConfig, slot: datetime) -> Result:
         """One readout of ``meter`` (with the reader's retries) as a record for ``slot``."""
@@ -434,6 +509,7 @@ class Collector:
                 answer_timeout=meter.answer_timeout,
                 answer_margin=meter.answer_margin,
                 deadline=meter.deadline,
+                bcc_hint=self._bcc.get(meter.name),
             ) as reader:
                 if self._connecting is None:
                     self._connecting = asyncio.Semaphore(CONNECTS_AT_ONCE)
@@ -442,18 +518,24 @@ class Collector:
                     with contextlib.suppress(Kamstrup382Error):
                         await reader.open()
                 reading = await reader.read()
+            self._bcc[meter.name] = reading.bcc_algorithm
             return self._reading_record(meter, slot, reading, clock_start)
-        except (Kamstrup382Error, OSError) as exc:
-            kind = getattr(exc, "kind", "connection")
+        except Kamstrup382Error as exc:
+            kind = exc.kind
+            # set by the reader on what it raises after its retries; an error raised outside
+            # them (e.g. while setting the reader up) ended the collector's one attempt
+            attempts = exc.attempts if exc.attempts is not None else 1
             message = str(exc) or type(exc).__name__
-            attempts = getattr(exc, "attempts", meter.retries + 1)
+        except OSError as exc:  # the readers translate these; kept as a safety net
+            kind, attempts = "connection", 1
+            message = str(exc) or type(exc).__name__
         return FailureRecord(
             meter=meter.name,
             slot=slot,
             failed_at=self.clock.now(),
-            kind=str(kind),
+            kind=kind,
             message=message,
-            attempts=int(attempts),
+            attempts=attempts,
             duration=time.monotonic() - mono_start,
         )
 
