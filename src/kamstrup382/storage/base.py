@@ -20,13 +20,19 @@ from kamstrup382.storage.records import (
     ReadingRecord,
 )
 
-__all__ = ["OUTBOX_LEASE", "OutboxItem", "Storage"]
+__all__ = ["OUTBOX_LEASE", "OutboxItem", "Storage", "outbox_window"]
 
 #: An outbox entry: (id, record). Ids grow in the order the readings were stored.
 OutboxItem = tuple[int, ReadingRecord]
 #: How long a publisher's claim on meters of the outbox lasts unless released (see
 #: :meth:`Storage.outbox_pending`).
 OUTBOX_LEASE = timedelta(seconds=60)
+
+
+def outbox_window(limit: int) -> int:
+    """How many of the oldest outbox entries a claim looks at first for free meters (it looks
+    at all of them only when those are all held by others): bounded work per round."""
+    return max(20 * limit, 1000)
 
 
 class Storage(abc.ABC):
@@ -78,6 +84,8 @@ class Storage(abc.ABC):
     #    entries waiting (oldest first) that nobody holds, or whose holder's claim expired, or
     #    that ``me`` holds already, with SELECT ... FOR UPDATE SKIP LOCKED on their claim rows;
     #    it returns the oldest entries of the meters claimed, at most ``limit``, in id order.
+    #    (It looks for such meters among the oldest ``outbox_window(limit)`` entries, and
+    #    among all of them when those yield none.)
     # 2. The holder publishes them in order and calls ``outbox_done(ids, holder=me)``: the
     #    published entries are removed and its claims given back, in one transaction.
     #    ``outbox_release(me)`` gives the claims back without removing anything (on failure).

@@ -23,7 +23,7 @@ import psycopg
 
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
 from kamstrup382.storage.columns import REGISTER_COLUMNS, aware, consumption_rows
 from kamstrup382.storage.records import (
     AttemptRecord,
@@ -163,13 +163,17 @@ UPDATE leases l SET slot = %(slot)s, holder = %(me)s, expires_at = now() + %(lea
 FROM free WHERE l.meter = free.meter
 RETURNING l.meter
 """
-# meters of the outbox free for ``me`` (see Storage.outbox_pending), oldest entry first
+# meters of the outbox free for ``me`` (see Storage.outbox_pending), oldest entry first, among
+# the meters of the oldest ``window`` entries (NULL: all of them)
 _CLAIM_OUTBOX = """
-WITH free AS (
-    SELECT c.meter FROM outbox_claims c
-    WHERE (c.holder IS NULL OR c.holder = %(me)s OR c.expires_at <= now())
-      AND EXISTS (SELECT 1 FROM outbox o WHERE o.meter = c.meter)
-    ORDER BY (SELECT min(o.id) FROM outbox o WHERE o.meter = c.meter)
+WITH heads AS (
+    SELECT w.meter, min(w.id) AS first
+    FROM (SELECT meter, id FROM outbox ORDER BY id LIMIT %(window)s) w
+    GROUP BY w.meter
+), free AS (
+    SELECT c.meter FROM outbox_claims c JOIN heads h ON h.meter = c.meter
+    WHERE c.holder IS NULL OR c.holder = %(me)s OR c.expires_at <= now()
+    ORDER BY h.first
     LIMIT %(limit)s
     FOR UPDATE OF c SKIP LOCKED
 )
@@ -370,10 +374,20 @@ class PostgresStorage(Storage):
             raise StorageError(f"an outbox lease must be positive, got {lease}")
 
         def run(conn: psycopg.Connection[Any]) -> list[Any]:
-            params = {"me": holder, "limit": limit, "lease": lease}
+            window = outbox_window(limit)
+            params = {"me": holder, "limit": limit, "lease": lease, "window": window}
             meters = [row[0] for row in conn.execute(_CLAIM_OUTBOX, params).fetchall()]
             if not meters:
-                return []
+                # the oldest entries are all held by others: look further, if there is more
+                more = conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT %s) o", (window + 1,)
+                ).fetchone()
+                if more is None or int(more[0]) <= window:
+                    return []
+                params["window"] = None
+                meters = [row[0] for row in conn.execute(_CLAIM_OUTBOX, params).fetchall()]
+                if not meters:
+                    return []
             query = f"{_SELECT_OUTBOX} WHERE o.meter = ANY(%s) ORDER BY o.id LIMIT %s"
             return conn.execute(query, (meters, limit)).fetchall()
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
 from kamstrup382.protocol.registers import REGISTERS, RegisterKind
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
 from kamstrup382.storage.columns import (
     REGISTER_COLUMNS,
     consumption_rows,
@@ -146,12 +146,14 @@ _SELECT_OUTBOX = (
     + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
     + " FROM outbox o JOIN readings r ON r.id = o.reading_id"
 )
-# meters of the outbox free for a holder (see Storage.outbox_pending), oldest entry first
+# meters of the outbox free for a holder (see Storage.outbox_pending), oldest entry first,
+# among the meters of the oldest ``window`` entries (-1: all of them)
 _FREE_OUTBOX_METERS = (
-    "SELECT c.meter FROM outbox_claims c "
-    "WHERE (c.holder IS NULL OR c.holder = ? OR c.expires_at <= ?) "
-    "AND EXISTS (SELECT 1 FROM outbox o WHERE o.meter = c.meter) "
-    "ORDER BY (SELECT min(o.id) FROM outbox o WHERE o.meter = c.meter) LIMIT ?"
+    "WITH heads AS (SELECT meter, min(id) AS first "
+    "FROM (SELECT meter, id FROM outbox ORDER BY id LIMIT ?) GROUP BY meter) "
+    "SELECT c.meter FROM outbox_claims c JOIN heads h ON h.meter = c.meter "
+    "WHERE c.holder IS NULL OR c.holder = ? OR c.expires_at <= ? "
+    "ORDER BY h.first LIMIT ?"
 )
 _RELEASE_OUTBOX = "UPDATE outbox_claims SET holder = NULL, expires_at = NULL WHERE holder = ?"
 _SYNCHRONOUS = ("full", "normal", "extra")
@@ -405,11 +407,19 @@ class SqliteStorage(Storage):
         def run(conn: sqlite3.Connection) -> list[Any]:
             # BEGIN IMMEDIATE holds the write lock: no other claim runs meanwhile
             now = to_micros(datetime.now(UTC))
-            meters = [
-                row[0] for row in conn.execute(_FREE_OUTBOX_METERS, (holder, now, limit)).fetchall()
-            ]
+            window = outbox_window(limit)
+            free = _FREE_OUTBOX_METERS
+            meters = [r[0] for r in conn.execute(free, (window, holder, now, limit)).fetchall()]
             if not meters:
-                return []
+                # the oldest entries are all held by others: look further, if there is more
+                (more,) = conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT ?)", (window + 1,)
+                ).fetchone()
+                if more <= window:
+                    return []
+                meters = [r[0] for r in conn.execute(free, (-1, holder, now, limit)).fetchall()]
+                if not meters:
+                    return []
             expires = now + lease // timedelta(microseconds=1)
             conn.executemany(
                 "UPDATE outbox_claims SET holder = ?, expires_at = ? WHERE meter = ?",
