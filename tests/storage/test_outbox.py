@@ -14,6 +14,7 @@ import pytest
 
 from kamstrup382.errors import StorageError
 from kamstrup382.storage import Storage
+from kamstrup382.storage.base import outbox_window
 from kamstrup382.storage.url import open_storage
 from tests.storage.samples import START, reading
 
@@ -110,3 +111,16 @@ def test_concurrent_publishers_take_each_entry_once_and_in_order_per_meter(
         per_meter[meter].append(i)
     assert sorted(per_meter) == meters
     assert all(ids_ == sorted(ids_) for ids_ in per_meter.values())  # in order per meter
+
+
+def test_a_long_backlog_held_by_one_publisher_does_not_hide_the_other_meters(
+    storage: Storage,
+) -> None:
+    """A claim looks for free meters among the oldest entries first; when those all belong to
+    meters held by others, it looks at the whole outbox."""
+    storage.record([reading("big", index) for index in range(outbox_window(1) + 1)], outbox=True)
+    storage.record([reading("small", 0)], outbox=True)
+    assert {r.meter for _, r in storage.outbox_pending(1, holder="a", lease=LONG)} == {"big"}
+    [(_, other)] = storage.outbox_pending(1, holder="b", lease=LONG)
+    assert other.meter == "small"
+    assert storage.outbox_pending(1, holder="c", lease=LONG) == []
