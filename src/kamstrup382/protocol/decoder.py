@@ -63,7 +63,7 @@ _IDENTIFICATION_CACHE = 1024
 _SUM7 = BccAlgorithm.SUM7
 _XOR = BccAlgorithm.XOR
 _SLASH, _CR, _LF = ord("/"), 0x0D, 0x0A
-#: Replies up to this length (``etx`` below it) have their sum taken whole by Adler-32.
+#: Replies of at most 256 bytes (``etx`` below this) have their sum taken whole by Adler-32.
 _ADLER_WHOLE = 255
 
 

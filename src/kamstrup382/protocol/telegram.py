@@ -14,6 +14,8 @@ from kamstrup382.protocol.registers import REGISTER_BY_NAME, RegisterKind
 
 __all__ = ["MeterValues", "Telegram"]
 
+_from_bytes = int.from_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class MeterValues:
@@ -142,8 +144,8 @@ class Telegram:
         if values is None:
             # BlockLayout.registers, inlined (this is the hot path of a reader)
             layout = attrs.get("layout") or self._layout()
-            body = self.data_block
-            key = int.from_bytes(body.encode("ascii"), "little") & layout.address_mask
+            body = attrs["data_block"]
+            key = _from_bytes(body.encode("ascii"), "little") & layout.address_mask
             plan = layout.plans.get(key) or layout.plan(body, key)
             values = attrs["_registers"] = plan.read(body)
         return values
