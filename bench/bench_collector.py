@@ -21,7 +21,7 @@ retries, temporary SQLite storage) and reports:
   included: connecting, the reader, decoding, storage, the event loop; and the CPU seconds of
   the collector and of the emulator processes during the cycle (they share the machine).
 
-The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.aio.new_event_loop``,
+The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.new_event_loop``,
 the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's.
 """
 
@@ -44,7 +44,7 @@ from kamstrup382.collector import Collector
 from kamstrup382.collector.collector import raise_file_limit
 from kamstrup382.collector.config import parse_config
 from kamstrup382.protocol import REQUEST
-from kamstrup382.reader.aio import new_event_loop
+from kamstrup382.reader import new_event_loop
 from kamstrup382.storage.url import open_storage
 
 CHARS_PER_SECOND = 30.0  # 300 baud, 7E1: 10 bits a character

@@ -7,9 +7,12 @@ typed error (:class:`~kamstrup382.errors.ReadTimeout` with its phase,
 :class:`~kamstrup382.errors.ParityError`, :class:`~kamstrup382.errors.BccError`,
 :class:`~kamstrup382.errors.FramingError`, :class:`~kamstrup382.errors.ConnectionLost`),
 which carries ``attempts``.
+
+:func:`new_event_loop`: the event loop for programs that read many meters at once (uvloop
+where it is installed), e.g. ``asyncio.Runner(loop_factory=new_event_loop)``.
 """
 
-from kamstrup382.reader.aio import AsyncReader
+from kamstrup382.reader.aio import AsyncReader, new_event_loop
 from kamstrup382.reader.policy import EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import PortKind, PortSpec, default_line, parse_port
 from kamstrup382.reader.session import Progress, Readout, Session
@@ -27,5 +30,6 @@ __all__ = [
     "Session",
     "Timing",
     "default_line",
+    "new_event_loop",
     "parse_port",
 ]

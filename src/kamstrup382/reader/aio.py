@@ -14,7 +14,7 @@
 
 **Per chunk, as little as possible.** A collector reads thousands of meters in one loop, and a
 gateway delivers each reply in some thirty chunks, so the cost of one chunk is what limits it.
-While a readout runs, the TCP protocol's ``data_received`` (or the device's reader callback)
+While a readout runs, the TCP protocol's ``buffer_updated`` (or the device's reader callback)
 feeds each chunk straight to the readout's decoder: no future, no task switch, no timer per
 chunk. The coroutine that awaits the readout is woken once, when the telegram is complete, an
 error ends it, its timeout passes or the connection is lost. One ``loop.call_at`` timer watches
@@ -30,8 +30,9 @@ Outside a readout (stale input before a request, the tail of a broken reply bein
 bytes are kept and read with :meth:`AsyncLink.read`.
 
 :func:`new_event_loop` makes uvloop's event loop where it is installed (its transports and
-timers are C: about half the CPU per readout of a large collector cycle), asyncio's otherwise;
-the reader works the same on both.
+timers are C: a collector cycle over 1,000 meters in ``bench/bench_collector.py`` takes about a
+quarter less CPU than on asyncio's own loop), asyncio's otherwise; the reader works the same on
+both.
 """
 
 from __future__ import annotations
