@@ -268,7 +268,8 @@ def test_silent_then_answered_with_the_same_seed_sequence() -> None:
 def test_late_answer_begins_after_600_ms(line_kind: tuple[str, bool]) -> None:
     transport, eight_bit = line_kind
     with faulty(transport, "late=1,late_delay=0.65-0.7") as emu, RawLine(emu.ports[0]) as line:
-        sent_at = line.send()
+        sent_at = time.monotonic()  # before the write: the emulator cannot see it earlier
+        line.send()
         first = line.read_exactly(1)
         first_at = time.monotonic()
         got = first + line.read_reply()

@@ -289,7 +289,8 @@ def test_a_reply_never_beats_the_wire() -> None:
         EmulatorThread(speed=speed, delay=delay) as emu,
         RawLine(emu.ports[0]) as line,
     ):
-        sent_at = line.send()
+        sent_at = time.monotonic()  # before the write: the emulator cannot see it earlier
+        line.send()
         reply = line.read_reply()
         done = time.monotonic()
     floor = (len(REQUEST) + len(reply)) / CHARACTERS_PER_SECOND / speed + delay
