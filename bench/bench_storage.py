@@ -157,7 +157,9 @@ def fresh_postgres(server: object | None, url: str, index: int) -> str:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS outbox_claims, outbox, readings, failures, leases, schema_version")
+        conn.execute(
+            "DROP TABLE IF EXISTS outbox_claims, outbox, readings, failures, leases, schema_version"
+        )
     return url
 
 
