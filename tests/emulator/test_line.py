@@ -383,3 +383,21 @@ def test_exclusive_meter_takes_one_reader_at_a_time(emulator_clock: ManualClock)
         # the reader left: the port takes the next one
         assert read_once_free(emu.ports[0]) == expected_reply(emu, eight_bit=True)
     assert len(emu.log(0)) == 2
+
+
+def test_a_reader_hanging_up_mid_reply_cuts_it_short(emulator_clock: ManualClock) -> None:
+    with EmulatorThread(speed=20, delay=0.02, clock=emulator_clock, load=ConstantLoad(1)) as emu:
+        with RawLine(emu.ports[0]) as line:
+            line.send()
+            head = line.read_exactly(20)
+        wait_for(lambda: emu.log(0)[0].ended)
+        (readout,) = emu.log(0)
+        assert not readout.complete
+        assert 20 <= readout.written < len(readout.wire)
+        assert emu.sent(0) == [strip_parity(readout.wire[: readout.written])]
+        assert emu.sent(0)[0].startswith(strip_parity(head))
+        # the meter answers the next reader in full
+        with RawLine(emu.ports[0]) as line:
+            line.send()
+            assert line.read_reply() == expected_reply(emu, eight_bit=True)
+        assert emu.log(0)[1].complete

@@ -93,9 +93,10 @@ class Readout:
     ``values`` and ``clean`` (the reply in 7-bit form, straight from the protocol encoder)
     are ``None`` / empty for a silent readout. ``wire`` is everything put on the line for it,
     in wire form (8-bit with parity bits on 8-bit lines), noise included; ``written`` how much
-    of it has been written so far, ``complete`` whether all of it was (a reader that hangs up
-    cuts a reply short). ``delay`` is the time from the end of the request on the wire to the
-    start of the answer; ``request_end`` the loop time when the request ended on the wire.
+    of it has been written so far, ``complete`` whether all of it was, ``ended`` whether the
+    line is done with it (complete, or cut short by a reader that hung up). ``delay`` is the
+    time from the end of the request on the wire to the start of the answer; ``request_end``
+    the loop time when the request ended on the wire.
     """
 
     number: int
@@ -109,6 +110,7 @@ class Readout:
     eight_bit: bool
     written: int = 0
     complete: bool = False
+    ended: bool = False
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -120,8 +122,12 @@ class Readout:
 
     @property
     def sent(self) -> bytes:
-        """What was sent for this readout, in 7-bit form (bit 7 cleared)."""
-        return strip_parity(self.wire)
+        """What has been sent for this readout so far, in 7-bit form (bit 7 cleared).
+
+        ``written`` counts a character before it is handed to the line, so a reader that has
+        received the last character of a reply finds all of it here.
+        """
+        return strip_parity(self.wire[: self.written])
 
 
 @dataclass
@@ -201,6 +207,7 @@ class _Session:
                     b"",
                     emulator.eight_bit,
                     complete=True,
+                    ended=True,
                 )
             )
             self._idle()
@@ -253,6 +260,7 @@ class _Session:
 
     def _finish(self) -> None:
         if self._readout is not None:
+            self._readout.ended = True
             self._readout = None
             self.emulator.in_flight -= 1
         self._idle()
@@ -268,6 +276,7 @@ class _Session:
             self._timer.cancel()
             self._timer = None
         if self._readout is not None:
+            self._readout.ended = True
             self._readout = None
             self.emulator.in_flight -= 1
         self._closed = True
@@ -657,7 +666,7 @@ class Emulator:
         return list(self._meters[meter].log)
 
     def sent(self, meter: int) -> list[bytes]:
-        """Each reply sent by meter ``meter``, after the faults, in 7-bit form."""
+        """Each reply sent by meter ``meter`` (as far as sent), after the faults, in 7-bit form."""
         return [r.sent for r in self._meters[meter].log if not r.silent]
 
     def sent_values(self, meter: int) -> list[MeterValues]:
