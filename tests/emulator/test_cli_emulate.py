@@ -127,6 +127,8 @@ def test_many_meters_are_printed_as_a_range() -> None:
         (["--faults", "smoke=0.1"], "faults.smoke"),
         (["--load", "csv:/nonexistent/load.csv"], "load"),
         (["--tariff-schedule", "22-06"], "tariff_schedule"),
+        (["--type-number", "685-999"], "type_number"),
+        (["--customer-number", "12x"], "customer_number"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -145,3 +147,19 @@ def test_a_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         assert main(["emulate", "--tcp", f"127.0.0.1:{port}"]) == 2
     assert f"port {port}" in capsys.readouterr().err
+
+
+def test_type_and_customer_number_and_tariff_schedule_options() -> None:
+    with emulate(
+        "--pty", "--meters", "2", "--speed", "200", "--type-number", "685-191-SK-02",
+        "--customer-number", "00000099", "--tariff-schedule", "00:00-24:00",
+        "--load", "constant:3",
+    ) as (proc, lines):  # fmt: skip
+        found = meters(lines)
+        assert [c for c, _ in found] == ["00000099", "00000100"]
+        with RawLine(found[1][1]) as line:
+            line.send()
+            telegram = decode_reply(line.read_reply())
+        stop(proc, signal.SIGTERM)
+    assert str(telegram.identification) == "/KAM 685-191-SK-02"
+    assert telegram.meter_values().customer_number == "00000100"

@@ -64,7 +64,13 @@ def parse_delay(text: str) -> float | tuple[float, float]:
     show_default=True,
     help="Serve on TCP, one port per meter from PORT (0: free consecutive ports).",
 )
-@click.option("--meters", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--meters",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many meters (TCP: consecutive ports; pty: one each).",
+)
 @click.option(
     "--speed",
     type=click.FloatRange(min=0, min_open=True),
@@ -87,6 +93,18 @@ def parse_delay(text: str) -> float | tuple[float, float]:
     "csv:PATH (timestamp,kW rows).",
 )
 @click.option("--tariff-schedule", help="When tariff 2 is active, e.g. 22:00-06:00.")
+@click.option(
+    "--type-number",
+    default="685-382-OK-15",
+    show_default=True,
+    help="Type number 685-X3X2X1-Y2Y1-Z2Z1 in the identification line.",
+)
+@click.option(
+    "--customer-number",
+    default="00054042",
+    show_default=True,
+    help="Customer number (register 0.0) of the first meter; the others count up.",
+)
 @click.option(
     "--faults",
     "faults_text",
@@ -117,13 +135,15 @@ def emulate(
     delay: str,
     load_text: str,
     tariff_schedule: str | None,
+    type_number: str,
+    customer_number: str,
     faults_text: str,
     seed: int,
     eight_bit: bool | None,
     bcc: str,
 ) -> int:
     """Serve emulated Kamstrup 382 meters until interrupted."""
-    from kamstrup382.emulator import Emulator, Faults  # noqa: PLC0415
+    from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
     from kamstrup382.emulator.load import parse_load  # noqa: PLC0415
 
     try:
@@ -141,6 +161,7 @@ def emulate(
             seed=seed,
             load=None if load_text.strip() == "household" else parse_load(load_text),
             tariff_schedule=tariff_schedule,
+            settings=MeterSettings(type_number=type_number, customer_number=customer_number),
         )
         return asyncio.run(_serve(emulator))
     except Kamstrup382Error as exc:
