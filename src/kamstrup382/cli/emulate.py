@@ -1,7 +1,8 @@
 """``k382 emulate``: serve emulated Kamstrup 382 meters on TCP ports or pseudo-terminals.
 
 Prints where each meter listens (one line per meter, or the range for many), then serves
-until SIGINT or SIGTERM and exits 0. Exit status 2: a wrong option value.
+until SIGINT or SIGTERM and exits 0. Exit status 2: a wrong option value. Runs on uvloop
+where it is installed (many meters in one process), on asyncio's loop otherwise.
 
     k382 emulate                                  # one meter on 127.0.0.1, a free port
     k382 emulate --tcp 127.0.0.1:21000 --meters 100 --speed 1
@@ -145,6 +146,7 @@ def emulate(
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
     from kamstrup382.emulator.load import parse_load  # noqa: PLC0415
+    from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
     try:
         host, port = parse_listen(listen)
@@ -163,7 +165,8 @@ def emulate(
             tariff_schedule=tariff_schedule,
             settings=MeterSettings(type_number=type_number, customer_number=customer_number),
         )
-        return asyncio.run(_serve(emulator))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_serve(emulator))
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2

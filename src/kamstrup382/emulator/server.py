@@ -48,7 +48,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from kamstrup382.clock import Clock, SystemClock
 from kamstrup382.emulator.faults import AppliedFault, Faults
@@ -293,8 +293,8 @@ class _TcpLine(asyncio.Protocol):
         self.session: _Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
         self.session = _Session(self.emulator, self.meter, self._send)
         self.emulator._connections.add(self)
 
