@@ -36,6 +36,7 @@ replies sent (not the silent ones). The entry exists before the first character 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -44,6 +45,7 @@ import random
 import resource
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,6 +79,8 @@ MAX_DELAY = 0.6
 #: Longest grouping of due characters into one write when many replies are in flight.
 MAX_WRITE_INTERVAL = 0.2
 WRITE_INTERVAL_PER_REPLY = 100e-6
+#: Longest stretch of answering queued requests before the loop serves the lines again.
+ANSWER_BUDGET = 0.005
 #: How often pty slaves are checked and parked (see :mod:`.pty`), for up to 20 ptys (more: slower).
 PTY_POLL = 0.01
 #: A TCP port range where consecutive free ports are looked for (below Linux's ephemeral ports).
@@ -164,10 +168,15 @@ class _Session:
         self._start = 0.0  # loop time when the answer's first start bit goes out
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._pending = False  # a request is waiting to be answered
 
     @property
     def busy(self) -> bool:
-        return self._readout is not None
+        return self._pending or self._readout is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def feed(self, data: bytes) -> None:
         if self._closed or not data:
@@ -175,7 +184,7 @@ class _Session:
         ct = self.emulator.character_time
         begin = max(self._loop.time(), self._inbound_free)
         self._inbound_free = begin + len(data) * ct
-        if self._readout is not None:
+        if self.busy:
             return  # answering: not listening
         head = len(self._tail)
         text = self._tail + strip_parity(data)
@@ -185,9 +194,12 @@ class _Session:
             return
         self._tail = b""
         last = at + len(REQUEST) - 1 - head  # index in data of the request's LF
-        self._answer(begin + (last + 1) * ct)
+        self._pending = True
+        self.emulator.queue_answer(self, begin + (last + 1) * ct)
 
-    def _answer(self, request_end: float) -> None:
+    def answer(self, request_end: float) -> None:
+        """Decide the faults and the delay, take the model's snapshot, schedule the reply."""
+        self._pending = False
         emulator, meter = self.emulator, self.meter
         faults = emulator.faults
         kinds = faults.choose(meter.rng) if faults.active else ()
@@ -613,6 +625,8 @@ class Emulator:
         self.ports: list[str] = []
         self.in_flight = 0
         self.exclusive = exclusive
+        self._answers: collections.deque[tuple[_Session, float]] = collections.deque()
+        self._answering: asyncio.Handle | None = None
         self._listeners: list[_TcpListener] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[_TcpLine] = set()
@@ -678,6 +692,26 @@ class Emulator:
     def draw_delay(self, rng: random.Random) -> float:
         lo, hi = self.delay
         return lo if lo == hi else rng.uniform(lo, hi)
+
+    def queue_answer(self, session: _Session, request_end: float) -> None:
+        """Answer ``session``'s request soon: in budgeted batches, so that a burst of
+        thousands of requests (snapshots, encoding) does not stall the replies in flight."""
+        self._answers.append((session, request_end))
+        if self._answering is None:
+            self._answering = asyncio.get_running_loop().call_soon(self._answer_some)
+
+    def _answer_some(self) -> None:
+        self._answering = None
+        until = time.perf_counter() + ANSWER_BUDGET
+        queue = self._answers
+        while queue:
+            session, request_end = queue.popleft()
+            if not session.closed:
+                session.answer(request_end)
+            if time.perf_counter() > until:
+                break
+        if queue:
+            self._answering = asyncio.get_running_loop().call_soon(self._answer_some)
 
     def write_interval(self) -> float:
         if self._write_interval is not None:
@@ -771,6 +805,10 @@ class Emulator:
 
     async def close(self) -> None:
         """Stop listening, hang up every line, close the ptys."""
+        if self._answering is not None:
+            self._answering.cancel()
+            self._answering = None
+        self._answers.clear()
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
