@@ -21,7 +21,9 @@ error ends it, its timeout passes or the connection is lost. One ``loop.call_at`
 the timeout: it is armed at the readout's :attr:`~kamstrup382.reader.session.Readout.timeout_at`;
 bytes that arrive only move that time later, so the timer is not touched for them, and when it
 fires it looks again: past the timeout, the readout fails with the phase's
-:class:`~kamstrup382.errors.ReadTimeout`, otherwise it is armed at the new time. It is
+:class:`~kamstrup382.errors.ReadTimeout` (decided after the loop's next poll for input, so that
+bytes which came in time but are not yet read, because the loop fell behind, still count),
+otherwise it is armed at the new time. It is
 re-armed early only when a chunk brings the timeout forward (the answer window giving way to the
 shorter inter-character timeout: once a readout). A readout still ends the moment its BCC is
 read, and times out when the readout says, as before.
@@ -225,11 +227,23 @@ class _Inbox:
         readout = self._readout
         if readout is None:
             return
+        timeout_at = readout.timeout_at
+        if self._loop.time() < timeout_at:
+            self._arm(timeout_at)
+            return
+        # Past it, unless bytes that came in time are still unread: a loop that fell behind
+        # (busy, a pause) may run its timers before it polls for input (uvloop always does).
+        # The verdict comes two callbacks later, after the loop's next poll.
+        self._loop.call_soon(self._loop.call_soon, self._verdict, readout)
+
+    def _verdict(self, readout: Readout) -> None:
+        if self._readout is not readout:  # finished meanwhile
+            return
         now = self._loop.time()
         timeout_at = readout.timeout_at
         if now >= timeout_at:
             self._finish(readout.expired(now))
-        else:
+        elif self._timer is None or timeout_at < self._armed_at:
             self._arm(timeout_at)
 
     def _finish(self, outcome: BaseException | None) -> None:
