@@ -28,6 +28,15 @@ What a line does, as the meter does it:
 - Faults (:class:`~kamstrup382.emulator.faults.Faults`) are drawn per readout from a
   :class:`random.Random` per meter seeded with ``seed`` and the meter's index.
 
+Pulse out (module pin 3) is live: :meth:`Emulator.subscribe_pulses` (thread-safe on
+:class:`EmulatorThread`) hears each meter's energy pulses at their instants, not only when a
+readout advances the model. For each meter that has subscribers (or every meter, with
+``live_pulses=True``) one small task asks the model when the next pulse comes
+(:meth:`MeterModel.next_pulse_at`), sleeps the clock's real equivalent of that gap and advances
+the model, which calls the subscribers with the pulse's exact instant. Meters nobody listens
+to cost nothing. A subscriber that raises is reported to the loop's exception handler and
+does not stop the line or the other subscribers.
+
 Every readout is logged (:meth:`Emulator.log`): the values, the clean reply, what went on the
 wire and the faults applied; :meth:`Emulator.sent` and :meth:`Emulator.sent_values` give the
 replies sent (not the silent ones). The entry exists before the first character goes out.
@@ -40,6 +49,7 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import logging
 import os
 import random
 import resource
@@ -48,14 +58,14 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Protocol, cast
 
 from kamstrup382.clock import Clock, SystemClock
 from kamstrup382.emulator.faults import AppliedFault, Faults
 from kamstrup382.emulator.load import HouseholdLoad, Load
-from kamstrup382.emulator.model import MeterModel, MeterSettings
+from kamstrup382.emulator.model import MeterModel, MeterSettings, PulseCallback
 from kamstrup382.emulator.pty import CloseWatch, PtyPair, open_pty, park
 from kamstrup382.emulator.tariff import TariffSchedule
 from kamstrup382.errors import UsageError
@@ -83,8 +93,17 @@ WRITE_INTERVAL_PER_REPLY = 100e-6
 ANSWER_BUDGET = 0.005
 #: How often pty slaves are checked and parked (see :mod:`.pty`), for up to 20 ptys (more: slower).
 PTY_POLL = 0.01
+#: How far ahead a pulse task looks for the next pulse (virtual time) before it looks again.
+PULSE_HORIZON = timedelta(hours=1)
+#: Longest real sleep of a pulse task before it plans again (a load swapped meanwhile).
+PULSE_REPLAN = 1.0
+#: Shortest real sleep of a pulse task while its clock has not reached the instant (a
+#: :class:`~kamstrup382.clock.ManualClock` has no real equivalent: it is polled this often).
+PULSE_POLL = 0.001
 #: A TCP port range where consecutive free ports are looked for (below Linux's ephemeral ports).
 FREE_PORT_RANGE = (20000, 32768)
+
+_log = logging.getLogger(__name__)
 
 Transport = Literal["tcp", "pty"]
 Delay = float | tuple[float, float]
@@ -141,6 +160,8 @@ class _Meter:
     rng: random.Random
     port: str = ""
     log: list[Readout] = field(default_factory=list)
+    pulse_subscribers: int = 0
+    pulse_task: asyncio.Task[None] | None = None
 
 
 class _Write(Protocol):
@@ -569,7 +590,9 @@ class Emulator:
     ``load`` defaults to a :class:`HouseholdLoad` seeded per meter. ``write_interval``: group
     due characters into writes at most this often (None: automatic, 0: every character).
     ``exclusive``: one reader per TCP meter at a time (its port refuses others meanwhile);
-    None: only when the open-file limit cannot hold two sockets per meter.
+    None: only when the open-file limit cannot hold two sockets per meter. ``live_pulses``:
+    deliver every meter's pulses live even to subscribers added on the models directly
+    (:meth:`subscribe_pulses` turns it on per meter by itself).
 
     ``ports`` lists where each meter is (``socket://HOST:PORT`` or the pty slave's path),
     ``models`` the meter models.
@@ -594,6 +617,7 @@ class Emulator:
         tariff_schedule: TariffSchedule | str | None = None,
         write_interval: float | None = None,
         exclusive: bool | None = None,
+        live_pulses: bool = False,
     ) -> None:
         if transport not in ("tcp", "pty"):
             raise UsageError(f"transport must be 'tcp' or 'pty', got {transport!r}")
@@ -635,6 +659,8 @@ class Emulator:
         self._poll: asyncio.TimerHandle | None = None
         self._poll_every = PTY_POLL
         self._started = False
+        self._running = False
+        self.live_pulses = bool(live_pulses)
 
     @staticmethod
     def _models(
@@ -718,6 +744,74 @@ class Emulator:
             return self._write_interval
         return min(MAX_WRITE_INTERVAL, WRITE_INTERVAL_PER_REPLY * self.in_flight)
 
+    # -- pulse out ----------------------------------------------------------------------------
+
+    def subscribe_pulses(self, meter: int, callback: PulseCallback) -> Callable[[], None]:
+        """Call ``callback(count, at)`` for meter ``meter``'s (0-based) pulses on pin 3, live.
+
+        ``count`` pulses were emitted up to ``at``, the exact instant (to the microsecond, on
+        the meter's clock) of the last of them; see :meth:`MeterModel.subscribe_pulses`. The
+        callback runs in the thread that advanced the model: the emulator's loop for live
+        pulses and readouts. Call this in the loop's thread once started (or before start);
+        returns the function that unsubscribes (the meter's pulse task stops with its last
+        subscriber).
+        """
+        if isinstance(meter, bool) or not isinstance(meter, int):
+            raise UsageError(f"meter must be an index, got {meter!r}")
+        if not 0 <= meter < len(self._meters):
+            raise UsageError(f"meter {meter} does not exist (0-{len(self._meters) - 1})")
+        entry = self._meters[meter]
+
+        def guarded(count: int, at: datetime) -> None:
+            try:
+                callback(count, at)
+            except Exception:
+                _log.exception("pulse subscriber %r of meter %d failed", callback, meter)
+
+        unsubscribe_model = entry.model.subscribe_pulses(guarded)
+        entry.pulse_subscribers += 1
+        self._follow_pulses(entry)
+        done = False
+
+        def unsubscribe() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            unsubscribe_model()
+            entry.pulse_subscribers -= 1
+            self._follow_pulses(entry)
+
+        return unsubscribe
+
+    def _follow_pulses(self, meter: _Meter) -> None:
+        """Start or stop ``meter``'s pulse task as it has listeners or not."""
+        wanted = self._running and (self.live_pulses or meter.pulse_subscribers > 0)
+        if wanted and meter.pulse_task is None:
+            meter.pulse_task = asyncio.get_running_loop().create_task(
+                self._pulse_loop(meter.model), name=f"k382-pulses-{meter.index}"
+            )
+        elif not wanted and meter.pulse_task is not None:
+            meter.pulse_task.cancel()
+            meter.pulse_task = None
+
+    @staticmethod
+    async def _pulse_loop(model: MeterModel) -> None:
+        """Sleep until the next pulse, advance the model (it calls the subscribers); repeat."""
+        clock = model.clock
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                at = model.next_pulse_at(PULSE_HORIZON)
+                target = at if at is not None else clock.now() + PULSE_HORIZON
+                replan = loop.time() + PULSE_REPLAN
+                while (now := clock.now()) < target and (left := replan - loop.time()) > 0:
+                    wait = clock.real_seconds(target - now)
+                    await asyncio.sleep(min(max(wait, PULSE_POLL), left))
+                model.advance()
+        except Exception:  # the load failed (a CSV that ends): readouts will say so
+            _log.exception("live pulses of %r stopped", model)
+
     # -- life cycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Emulator:
@@ -744,6 +838,9 @@ class Emulator:
         except BaseException:
             await self.close()
             raise
+        self._running = True
+        for meter in self._meters:
+            self._follow_pulses(meter)
 
     async def _start_tcp(self) -> None:
         count = len(self._meters)
@@ -805,6 +902,12 @@ class Emulator:
 
     async def close(self) -> None:
         """Stop listening, hang up every line, close the ptys."""
+        self._running = False
+        pulse_tasks = [m.pulse_task for m in self._meters if m.pulse_task is not None]
+        for meter in self._meters:
+            self._follow_pulses(meter)
+        if pulse_tasks:
+            await asyncio.gather(*pulse_tasks, return_exceptions=True)
         if self._answering is not None:
             self._answering.cancel()
             self._answering = None
@@ -860,6 +963,43 @@ class EmulatorThread:
 
     def sent_values(self, meter: int) -> list[MeterValues]:
         return self.emulator.sent_values(meter)
+
+    def subscribe_pulses(self, meter: int, callback: PulseCallback) -> Callable[[], None]:
+        """:meth:`Emulator.subscribe_pulses` from any thread; ``callback`` runs in the
+        emulator's thread (or in a thread that reads a model directly). Returns a thread-safe
+        unsubscribe."""
+        loop = self._loop
+        if loop is None or self._thread is None or not self._thread.is_alive():
+            return self._unsubscriber(self.emulator.subscribe_pulses(meter, callback))
+
+        async def subscribe() -> Callable[[], None]:
+            return self.emulator.subscribe_pulses(meter, callback)
+
+        return self._unsubscriber(asyncio.run_coroutine_threadsafe(subscribe(), loop).result())
+
+    def _unsubscriber(self, unsubscribe: Callable[[], None]) -> Callable[[], None]:
+        def threadsafe() -> None:
+            loop, thread = self._loop, self._thread
+            if (
+                loop is None
+                or thread is None
+                or not thread.is_alive()
+                or threading.current_thread() is thread
+            ):
+                unsubscribe()
+                return
+
+            async def run() -> None:
+                unsubscribe()
+
+            try:
+                future = asyncio.run_coroutine_threadsafe(run(), loop)
+            except RuntimeError:  # the loop has ended: nothing runs any more
+                unsubscribe()
+                return
+            future.result()
+
+        return threadsafe
 
     def __enter__(self) -> EmulatorThread:
         self.start()
