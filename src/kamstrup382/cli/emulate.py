@@ -7,23 +7,43 @@ where it is installed (many meters in one process), on asyncio's loop otherwise.
     k382 emulate                                  # one meter on 127.0.0.1, a free port
     k382 emulate --tcp 127.0.0.1:21000 --meters 100 --speed 1
     k382 emulate --pty --faults flip=0.1,late=0.05 --seed 7
+    k382 emulate --load constant:2 --pulse-constant 1000 --pulse-out - --control
+
+Pulse out (module pin 3): ``--pulse-out FILE`` (``-``: standard output) gets one JSON line per
+pulse event, at the pulse's instant: ``{"meter": 1, "count": 1, "at": "2026-...Z", "total": 7}``
+(meter as numbered in the listing, pulses in this event, the instant of the last of them, the
+meter's pulses since start). ``--pulse-constant`` sets the imp/kWh.
+
+Pulse in (module pin 4), with ``--control``: one command a line on standard input, each
+answered on standard error with ``k382 emulate: ok: ...`` or ``k382 emulate: error: ...``:
+
+    tariff 2        short pins 1 and 4 on every meter (tariff 2); ``tariff 1`` opens them
+    3 tariff 2      the same on meter 3 only
+    pulse 5         5 pulses into pin 4 (register 1.26) of every meter: needs --pulse-input
+    2 pulse 5       the same on meter 2 only
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
-from typing import TYPE_CHECKING
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import click
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kamstrup382.emulator.server import Emulator
 
-__all__ = ["emulate", "parse_delay", "parse_listen"]
+__all__ = ["Command", "emulate", "parse_command", "parse_delay", "parse_listen"]
 
 #: With more meters than this, the addresses are printed as one range.
 LIST_LIMIT = 10
@@ -53,6 +73,62 @@ def parse_delay(text: str) -> float | tuple[float, float]:
     except ValueError:
         raise UsageError(f"--delay {text!r}: expected seconds or LO-HI, e.g. 0.02-0.6") from None
     return (lo, hi) if dash else lo
+
+
+@dataclass(frozen=True)
+class Command:
+    """One control line: on ``meter`` (1-based; ``None``: every meter), ``tariff`` 1 or 2
+    (pins 1-4 open or shorted) or ``pulse`` N pulses into pin 4."""
+
+    meter: int | None
+    action: Literal["tariff", "pulse"]
+    value: int
+
+
+def parse_command(line: str, meters: int) -> Command:
+    """``[METER] tariff 1|2`` or ``[METER] pulse N``; a wrong line raises UsageError saying why."""
+    words = line.split()
+    meter: int | None = None
+    if words and words[0].isdigit():
+        meter = int(words[0])
+        if not 1 <= meter <= meters:
+            raise UsageError(f"{line.strip()!r}: no meter {meter} (meters 1-{meters})")
+        words = words[1:]
+    if len(words) != 2 or words[0] not in ("tariff", "pulse"):
+        raise UsageError(f"{line.strip()!r}: expected '[METER] tariff 1|2' or '[METER] pulse N'")
+    action: Literal["tariff", "pulse"] = "tariff" if words[0] == "tariff" else "pulse"
+    try:
+        value = int(words[1])
+    except ValueError:
+        value = -1
+    if action == "tariff" and value not in (1, 2):
+        raise UsageError(f"{line.strip()!r}: tariff must be 1 (pins 1-4 open) or 2 (shorted)")
+    if action == "pulse" and value < 0:
+        raise UsageError(f"{line.strip()!r}: pulse count must be a whole number >= 0")
+    return Command(meter, action, value)
+
+
+def _apply(emulator: Emulator, command: Command) -> str:
+    """Carry out ``command``; returns the acknowledgement (UsageError if the meter refuses)."""
+    indexes = range(len(emulator.models)) if command.meter is None else [command.meter - 1]
+    for index in indexes:
+        model = emulator.models[index]
+        pulse_mode = model.settings.pulse_input_mode
+        if command.action == "pulse" and not pulse_mode:
+            raise UsageError("pulse: pin 4 switches the tariff here (start with --pulse-input)")
+        if command.action == "tariff" and pulse_mode:
+            raise UsageError("tariff: pin 4 counts pulses here (--pulse-input)")
+        if command.action == "tariff" and model.tariff_schedule is not None:
+            raise UsageError("tariff: --tariff-schedule drives pin 4 here")
+        if command.action == "tariff":
+            model.tariff_input = command.value == 2
+        else:
+            model.pulse_in(command.value)
+    who = f"meter {command.meter}" if command.meter is not None else "every meter"
+    if command.action == "tariff":
+        pins = "shorted" if command.value == 2 else "open"
+        return f"{who}: tariff {command.value} (pins 1-4 {pins})"
+    return f"{who}: {command.value} pulses into pin 4 (1.26)"
 
 
 @click.command("emulate")
@@ -127,6 +203,32 @@ def parse_delay(text: str) -> float | tuple[float, float]:
     show_default=True,
     help="Block check character: the Kamstrup sum or the IEC XOR.",
 )
+@click.option(
+    "--pulse-constant",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="IMP_PER_KWH",
+    help="Pulse out (pin 3) constant, impulses per kWh.",
+)
+@click.option(
+    "--pulse-out",
+    metavar="FILE|-",
+    help='Write each pulse-out event as it happens, one JSON line: {"meter": N, "count": '
+    'C, "at": ISO UTC, "total": T} (- for standard output).',
+)
+@click.option(
+    "--pulse-input",
+    is_flag=True,
+    help="Pin 4 counts pulses into register 1.26 instead of switching the tariff.",
+)
+@click.option(
+    "--control",
+    is_flag=True,
+    help="Read pin 4 commands on standard input, one a line: '[METER] tariff 1|2' (pins 1-4 "
+    "open / shorted) or '[METER] pulse N' (with --pulse-input); no METER: every meter. Each "
+    "is answered on standard error with 'ok: ...' or 'error: ...'.",
+)
 def emulate(
     *,
     use_pty: bool,
@@ -142,6 +244,10 @@ def emulate(
     seed: int,
     eight_bit: bool | None,
     bcc: str,
+    pulse_constant: int,
+    pulse_out: str | None,
+    pulse_input: bool,
+    control: bool,
 ) -> int:
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
@@ -163,23 +269,85 @@ def emulate(
             seed=seed,
             load=None if load_text.strip() == "household" else parse_load(load_text),
             tariff_schedule=tariff_schedule,
-            settings=MeterSettings(type_number=type_number, customer_number=customer_number),
+            settings=MeterSettings(
+                type_number=type_number,
+                customer_number=customer_number,
+                pulse_constant=pulse_constant,
+                pulse_input_mode=pulse_input,
+            ),
         )
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(_serve(emulator))
+        out = _open_pulse_out(pulse_out)
+        try:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                return runner.run(_serve(emulator, out, control=control))
+        finally:
+            if out is not None and out is not sys.stdout:
+                out.close()
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2
 
 
-async def _serve(emulator: Emulator) -> int:
+def _open_pulse_out(target: str | None) -> TextIO | None:
+    if target is None:
+        return None
+    if target == "-":
+        return sys.stdout
+    try:
+        return open(target, "a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise UsageError(f"--pulse-out {target!r}: {exc.strerror}") from exc
+
+
+def _pulse_writer(out: TextIO, meter: int) -> Callable[[int, datetime], None]:
+    total = 0
+
+    def write(count: int, at: datetime) -> None:
+        nonlocal total
+        total += count
+        stamp = at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        line = {"meter": meter, "count": count, "at": stamp, "total": total}
+        out.write(json.dumps(line) + "\n")
+        out.flush()
+
+    return write
+
+
+def _read_control(loop: asyncio.AbstractEventLoop, emulator: Emulator) -> None:
+    """The control channel's thread: each stdin line is carried out in the loop."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            loop.call_soon_threadsafe(_control, emulator, line)
+        except RuntimeError:  # the loop has ended
+            return
+
+
+def _control(emulator: Emulator, line: str) -> None:
+    try:
+        reply = "ok: " + _apply(emulator, parse_command(line, len(emulator.models)))
+    except Kamstrup382Error as exc:
+        reply = f"error: {exc}"
+    click.echo(f"k382 emulate: {reply}", err=True)
+    sys.stderr.flush()
+
+
+async def _serve(emulator: Emulator, pulse_out: TextIO | None, *, control: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with emulator:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
+            if pulse_out is not None:
+                for index in range(len(emulator.models)):
+                    emulator.subscribe_pulses(index, _pulse_writer(pulse_out, index + 1))
             _announce(emulator)
+            if control:
+                threading.Thread(
+                    target=_read_control, args=(loop, emulator), name="k382-control", daemon=True
+                ).start()
             await stop.wait()
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
