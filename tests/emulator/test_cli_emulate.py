@@ -3,6 +3,7 @@ signal stops it with exit status 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,13 +11,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
 from kamstrup382.cli import main
+from kamstrup382.cli.emulate import Command, parse_command
+from kamstrup382.errors import UsageError
 from kamstrup382.protocol import (
     BccAlgorithm,
     BccMode,
+    MeterValues,
     decode_reply,
     first_parity_error,
     strip_parity,
@@ -163,3 +169,142 @@ def test_type_and_customer_number_and_tariff_schedule_options() -> None:
         stop(proc, signal.SIGTERM)
     assert str(telegram.identification) == "/KAM 685-191-SK-02"
     assert telegram.meter_values().customer_number == "00000100"
+
+
+@contextmanager
+def emulate_with_stdin(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``k382 emulate ARGS`` with a pipe on its standard input (the control channel)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kamstrup382", "emulate", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C stops."):
+                break
+        else:
+            raise AssertionError(f"emulate exited: {proc.wait()} {proc.stderr.read()}")  # type: ignore[union-attr]
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def command(proc: subprocess.Popen[str], line: str) -> str:
+    """Send one control line; return the emulator's one-line answer on standard error."""
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    return proc.stderr.readline().rstrip("\n")
+
+
+def read_values(port: str) -> MeterValues:
+    with RawLine(port) as line:
+        line.send()
+        reply = line.read_reply()
+    return decode_reply(strip_parity(reply)).meter_values()
+
+
+def test_pulse_out_lines_and_tariff_control() -> None:
+    # 3600 kW at 1 imp/kWh: a pulse every second exactly, 1 kWh a second in the registers
+    with emulate_with_stdin(
+        "--load", "constant:3600", "--pulse-constant", "1", "--pulse-out", "-", "--control",
+        "--speed", "200", "--delay", "0.02",
+    ) as (proc, lines):  # fmt: skip
+        ((_, port),) = meters(lines)
+        assert proc.stdout is not None
+        events = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [(e["meter"], e["count"], e["total"]) for e in events] == [(1, 1, 1), (1, 1, 2)]
+        first, second = (datetime.fromisoformat(e["at"]) for e in events)
+        assert events[0]["at"].endswith("Z") and second - first == timedelta(seconds=1)
+
+        assert command(proc, "tariff 2") == (
+            "k382 emulate: ok: every meter: tariff 2 (pins 1-4 shorted)"
+        )
+        before = read_values(port)
+        for _ in range(500):  # tariff 2 grows by 1 kWh a second; readouts take ~60 ms
+            now = read_values(port)
+            if now.tariff_2 > before.tariff_2 + 1:
+                break
+        assert now.tariff_2 > before.tariff_2 + 1
+        assert now.tariff_1 == before.tariff_1  # nothing more on tariff 1
+        assert now.energy > before.energy
+
+        assert command(proc, "1 tariff 1") == "k382 emulate: ok: meter 1: tariff 1 (pins 1-4 open)"
+        assert command(proc, "2 tariff 1") == (
+            "k382 emulate: error: '2 tariff 1': no meter 2 (meters 1-1)"
+        )
+        assert command(proc, "tariff 3") == (
+            "k382 emulate: error: 'tariff 3': tariff must be 1 (pins 1-4 open) or 2 (shorted)"
+        )
+        assert command(proc, "pulse 5") == (
+            "k382 emulate: error: pulse: pin 4 switches the tariff here (start with --pulse-input)"
+        )
+        assert command(proc, "switch on").startswith("k382 emulate: error: 'switch on': expected")
+        stop(proc, signal.SIGTERM)
+
+
+def test_pulse_input_counts_into_1_26() -> None:
+    with emulate_with_stdin(
+        "--pty", "--meters", "2", "--pulse-input", "--control", "--speed", "200",
+        "--delay", "0.02", "--load", "constant:1",
+    ) as (proc, lines):  # fmt: skip
+        (_, first), (_, second) = meters(lines)
+        assert read_values(first).pulse_input == 0
+        assert command(proc, "pulse 5") == (
+            "k382 emulate: ok: every meter: 5 pulses into pin 4 (1.26)"
+        )
+        assert read_values(first).pulse_input == 5
+        assert command(proc, "2 pulse 3") == "k382 emulate: ok: meter 2: 3 pulses into pin 4 (1.26)"
+        assert (read_values(first).pulse_input, read_values(second).pulse_input) == (Decimal(5), Decimal(8))
+        assert command(proc, "tariff 2") == (
+            "k382 emulate: error: tariff: pin 4 counts pulses here (--pulse-input)"
+        )
+        stop(proc, signal.SIGTERM)
+
+
+def test_pulse_input_and_a_tariff_schedule_exclude_each_other(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["emulate", "--pulse-input", "--tariff-schedule", "22:00-06:00"]) == 2
+    assert "pulse input mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("tariff 2", Command(None, "tariff", 2)),
+        ("  3   tariff 1 ", Command(3, "tariff", 1)),
+        ("pulse 0", Command(None, "pulse", 0)),
+        ("4 pulse 12", Command(4, "pulse", 12)),
+    ],
+)
+def test_control_lines_parse(line: str, expected: Command) -> None:
+    assert parse_command(line, 4) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("5 tariff 1", "no meter 5"),
+        ("0 tariff 1", "no meter 0"),
+        ("tariff", "expected"),
+        ("tariff 0", "tariff must be 1"),
+        ("pulse -1", "pulse count"),
+        ("pulse many", "pulse count"),
+        ("pulse 1 2", "expected"),
+        ("reset", "expected"),
+    ],
+)
+def test_bad_control_lines_say_why(line: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_command(line, 4)
