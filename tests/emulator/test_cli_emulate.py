@@ -265,7 +265,10 @@ def test_pulse_input_counts_into_1_26() -> None:
         )
         assert read_values(first).pulse_input == 5
         assert command(proc, "2 pulse 3") == "k382 emulate: ok: meter 2: 3 pulses into pin 4 (1.26)"
-        assert (read_values(first).pulse_input, read_values(second).pulse_input) == (Decimal(5), Decimal(8))
+        assert (read_values(first).pulse_input, read_values(second).pulse_input) == (
+            Decimal(5),
+            Decimal(8),
+        )
         assert command(proc, "tariff 2") == (
             "k382 emulate: error: tariff: pin 4 counts pulses here (--pulse-input)"
         )
