@@ -4,6 +4,10 @@
     python bench/bench_collector.py --meters 1000   # one N (repeat the flag for several)
     python bench/bench_collector.py --host 127.0.0.2  # when other programs crowd 127.0.0.1's ports
     python bench/bench_collector.py --loop asyncio    # asyncio's own event loop, not uvloop
+    python bench/bench_collector.py --host 127.0.0.2 --port 20000 --meters 10000
+
+(``--port``: with 10,000 meters the four emulator processes each look for 2,500 consecutive
+free ports in one range at random and may not find them; a fixed first port avoids that.)
 
 The emulated meters run in separate processes (``kamstrup382.emulator.Emulator`` at
 ``speed=1``, a constant load, at most ``--per-emulator`` meters each, since every meter takes a
