@@ -85,6 +85,9 @@ PulseCallback = Callable[[int, datetime], None]
 _T = TypeVar("_T")
 
 _TENTH = Decimal("0.1")
+#: What the telegram shows, before wrapping: whole kWh of 1.20, 1.20.1, 1.20.2, whole hours,
+#: 1.26, 1.6, 1.6*1 (the customer number and identification are fixed by the settings).
+_Shown = tuple[int, int, int, int, int, Decimal, Decimal]
 _DAY = timedelta(days=1)
 
 
@@ -248,6 +251,10 @@ class MeterModel:
         self._peak = s.actual_peak_kw
         self._last_peak = s.last_month_peak_kw
         self._input = s.tariff_input
+        # what the registers showed last, their values and the replies encoded for them
+        self._shown_last: _Shown | None = None
+        self._values_last: MeterValues | None = None
+        self._replies: dict[tuple[BccAlgorithm, EndMarker, bool], bytes] = {}
         self._period_us = s.demand_period // timedelta(microseconds=1)
         now = to_us(self.clock.now())
         self._at = now
@@ -442,6 +449,17 @@ class MeterModel:
         """The registers now (advances first)."""
         return self.snapshot().values
 
+    def _shown(self) -> _Shown:
+        return (
+            math.floor(self._energy),
+            math.floor(self._tariffs[1]),
+            math.floor(self._tariffs[2]),
+            math.floor(self._hours),
+            self._pulse_input,
+            self._peak,
+            self._last_peak,
+        )
+
     def snapshot(
         self,
         *,
@@ -449,15 +467,30 @@ class MeterModel:
         end_marker: EndMarker = EndMarker.INLINE,
         eight_bit: bool = False,
     ) -> Snapshot:
-        """The instant, the registers and the reply, taken together (advances first)."""
+        """The instant, the registers and the reply, taken together (advances first).
+
+        While the registers shown stay the same (whole kWh, whole hours, the counts and
+        peaks), the values and the encoded reply of the last snapshot are reused: the reply
+        is always the encoder's for exactly the registers shown now.
+        """
+        form = (bcc, end_marker, eight_bit)
         with self._lock:
             self._advance_to(to_us(self.clock.now()))
             at = from_us(self._at)
-            values = self._values()
+            shown = self._shown()
+            values = self._values_last
+            if values is None or shown != self._shown_last:
+                values = self._values()
+                self._shown_last, self._values_last = shown, values
+                self._replies = {}
+            replies = self._replies
+            reply = replies.get(form)
         self._notify()
-        reply = encode_reply(
-            self.identification, values, bcc=bcc, end_marker=end_marker, eight_bit=eight_bit
-        )
+        if reply is None:
+            reply = encode_reply(
+                self.identification, values, bcc=bcc, end_marker=end_marker, eight_bit=eight_bit
+            )
+            replies[form] = reply  # the dict of these values (a newer one replaces it)
         return Snapshot(at, values, reply)
 
     def telegram(
