@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -12,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from kamstrup382.cli import collect as collect_module
 from kamstrup382.cli import main
 from kamstrup382.emulator import EmulatorThread
+from kamstrup382.reader import new_event_loop
 from kamstrup382.storage.url import open_storage
 
 
@@ -93,6 +97,25 @@ def test_emulator_option_works_without_a_meter(tmp_path: Path) -> None:
     assert main(argv) == 0
     with open_storage(url) as storage:
         assert sorted(storage.meters()) == ["emulated-1", "emulated-2", "emulated-3"]
+
+
+def test_collect_and_its_emulator_run_on_the_readers_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvloop where installed: the in-process emulator's meters are read on it."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loops.append(new_event_loop())
+        return loops[-1]
+
+    monkeypatch.setattr(collect_module, "new_event_loop", factory)
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    assert main(["collect", "--emulator", "2", "--speed", "200", "--storage", url, "--once"]) == 0
+    assert len(loops) == 1
+    if importlib.util.find_spec("uvloop") is not None:
+        assert type(loops[0]).__module__.startswith("uvloop")
+    assert count_rows(url) == (2, 0)
 
 
 def run_collect(config: Path) -> subprocess.Popen[str]:

@@ -5,7 +5,8 @@ line per meter not read on stderr. ``--emulator N`` starts N emulated meters on 
 the same process and reads them too (without ``--config``: only them, into the default storage
 or ``--storage``), so that the collector can be tried without a meter. SIGINT and SIGTERM stop
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
-Exit status 2: the configuration (or a command-line value) is wrong.
+Exit status 2: the configuration (or a command-line value) is wrong. It runs on uvloop where
+uvloop is installed (``kamstrup382.reader.new_event_loop``), the in-process emulator too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kamstrup382.collector.config import (
     parse_duration,
 )
 from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.reader import new_event_loop
 
 __all__ = ["collect"]
 
@@ -86,7 +88,8 @@ def collect(
         click.echo(f"config error: {exc}", err=True)
         return 2
     try:
-        return asyncio.run(_main(config, once=once, emulated=emulated, speed=speed))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_main(config, once=once, emulated=emulated, speed=speed))
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         return 2
