@@ -3,6 +3,7 @@ signal stops it with exit status 0."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +29,7 @@ from kamstrup382.protocol import (
     first_parity_error,
     strip_parity,
 )
-from tests.fixtures.emulator import RawLine
+from tests.fixtures.emulator import RawLine, wait_for
 
 METER_LINE = re.compile(r"^meter (\d+) \(customer (\d{8})\): (\S+)$")
 
@@ -135,6 +137,7 @@ def test_many_meters_are_printed_as_a_range() -> None:
         (["--tariff-schedule", "22-06"], "tariff_schedule"),
         (["--type-number", "685-999"], "type_number"),
         (["--customer-number", "12x"], "customer_number"),
+        (["--pulse-out", "/nonexistent/dir/pulses.jsonl"], "--pulse-out"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -311,3 +314,21 @@ def test_control_lines_parse(line: str, expected: Command) -> None:
 def test_bad_control_lines_say_why(line: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_command(line, 4)
+
+
+def test_pulse_out_to_a_file_for_every_meter(tmp_path: Path) -> None:
+    out = tmp_path / "pulses.jsonl"
+    with emulate(
+        "--meters", "2", "--load", "constant:7200", "--pulse-constant", "1",
+        "--pulse-out", str(out),
+    ) as (proc, _):  # fmt: skip
+        wait_for(lambda: out.read_text().count("\n") >= 6)
+        stop(proc, signal.SIGTERM)
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    for meter in (1, 2):
+        mine = [e for e in events if e["meter"] == meter]
+        assert len(mine) >= 2
+        assert [e["total"] for e in mine] == list(range(1, len(mine) + 1))
+        instants = [datetime.fromisoformat(e["at"]) for e in mine]
+        # 7200 kW at 1 imp/kWh: a pulse every half second exactly
+        assert all(b - a == timedelta(milliseconds=500) for a, b in itertools.pairwise(instants))
