@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kamstrup382.collector import Collector
-from kamstrup382.collector.collector import raise_file_limit
+from kamstrup382.collector.collector import collector_gc, raise_file_limit
 from kamstrup382.collector.config import parse_config
 from kamstrup382.protocol import REQUEST
 from kamstrup382.reader import new_event_loop
@@ -212,6 +212,7 @@ def run(
     try:
         with (
             tempfile.TemporaryDirectory(prefix="k382-bench-") as folder,
+            collector_gc(),
             asyncio.Runner(loop_factory=factory) as runner,
         ):
             return runner.run(one_cycle(ports, emulators, delay, Path(folder)))

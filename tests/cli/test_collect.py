@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from kamstrup382.cli import collect as collect_module
 from kamstrup382.cli import main
+from kamstrup382.collector.collector import GC_THRESHOLD
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.reader import new_event_loop
 from kamstrup382.storage.url import open_storage
@@ -102,11 +104,15 @@ def test_emulator_option_works_without_a_meter(tmp_path: Path) -> None:
 def test_collect_and_its_emulator_run_on_the_readers_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """uvloop where installed: the in-process emulator's meters are read on it."""
+    """uvloop where installed (the in-process emulator's meters are read on it), with the
+    garbage collector's thresholds raised."""
     loops: list[asyncio.AbstractEventLoop] = []
+    thresholds: list[tuple[int, int, int]] = []
+    before = gc.get_threshold()
 
     def factory() -> asyncio.AbstractEventLoop:
         loops.append(new_event_loop())
+        thresholds.append(gc.get_threshold())
         return loops[-1]
 
     monkeypatch.setattr(collect_module, "new_event_loop", factory)
@@ -116,6 +122,9 @@ def test_collect_and_its_emulator_run_on_the_readers_event_loop(
     if importlib.util.find_spec("uvloop") is not None:
         assert type(loops[0]).__module__.startswith("uvloop")
     assert count_rows(url) == (2, 0)
+    # the garbage collector's thresholds raised while collecting, restored after
+    assert thresholds == [GC_THRESHOLD]
+    assert gc.get_threshold() == before != GC_THRESHOLD
 
 
 def run_collect(config: Path) -> subprocess.Popen[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import socket
@@ -320,3 +321,14 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(poll(), 60)
+
+
+def test_collector_gc_raises_the_thresholds_and_restores_them_even_on_error() -> None:
+    before = gc.get_threshold()
+    with collector_module.collector_gc():
+        assert gc.get_threshold() == collector_module.GC_THRESHOLD
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), collector_module.collector_gc((1000, 5, 5)):
+        assert gc.get_threshold() == (1000, 5, 5)
+        raise RuntimeError("boom")
+    assert gc.get_threshold() == before

@@ -6,7 +6,8 @@ the same process and reads them too (without ``--config``: only them, into the d
 or ``--storage``), so that the collector can be tried without a meter. SIGINT and SIGTERM stop
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
 Exit status 2: the configuration (or a command-line value) is wrong. It runs on uvloop where
-uvloop is installed (``kamstrup382.reader.new_event_loop``), the in-process emulator too.
+uvloop is installed (``kamstrup382.reader.new_event_loop``), the in-process emulator too, with
+the garbage collector's first threshold raised (``collector.collector_gc``).
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ def collect(
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         return 2
+    from kamstrup382.collector.collector import collector_gc  # noqa: PLC0415 - heavy imports
+
     try:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        with collector_gc(), asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(_main(config, once=once, emulated=emulated, speed=speed))
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
