@@ -195,3 +195,11 @@ async def test_async_emulator_live_pulses_with_live_pulses_on() -> None:
         await all_heard.wait()
     assert sum(c for c, _ in seen) == 1000
     assert seen[-1][1] == START + timedelta(minutes=20)
+
+
+def test_subscribing_to_a_running_emulator_from_another_thread_is_refused() -> None:
+    with (
+        EmulatorThread(1, clock=ManualClock(START), load=ConstantLoad(1)) as emu,
+        pytest.raises(UsageError, match=r"EmulatorThread\.subscribe_pulses"),
+    ):
+        emu.emulator.subscribe_pulses(0, lambda count, at: None)

@@ -38,7 +38,8 @@ What the registers do (codes as in the telegram):
   switch) and the instant (to the microsecond) of the last of them, so the time between two
   callbacks' ``at`` and the count of the second give the exact average power in between.
   :meth:`MeterModel.next_pulse_at` says when the next pulse comes, for a program that wants
-  to see pulses live (sleep until then, advance).
+  to see pulses live (sleep until then, advance): the line's
+  :meth:`~kamstrup382.emulator.server.Emulator.subscribe_pulses` does exactly that.
 
 The model is thread-safe: a lock guards the state (the line serves it from an event-loop
 thread while tests read it). Pulse callbacks run after the lock is released, in the thread that

@@ -571,6 +571,13 @@ def _bind_ports(host: str, port: int, count: int) -> list[socket.socket]:
     raise UsageError(f"found no {count} consecutive free TCP ports on {host}")
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _url(host: str, port: int) -> str:
     return f"socket://[{host}]:{port}" if ":" in host else f"socket://{host}:{port}"
 
@@ -660,6 +667,7 @@ class Emulator:
         self._poll_every = PTY_POLL
         self._started = False
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.live_pulses = bool(live_pulses)
 
     @staticmethod
@@ -760,6 +768,11 @@ class Emulator:
             raise UsageError(f"meter must be an index, got {meter!r}")
         if not 0 <= meter < len(self._meters):
             raise UsageError(f"meter {meter} does not exist (0-{len(self._meters) - 1})")
+        if self._running and _running_loop() is not self._loop:
+            raise UsageError(
+                "subscribe_pulses of a running Emulator belongs in its loop's thread "
+                "(EmulatorThread.subscribe_pulses works from any thread)"
+            )
         entry = self._meters[meter]
 
         def guarded(count: int, at: datetime) -> None:
@@ -839,6 +852,7 @@ class Emulator:
             await self.close()
             raise
         self._running = True
+        self._loop = asyncio.get_running_loop()
         for meter in self._meters:
             self._follow_pulses(meter)
 
