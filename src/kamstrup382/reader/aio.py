@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import termios
 from datetime import UTC, datetime
@@ -50,12 +51,11 @@ from typing import Protocol
 import serial
 
 from kamstrup382.errors import ConnectionLost, Kamstrup382Error
-from kamstrup382.protocol import BccAlgorithm, BccMode
+from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.link import CHUNK, Link, SerialLink, open_serial
 from kamstrup382.reader.options import ReaderOptions, with_attempts
-from kamstrup382.reader.policy import Timing
 from kamstrup382.reader.port import PortKind
-from kamstrup382.reader.session import Progress, Readout, Session
+from kamstrup382.reader.session import Progress, Readout
 from kamstrup382.reading import LineMode, Reading
 
 __all__ = ["AsyncLink", "AsyncReader", "new_event_loop", "open_async_link"]
@@ -481,55 +481,13 @@ async def open_async_link(options: ReaderOptions) -> AsyncLink:
     return await AsyncThreadLink.open(spec.text, line=options.line, baudrate=options.baudrate)
 
 
-class AsyncReader:
+class AsyncReader(ReaderBase[AsyncLink]):
     """The asyncio twin of :class:`~kamstrup382.reader.sync.Reader` (same options)."""
 
-    def __init__(
-        self,
-        port: str,
-        *,
-        line: LineMode | str | None = None,
-        bcc: BccMode | str = BccMode.AUTO,
-        retries: int = 2,
-        backoff: float = 0.2,
-        max_backoff: float = 5.0,
-        answer_timeout: float = 0.6,
-        answer_margin: float = 0.3,
-        inter_character: float | None = None,
-        deadline: float | None = None,
-        baudrate: int = 300,
-        timing: Timing | None = None,
-        connect_timeout: float = 5.0,
-        progress: Progress | None = None,
-        bcc_hint: BccAlgorithm | str | None = None,
-    ) -> None:
-        self.options = ReaderOptions.build(
-            port,
-            line=line,
-            bcc=bcc,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            answer_timeout=answer_timeout,
-            answer_margin=answer_margin,
-            inter_character=inter_character,
-            deadline=deadline,
-            baudrate=baudrate,
-            timing=timing,
-            connect_timeout=connect_timeout,
-            bcc_hint=bcc_hint,
-        )
-        self.port = port
-        self.session: Session = self.options.session()
-        self.progress = progress
-        self._link: AsyncLink | None = None
-        #: A reply broken off mid-way and its drain limit: let pass before the next request.
-        self._broken: tuple[Readout, float] | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def line(self) -> LineMode:
-        return self.options.line
+    @functools.cached_property
+    def _lock(self) -> asyncio.Lock:
+        """Two :meth:`read` calls on one reader take turns."""
+        return asyncio.Lock()
 
     async def open(self) -> None:
         """Open the port now (otherwise the first :meth:`read` does, inside its retries)."""
