@@ -42,10 +42,11 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from kamstrup382.collector import Collector
-from kamstrup382.collector.collector import collector_gc, raise_file_limit
+from kamstrup382.collector.collector import CONNECT_AHEAD, collector_gc, raise_file_limit
 from kamstrup382.collector.config import parse_config
 from kamstrup382.protocol import REQUEST
 from kamstrup382.reader import new_event_loop
@@ -180,7 +181,9 @@ async def one_cycle(
         async with Collector(config, storage, collector_id="bench") as collector:
             emulated_before = emulator_cpu(emulators)
             before = resource.getrusage(resource.RUSAGE_SELF)
-            result = await collector.run_once()
+            # as on schedule: claimed and connected ahead, the requests at ``at``
+            at = collector.clock.now() + timedelta(seconds=CONNECT_AHEAD)
+            result = await collector.run_once(at=at)
             after = resource.getrusage(resource.RUSAGE_SELF)
             emulated = emulator_cpu(emulators) - emulated_before
     finally:

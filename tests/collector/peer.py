@@ -13,6 +13,7 @@ script is used up, the last action repeats.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +34,9 @@ class ScriptedMeter:
     def __init__(self, *script: str) -> None:
         self.script = list(script) or ["answer"]
         self.requests = 0
+        #: Called with ``"connect"`` on each accepted connection and ``"request"`` on each
+        #: request, in the order they happen.
+        self.on_event: Callable[[str], None] = lambda event: None
         self.port = ""
         #: Set by the test to let a ``"gated"`` reply go.
         self.gate = asyncio.Event()
@@ -59,11 +63,13 @@ class ScriptedMeter:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.on_event("connect")
         try:
             while True:
                 line = await reader.readuntil(b"\n")
                 if bytes(b & 0x7F for b in line).rstrip(b"\r\n") != b"/?!":
                     continue
+                self.on_event("request")
                 action = self.script[min(self.requests, len(self.script) - 1)]
                 self.requests += 1
                 reply = EXAMPLE

@@ -332,3 +332,92 @@ def test_collector_gc_raises_the_thresholds_and_restores_them_even_on_error() ->
         assert gc.get_threshold() == (1000, 5, 5)
         raise RuntimeError("boom")
     assert gc.get_threshold() == before
+
+
+async def test_run_connects_ahead_of_the_slot_and_sends_the_request_at_the_slot(
+    storage_url: str,
+) -> None:
+    """With a 1 min interval the meter is connected 5 s (CONNECT_AHEAD) before the slot, under
+    its line's lock; the request goes out at the slot boundary."""
+    clock = ManualClock(datetime(2026, 1, 1, 11, 59, 50, tzinfo=UTC))
+    boundary = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    events: list[tuple[str, datetime]] = []
+
+    async def until(count: int, event: str) -> None:
+        for _ in range(10_000):
+            if sum(1 for e, _ in events if e == event) >= count:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"no {event} #{count}: {events}")
+
+    async with ScriptedMeter("answer") as meter:
+        meter.on_event = lambda event: events.append((event, clock.now()))
+        config = make_config(storage_url, [meter.port], interval=60)
+        with open_storage(storage_url) as storage:
+            collector = Collector(config, storage, clock=clock)
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            await until(1, "request")  # the current slot (11:59) is read at once
+            assert events == [("connect", clock.now()), ("request", clock.now())]
+            clock.set(boundary - timedelta(seconds=4))  # within the 5 s ahead of 12:00
+            await until(2, "connect")
+            await asyncio.sleep(0.05)
+            assert [e for e, _ in events] == ["connect", "request", "connect"]  # no request yet
+            clock.set(boundary)
+            await until(2, "request")
+            stop.set()
+            await task
+    assert events[2:] == [("connect", boundary - timedelta(seconds=4)), ("request", boundary)]
+    rows = stored(storage_url)
+    assert sorted(r.slot for r in rows) == [boundary - timedelta(minutes=1), boundary]
+    assert [r.read_at for r in rows if r.slot == boundary] == [boundary]
+
+
+async def test_stop_while_connected_ahead_sends_no_request_and_stores_nothing(
+    storage_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(datetime(2026, 1, 1, 11, 59, 58, tzinfo=UTC))
+    events: list[str] = []
+    async with ScriptedMeter("answer") as meter:
+        meter.on_event = events.append
+        config = make_config(storage_url, [meter.port], interval=60, grace=5)
+        with open_storage(storage_url) as storage:
+            collector = Collector(config, storage, clock=clock)
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            for _ in range(10_000):  # the current slot, then the next one connected ahead
+                if events.count("connect") == 2:
+                    break
+                await asyncio.sleep(0.001)
+            stop.set()
+            await task  # without waiting for the 12:00 boundary (the clock stands still)
+    assert events == ["connect", "request", "connect"]
+    assert [r.slot.minute for r in stored(storage_url)] == [59]
+    # the waiting readout stopped at once, it was not abandoned after the grace
+    assert not [r for r in caplog.records if "abandoned" in r.getMessage()]
+
+
+async def test_run_once_at_connects_first_and_sends_the_requests_at_that_time(
+    storage_url: str,
+) -> None:
+    clock = ManualClock(datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC))
+    at = clock.now() + timedelta(seconds=3)
+    events: list[tuple[str, datetime]] = []
+    async with ScriptedMeter("answer") as first, ScriptedMeter("answer") as second:
+        for meter in (first, second):
+            meter.on_event = lambda event: events.append((event, clock.now()))
+        config = make_config(storage_url, [first.port, second.port], interval=60)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage, clock=clock) as collector:
+                task = asyncio.create_task(collector.run_once(at=at))
+                for _ in range(10_000):
+                    if len(events) == 2:
+                        break
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.05)
+                assert events == [("connect", at - timedelta(seconds=3))] * 2  # no request yet
+                clock.set(at)
+                result = await task
+    assert sorted(e for e in events if e[0] == "request") == [("request", at)] * 2
+    assert sorted(r.read_at for r in result.readings) == [at, at]
+    assert {r.slot for r in result.readings} == {datetime(2026, 1, 1, 12, 0, tzinfo=UTC)}

@@ -59,6 +59,15 @@ CLAIM_LINES = 64
 #: timed out; with 128 at once the last of 10,000 requests went out 2.5-7.5 s after the first,
 #: with 1,024 the 10,000-meter benchmark's cycle was shorter (ratio 1.38-1.51 against 1.53).
 CONNECTS_AT_ONCE = 1024
+#: Seconds before a meter's start (slot boundary plus jitter) its connection is opened, at most
+#: a tenth of its interval: the request then goes out at the start, not after a ramp of
+#: thousands of connects. The slot's meters are claimed before (PostgreSQL leases).
+CONNECT_AHEAD = 5.0
+
+
+def connect_ahead(interval: timedelta) -> timedelta:
+    """How long before its start a meter with ``interval`` is connected."""
+    return min(timedelta(seconds=CONNECT_AHEAD), interval / 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,10 @@ def collector_gc(threshold: tuple[int, int, int] = GC_THRESHOLD) -> Iterator[Non
         gc.set_threshold(*before)
 
 
+class _Stopped(Exception):
+    """Shutdown while a meter was connected ahead of its start (internal)."""
+
+
 @dataclass
 class _SlotState:
     """Bookkeeping of one slot in this collector."""
@@ -150,6 +163,8 @@ class _SlotState:
     slot: datetime
     end: datetime
     meters: dict[str, MeterConfig]
+    #: ``run_once(at=...)``: when the requests go out (otherwise at once).
+    at: datetime | None = None
     handled: set[str] = field(default_factory=set)
     finished: set[str] = field(default_factory=set)
     results: list[Result] = field(default_factory=list)
@@ -262,14 +277,21 @@ class Collector:
             groups[(slot_of(now, meter.interval), meter.interval)].append(meter)
         return dict(groups)
 
-    async def run_once(self) -> CycleResult:
-        """Read every meter once for its current slot (no jitter) and store the results."""
+    async def run_once(self, at: datetime | None = None) -> CycleResult:
+        """Read every meter once for its current slot (no jitter) and store the results.
+
+        ``at``: a time of the clock from which the requests go out; the meters are claimed and
+        connected before it (the result's ``started`` is then ``at``).
+        """
         await self.start()
+        now = self.clock.now()
         started = time.monotonic()
-        groups = self.due(self.clock.now())
+        if at is not None and at > now:
+            started += self.clock.real_seconds(at - now)
+        groups = self.due(at if at is not None else now)
         parts = await asyncio.gather(
             *(
-                self._run_slot(slot, interval, meters, stop=None, once=True)
+                self._run_slot(slot, interval, meters, stop=None, once=True, at=at)
                 for (slot, interval), meters in groups.items()
             )
         )
@@ -280,7 +302,9 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         """Read on schedule until ``stop`` is set; then finish within ``grace`` and close.
 
-        A collector started in the middle of a slot reads that slot right away.
+        A collector started in the middle of a slot reads that slot right away. A slot is
+        begun :func:`connect_ahead` before its start: its meters are claimed and connected then,
+        their requests go out at their start.
         """
         await self.start()
         tasks: set[asyncio.Task[CycleResult]] = set()
@@ -288,7 +312,12 @@ class Collector:
         try:
             while not stop.is_set():
                 now = self.clock.now()
-                for (slot, interval), meters in self.due(now).items():
+                groups: dict[tuple[datetime, timedelta], list[MeterConfig]] = defaultdict(list)
+                for meter in self.config.meters:
+                    ahead = now + connect_ahead(meter.interval)
+                    for when in (now, ahead) if slot_of(ahead, meter.interval) > now else (now,):
+                        groups[(slot_of(when, meter.interval), meter.interval)].append(meter)
+                for (slot, interval), meters in groups.items():
                     if (slot, interval) in begun:
                         continue
                     begun.add((slot, interval))
@@ -299,7 +328,11 @@ class Collector:
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 begun = {key for key in begun if key[0] + key[1] > now}
-                wake = min(next_slot(now, meter.interval) for meter in self.config.meters)
+                wake = min(
+                    next_slot(now + connect_ahead(m.interval), m.interval)
+                    - connect_ahead(m.interval)
+                    for m in self.config.meters
+                )
                 await _first(self.clock.sleep_until(wake), stop.wait())
         finally:
             await self._shutdown(tasks)
@@ -350,8 +383,9 @@ class Collector:
         *,
         stop: asyncio.Event | None,
         once: bool,
+        at: datetime | None = None,
     ) -> CycleResult:
-        state = _SlotState(slot, slot + interval, {m.name: m for m in meters})
+        state = _SlotState(slot, slot + interval, {m.name: m for m in meters}, at=at)
         lines: set[asyncio.Task[None]] = set()
 
         def dispatch(names: Iterable[str]) -> None:
@@ -463,7 +497,7 @@ class Collector:
         """Read ``meters`` (all on ``line``) one after the other, in jitter order."""
         lock = self._locks.setdefault(line, asyncio.Lock())
         if once:
-            order = [(state.slot, meter) for meter in meters]
+            order = [(state.at or state.slot, meter) for meter in meters]
         else:
             order = sorted(
                 ((state.slot + jitter_offset(m.name, state.slot, m.jitter), m) for m in meters),
@@ -471,8 +505,10 @@ class Collector:
             )
         assert self._writer is not None
         for index, (start_at, meter) in enumerate(order):
-            if start_at > self.clock.now():
-                await self.clock.sleep_until(start_at)
+            # connected ahead of its start, under the line's lock: one connection per line
+            connect_at = start_at - connect_ahead(meter.interval)
+            if connect_at > self.clock.now():
+                await self.clock.sleep_until(connect_at)
             async with lock:
                 now = self.clock.now()
                 late = not once and now >= state.end
@@ -497,7 +533,13 @@ class Collector:
                             state.results.append(missed)
                             self._writer.put(missed)
                     return
-                result = await self.read_meter(meter, state.slot)
+                try:
+                    result = await self.read_meter(meter, state.slot, start_at, stop)
+                except _Stopped:  # while connected ahead of the start: not read, given back
+                    rest = [m.name for _, m in order[index:]]
+                    state.missed.extend(rest)
+                    state.finished.update(rest)
+                    return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
             state.results.append(result)
@@ -519,8 +561,18 @@ class Collector:
             f"(the meter's turn came {late:.1f} s after the slot ended)"
         )
 
-    async def read_meter(self, meter: MeterConfig, slot: datetime) -> Result:
-        """One readout of ``meter`` (with the reader's retries) as a record for ``slot``."""
+    async def read_meter(
+        self,
+        meter: MeterConfig,
+        slot: datetime,
+        start_at: datetime | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Result:
+        """One readout of ``meter`` (with the reader's retries) as a record for ``slot``.
+
+        ``start_at``: the connection is opened now, the request sent at ``start_at``; raises
+        :class:`_Stopped` when ``stop`` is set before then (nothing was sent).
+        """
         clock_start = self.clock.now()
         mono_start = time.monotonic()
         try:
@@ -541,6 +593,15 @@ class Collector:
                     # a failed open is retried by read() within the meter's retries
                     with contextlib.suppress(Kamstrup382Error):
                         await reader.open()
+                if start_at is not None and start_at > self.clock.now():
+                    if stop is None:
+                        await self.clock.sleep_until(start_at)
+                    else:
+                        await _first(self.clock.sleep_until(start_at), stop.wait())
+                        if stop.is_set():
+                            raise _Stopped
+                    clock_start = self.clock.now()
+                    mono_start = time.monotonic()
                 reading = await reader.read()
             self._bcc[meter.name] = reading.bcc_algorithm
             return self._reading_record(meter, slot, reading, clock_start)
