@@ -14,16 +14,26 @@ The emulated meters run in separate processes (``kamstrup382.emulator.Emulator``
 listening and an accepted socket there), one TCP port per meter. They write the characters due
 in groups at most every ``--write-interval`` seconds, as a TCP gateway packetises a serial line;
 the last character always goes out at its exact time, so the floor is unchanged. This process
-runs one collector cycle over all N meters (``Collector.run_once``, one line per meter, no
-retries, temporary SQLite storage) and reports:
+runs one collector cycle over all N meters (``Collector.run_once(at=...)``, one line per meter,
+no retries, temporary SQLite storage), as the scheduler runs a slot: the meters are connected
+``CONNECT_AHEAD`` (5) seconds before the start ``at`` and every request goes out at ``at``. The
+collector runs with the garbage collector's first threshold at 50,000 (``collector_gc``), as
+``k382 collect`` does. It reports:
 
-- ratio: cycle time / the physical floor of one readout, where the floor is the request and
+- ratio: cycle time (from ``at`` until the last readout is stored) / the physical floor of one
+  readout, where the floor is the request and
   the reply on the wire at 30 characters a second plus the emulator's answer delay
   (5 + 167 characters = 5.733 s + delay). All meters are read in parallel, so 1.00 is the limit.
   Shown only when every meter was read.
 - CPU seconds of this (collector) process per readout (``resource.getrusage``), everything
   included: connecting, the reader, decoding, storage, the event loop; and the CPU seconds of
-  the collector and of the emulator processes during the cycle (they share the machine).
+  the collector and of the emulator processes during the cycle (they share the machine),
+  connecting ahead included.
+- last request s: seconds from ``at`` until the last request went out (``read_at`` is the time
+  of the request): the time the event loop takes to wake the readers and send the requests.
+
+Measured on 2 CPUs (docs/collector.md): ratio 1.16 at 10,000 meters (target 1.10: not met; the
+last request goes out about 0.5 s after the start), 1.02 at 1,000.
 
 The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.new_event_loop``,
 the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's.
@@ -65,6 +75,8 @@ class Result:
     floor: float
     cpu: float
     emulator_cpu: float
+    #: Seconds from the start to the last request sent (connected ahead: close to 0).
+    last_request: float
 
     @property
     def ratio(self) -> float:
@@ -193,8 +205,16 @@ async def one_cycle(
     floor = (len(REQUEST) + reply) / CHARS_PER_SECOND + delay
     for line in result.summary()[:5]:
         print(f"  not read: {line}", file=sys.stderr)
+    last = max(((r.read_at - at).total_seconds() for r in result.readings), default=0.0)
     return Result(
-        count, len(result.readings), len(result.failures), result.duration, floor, cpu, emulated
+        count,
+        len(result.readings),
+        len(result.failures),
+        result.duration,
+        floor,
+        cpu,
+        emulated,
+        last,
     )
 
 
@@ -275,7 +295,8 @@ def main() -> int:
     )
     print(
         f"{'meters':>7} {'read':>7} {'failed':>7} {'cycle s':>8} {'floor s':>8} "
-        f"{'ratio':>6} {'CPU ms/readout':>15} {'collector CPU s':>16} {'emulator CPU s':>15}"
+        f"{'ratio':>6} {'CPU ms/readout':>15} {'collector CPU s':>16} {'emulator CPU s':>15} "
+        f"{'last request s':>15}"
     )
     results = []
     for count in counts:
@@ -293,7 +314,8 @@ def main() -> int:
         print(
             f"{result.meters:>7} {result.read:>7} {result.failed:>7} {result.cycle:>8.2f} "
             f"{result.floor:>8.3f} {ratio} {result.cpu_per_readout * 1000:>15.3f} "
-            f"{result.cpu:>16.2f} {result.emulator_cpu:>15.2f}   load {os.getloadavg()[0]:.2f}",
+            f"{result.cpu:>16.2f} {result.emulator_cpu:>15.2f} {result.last_request:>15.3f}"
+            f"   load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
     for result in results:
