@@ -32,11 +32,12 @@ collector runs with the garbage collector's first threshold at 50,000 (``collect
 - last request s: seconds from ``at`` until the last request went out (``read_at`` is the time
   of the request): the time the event loop takes to wake the readers and send the requests.
 
-Measured on 2 CPUs (docs/collector.md): ratio 1.16 at 10,000 meters (target 1.10: not met; the
-last request goes out about 0.5 s after the start), 1.02 at 1,000.
+Measured on 2 CPUs (docs/collector.md): ratio 1.15-1.19 at 10,000 meters (target 1.10: not met;
+the last request goes out 0.5-0.9 s after the start), 1.02 at 1,000.
 
 The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.new_event_loop``,
-the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's.
+the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's
+unless ``--emulator-loop uvloop`` (less emulator CPU, about the same ratio).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Result:
 EMULATOR = """
 import asyncio, json, resource, signal, sys
 from kamstrup382.emulator import ConstantLoad, Emulator
+from kamstrup382.reader import new_event_loop
 
 def cpu() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -112,8 +114,9 @@ async def main(count: int, delay: float, group: float, port: int, host: str) -> 
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-count, delay, group, port, host = sys.argv[1:]
-asyncio.run(main(int(count), float(delay), float(group), int(port), host))
+count, delay, group, port, host, loop = sys.argv[1:]
+with asyncio.Runner(loop_factory=new_event_loop if loop == "uvloop" else None) as runner:
+    runner.run(main(int(count), float(delay), float(group), int(port), host))
 """
 
 
@@ -125,6 +128,7 @@ def start_emulators(
     group: float,
     port: int = 0,
     host: str = "127.0.0.1",
+    loop: str = "asyncio",
 ) -> tuple[list[subprocess.Popen[str]], list[str]]:
     """Emulator processes serving ``count`` meters in all; their processes and ports."""
     procs: list[subprocess.Popen[str]] = []
@@ -135,7 +139,8 @@ def start_emulators(
             proc = subprocess.Popen(
                 [
                     *(sys.executable, "-c", EMULATOR),
-                    *(str(size), str(delay), str(group), str(port + first if port else 0), host),
+                    *(str(size), str(delay), str(group), str(port + first if port else 0)),
+                    *(host, loop),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -227,9 +232,16 @@ def run(
     port: int,
     host: str,
     loop: str,
+    emulator_loop: str = "asyncio",
 ) -> Result:
     emulators, ports = start_emulators(
-        count, per_process=per_process, delay=delay, group=group, port=port, host=host
+        count,
+        per_process=per_process,
+        delay=delay,
+        group=group,
+        port=port,
+        host=host,
+        loop=emulator_loop,
     )
     factory = new_event_loop if loop == "uvloop" else None
     try:
@@ -284,14 +296,21 @@ def main() -> int:
         default="uvloop" if HAVE_UVLOOP else "asyncio",
         help="the collector's event loop (default: uvloop where it is installed)",
     )
+    parser.add_argument(
+        "--emulator-loop",
+        choices=("uvloop", "asyncio"),
+        default="asyncio",
+        help="the emulator processes' event loop (default: asyncio's, as the figures recorded)",
+    )
     args = parser.parse_args()
-    if args.loop == "uvloop" and not HAVE_UVLOOP:
+    if "uvloop" in (args.loop, args.emulator_loop) and not HAVE_UVLOOP:
         parser.error("uvloop is not installed")
     counts = args.meters or [100, 1000, 10_000]
     limit = raise_file_limit()
     print(
         f"collector pid {os.getpid()}, open-file limit {limit}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}, collector event loop: {args.loop}"
+        f"load average {os.getloadavg()[0]:.2f}, collector event loop: {args.loop}, "
+        f"emulators': {args.emulator_loop}"
     )
     print(
         f"{'meters':>7} {'read':>7} {'failed':>7} {'cycle s':>8} {'floor s':>8} "
@@ -308,6 +327,7 @@ def main() -> int:
             port=args.port,
             host=args.host,
             loop=args.loop,
+            emulator_loop=args.emulator_loop,
         )
         results.append(result)
         ratio = f"{result.ratio:>6.3f}" if result.failed == 0 else f"{'(n/a)':>6}"
