@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from kamstrup382.errors import UsageError
+
 __all__ = ["Clock", "ManualClock", "ScaledClock", "SystemClock", "utc"]
 
 
@@ -43,7 +45,8 @@ class SystemClock:
         return virtual.total_seconds()
 
     async def sleep_until(self, when: datetime) -> None:
-        while (left := (when - self.now()).total_seconds()) > 0:
+        # the wall clock may be stepped while we sleep: look again when the sleep ends
+        while (left := (when - self.now()).total_seconds()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)
 
 
@@ -52,7 +55,7 @@ class ScaledClock:
 
     def __init__(self, start: datetime, factor: float) -> None:
         if factor <= 0:
-            raise ValueError(f"clock factor must be positive, got {factor}")
+            raise UsageError(f"clock factor must be positive, got {factor}")
         self.start = utc(start)
         self.factor = factor
         self._origin = time.monotonic()
@@ -64,7 +67,8 @@ class ScaledClock:
         return virtual.total_seconds() / self.factor
 
     async def sleep_until(self, when: datetime) -> None:
-        while (left := (when - self.now()).total_seconds()) > 0:
+        # the loop's timer and the monotonic clock may round apart: look again at the end
+        while (left := (when - self.now()).total_seconds()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left / self.factor)
 
 
@@ -82,12 +86,12 @@ class ManualClock:
     def set(self, when: datetime) -> None:
         with self._lock:
             if utc(when) < self._now:
-                raise ValueError("a ManualClock does not go backwards")
+                raise UsageError("a ManualClock does not go backwards")
             self._now = utc(when)
 
     def advance(self, delta: timedelta) -> datetime:
         if delta < timedelta(0):
-            raise ValueError("a ManualClock does not go backwards")
+            raise UsageError("a ManualClock does not go backwards")
         with self._lock:
             self._now += delta
             return self._now
@@ -96,5 +100,6 @@ class ManualClock:
         return 0.0
 
     async def sleep_until(self, when: datetime) -> None:
-        while self.now() < when:
+        # another thread moves this clock: poll it (tests only)
+        while self.now() < when:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
