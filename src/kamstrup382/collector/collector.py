@@ -44,6 +44,7 @@ from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader
+from kamstrup382.reader.aio import GateClosed, RequestGate
 from kamstrup382.reading import Reading
 from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord, Storage
 
@@ -171,6 +172,16 @@ class _SlotState:
     missed: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class _Gate:
+    """A :class:`RequestGate` for one start time, and when it opened."""
+
+    gate: RequestGate
+    stop: asyncio.Event | None
+    clock_at: datetime | None = None
+    mono_at: float = 0.0
+
+
 class Collector:
     """Reads ``config.meters`` on their schedule into ``storage`` and hands batches to ``outputs``.
 
@@ -205,6 +216,9 @@ class Collector:
         self._bcc: dict[str, BccAlgorithm] = {}
         #: Per line: the meter read last on it and when that readout ended (clock time).
         self._line_last: dict[str, tuple[str, datetime]] = {}
+        #: Per start time: the gate its prepared requests wait behind (``read_meter``).
+        self._gates: dict[datetime, _Gate] = {}
+        self._gate_tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,6 +257,10 @@ class Collector:
 
     async def close(self) -> None:
         """Store what is pending, stop the outputs and the storage thread."""
+        gates = list(self._gate_tasks)
+        for task in gates:
+            task.cancel()
+        await asyncio.gather(*gates, return_exceptions=True)
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -593,16 +611,18 @@ class Collector:
                     # a failed open is retried by read() within the meter's retries
                     with contextlib.suppress(Kamstrup382Error):
                         await reader.open()
+                gate = None
                 if start_at is not None and start_at > self.clock.now():
-                    if stop is None:
-                        await self.clock.sleep_until(start_at)
-                    else:
-                        await _first(self.clock.sleep_until(start_at), stop.wait())
-                        if stop.is_set():
-                            raise _Stopped
-                    clock_start = self.clock.now()
-                    mono_start = time.monotonic()
-                reading = await reader.read()
+                    # prepared now, the request written with all others due then, by one
+                    # callback at ``start_at`` (see RequestGate)
+                    gate = self._gate(start_at, stop)
+                try:
+                    reading = await reader.read(gate=gate.gate if gate is not None else None)
+                except GateClosed:
+                    raise _Stopped from None
+                finally:
+                    if gate is not None and gate.clock_at is not None:
+                        clock_start, mono_start = gate.clock_at, gate.mono_at
             self._bcc[meter.name] = reading.bcc_algorithm
             return self._reading_record(meter, slot, reading, clock_start)
         except Kamstrup382Error as exc:
@@ -623,6 +643,38 @@ class Collector:
             attempts=attempts,
             duration=time.monotonic() - mono_start,
         )
+
+    def _gate(self, start_at: datetime, stop: asyncio.Event | None) -> _Gate:
+        """The request gate of the readouts that start at ``start_at`` (opened by one task)."""
+        gate = self._gates.get(start_at)
+        if gate is None or gate.stop is not stop:
+            gate = _Gate(RequestGate(), stop)
+            self._gates[start_at] = gate
+            task = asyncio.create_task(self._open_gate(start_at, gate))
+            self._gate_tasks.add(task)
+            task.add_done_callback(self._gate_tasks.discard)
+        return gate
+
+    async def _open_gate(self, start_at: datetime, gate: _Gate) -> None:
+        opened = False
+        try:
+            if gate.stop is None:
+                await self.clock.sleep_until(start_at)
+            else:
+                await _first(self.clock.sleep_until(start_at), gate.stop.wait())
+                if gate.stop.is_set():
+                    return
+            gate.clock_at = self.clock.now()
+            gate.mono_at = time.monotonic()
+            if self._gates.get(start_at) is gate:
+                del self._gates[start_at]
+            gate.gate.open()
+            opened = True
+        finally:
+            if self._gates.get(start_at) is gate:
+                del self._gates[start_at]
+            if not opened:
+                gate.gate.close()
 
     def _reading_record(
         self,

@@ -46,7 +46,7 @@ import os
 import termios
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, cast
 
 import serial
 
@@ -58,7 +58,14 @@ from kamstrup382.reader.port import PortKind
 from kamstrup382.reader.session import Progress, Readout
 from kamstrup382.reading import LineMode, Reading
 
-__all__ = ["AsyncLink", "AsyncReader", "new_event_loop", "open_async_link"]
+__all__ = [
+    "AsyncLink",
+    "AsyncReader",
+    "GateClosed",
+    "RequestGate",
+    "new_event_loop",
+    "open_async_link",
+]
 
 
 #: Bytes one receive on a TCP connection takes at most (a whole reply fits; more is read next).
@@ -481,6 +488,88 @@ async def open_async_link(options: ReaderOptions) -> AsyncLink:
     return await AsyncThreadLink.open(spec.text, line=options.line, baudrate=options.baudrate)
 
 
+class GateClosed(Exception):
+    """The :class:`RequestGate` was closed instead of opened: the request was not sent."""
+
+
+class RequestGate:
+    """Many readouts' requests written at one instant, by one loop callback.
+
+    A collector connects thousands of meters ahead of a slot and sends their requests at its
+    start. Woken one by one (a timer and a task step each), the readers took 0.5-0.9 s to get
+    10,000 requests out. With a gate, each reader prepares its readout ahead
+    (``AsyncReader.read(gate=...)``: the port open, the readout and its decoder built) and
+    waits; :meth:`open` then writes every prepared request in one pass (on a TCP link the
+    input is flushed, the request written and the readout's timing started, exactly as the
+    reader does it) and only afterwards are the readers' coroutines woken to receive. Links
+    without a synchronous write (serial devices) are woken and write it themselves.
+    :meth:`close` instead: every waiting reader raises :class:`GateClosed`, nothing sent.
+    """
+
+    __slots__ = ("_entries", "_error", "_opened", "opened_at", "opened_mono")
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[asyncio.Future[bool], AsyncLink, Readout | None]] = []
+        self._opened = False
+        self._error: GateClosed | None = None
+        #: ``time.monotonic()`` and the wall clock when the gate opened.
+        self.opened_mono = 0.0
+        self.opened_at: datetime | None = None
+
+    async def wait(self) -> None:
+        """Until the gate opens (raises :class:`GateClosed` if it is closed)."""
+        await self._enter(None, None)
+
+    async def send(self, link: AsyncLink, readout: Readout) -> bool:
+        """Write ``readout``'s request on ``link`` when the gate opens; False: the link has no
+        synchronous write, the caller writes it now."""
+        return await self._enter(link, readout)
+
+    async def _enter(self, link: AsyncLink | None, readout: Readout | None) -> bool:
+        if self._error is not None:
+            raise self._error
+        if self._opened:
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._entries.append((future, cast(AsyncLink, link), readout))
+        return await future
+
+    def open(self) -> None:
+        """Write every prepared request now, then wake the readers."""
+        self._opened = True
+        loop = asyncio.get_running_loop()
+        entries, self._entries = self._entries, []
+        self.opened_mono = loop.time()
+        self.opened_at = datetime.now(UTC)
+        woken: list[tuple[asyncio.Future[bool], bool]] = []
+        for future, link, readout in entries:
+            if future.done():  # cancelled while waiting: nothing sent
+                continue
+            if readout is None or type(link) is not AsyncTcpLink:
+                woken.append((future, False))
+                continue
+            try:
+                link.inbox.flush()
+                if link.transport.is_closing():
+                    raise ConnectionLost(f"{link.inbox.name}: connection closed")
+                link.transport.write(readout.request)
+            except Kamstrup382Error as error:
+                future.set_exception(error)
+                continue
+            readout.sent(loop.time(), datetime.now(UTC))
+            woken.append((future, True))
+        for future, sent in woken:
+            future.set_result(sent)
+
+    def close(self) -> None:
+        """Send nothing: every reader waiting raises :class:`GateClosed`."""
+        self._error = GateClosed("the request gate was closed")
+        entries, self._entries = self._entries, []
+        for future, _link, _readout in entries:
+            if not future.done():
+                future.set_exception(self._error)
+
+
 class AsyncReader(ReaderBase[AsyncLink]):
     """The asyncio twin of :class:`~kamstrup382.reader.sync.Reader` (same options)."""
 
@@ -518,19 +607,25 @@ class AsyncReader(ReaderBase[AsyncLink]):
                 raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
         return self._link
 
-    async def read(self, progress: Progress | None = None) -> Reading:
+    async def read(
+        self, progress: Progress | None = None, *, gate: RequestGate | None = None
+    ) -> Reading:
         """One readout, with retries; raises the last typed error if every attempt fails.
 
         Concurrent calls on one reader take turns (one line, one exchange at a time).
+        ``gate``: the first attempt is prepared now (the port opened, the readout set up) and
+        its request written when the gate opens (see :class:`RequestGate`); a gate closed
+        instead raises its :class:`GateClosed` and nothing is sent.
         """
         async with self._lock:
-            return await self._read(progress or self.progress)
+            return await self._read(progress or self.progress, gate)
 
-    async def _read(self, progress: Progress | None) -> Reading:
+    async def _read(self, progress: Progress | None, gate: RequestGate | None = None) -> Reading:
         failed = 0
         while True:
             try:
-                readout = await self._attempt(progress)
+                readout = await self._attempt(progress, gate)
+                gate = None
                 return readout.reading(self.port, failed + 1)
             except Kamstrup382Error as error:
                 failed += 1
@@ -542,8 +637,11 @@ class AsyncReader(ReaderBase[AsyncLink]):
                     raise
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, progress: Progress | None) -> Readout:
+    async def _attempt(self, progress: Progress | None, gate: RequestGate | None = None) -> Readout:
         loop = asyncio.get_running_loop()
+        if gate is not None and (self._link is None or self._broken is not None):
+            await gate.wait()  # not connected (or a reply to drain): all of it from the start
+            gate = None
         link = await self._ensure_link()
         if self._broken is not None:
             broken, limit = self._broken
@@ -551,8 +649,11 @@ class AsyncReader(ReaderBase[AsyncLink]):
             await self._drain(link, broken, limit)
         await link.flush_input()
         readout = self.session.readout()
-        await link.write(readout.request)
-        readout.sent(loop.time(), datetime.now(UTC))
+        if gate is None or not await gate.send(link, readout):
+            if gate is not None:
+                await link.flush_input()  # what came while waiting for the gate
+            await link.write(readout.request)
+            readout.sent(loop.time(), datetime.now(UTC))
         try:
             await link.receive(readout, progress)
             return readout
