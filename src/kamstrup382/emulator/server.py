@@ -854,6 +854,9 @@ class Emulator:
         self._running = True
         self._loop = asyncio.get_running_loop()
         for meter in self._meters:
+            # the model's reply cache filled now (it is reused while the registers shown stay
+            # the same): a burst of requests then costs the snapshot, not the encoding too
+            meter.model.snapshot(bcc=self.bcc)
             self._follow_pulses(meter)
 
     async def _start_tcp(self) -> None:

@@ -198,28 +198,42 @@ class _Inbox:
         return b""
 
     async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        loop = self._loop
-        now = loop.time()
+        done: asyncio.Future[BaseException | None] = self._loop.create_future()
+        try:
+            self.begin(readout, progress, done)
+            outcome = await done
+        finally:
+            self.cancel(readout)
+        if outcome is not None:
+            raise outcome
+
+    def begin(
+        self,
+        readout: Readout,
+        progress: Progress | None,
+        done: asyncio.Future[BaseException | None],
+    ) -> None:
+        """Start receiving ``readout`` (its request sent): ``done`` gets its outcome, an error
+        or None."""
+        now = self._loop.time()
         if now >= readout.timeout_at:
-            raise readout.expired(now)
-        done: asyncio.Future[BaseException | None] = loop.create_future()
+            done.set_result(readout.expired(now))
+            return
         self._done = done
         self._readout = readout
         self._progress = progress
-        try:
-            if self._buf:  # arrived since the flush (while the request was being written)
-                self.feed(self._take())
-            if self._readout is readout:
-                if self._lost is not None:
-                    self._finish(ConnectionLost(f"{self.name}: {self._lost}"))
-                else:
-                    self._arm(readout.timeout_at)
-            outcome = await done
-        finally:
-            if self._readout is readout:  # cancelled: bytes from now on are kept
-                self._finish(None)
-        if outcome is not None:
-            raise outcome
+        if self._buf:  # arrived since the flush (while the request was being written)
+            self.feed(self._take())
+        if self._readout is readout:
+            if self._lost is not None:
+                self._finish(ConnectionLost(f"{self.name}: {self._lost}"))
+            else:
+                self._arm(readout.timeout_at)
+
+    def cancel(self, readout: Readout) -> None:
+        """No longer waiting for ``readout`` (if it still runs): bytes from now on are kept."""
+        if self._readout is readout:
+            self._finish(None)
 
     def _arm(self, at: float) -> None:
         timer = self._timer
@@ -492,6 +506,10 @@ class GateClosed(Exception):
     """The :class:`RequestGate` was closed instead of opened: the request was not sent."""
 
 
+#: A gate's answer to a reader that writes its request itself (not a TCP link).
+_NOT_SENT = GateClosed("not sent by the gate")
+
+
 class RequestGate:
     """Many readouts' requests written at one instant, by one loop callback.
 
@@ -500,16 +518,19 @@ class RequestGate:
     10,000 requests out. With a gate, each reader prepares its readout ahead
     (``AsyncReader.read(gate=...)``: the port open, the readout and its decoder built) and
     waits; :meth:`open` then writes every prepared request in one pass (on a TCP link the
-    input is flushed, the request written and the readout's timing started, exactly as the
-    reader does it) and only afterwards are the readers' coroutines woken to receive. Links
-    without a synchronous write (serial devices) are woken and write it themselves.
+    input is flushed, the request written, the readout's timing started and its reply routed
+    to it, exactly as the reader does it): the readers' coroutines are not woken at the start
+    at all, only when their readouts end. Links without a synchronous write (serial devices)
+    are woken and write it themselves.
     :meth:`close` instead: every waiting reader raises :class:`GateClosed`, nothing sent.
     """
 
     __slots__ = ("_entries", "_error", "_opened", "opened_at", "opened_mono")
 
     def __init__(self) -> None:
-        self._entries: list[tuple[asyncio.Future[bool], AsyncLink, Readout | None]] = []
+        self._entries: list[
+            tuple[asyncio.Future[BaseException | None], AsyncLink, Readout | None, Progress | None]
+        ] = []
         self._opened = False
         self._error: GateClosed | None = None
         #: ``time.monotonic()`` and the wall clock when the gate opened.
@@ -520,19 +541,36 @@ class RequestGate:
         """Until the gate opens (raises :class:`GateClosed` if it is closed)."""
         await self._enter(None, None)
 
-    async def send(self, link: AsyncLink, readout: Readout) -> bool:
-        """Write ``readout``'s request on ``link`` when the gate opens; False: the link has no
-        synchronous write, the caller writes it now."""
-        return await self._enter(link, readout)
+    async def send(self, link: AsyncLink, readout: Readout, progress: Progress | None) -> bool:
+        """Write ``readout``'s request on ``link`` when the gate opens and receive its reply
+        (True; raises the readout's error); False: the link has no synchronous write, the
+        caller writes and receives it now."""
+        if self._error is not None:
+            raise self._error
+        if self._opened:
+            return False
+        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._entries.append((future, link, readout, progress))
+        try:
+            outcome = await future
+        finally:
+            if type(link) is AsyncTcpLink:  # cancelled while receiving: bytes are kept
+                link.inbox.cancel(readout)
+        if outcome is _NOT_SENT:
+            return False
+        if outcome is not None:
+            raise outcome
+        return True
 
     async def _enter(self, link: AsyncLink | None, readout: Readout | None) -> bool:
         if self._error is not None:
             raise self._error
         if self._opened:
             return False
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._entries.append((future, cast(AsyncLink, link), readout))
-        return await future
+        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._entries.append((future, cast(AsyncLink, link), readout, None))
+        await future
+        return False
 
     def open(self) -> None:
         """Write every prepared request now, then wake the readers."""
@@ -541,12 +579,12 @@ class RequestGate:
         entries, self._entries = self._entries, []
         self.opened_mono = loop.time()
         self.opened_at = datetime.now(UTC)
-        woken: list[tuple[asyncio.Future[bool], bool]] = []
-        for future, link, readout in entries:
+        woken: list[asyncio.Future[BaseException | None]] = []
+        for future, link, readout, progress in entries:
             if future.done():  # cancelled while waiting: nothing sent
                 continue
             if readout is None or type(link) is not AsyncTcpLink:
-                woken.append((future, False))
+                woken.append(future)
                 continue
             try:
                 link.inbox.flush()
@@ -554,18 +592,19 @@ class RequestGate:
                     raise ConnectionLost(f"{link.inbox.name}: connection closed")
                 link.transport.write(readout.request)
             except Kamstrup382Error as error:
-                future.set_exception(error)
+                future.set_result(error)
                 continue
             readout.sent(loop.time(), datetime.now(UTC))
-            woken.append((future, True))
-        for future, sent in woken:
-            future.set_result(sent)
+            # the reply goes straight to the readout; its coroutine wakes when it is over
+            link.inbox.begin(readout, progress, future)
+        for future in woken:
+            future.set_result(_NOT_SENT)
 
     def close(self) -> None:
         """Send nothing: every reader waiting raises :class:`GateClosed`."""
         self._error = GateClosed("the request gate was closed")
         entries, self._entries = self._entries, []
-        for future, _link, _readout in entries:
+        for future, _link, _readout, _progress in entries:
             if not future.done():
                 future.set_exception(self._error)
 
@@ -649,13 +688,13 @@ class AsyncReader(ReaderBase[AsyncLink]):
             await self._drain(link, broken, limit)
         await link.flush_input()
         readout = self.session.readout()
-        if gate is None or not await gate.send(link, readout):
-            if gate is not None:
-                await link.flush_input()  # what came while waiting for the gate
-            await link.write(readout.request)
-            readout.sent(loop.time(), datetime.now(UTC))
         try:
-            await link.receive(readout, progress)
+            if gate is None or not await gate.send(link, readout, progress):
+                if gate is not None:
+                    await link.flush_input()  # what came while waiting for the gate
+                await link.write(readout.request)
+                readout.sent(loop.time(), datetime.now(UTC))
+                await link.receive(readout, progress)
             return readout
         except Kamstrup382Error as error:
             if readout.needs_drain(error):
