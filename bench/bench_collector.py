@@ -32,8 +32,8 @@ collector runs with the garbage collector's first threshold at 50,000 (``collect
 - last request s: seconds from ``at`` until the last request went out (``read_at`` is the time
   of the request): the time the event loop takes to wake the readers and send the requests.
 
-Measured on 2 CPUs (docs/collector.md): ratio 1.15-1.19 at 10,000 meters (target 1.10: not met;
-the last request goes out 0.5-0.9 s after the start), 1.02 at 1,000.
+Measured on 2 CPUs (docs/collector.md): ratio 1.16-1.22 at 10,000 meters (target 1.10: not met;
+the last request goes out 0.2-0.4 s after the start), 1.02 at 1,000.
 
 The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.new_event_loop``,
 the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's
