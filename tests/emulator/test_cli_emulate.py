@@ -35,11 +35,15 @@ METER_LINE = re.compile(r"^meter (\d+) \(customer (\d{8})\): (\S+)$")
 
 
 @contextmanager
-def emulate(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """Start ``k382 emulate ARGS``; yield the process and its lines up to ``Ctrl-C stops.``"""
+def emulate(*args: str, stdin: bool = False) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Start ``k382 emulate ARGS``; yield the process and its lines up to ``Ctrl-C stops.``
+
+    ``stdin``: give it a pipe on its standard input (the ``--control`` channel).
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kamstrup382", "emulate", *args],
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -174,34 +178,6 @@ def test_type_and_customer_number_and_tariff_schedule_options() -> None:
     assert telegram.meter_values().customer_number == "00000100"
 
 
-@contextmanager
-def emulate_with_stdin(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """``k382 emulate ARGS`` with a pipe on its standard input (the control channel)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kamstrup382", "emulate", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("Ctrl-C stops."):
-                break
-        else:
-            raise AssertionError(f"emulate exited: {proc.wait()} {proc.stderr.read()}")  # type: ignore[union-attr]
-        yield proc, lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def command(proc: subprocess.Popen[str], line: str) -> str:
     """Send one control line; return the emulator's one-line answer on standard error."""
     assert proc.stdin is not None and proc.stderr is not None
@@ -219,9 +195,9 @@ def read_values(port: str) -> MeterValues:
 
 def test_pulse_out_lines_and_tariff_control() -> None:
     # 3600 kW at 1 imp/kWh: a pulse every second exactly, 1 kWh a second in the registers
-    with emulate_with_stdin(
+    with emulate(
         "--load", "constant:3600", "--pulse-constant", "1", "--pulse-out", "-", "--control",
-        "--speed", "200", "--delay", "0.02",
+        "--speed", "200", "--delay", "0.02", stdin=True,
     ) as (proc, lines):  # fmt: skip
         ((_, port),) = meters(lines)
         assert proc.stdout is not None
@@ -260,9 +236,9 @@ def test_pulse_out_lines_and_tariff_control() -> None:
 
 
 def test_pulse_input_counts_into_1_26() -> None:
-    with emulate_with_stdin(
+    with emulate(
         "--pty", "--meters", "2", "--pulse-input", "--control", "--speed", "200",
-        "--delay", "0.02", "--load", "constant:1",
+        "--delay", "0.02", "--load", "constant:1", stdin=True,
     ) as (proc, lines):  # fmt: skip
         (_, first), (_, second) = meters(lines)
         assert read_values(first).pulse_input == 0
