@@ -14,12 +14,26 @@ from decimal import Decimal
 
 import pytest
 
-from kamstrup382.errors import FramingError, ParityError
-from kamstrup382.protocol import TelegramDecoder, add_parity, decode_reply
+from kamstrup382.errors import FramingError, ParityError, UsageError
+from kamstrup382.protocol import (
+    MeterValues,
+    Telegram,
+    TelegramDecoder,
+    add_parity,
+    decode_reply,
+)
 from kamstrup382.protocol.dataset import _COMPILE_GROUPS, parse_data_block
 from kamstrup382.protocol.decoder import clear_caches
 
-from .helpers import SPEC, SPEC_BODY, SPEC_IDENT_LINE, bytewise, outcome, reply, split_at
+from .helpers import (
+    SPEC,
+    SPEC_BODY,
+    SPEC_IDENT_LINE,
+    bytewise,
+    outcome,
+    reply,
+    split_at,
+)
 
 OFFSET = len(SPEC_IDENT_LINE) + 1
 
@@ -138,3 +152,57 @@ def test_mid_block_chunk_with_bit_7_on_a_seven_bit_line_fails_at_that_byte() -> 
             for start in range(len(bad)):
                 decoder.feed(bytes(bad[start : start + 1]))
         assert info.value.offset == index
+
+
+#: blocks of all eight registers whose values the shape does not vouch for: a value wider
+#: than its register (valid or not, by its digits), signed, or with an extra decimal
+UNVOUCHED = [
+    SPEC_BODY.replace("1.20(0000053", "1.20(00000053"),  # 8 digits, fits: 53
+    SPEC_BODY.replace("1.20(0000053", "1.20(12345678"),  # 8 digits, too large
+    SPEC_BODY.replace("1.20(0000053", "1.20(+000053"),  # signed
+    SPEC_BODY.replace("1.6(000018,3", "1.6(00018,30"),  # two decimals, the last a zero
+    SPEC_BODY.replace("1.6(000018,3", "1.6(00018,31"),  # two decimals
+    SPEC_BODY.replace("0.0(00054042)", "0.0(0054042)"),  # customer number of 7 digits
+]
+
+
+def checked_values(telegram: Telegram) -> MeterValues | str:
+    """What the validating constructor makes of the telegram's registers (or its error)."""
+    try:
+        return MeterValues(**telegram.registers)  # type: ignore[arg-type]
+    except UsageError as error:
+        return f"UsageError: {error}"
+
+
+def meter_values(telegram: Telegram) -> MeterValues | str:
+    try:
+        return telegram.meter_values()
+    except UsageError as error:
+        return f"UsageError: {error}"
+
+
+@pytest.mark.parametrize("body", [SPEC_BODY, *UNVOUCHED])
+def test_meter_values_on_every_tier_equal_the_validating_constructor(body: str) -> None:
+    clear_caches()
+    for n in range(4):  # precise, generic plan, compiled plan, compiled again
+        telegram = decode_reply(reply(redigit(body, n)))
+        assert meter_values(telegram) == checked_values(telegram)
+
+
+def test_only_a_shape_within_every_register_width_skips_the_checks() -> None:
+    clear_caches()
+    telegram = decode_reply(reply(SPEC_BODY))
+    values = telegram.meter_values()
+    assert telegram.__dict__["_fits"] is True
+    assert values == checked_values(telegram)
+    assert all(type(v) is Decimal for k, v in values.as_dict().items() if k != "customer_number")
+    for body in UNVOUCHED:
+        assert body != SPEC_BODY
+        telegram = decode_reply(reply(body))
+        meter_values(telegram)
+        assert telegram.__dict__["_fits"] is False, body
+    # one register missing: never vouched for, and the error names it
+    telegram = decode_reply(reply(SPEC_BODY.replace("1.26(", "1.27(")))
+    with pytest.raises(UsageError, match="pulse_input"):
+        telegram.meter_values()
+    assert telegram.__dict__["_fits"] is False

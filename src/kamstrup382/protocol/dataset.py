@@ -250,12 +250,17 @@ class RegisterPlan:
     repeated address: the first position, the last value). Text values (the customer number,
     a value that is not a number) are cut as sent; numbers are read as ``Decimal``, a
     decimal comma made a point. ``read`` is the generic reader, then the compiled one.
+    ``fits``: every register of a Kamstrup 382 is there, printed within its width (the
+    customer number as its digits, the numbers unsigned with no more digits and decimals than
+    the register has): what ``read`` gives is then a valid ``MeterValues`` as it is, for
+    every block of the shape (whose digits are the only thing that differ).
     """
 
-    __slots__ = ("entries", "read", "uses")
+    __slots__ = ("entries", "fits", "read", "uses")
 
-    def __init__(self, entries: tuple[tuple[str, Span, int], ...]) -> None:
+    def __init__(self, entries: tuple[tuple[str, Span, int], ...], *, fits: bool = False) -> None:
         self.entries = entries
+        self.fits = fits
         self.uses = 0
         self.read: Callable[[str], Registers] = self._generic
 
@@ -369,6 +374,7 @@ class BlockLayout:
     def plan(self, body: str, key: int) -> RegisterPlan:
         """Make (and keep) the plan for ``body``'s addresses; ``key`` as :meth:`registers`."""
         chosen: dict[str, tuple[Span, int]] = {}
+        within: dict[str, bool] = {}
         for (a0, a1), groups, _ in self.sets:
             reg = REGISTER_BY_CODE.get(body[a0:a1])
             if reg is None:
@@ -380,10 +386,25 @@ class BlockLayout:
             else:
                 kind = _NUMBER_COMMA if "," in text else _NUMBER_DOT
             chosen[reg.name] = (span, kind)  # a repeated address: the last one counts
-        plan = RegisterPlan(tuple((name, span, kind) for name, (span, kind) in chosen.items()))
+            within[reg.name] = _within(reg, text, kind)
+        plan = RegisterPlan(
+            tuple((name, span, kind) for name, (span, kind) in chosen.items()),
+            fits=len(within) == len(REGISTER_BY_CODE) and all(within.values()),
+        )
         if len(self.plans) < _LAYOUT_CACHE:
             self.plans[key] = plan
         return plan
+
+
+def _within(reg: Register, text: str, kind: int) -> bool:
+    """Whether ``text`` (the value of ``reg`` as read as ``kind``) and every value of its
+    shape is printed within the register's width (see :attr:`RegisterPlan.fits`)."""
+    if reg.kind == "text":
+        return kind == _TEXT and text.isdigit() and len(text) == reg.digits
+    if kind == _TEXT or not text[0].isdigit():  # not a number, or signed
+        return False
+    whole, _, decimals = text.replace(",", ".").partition(".")
+    return len(whole) <= reg.digits and len(decimals) <= reg.decimals
 
 
 def clear_layouts() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -10,11 +11,21 @@ from kamstrup382.errors import UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm
 from kamstrup382.protocol.dataset import BlockLayout, DataSet, block_layout, check_data_block
 from kamstrup382.protocol.identification import Identification
-from kamstrup382.protocol.registers import REGISTER_BY_NAME, RegisterKind
+from kamstrup382.protocol.registers import REGISTER_BY_NAME, REGISTERS, RegisterKind
 
 __all__ = ["MeterValues", "Telegram"]
 
 _from_bytes = int.from_bytes
+
+
+#: Per numeric register, in field order: its name, the value it wraps at, the smallest exponent
+#: it prints (minus its decimals) and that quantum. The text registers: name and digits.
+_NUMERIC_CHECKS = tuple(
+    (r.name, r.wraps_at, -r.decimals, Decimal(1).scaleb(-r.decimals))
+    for r in REGISTERS
+    if r.kind is not RegisterKind.TEXT
+)
+_TEXT_CHECKS = tuple((r.name, r.digits) for r in REGISTERS if r.kind is RegisterKind.TEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,27 +46,45 @@ class MeterValues:
     last_month_peak: Decimal = Decimal("0.0")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            reg = REGISTER_BY_NAME[f.name]
-            value = getattr(self, f.name)
-            if reg.kind is RegisterKind.TEXT:
-                if not (isinstance(value, str) and value.isdigit() and len(value) == reg.digits):
-                    raise UsageError(f"{f.name} must be {reg.digits} digits, got {value!r}")
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = Decimal(value)
-                object.__setattr__(self, f.name, value)
-            if not isinstance(value, Decimal) or not value.is_finite():
-                raise UsageError(f"{f.name} must be a Decimal, got {value!r}")
-            if value < 0 or value >= reg.wraps_at:
-                raise UsageError(
-                    f"{f.name}={value} outside the register's range 0..{reg.wraps_at - 1}"
-                )
-            if value != value.quantize(Decimal(1).scaleb(-reg.decimals)):
-                raise UsageError(f"{f.name}={value} has more than {reg.decimals} decimals")
+        for name, digits in _TEXT_CHECKS:
+            text = getattr(self, name)
+            if not (isinstance(text, str) and text.isdigit() and len(text) == digits):
+                raise UsageError(f"{name} must be {digits} digits, got {text!r}")
+        for name, wraps_at, exponent, quantum in _NUMERIC_CHECKS:
+            value = getattr(self, name)
+            if type(value) is not Decimal:
+                if isinstance(value, int) and not isinstance(value, bool):
+                    value = Decimal(value)
+                    object.__setattr__(self, name, value)
+                elif not isinstance(value, Decimal):
+                    raise UsageError(f"{name} must be a Decimal, got {value!r}")
+            if not value.is_finite():
+                raise UsageError(f"{name} must be a Decimal, got {value!r}")
+            if value < 0 or value >= wraps_at:
+                raise UsageError(f"{name}={value} outside the register's range 0..{wraps_at - 1}")
+            # printed with at most the register's decimals: no need to quantize; more digits
+            # are fine only as trailing zeros (``1.50`` for one decimal is the same value)
+            places = value.as_tuple().exponent
+            if isinstance(places, int) and places < exponent and value != value.quantize(quantum):
+                raise UsageError(f"{name}={value} has more than {-exponent} decimals")
+
+    @classmethod
+    def from_fitting(cls, registers: Mapping[str, Decimal | str]) -> MeterValues:
+        """The values of a decoded block whose every register the shape shows to be valid
+        (:attr:`~kamstrup382.protocol.dataset.RegisterPlan.fits`), without checking them again.
+        """
+        values = _new(cls)
+        for name, setter in _SLOTS:
+            setter(values, registers[name])
+        return values
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_new = object.__new__
+#: Each field of MeterValues and the setter of its slot (what a frozen ``__init__`` uses).
+_SLOTS = tuple((f.name, vars(MeterValues)[f.name].__set__) for f in fields(MeterValues))
 
 
 @dataclass(frozen=True)
@@ -148,11 +177,14 @@ class Telegram:
             key = _from_bytes(body.encode("ascii"), "little") & layout.address_mask
             plan = layout.plans.get(key) or layout.plan(body, key)
             values = attrs["_registers"] = plan.read(body)
+            attrs["_fits"] = plan.fits
         return values
 
     def meter_values(self) -> MeterValues:
         """The eight registers of a Kamstrup 382; :class:`UsageError` if one is missing."""
         regs = self.registers
+        if self.__dict__.get("_fits"):  # all there, each within its width: valid as read
+            return MeterValues.from_fitting(regs)
         missing = [name for name in REGISTER_BY_NAME if name not in regs]
         if missing:
             raise UsageError(f"telegram lacks registers {', '.join(missing)}")
