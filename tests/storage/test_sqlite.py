@@ -9,11 +9,26 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
+from kamstrup382.errors import StorageError
+from kamstrup382.protocol import MeterValues
+from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage.columns import REGISTER_COLUMNS, from_micros
+from kamstrup382.storage.sqlite import (
+    _ROWS_PER_INSERT,
+    _insert_all,
+    _insert_failure,
+    _insert_reading,
+)
 from kamstrup382.storage.url import open_storage
-from tests.storage.samples import START, reading
+from tests.storage.samples import START, failure, reading
 
 BATCH = 2000
 
@@ -97,3 +112,307 @@ def test_sigkill_mid_batch_leaves_whole_batches(tmp_path: Path) -> None:
         assert outbox == BATCH * len(counts)
     with open_storage(f"sqlite:///{path}") as storage:  # opens and writes again
         assert storage.record([reading("after", 0)]) == 1
+
+
+# -- multi-row INSERTs: batches cut into statements of 256, 64, 16, 4 and 1 rows ---------------
+# Every field of these records differs from one index to the next, so a row whose parameters
+# slipped by one column, or a chunk written twice, skipped or swapped, shows in the comparison.
+
+CHUNKED_SIZES = (0, 1, 3, 4, 5, 17, 255, 256, 257, 341, 1000)
+METERS = 7
+
+
+def _varied(i: int, *, duration: float | None = None) -> ReadingRecord:
+    """The ``i``-th reading of a batch over :data:`METERS` meters, every field unique."""
+    base = reading(f"m{i % METERS}", i)
+    return replace(
+        base,
+        values=MeterValues(
+            customer_number=f"{i:08d}",
+            energy=Decimal(i * 11),
+            tariff_1=Decimal(i * 7),
+            tariff_2=Decimal(i * 4),
+            hour_counter=Decimal(i * 3),
+            pulse_input=Decimal(9_999_999 - i),
+            actual_peak=Decimal(i).scaleb(-1),
+            last_month_peak=Decimal(100_000 + i).scaleb(-1),
+        ),
+        identification=f"KAM 685-382-OK-15 #{i}",
+        type_number=None if i % 5 == 0 else f"685-382-OK-{i % 100:02d}",
+        bcc_algorithm=("sum7", "xor")[i % 2],
+        raw=f"/KAM5 {i}\r\n\x02".encode() + bytes([i % 128]) + b"\x03",
+        answer_delay=0.0375 + i / 1e6,
+        duration=4.0 + i / 7 if duration is None else duration,
+        attempts=1 + i % 3,
+    )
+
+
+def _key(r: ReadingRecord) -> tuple[str, datetime]:
+    return r.meter, r.slot
+
+
+def _stored_order(path: Path) -> list[tuple[str, datetime]]:
+    """(meter, slot) of the rows of ``readings``, in the order they were inserted."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT meter, slot FROM readings ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(meter, from_micros(slot)) for meter, slot in rows]
+
+
+def _stored_failures(path: Path) -> list[FailureRecord]:
+    """The rows of ``failures``, in the order they were inserted."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT meter, slot, failed_at, kind, message, attempts, duration FROM failures "
+            "ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        FailureRecord(
+            meter=meter,
+            slot=from_micros(slot),
+            failed_at=from_micros(failed_at),
+            kind=kind,
+            message=message,
+            attempts=attempts,
+            duration=duration,
+        )
+        for meter, slot, failed_at, kind, message, attempts, duration in rows
+    ]
+
+
+def _varied_failure(i: int, *, later: bool = False, message: str | None = None) -> FailureRecord:
+    """The ``i``-th failure of a batch, every field unique; ``later``: another attempt at the
+    same slot (a different ``failed_at``, so a different key)."""
+    base = failure(f"m{i % METERS}", i, kind=("timeout", "bcc", "parity")[i % 3])
+    return replace(
+        base,
+        failed_at=base.failed_at + timedelta(microseconds=i, seconds=30 if later else 0),
+        message=f"failure #{i}" if message is None else message,
+        attempts=i % 4,
+        duration=0.5 + i / 3,
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chunks.sqlite"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Storage]:
+    with open_storage(f"sqlite:///{db_path}") as storage:
+        yield storage
+
+
+@pytest.mark.parametrize("size", CHUNKED_SIZES)
+def test_chunked_insert_stores_every_reading_once_and_exactly(
+    store: Storage, db_path: Path, size: int
+) -> None:
+    batch = [_varied(i) for i in range(size)]
+    assert store.record(batch) == size
+    back = list(store.readings())
+    assert len(back) == size
+    assert sorted(back, key=_key) == sorted(batch, key=_key)
+    # rows are inserted in the order of the batch (the outbox relies on it)
+    assert _stored_order(db_path) == [_key(r) for r in batch]
+    assert sum(s.successes for s in store.status()) == size
+    # a second time: nothing new, nothing doubled
+    assert store.record(batch) == 0
+    assert len(list(store.readings())) == size
+
+
+@pytest.mark.parametrize("size", CHUNKED_SIZES)
+def test_chunked_insert_after_existing_rows(store: Storage, size: int) -> None:
+    """Rows already there before the batch: the count and the contents are only the batch's."""
+    before = [_varied(i) for i in range(1000, 1003)]
+    assert store.record(before) == 3
+    batch = [_varied(i) for i in range(size)]
+    assert store.record(batch) == size
+    assert sorted(store.readings(), key=_key) == sorted(before + batch, key=_key)
+
+
+def test_chunk_decomposition_of_insert_all() -> None:
+    """Every row once, in order, in statements of the sizes of ``_ROWS_PER_INSERT`` (largest
+    first), whatever the length of the batch."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    statements: list[str] = []
+
+    def statement(rows: int) -> str:
+        values = ", ".join(["(?, ?)"] * rows)
+        return f"INSERT INTO t (a, b) VALUES {values} ON CONFLICT (a) DO NOTHING"
+
+    try:
+        # the largest statement binds fewer parameters than this SQLite allows
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        assert max(_ROWS_PER_INSERT) * _insert_reading(1).count("?") <= limit
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER UNIQUE, b TEXT)")
+        conn.set_trace_callback(statements.append)
+        for n in (*range(0, 70), 255, 256, 257, 320, 336, 340, 341, 342, 512, 600, 1000):
+            conn.execute("DELETE FROM t")
+            statements.clear()
+            rows = [(i, f"row {i}") for i in range(n)]
+            assert _insert_all(conn, statement, rows) == n
+            # rows per statement (the trace shows the statements with their values bound)
+            sizes = [
+                s.partition(" VALUES ")[2].partition(" ON CONFLICT ")[0].count("(")
+                for s in statements
+            ]
+            assert conn.execute("SELECT a, b FROM t ORDER BY id").fetchall() == rows
+            expected: list[int] = []
+            rest = n
+            for size in _ROWS_PER_INSERT:
+                expected += [size] * (rest // size)
+                rest %= size
+            assert sizes == expected, n
+    finally:
+        conn.close()
+    # and the real statements take as many rows as they say
+    for size in _ROWS_PER_INSERT:
+        assert _insert_reading(size).count("?") == size * 18
+        assert _insert_failure(size).count("?") == size * 7
+
+
+def test_duplicates_across_chunk_boundaries_keep_the_first_version(
+    store: Storage, db_path: Path
+) -> None:
+    first = [_varied(i) for i in range(300)]
+    assert store.record(first) == 300
+    # the same 300 (another duration: not the key) interleaved with 300 new ones
+    again = [_varied(i, duration=99.5) for i in range(300)]
+    new = [_varied(i) for i in range(300, 600)]
+    batch = [r for pair in zip(new, again, strict=True) for r in pair]
+    assert store.record(batch) == 300
+    back = sorted(store.readings(), key=_key)
+    assert len(back) == 600
+    assert back == sorted(first + new, key=_key)
+    assert all(r.duration != 99.5 for r in back)
+    assert _stored_order(db_path) == [_key(r) for r in first + new]
+
+
+def test_duplicates_inside_one_batch_keep_the_first_occurrence(store: Storage) -> None:
+    """A reading repeated in the same batch, in the same chunk or in a later one: stored once,
+    as it came first."""
+    firsts = [_varied(i) for i in range(334)]
+    repeats = [_varied(i, duration=-1.0) for i in (0, 1, 3, 255, 256, 300, 333)]
+    # 341 rows: the repeat of #0 in the first statement (256 rows) with its original, the
+    # others after every original, in the statements of 16, 4 and 1 rows
+    batch = [*firsts[:2], repeats[0], *firsts[2:], *repeats[1:]]
+    assert len(batch) == 341
+    assert store.record(batch) == 334
+    assert sorted(store.readings(), key=_key) == sorted(firsts, key=_key)
+
+
+@pytest.mark.parametrize("size", (1, 257, 1000))
+def test_chunked_failures_are_stored_once_and_exactly(
+    store: Storage, db_path: Path, size: int
+) -> None:
+    fails = [_varied_failure(i) for i in range(size)]
+    assert store.record([], fails) == 0  # the count is of new readings only
+    assert _stored_failures(db_path) == fails
+    assert sum(s.failures for s in store.status()) == size
+    # the same keys again (another message: not the key) with as many new ones, interleaved:
+    # the new ones are added, the first versions kept
+    repeated = [_varied_failure(i, message="changed") for i in range(size)]
+    later = [_varied_failure(i, later=True) for i in range(size)]
+    assert store.record([], [f for pair in zip(later, repeated, strict=True) for f in pair]) == 0
+    assert _stored_failures(db_path) == fails + later
+    assert sum(s.failures for s in store.status()) == 2 * size
+    assert sum(1 for a in store.attempts() if not a.ok) == 2 * size
+
+
+def test_chunked_readings_and_failures_in_one_batch(store: Storage, db_path: Path) -> None:
+    readings = [_varied(i) for i in range(341)]
+    fails = [_varied_failure(i) for i in range(341, 682)]
+    assert store.record(readings, fails) == 341
+    assert sorted(store.readings(), key=_key) == sorted(readings, key=_key)
+    assert _stored_failures(db_path) == fails
+
+
+def _over_range() -> MeterValues:
+    """Values the database refuses (energy has 7 digits), built without MeterValues' checks."""
+    values = {name: getattr(_varied(0).values, name) for name in REGISTER_COLUMNS}
+    return MeterValues.from_fitting({**values, "energy": Decimal(10**7)})
+
+
+def _bad_reading(how: str, i: int) -> ReadingRecord:
+    good = _varied(i)
+    if how == "check":  # refused by a CHECK constraint of the table
+        return replace(good, values=_over_range())
+    if how == "not null":  # refused by a NOT NULL constraint
+        return replace(good, meter=None)  # type: ignore[arg-type]
+    if how == "conversion":  # refused while building the rows, before the transaction
+        return replace(good, values=None)  # type: ignore[arg-type]
+    if how == "slot":
+        return replace(good, slot="2026-03-01")  # type: ignore[arg-type]
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ("check", "not null", "conversion", "slot"))
+@pytest.mark.parametrize(
+    ("size", "bad"),
+    # #300 (in the 64-row statement after a first one of 256), the very last row of a batch
+    # of 341 (its 1-row statement after all the others) and the first row of a batch
+    ((600, 299), (341, 340), (341, 0)),
+)
+def test_a_malformed_reading_in_a_chunked_batch_stores_nothing(
+    store: Storage, db_path: Path, how: str, size: int, bad: int
+) -> None:
+    before = [_varied(i) for i in range(1000, 1010)]
+    store.record(before, outbox=True)
+    batch = [_varied(i) for i in range(size)]
+    batch[bad] = _bad_reading(how, bad)
+    with pytest.raises(StorageError) as info:
+        store.record(batch, [_varied_failure(i) for i in range(300)], outbox=True)
+    assert info.value.__cause__ is not None
+    assert sorted(store.readings(), key=_key) == sorted(before, key=_key)
+    assert _stored_failures(db_path) == []
+    assert [r for _, r in store.outbox_pending(1000)] == before
+    # the storage is usable afterwards, and the batch without its bad record goes in whole
+    del batch[bad]
+    assert store.record(batch) == size - 1
+    assert len(list(store.readings())) == len(before) + size - 1
+
+
+@pytest.mark.parametrize("bad", (0, 299, 340))
+def test_a_malformed_failure_in_a_chunked_batch_stores_nothing(
+    store: Storage, db_path: Path, bad: int
+) -> None:
+    readings = [_varied(i) for i in range(341)]
+    fails = [_varied_failure(i) for i in range(341)]
+    fails[bad] = replace(fails[bad], message=None)  # type: ignore[arg-type]
+    with pytest.raises(StorageError) as info:
+        store.record(readings, fails, outbox=True)
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+    assert list(store.readings()) == []
+    assert _stored_failures(db_path) == []
+    assert store.outbox_pending() == []
+
+
+@pytest.mark.parametrize("queued_before", (False, True))
+def test_outbox_queues_exactly_the_new_readings_of_a_chunked_batch(
+    store: Storage, queued_before: bool
+) -> None:
+    old = [_varied(i) for i in range(0, 300, 3)]  # 100 readings stored before
+    assert store.record(old, outbox=queued_before) == 100
+    # 300 readings, every third one a duplicate (another duration), spread over the chunks
+    batch = [_varied(i, duration=-2.0) if i % 3 == 0 else _varied(i) for i in range(300)]
+    new = [r for i, r in enumerate(batch) if i % 3]
+    assert store.record(batch, outbox=True) == 200
+    pending = store.outbox_pending(1000)
+    expected = (old if queued_before else []) + new
+    assert [r for _, r in pending] == expected  # each once, in the order of the batch
+    ids = [i for i, _ in pending]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    # the claims cover every meter of the new readings
+    claimed = store.outbox_pending(1000, holder="a", lease=timedelta(minutes=1))
+    assert [r for _, r in claimed] == expected
+    assert {r.meter for _, r in claimed} == {f"m{i}" for i in range(METERS)}
+    store.outbox_done([i for i, _ in claimed], holder="a")
+    assert store.outbox_pending() == []
+    assert len(list(store.readings())) == 300

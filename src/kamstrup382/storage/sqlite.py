@@ -19,6 +19,7 @@ last digit, times as microseconds since the epoch UTC).
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
@@ -133,14 +134,53 @@ _READING_COLUMNS = (
     "attempts",
 )
 _SELECT_READING = f"SELECT {', '.join(_READING_COLUMNS)} FROM readings"
-_INSERT_READING = (
-    f"INSERT INTO readings ({', '.join(_READING_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_READING_COLUMNS))}) ON CONFLICT (meter, slot) DO NOTHING"
-)
-_INSERT_FAILURE = (
-    "INSERT INTO failures (meter, slot, failed_at, kind, message, attempts, duration) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (meter, slot, failed_at) DO NOTHING"
-)
+_READING_VALUES = f"({', '.join('?' * len(_READING_COLUMNS))})"
+_FAILURE_COLUMNS = ("meter", "slot", "failed_at", "kind", "message", "attempts", "duration")
+_FAILURE_VALUES = f"({', '.join('?' * len(_FAILURE_COLUMNS))})"
+#: Rows per INSERT statement, at most: a batch is written as statements of 256, 64, 16, 4 and
+#: 1 rows (few distinct statements for the connection's cache; 256 * 20 parameters is far
+#: below SQLite's limit of 32,766). One statement per 256 rows instead of one per row: the
+#: storage thread gives up and takes back the interpreter's lock once per statement, not once
+#: per row, while the event loop's thread is busy with thousands of readouts ending at once.
+_ROWS_PER_INSERT = (256, 64, 16, 4, 1)
+
+
+@functools.cache
+def _insert_reading(rows: int) -> str:
+    return (
+        f"INSERT INTO readings ({', '.join(_READING_COLUMNS)}) "
+        f"VALUES {', '.join([_READING_VALUES] * rows)} ON CONFLICT (meter, slot) DO NOTHING"
+    )
+
+
+@functools.cache
+def _insert_failure(rows: int) -> str:
+    return (
+        f"INSERT INTO failures ({', '.join(_FAILURE_COLUMNS)}) "
+        f"VALUES {', '.join([_FAILURE_VALUES] * rows)} "
+        "ON CONFLICT (meter, slot, failed_at) DO NOTHING"
+    )
+
+
+def _insert_all(
+    conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[tuple[Any, ...]]
+) -> int:
+    """Insert ``rows`` in a few multi-row statements; the number of rows inserted."""
+    inserted = 0
+    start = 0
+    for size in _ROWS_PER_INSERT:
+        count = (len(rows) - start) // size
+        if not count:
+            continue
+        sql = statement(size)
+        for _ in range(count):
+            chunk = rows[start : start + size]
+            start += size
+            params = [value for row in chunk for value in row]
+            inserted += conn.execute(sql, params).rowcount
+    return inserted
+
+
 _SELECT_OUTBOX = (
     "SELECT o.id, "
     + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
@@ -374,9 +414,9 @@ class SqliteStorage(Storage):
                 last_id = conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0]
             new = 0
             if reading_rows:
-                new = conn.executemany(_INSERT_READING, reading_rows).rowcount
+                new = _insert_all(conn, _insert_reading, reading_rows)
             if failure_rows:
-                conn.executemany(_INSERT_FAILURE, failure_rows)
+                _insert_all(conn, _insert_failure, failure_rows)
             if outbox and new:
                 # rowids of new rows are above every existing one; the write lock is ours
                 conn.execute(
