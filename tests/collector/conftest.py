@@ -32,7 +32,10 @@ def make_config(
     """A config for ``ports`` (meters m0, m1, ...), read into ``url``."""
     settings = {"flush_interval": 0.05, "answer_timeout": 0.3, "backoff": 0.05, **collector}
     lines = [f'[storage]\nurl = "{url}"\n', "[collector]"]
-    lines += [f"{key} = {value!r}" for key, value in settings.items()]
+    lines += [
+        f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}"
+        for key, value in settings.items()
+    ]
     for index, port in enumerate(ports):
         lines.append(f'[[meters]]\nname = "m{index}"\nport = "{port}"')
         if meter_extra and index in meter_extra:

@@ -61,6 +61,16 @@ class ScriptedMeter:
             writer.close()
         await self._server.wait_closed()
 
+    @property
+    def connected(self) -> int:
+        """Connections open now."""
+        return len(self._writers)
+
+    def drop(self) -> None:
+        """Close every connection from this side (a gateway's idle timeout, say)."""
+        for writer in list(self._writers):
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         self.on_event("connect")

@@ -325,3 +325,34 @@ def _regroup(lines: list[str]) -> str:
         if body.startswith("[") or ("=" in body and not body.endswith(":")):
             kept.append(body)
     return "\n".join(kept) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("", {}, False),
+        ("[collector]\nkeep_connected = true\n", {}, True),
+        ("[collector]\nkeep_connected = false\n", {"K382_COLLECTOR_KEEP_CONNECTED": "yes"}, True),
+        ("[collector]\nkeep_connected = true\n", {"K382_COLLECTOR_KEEP_CONNECTED": "0"}, False),
+        ("", {"K382_COLLECTOR_KEEP_CONNECTED": " On "}, True),
+    ],
+)
+def test_keep_connected_from_the_file_or_the_environment(
+    text: str, env: dict[str, str], expected: bool
+) -> None:
+    assert parse(BASE + text, env).collector.keep_connected is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        ('[collector]\nkeep_connected = "sometimes"\n', {}),
+        ("[collector]\nkeep_connected = 1\n", {}),
+        ("", {"K382_COLLECTOR_KEEP_CONNECTED": "maybe"}),
+    ],
+)
+def test_a_bad_keep_connected_names_the_key(text: str, env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(BASE + text, env)
+    assert info.value.key == "collector.keep_connected"
+    assert "true or false" in str(info.value)

@@ -7,7 +7,8 @@ or ``--storage``), so that the collector can be tried without a meter. SIGINT an
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
 Exit status 2: the configuration (or a command-line value) is wrong. It runs on uvloop where
 uvloop is installed (``kamstrup382.reader.new_event_loop``), the in-process emulator too, with
-the garbage collector's first threshold raised (``collector.collector_gc``).
+the garbage collector's first threshold raised and a 1 ms thread switch interval
+(``collector.collector_runtime``).
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ def collect(
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         return 2
-    from kamstrup382.collector.collector import collector_gc  # noqa: PLC0415 - heavy imports
+    from kamstrup382.collector.collector import collector_runtime  # noqa: PLC0415 - heavy imports
 
     try:
-        with collector_gc(), asyncio.Runner(loop_factory=new_event_loop) as runner:
+        with collector_runtime(), asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(_main(config, once=once, emulated=emulated, speed=speed))
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)

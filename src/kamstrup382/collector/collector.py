@@ -28,8 +28,9 @@ import gc
 import logging
 import random
 import resource
+import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,7 +49,14 @@ from kamstrup382.reader.aio import GateClosed, RequestGate
 from kamstrup382.reading import Reading
 from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord, Storage
 
-__all__ = ["GC_THRESHOLD", "Collector", "CycleResult", "collector_gc", "raise_file_limit"]
+__all__ = [
+    "GC_THRESHOLD",
+    "SWITCH_INTERVAL",
+    "Collector",
+    "CycleResult",
+    "collector_runtime",
+    "raise_file_limit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -137,20 +145,33 @@ def raise_file_limit() -> int:
 #: 10,000-meter benchmark run, 1.31 s of CPU (measured with ``gc.callbacks``); with 50,000: 12
 #: times, 0.22 s.
 GC_THRESHOLD = (50_000, 20, 100)
+#: The interpreter's thread switch interval while collecting (``sys.setswitchinterval``; Python's
+#: default is 5 ms). The storage thread gives up the interpreter's lock for each statement it
+#: runs in SQLite or PostgreSQL and must take it back from the event loop's thread, which is
+#: busy without a pause while thousands of readouts end at once: at 5 ms a wait, 10,000 readings
+#: took 0.35 s to store in a benchmark cycle after the last readout ended, for 0.15 s of CPU;
+#: at 1 ms the batches are stored while the readouts still end.
+SWITCH_INTERVAL = 0.001
 
 
 @contextlib.contextmanager
-def collector_gc(threshold: tuple[int, int, int] = GC_THRESHOLD) -> Iterator[None]:
-    """Run the block with the garbage collector's thresholds at ``threshold``, then restore them.
+def collector_runtime(
+    threshold: tuple[int, int, int] = GC_THRESHOLD, switch_interval: float = SWITCH_INTERVAL
+) -> Iterator[None]:
+    """Run the block with the garbage collector's thresholds at ``threshold`` and the thread
+    switch interval at ``switch_interval``, then restore both.
 
     For the process that runs a :class:`Collector` (``k382 collect``, the benchmark).
     """
     before = gc.get_threshold()
+    interval = sys.getswitchinterval()
     gc.set_threshold(*threshold)
+    sys.setswitchinterval(switch_interval)
     try:
         yield
     finally:
         gc.set_threshold(*before)
+        sys.setswitchinterval(interval)
 
 
 class _Stopped(Exception):
@@ -219,6 +240,11 @@ class Collector:
         #: Per start time: the gate its prepared requests wait behind (``read_meter``).
         self._gates: dict[datetime, _Gate] = {}
         self._gate_tasks: set[asyncio.Task[None]] = set()
+        #: ``keep_connected``: the readers kept open between readouts, by meter; and those
+        #: given up in the middle of a readout (cancelled), closed with the collector.
+        self._kept: dict[str, AsyncReader] = {}
+        self._retired: list[AsyncReader] = []
+        self._line_sizes = Counter(meter.shared_line for meter in config.meters)
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -256,11 +282,17 @@ class Collector:
                 log.warning("meter %s: stored BCC algorithm %r ignored", name, value)
 
     async def close(self) -> None:
-        """Store what is pending, stop the outputs and the storage thread."""
+        """Store what is pending, close the connections kept, stop the outputs and the storage
+        thread."""
         gates = list(self._gate_tasks)
         for task in gates:
             task.cancel()
         await asyncio.gather(*gates, return_exceptions=True)
+        readers = [*self._kept.values(), *self._retired]
+        self._kept.clear()
+        self._retired.clear()
+        for reader in readers:
+            await reader.close()
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -594,17 +626,7 @@ class Collector:
         clock_start = self.clock.now()
         mono_start = time.monotonic()
         try:
-            async with AsyncReader(
-                meter.port,
-                line=meter.line,
-                bcc=meter.bcc,
-                retries=meter.retries,
-                backoff=meter.backoff,
-                answer_timeout=meter.answer_timeout,
-                answer_margin=meter.answer_margin,
-                deadline=meter.deadline,
-                bcc_hint=self._bcc.get(meter.name),
-            ) as reader:
+            async with self._reader(meter) as reader:
                 if self._connecting is None:
                     self._connecting = asyncio.Semaphore(CONNECTS_AT_ONCE)
                 async with self._connecting:
@@ -620,6 +642,10 @@ class Collector:
                     reading = await reader.read(gate=gate.gate if gate is not None else None)
                 except GateClosed:
                     raise _Stopped from None
+                except (Exception, asyncio.CancelledError) as exc:
+                    if not isinstance(exc, Kamstrup382Error):  # cancelled, or a bug: the
+                        self._retire(meter)  # line's state is unknown, a new one next time
+                    raise
                 finally:
                     if gate is not None and gate.clock_at is not None:
                         clock_start, mono_start = gate.clock_at, gate.mono_at
@@ -643,6 +669,36 @@ class Collector:
             attempts=attempts,
             duration=time.monotonic() - mono_start,
         )
+
+    def _reader(self, meter: MeterConfig) -> contextlib.AbstractAsyncContextManager[AsyncReader]:
+        """The reader of ``meter`` for one readout: a new one, closed after it; or, with
+        ``keep_connected`` for a meter alone on its line, the one kept open since the last."""
+        kept = self._kept.get(meter.name)
+        if kept is not None:
+            return contextlib.nullcontext(kept)
+        reader = AsyncReader(
+            meter.port,
+            line=meter.line,
+            bcc=meter.bcc,
+            retries=meter.retries,
+            backoff=meter.backoff,
+            answer_timeout=meter.answer_timeout,
+            answer_margin=meter.answer_margin,
+            deadline=meter.deadline,
+            bcc_hint=self._bcc.get(meter.name),
+        )
+        if self._keeps(meter):
+            self._kept[meter.name] = reader
+            return contextlib.nullcontext(reader)
+        return reader
+
+    def _retire(self, meter: MeterConfig) -> None:
+        reader = self._kept.pop(meter.name, None)
+        if reader is not None:
+            self._retired.append(reader)
+
+    def _keeps(self, meter: MeterConfig) -> bool:
+        return self.config.collector.keep_connected and self._line_sizes[meter.shared_line] == 1
 
     def _gate(self, start_at: datetime, stop: asyncio.Event | None) -> _Gate:
         """The request gate of the readouts that start at ``start_at`` (opened by one task)."""

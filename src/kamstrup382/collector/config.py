@@ -18,6 +18,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     batch_size = 500        # results stored per transaction at most
     flush_interval = 0.5    # seconds a result may wait for its batch
     grace = 10              # seconds in-flight readouts may finish on shutdown
+    keep_connected = false  # keep each meter's connection open between its readouts
 
     [[meters]]
     name = "house"
@@ -129,6 +130,9 @@ class CollectorConfig:
     batch_size: int = 500
     flush_interval: float = 0.5
     grace: float = 10.0
+    #: Keep the port of a meter alone on its line open from one readout to the next (opened
+    #: again before a readout when it was lost); otherwise it is closed after each readout.
+    keep_connected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,19 @@ def _int(value: object, key: str, *, low: int, high: int) -> int:
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if not low <= value <= high:
         raise ConfigError(key, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(value: object, key: str) -> bool:
+    """``true`` or ``false``; as text (from the environment) also 1/0, yes/no, on/off."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
     return value
 
 
@@ -294,6 +311,7 @@ _COLLECTOR_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "batch_size": lambda v, k: _int(v, k, low=1, high=100_000),
     "flush_interval": lambda v, k: _seconds(v, k, positive=True),
     "grace": _seconds,
+    "keep_connected": _bool,
 }
 _METER_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "name": _name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
@@ -19,6 +20,12 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Result = ReadingRecord | FailureRecord
+#: A batch split into its readings and its failures, as ``Storage.record`` takes them.
+Batch = tuple[list[ReadingRecord], list[FailureRecord]]
+
+
+class _NotTried(Exception):
+    """A batch the storage thread did not try: one before it failed (order is kept)."""
 
 
 class BatchWriter:
@@ -27,7 +34,14 @@ class BatchWriter:
     A batch is stored when it holds ``batch_size`` results or its first result has waited
     ``flush_interval`` seconds. The transaction runs in ``executor`` (one worker thread, so
     that the storage connection is never used by two threads at once). A batch that fails to
-    store is kept and tried again; after it is stored, every output gets ``publish``.
+    store is kept and tried again, and the batches after it wait for it: batches are stored in
+    the order their results came. After a batch is stored, every output gets ``publish``.
+
+    A full batch goes to the storage thread from :meth:`put` itself: when thousands of readouts
+    end at once the event loop is busy for a while with them, and a batch handed to a task
+    would wait for the loop's next pass (measured: every batch of a 10,000-meter cycle was
+    stored only after the last readout ended). The writer's task only waits for the outcomes,
+    in order, publishes, and tries again what failed.
     """
 
     def __init__(
@@ -47,10 +61,18 @@ class BatchWriter:
         self.flush_interval = flush_interval
         self.retry_delay = retry_delay
         self.outbox = any(output.uses_outbox for output in self.outputs)
+        #: Results stored so far (given up ones not counted).
         self.stored = 0
-        self._queue: asyncio.Queue[Result] = asyncio.Queue()
-        self._full = False  # a batch is full, or drain() wants the partial one now
-        self._wake: asyncio.Future[None] | None = None  # the writer waiting for a batch
+        self._pending: list[Result] = []  # not yet in a batch
+        self._timer: asyncio.TimerHandle | None = None  # flushes a partial batch
+        # batches handed to the storage thread, with their outcome, in order
+        self._sent: deque[tuple[Batch, asyncio.Future[None]]] = deque()
+        self._unstored = 0  # results put and not yet stored (or given up)
+        # set in the storage thread when a batch fails: the ones after it are not tried
+        self._blocked = False
+        self._wake: asyncio.Future[None] | None = None  # the task waiting for a batch sent
+        self._idle: asyncio.Future[None] | None = None  # drain() waiting for _unstored == 0
+        self._draining = 0  # drain() calls waiting
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -58,25 +80,72 @@ class BatchWriter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="k382-writer")
 
     def put(self, result: Result) -> None:
-        self._queue.put_nowait(result)
-        if self._queue.qsize() >= self.batch_size:
-            self._set_full()
+        pending = self._pending
+        pending.append(result)
+        self._unstored += 1
+        if len(pending) >= self.batch_size:
+            self._send(self.batch_size)
+        elif self._draining:  # drain() is waiting for everything put: no need to wait
+            self._send(len(pending))
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._flush)
 
-    def _set_full(self) -> None:
-        self._full = True
+    def _flush(self) -> None:
+        """The timer: the first result waiting has waited ``flush_interval``."""
+        self._timer = None
+        if self._pending:
+            self._send(len(self._pending))
+
+    def _send(self, size: int) -> None:
+        """Hand the first ``size`` pending results to the storage thread as one batch."""
+        batch, self._pending = self._pending[:size], self._pending[size:]
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        if self._pending:  # (only after a full batch: the rest came just now)
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._flush)
+        split = _split(batch)
+        loop = asyncio.get_running_loop()
+        outcome = loop.run_in_executor(self.executor, self._record_in_order, split)
+        self._sent.append((split, outcome))
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    def _record_in_order(self, batch: Batch) -> None:
+        """In the storage thread: store ``batch``, unless one before it failed."""
+        if self._blocked:
+            raise _NotTried
+        try:
+            self.storage.record(batch[0], batch[1], outbox=self.outbox)
+        except BaseException:
+            self._blocked = True
+            raise
+
     async def drain(self) -> None:
         """Return when every result put so far is stored (or given up at close)."""
         if self._task is not None and self._task.done():
-            self._task.result()
-        self._set_full()  # no need to wait for a partial batch to fill up
-        await self._queue.join()
+            self._task.result()  # the writer failed: say so instead of waiting forever
+        if self._pending:
+            self._send(len(self._pending))  # no need to wait for a partial batch to fill up
+        self._draining += 1
+        try:
+            while self._unstored:
+                if self._idle is None or self._idle.done():
+                    self._idle = asyncio.get_running_loop().create_future()
+                idle = self._idle
+                if self._task is None:
+                    raise RuntimeError("the batch writer was not started")
+                await asyncio.wait({idle, self._task}, return_when=asyncio.FIRST_COMPLETED)
+                if self._task.done():
+                    self._task.result()
+        finally:
+            self._draining -= 1
 
     async def close(self) -> None:
-        """Store what is queued (a failing storage is tried three more times), then stop."""
+        """Store what is queued, then stop. While closing, a batch that keeps failing is given
+        up (and logged) after its fourth try."""
         self._closing = True
         await self.drain()
         if self._task is not None:
@@ -92,85 +161,55 @@ class BatchWriter:
         )
 
     async def _run(self) -> None:
+        sent = self._sent
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            if self._queue.qsize() + 1 < self.batch_size and not self._full:
-                await self._until_full()
-            while len(batch) < self.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batches = [batch]
-            # the full batches waiting behind it go to the storage thread in the same call
-            # (one transaction each): one wake of this task, not one per batch, while the
-            # loop is busy with thousands of readouts ending at once
-            while self._queue.qsize() >= self.batch_size:
-                batches.append([self._queue.get_nowait() for _ in range(self.batch_size)])
-            if self._queue.qsize() < self.batch_size:
-                self._full = False
+            if not sent:
+                wake = self._wake = asyncio.get_running_loop().create_future()
+                try:
+                    await wake
+                finally:
+                    self._wake = None
+                continue
+            batch, outcome = sent[0]
             try:
-                await self._store_all(batches)
-            finally:
-                for _ in range(sum(len(b) for b in batches)):
-                    self._queue.task_done()
+                await outcome
+                stored = True
+            except Exception as exc:  # StorageError, a bug, or not tried after one of those
+                if not isinstance(exc, _NotTried):
+                    self._report(exc, batch, tries=1)
+                stored = await self._store(batch, tried=0 if isinstance(exc, _NotTried) else 1)
+            sent.popleft()
+            if not sent:
+                self._blocked = False  # every batch before the next one is done with
+            self._unstored -= len(batch[0]) + len(batch[1])
+            if stored:
+                await self._stored(*batch)
+            if not self._unstored and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
 
-    async def _until_full(self) -> None:
-        """Until a batch is full (or drained), at most ``flush_interval`` seconds.
-
-        A future woken directly by :meth:`put` and one timer: the writer resumes in the loop's
-        next pass (an ``asyncio.wait_for`` on an event took three passes, each of them long
-        while thousands of readouts complete at once).
-        """
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[None] = loop.create_future()
-        self._wake = wake
-        timer = loop.call_later(self.flush_interval, _release, wake)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            self._wake = None
-
-    async def _store_all(self, batches: list[list[Result]]) -> None:
-        """Store ``batches`` in order, one transaction each, in one call to the storage
-        thread; from a batch that fails on, one by one with :meth:`_store`'s retries."""
-        if len(batches) == 1:
-            await self._store(batches[0])
-            return
-        split = [_split(batch) for batch in batches]
-        done = await self.call(self._record_until_failure, split)
-        for readings, failures in split[:done]:
-            await self._stored(readings, failures)
-        for batch in batches[done:]:
-            await self._store(batch)
-
-    def _record_until_failure(
-        self, split: list[tuple[list[ReadingRecord], list[FailureRecord]]]
-    ) -> int:
-        """In the storage thread: how many of the batches were stored before one failed."""
-        for done, (readings, failures) in enumerate(split):
-            try:
-                self.storage.record(readings, failures, outbox=self.outbox)
-            except Exception:  # tried again (and reported) by _store
-                return done
-        return len(split)
-
-    async def _store(self, batch: list[Result]) -> None:
-        readings, failures = _split(batch)
-        tries = 0
+    async def _store(self, batch: Batch, *, tried: int) -> bool:
+        """Store ``batch`` now, trying again until it is stored (False: given up at close)."""
+        readings, failures = batch
+        tries = tried
         while True:
+            if tries:
+                if self._closing and tries > 3:
+                    log.error("gave up storing %d results", len(readings) + len(failures))
+                    return False
+                await asyncio.sleep(self.retry_delay)
             tries += 1
             try:
                 await self.call(self.storage.record, readings, failures, outbox=self.outbox)
-                break
+                return True
             except Exception as exc:  # StorageError, or a bug: keep the batch, say so
-                if not isinstance(exc, StorageError):
-                    log.exception("storage failed unexpectedly")
-                if self._closing and tries > 3:
-                    log.error("gave up storing %d results: %s", len(batch), exc)
-                    return
-                log.warning("storing %d results failed (%s); trying again", len(batch), exc)
-                await asyncio.sleep(self.retry_delay)
-        await self._stored(readings, failures)
+                self._report(exc, batch, tries)
+
+    @staticmethod
+    def _report(exc: Exception, batch: Batch, tries: int) -> None:
+        if not isinstance(exc, StorageError):
+            log.exception("storage failed unexpectedly", exc_info=exc)
+        count = len(batch[0]) + len(batch[1])
+        log.warning("storing %d results failed (%s); trying again (try %d)", count, exc, tries)
 
     async def _stored(self, readings: list[ReadingRecord], failures: list[FailureRecord]) -> None:
         self.stored += len(readings) + len(failures)
@@ -181,12 +220,7 @@ class BatchWriter:
                 log.exception("output %s failed to publish", output.name)
 
 
-def _release(wake: asyncio.Future[None]) -> None:
-    if not wake.done():
-        wake.set_result(None)
-
-
-def _split(batch: list[Result]) -> tuple[list[ReadingRecord], list[FailureRecord]]:
+def _split(batch: list[Result]) -> Batch:
     readings = [r for r in batch if isinstance(r, ReadingRecord)]
     failures = [r for r in batch if isinstance(r, FailureRecord)]
     return readings, failures

@@ -44,7 +44,8 @@ import contextlib
 import functools
 import os
 import termios
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Protocol, cast
 
@@ -353,6 +354,11 @@ class AsyncTcpLink:
             raise ConnectionLost(f"cannot connect to {host}:{port}: {reason}") from exc
         return cls(transport, inbox)
 
+    @property
+    def lost(self) -> bool:
+        """Closed, by either side (the gateway, or the network)."""
+        return self.transport.is_closing() or self.inbox._lost is not None
+
     async def flush_input(self) -> None:
         self.inbox.flush()
 
@@ -510,6 +516,10 @@ class GateClosed(Exception):
 _NOT_SENT = GateClosed("not sent by the gate")
 
 
+#: A reader waiting at a :class:`RequestGate`: its future, link, prepared readout and progress.
+_GateEntry = tuple[asyncio.Future[BaseException | None], AsyncLink, Readout | None, Progress | None]
+
+
 class RequestGate:
     """Many readouts' requests written at one instant, by one loop callback.
 
@@ -528,9 +538,7 @@ class RequestGate:
     __slots__ = ("_entries", "_error", "_opened", "opened_at", "opened_mono")
 
     def __init__(self) -> None:
-        self._entries: list[
-            tuple[asyncio.Future[BaseException | None], AsyncLink, Readout | None, Progress | None]
-        ] = []
+        self._entries: list[_GateEntry] = []
         self._opened = False
         self._error: GateClosed | None = None
         #: ``time.monotonic()`` and the wall clock when the gate opened.
@@ -575,12 +583,13 @@ class RequestGate:
     def open(self) -> None:
         """Write every prepared request now, then wake the readers."""
         self._opened = True
-        loop = asyncio.get_running_loop()
         entries, self._entries = self._entries, []
-        self.opened_mono = loop.time()
-        self.opened_at = datetime.now(UTC)
         woken: list[asyncio.Future[BaseException | None]] = []
-        for future, link, readout, progress in entries:
+        ready: list[_GateEntry] = []
+        # what came in while waiting is dropped (nothing more can arrive before the writes:
+        # this is one callback), closed links fail, links that write themselves are woken
+        for entry in entries:
+            future, link, readout, _progress = entry
             if future.done():  # cancelled while waiting: nothing sent
                 continue
             if readout is None or type(link) is not AsyncTcpLink:
@@ -590,13 +599,25 @@ class RequestGate:
                 link.inbox.flush()
                 if link.transport.is_closing():
                     raise ConnectionLost(f"{link.inbox.name}: connection closed")
-                link.transport.write(readout.request)
             except Kamstrup382Error as error:
                 future.set_result(error)
                 continue
-            readout.sent(loop.time(), datetime.now(UTC))
-            # the reply goes straight to the readout; its coroutine wakes when it is over
-            link.inbox.begin(readout, progress, future)
+            ready.append(entry)
+        # the writes back to back, each request's time taken as it goes out ...
+        monotonic = time.monotonic  # the clock of asyncio's and uvloop's loop.time()
+        self.opened_mono = opened = monotonic()
+        self.opened_at = wall = datetime.now(UTC)
+        sent_at = [0.0] * len(ready)
+        for index, (_future, link, readout, _progress) in enumerate(ready):
+            cast(AsyncTcpLink, link).transport.write(cast(Readout, readout).request)
+            sent_at[index] = monotonic()
+        # ... then each readout's timing starts from its request's time, and its reply goes
+        # straight to it (still the same callback: nothing has arrived yet); its coroutine
+        # wakes when the readout is over
+        for at, (future, link, readout, progress) in zip(sent_at, ready, strict=True):
+            assert readout is not None
+            readout.sent(at, wall + timedelta(seconds=at - opened))
+            cast(AsyncTcpLink, link).inbox.begin(readout, progress, future)
         for future in woken:
             future.set_result(_NOT_SENT)
 
@@ -618,7 +639,14 @@ class AsyncReader(ReaderBase[AsyncLink]):
         return asyncio.Lock()
 
     async def open(self) -> None:
-        """Open the port now (otherwise the first :meth:`read` does, inside its retries)."""
+        """Open the port now (otherwise the first :meth:`read` does, inside its retries).
+
+        A TCP connection kept open since an earlier readout and lost meanwhile (the gateway
+        closed it, say) is opened again.
+        """
+        link = self._link
+        if type(link) is AsyncTcpLink and link.lost:
+            await self.close()
         await self._ensure_link()
 
     async def close(self) -> None:
