@@ -17,8 +17,8 @@ the last character always goes out at its exact time, so the floor is unchanged.
 runs one collector cycle over all N meters (``Collector.run_once(at=...)``, one line per meter,
 no retries, temporary SQLite storage), as the scheduler runs a slot: the meters are connected
 ``CONNECT_AHEAD`` (5) seconds before the start ``at`` and every request goes out at ``at``. The
-collector runs with the garbage collector's first threshold at 50,000 (``collector_gc``), as
-``k382 collect`` does. It reports:
+collector runs with the garbage collector's first threshold at 50,000 and a 1 ms thread switch
+interval (``collector_runtime``), as ``k382 collect`` does. It reports:
 
 - ratio: cycle time (from ``at`` until the last readout is stored) / the physical floor of one
   readout, where the floor is the request and
@@ -32,12 +32,18 @@ collector runs with the garbage collector's first threshold at 50,000 (``collect
 - last request s: seconds from ``at`` until the last request went out (``read_at`` is the time
   of the request): the time the event loop takes to wake the readers and send the requests.
 
-Measured on 2 CPUs (docs/collector.md): ratio 1.16-1.22 at 10,000 meters (target 1.10: not met;
-the last request goes out 0.2-0.4 s after the start), 1.02 at 1,000.
+Measured on 2 CPUs (docs/collector.md): ratio 1.077-1.081 at 10,000 meters with
+``keep_connected`` (target 1.10: met; 1.110-1.111 with ``--no-keep-connected``, where the
+10,000 connections are closed inside the cycle), 1.010 at 1,000.
+
+``--keep-connected`` (the default) runs the collector with ``keep_connected = true``: the
+connections stay open after the cycle, as a collector of that size keeps them from slot to slot,
+and are closed when the collector closes, after the cycle is measured.
 
 The collector's event loop (``--loop``): ``uvloop`` (``kamstrup382.reader.new_event_loop``,
-the default where uvloop is installed) or ``asyncio``'s own. The emulators run on asyncio's
-unless ``--emulator-loop uvloop`` (less emulator CPU, about the same ratio).
+the default where uvloop is installed) or ``asyncio``'s own. The emulators run on uvloop too
+where it is installed, as ``k382 emulate`` does (``--emulator-loop asyncio``:
+asyncio's, more emulator CPU).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from kamstrup382.collector import Collector
-from kamstrup382.collector.collector import CONNECT_AHEAD, collector_gc, raise_file_limit
+from kamstrup382.collector.collector import CONNECT_AHEAD, collector_runtime, raise_file_limit
 from kamstrup382.collector.config import parse_config
 from kamstrup382.protocol import REQUEST
 from kamstrup382.reader import new_event_loop
@@ -180,7 +186,12 @@ def stop_emulators(procs: list[subprocess.Popen[str]]) -> None:
 
 
 async def one_cycle(
-    ports: list[str], emulators: list[subprocess.Popen[str]], delay: float, folder: Path
+    ports: list[str],
+    emulators: list[subprocess.Popen[str]],
+    delay: float,
+    folder: Path,
+    *,
+    keep_connected: bool,
 ) -> Result:
     count = len(ports)
     url = f"sqlite:///{folder / f'bench-{count}.sqlite'}"
@@ -188,7 +199,12 @@ async def one_cycle(
     config = parse_config(
         {
             "storage": {"url": url},
-            "collector": {"batch_size": 1000, "flush_interval": 0.5, "retries": 0},
+            "collector": {
+                "batch_size": 1000,
+                "flush_interval": 0.5,
+                "retries": 0,
+                "keep_connected": keep_connected,
+            },
             "meters": meters,
         },
         env={},
@@ -232,7 +248,8 @@ def run(
     port: int,
     host: str,
     loop: str,
-    emulator_loop: str = "asyncio",
+    emulator_loop: str = "uvloop",
+    keep_connected: bool = True,
 ) -> Result:
     emulators, ports = start_emulators(
         count,
@@ -247,10 +264,12 @@ def run(
     try:
         with (
             tempfile.TemporaryDirectory(prefix="k382-bench-") as folder,
-            collector_gc(),
+            collector_runtime(),
             asyncio.Runner(loop_factory=factory) as runner,
         ):
-            return runner.run(one_cycle(ports, emulators, delay, Path(folder)))
+            return runner.run(
+                one_cycle(ports, emulators, delay, Path(folder), keep_connected=keep_connected)
+            )
     finally:
         stop_emulators(emulators)
 
@@ -299,8 +318,16 @@ def main() -> int:
     parser.add_argument(
         "--emulator-loop",
         choices=("uvloop", "asyncio"),
-        default="asyncio",
-        help="the emulator processes' event loop (default: asyncio's, as the figures recorded)",
+        default="uvloop" if HAVE_UVLOOP else "asyncio",
+        help="the emulator processes' event loop (default: uvloop where installed, as "
+        "`k382 emulate` runs)",
+    )
+    parser.add_argument(
+        "--keep-connected",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the collector's keep_connected setting (default: on; connections stay open "
+        "after the cycle and are closed when the collector closes, outside the cycle)",
     )
     args = parser.parse_args()
     if "uvloop" in (args.loop, args.emulator_loop) and not HAVE_UVLOOP:
@@ -310,7 +337,7 @@ def main() -> int:
     print(
         f"collector pid {os.getpid()}, open-file limit {limit}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}, collector event loop: {args.loop}, "
-        f"emulators': {args.emulator_loop}"
+        f"emulators': {args.emulator_loop}, keep_connected: {args.keep_connected}"
     )
     print(
         f"{'meters':>7} {'read':>7} {'failed':>7} {'cycle s':>8} {'floor s':>8} "
@@ -328,6 +355,7 @@ def main() -> int:
             host=args.host,
             loop=args.loop,
             emulator_loop=args.emulator_loop,
+            keep_connected=args.keep_connected,
         )
         results.append(result)
         ratio = f"{result.ratio:>6.3f}" if result.failed == 0 else f"{'(n/a)':>6}"
