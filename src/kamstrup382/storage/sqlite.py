@@ -138,7 +138,7 @@ _READING_VALUES = f"({', '.join('?' * len(_READING_COLUMNS))})"
 _FAILURE_COLUMNS = ("meter", "slot", "failed_at", "kind", "message", "attempts", "duration")
 _FAILURE_VALUES = f"({', '.join('?' * len(_FAILURE_COLUMNS))})"
 #: Rows per INSERT statement, at most: a batch is written as statements of 256, 64, 16, 4 and
-#: 1 rows (few distinct statements for the connection's cache; 256 * 20 parameters is far
+#: 1 rows (few distinct statements for the connection's cache; 256 rows of 18 parameters are far
 #: below SQLite's limit of 32,766). One statement per 256 rows instead of one per row: the
 #: storage thread gives up and takes back the interpreter's lock once per statement, not once
 #: per row, while the event loop's thread is busy with thousands of readouts ending at once.
