@@ -37,6 +37,8 @@ class ScriptedMeter:
         #: Called with ``"connect"`` on each accepted connection and ``"request"`` on each
         #: request, in the order they happen.
         self.on_event: Callable[[str], None] = lambda event: None
+        #: The same events, kept.
+        self.events: list[str] = []
         self.port = ""
         #: Set by the test to let a ``"gated"`` reply go.
         self.gate = asyncio.Event()
@@ -73,12 +75,14 @@ class ScriptedMeter:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.events.append("connect")
         self.on_event("connect")
         try:
             while True:
                 line = await reader.readuntil(b"\n")
                 if bytes(b & 0x7F for b in line).rstrip(b"\r\n") != b"/?!":
                     continue
+                self.events.append("request")
                 self.on_event("request")
                 action = self.script[min(self.requests, len(self.script) - 1)]
                 self.requests += 1

@@ -426,19 +426,9 @@ async def test_run_once_at_connects_first_and_sends_the_requests_at_that_time(
     assert {r.slot for r in result.readings} == {datetime(2026, 1, 1, 12, 0, tzinfo=UTC)}
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not condition():  # noqa: ASYNC110 - a poll of another component's state
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), 10)
-
-
 async def test_keep_connected_reads_slot_after_slot_over_one_connection(storage_url: str) -> None:
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with ScriptedMeter("answer") as meter:
-        events: list[str] = []
-        meter.on_event = events.append
         config = make_config(storage_url, [meter.port], retries=0, keep_connected=True)
         with open_storage(storage_url) as storage:
             async with Collector(config, storage, clock=clock) as collector:
@@ -448,8 +438,8 @@ async def test_keep_connected_reads_slot_after_slot_over_one_connection(storage_
                     clock.advance(timedelta(minutes=15))
                 assert meter.connected == 1  # still open between the slots
             # closed with the collector
-            await _until(lambda: meter.connected == 0)
-    assert events == ["connect", "request", "request", "request"]
+            await until(lambda: meter.connected == 0)
+    assert meter.events == ["connect", "request", "request", "request"]
     assert len(stored(storage_url)) == 3
 
 
@@ -460,20 +450,18 @@ async def test_keep_connected_opens_again_a_connection_the_gateway_closed(
     then succeeds at its first attempt (no retries here)."""
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with ScriptedMeter("answer") as meter:
-        events: list[str] = []
-        meter.on_event = events.append
         config = make_config(storage_url, [meter.port], retries=0, keep_connected=True)
         with open_storage(storage_url) as storage:
             async with Collector(config, storage, clock=clock) as collector:
                 first = await collector.run_once()
                 meter.drop()
-                await _until(lambda: meter.connected == 0)
+                await until(lambda: meter.connected == 0)
                 await asyncio.sleep(0.05)  # the collector's side sees the close
                 clock.advance(timedelta(minutes=15))
                 second = await collector.run_once()
     assert first.ok and second.ok, (first.summary(), second.summary())
     assert [r.attempts for r in (*first.readings, *second.readings)] == [1, 1]
-    assert events == ["connect", "request", "connect", "request"]
+    assert meter.events == ["connect", "request", "connect", "request"]
 
 
 async def test_without_keep_connected_or_on_a_shared_line_each_readout_connects(
@@ -486,10 +474,6 @@ async def test_without_keep_connected_or_on_a_shared_line_each_readout_connects(
         ScriptedMeter("answer") as bus_b,
         ScriptedMeter("answer") as default,
     ):
-        events: dict[str, list[str]] = {}
-        for name, meter in (("alone", alone), ("a", bus_a), ("b", bus_b)):
-            events[name] = []
-            meter.on_event = events[name].append
         shared = {1: 'shared_line = "bus"', 2: 'shared_line = "bus"'}
         kept = make_config(
             storage_url,
@@ -503,15 +487,15 @@ async def test_without_keep_connected_or_on_a_shared_line_each_readout_connects(
                 for _ in range(2):
                     assert (await collector.run_once()).ok
                     clock.advance(timedelta(minutes=15))
-                await _until(lambda: bus_a.connected == bus_b.connected == 0)
+                await until(lambda: bus_a.connected == bus_b.connected == 0)
                 assert alone.connected == 1
             # keep_connected is off by default: closed after each readout
             plain = make_config(storage_url, [default.port], retries=0)
             async with Collector(plain, storage, clock=clock) as collector:
                 assert (await collector.run_once()).ok
-                await _until(lambda: default.connected == 0)
-    assert events["alone"] == ["connect", "request", "request"]
-    assert events["a"] == events["b"] == ["connect", "request", "connect", "request"]
+                await until(lambda: default.connected == 0)
+    assert alone.events == ["connect", "request", "request"]
+    assert bus_a.events == bus_b.events == ["connect", "request", "connect", "request"]
 
 
 async def test_keep_connected_cancelled_mid_readout_does_not_reuse_that_connection(
@@ -521,13 +505,11 @@ async def test_keep_connected_cancelled_mid_readout_does_not_reuse_that_connecti
     connection is not used again, and it is closed with the collector."""
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with ScriptedMeter("gated", "answer") as meter:
-        events: list[str] = []
-        meter.on_event = events.append
         config = make_config(storage_url, [meter.port], retries=0, keep_connected=True)
         with open_storage(storage_url) as storage:
             async with Collector(config, storage, clock=clock) as collector:
                 stuck = asyncio.create_task(collector.run_once())
-                await _until(lambda: events == ["connect", "request"])
+                await until(lambda: meter.events == ["connect", "request"])
                 stuck.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await stuck
@@ -535,5 +517,5 @@ async def test_keep_connected_cancelled_mid_readout_does_not_reuse_that_connecti
                 clock.advance(timedelta(minutes=15))
                 result = await collector.run_once()
                 assert result.ok, result.summary()
-            await _until(lambda: meter.connected == 0)
-    assert events == ["connect", "request", "connect", "request"]
+            await until(lambda: meter.connected == 0)
+    assert meter.events == ["connect", "request", "connect", "request"]

@@ -200,14 +200,18 @@ def _int(value: object, key: str, *, low: int, high: int) -> int:
     return value
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True} | {
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 def _bool(value: object, key: str) -> bool:
     """``true`` or ``false``; as text (from the environment) also 1/0, yes/no, on/off."""
     if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
+        value = _BOOL_WORDS.get(value.strip().lower(), value)
     if not isinstance(value, bool):
         raise ConfigError(key, f"expected true or false, got {value!r}")
     return value
@@ -368,12 +372,7 @@ def _default_storage_url() -> str:
 def _convert_env(raw: str, like: object) -> object:
     """An environment value converted to the type of the value it replaces."""
     if isinstance(like, bool):
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        return raw
+        return _BOOL_WORDS.get(raw.strip().lower(), raw)
     for kind in (int, float):
         if isinstance(like, kind):
             try:
