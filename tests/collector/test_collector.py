@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -426,7 +427,12 @@ async def test_run_once_at_connects_first_and_sends_the_requests_at_that_time(
     assert {r.slot for r in result.readings} == {datetime(2026, 1, 1, 12, 0, tzinfo=UTC)}
 
 
-async def test_keep_connected_reads_slot_after_slot_over_one_connection(storage_url: str) -> None:
+async def test_keep_connected_reads_slot_after_slot_over_one_connection(
+    storage_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With SQLite; with PostgreSQL (meters shared through leases) the setting is ignored, with
+    a warning: a gateway would refuse another collector's connection while this one holds it."""
+    shared = storage_url.startswith("postgresql")
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with ScriptedMeter("answer") as meter:
         config = make_config(storage_url, [meter.port], retries=0, keep_connected=True)
@@ -436,18 +442,22 @@ async def test_keep_connected_reads_slot_after_slot_over_one_connection(storage_
                     result = await collector.run_once()
                     assert result.ok, result.summary()
                     clock.advance(timedelta(minutes=15))
-                assert meter.connected == 1  # still open between the slots
+                assert meter.connected == (0 if shared else 1)  # open between the slots
             # closed with the collector
             await until(lambda: meter.connected == 0)
-    assert meter.events == ["connect", "request", "request", "request"]
+    if shared:
+        assert meter.events == ["connect", "request"] * 3
+        assert "keep_connected is ignored with PostgreSQL" in caplog.text
+    else:
+        assert meter.events == ["connect", "request", "request", "request"]
+        assert "keep_connected" not in caplog.text
     assert len(stored(storage_url)) == 3
 
 
-async def test_keep_connected_opens_again_a_connection_the_gateway_closed(
-    storage_url: str,
-) -> None:
+async def test_keep_connected_opens_again_a_connection_the_gateway_closed(tmp_path: Path) -> None:
     """Closed by the gateway between two slots: opened again before the next readout, which
     then succeeds at its first attempt (no retries here)."""
+    storage_url = f"sqlite:///{tmp_path / 'readings.sqlite'}"  # keep_connected: not with leases
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with ScriptedMeter("answer") as meter:
         config = make_config(storage_url, [meter.port], retries=0, keep_connected=True)
@@ -465,8 +475,9 @@ async def test_keep_connected_opens_again_a_connection_the_gateway_closed(
 
 
 async def test_without_keep_connected_or_on_a_shared_line_each_readout_connects(
-    storage_url: str,
+    tmp_path: Path,
 ) -> None:
+    storage_url = f"sqlite:///{tmp_path / 'readings.sqlite'}"  # keep_connected: not with leases
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with (
         ScriptedMeter("answer") as alone,
@@ -499,10 +510,11 @@ async def test_without_keep_connected_or_on_a_shared_line_each_readout_connects(
 
 
 async def test_keep_connected_cancelled_mid_readout_does_not_reuse_that_connection(
-    storage_url: str,
+    tmp_path: Path,
 ) -> None:
     """A readout abandoned half-way (shutdown) leaves the line in an unknown state: the
     connection is not used again, and it is closed with the collector."""
+    storage_url = f"sqlite:///{tmp_path / 'readings.sqlite'}"  # keep_connected: not with leases
     clock = ManualClock(datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC))
     async with ScriptedMeter("gated", "answer") as meter:
         config = make_config(storage_url, [meter.port], retries=0, keep_connected=True)

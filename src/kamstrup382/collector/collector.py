@@ -261,6 +261,11 @@ class Collector:
             flush_interval=settings.flush_interval,
         )
         self._writer.start()
+        if settings.keep_connected and self.leases:
+            log.warning(
+                "collector.keep_connected is ignored with PostgreSQL: the meters are shared "
+                "with other collectors, each connection is closed after its readout"
+            )
         await self._load_bcc()
         for output in self.outputs:
             await output.start(self.storage)
@@ -698,7 +703,13 @@ class Collector:
             self._retired.append(reader)
 
     def _keeps(self, meter: MeterConfig) -> bool:
-        return self.config.collector.keep_connected and self._line_sizes[meter.shared_line] == 1
+        # not with leases: the next slot's claim may go to another collector, whose connect
+        # a gateway taking one client at a time would refuse while this one holds it
+        return (
+            self.config.collector.keep_connected
+            and not self.leases
+            and self._line_sizes[meter.shared_line] == 1
+        )
 
     def _gate(self, start_at: datetime, stop: asyncio.Event | None) -> _Gate:
         """The request gate of the readouts that start at ``start_at`` (opened by one task)."""

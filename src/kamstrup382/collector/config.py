@@ -18,7 +18,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     batch_size = 500        # results stored per transaction at most
     flush_interval = 0.5    # seconds a result may wait for its batch
     grace = 10              # seconds in-flight readouts may finish on shutdown
-    keep_connected = false  # keep each meter's connection open between its readouts
+    keep_connected = false  # keep a lone meter's connection between readouts (not with PostgreSQL)
 
     [[meters]]
     name = "house"
