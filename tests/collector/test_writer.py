@@ -584,3 +584,40 @@ async def test_results_put_while_drain_waits_are_stored_before_it_returns(
             assert writer.stored == 4
     finally:
         gate.set()
+
+
+class HeldOutput(Output):
+    """An output whose publish waits until the test lets it go."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.published = 0
+
+    async def publish(
+        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+    ) -> None:
+        self.started.set()
+        await self.release.wait()
+        self.published += len(readings) + len(failures)
+
+
+async def test_a_drain_called_while_the_last_batch_is_published_waits_for_the_outputs(
+    executor: RecordingExecutor,
+) -> None:
+    storage = FakeStorage()
+    output = HeldOutput()
+    writer = make_writer(storage, executor, [output])
+    async with running(writer):
+        writer.put(result(0))
+        writer.put(result(1))  # a full batch: stored, then published (held)
+        await asyncio.wait_for(output.started.wait(), PATIENCE)
+        assert sorted(storage.stored_meters) == ["m0", "m1"]
+        late = asyncio.ensure_future(writer.drain())
+        await asyncio.sleep(0.05)
+        assert not late.done()  # stored, not yet published
+        output.release.set()
+        await asyncio.wait_for(late, PATIENCE)
+        assert output.published == 2

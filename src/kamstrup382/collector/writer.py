@@ -181,9 +181,11 @@ class BatchWriter:
             sent.popleft()
             if not sent:
                 self._blocked = False  # every batch before the next one is done with
-            self._unstored -= len(batch[0]) + len(batch[1])
-            if stored:
-                await self._stored(*batch)
+            try:
+                if stored:
+                    await self._stored(*batch)  # published before drain() may return
+            finally:
+                self._unstored -= len(batch[0]) + len(batch[1])
             if not self._unstored and self._idle is not None and not self._idle.done():
                 self._idle.set_result(None)
 
