@@ -47,7 +47,7 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -65,11 +65,15 @@ __all__ = [
     "Config",
     "MeterConfig",
     "StorageConfig",
+    "boolean",
     "build_meter",
+    "check_keys",
     "default_line",
+    "integer",
     "load_config",
     "parse_config",
     "parse_duration",
+    "text",
 ]
 
 #: Prefix of the environment variables that override config keys.
@@ -153,7 +157,7 @@ class Config:
         raise KeyError(name)
 
 
-# -- value parsers: each takes the dotted key for its error ------------------------------------
+# -- value parsers: each takes the dotted key for its error (the outputs' too) --------------------
 
 
 def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> timedelta:
@@ -164,17 +168,17 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> time
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        text = value.strip().lower()
+        written = value.strip().lower()
         try:
-            seconds = float(text)
+            seconds = float(written)
         except ValueError:
             pos, seconds = 0, 0.0
-            for match in _DURATION_PART.finditer(text):
-                if text[pos : match.start()].strip():
+            for match in _DURATION_PART.finditer(written):
+                if written[pos : match.start()].strip():
                     break
                 seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
                 pos = match.end()
-            if pos == 0 or text[pos:].strip():
+            if pos == 0 or written[pos:].strip():
                 raise ConfigError(
                     key, f"bad duration {value!r}: use seconds or e.g. '90s', '15m', '1h30m'"
                 ) from None
@@ -187,7 +191,7 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> time
     return timedelta(seconds=seconds)
 
 
-def _int(value: object, key: str, *, low: int, high: int) -> int:
+def integer(value: object, key: str, *, low: int, high: int) -> int:
     if isinstance(value, str):
         try:
             value = int(value.strip())
@@ -208,7 +212,7 @@ _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True} | {
 }
 
 
-def _bool(value: object, key: str) -> bool:
+def boolean(value: object, key: str) -> bool:
     """``true`` or ``false``; as text (from the environment) also 1/0, yes/no, on/off."""
     if isinstance(value, str):
         value = _BOOL_WORDS.get(value.strip().lower(), value)
@@ -222,10 +226,10 @@ def _seconds(value: object, key: str, *, positive: bool = False) -> float:
     return parse_duration(value, key, allow_zero=not positive).total_seconds()
 
 
-def _text(value: object, key: str) -> str:
+def text(value: object, key: str, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise ConfigError(key, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
+    if not empty and not value.strip():
         raise ConfigError(key, "must not be empty")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise ConfigError(key, "contains a control character")
@@ -233,18 +237,18 @@ def _text(value: object, key: str) -> str:
 
 
 def _name(value: object, key: str) -> str:
-    text = _text(value, key)
-    if not _NAME.fullmatch(text):
+    name = text(value, key)
+    if not _NAME.fullmatch(name):
         raise ConfigError(
             key,
-            f"bad name {text!r}: 1-64 letters, digits, '_', '.', ':' or '-', "
+            f"bad name {name!r}: 1-64 letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit",
         )
-    return text
+    return name
 
 
 def _port(value: object, key: str) -> str:
-    port = _text(value, key)
+    port = text(value, key)
     if "://" in port:
         match = _SOCKET_PORT.fullmatch(port)
         if not match:
@@ -272,7 +276,7 @@ def _choice(enum: type[_E], value: object, key: str) -> _E:
 
 
 def _storage_url(value: object, key: str) -> str:
-    url = _text(value, key)
+    url = text(value, key)
     if url.startswith("sqlite:///"):
         if len(url) == len("sqlite:///"):
             raise ConfigError(key, "sqlite URL lacks a path: sqlite:///path/to/file.sqlite")
@@ -288,7 +292,7 @@ def _table(value: object, key: str) -> dict[str, Any]:
     return value
 
 
-def _check_keys(table: Mapping[str, Any], known: Mapping[str, Any], prefix: str) -> None:
+def check_keys(table: Mapping[str, Any], known: Collection[str], prefix: str) -> None:
     for name in table:
         if name not in known:
             raise ConfigError(
@@ -302,7 +306,7 @@ def _check_keys(table: Mapping[str, Any], known: Mapping[str, Any], prefix: str)
 _TIMING_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "interval": parse_duration,
     "jitter": lambda v, k: parse_duration(v, k, allow_zero=True),
-    "retries": lambda v, k: _int(v, k, low=0, high=20),
+    "retries": lambda v, k: integer(v, k, low=0, high=20),
     "backoff": _seconds,
     "answer_timeout": lambda v, k: _seconds(v, k, positive=True),
     "answer_margin": _seconds,
@@ -312,24 +316,24 @@ _COLLECTOR_PARSERS: dict[str, Callable[[object, str], Any]] = {
     **_TIMING_PARSERS,
     "lease": parse_duration,
     "id": _name,
-    "batch_size": lambda v, k: _int(v, k, low=1, high=100_000),
+    "batch_size": lambda v, k: integer(v, k, low=1, high=100_000),
     "flush_interval": lambda v, k: _seconds(v, k, positive=True),
     "grace": _seconds,
-    "keep_connected": _bool,
+    "keep_connected": boolean,
 }
 _METER_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "name": _name,
     "port": _port,
     "line": lambda v, k: _choice(LineMode, v, k),
     "bcc": lambda v, k: _choice(BccMode, v, k),
-    "shared_line": _text,
+    "shared_line": text,
     **_TIMING_PARSERS,
 }
 _STORAGE_PARSERS: dict[str, Callable[[object, str], Any]] = {"url": _storage_url}
 
 
 def _parse_collector(table: Mapping[str, Any]) -> CollectorConfig:
-    _check_keys(table, _COLLECTOR_PARSERS, "collector")
+    check_keys(table, _COLLECTOR_PARSERS, "collector")
     values = {name: _COLLECTOR_PARSERS[name](v, f"collector.{name}") for name, v in table.items()}
     return CollectorConfig(**values)
 
@@ -341,7 +345,7 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
 
 def _parse_meter(table: Mapping[str, Any], index: int, defaults: CollectorConfig) -> MeterConfig:
     prefix = f"meters[{index}]"
-    _check_keys(table, _METER_PARSERS, prefix)
+    check_keys(table, _METER_PARSERS, prefix)
     for required in ("name", "port"):
         if required not in table:
             raise ConfigError(f"{prefix}.{required}", "missing")
@@ -429,7 +433,7 @@ def parse_config(
     collector = _parse_collector(_table(document.get("collector", {}), "collector"))
 
     storage_table = _table(document.get("storage", {}), "storage")
-    _check_keys(storage_table, _STORAGE_PARSERS, "storage")
+    check_keys(storage_table, _STORAGE_PARSERS, "storage")
     if "url" in storage_table:
         url = _storage_url(storage_table["url"], "storage.url")
     else:
