@@ -134,7 +134,7 @@ def start_emulators(
     group: float,
     port: int = 0,
     host: str = "127.0.0.1",
-    loop: str = "asyncio",
+    loop: str = "uvloop" if HAVE_UVLOOP else "asyncio",
 ) -> tuple[list[subprocess.Popen[str]], list[str]]:
     """Emulator processes serving ``count`` meters in all; their processes and ports."""
     procs: list[subprocess.Popen[str]] = []
