@@ -248,7 +248,7 @@ def run(
     port: int,
     host: str,
     loop: str,
-    emulator_loop: str = "uvloop",
+    emulator_loop: str = "uvloop" if HAVE_UVLOOP else "asyncio",
     keep_connected: bool = True,
 ) -> Result:
     emulators, ports = start_emulators(
