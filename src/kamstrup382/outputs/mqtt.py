@@ -1,30 +1,7 @@
 """MQTT output: each reading as JSON on ``<topic_prefix>/<meter>/state``, Home Assistant
 discovery, availability with a last will, and a durable outbox so that outages lose nothing.
 
-Configuration (the ``[mqtt]`` table; only ``url`` is required)::
-
-    [mqtt]
-    url = "mqtt://broker.local"        # mqtt://HOST[:1883] or mqtts://HOST[:8883] (TLS)
-    topic_prefix = "kamstrup382"       # state and availability topics
-    discovery_prefix = "homeassistant" # Home Assistant discovery topics
-    discovery = true                   # false: no discovery configs, no HA status subscription
-    qos = 1                            # 0, 1 or 2 for state messages (1: at least once)
-    retain = true                      # retain state messages (HA shows the last value at once)
-    username = "k382"
-    password = "..."                   # or the environment: K382_MQTT_PASSWORD
-    client_id = "kamstrup382-host"     # default: kamstrup382-<hostname>-<pid>
-    protocol = "3.1.1"                 # or "5"
-    ca_file = "/etc/ssl/my-ca.pem"     # mqtts: the CA to trust (default: the system's)
-    certfile = "client.pem"            # mqtts: a client certificate (with keyfile)
-    keyfile = "client.key"
-    insecure = false                   # mqtts: accept any certificate and host name (testing!)
-    keepalive = 60                     # seconds
-    timeout = 10                       # seconds for one broker operation
-    reconnect_delay = 1                # first wait before reconnecting; doubles up to
-    reconnect_max = 60                 # this many seconds
-    batch_size = 100                   # outbox entries published per round
-    stop_timeout = 5                   # seconds to flush the outbox on shutdown
-    outbox_lease = 60                  # seconds a claim on meters of a shared outbox lasts
+The ``[mqtt]`` table is described and checked in :mod:`kamstrup382.outputs.mqtt_settings`.
 
 How nothing is lost: the collector stores each new reading and queues it in the storage's
 outbox in one transaction (``uses_outbox``). This output only ever publishes from the outbox,
@@ -49,223 +26,30 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 
-from kamstrup382.errors import ConfigError, Kamstrup382Error
-from kamstrup382.outputs import settings as check
+from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.outputs.discovery import (
     OFFLINE,
     ONLINE,
     DeviceFacts,
-    Topics,
-    check_topic_prefix,
     device_facts,
     discovery_configs,
     state_json,
 )
+from kamstrup382.outputs.mqtt_settings import MqttSettings
 from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
 
 __all__ = ["MqttOutput", "MqttSettings"]
 
 log = logging.getLogger(__name__)
-
-_KEYS = (
-    "url",
-    "topic_prefix",
-    "discovery_prefix",
-    "discovery",
-    "qos",
-    "retain",
-    "username",
-    "password",
-    "client_id",
-    "protocol",
-    "ca_file",
-    "certfile",
-    "keyfile",
-    "insecure",
-    "keepalive",
-    "timeout",
-    "reconnect_delay",
-    "reconnect_max",
-    "batch_size",
-    "stop_timeout",
-    "outbox_lease",
-)
-_PROTOCOLS = {
-    "3.1.1": aiomqtt.ProtocolVersion.V311,
-    "311": aiomqtt.ProtocolVersion.V311,
-    "5": aiomqtt.ProtocolVersion.V5,
-    "5.0": aiomqtt.ProtocolVersion.V5,
-}
-_SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
-
-
-def _default_client_id() -> str:
-    return f"kamstrup382-{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True)
-class MqttSettings:
-    """A checked ``[mqtt]`` table."""
-
-    host: str
-    port: int = 1883
-    tls: bool = False
-    topic_prefix: str = "kamstrup382"
-    discovery_prefix: str = "homeassistant"
-    discovery: bool = True
-    qos: int = 1
-    retain: bool = True
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_id: str = field(default_factory=_default_client_id)
-    protocol: str = "3.1.1"
-    ca_file: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    insecure: bool = False
-    keepalive: int = 60
-    timeout: float = 10.0
-    reconnect_delay: float = 1.0
-    reconnect_max: float = 60.0
-    batch_size: int = 100
-    stop_timeout: float = 5.0
-    outbox_lease: float = 60.0
-
-    @classmethod
-    def parse(cls, section: Mapping[str, Any]) -> MqttSettings:
-        """Check the ``[mqtt]`` table; :class:`ConfigError` names the first bad key."""
-        data = check.table(section, "mqtt")
-        check.check_keys(data, _KEYS, "mqtt")
-        if "url" not in data:
-            raise ConfigError("mqtt.url", "missing (e.g. mqtt://localhost:1883)")
-        host, port, tls = _parse_url(data["url"])
-        values: dict[str, Any] = {"host": host, "port": port, "tls": tls}
-        for key in ("topic_prefix", "discovery_prefix"):
-            if key in data:
-                prefix = check.text(data[key], f"mqtt.{key}")
-                problem = check_topic_prefix(prefix)
-                if problem:
-                    raise ConfigError(f"mqtt.{key}", f"{prefix!r} {problem}")
-                values[key] = prefix
-        for key in ("discovery", "retain", "insecure"):
-            if key in data:
-                values[key] = check.boolean(data[key], f"mqtt.{key}")
-        if "qos" in data:
-            values["qos"] = check.integer(data["qos"], "mqtt.qos", low=0, high=2)
-        for key in ("username", "client_id"):
-            if key in data:
-                values[key] = check.text(data[key], f"mqtt.{key}")
-        if "password" in data:
-            values["password"] = check.text(data["password"], "mqtt.password", empty=True)
-            if "username" not in values:
-                raise ConfigError("mqtt.username", "missing: a password needs a username")
-        if "protocol" in data:
-            text = str(data["protocol"]).strip().lower().removeprefix("v")
-            if text not in _PROTOCOLS:
-                raise ConfigError(
-                    "mqtt.protocol", f'expected "3.1.1" or "5", got {data["protocol"]!r}'
-                )
-            values["protocol"] = "5" if _PROTOCOLS[text] is aiomqtt.ProtocolVersion.V5 else "3.1.1"
-        for key in ("ca_file", "certfile", "keyfile"):
-            if key in data:
-                path = check.text(data[key], f"mqtt.{key}")
-                if not Path(path).expanduser().is_file():
-                    raise ConfigError(f"mqtt.{key}", f"no such file: {path}")
-                if not tls:
-                    raise ConfigError(f"mqtt.{key}", "only used with an mqtts:// url")
-                values[key] = str(Path(path).expanduser())
-        if "insecure" in values and values["insecure"] and not tls:
-            raise ConfigError("mqtt.insecure", "only used with an mqtts:// url")
-        if ("keyfile" in values) and ("certfile" not in values):
-            raise ConfigError("mqtt.certfile", "missing: a keyfile needs its certfile")
-        if "keepalive" in data:
-            values["keepalive"] = check.integer(
-                data["keepalive"], "mqtt.keepalive", low=1, high=65535
-            )
-        for key in ("timeout", "reconnect_delay", "reconnect_max", "stop_timeout", "outbox_lease"):
-            if key in data:
-                values[key] = check.seconds(data[key], f"mqtt.{key}")
-        if "batch_size" in data:
-            values["batch_size"] = check.integer(
-                data["batch_size"], "mqtt.batch_size", low=1, high=10_000
-            )
-        settings = cls(**values)
-        if settings.reconnect_max < settings.reconnect_delay:
-            raise ConfigError("mqtt.reconnect_max", "must not be less than mqtt.reconnect_delay")
-        if settings.outbox_lease < 2 * settings.timeout:
-            # a round publishes for up to about one timeout: the claim must outlast it
-            raise ConfigError(
-                "mqtt.outbox_lease",
-                f"must be at least twice mqtt.timeout ({2 * settings.timeout:g} s), "
-                f"got {settings.outbox_lease:g} s",
-            )
-        return settings
-
-    @property
-    def topics(self) -> Topics:
-        return Topics(self.topic_prefix, self.discovery_prefix)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS context for ``mqtts://`` (``None`` for plain ``mqtt://``)."""
-        if not self.tls:
-            return None
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.certfile is not None:
-                context.load_cert_chain(self.certfile, self.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            key = (
-                "mqtt.certfile" if self.certfile and "cert" in str(exc).lower() else "mqtt.ca_file"
-            )
-            raise ConfigError(key, f"cannot load for TLS: {exc}") from exc
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-
-def _parse_url(value: object) -> tuple[str, int, bool]:
-    url = check.text(value, "mqtt.url").strip()
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError("mqtt.url", f"bad URL {url!r}: {exc}") from None
-    if parts.scheme.lower() not in _SCHEMES:
-        raise ConfigError(
-            "mqtt.url", f"bad scheme in {url!r}: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
-        )
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            "mqtt.url",
-            "credentials belong in mqtt.username and mqtt.password (or K382_MQTT_PASSWORD)",
-        )
-    if not parts.hostname:
-        raise ConfigError("mqtt.url", f"no host in {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError("mqtt.url", f"unexpected path or query in {url!r}")
-    tls, default_port = _SCHEMES[parts.scheme.lower()]
-    if port == 0:
-        raise ConfigError("mqtt.url", "port 0 is not a broker port")
-    return parts.hostname, port if port is not None else default_port, tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +60,7 @@ class _Message:
     retain: bool
 
 
-class _Disconnected(Exception):
+class _Disconnected(Kamstrup382Error):
     """A broker operation failed: end this connection and reconnect."""
 
 
@@ -420,7 +204,7 @@ class MqttOutput(Output):
             username=s.username,
             password=s.password,
             identifier=s.client_id,
-            protocol=_PROTOCOLS[s.protocol],
+            protocol=s.protocol_version,
             will=aiomqtt.Will(self.topics.status, OFFLINE, qos=1, retain=True),
             keepalive=s.keepalive,
             timeout=s.timeout,
