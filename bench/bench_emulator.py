@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import serial
 
 from kamstrup382.emulator import EmulatorThread
-from kamstrup382.emulator.server import CHARACTERS_PER_SECOND, more_files
+from kamstrup382.emulator.line import CHARACTERS_PER_SECOND
+from kamstrup382.emulator.open_files import more_files
 from kamstrup382.protocol import ETX, REQUEST
 
 CT = 1.0 / CHARACTERS_PER_SECOND
