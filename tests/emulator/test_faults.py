@@ -290,3 +290,45 @@ def test_faults_are_reproducible_from_the_seed() -> None:
     assert first == again
     assert first != other
     assert any(faults for _, faults in first)
+
+
+# -- the script -------------------------------------------------------------------------------
+
+
+def test_script_parse_and_str() -> None:
+    faults = Faults.parse("flip=0.5,script=silent/late+bcc/none")
+    assert faults.script == (("silent",), ("bcc", "late"), ())  # kinds in FAULT_KINDS order
+    assert faults.active
+    assert Faults.parse(str(faults)) == faults
+    assert str(Faults(script=((),))) == "script=none"
+    assert Faults(script=((),)).active is False
+
+
+@pytest.mark.parametrize("script", ["silent", [("smoke",)], ["silent"]])
+def test_script_errors_name_the_key(script: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        Faults(script=script)  # type: ignore[arg-type]
+    assert info.value.key == "faults.script"
+
+
+def test_script_then_probabilities() -> None:
+    faults = Faults(drop=1, script=(("silent",), ()))
+    rng = random.Random(1)
+    assert [faults.for_request(n, rng) for n in (1, 2, 3, 4)] == [
+        ("silent",),
+        (),
+        ("drop",),
+        ("drop",),
+    ]
+    assert Faults().for_request(1, rng) == ()
+
+
+def test_script_on_the_wire(line_kind: tuple[str, bool]) -> None:
+    transport, eight_bit = line_kind
+    with faulty(transport, "script=silent/bcc/none") as emu:
+        got = [g for g, _ in exchanges(emu, 4)]
+        assert [e.kinds for e in emu.log(0)] == [("silent",), ("bcc",), (), ()]
+    clean = emu.log(0)[3].clean
+    assert got[0] == b""
+    check_damage("bcc", clean, got[1], eight_bit, emu.log(0)[1].faults)
+    assert strip_parity(got[2]) == strip_parity(got[3]) == clean

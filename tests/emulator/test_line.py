@@ -18,8 +18,8 @@ import serial
 
 from kamstrup382.clock import ManualClock
 from kamstrup382.emulator import ConstantLoad, Emulator, EmulatorThread, MeterModel, MeterSettings
-from kamstrup382.emulator.pty import PARK_SPEED, park
 from kamstrup382.emulator.line import CHARACTERS_PER_SECOND
+from kamstrup382.emulator.pty import PARK_SPEED, park
 from kamstrup382.errors import BccError, UsageError
 from kamstrup382.protocol import (
     ETX,

@@ -21,8 +21,8 @@ What a line does, as the meter does it:
   at most :data:`MAX_WRITE_INTERVAL`), the last character always at its exact time. At
   ``speed=1`` a readout therefore takes the physical floor: 5 request characters + the reply
   at 30 characters a second + the delay.
-- Faults (:class:`~kamstrup382.emulator.faults.Faults`) are drawn per request from the
-  meter's own :class:`random.Random`, then applied to the clean reply.
+- Faults (:class:`~kamstrup382.emulator.faults.Faults`) are taken from the script or drawn
+  per request from the meter's own :class:`random.Random`, then applied to the clean reply.
 
 Every request answered (or left unanswered) is logged as an :class:`Exchange` in its meter's
 log; the entry exists before the first character goes out.
@@ -278,9 +278,9 @@ class LineSession:
         self._pending = False
         rules, meter = self._rules, self.meter
         faults = rules.faults
-        kinds = faults.choose(meter.rng) if faults.active else ()
-        delay = rules.draw_delay(meter.rng)
         number = len(meter.log) + 1
+        kinds = faults.for_request(number, meter.rng)
+        delay = rules.draw_delay(meter.rng)
         if "silent" in kinds:
             damage = faults.damage(b"", kinds, meter.rng, eight_bit=rules.eight_bit)
             meter.log.append(
