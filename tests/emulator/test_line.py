@@ -295,8 +295,8 @@ def test_a_reply_never_beats_the_wire() -> None:
         done = time.monotonic()
     floor = (len(REQUEST) + len(reply)) / CHARACTERS_PER_SECOND / speed + delay
     assert done - sent_at >= floor * 0.999
-    readout = emu.log(0)[0]
-    assert readout.complete and readout.written == len(reply) and readout.delay == delay
+    exchange = emu.log(0)[0]
+    assert exchange.complete and exchange.written == len(reply) and exchange.delay == delay
 
 
 async def test_async_emulator_over_pty_and_tcp() -> None:
@@ -391,10 +391,10 @@ def test_a_reader_hanging_up_mid_reply_cuts_it_short(emulator_clock: ManualClock
             line.send()
             head = line.read_exactly(20)
         wait_for(lambda: emu.log(0)[0].ended)
-        (readout,) = emu.log(0)
-        assert not readout.complete
-        assert 20 <= readout.written < len(readout.wire)
-        assert emu.sent(0) == [strip_parity(readout.wire[: readout.written])]
+        (exchange,) = emu.log(0)
+        assert not exchange.complete
+        assert 20 <= exchange.written < len(exchange.wire)
+        assert emu.sent(0) == [strip_parity(exchange.wire[: exchange.written])]
         assert emu.sent(0)[0].startswith(strip_parity(head))
         # the meter answers the next reader in full
         with RawLine(emu.ports[0]) as line:

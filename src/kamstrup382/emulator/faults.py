@@ -1,6 +1,6 @@
 """Fault injection for the emulated line: what can go wrong between a meter and its reader.
 
-Each fault has a probability per readout; the emulator draws them from a seeded
+Each fault has a probability per request; the emulator draws them from a seeded
 :class:`random.Random` per meter, so the same seed and the same sequence of requests give the
 same faults, at the same places. Every fault names exactly the damage it does to the reply,
 which is built clean first (the protocol core's encoder) and then damaged in this order:
@@ -93,7 +93,7 @@ class Damage:
 
     @property
     def wire(self) -> bytes:
-        """Everything sent for this readout, in order."""
+        """Everything sent for this exchange, in order."""
         return b"" if self.silent else self.noise + self.reply
 
     @property
@@ -111,7 +111,7 @@ def _probability(key: str, value: object) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """The probability of each fault per readout (0 = never, 1 = every readout)."""
+    """The probability of each fault per request (0 = never, 1 = every request)."""
 
     xor: float = 0.0
     bcc: float = 0.0
@@ -202,10 +202,10 @@ class Faults:
         return ()
 
     def choose(self, rng: random.Random) -> tuple[str, ...]:
-        """The faults of one readout, in :data:`FAULT_KINDS` order.
+        """The faults of one request, drawn, in :data:`FAULT_KINDS` order.
 
         One draw per kind whatever the probabilities, so that the sequence of draws (and
-        therefore every later decision) depends on the seed and the readout count only.
+        therefore every later decision) depends on the seed and the request count only.
         """
         drawn = [(kind, rng.random()) for kind in FAULT_KINDS]
         return tuple(kind for kind, u in drawn if u < getattr(self, kind))
