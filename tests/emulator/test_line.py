@@ -19,7 +19,7 @@ import serial
 from kamstrup382.clock import ManualClock
 from kamstrup382.emulator import ConstantLoad, Emulator, EmulatorThread, MeterModel, MeterSettings
 from kamstrup382.emulator.line import CHARACTERS_PER_SECOND
-from kamstrup382.emulator.pty import PARK_SPEED, park
+from kamstrup382.emulator.pty import PARK_SPEED
 from kamstrup382.errors import BccError, UsageError
 from kamstrup382.protocol import (
     ETX,
@@ -111,21 +111,6 @@ def test_pty_opens_again_and_again_at_300_baud_7e1(
         serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1, timeout=0.1).close()
         wait_for(lambda: slave_speed(path) == PARK_SPEED)
     assert len(emulator_pty.log(0)) == 6
-
-
-def test_pty_without_the_parking_would_refuse_a_second_open() -> None:
-    """The quirk itself, on a bare pty: why the emulator parks the slave."""
-    master, slave = os.openpty()
-    try:
-        path = os.ttyname(slave)
-        serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1).close()
-        with pytest.raises(termios.error):
-            serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1).close()
-        park(slave)
-        serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1).close()
-    finally:
-        os.close(master)
-        os.close(slave)
 
 
 def test_pty_is_parked_between_readers(emulator_pty: EmulatorThread) -> None:
