@@ -4,7 +4,7 @@
     python bench/bench_emulator.py --readouts 5
     python bench/bench_emulator.py --many 1000      # also N TCP meters read at once
 
-The emulator's model of the line (``kamstrup382.emulator.server``): the request takes its 5
+The emulator's model of the line (``kamstrup382.emulator.line``): the request takes its 5
 characters on the wire (30 characters a second), the answer starts ``delay`` seconds after the
 request's last character (the spec's 20-600 ms; here drawn uniformly from the whole window),
 and each reply character arrives when its stop bit would. Per readout this prints:
@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import serial
 
 from kamstrup382.emulator import EmulatorThread
-from kamstrup382.emulator.server import CHARACTERS_PER_SECOND, more_files
+from kamstrup382.emulator.line import CHARACTERS_PER_SECOND
+from kamstrup382.emulator.open_files import more_files
 from kamstrup382.protocol import ETX, REQUEST
 
 CT = 1.0 / CHARACTERS_PER_SECOND

@@ -1,7 +1,7 @@
 """Fault injection: each fault does exactly the damage it names, seeded and reproducible.
 
 The wire tests read the emulator with the raw client and compare what arrived with the clean
-reply (the protocol encoder's bytes for the values the readout logged); the same checks run
+reply (the protocol encoder's bytes for the values the exchange logged); the same checks run
 on :func:`apply_faults` directly over many seeds.
 """
 
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kamstrup382.clock import ManualClock
 from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults
 from kamstrup382.emulator.faults import FAULT_KINDS, NOISE_MAX, AppliedFault, apply_faults
-from kamstrup382.emulator.server import Readout
+from kamstrup382.emulator.line import Exchange
 from kamstrup382.errors import BccError, ConfigError, ProtocolError
 from kamstrup382.protocol import (
     ETX,
@@ -226,7 +226,7 @@ def faulty(transport: str, spec: str, seed: int = 1) -> EmulatorThread:
     )
 
 
-def read_one(emu: EmulatorThread, line: RawLine) -> tuple[bytes, Readout, float]:
+def read_one(emu: EmulatorThread, line: RawLine) -> tuple[bytes, Exchange, float]:
     """Send a request, wait until the emulator has written all it will, take what came."""
     count = len(emu.log(0))
     sent_at = line.send()
@@ -234,24 +234,24 @@ def read_one(emu: EmulatorThread, line: RawLine) -> tuple[bytes, Readout, float]
     return line.drain(), emu.log(0)[count], sent_at
 
 
-def readouts(emu: EmulatorThread, rounds: int) -> Iterator[tuple[bytes, Readout]]:
+def exchanges(emu: EmulatorThread, rounds: int) -> Iterator[tuple[bytes, Exchange]]:
     with RawLine(emu.ports[0]) as line:
         for _ in range(rounds):
-            got, readout, _ = read_one(emu, line)
-            yield got, readout
+            got, exchange, _ = read_one(emu, line)
+            yield got, exchange
 
 
 @pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "late"])
 def test_each_fault_on_the_wire(kind: str, line_kind: tuple[str, bool]) -> None:
     transport, eight_bit = line_kind
     with faulty(transport, f"{kind}=1") as emu:
-        for got, readout in readouts(emu, 3):
-            assert readout.values is not None or kind == "silent"
-            if readout.values is not None:  # the clean reply is the model's telegram
+        for got, exchange in exchanges(emu, 3):
+            assert exchange.values is not None or kind == "silent"
+            if exchange.values is not None:  # the clean reply is the model's telegram
                 model = emu.models[0]
-                assert readout.clean == encode_reply(model.identification, readout.values)
-            assert readout.wire == got
-            check_damage(kind, readout.clean or spec_reply(), got, eight_bit, readout.faults)
+                assert exchange.clean == encode_reply(model.identification, exchange.values)
+            assert exchange.wire == got
+            check_damage(kind, exchange.clean or spec_reply(), got, eight_bit, exchange.faults)
         if kind == "silent":
             assert emu.sent(0) == [] and emu.sent_values(0) == []
             assert [r.kinds for r in emu.log(0)] == [("silent",)] * 3
@@ -261,7 +261,7 @@ def test_each_fault_on_the_wire(kind: str, line_kind: tuple[str, bool]) -> None:
 
 def test_silent_then_answered_with_the_same_seed_sequence() -> None:
     with faulty("pty", "silent=0.5", seed=4) as emu:
-        kinds = [r.kinds for _, r in readouts(emu, 10)]
+        kinds = [r.kinds for _, r in exchanges(emu, 10)]
     assert ("silent",) in kinds and () in kinds  # the meter keeps listening after silence
 
 
@@ -273,9 +273,9 @@ def test_late_answer_begins_after_600_ms(line_kind: tuple[str, bool]) -> None:
         first = line.read_exactly(1)
         first_at = time.monotonic()
         got = first + line.read_reply()
-        readout = emu.log(0)[0]
-    assert readout.kinds == ("late",) and 0.65 <= readout.delay <= 0.7
-    check_damage("late", readout.clean, got, eight_bit, readout.faults)
+        exchange = emu.log(0)[0]
+    assert exchange.kinds == ("late",) and 0.65 <= exchange.delay <= 0.7
+    check_damage("late", exchange.clean, got, eight_bit, exchange.faults)
     assert first_at - sent_at > 0.6  # a lower bound: the answer cannot come earlier
 
 
@@ -284,9 +284,51 @@ def test_faults_are_reproducible_from_the_seed() -> None:
 
     def run(seed: int) -> list[tuple[bytes, tuple[AppliedFault, ...]]]:
         with faulty("pty", spec, seed=seed) as emu:
-            return [(got, r.faults) for got, r in readouts(emu, 8)]
+            return [(got, r.faults) for got, r in exchanges(emu, 8)]
 
     first, again, other = run(11), run(11), run(12)
     assert first == again
     assert first != other
     assert any(faults for _, faults in first)
+
+
+# -- the script -------------------------------------------------------------------------------
+
+
+def test_script_parse_and_str() -> None:
+    faults = Faults.parse("flip=0.5,script=silent/late+bcc/none")
+    assert faults.script == (("silent",), ("bcc", "late"), ())  # kinds in FAULT_KINDS order
+    assert faults.active
+    assert Faults.parse(str(faults)) == faults
+    assert str(Faults(script=((),))) == "script=none"
+    assert Faults(script=((),)).active is False
+
+
+@pytest.mark.parametrize("script", ["silent", [("smoke",)], ["silent"]])
+def test_script_errors_name_the_key(script: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        Faults(script=script)  # type: ignore[arg-type]
+    assert info.value.key == "faults.script"
+
+
+def test_script_then_probabilities() -> None:
+    faults = Faults(drop=1, script=(("silent",), ()))
+    rng = random.Random(1)
+    assert [faults.for_request(n, rng) for n in (1, 2, 3, 4)] == [
+        ("silent",),
+        (),
+        ("drop",),
+        ("drop",),
+    ]
+    assert Faults().for_request(1, rng) == ()
+
+
+def test_script_on_the_wire(line_kind: tuple[str, bool]) -> None:
+    transport, eight_bit = line_kind
+    with faulty(transport, "script=silent/bcc/none") as emu:
+        got = [g for g, _ in exchanges(emu, 4)]
+        assert [e.kinds for e in emu.log(0)] == [("silent",), ("bcc",), (), ()]
+    clean = emu.log(0)[3].clean
+    assert got[0] == b""
+    check_damage("bcc", clean, got[1], eight_bit, emu.log(0)[1].faults)
+    assert strip_parity(got[2]) == strip_parity(got[3]) == clean

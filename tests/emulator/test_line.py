@@ -18,8 +18,8 @@ import serial
 
 from kamstrup382.clock import ManualClock
 from kamstrup382.emulator import ConstantLoad, Emulator, EmulatorThread, MeterModel, MeterSettings
-from kamstrup382.emulator.pty import PARK_SPEED, park
-from kamstrup382.emulator.server import CHARACTERS_PER_SECOND
+from kamstrup382.emulator.line import CHARACTERS_PER_SECOND
+from kamstrup382.emulator.pty import PARK_SPEED
 from kamstrup382.errors import BccError, UsageError
 from kamstrup382.protocol import (
     ETX,
@@ -111,21 +111,6 @@ def test_pty_opens_again_and_again_at_300_baud_7e1(
         serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1, timeout=0.1).close()
         wait_for(lambda: slave_speed(path) == PARK_SPEED)
     assert len(emulator_pty.log(0)) == 6
-
-
-def test_pty_without_the_parking_would_refuse_a_second_open() -> None:
-    """The quirk itself, on a bare pty: why the emulator parks the slave."""
-    master, slave = os.openpty()
-    try:
-        path = os.ttyname(slave)
-        serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1).close()
-        with pytest.raises(termios.error):
-            serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1).close()
-        park(slave)
-        serial.Serial(path, 300, bytesize=7, parity="E", stopbits=1).close()
-    finally:
-        os.close(master)
-        os.close(slave)
 
 
 def test_pty_is_parked_between_readers(emulator_pty: EmulatorThread) -> None:
@@ -295,8 +280,8 @@ def test_a_reply_never_beats_the_wire() -> None:
         done = time.monotonic()
     floor = (len(REQUEST) + len(reply)) / CHARACTERS_PER_SECOND / speed + delay
     assert done - sent_at >= floor * 0.999
-    readout = emu.log(0)[0]
-    assert readout.complete and readout.written == len(reply) and readout.delay == delay
+    exchange = emu.log(0)[0]
+    assert exchange.complete and exchange.written == len(reply) and exchange.delay == delay
 
 
 async def test_async_emulator_over_pty_and_tcp() -> None:
@@ -391,10 +376,10 @@ def test_a_reader_hanging_up_mid_reply_cuts_it_short(emulator_clock: ManualClock
             line.send()
             head = line.read_exactly(20)
         wait_for(lambda: emu.log(0)[0].ended)
-        (readout,) = emu.log(0)
-        assert not readout.complete
-        assert 20 <= readout.written < len(readout.wire)
-        assert emu.sent(0) == [strip_parity(readout.wire[: readout.written])]
+        (exchange,) = emu.log(0)
+        assert not exchange.complete
+        assert 20 <= exchange.written < len(exchange.wire)
+        assert emu.sent(0) == [strip_parity(exchange.wire[: exchange.written])]
         assert emu.sent(0)[0].startswith(strip_parity(head))
         # the meter answers the next reader in full
         with RawLine(emu.ports[0]) as line:

@@ -1,18 +1,21 @@
-"""A scripted meter for reader tests: loopback TCP or a pty, in its own thread and event loop.
+"""A scripted peer for reader tests: what the emulator cannot play, on loopback TCP or a pty.
+
+The reader tests use the emulator and its faults (:mod:`kamstrup382.emulator.faults`) for
+everything a meter does. This peer plays what the emulator, a faithful half-duplex meter,
+never does: an optical head's echo, a gateway's hangup or replay, a reply with a broken
+frame, a pause in mid-reply, a line that never stops talking, a late answer abandoned when
+the request comes again (the meter does not listen until it has answered), and meters that
+wait for each other (``gate``).
 
 Each request (``/?!`` CR LF, with or without parity bits) is answered by the next action of the
 script; when the script is used up, the last action repeats. Actions:
 
 - ``answer``: the reply (``telegram``, default the specification's example) after ``delay``;
-- ``echo``: the request echoed back (as an optical head does), then the reply;
-- ``noise``: bytes without ``/`` before the reply;
 - ``silent``: nothing;
-- ``late``: the reply, ``late_by`` seconds after the request;
-- ``truncate``: the first 100 bytes of the reply, then nothing;
+- ``echo``: the request echoed back (as an optical head does), then the reply;
+- ``noise``: bytes without ``/`` before the reply (in a script with an ``echo``);
+- ``late``: the reply, ``late_by`` seconds after the request, unless a new request comes first;
 - ``stall``: the first 100 bytes, a pause of ``stall_for`` seconds, the rest;
-- ``bad_bcc``: the reply with its BCC plus one;
-- ``xor``: the reply with the IEC XOR as BCC;
-- ``parity``: the reply with the parity bit of byte 40 inverted (8-bit wire only);
 - ``framing``: the reply with its STX replaced by ``X``;
 - ``double``: the reply, twice (the second copy is stale input for the next request);
 - ``endless``: a byte without ``/`` every 10 ms until the next request;
@@ -20,6 +23,9 @@ script; when the script is used up, the last action repeats. Actions:
 
 ``eight_bit``: the wire carries the even-parity bit (a TCP gateway, an 8N1 head). ``gate``: a
 :class:`Gate` shared by several peers: none answers before all of them have got a request.
+
+Also here: :class:`EchoingHead` (an echoing proxy in front of an emulator) and
+:class:`Rfc2217Bridge` (an RFC 2217 gateway in front of one).
 """
 
 from __future__ import annotations
@@ -33,14 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from kamstrup382.protocol import add_parity, bcc_xor, strip_parity
+from kamstrup382.protocol import add_parity, strip_parity
 
 EXAMPLE = (Path(__file__).parent.parent / "data" / "spec-example.bin").read_bytes()
-
-
-def with_xor(reply: bytes) -> bytes:
-    stx = reply.index(b"\x02")
-    return reply[:-1] + bytes([bcc_xor(reply[stx + 1 : -1])])
 
 
 class Gate:
@@ -168,21 +169,13 @@ class ScriptedPeer:
         await asyncio.sleep(self.late_by if action == "late" else self.delay)
         if action == "noise":
             send(self._wire(b"\x00zz\r\n"))
-        elif action == "bad_bcc":
-            reply = reply[:-1] + bytes([(reply[-1] + 1) & 0x7F])
-        elif action == "xor":
-            reply = with_xor(reply)
         elif action == "framing":
             reply = reply.replace(b"\x02", b"X", 1)
         elif action == "double":
             reply = reply + reply
         wire = self._wire(reply)
-        if action == "parity":
-            wire = wire[:40] + bytes([wire[40] ^ 0x80]) + wire[41:]
-        if action in ("truncate", "stall"):
+        if action == "stall":
             send(wire[:100])
-            if action == "truncate":
-                return
             await asyncio.sleep(self.stall_for)
             wire = wire[100:]
         send(wire)

@@ -1,6 +1,6 @@
 """Both readers against the emulator over a pty and loopback TCP, at a high line speed.
 
-The emulator logs every readout (values, clean reply, faults): a reading is correct when it
+The emulator logs every exchange (values, clean reply, faults): a reading is correct when it
 is exactly what the model sent.
 """
 

@@ -1,4 +1,9 @@
-"""Reader and AsyncReader against a scripted meter over loopback TCP and a pty.
+"""Reader and AsyncReader against a meter following a script, over loopback TCP and a pty.
+
+A script names what the meter does for each request (the last action repeating). The meter is
+the emulator, with its faults, wherever they make every action of the script
+(:data:`EMULATED`); the scripted peer (:mod:`tests.reader.peer`) only plays what the emulator
+cannot (an echo, a hangup, a late answer abandoned for the next request, ...).
 
 Every test runs with both readers (``api``) and, where the wire allows, both transports.
 Timeouts are short (``FAST``) so that failing phases are quick; nothing asserts on time.
@@ -9,10 +14,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Protocol
 
 import pytest
 
+from kamstrup382.clock import ManualClock
+from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults, MeterModel
 from kamstrup382.errors import (
     BccError,
     ConnectionLost,
@@ -29,6 +38,74 @@ from tests.reader.peer import EXAMPLE, Gate, Rfc2217Bridge, ScriptedPeer
 
 FAST = Timing(answer_timeout=0.1, answer_margin=0.05)
 Outcome = Reading | Kamstrup382Error
+
+#: The script's actions the emulator's faults play: the faults of that request.
+EMULATED: dict[str, tuple[str, ...]] = {
+    "answer": (),
+    "silent": ("silent",),
+    "truncate": ("truncate",),
+    "bad_bcc": ("bcc",),
+    "xor": ("xor",),
+    "parity": ("parity",),
+}
+#: The emulator's line speed: a reply takes about 0.1 s.
+SPEED = 50.0
+
+
+class Meter(Protocol):
+    """Where a scripted meter is, and how many requests it has heard."""
+
+    @property
+    def port(self) -> str: ...
+
+    @property
+    def requests(self) -> int: ...
+
+
+class EmulatedMeter:
+    """The emulator following a script of :data:`EMULATED` actions, serving the specification's
+    example (its default settings, no load, a stopped clock)."""
+
+    def __init__(
+        self,
+        *script: str,
+        transport: str = "tcp",
+        eight_bit: bool | None = None,
+        delay: float = 0.02,
+    ) -> None:
+        kinds = [EMULATED[action] for action in script] or [()]
+        always: dict[str, Any] = dict.fromkeys(kinds[-1], 1.0)  # the last action repeats
+        model = MeterModel(
+            load=ConstantLoad(0), clock=ManualClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+        )
+        self.emulator = EmulatorThread(
+            [model],
+            transport="pty" if transport == "pty" else "tcp",
+            speed=SPEED,
+            delay=delay,
+            eight_bit=eight_bit,
+            faults=Faults(script=tuple(kinds[:-1]), **always),
+        )
+
+    @property
+    def port(self) -> str:
+        return self.emulator.ports[0]
+
+    @property
+    def requests(self) -> int:
+        return len(self.emulator.log(0))
+
+    def __enter__(self) -> EmulatedMeter:
+        self.emulator.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.emulator.stop()
 
 
 def read_many(api: str, port: str, count: int = 1, **options: Any) -> list[Outcome]:
@@ -75,27 +152,31 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def peer_factory() -> Iterator[Callable[..., ScriptedPeer]]:
-    peers: list[ScriptedPeer] = []
+def meter_factory() -> Iterator[Callable[..., Meter]]:
+    """``make(*script, **options)``: the emulator where it plays the whole script, else the
+    scripted peer (always with a ``gate``)."""
+    meters: list[EmulatedMeter | ScriptedPeer] = []
 
-    def make(*script: str, **kwargs: Any) -> ScriptedPeer:
-        peer = ScriptedPeer(*script, **kwargs)
-        peer.__enter__()
-        peers.append(peer)
-        return peer
+    def make(*script: str, **options: Any) -> Meter:
+        meter: EmulatedMeter | ScriptedPeer
+        if "gate" not in options and all(action in EMULATED for action in script):
+            meter = EmulatedMeter(*script, **options)
+        else:
+            meter = ScriptedPeer(*script, **options)
+        meter.__enter__()
+        meters.append(meter)
+        return meter
 
     yield make
-    for peer in peers:
-        peer.__exit__(None, None, None)
+    for meter in meters:
+        meter.__exit__(None, None, None)
 
 
-def test_reads_the_example(
-    api: str, transport: str, peer_factory: Callable[..., ScriptedPeer]
-) -> None:
-    peer = peer_factory("answer", transport=transport)
-    reading = read_one(api, peer.port)
+def test_reads_the_example(api: str, transport: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("answer", transport=transport)
+    reading = read_one(api, meter.port)
     assert reading.raw == EXAMPLE
-    assert reading.port == peer.port
+    assert reading.port == meter.port
     assert reading.line is (LineMode.EIGHT_N_ONE if transport == "tcp" else LineMode.SEVEN_E_ONE)
     assert reading.attempts == 1
     assert reading.registers["energy"] == 53
@@ -105,30 +186,28 @@ def test_reads_the_example(
 
 @pytest.mark.parametrize("line", ["7E1", "8N1"])
 def test_line_mode_over_either_transport(
-    api: str, transport: str, line: str, peer_factory: Callable[..., ScriptedPeer]
+    api: str, transport: str, line: str, meter_factory: Callable[..., Meter]
 ) -> None:
-    peer = peer_factory("answer", transport=transport, eight_bit=line == "8N1")
-    reading = read_one(api, peer.port, line=line)
+    meter = meter_factory("answer", transport=transport, eight_bit=line == "8N1")
+    reading = read_one(api, meter.port, line=line)
     assert reading.raw == EXAMPLE
     assert reading.line == line
 
 
-def test_wrong_line_mode_is_a_typed_error(
-    api: str, peer_factory: Callable[..., ScriptedPeer]
-) -> None:
-    peer = peer_factory("answer", transport="tcp", eight_bit=True)
-    (outcome,) = read_many(api, peer.port, line="7E1", retries=0)
+def test_wrong_line_mode_is_a_typed_error(api: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("answer", transport="tcp", eight_bit=True)
+    (outcome,) = read_many(api, meter.port, line="7E1", retries=0)
     assert isinstance(outcome, FramingError)
     assert "8-bit mode" in str(outcome)
 
 
 def test_several_readouts_on_one_connection(
-    api: str, transport: str, peer_factory: Callable[..., ScriptedPeer]
+    api: str, transport: str, meter_factory: Callable[..., Meter]
 ) -> None:
-    peer = peer_factory("answer", "echo", "noise", "answer", transport=transport)
-    outcomes = read_many(api, peer.port, count=4)
+    meter = meter_factory("answer", "echo", "noise", "answer", transport=transport)
+    outcomes = read_many(api, meter.port, count=4)
     assert [o.raw for o in outcomes if isinstance(o, Reading)] == [EXAMPLE] * 4
-    assert peer.requests == 4
+    assert meter.requests == 4
 
 
 @pytest.mark.parametrize(
@@ -148,23 +227,21 @@ def test_every_failure_is_typed(
     action: str,
     error: type[Kamstrup382Error],
     phase: str | None,
-    peer_factory: Callable[..., ScriptedPeer],
+    meter_factory: Callable[..., Meter],
 ) -> None:
-    peer = peer_factory(action, transport="tcp")
-    (outcome,) = read_many(api, peer.port, retries=1)
+    meter = meter_factory(action, transport="tcp")
+    (outcome,) = read_many(api, meter.port, retries=1)
     assert isinstance(outcome, error), outcome
     assert getattr(outcome, "attempts", None) == 2
-    assert peer.requests == 2
+    assert meter.requests == 2
     if phase is not None:
         assert isinstance(outcome, ReadTimeout)
         assert outcome.phase == phase
 
 
-def test_deadline_cuts_off_an_endless_line(
-    api: str, peer_factory: Callable[..., ScriptedPeer]
-) -> None:
-    peer = peer_factory("endless", transport="tcp")
-    (outcome,) = read_many(api, peer.port, retries=0, timing=Timing(deadline=0.4))
+def test_deadline_cuts_off_an_endless_line(api: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("endless", transport="tcp")
+    (outcome,) = read_many(api, meter.port, retries=0, timing=Timing(deadline=0.4))
     # (the rest of the reply is let pass before the next request, not when giving up)
     assert isinstance(outcome, ReadTimeout)
     assert outcome.phase == "deadline"
@@ -175,60 +252,58 @@ def test_deadline_cuts_off_an_endless_line(
     "action", ["silent", "late", "truncate", "stall", "bad_bcc", "framing", "parity", "hangup"]
 )
 def test_retries_recover_a_transient_fault(
-    api: str, action: str, peer_factory: Callable[..., ScriptedPeer]
+    api: str, action: str, meter_factory: Callable[..., Meter]
 ) -> None:
-    peer = peer_factory(action, action, "answer", transport="tcp")
-    reading = read_one(api, peer.port, retries=2)
+    meter = meter_factory(action, action, "answer", transport="tcp")
+    reading = read_one(api, meter.port, retries=2)
     assert reading.raw == EXAMPLE
     assert reading.attempts == 3
 
 
-def test_the_last_error_is_raised(api: str, peer_factory: Callable[..., ScriptedPeer]) -> None:
-    peer = peer_factory("silent", "bad_bcc", transport="tcp")
-    (outcome,) = read_many(api, peer.port, retries=1)
+def test_the_last_error_is_raised(api: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("silent", "bad_bcc", transport="tcp")
+    (outcome,) = read_many(api, meter.port, retries=1)
     assert isinstance(outcome, BccError)
 
 
 def test_stale_input_is_flushed_before_the_request(
-    api: str, transport: str, peer_factory: Callable[..., ScriptedPeer]
+    api: str, transport: str, meter_factory: Callable[..., Meter]
 ) -> None:
     # the first reply comes twice; the second copy must not pass for the answer to the
     # next request, which the meter leaves unanswered
-    peer = peer_factory("double", "silent", transport=transport)
-    outcomes = read_many(api, peer.port, count=2, retries=0)
+    meter = meter_factory("double", "silent", transport=transport)
+    outcomes = read_many(api, meter.port, count=2, retries=0)
     assert isinstance(outcomes[0], Reading)
     assert isinstance(outcomes[1], ReadTimeout)
     assert outcomes[1].phase == "answer"
 
 
 def test_broken_reply_is_drained_before_the_retry(
-    api: str, peer_factory: Callable[..., ScriptedPeer]
+    api: str, meter_factory: Callable[..., Meter]
 ) -> None:
-    # the parity error comes at byte 40: the meter's other 127 bytes are let pass, and the
-    # retry gets the complete second reply
-    peer = peer_factory("parity", "answer", transport="tcp", delay=0.02)
-    reading = read_one(api, peer.port, retries=1)
+    # the parity error comes in the data block: the rest of the meter's reply is let pass,
+    # and the retry gets the complete second reply
+    meter = meter_factory("parity", "answer", transport="tcp", delay=0.02)
+    reading = read_one(api, meter.port, retries=1)
     assert reading.raw == EXAMPLE
     assert reading.attempts == 2
 
 
-def test_xor_meter_auto_and_fixed(api: str, peer_factory: Callable[..., ScriptedPeer]) -> None:
-    peer = peer_factory("xor", transport="tcp")
-    assert read_one(api, peer.port).bcc_algorithm is BccAlgorithm.XOR
-    assert read_one(api, peer.port, bcc="xor").bcc_algorithm is BccAlgorithm.XOR
-    requests = peer.requests
-    (outcome,) = read_many(api, peer.port, bcc="sum7", retries=3)
+def test_xor_meter_auto_and_fixed(api: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("xor", transport="tcp")
+    assert read_one(api, meter.port).bcc_algorithm is BccAlgorithm.XOR
+    assert read_one(api, meter.port, bcc="xor").bcc_algorithm is BccAlgorithm.XOR
+    requests = meter.requests
+    (outcome,) = read_many(api, meter.port, bcc="sum7", retries=3)
     assert isinstance(outcome, BccError)
     assert "sum7" in str(outcome)
-    assert peer.requests == requests + 1  # refused at once: no retry can help
+    assert meter.requests == requests + 1  # refused at once: no retry can help
 
 
-def test_progress_counts_up_to_the_reply(
-    api: str, peer_factory: Callable[..., ScriptedPeer]
-) -> None:
-    peer = peer_factory("echo", transport="tcp")
+def test_progress_counts_up_to_the_reply(api: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("echo", transport="tcp")
     seen: list[tuple[int, int]] = []
-    reading = read_one(api, peer.port, progress=lambda got, total: seen.append((got, total)))
+    reading = read_one(api, meter.port, progress=lambda got, total: seen.append((got, total)))
     assert seen
     assert seen[-1][0] == len(EXAMPLE) + 5  # the echo counts as received
     assert all(got <= total for got, total in seen)
@@ -260,23 +335,23 @@ def test_usage_errors(api: str, options: dict[str, Any]) -> None:
         cls("socket://127.0.0.1:1", **options)
 
 
-def test_pty_reopened_at_300_baud(api: str, peer_factory: Callable[..., ScriptedPeer]) -> None:
+def test_pty_reopened_at_300_baud(api: str, meter_factory: Callable[..., Meter]) -> None:
     # a pty refuses a second 7E1 setup at an unchanged speed (spec notes): every new reader
     # on the same pty must still open it
-    peer = peer_factory("answer", transport="pty")
+    meter = meter_factory("answer", transport="pty")
     for _ in range(3):
-        assert read_one(api, peer.port).raw == EXAMPLE
+        assert read_one(api, meter.port).raw == EXAMPLE
 
 
 async def test_many_async_readers_share_one_loop(
-    peer_factory: Callable[..., ScriptedPeer],
+    meter_factory: Callable[..., Meter],
 ) -> None:
-    # no peer answers before every reader has sent its request: readers that blocked one
+    # no meter answers before every reader has sent its request: readers that blocked one
     # another (a blocking wait, one at a time) would all time out
     gate = Gate(14)
-    peers = [peer_factory("answer", transport="tcp", gate=gate) for _ in range(8)]
-    peers += [peer_factory("silent", transport="tcp", gate=gate) for _ in range(2)]
-    peers += [peer_factory("answer", transport="pty", gate=gate) for _ in range(4)]
+    meters = [meter_factory("answer", transport="tcp", gate=gate) for _ in range(8)]
+    meters += [meter_factory("silent", transport="tcp", gate=gate) for _ in range(2)]
+    meters += [meter_factory("answer", transport="pty", gate=gate) for _ in range(4)]
 
     async def one(port: str) -> Outcome:
         async with AsyncReader(port, retries=0, answer_margin=0.05) as reader:
@@ -285,7 +360,7 @@ async def test_many_async_readers_share_one_loop(
             except Kamstrup382Error as exc:
                 return exc
 
-    outcomes = await asyncio.gather(*(one(p.port) for p in peers))
+    outcomes = await asyncio.gather(*(one(p.port) for p in meters))
     assert gate.opened.is_set()
     kinds = [type(o).__name__ for o in outcomes]
     assert kinds == ["Reading"] * 8 + ["ReadTimeout"] * 2 + ["Reading"] * 4
@@ -326,10 +401,10 @@ def test_unknown_url_scheme_is_a_usage_error(api: str) -> None:
     assert isinstance(outcome, UsageError)
 
 
-def test_bcc_hint(api: str, peer_factory: Callable[..., ScriptedPeer]) -> None:
-    peer = peer_factory("xor", "xor", transport="tcp")
-    reading = read_one(api, peer.port, bcc_hint="sum7", retries=1)
+def test_bcc_hint(api: str, meter_factory: Callable[..., Meter]) -> None:
+    meter = meter_factory("xor", "xor", transport="tcp")
+    reading = read_one(api, meter.port, bcc_hint="sum7", retries=1)
     assert reading.bcc_algorithm is BccAlgorithm.XOR
     assert reading.attempts == 2  # refused once as the hint said sum7, then followed
     with pytest.raises(UsageError):
-        Reader(peer.port, bcc_hint="crc")
+        Reader(meter.port, bcc_hint="crc")

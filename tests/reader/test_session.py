@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kamstrup382.emulator.faults import apply_faults
 from kamstrup382.errors import (
     BccError,
     ConnectionLost,
@@ -26,10 +28,15 @@ from kamstrup382.reader import (
 )
 from kamstrup382.reader.session import Readout
 from kamstrup382.reading import LineMode
-from tests.reader.peer import EXAMPLE, with_xor
+from tests.reader.peer import EXAMPLE
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TIMING = Timing(answer_timeout=0.6, answer_margin=0.3)
+
+
+def with_xor(reply: bytes) -> bytes:
+    """``reply`` as an IEC meter sends it: the emulator's ``xor`` fault."""
+    return apply_faults(reply, ["xor"], random.Random(0), eight_bit=False).reply
 
 
 def wall(mono: float) -> datetime:

@@ -2,7 +2,11 @@
 
 - :mod:`.model`, :mod:`.load`, :mod:`.tariff`: the state of one meter advancing with a clock
   (energy from a load, tariffs, hour counter, pulse input and output, demand peaks).
-- :mod:`.server`, :mod:`.faults`: the meter on a pseudo-terminal or TCP, with faults.
+- :mod:`.settings`: what a meter is and the registers it starts with.
+- :mod:`.server` (:class:`Emulator`), :mod:`.thread` (:class:`EmulatorThread`): meters served
+  on TCP ports (:mod:`.tcp`) or pseudo-terminals (:mod:`.pty`); :mod:`.line`: what a line
+  does with a request, paced at 300 baud, with :mod:`.faults` applied, logged as
+  :class:`Exchange` s; :mod:`.pulses`: pulse out, live.
 
 The line's names are imported lazily, so ``from kamstrup382.emulator import MeterModel`` never
 pulls in asyncio servers or serial ports.
@@ -21,12 +25,15 @@ from kamstrup382.emulator.load import (
     Load,
     parse_load,
 )
-from kamstrup382.emulator.model import MeterModel, MeterSettings, PulseCallback, Snapshot
+from kamstrup382.emulator.model import MeterModel, PulseCallback, Snapshot
+from kamstrup382.emulator.settings import MeterSettings
 from kamstrup382.emulator.tariff import TariffSchedule
 
 if TYPE_CHECKING:
     from kamstrup382.emulator.faults import Faults
-    from kamstrup382.emulator.server import Emulator, EmulatorThread
+    from kamstrup382.emulator.line import Exchange
+    from kamstrup382.emulator.server import Emulator
+    from kamstrup382.emulator.thread import EmulatorThread
 
 __all__ = [
     "ConstantLoad",
@@ -34,6 +41,7 @@ __all__ = [
     "Emulator",
     "EmulatorThread",
     "ExactLoad",
+    "Exchange",
     "Faults",
     "HouseholdLoad",
     "Load",
@@ -47,7 +55,8 @@ __all__ = [
 
 _LAZY = {
     "Emulator": "kamstrup382.emulator.server",
-    "EmulatorThread": "kamstrup382.emulator.server",
+    "EmulatorThread": "kamstrup382.emulator.thread",
+    "Exchange": "kamstrup382.emulator.line",
     "Faults": "kamstrup382.emulator.faults",
 }
 

@@ -1,6 +1,6 @@
 """Fault injection for the emulated line: what can go wrong between a meter and its reader.
 
-Each fault has a probability per readout; the emulator draws them from a seeded
+Each fault has a probability per request; the emulator draws them from a seeded
 :class:`random.Random` per meter, so the same seed and the same sequence of requests give the
 same faults, at the same places. Every fault names exactly the damage it does to the reply,
 which is built clean first (the protocol core's encoder) and then damaged in this order:
@@ -25,7 +25,13 @@ which is built clean first (the protocol core's encoder) and then damaged in thi
   after the request, uniform in a range, 0.7-1.5 s by default).
 - ``silent``: no answer to this request at all (the other faults drawn are then void).
 
+Besides the probabilities, a script can name the faults of each meter's first requests, in
+order (``Faults(script=(("silent",), ("bcc",), ()))``: no answer, then a wrong BCC, then a
+clean reply); the probabilities decide for the requests after the script.
+
 ``Faults.parse("flip=0.1,late=0.05,xor=1")`` reads the command line form; ``str()`` writes it.
+A script is written ``script=silent/bcc+late/none``: requests separated by ``/``, the kinds of
+one request joined by ``+``, ``none`` for a clean reply.
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ class Damage:
 
     @property
     def wire(self) -> bytes:
-        """Everything sent for this readout, in order."""
+        """Everything sent for this exchange, in order."""
         return b"" if self.silent else self.noise + self.reply
 
     @property
@@ -105,7 +111,7 @@ def _probability(key: str, value: object) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Faults:
-    """The probability of each fault per readout (0 = never, 1 = every readout)."""
+    """The probability of each fault per request (0 = never, 1 = every request)."""
 
     xor: float = 0.0
     bcc: float = 0.0
@@ -118,10 +124,13 @@ class Faults:
     late: float = 0.0
     silent: float = 0.0
     late_delay: tuple[float, float] = DEFAULT_LATE_DELAY
+    #: The faults of each meter's first requests, in order (``()``: a clean reply).
+    script: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         for kind in FAULT_KINDS:
             object.__setattr__(self, kind, _probability(kind, getattr(self, kind)))
+        object.__setattr__(self, "script", _checked_script(self.script))
         lo, hi = self.late_delay
         if not (SPEC_MAX_DELAY < lo <= hi):
             raise ConfigError(
@@ -140,8 +149,8 @@ class Faults:
             key, sep, raw = (part.strip() for part in item.partition("="))
             if not key:
                 raise ConfigError("faults", f"empty item in {spec!r}")
-            if key not in FAULT_KINDS and key != "late_delay":
-                known = ", ".join((*FAULT_KINDS, "late_delay"))
+            if key not in FAULT_KINDS and key not in ("late_delay", "script"):
+                known = ", ".join((*FAULT_KINDS, "late_delay", "script"))
                 raise ConfigError(f"faults.{key}", f"unknown fault (known: {known})")
             if key in values:
                 raise ConfigError(f"faults.{key}", "given twice")
@@ -149,6 +158,12 @@ class Faults:
                 raise ConfigError(f"faults.{key}", f"needs a value: {key}=P")
             if key == "late_delay":
                 values[key] = _parse_range(raw, f"faults.{key}")
+                continue
+            if key == "script":
+                values[key] = tuple(
+                    () if entry.strip() == "none" else tuple(k.strip() for k in entry.split("+"))
+                    for entry in raw.split("/")
+                )
                 continue
             try:
                 number = float(raw)
@@ -164,17 +179,33 @@ class Faults:
         if self.late and self.late_delay != DEFAULT_LATE_DELAY:
             lo, hi = self.late_delay
             items.append(f"late_delay={lo:g}" if lo == hi else f"late_delay={lo:g}-{hi:g}")
+        if self.script:
+            entries = ("+".join(kinds) or "none" for kinds in self.script)
+            items.append("script=" + "/".join(entries))
         return ",".join(items) or "none"
 
     @property
     def active(self) -> bool:
-        return any(getattr(self, kind) for kind in FAULT_KINDS)
+        """Whether any request can get a fault (by its probability or by the script)."""
+        return any(self.script) or any(getattr(self, kind) for kind in FAULT_KINDS)
+
+    def for_request(self, number: int, rng: random.Random) -> tuple[str, ...]:
+        """The faults of a meter's request ``number`` (counting from 1).
+
+        The script's entry while the script lasts (nothing drawn from ``rng``), then
+        :meth:`choose`; nothing is drawn either when every probability is 0.
+        """
+        if number <= len(self.script):
+            return self.script[number - 1]
+        if any(getattr(self, kind) for kind in FAULT_KINDS):
+            return self.choose(rng)
+        return ()
 
     def choose(self, rng: random.Random) -> tuple[str, ...]:
-        """The faults of one readout, in :data:`FAULT_KINDS` order.
+        """The faults of one request, drawn, in :data:`FAULT_KINDS` order.
 
         One draw per kind whatever the probabilities, so that the sequence of draws (and
-        therefore every later decision) depends on the seed and the readout count only.
+        therefore every later decision) depends on the seed and the request count only.
         """
         drawn = [(kind, rng.random()) for kind in FAULT_KINDS]
         return tuple(kind for kind, u in drawn if u < getattr(self, kind))
@@ -184,6 +215,21 @@ class Faults:
     ) -> Damage:
         """Apply ``kinds`` to ``clean`` (a 7-bit reply, identification to BCC)."""
         return apply_faults(clean, kinds, rng, eight_bit=eight_bit, late_delay=self.late_delay)
+
+
+def _checked_script(script: object) -> tuple[tuple[str, ...], ...]:
+    """The script with each request's kinds known and in :data:`FAULT_KINDS` order."""
+    if isinstance(script, str) or not isinstance(script, tuple | list):
+        raise ConfigError("faults.script", f"must be a sequence of fault kinds, got {script!r}")
+    checked: list[tuple[str, ...]] = []
+    for entry in script:
+        if isinstance(entry, str) or not isinstance(entry, tuple | list):
+            raise ConfigError("faults.script", f"each request needs a tuple of kinds: {entry!r}")
+        unknown = [kind for kind in entry if kind not in FAULT_KINDS]
+        if unknown:
+            raise ConfigError("faults.script", f"unknown fault {unknown[0]!r}")
+        checked.append(tuple(kind for kind in FAULT_KINDS if kind in entry))
+    return tuple(checked)
 
 
 def _parse_range(raw: str, key: str) -> tuple[float, float]:

@@ -21,15 +21,8 @@ What the registers do (codes as in the telegram):
   (:meth:`MeterModel.pulse_in`) instead of switching the tariff (everything is tariff 1).
 - ``1.31`` hour counter: operating hours, i.e. all time the model has advanced through (the
   emulated meter is always powered), kept exact, shown as whole hours.
-- ``1.6`` actual peak: the highest average power over a demand period this month, in kW with
-  one decimal (the average truncated to 0.1 kW, as a register shows it). Demand periods
-  (``MeterSettings.demand_period``, 15 minutes by default, dividing a day) are aligned to
-  local midnight in ``MeterSettings.zone`` (UTC by default). Only complete periods count: the
-  period the model was created in (unless created exactly at its start) does not, and a period
-  counts when the model advances to its end. At the first instant of a month (local midnight
-  in the zone) the peak moves to ``1.6*1`` (last month's peak) and ``1.6`` restarts at 0.0;
-  the period ending exactly at the month boundary still belongs to the old month. The initial
-  ``1.6`` of the settings counts as this month's peak so far. The peak is capped at 999999.9.
+- ``1.6`` actual peak and ``1.6*1`` last month's peak: the highest average power over a
+  demand period, per month (:mod:`.demand`).
 - Pulse out (module pin 3): ``pulse_constant`` impulses per kWh. ``pulses_out`` is the number
   emitted since the model was created, always ``floor(consumed Wh * constant / 1000)`` exactly,
   where *consumed* is the energy integrated since creation (not the initial register).
@@ -39,7 +32,8 @@ What the registers do (codes as in the telegram):
   callbacks' ``at`` and the count of the second give the exact average power in between.
   :meth:`MeterModel.next_pulse_at` says when the next pulse comes, for a program that wants
   to see pulses live (sleep until then, advance): the line's
-  :meth:`~kamstrup382.emulator.server.Emulator.subscribe_pulses` does exactly that.
+  :meth:`~kamstrup382.emulator.server.Emulator.subscribe_pulses` does exactly that
+  (:mod:`.pulses`).
 
 The model is thread-safe: a lock guards the state (the line serves it from an event-loop
 thread while tests read it). Pulse callbacks run after the lock is released, in the thread that
@@ -52,13 +46,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import TypeVar
 
 from kamstrup382.clock import Clock, SystemClock
+from kamstrup382.emulator.demand import DemandRegisters
 from kamstrup382.emulator.load import (
     US_PER_HOUR,
     HouseholdLoad,
@@ -67,143 +62,31 @@ from kamstrup382.emulator.load import (
     from_us,
     to_us,
 )
-from kamstrup382.emulator.tariff import TariffSchedule, local_instant
-from kamstrup382.errors import ConfigError, TypeNumberError, UsageError
+from kamstrup382.emulator.settings import MeterSettings
+from kamstrup382.emulator.tariff import TariffSchedule
+from kamstrup382.errors import UsageError
 from kamstrup382.protocol import (
     REGISTER_BY_NAME,
     BccAlgorithm,
     EndMarker,
     Identification,
     MeterValues,
-    TypeNumber,
     encode_reply,
-    parse_type_number,
 )
 
-__all__ = ["MeterModel", "MeterSettings", "PulseCallback", "Snapshot"]
+__all__ = ["MeterModel", "PulseCallback", "Snapshot"]
 
 PulseCallback = Callable[[int, datetime], None]
 _T = TypeVar("_T")
 
-_TENTH = Decimal("0.1")
 #: What the telegram shows, before wrapping: whole kWh of 1.20, 1.20.1, 1.20.2, whole hours,
 #: 1.26, 1.6, 1.6*1 (the customer number and identification are fixed by the settings).
 _Shown = tuple[int, int, int, int, int, Decimal, Decimal]
-_DAY = timedelta(days=1)
 
 
 def _wrapped(value: Fraction | int, register: str) -> Decimal:
     """The whole part of a counter as its register shows it: modulo 10**digits."""
     return Decimal(math.floor(value) % REGISTER_BY_NAME[register].wraps_at)
-
-
-def _exact(value: Decimal | int, key: str) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise ConfigError(key, f"must be an int or Decimal, got {value!r}")
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ConfigError(key, f"must be finite, got {value}")
-    if value < 0:
-        raise ConfigError(key, f"must not be negative, got {value}")
-    return Fraction(value)
-
-
-@dataclass(frozen=True)
-class MeterSettings:
-    """What a meter is and the registers it starts with (defaults: the specification example).
-
-    ``type_number`` is the ``685-X3X2X1-Y2Y1-Z2Z1`` text; ``label`` (two digits), if given,
-    replaces its label selection Z2Z1. ``customer_number`` is 8 digits. ``zone`` places the
-    month boundary and the demand periods. The ``*_kwh``, ``hour_counter_h`` and
-    ``pulse_input`` values start the registers (fractions of kWh and hours are kept inside);
-    ``actual_peak_kw`` / ``last_month_peak_kw`` start ``1.6`` / ``1.6*1`` (one decimal).
-    ``tariff_input`` is the initial state of the input (ignored with a schedule).
-    Wrong values raise :class:`~kamstrup382.errors.ConfigError` naming the field.
-    """
-
-    type_number: str = "685-382-OK-15"
-    customer_number: str = "00054042"
-    label: str | None = None
-    demand_period: timedelta = timedelta(minutes=15)
-    pulse_constant: int = 1000
-    pulse_input_mode: bool = False
-    zone: tzinfo = UTC
-    energy_kwh: Decimal | int = 53
-    tariff_1_kwh: Decimal | int = 33
-    tariff_2_kwh: Decimal | int = 20
-    hour_counter_h: Decimal | int = 482
-    pulse_input: int = 0
-    actual_peak_kw: Decimal = Decimal("18.3")
-    last_month_peak_kw: Decimal = Decimal("0.0")
-    tariff_input: bool = False
-    parsed_type_number: TypeNumber = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        try:
-            tn = parse_type_number(self.type_number)
-        except TypeNumberError as exc:
-            raise ConfigError("type_number", str(exc)) from exc
-        if self.label is not None:
-            try:
-                tn = TypeNumber(
-                    tn.phases, tn.current_code, tn.accuracy_class, tn.module, self.label
-                )
-            except TypeNumberError as exc:
-                raise ConfigError("label", f"{self.label!r} is not two digits") from exc
-        object.__setattr__(self, "parsed_type_number", tn)
-        digits = REGISTER_BY_NAME["customer_number"].digits
-        if not (
-            isinstance(self.customer_number, str)
-            and self.customer_number.isascii()
-            and self.customer_number.isdigit()
-            and len(self.customer_number) == digits
-        ):
-            raise ConfigError(
-                "customer_number", f"must be {digits} digits, got {self.customer_number!r}"
-            )
-        period = self.demand_period
-        if not isinstance(period, timedelta) or period <= timedelta(0) or _DAY % period:
-            raise ConfigError(
-                "demand_period", f"must divide a day into whole periods, got {self.demand_period}"
-            )
-        if not isinstance(self.zone, tzinfo):
-            raise ConfigError("zone", f"must be a tzinfo (e.g. ZoneInfo(...)), got {self.zone!r}")
-        if isinstance(self.pulse_constant, bool) or not isinstance(self.pulse_constant, int):
-            raise ConfigError(
-                "pulse_constant", f"must be an int (imp/kWh), got {self.pulse_constant!r}"
-            )
-        if self.pulse_constant <= 0:
-            raise ConfigError("pulse_constant", f"must be positive, got {self.pulse_constant}")
-        if (
-            isinstance(self.pulse_input, bool)
-            or not isinstance(self.pulse_input, int)
-            or self.pulse_input < 0
-        ):
-            raise ConfigError(
-                "pulse_input", f"must be a non-negative int, got {self.pulse_input!r}"
-            )
-        for key, register in (
-            ("energy_kwh", "energy"),
-            ("tariff_1_kwh", "tariff_1"),
-            ("tariff_2_kwh", "tariff_2"),
-            ("hour_counter_h", "hour_counter"),
-        ):
-            value = _exact(getattr(self, key), key)
-            if value >= REGISTER_BY_NAME[register].wraps_at:
-                raise ConfigError(key, f"{getattr(self, key)} does not fit register {register}")
-        for key in ("actual_peak_kw", "last_month_peak_kw"):
-            value = getattr(self, key)
-            if (
-                not isinstance(value, Decimal)
-                or not value.is_finite()
-                or value < 0
-                or value >= REGISTER_BY_NAME["actual_peak"].wraps_at
-                or value != value.quantize(_TENTH)
-            ):
-                raise ConfigError(key, f"must be a Decimal kW with one decimal, got {value!r}")
-
-    @property
-    def identification(self) -> Identification:
-        return Identification.for_type_number(self.parsed_type_number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,20 +132,14 @@ class MeterModel:
         self._pulse_input = s.pulse_input
         self._consumed = Fraction(0)
         self._pulses_out = 0
-        self._peak = s.actual_peak_kw
-        self._last_peak = s.last_month_peak_kw
         self._input = s.tariff_input
         # what the registers showed last, their values and the replies encoded for them
         self._shown_last: _Shown | None = None
         self._values_last: MeterValues | None = None
         self._replies: dict[tuple[BccAlgorithm, EndMarker, bool], bytes] = {}
-        self._period_us = s.demand_period // timedelta(microseconds=1)
         now = to_us(self.clock.now())
         self._at = now
-        self._period_start, self._period_end = self._period_around(now)
-        self._period_whole = self._period_start == now
-        self._period_energy = Fraction(0)
-        self._month_end = self._next_month_start(now)
+        self._demand = DemandRegisters(s, now)
         self._switch = now  # the next tariff-schedule boundary (recomputed when reached)
         self._scheduled = 1
         if self._schedule is not None:
@@ -274,37 +151,13 @@ class MeterModel:
             f"{self._load!r}, at {from_us(self._at).isoformat()})"
         )
 
-    # -- time arithmetic (microseconds since the epoch) ----------------------------------
-
-    def _local_date(self, us: int) -> date:
-        return from_us(us).astimezone(self.settings.zone).date()
-
-    def _day_start(self, day: date) -> int:
-        return to_us(local_instant(day, 0, self.settings.zone))
-
-    def _period_around(self, us: int) -> tuple[int, int]:
-        """The demand period holding ``us``: aligned to local midnight, cut at the next one."""
-        day = self._local_date(us)
-        start = self._day_start(day)
-        while start > us:  # midnight itself skipped by a daylight-saving change
-            day -= _DAY
-            start = self._day_start(day)
-        next_day = self._day_start(day + _DAY)
-        begin = start + (us - start) // self._period_us * self._period_us
-        return begin, min(begin + self._period_us, next_day)
-
-    def _next_month_start(self, us: int) -> int:
-        day = self._local_date(us)
-        first = date(day.year + day.month // 12, day.month % 12 + 1, 1)
-        return self._day_start(first)
+    # -- integration -----------------------------------------------------------------------
 
     def _follow_schedule(self, us: int) -> None:
         assert self._schedule is not None
         at = from_us(us)
         self._scheduled = self._schedule.tariff_at(at)
         self._switch = to_us(self._schedule.next_boundary(at))
-
-    # -- integration -----------------------------------------------------------------------
 
     def _tariff(self) -> int:
         if self.settings.pulse_input_mode:
@@ -363,16 +216,6 @@ class MeterModel:
                 anchor, offset, stale = lo, (hi - lo) / 2, 0
         return hi
 
-    def _close_period(self) -> None:
-        if self._period_whole:
-            average = self._period_energy * US_PER_HOUR / (self._period_end - self._period_start)
-            tenths = min(math.floor(average * 10), 9_999_999)
-            peak = (Decimal(tenths) / 10).quantize(_TENTH)
-            self._peak = max(self._peak, peak)
-        self._period_whole = True
-        self._period_energy = Fraction(0)
-        self._period_start, self._period_end = self._period_around(self._period_end)
-
     def _advance_to(self, now: int) -> None:
         """Integrate up to ``now``; pulse events wait in ``_pending`` for :meth:`_notify`."""
         constant = self.settings.pulse_constant
@@ -380,7 +223,7 @@ class MeterModel:
         while t < now:
             if self._schedule is not None and t >= self._switch:
                 self._follow_schedule(t)
-            end = min(now, self._period_end)
+            end = min(now, self._demand.period_end)
             if self._schedule is not None:
                 end = min(end, self._switch)
             # everything that asks the load comes first: if the load fails, the stretch from
@@ -396,15 +239,10 @@ class MeterModel:
             self._tariffs[self._tariff()] += energy
             self._consumed = consumed
             self._pulses_out = pulses
-            self._period_energy += energy
+            self._demand.add(energy)
             self._hours += Fraction(end - t, US_PER_HOUR)
             self._at = t = end
-            if t == self._period_end:
-                self._close_period()
-            if t >= self._month_end:
-                self._last_peak = self._peak
-                self._peak = Decimal("0.0")
-                self._month_end = self._next_month_start(t)
+            self._demand.reached(t)
         self._at = max(self._at, now)
         if self._schedule is not None and self._at >= self._switch:
             self._follow_schedule(self._at)
@@ -438,8 +276,8 @@ class MeterModel:
             tariff_2=_wrapped(self._tariffs[2], "tariff_2"),
             hour_counter=_wrapped(self._hours, "hour_counter"),
             pulse_input=_wrapped(self._pulse_input, "pulse_input"),
-            actual_peak=self._peak,
-            last_month_peak=self._last_peak,
+            actual_peak=self._demand.peak,
+            last_month_peak=self._demand.last_peak,
         )
 
     @property
@@ -457,8 +295,8 @@ class MeterModel:
             math.floor(self._tariffs[2]),
             math.floor(self._hours),
             self._pulse_input,
-            self._peak,
-            self._last_peak,
+            self._demand.peak,
+            self._demand.last_peak,
         )
 
     def snapshot(

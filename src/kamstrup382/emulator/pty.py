@@ -11,10 +11,15 @@ only a label, and changing it under an open reader disturbs nothing.
 
 The emulator keeps its own descriptor of the slave open, so the master never sees a hangup
 between two readers, and sets the slave raw (no echo, no CR/LF translation) from the start.
+Ptys send 7-bit characters (the emulator's ``eight_bit`` default on a pty).
+
+:class:`PtyLines` serves meters on ptys: each master read and written from the event loop,
+its slave parked as above.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -22,12 +27,19 @@ import os
 import struct
 import termios
 import tty
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PARK_SPEED", "CloseWatch", "PtyPair", "open_pty", "park"]
+from kamstrup382.emulator.line import Answering, LineSession, ServedMeter
+from kamstrup382.emulator.open_files import more_files
+from kamstrup382.errors import UsageError
+
+__all__ = ["PARK_SPEED", "PTY_POLL", "CloseWatch", "PtyLines", "PtyPair", "open_pty", "park"]
 
 #: The speed the slave is parked at between readers (anything but 300 baud).
 PARK_SPEED = termios.B9600
+#: How often pty slaves are checked and parked, for up to 20 ptys (more: slower).
+PTY_POLL = 0.01
 
 _IN_CLOSE_WRITE = 0x00000008
 _IN_CLOSE_NOWRITE = 0x00000010
@@ -124,3 +136,96 @@ class CloseWatch:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+class _PtyLine:
+    """A meter on a pty: reads the master, writes replies into it, keeps the slave openable."""
+
+    def __init__(self, answering: Answering, meter: ServedMeter) -> None:
+        self.meter = meter
+        self.pty: PtyPair = open_pty()
+        self.path = self.pty.path
+        self.session = LineSession(answering, meter, self._send, on_idle=self.park)
+        asyncio.get_running_loop().add_reader(self.pty.master, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.pty.master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: no slave open (cannot happen while we hold one)
+            return
+        self.park()  # the reader has configured the line before writing
+        self.session.feed(data)
+
+    def _send(self, data: bytes) -> None:
+        # A meter talks whether or not anyone listens: what the pty cannot take is lost.
+        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
+            os.write(self.pty.master, data)
+
+    def park(self) -> None:
+        with contextlib.suppress(OSError):
+            park(self.pty.slave)
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.pty.master)
+        self.session.close()
+        self.pty.close()
+
+
+class PtyLines:
+    """The pty side of an emulator: one pty per meter, parked on close (inotify) and on a poll.
+
+    Built inside the running loop.
+    """
+
+    def __init__(self, answering: Answering) -> None:
+        self.answering = answering
+        self._lines: list[_PtyLine] = []
+        self._watch: CloseWatch | None = None
+        self._poll: asyncio.TimerHandle | None = None
+        self._poll_every = PTY_POLL
+
+    def start(self, meters: Sequence[ServedMeter]) -> None:
+        """Open a pty for each meter; sets each meter's ``port`` to the slave's path."""
+        more_files(3 * len(meters) + 256)
+        loop = asyncio.get_running_loop()
+        self._watch = CloseWatch.create()
+        if self._watch is not None:
+            loop.add_reader(self._watch.fd, self._closed_slaves)
+        for meter in meters:
+            try:
+                line = _PtyLine(self.answering, meter)
+            except OSError as exc:
+                raise UsageError(f"cannot open a pseudo-terminal: {exc.strerror}") from exc
+            self._lines.append(line)
+            meter.port = line.path
+            if self._watch is not None:
+                self._watch.add(line.path)
+        self._poll_every = PTY_POLL * max(1.0, len(self._lines) / 20)
+        self._poll = loop.call_later(self._poll_every, self._park_all)
+
+    def _closed_slaves(self) -> None:
+        assert self._watch is not None
+        closed = self._watch.closed()
+        for line in self._lines:
+            if line.path in closed:
+                line.park()
+
+    def _park_all(self) -> None:
+        for line in self._lines:
+            line.park()
+        self._poll = asyncio.get_running_loop().call_later(self._poll_every, self._park_all)
+
+    def close(self) -> None:
+        """Stop parking, close every pty (a reader on a slave sees a hangup)."""
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        if self._watch is not None:
+            asyncio.get_running_loop().remove_reader(self._watch.fd)
+            self._watch.close()
+            self._watch = None
+        for line in self._lines:
+            line.close()
+        self._lines.clear()
