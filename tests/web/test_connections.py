@@ -16,7 +16,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from kamstrup382.web.connections import RESERVED_FILES, Limits
+from kamstrup382.web.connections import ACCEPT_TURNS, RESERVED_FILES, Limits
 from kamstrup382.web.server import Listen, run_server
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -261,8 +261,10 @@ def test_headers_beyond_the_size_limit_are_refused() -> None:
 def test_the_connection_limit_stays_below_the_open_file_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     fitted = Limits(max_connections=10_000_000).within_open_files()
-    assert fitted.max_connections <= max(1, soft - RESERVED_FILES)
+    assert fitted.max_connections <= max(1, soft - RESERVED_FILES - ACCEPT_TURNS * fitted.backlog)
     assert Limits(max_connections=5).within_open_files().max_connections == 5
+    fitted = Limits(backlog=50).within_open_files(512)
+    assert fitted.max_connections == 512 - RESERVED_FILES - ACCEPT_TURNS * 50
 
 
 @pytest.mark.parametrize(
@@ -274,6 +276,7 @@ def test_the_connection_limit_stays_below_the_open_file_limit() -> None:
         {"header_timeout": float("inf")},
         {"max_connections": 0},
         {"max_header_bytes": 10},
+        {"backlog": 0},
     ],
 )
 def test_limits_check_themselves(kwargs: dict[str, float]) -> None:

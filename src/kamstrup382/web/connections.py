@@ -25,7 +25,7 @@ accepts as a class) with the missing parts, decided from h11's own connection st
    dribbling its headers, or one idle between requests): slow clients make room for new
    ones instead of locking them out. Only when every open connection is being answered is
    the newcomer refused with ``503``. The limit is kept below the process's open-file limit,
-   so that accepting never fails.
+   so that accepting never fails (asyncio, out of files, stops accepting for a second).
 3. **Send timeout.** A client that stops reading its response (the transport's buffer stays
    full for :attr:`Limits.send_timeout` seconds) is disconnected.
 """
@@ -46,6 +46,10 @@ __all__ = ["Connections", "GuardedH11Protocol", "Limits", "guarded_protocol"]
 
 #: File descriptors left for everything but client connections (storage, threads, logs).
 RESERVED_FILES = 64
+#: Turns of the event loop for which connections accepted beyond the limit hold a file:
+#: asyncio accepts up to ``backlog`` in one turn, makes their transports in the next, calls
+#: ``connection_made`` (which evicts) in the one after, and closes the evicted in a fourth.
+ACCEPT_TURNS = 4
 
 
 def _plain_response(status: str, text: str, *extra: bytes) -> bytes:
@@ -78,6 +82,8 @@ class Limits:
     max_connections: int = 1000
     max_header_bytes: int = 16 * 1024
     shutdown_timeout: int = 5
+    #: connections the event loop accepts in one turn
+    backlog: int = 64
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "keep_alive", "send_timeout", "shutdown_timeout"):
@@ -86,15 +92,22 @@ class Limits:
                 raise ValueError(f"{name} must be in (0, 3600] seconds, got {value!r}")
         if self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {self.max_connections!r}")
+        if not 1 <= self.backlog <= 4096:
+            raise ValueError(f"backlog must be in 1..4096, got {self.backlog!r}")
         if self.max_header_bytes < 1024:
             raise ValueError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
 
-    def within_open_files(self) -> Limits:
-        """These limits with ``max_connections`` below the open-file limit of this process."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self
-        room = max(1, soft - RESERVED_FILES)
+    def within_open_files(self, open_files: int | None = None) -> Limits:
+        """These limits with ``max_connections`` below an open-file limit (default: this
+        process's), leaving room for the connections accepted before the oldest make room
+        (:data:`ACCEPT_TURNS` times ``backlog``) and for :data:`RESERVED_FILES`: accepting
+        never runs out of files.
+        """
+        if open_files is None:
+            open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if open_files == resource.RLIM_INFINITY:
+                return self
+        room = max(1, open_files - RESERVED_FILES - ACCEPT_TURNS * self.backlog)
         return self if self.max_connections <= room else replace(self, max_connections=room)
 
 

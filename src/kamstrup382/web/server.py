@@ -40,6 +40,8 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8382
+#: Connections the kernel queues for the server to accept.
+LISTEN_QUEUE = 2048
 #: ``Host`` names accepted when serving on loopback without a token (DNS rebinding guard),
 #: besides any loopback address.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -155,7 +157,7 @@ def bind_socket(listen: Listen) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(LISTEN_QUEUE)
     except OSError as exc:
         sock.close()
         raise UsageError(
@@ -192,6 +194,7 @@ async def run_server(
         timeout_keep_alive=limits.keep_alive,
         timeout_graceful_shutdown=limits.shutdown_timeout,
         h11_max_incomplete_event_size=limits.max_header_bytes,
+        backlog=limits.backlog,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -204,8 +207,13 @@ async def run_server(
                 raise UsageError(f"the web server on {listen.url()} stopped while starting")
             if stopper in done:
                 break
-        if server.started and on_ready is not None:
-            on_ready(listen.url(sock.getsockname()[1]))
+        if server.started:
+            # asyncio set the kernel's queue to the connections it accepts in one turn
+            # (``limits.backlog``): a longer queue keeps a burst of connections from being
+            # dropped, while the short turns keep the files in use below the limit
+            sock.listen(LISTEN_QUEUE)
+            if on_ready is not None:
+                on_ready(listen.url(sock.getsockname()[1]))
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
