@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -12,6 +11,16 @@ from collections.abc import Mapping
 from kamstrup382.web.token import LEGACY_TOKEN_ENV, TOKEN_ENV
 
 __all__ = ["start_serve", "stop"]
+
+#: ``python -c LIMITED FILES ARGS...``: ``python -m kamstrup382 ARGS...`` with the soft
+#: open-file limit set to FILES.
+LIMITED = (
+    "import resource, runpy, sys\n"
+    "files = int(sys.argv.pop(1))\n"
+    "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (files, hard))\n"
+    "runpy.run_module('kamstrup382', run_name='__main__', alter_sys=True)\n"
+)
 
 
 def start_serve(
@@ -26,23 +35,20 @@ def start_serve(
     receives the lines printed before the address (warnings); ``open_files``: the server's
     open-file limit (default: this process's).
     """
-
-    def limit_files() -> None:
-        if open_files is not None:
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+    command = [sys.executable, "-m", "kamstrup382"]
+    if open_files is not None:  # the limit set by the child itself, before the CLI runs
+        command = [sys.executable, "-c", LIMITED, str(open_files)]
 
     environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
     environ.pop(TOKEN_ENV, None)
     environ.pop(LEGACY_TOKEN_ENV, None)
     environ.update(env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "kamstrup382", "serve", *args],
+        [*command, "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=environ,
-        preexec_fn=limit_files if open_files is not None else None,
     )
     assert process.stdout is not None
     early: list[str] = []
