@@ -107,8 +107,8 @@ def check_listen(listen: Listen, token: str | None) -> None:
         raise UsageError(
             f"refusing to serve the dashboard on {listen.host}:{listen.port} without a token: "
             "anyone who can reach that address could read the meters. Give a token "
-            "(K382_HTTP_TOKEN, --token-file, or token_file in the [http] table), "
-            "or listen on 127.0.0.1."
+            "(k382 serve: $K382_HTTP_TOKEN, --token-file or token_file in the [http] table; "
+            "k382 demo: --token), or listen on 127.0.0.1."
         )
 
 
