@@ -16,6 +16,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from kamstrup382.errors import UsageError
 from kamstrup382.web.connections import ACCEPT_TURNS, RESERVED_FILES, Limits
 from kamstrup382.web.server import Listen, run_server
 
@@ -280,5 +281,5 @@ def test_the_connection_limit_stays_below_the_open_file_limit() -> None:
     ],
 )
 def test_limits_check_themselves(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match=next(iter(kwargs))):
         Limits(**kwargs)  # type: ignore[arg-type]

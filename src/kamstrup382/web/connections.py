@@ -42,6 +42,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from kamstrup382.errors import UsageError
+
 __all__ = ["Connections", "GuardedH11Protocol", "Limits", "guarded_protocol"]
 
 #: File descriptors left for everything but client connections (storage, threads, logs).
@@ -89,13 +91,13 @@ class Limits:
         for name in ("header_timeout", "keep_alive", "send_timeout", "shutdown_timeout"):
             value = getattr(self, name)
             if not 0 < value <= 3600:
-                raise ValueError(f"{name} must be in (0, 3600] seconds, got {value!r}")
+                raise UsageError(f"{name} must be in (0, 3600] seconds, got {value!r}")
         if self.max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {self.max_connections!r}")
+            raise UsageError(f"max_connections must be >= 1, got {self.max_connections!r}")
         if not 1 <= self.backlog <= 4096:
-            raise ValueError(f"backlog must be in 1..4096, got {self.backlog!r}")
+            raise UsageError(f"backlog must be in 1..4096, got {self.backlog!r}")
         if self.max_header_bytes < 1024:
-            raise ValueError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
+            raise UsageError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
 
     def within_open_files(self, open_files: int | None = None) -> Limits:
         """These limits with ``max_connections`` below an open-file limit (default: this
