@@ -12,13 +12,12 @@ from kamstrup382.web.token import LEGACY_TOKEN_ENV, TOKEN_ENV
 
 __all__ = ["start_serve", "stop"]
 
-#: ``python -c LIMITED FILES ARGS...``: ``python -m kamstrup382 ARGS...`` with the soft
-#: open-file limit set to FILES.
+#: ``python -c LIMITED FILES ARGS...``: ``python -m kamstrup382 ARGS...`` with the
+#: open-file limit (soft and hard) set to FILES.
 LIMITED = (
     "import resource, runpy, sys\n"
     "files = int(sys.argv.pop(1))\n"
-    "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (files, hard))\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))\n"
     "runpy.run_module('kamstrup382', run_name='__main__', alter_sys=True)\n"
 )
 
@@ -33,7 +32,7 @@ def start_serve(
 
     ``env``: added to the environment (which has no token variable otherwise); ``before``
     receives the lines printed before the address (warnings); ``open_files``: the server's
-    open-file limit (default: this process's).
+    open-file limit, soft and hard (default: this process's).
     """
     command = [sys.executable, "-m", "kamstrup382"]
     if open_files is not None:  # the limit set by the child itself, before the CLI runs

@@ -17,7 +17,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from kamstrup382.errors import UsageError
-from kamstrup382.web.connections import ACCEPT_TURNS, RESERVED_FILES, Limits
+from kamstrup382.web.connections import ACCEPT_TURNS, RESERVED_FILES, Limits, raise_open_files
 from kamstrup382.web.server import Listen, run_server
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -283,3 +283,22 @@ def test_the_connection_limit_stays_below_the_open_file_limit() -> None:
 def test_limits_check_themselves(kwargs: dict[str, float]) -> None:
     with pytest.raises(UsageError, match=next(iter(kwargs))):
         Limits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_soft_open_file_limit_is_raised_as_far_as_the_limits_need() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limits = Limits(max_connections=100, backlog=10)
+    assert limits.open_files == 100 + RESERVED_FILES + ACCEPT_TURNS * 10
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files - 50, hard))
+        raise_open_files(limits)
+        raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        expected = (
+            limits.open_files if hard == resource.RLIM_INFINITY else min(hard, limits.open_files)
+        )
+        assert raised == expected
+        assert limits.within_open_files() == limits
+        raise_open_files(Limits(max_connections=1, backlog=1))  # never lowers it
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

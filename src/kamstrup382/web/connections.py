@@ -33,6 +33,7 @@ accepts as a class) with the missing parts, decided from h11's own connection st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -44,7 +45,13 @@ from uvicorn.server import ServerState
 
 from kamstrup382.errors import UsageError
 
-__all__ = ["Connections", "GuardedH11Protocol", "Limits", "guarded_protocol"]
+__all__ = [
+    "Connections",
+    "GuardedH11Protocol",
+    "Limits",
+    "guarded_protocol",
+    "raise_open_files",
+]
 
 #: File descriptors left for everything but client connections (storage, threads, logs).
 RESERVED_FILES = 64
@@ -99,6 +106,11 @@ class Limits:
         if self.max_header_bytes < 1024:
             raise UsageError(f"max_header_bytes must be >= 1024, got {self.max_header_bytes!r}")
 
+    @property
+    def open_files(self) -> int:
+        """Files these limits may hold at once (see :meth:`within_open_files`)."""
+        return self.max_connections + RESERVED_FILES + ACCEPT_TURNS * self.backlog
+
     def within_open_files(self, open_files: int | None = None) -> Limits:
         """These limits with ``max_connections`` below an open-file limit (default: this
         process's), leaving room for the connections accepted before the oldest make room
@@ -111,6 +123,20 @@ class Limits:
                 return self
         room = max(1, open_files - RESERVED_FILES - ACCEPT_TURNS * self.backlog)
         return self if self.max_connections <= room else replace(self, max_connections=room)
+
+
+def raise_open_files(limits: Limits) -> None:
+    """Raise this process's soft open-file limit toward its hard limit, as far as ``limits``
+    need (the hard limit is the system's to set: :meth:`Limits.within_open_files` then fits
+    the limits to what there is)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = limits.open_files
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class Connections:

@@ -22,7 +22,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from kamstrup382.errors import UsageError
-from kamstrup382.web.connections import Limits, guarded_protocol
+from kamstrup382.web.connections import Limits, guarded_protocol, raise_open_files
 
 __all__ = [
     "DEFAULT_HOST",
@@ -176,10 +176,13 @@ async def run_server(
 ) -> None:
     """Serve ``app`` until ``stop`` is set; ``on_ready(url)`` once it listens (actual port).
 
-    ``limits``: what one client may hold (default :class:`Limits`), the connection limit kept
-    below this process's open-file limit.
+    ``limits``: what one client may hold (default :class:`Limits`). The process's soft
+    open-file limit is raised as far as they need and its hard limit allows; the connection
+    limit is then kept below it.
     """
-    limits = (limits or Limits()).within_open_files()
+    limits = limits or Limits()
+    raise_open_files(limits)
+    limits = limits.within_open_files()
     sock = bind_socket(listen)
     config = uvicorn.Config(
         app,
