@@ -152,8 +152,9 @@ def serve(
     the address. Serve it over TLS (a reverse proxy) when it leaves your LAN.
 
     \b
-    The config's [http] table may set: listen = "HOST:PORT", token_file (or token), title,
-    refresh (seconds between page updates, 0 = none). Options win over it.
+    The config's [http] table may set: listen = "HOST:PORT", token_file
+    (or token), title, refresh (seconds between page updates, 0 = none).
+    Options win over it.
     The API is described at /api/openapi.json; every series has ?format=csv.
     """
     try:
