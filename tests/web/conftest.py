@@ -51,6 +51,14 @@ def storage(
 
 
 @pytest.fixture
+def db(tmp_path: Path, history: History) -> Path:
+    """A SQLite file holding ``history``, for a server process of its own."""
+    path = tmp_path / "readings.sqlite"
+    filled_storage(path, history).close()
+    return path
+
+
+@pytest.fixture
 async def client(storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(storage)
     async with httpx.AsyncClient(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httpx
 import pytest
@@ -10,8 +11,14 @@ import pytest
 from kamstrup382.errors import UsageError
 from kamstrup382.storage.base import Storage
 from kamstrup382.web import create_app
-from kamstrup382.web.security import COOKIE
-from kamstrup382.web.server import LOOPBACK_HOSTS, Listen, check_listen, parse_listen
+from kamstrup382.web.security import COOKIE, host_name, local_location, site_path
+from kamstrup382.web.server import (
+    LOOPBACK_HOSTS,
+    Listen,
+    allowed_hosts,
+    check_listen,
+    parse_listen,
+)
 
 TOKEN = "s3cret-token"
 
@@ -98,6 +105,111 @@ async def test_host_guard_on_loopback(storage: Storage) -> None:
         rebound = await client.get("/api/meters", headers={"Host": "evil.example:8382"})
         assert rebound.status_code == 400
         assert "house" not in rebound.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.2:8382", "127.9.8.7", "[::1]:8382", "[::1]", "LOCALHOST:1", "localhost.", "k382.lan"],
+)
+async def test_host_guard_accepts_loopback_addresses_and_the_name_listened_on(
+    storage: Storage, host: str
+) -> None:
+    app = create_app(storage, allowed_hosts=allowed_hosts(Listen("k382.lan", 8382), None))
+    async with client_for(app) as client:
+        response = await client.get("/api/meters", headers={"Host": host})
+        assert response.status_code == 200, host
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", "127.0.0.1.evil.example", "[::2]:80", "localhost:http", "", "[::1", "::1"],
+)
+async def test_host_guard_refuses_other_names(storage: Storage, host: str) -> None:
+    app = create_app(storage, allowed_hosts=allowed_hosts(Listen("127.0.0.1", 8382), None))
+    async with client_for(app) as client:
+        response = await client.get("/api/meters", headers={"Host": host})
+        assert response.status_code == 400, host
+        assert "house" not in response.text
+
+
+def test_with_a_token_any_host_is_accepted() -> None:
+    assert allowed_hosts(Listen("0.0.0.0", 8382), TOKEN) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("127.0.0.2:8382", "127.0.0.2"),
+        ("[::1]:8382", "::1"),
+        ("[::1]", "::1"),
+        ("Example.ORG.", "example.org"),
+        ("localhost:", "localhost"),
+        ("::1", None),
+        ("a:b", None),
+        ("[x]y", None),
+        ("", None),
+    ],
+)
+def test_host_name(header: str, name: str | None) -> None:
+    assert host_name(header) == name
+
+
+@pytest.mark.parametrize(
+    ("location", "local"),
+    [
+        ("/meters/house?bucket=hour", "/meters/house?bucket=hour"),
+        ("http://127.0.0.1:8382/api/meters", "/api/meters"),
+        ("http://evil.example/x", "/x"),
+        ("//evil.example/x", "/x"),
+        ("/\\evil.example/x", "/%5Cevil.example/x"),
+        ("\\\\evil.example", "%5C%5Cevil.example"),
+        ("/\t/evil.example", "/evil.example"[:0] + "/"),
+        ("http://127.0.0.1//evil.example/", "/%2Fevil.example/"),
+        ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+    ],
+)
+def test_every_location_stays_on_the_site(location: str, local: str) -> None:
+    assert local_location(location) == local
+
+
+def test_site_path_keeps_the_path_the_server_sees() -> None:
+    assert site_path("//evil.example/") == "/%2Fevil.example/"
+    assert site_path("/\\evil") == "/%5Cevil"
+    assert site_path("/a%b \u00e9") == "/a%25b%20%C3%A9"
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "/\\evil.example", "//evil.example/meters"])
+async def test_the_token_redirect_stays_on_the_site(guarded: httpx.AsyncClient, path: str) -> None:
+    response = await guarded.get(path, params={"token": TOKEN})
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/")
+    assert not location.startswith(("//", "/\\"))
+
+
+class Counting:
+    """Stands for a storage and lists the attributes asked of it."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.asked: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        self.asked.append(name)
+        return getattr(self.inner, name)
+
+
+async def test_a_request_without_the_token_does_not_reach_the_storage(storage: Storage) -> None:
+    counting = Counting(storage)
+    app = create_app(cast(Storage, counting), token=TOKEN)
+    async with client_for(app) as client:
+        for url in URLS:
+            assert (await client.get(url)).status_code == 401
+            assert (await client.get(url, params={"token": "wrong"})).status_code == 401
+        assert counting.asked == []
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await client.get("/api/meters", headers=bearer)).status_code == 200
+        assert "meters" in counting.asked
 
 
 @pytest.mark.parametrize(

@@ -16,26 +16,29 @@ from kamstrup382.web import DEFAULT_TITLE, create_app
 from kamstrup382.web.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    LOOPBACK_HOSTS,
+    allowed_hosts,
     check_listen,
     parse_listen,
     run_server,
     stop_on_signals,
 )
+from kamstrup382.web.token import TOKEN_ENV, env_token, read_token_file
 
 __all__ = ["HttpSettings", "http_settings", "serve"]
 
 
 class HttpSettings:
-    """The ``[http]`` table of the config: ``listen``, ``token``, ``title``, ``refresh``."""
+    """The ``[http]`` table of the config: ``listen``, ``token``, ``token_file``, ``title``,
+    ``refresh``."""
 
     def __init__(self, table: Mapping[str, Any]) -> None:
-        known = {"listen", "token", "title", "refresh"}
+        known = {"listen", "token", "token_file", "title", "refresh"}
         for key in table:
             if key not in known:
                 raise ConfigError(f"http.{key}", f"unknown key (known: {', '.join(sorted(known))})")
         self.listen: str | None = self._text(table, "listen")
         self.token: str | None = self._text(table, "token")
+        self.token_file: str | None = self._text(table, "token_file")
         self.title: str = self._text(table, "title") or DEFAULT_TITLE
         refresh = table.get("refresh", 30)
         if isinstance(refresh, bool) or not isinstance(refresh, int | float) or refresh < 0:
@@ -57,6 +60,29 @@ def http_settings(sections: Mapping[str, Any]) -> HttpSettings:
     return HttpSettings(table)
 
 
+def _token(
+    option: str | None, option_file: Path | None, settings: HttpSettings, config_dir: Path
+) -> str | None:
+    """The token, from the first of: --token, --token-file, $K382_HTTP_TOKEN (or the older
+    $K382_TOKEN), [http] token_file (relative to the config's directory), [http] token."""
+    if option and option_file is not None:
+        raise click.UsageError("give --token or --token-file, not both")
+    if option:
+        return option
+    if option_file is not None:
+        found = read_token_file(option_file, "--token-file")
+    else:
+        from_env = env_token()
+        if from_env is not None:
+            return from_env
+        if settings.token_file is None:
+            return settings.token
+        found = read_token_file(config_dir / settings.token_file, "http.token_file")
+    if found.warning:
+        click.echo(f"warning: {found.warning}", err=True)
+    return found.token
+
+
 async def _serve(storage_url: str, listen_text: str, token: str | None, settings: Any) -> None:
     listen = parse_listen(listen_text)
     check_listen(listen, token)
@@ -67,7 +93,7 @@ async def _serve(storage_url: str, listen_text: str, token: str | None, settings
             token=token,
             title=settings.title,
             refresh=settings.refresh,
-            allowed_hosts=None if token else LOOPBACK_HOSTS,
+            allowed_hosts=allowed_hosts(listen, token),
         )
         stop = asyncio.Event()
 
@@ -97,40 +123,52 @@ async def _serve(storage_url: str, listen_text: str, token: str | None, settings
     "--http",
     "listen",
     metavar="HOST:PORT",
-    help="Where to listen (default 127.0.0.1:8382; anything but loopback needs --token).",
+    help="Where to listen (default 127.0.0.1:8382; anything but loopback needs a token).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Require the token in this file (mode 600), or in ${TOKEN_ENV}: "
+    "'Authorization: Bearer TOKEN', or ?token= once in a browser.",
 )
 @click.option(
     "--token",
-    envvar="K382_TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' (or ?token= once in a browser). "
-    "Also from $K382_TOKEN.",
+    help=f"The token itself (visible in ps: prefer ${TOKEN_ENV} or --token-file).",
 )
 def serve(
-    config_path: Path | None, storage_url: str | None, listen: str | None, token: str | None
+    config_path: Path | None,
+    storage_url: str | None,
+    listen: str | None,
+    token_file: Path | None,
+    token: str | None,
 ) -> int:
     """Serve the dashboard and the JSON API over the storage (read only).
 
     Binds 127.0.0.1:8382 by default. Listening on any other address refuses to start without a
-    token. With a token every request must carry it: scripts send 'Authorization: Bearer
-    TOKEN'; in a browser open http://HOST:PORT/?token=TOKEN once, the page then keeps an
-    HttpOnly cookie (derived from the token) and drops the token from the address. Serve
-    it over TLS (a reverse proxy) when it leaves your LAN.
+    token: give it in $K382_HTTP_TOKEN or a file (--token-file, or token_file in the [http]
+    table), where ps does not show it. With a token every request must carry it: scripts
+    send 'Authorization: Bearer TOKEN'; in a browser open http://HOST:PORT/?token=TOKEN once,
+    the page then keeps an HttpOnly cookie (derived from the token) and drops the token from
+    the address. Serve it over TLS (a reverse proxy) when it leaves your LAN.
 
     \b
-    The config's [http] table may set: listen = "HOST:PORT", token, title,
-    refresh (seconds between page updates, 0 = none). Options win over it.
+    The config's [http] table may set: listen = "HOST:PORT", token_file
+    (or token), title, refresh (seconds between page updates, 0 = none).
+    Options win over it.
     The API is described at /api/openapi.json; every series has ?format=csv.
     """
     try:
         settings = HttpSettings({})
+        config_dir = Path.cwd()
         if config_path is not None:
             cfg = load_config(config_path)
             settings = http_settings(cfg.sections)
             storage_url = storage_url or cfg.storage.url
+            config_dir = config_path.parent
         if storage_url is None:
             raise click.UsageError("give --config FILE or --storage URL")
         listen = listen or settings.listen or f"{DEFAULT_HOST}:{DEFAULT_PORT}"
-        token = token or settings.token or None
+        token = _token(token, token_file, settings, config_dir)
         asyncio.run(_serve(storage_url, listen, token, settings))
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc

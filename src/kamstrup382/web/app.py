@@ -20,7 +20,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -56,7 +55,7 @@ from kamstrup382.web.rows import (
     reading_row,
     status_row,
 )
-from kamstrup382.web.security import SecurityHeaders, TokenGuard
+from kamstrup382.web.security import HostGuard, SecurityHeaders, TokenGuard
 
 __all__ = ["DEFAULT_TITLE", "create_app"]
 
@@ -154,8 +153,9 @@ def create_app(
 
     ``token``: every request must then carry it (see :mod:`kamstrup382.web.security`).
     ``refresh``: seconds between the page's automatic updates (0: none).
-    ``allowed_hosts``: accepted ``Host`` headers (against DNS rebinding when on loopback
-    without a token); ``None`` accepts any.
+    ``allowed_hosts``: accepted ``Host`` names besides any loopback address (against DNS
+    rebinding when on loopback without a token); ``None`` accepts any. Both guards answer
+    before the app does any work.
     """
     if token is not None and not token:
         raise UsageError("an empty token protects nothing: give a token or None")
@@ -350,7 +350,7 @@ def create_app(
     ]
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+        middleware.append(Middleware(HostGuard, names=allowed_hosts))
     if token:
         middleware.append(Middleware(TokenGuard, token=token))
     app = Starlette(

@@ -2,7 +2,10 @@
 
 :func:`check_listen` holds the rule: on a loopback address the dashboard may run without a
 token; on any other address (a LAN address, ``0.0.0.0``, a host name) it refuses to start
-without one.
+without one. :func:`allowed_hosts` gives the ``Host`` names a server on loopback without a
+token answers to: the one it was given (so the address it prints answers) and ``localhost``;
+any loopback address is accepted besides (see :class:`~kamstrup382.web.security.HostGuard`).
+:func:`run_server` serves with the limits of :mod:`kamstrup382.web.connections`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from kamstrup382.errors import UsageError
+from kamstrup382.web.connections import Limits, guarded_protocol, raise_open_files
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "LOOPBACK_HOSTS",
+    "Limits",
     "Listen",
+    "allowed_hosts",
     "bind_socket",
     "check_listen",
     "parse_listen",
@@ -34,7 +40,10 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8382
-#: ``Host`` headers accepted when serving on loopback without a token (DNS rebinding guard).
+#: Connections the kernel queues for the server to accept.
+LISTEN_QUEUE = 2048
+#: ``Host`` names accepted when serving on loopback without a token (DNS rebinding guard),
+#: besides any loopback address.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -84,13 +93,22 @@ def parse_listen(text: str, *, name: str = "--http") -> Listen:
     return Listen(host, int(port_text))
 
 
+def allowed_hosts(listen: Listen, token: str | None) -> tuple[str, ...] | None:
+    """The ``Host`` names to accept: with a token any (``None``); without one, the loopback
+    names and the name ``listen`` was given, so that the address printed always answers."""
+    if token:
+        return None
+    return (*LOOPBACK_HOSTS, listen.host)
+
+
 def check_listen(listen: Listen, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token."""
     if not listen.loopback and not token:
         raise UsageError(
             f"refusing to serve the dashboard on {listen.host}:{listen.port} without a token: "
-            "anyone who can reach that address could read the meters. Give --token (or "
-            "K382_TOKEN, or token in the [http] table), or listen on 127.0.0.1."
+            "anyone who can reach that address could read the meters. Give a token "
+            "(k382 serve: $K382_HTTP_TOKEN, --token-file or token_file in the [http] table; "
+            "k382 demo: --token), or listen on 127.0.0.1."
         )
 
 
@@ -139,7 +157,7 @@ def bind_socket(listen: Listen) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(LISTEN_QUEUE)
     except OSError as exc:
         sock.close()
         raise UsageError(
@@ -154,17 +172,32 @@ async def run_server(
     stop: asyncio.Event,
     *,
     on_ready: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
 ) -> None:
-    """Serve ``app`` until ``stop`` is set; ``on_ready(url)`` once it listens (actual port)."""
+    """Serve ``app`` until ``stop`` is set; ``on_ready(url)`` once it listens (actual port).
+
+    ``limits``: what one client may hold (default :class:`Limits`). The process's soft
+    open-file limit is raised as far as they need and its hard limit allows; the connection
+    limit is then kept below it.
+    """
+    limits = limits or Limits()
+    raise_open_files(limits)
+    limits = limits.within_open_files()
     sock = bind_socket(listen)
     config = uvicorn.Config(
         app,
         host=listen.host,
         port=listen.port,
+        http=guarded_protocol(limits),
+        ws="none",
         log_level="warning",
         access_log=False,
         lifespan="off",
         server_header=False,
+        timeout_keep_alive=limits.keep_alive,
+        timeout_graceful_shutdown=limits.shutdown_timeout,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        backlog=limits.backlog,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -177,8 +210,13 @@ async def run_server(
                 raise UsageError(f"the web server on {listen.url()} stopped while starting")
             if stopper in done:
                 break
-        if server.started and on_ready is not None:
-            on_ready(listen.url(sock.getsockname()[1]))
+        if server.started:
+            # asyncio set the kernel's queue to the connections it accepts in one turn
+            # (``limits.backlog``): a longer queue keeps a burst of connections from being
+            # dropped, while the short turns keep the files in use below the limit
+            sock.listen(LISTEN_QUEUE)
+            if on_ready is not None:
+                on_ready(listen.url(sock.getsockname()[1]))
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
