@@ -77,6 +77,15 @@ def test_demo_stops_on_sigterm(tmp_path: Path) -> None:
     assert not any("Traceback" in line for line in demo.lines)
 
 
+def test_demo_answers_at_the_loopback_address_it_prints(tmp_path: Path) -> None:
+    with DemoProcess("--http", "127.0.0.2:0", db=tmp_path / "demo.sqlite") as demo:
+        assert demo.url.startswith("http://127.0.0.2:")
+        demo.wait_for_readings(1)
+        assert httpx.get(f"{demo.url}/").status_code == 200
+        assert httpx.get(demo.url + "/", headers={"Host": "evil.example"}).status_code == 400
+        assert demo.stop() == 0
+
+
 def test_demo_wants_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "old.sqlite"
     db.write_bytes(b"")

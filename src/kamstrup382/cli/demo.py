@@ -30,7 +30,7 @@ from kamstrup382.web import create_app
 from kamstrup382.web.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    LOOPBACK_HOSTS,
+    allowed_hosts,
     check_listen,
     parse_listen,
     run_server,
@@ -120,7 +120,7 @@ async def _demo(
                 token=token,
                 title="Kamstrup 382 demo",
                 refresh=5.0,
-                allowed_hosts=None if token else LOOPBACK_HOSTS,
+                allowed_hosts=allowed_hosts(listen, token),
             )
 
             def ready(address: str) -> None:
@@ -205,7 +205,11 @@ async def _demo(
     show_default=True,
     help="Faults of the emulated line (as for k382 emulate; 'none' for a perfect line).",
 )
-@click.option("--token", envvar="K382_TOKEN", help="Require this token (as for k382 serve).")
+@click.option(
+    "--token",
+    envvar=["K382_HTTP_TOKEN", "K382_TOKEN"],
+    help="Require this token (as for k382 serve; better from $K382_HTTP_TOKEN than here).",
+)
 def demo(  # noqa: PLR0917 (click passes the options by name)
     listen: str,
     factor: float,
