@@ -10,11 +10,13 @@ An address may carry a billing-period suffix ``*N`` (``1.6*1``: previous period)
 kept as the meter printed them; a numeric value (digits with an optional decimal comma or
 point) is also available exactly, as :class:`~decimal.Decimal`.
 
-The grammar is written twice, and the tests hold the two to one another: as one regular
-expression over the whole block (``_BLOCK``), which is how a block is checked, and as the walk
-line by line of :func:`parse_data_block`, which builds the data sets and, for a block the
-expression refuses, says what is wrong and where. The register values of a checked block are
-read by one pass of ``_FIRST_GROUP`` over it (:func:`block_registers`).
+A block is read in one pass of one compiled regular expression: :func:`split_data_block` cuts
+it at its groups, and it is well formed exactly when the groups tile it (nothing before the
+first, CR LF or nothing between two, the end marker after the last). The register values
+(:func:`block_registers`) and the data sets (:func:`block_data_sets`) are read from those
+pieces. For a block that does not tile, the walk line by line of :func:`parse_data_block`
+(the grammar written out, which the tests hold to the expression) says what is wrong and
+where.
 """
 
 from __future__ import annotations
@@ -29,25 +31,32 @@ from kamstrup382.protocol.registers import REGISTER_BY_CODE, Register, RegisterK
 __all__ = [
     "DataSet",
     "DataValue",
+    "block_data_sets",
     "block_registers",
-    "check_data_block",
     "parse_data_block",
     "parse_data_line",
+    "split_data_block",
 ]
 
-_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+_NUMBER_TEXT = r"[+-]?[0-9]+(?:[.,][0-9]+)?"
+_NUMBER = re.compile(_NUMBER_TEXT)
 # printable ASCII only; '(' ')' '/' '!' never, '*' not in a value or a unit
 _ADDRESS = r"[^\x00-\x1f\x7f-\U0010ffff()/!]*+"
 _VALUE = r"[^\x00-\x1f\x7f-\U0010ffff()*/!]*+"
 _UNIT = r"[^\x00-\x1f\x7f-\U0010ffff()/!*]++"
 _GROUP = re.compile(rf"({_ADDRESS})\(({_VALUE})(?:\*({_UNIT}))?\)")
-_BARE_GROUP = rf"{_ADDRESS}\({_VALUE}(?:\*{_UNIT})?\)"
-#: A whole well-formed data block (between STX and ETX), checked in one pass.
-_BLOCK = re.compile(rf"(?:(?:{_BARE_GROUP})++\r\n)*+(?:{_BARE_GROUP})*+!\r\n")
-#: A group with its address, its value split: a number (``_NUMBER``) or any other text. Over a
-#: checked block, its matches are the groups in order (``!`` and CR LF never begin one); the
-#: first group of each data set has its address, a further group of the same set none.
-_FIRST_GROUP = re.compile(rf"({_ADDRESS})\((?:([+-]?\d+(?:[.,]\d+)?)|({_VALUE}))(?:\*{_UNIT})?\)")
+#: One group: address, value (a number as ``_NUMBER`` reads it, or any other text), unit. Split
+#: at it, a block gives per group its separator before it and its four pieces, and at the end
+#: the separator after the last group: [before, address, number, text, unit, ..., after].
+_GROUP_SPLIT = re.compile(
+    rf"({_ADDRESS})\((?:({_NUMBER_TEXT})|({_VALUE}))(?:\*({_UNIT}))?\)"
+)
+_STRIDE = 5
+#: What may stand between two groups (the same line, a new line) and after the last one (the
+#: end marker at the end of the line or on a line of its own).
+_BETWEEN = frozenset(("", "\r\n"))
+_AFTER = frozenset(("!\r\n", "\r\n!\r\n"))
+_END_ONLY = "!\r\n"
 _CONTROL = re.compile(r"[^\x20-\x7e\r\n]")
 _CR_OR_LF = re.compile(r"[\r\n]")
 
@@ -158,33 +167,67 @@ def parse_data_line(text: str, *, line: int, offset: int) -> tuple[list[DataSet]
     return sets, end
 
 
-def check_data_block(body: str, offset: int) -> None:
-    """Raise the exact :class:`FramingError` if ``body`` (between STX and ETX) is not well formed.
+#: A block cut at its groups (see ``_GROUP_SPLIT``): separators are ``str``, a piece that did
+#: not take part in the match (the number or the other text, the unit) is ``None``.
+Pieces = list[str | None]
 
-    A good block is one regular-expression match; only a bad block is walked line by line,
-    to say what is wrong and where.
+
+def split_data_block(body: str, offset: int) -> Pieces:
+    """Cut ``body`` (between STX and ETX) at its groups; raise the exact :class:`FramingError`
+    if it is not well formed. ``offset``: the stream position of its first character.
     """
-    if _BLOCK.fullmatch(body) is None:
+    pieces: Pieces = _GROUP_SPLIT.split(body)
+    if len(pieces) > 1:
+        good = (
+            not pieces[0]
+            and pieces[-1] in _AFTER
+            and _BETWEEN.issuperset(pieces[_STRIDE:-1:_STRIDE])
+        )
+    else:  # no group at all: only the end marker on its own line
+        good = body == _END_ONLY
+    if not good:
         parse_data_block(body, offset)
         raise FramingError("data block does not parse", offset=offset)  # pragma: no cover
+    return pieces
 
 
-def block_registers(body: str) -> dict[str, Decimal | str]:
-    """The known registers of a checked block (:func:`check_data_block`) by name, with the
+def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
+    """The known registers of a block (cut by :func:`split_data_block`) by name, with the
     values :attr:`DataSet.value` gives: ``Decimal`` for a number, text for the customer number
     and for a value that is not a number. A repeated address keeps its first place and its
     last value.
     """
     registers: dict[str, Decimal | str] = {}
-    for address, number, text in _FIRST_GROUP.findall(body):
-        reg = REGISTER_BY_CODE.get(address)
+    for address, number, text in zip(
+        pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE], strict=True
+    ):
+        reg = REGISTER_BY_CODE.get(address or "")
         if reg is None:  # an unknown address, or a further group of a data set (no address)
             continue
-        if not number or reg.kind is RegisterKind.TEXT:
-            registers[reg.name] = number or text
+        if number is None:
+            registers[reg.name] = text or ""
+        elif reg.kind is RegisterKind.TEXT:
+            registers[reg.name] = number
         else:
             registers[reg.name] = Decimal(number.replace(",", "."))
     return registers
+
+
+def block_data_sets(pieces: Pieces) -> tuple[DataSet, ...]:
+    """The data sets of a block (cut by :func:`split_data_block`), in order, with their lines."""
+    sets: list[DataSet] = []
+    line = 1
+    for index in range(0, len(pieces) - 1, _STRIDE):
+        before, address, number, text, unit = pieces[index : index + _STRIDE]
+        if before:  # CR LF: a new line
+            line += 1
+        value = DataValue(text or "" if number is None else number, unit)
+        if address or before or not sets:
+            sets.append(DataSet(address or "", (value,), line))
+        else:  # a further value group of the same address: address(v1)(v2)
+            last = sets[-1]
+            sets[-1] = DataSet(last.address, (*last.values, value), line)
+    return tuple(sets)
 
 
 def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:

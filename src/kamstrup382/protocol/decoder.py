@@ -17,8 +17,8 @@ parsed, so a corrupted character is reported as what it most likely is: a BCC mi
 
 Every input takes this one path, whole or in pieces: each step searches only the bytes it has
 not looked at yet, so feeding a reply byte by byte costs time linear in its length. Once the
-BCC is in, the block is checked against the grammar in one regular-expression match
-(:func:`~kamstrup382.protocol.dataset.check_data_block`).
+BCC is in, the :class:`Telegram` is built, which checks the block against the grammar in one
+pass of one regular expression (:func:`~kamstrup382.protocol.dataset.split_data_block`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from kamstrup382.errors import BccError, FramingError, ParityError, ProtocolError, UsageError
 from kamstrup382.protocol.bcc import BccMode, bcc_sum7, bcc_xor, check_bcc
-from kamstrup382.protocol.dataset import check_data_block
 from kamstrup382.protocol.frame import ETX, REQUEST, STX
 from kamstrup382.protocol.identification import Identification, parse_identification
 from kamstrup382.protocol.parity import first_parity_error, strip_parity
@@ -76,6 +74,8 @@ class TelegramReceived:
 
 
 Event = IdentificationReceived | TelegramReceived
+#: One state's step (see the class): consumes what it can, returns the next step or None.
+Step = Callable[[list[Event]], "Step | None"]
 
 
 class TelegramDecoder:
@@ -100,6 +100,7 @@ class TelegramDecoder:
         self._start = 0  # position in _buf of the identification's '/'
         self._stx = 0  # position in _buf of STX
         self._etx = 0  # position in _buf of ETX, once found
+        self._step: Step = self._wait_start  # the step of the current state
 
     @property
     def bytes_seen(self) -> int:
@@ -144,10 +145,12 @@ class TelegramDecoder:
                 data = data[:bad]
             self._buf += data
             events: list[Event] = []
-            while self._STEPS[self.state](self, events):
-                pass
+            step: Step | None = self._step
+            while step is not None:
+                self._step = step
+                step = step(events)
             if bad is not None:
-                if self.state is not DecoderState.DONE:
+                if not self.done:
                     raise error
                 self.trailing += self._seen - base - bad  # after the BCC: not looked at
         except Exception:
@@ -167,22 +170,23 @@ class TelegramDecoder:
         reason = reasons.get(self.state, f"decoder in state {self.state.value}")
         return FramingError(f"reply incomplete: {reason}", offset=self._seen)
 
-    # -- steps: each consumes what it can and says whether another step may proceed --------
+    # -- steps: each consumes what it can and returns the step that follows, or None to wait
+    #    for more bytes
 
-    def _wait_start(self, events: list[Event]) -> bool:
+    def _wait_start(self, events: list[Event]) -> Step | None:
         index = self._buf.find(b"/", self._pos)
         if index < 0:  # nothing worth keeping: noise before the reply
             self.skipped += len(self._buf) - self._pos
             self._base += len(self._buf)
             self._buf.clear()
             self._pos = 0
-            return False
+            return None
         self.skipped += index - self._pos
         self._start = self._pos = index
         self.state = DecoderState.IDENTIFICATION
-        return True
+        return self._identification
 
-    def _identification(self, events: list[Event]) -> bool:
+    def _identification(self, events: list[Event]) -> Step | None:
         buf, start = self._buf, self._start
         end = buf.find(b"\n", self._pos)
         if (end if end >= 0 else len(buf)) - start > MAX_IDENTIFICATION_LINE:
@@ -193,7 +197,7 @@ class TelegramDecoder:
             )
         if end < 0:
             self._pos = len(buf)
-            return False
+            return None
         if buf[end - 1] != 0x0D:
             raise FramingError(
                 "identification line ended by LF without CR", offset=self._base + end
@@ -203,17 +207,17 @@ class TelegramDecoder:
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1 - start
             self.state = DecoderState.WAIT_START
-            return True
+            return self._wait_start
         ident = parse_identification(content, offset=self._base + start)
         self.identification = ident
         events.append(IdentificationReceived(ident, self._base + start))
         self.state = DecoderState.WAIT_STX
-        return True
+        return self._wait_stx
 
-    def _wait_stx(self, events: list[Event]) -> bool:
+    def _wait_stx(self, events: list[Event]) -> Step | None:
         pos = self._pos
         if pos >= len(self._buf):
-            return False
+            return None
         if self._buf[pos] != STX:
             raise FramingError(
                 f"expected STX after the identification line, got 0x{self._buf[pos]:02x}",
@@ -222,9 +226,9 @@ class TelegramDecoder:
         self._stx = pos
         self._pos = pos + 1
         self.state = DecoderState.DATA
-        return True
+        return self._data
 
-    def _data(self, events: list[Event]) -> bool:
+    def _data(self, events: list[Event]) -> Step | None:
         index = self._buf.find(ETX, self._pos)
         if (index if index >= 0 else len(self._buf)) - self._stx > MAX_DATA_BLOCK:
             raise FramingError(
@@ -233,30 +237,22 @@ class TelegramDecoder:
             )
         if index < 0:
             self._pos = len(self._buf)
-            return False
+            return None
         self._etx = index
         self._pos = index + 1
         self.state = DecoderState.BCC
-        return True
+        return self._bcc
 
-    def _bcc(self, events: list[Event]) -> bool:
+    def _bcc(self, events: list[Event]) -> Step | None:
         buf, etx = self._buf, self._etx
         if len(buf) <= etx + 1:
-            return False
+            return None
         telegram = self._telegram(bytes(buf[self._start : etx + 2]))
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
         self.state = DecoderState.DONE
         events.append(TelegramReceived(telegram, self._base + etx + 2))
-        return False
-
-    _STEPS: ClassVar[dict[DecoderState, Callable[[TelegramDecoder, list[Event]], bool]]] = {
-        DecoderState.WAIT_START: _wait_start,
-        DecoderState.IDENTIFICATION: _identification,
-        DecoderState.WAIT_STX: _wait_stx,
-        DecoderState.DATA: _data,
-        DecoderState.BCC: _bcc,
-    }
+        return None
 
     def _telegram(self, raw: bytes) -> Telegram:
         """Check the BCC, then the block's grammar; ``raw`` is the reply from its ``/``."""
@@ -281,12 +277,10 @@ class TelegramDecoder:
                 xor=xor,
                 offset=offset + len(block),
             )
-        body = block[:-1].decode("ascii")
-        check_data_block(body, offset)
         assert self.identification is not None  # the state machine passed its line
-        return Telegram(
+        return Telegram(  # checks the block's grammar
             self.identification,
-            body,
+            block[:-1].decode("ascii"),
             algorithm,
             check.received,
             raw,

@@ -10,9 +10,9 @@ from kamstrup382.errors import UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm, BccCheck
 from kamstrup382.protocol.dataset import (
     DataSet,
+    block_data_sets,
     block_registers,
-    check_data_block,
-    parse_data_block,
+    split_data_block,
 )
 from kamstrup382.protocol.identification import Identification
 from kamstrup382.protocol.registers import REGISTER_BY_NAME, REGISTERS, RegisterKind
@@ -80,9 +80,10 @@ class Telegram:
     ``raw`` is the reply in 7-bit form, from the ``/`` of the identification to the BCC;
     ``data_block`` the text between STX and ETX; ``block_offset`` the stream position of the
     block's first character; ``bcc_check`` what the decoder computed over the block (which
-    algorithms match the BCC received). The decoder validated everything (BCC, grammar of
-    every line, identification); the data sets and register values are read from the block
-    on each use. A telegram built by hand is validated then (:class:`FramingError`).
+    algorithms match the BCC received). The decoder checks the BCC and the identification;
+    the telegram checks its block's grammar as it is built (:class:`FramingError` naming the
+    place), reading the register values in the same pass. The data sets are cut from the
+    block on each use.
     """
 
     identification: Identification
@@ -92,11 +93,16 @@ class Telegram:
     raw: bytes = field(repr=False)
     block_offset: int = field(default=0, repr=False, compare=False)
     bcc_check: BccCheck | None = field(default=None, repr=False, compare=False)
+    _registers: dict[str, Decimal | str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pieces = split_data_block(self.data_block, self.block_offset)
+        object.__setattr__(self, "_registers", block_registers(pieces))
 
     @property
     def data_sets(self) -> tuple[DataSet, ...]:
         """Every data set of the block, in order."""
-        return parse_data_block(self.data_block, self.block_offset)
+        return block_data_sets(split_data_block(self.data_block, self.block_offset))
 
     def get(self, name_or_code: str) -> DataSet | None:
         """The data set for a register name (``energy``) or code as printed (``1.20``)."""
@@ -112,10 +118,9 @@ class Telegram:
         """Values of the known (named) registers present, by name.
 
         ``Decimal`` for numeric registers; text for the customer number and for a value that
-        is not a number (an empty one, say).
+        is not a number (an empty one, say). A new dictionary on each call.
         """
-        check_data_block(self.data_block, self.block_offset)
-        return block_registers(self.data_block)
+        return dict(self._registers)
 
     def meter_values(self) -> MeterValues:
         """The eight registers of a Kamstrup 382; :class:`UsageError` if one is missing."""
