@@ -198,13 +198,11 @@ def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
     last value.
     """
     registers: dict[str, Decimal | str] = {}
-    for address, number, text in zip(
-        pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE], strict=True
-    ):
+    for address, number, text in zip(pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE]):
         reg = REGISTER_BY_CODE.get(address or "")
         if reg is None:  # an unknown address, or a further group of a data set (no address)
             continue
-        if number is None:
+        if number is None:  # not a number: the text as printed
             registers[reg.name] = text or ""
         elif reg.kind is RegisterKind.TEXT:
             registers[reg.name] = number

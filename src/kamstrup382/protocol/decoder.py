@@ -86,7 +86,7 @@ class TelegramDecoder:
     """
 
     def __init__(self, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False) -> None:
-        self.bcc_mode = BccMode(bcc)
+        self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit
         self.state = DecoderState.WAIT_START
         self.identification: Identification | None = None

@@ -28,6 +28,11 @@ _LABEL = re.compile(r"\d{2}")
 _MANUFACTURER = re.compile(r"[A-Za-z]{3}")
 _CONTROL = re.compile(rb"[^\x20-\x7e]")
 MAX_IDENTIFICATION_TEXT = 64
+#: A well-formed line: ``/``, manufacturer, baud-rate character (not ``/`` or ``!``), text,
+#: printable ASCII throughout. A line that does not match is explained by :func:`_explain`.
+_LINE = re.compile(
+    rf"/[A-Za-z]{{3}}[\x20\x22-\x2e\x30-\x7e][\x20-\x7e]{{1,{MAX_IDENTIFICATION_TEXT}}}".encode()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,21 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
 
     ``offset`` is the stream position of the ``/``, used in error messages.
     """
+    if _LINE.fullmatch(line) is None:
+        _explain(line, offset)
+        raise IdentificationError(  # pragma: no cover - _explain raised
+            "identification line does not parse", offset=offset
+        )
+    text = line.decode("ascii")
+    manufacturer, baud_char, ident = text[1:4], text[4], text[5:]
+    type_number = None
+    if ident.startswith("685-") and manufacturer.upper() == "KAM":
+        type_number = parse_type_number(ident, offset=offset + 5)
+    return Identification(manufacturer, baud_char, ident, type_number)
+
+
+def _explain(line: bytes, offset: int) -> None:
+    """Raise the :class:`IdentificationError` that says what is wrong with ``line``."""
     if len(line) < 6:
         raise IdentificationError(
             f"identification line {line!r} too short: need '/', 3 letters, baud character, text",
@@ -144,7 +164,3 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
             f"identification text of {len(ident)} characters, at most {MAX_IDENTIFICATION_TEXT}",
             offset=offset + 5,
         )
-    type_number = None
-    if manufacturer.upper() == "KAM" and ident.startswith("685-"):
-        type_number = parse_type_number(ident, offset=offset + 5)
-    return Identification(manufacturer, baud_char, ident, type_number)
