@@ -59,9 +59,7 @@ def work(data: bytes, *, eight_bit: bool) -> int:
 
 
 @pytest.mark.parametrize("eight_bit", [False, True])
-def test_byte_by_byte_work_grows_linearly(
-    monkeypatch: pytest.MonkeyPatch, eight_bit: bool
-) -> None:
+def test_byte_by_byte_work_grows_linearly(monkeypatch: pytest.MonkeyPatch, eight_bit: bool) -> None:
     monkeypatch.setattr(decoder_module, "bytearray", CountingBuffer, raising=False)
     small, large = reply(body(50)), reply(body(400))
     if eight_bit:

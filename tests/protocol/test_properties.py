@@ -209,7 +209,9 @@ def wrap(body: str) -> bytes:
 
 @settings(max_examples=300, deadline=DEADLINE)
 @given(blocks(), st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
-def test_registers_and_data_sets_are_what_the_line_parser_gives(body: str, seeds: list[int]) -> None:
+def test_registers_and_data_sets_are_what_the_line_parser_gives(
+    body: str, seeds: list[int]
+) -> None:
     offset = len(SPEC_IDENT_LINE) + 1
     # the registers are read by one regular expression over the block, the data sets by the
     # walk line by line: every block (and the same with other digits) gives the same values

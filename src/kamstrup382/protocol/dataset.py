@@ -48,9 +48,7 @@ _GROUP = re.compile(rf"({_ADDRESS})\(({_VALUE})(?:\*({_UNIT}))?\)")
 #: One group: address, value (a number as ``_NUMBER`` reads it, or any other text), unit. Split
 #: at it, a block gives per group its separator before it and its four pieces, and at the end
 #: the separator after the last group: [before, address, number, text, unit, ..., after].
-_GROUP_SPLIT = re.compile(
-    rf"({_ADDRESS})\((?:({_NUMBER_TEXT})|({_VALUE}))(?:\*({_UNIT}))?\)"
-)
+_GROUP_SPLIT = re.compile(rf"({_ADDRESS})\((?:({_NUMBER_TEXT})|({_VALUE}))(?:\*({_UNIT}))?\)")
 _STRIDE = 5
 #: What may stand between two groups (the same line, a new line) and after the last one (the
 #: end marker at the end of the line or on a line of its own).
@@ -198,7 +196,9 @@ def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
     last value.
     """
     registers: dict[str, Decimal | str] = {}
-    for address, number, text in zip(pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE]):
+    for address, number, text in zip(
+        pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE], strict=True
+    ):
         reg = REGISTER_BY_CODE.get(address or "")
         if reg is None:  # an unknown address, or a further group of a data set (no address)
             continue
