@@ -40,10 +40,10 @@ __all__ = [
 
 _NUMBER_TEXT = r"[+-]?[0-9]+(?:[.,][0-9]+)?"
 _NUMBER = re.compile(_NUMBER_TEXT)
-# printable ASCII only; '(' ')' '/' '!' never, '*' not in a value or a unit
-_ADDRESS = r"[^\x00-\x1f\x7f-\U0010ffff()/!]*+"
-_VALUE = r"[^\x00-\x1f\x7f-\U0010ffff()*/!]*+"
-_UNIT = r"[^\x00-\x1f\x7f-\U0010ffff()/!*]++"
+# printable ASCII (0x20-0x7e) only; '(' ')' '/' '!' never, '*' not in a value or a unit
+_ADDRESS = r"[\x20\x22-\x27\x2a-\x2e\x30-\x7e]*+"
+_VALUE = r"[\x20\x22-\x27\x2b-\x2e\x30-\x7e]*+"
+_UNIT = r"[\x20\x22-\x27\x2b-\x2e\x30-\x7e]++"
 _GROUP = re.compile(rf"({_ADDRESS})\(({_VALUE})(?:\*({_UNIT}))?\)")
 #: One group: address, value (a number as ``_NUMBER`` reads it, or any other text), unit. Split
 #: at it, a block gives per group its separator before it and its four pieces, and at the end
