@@ -15,7 +15,7 @@ from kamstrup382.protocol import (
     add_parity,
     decode_reply,
 )
-from kamstrup382.protocol.decoder import MAX_DATA_BLOCK, MAX_IDENTIFICATION_LINE, clear_caches
+from kamstrup382.protocol.decoder import MAX_DATA_BLOCK, MAX_IDENTIFICATION_LINE
 
 from .helpers import SPEC, SPEC_BODY, SPEC_IDENT_LINE, bytewise, outcome, reply, split_at, whole
 
@@ -169,14 +169,33 @@ def test_decode_reply_accepts_bytearray_and_memoryview() -> None:
     assert decode_reply(bytearray(SPEC)) == decode_reply(memoryview(SPEC)) == decode_reply(SPEC)
 
 
-def test_cold_and_warm_caches_give_the_same_telegram_and_errors() -> None:
-    warm = outcome([SPEC])
-    clear_caches()
-    cold = outcome([SPEC])
-    assert cold == warm and cold[0] == "ok"
+def test_a_new_address_decodes_alike_whole_and_byte_by_byte() -> None:
     other = SPEC.replace(b"1.31(", b"1.31x(").replace(
         b"\x03>", b"\x03" + bytes(((0x3E + ord("x")) % 128,))
     )
-    clear_caches()
     assert outcome([other]) == outcome(bytewise(other))
-    assert outcome([other])[0] == "ok"  # 'x' in an address is allowed; a new shape, checked in full
+    assert outcome([other])[0] == "ok"  # 'x' in an address is allowed
+
+
+def test_mid_block_chunks_with_a_parity_error_fail_at_that_byte() -> None:
+    eight = add_parity(SPEC)
+    for index in range(len(SPEC_IDENT_LINE) + 1, len(eight)):
+        for bit in range(8):
+            bad = bytearray(eight)
+            bad[index] ^= 1 << bit
+            decoder = TelegramDecoder(eight_bit=True)
+            with pytest.raises(ParityError) as info:
+                for start in range(0, len(bad), 3):
+                    decoder.feed(bytes(bad[start : start + 3]))
+            assert info.value.offset == index
+
+
+def test_mid_block_chunk_with_bit_7_on_a_seven_bit_line_fails_at_that_byte() -> None:
+    for index in range(len(SPEC_IDENT_LINE) + 1, len(SPEC)):
+        bad = bytearray(SPEC)
+        bad[index] |= 0x80
+        decoder = TelegramDecoder()
+        with pytest.raises(FramingError) as info:
+            for start in range(len(bad)):
+                decoder.feed(bytes(bad[start : start + 1]))
+        assert info.value.offset == index

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 
-from kamstrup382.errors import FramingError
-from kamstrup382.protocol import DataSet, DataValue, Telegram, decode_reply, parse_data_line
+from kamstrup382.errors import FramingError, UsageError
+from kamstrup382.protocol import (
+    DataSet,
+    DataValue,
+    MeterValues,
+    Telegram,
+    decode_reply,
+    parse_data_line,
+)
 from kamstrup382.protocol.dataset import parse_data_block
 
-from .helpers import SPEC_IDENT_LINE, bytewise, outcome, reply
+from .helpers import SPEC_BODY, SPEC_IDENT_LINE, bytewise, outcome, reply
 
 BLOCK_OFFSET = len(SPEC_IDENT_LINE) + 1  # stream position of the block's first character
 
 
 def sets(body: str) -> list[tuple[str, tuple[tuple[str, str | None], ...], int]]:
     telegram = decode_reply(reply(body))
-    assert telegram.data_sets == parse_data_block(body, BLOCK_OFFSET)  # fast path == precise
+    assert telegram.registers == {
+        ds.name: ds.value for ds in telegram.data_sets if ds.name is not None
+    }
     return [
         (ds.address, tuple((v.text, v.unit) for v in ds.values), ds.line)
         for ds in telegram.data_sets
@@ -114,13 +124,82 @@ def test_bad_blocks_say_what_and_where(
     assert outcome(bytewise(data)) == outcome([data])  # same error byte by byte
 
 
-def test_hand_built_telegram_is_checked_on_use() -> None:
+def test_hand_built_telegram_is_checked_when_built() -> None:
     good = decode_reply(reply("1.20(0000053*kWh)!\r\n"))
-    bad = Telegram(good.identification, "1.20(\u00e9)!\r\n", good.bcc_algorithm, good.bcc, good.raw)
     with pytest.raises(FramingError):
-        _ = bad.data_sets
-    bad2 = Telegram(good.identification, "1.20(5", good.bcc_algorithm, good.bcc, good.raw)
+        Telegram(good.identification, "1.20(\u00e9)!\r\n", good.bcc_algorithm, good.bcc, good.raw)
     with pytest.raises(FramingError):
-        _ = bad2.registers
+        Telegram(good.identification, "1.20(5", good.bcc_algorithm, good.bcc, good.raw)
     fine = Telegram(good.identification, "1.20(0000054*kWh)!\r\n", good.bcc_algorithm, 0, b"")
     assert fine.registers == {"energy": Decimal(54)}
+
+
+#: blocks with what reading the registers must get right: text and numeric values, decimal
+#: comma and point, signs, empty values, several groups per address, a repeated address (the
+#: last value counts, at the first position), unknown addresses, a value of a numeric register
+#: that is not a number, the end marker on its own line
+BODIES = [
+    SPEC_BODY,
+    "1.20(0000053*kWh)(0000001*kWh)\r\nC.1(12345678)\r\n1.6(000018.3*kW)!\r\n",
+    "0.0(00054042)1.31(+0000482*h)\r\n1.26()\r\n1.20(-0,5)\r\n!\r\n",
+    "1.20(0000001)\r\n1.31(0000002)\r\n1.20(0000003)!\r\n",
+    "1.6*1(00,0)\r\n1.20(1.0.0)\r\n1.26(7,)\r\n1.31(7*h)!\r\n",
+    "(0001)(0002)\r\n1.6(12,34*kW)(56,78*kW)!\r\n",
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_registers_are_the_values_of_the_data_sets(body: str) -> None:
+    expected = {ds.name: ds.value for ds in parse_data_block(body, BLOCK_OFFSET) if ds.name}
+    telegram = decode_reply(reply(body))
+    assert telegram.registers == expected
+    assert {k: str(v) for k, v in telegram.registers.items()} == {
+        k: str(v) for k, v in expected.items()
+    }
+    assert list(telegram.registers) == list(expected)  # same order
+
+
+def test_repeated_address_keeps_its_place_and_its_last_value() -> None:
+    telegram = decode_reply(reply("1.20(0000001)\r\n1.31(0000002)\r\n1.20(0000003)!\r\n"))
+    assert list(telegram.registers.items()) == [
+        ("energy", Decimal(3)),
+        ("hour_counter", Decimal(2)),
+    ]
+
+
+#: blocks of all eight registers with a value the register cannot hold as printed, or can
+#: only as another text: wider than its register, signed, an extra decimal, a short customer
+#: number
+UNFIT = [
+    SPEC_BODY.replace("1.20(0000053", "1.20(00000053"),  # 8 digits, fits: 53
+    SPEC_BODY.replace("1.20(0000053", "1.20(12345678"),  # 8 digits, too large
+    SPEC_BODY.replace("1.20(0000053", "1.20(+000053"),  # signed
+    SPEC_BODY.replace("1.6(000018,3", "1.6(00018,30"),  # two decimals, the last a zero
+    SPEC_BODY.replace("1.6(000018,3", "1.6(00018,31"),  # two decimals
+    SPEC_BODY.replace("0.0(00054042)", "0.0(0054042)"),  # customer number of 7 digits
+]
+
+
+def as_checked(make: Callable[[], MeterValues]) -> MeterValues | str:
+    try:
+        return make()
+    except UsageError as error:
+        return f"UsageError: {error}"
+
+
+@pytest.mark.parametrize("body", [SPEC_BODY, *UNFIT])
+def test_meter_values_are_what_the_validating_constructor_makes(body: str) -> None:
+    telegram = decode_reply(reply(body))
+    expected = as_checked(lambda: MeterValues(**telegram.registers))  # type: ignore[arg-type]
+    assert as_checked(telegram.meter_values) == expected
+    assert all(
+        type(v) is Decimal
+        for k, v in decode_reply(reply(SPEC_BODY)).meter_values().as_dict().items()
+        if k != "customer_number"
+    )
+
+
+def test_meter_values_name_a_missing_register() -> None:
+    telegram = decode_reply(reply(SPEC_BODY.replace("1.26(", "1.27(")))
+    with pytest.raises(UsageError, match="pulse_input"):
+        telegram.meter_values()

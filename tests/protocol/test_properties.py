@@ -1,4 +1,4 @@
-"""Property tests: round trips, arbitrary input, chunking invariance, fast path == precise path."""
+"""Property tests: round trips, arbitrary input, chunking invariance, registers == data sets."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def test_arbitrary_bytes_in_any_chunks_raise_only_our_errors_and_agree(
     assert isinstance(telegram.registers, dict)
 
 
-# -- the block-layout cache against the precise parser ----------------------------------------
+# -- the register values against the data sets of the line-by-line parser ---------------------
 
 values = st.text("0123456789,.+-", max_size=9)
 units = st.one_of(st.none(), st.sampled_from(["kWh", "kW", "h", "MWh", "V"]))
@@ -209,10 +209,12 @@ def wrap(body: str) -> bytes:
 
 @settings(max_examples=300, deadline=DEADLINE)
 @given(blocks(), st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
-def test_layout_cache_gives_what_the_precise_parser_gives(body: str, seeds: list[int]) -> None:
+def test_registers_and_data_sets_are_what_the_line_parser_gives(
+    body: str, seeds: list[int]
+) -> None:
     offset = len(SPEC_IDENT_LINE) + 1
-    # the first block of a shape is analysed, the others (same shape, other digits) are cut
-    # out by the cached layout: every one must equal the precise parse of its own text
+    # the registers are read by one regular expression over the block, the data sets by the
+    # walk line by line: every block (and the same with other digits) gives the same values
     for text in [body, *(redigit(body, s) for s in seeds)]:
         for chunks in (whole(wrap(text)), bytewise(wrap(text))):
             result = outcome(chunks)

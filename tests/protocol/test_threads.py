@@ -1,9 +1,8 @@
-"""The parse caches are shared by all threads: decoding from several at once gives exact results.
+"""Decoding from several threads at once gives exact results.
 
 A smoke test, not a proof: a race window of a few bytecodes is rarely hit even with a 1 us
-switch interval. Race freedom comes from construction: every cache read is one dictionary
-look-up whose result is used as found (no check-then-read of shared state), and a race can
-only compute the same layout or plan twice.
+switch interval. Race freedom comes from construction: a decoder keeps its state in itself,
+and the protocol core has no module-wide state that decoding writes.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import pytest
 
 from kamstrup382.protocol import decode_reply
 from kamstrup382.protocol.dataset import parse_data_block
-from kamstrup382.protocol.decoder import clear_caches
 
 from .helpers import SPEC_IDENT_LINE, reply
 
@@ -42,7 +40,6 @@ def fast_switching() -> Iterator[None]:
 
 @pytest.mark.usefixtures("fast_switching")
 def test_concurrent_decodes_of_many_shapes_are_exact() -> None:
-    clear_caches()
     offset = len(SPEC_IDENT_LINE) + 1
     failures: list[str] = []
 
@@ -58,8 +55,6 @@ def test_concurrent_decodes_of_many_shapes_are_exact() -> None:
                 body, offset
             ):
                 failures.append(f"worker {worker}: {body!r} gave {telegram.registers}")
-            if n % 500 == 0:
-                clear_caches()
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
     for thread in threads:

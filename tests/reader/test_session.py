@@ -16,7 +16,7 @@ from kamstrup382.errors import (
     ReadTimeout,
     UsageError,
 )
-from kamstrup382.protocol import REQUEST, BccAlgorithm, BccMode, add_parity
+from kamstrup382.protocol import REQUEST, BccAlgorithm, BccMode, Telegram, add_parity, decode_reply
 from kamstrup382.reader import (
     EXPECTED_REPLY_SIZE,
     PortKind,
@@ -277,6 +277,19 @@ def test_auto_learns_sum7_then_refuses_one_xor_telegram() -> None:
     # twice in a row: the meter really uses XOR now
     assert read_one(session, with_xor(EXAMPLE)) is BccAlgorithm.XOR
     assert session.bcc_algorithm is BccAlgorithm.XOR
+
+
+def test_the_verdict_is_the_decoders() -> None:
+    session = Session(line=LineMode.SEVEN_E_ONE, bcc=BccMode.AUTO, timing=TIMING)
+    assert read_one(session, EXAMPLE) is BccAlgorithm.SUM7
+    with pytest.raises(BccError) as caught:
+        read_one(session, with_xor(EXAMPLE))
+    assert (caught.value.received, caught.value.xor) == (0x12, 0x12)
+    assert caught.value.sum7 == 0x3E
+    by_hand = decode_reply(EXAMPLE)
+    by_hand = Telegram(by_hand.identification, by_hand.data_block, BccAlgorithm.SUM7, 0x3E, b"")
+    with pytest.raises(UsageError, match="no BCC check"):
+        session.check_bcc(by_hand)
 
 
 def test_auto_reads_an_xor_meter() -> None:

@@ -10,8 +10,9 @@ Topics (``P`` = ``topic_prefix``, ``D`` = ``discovery_prefix``)::
     D/sensor/<node>/<register>/config  Home Assistant discovery, one per register (retained)
     D/status                         Home Assistant's birth/last will: ``online`` -> re-announce
 
-The discovery configs are derived from the register table (:data:`REGISTERS`): device class,
-state class, unit and icon are declared there once.
+The discovery configs are derived from the register table (:data:`REGISTERS`: name, unit,
+decimals) and the outputs' descriptions (:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT`:
+device class, state class, icon), each declared once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from importlib import metadata
 from typing import Any
 
 from kamstrup382.errors import TypeNumberError
+from kamstrup382.outputs.descriptions import HOME_ASSISTANT
 from kamstrup382.protocol import REGISTERS, Register, TypeNumber, parse_type_number
 from kamstrup382.protocol.registers import RegisterKind
 from kamstrup382.storage import ReadingRecord
@@ -265,16 +267,17 @@ def discovery_payload(
         "device": device(meter, facts),
         "origin": {"name": "kamstrup382", "sw_version": _version()},
     }
-    if register.ha_device_class is not None:
-        payload["device_class"] = register.ha_device_class
-    if register.ha_state_class is not None:
-        payload["state_class"] = register.ha_state_class
+    sensor = HOME_ASSISTANT[register.name]
+    if sensor.device_class is not None:
+        payload["device_class"] = sensor.device_class
+    if sensor.state_class is not None:
+        payload["state_class"] = sensor.state_class
     if register.unit is not None:
         payload["unit_of_measurement"] = register.unit
     if register.kind is not RegisterKind.TEXT:
         payload["suggested_display_precision"] = register.decimals
-    if register.ha_icon is not None:
-        payload["icon"] = register.ha_icon
+    if sensor.icon is not None:
+        payload["icon"] = sensor.icon
     if register.name in _DIAGNOSTIC:
         payload["entity_category"] = "diagnostic"
     return payload

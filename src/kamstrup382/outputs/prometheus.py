@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from kamstrup382.errors import ConfigError, Kamstrup382Error
 from kamstrup382.outputs import settings as check
 from kamstrup382.outputs.base import Output
+from kamstrup382.outputs.descriptions import PROMETHEUS
 from kamstrup382.protocol import REGISTERS, Register
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
@@ -63,8 +64,9 @@ def _metric_registers() -> dict[str, list[Register]]:
     """Registers grouped by their Prometheus name, in table order."""
     groups: dict[str, list[Register]] = {}
     for register in REGISTERS:
-        if register.prometheus_name is not None:
-            groups.setdefault(register.prometheus_name, []).append(register)
+        metric = PROMETHEUS.get(register.name)
+        if metric is not None:
+            groups.setdefault(metric.name, []).append(register)
     return groups
 
 
@@ -82,7 +84,7 @@ class _RegisterCollector(Collector):
         for name, registers in self._groups.items():
             extra = [REGISTER_LABELS[r.name][0] for r in registers if r.name in REGISTER_LABELS]
             labels = ["meter", *dict.fromkeys(extra)]
-            doc = registers[0].prometheus_help or registers[0].description
+            doc = PROMETHEUS[registers[0].name].help
             family: CounterMetricFamily | GaugeMetricFamily
             if name.endswith("_total"):
                 family = CounterMetricFamily(name, doc, labels=labels)

@@ -5,9 +5,11 @@ No sockets, no serial ports, no clock: bytes in, events and telegrams out; value
 
 from kamstrup382.protocol.bcc import (
     BccAlgorithm,
+    BccCheck,
     BccMode,
     bcc_sum7,
     bcc_xor,
+    check_bcc,
     compute_bcc,
     match_bcc,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "REQUEST",
     "STX",
     "BccAlgorithm",
+    "BccCheck",
     "BccMode",
     "DataSet",
     "DataValue",
@@ -64,6 +67,7 @@ __all__ = [
     "add_parity",
     "bcc_sum7",
     "bcc_xor",
+    "check_bcc",
     "compute_bcc",
     "decode_reply",
     "encode_data_block",

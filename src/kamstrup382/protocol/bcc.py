@@ -6,15 +6,33 @@ The BCC covers the bytes after STX up to and including ETX.
   specification's example telegram ends in ``>`` (0x3E), which is this sum.
 - ``XOR``: IEC 62056-21 (ISO 1155 LRC): the exclusive or of those bytes.
 
-``BccMode.AUTO`` accepts either and reports which one matched.
+``BccMode.AUTO`` accepts either and reports which one matched. :func:`check_bcc` gives the
+whole verdict on one block (:class:`BccCheck`): what was received and what each algorithm the
+mode allows computes, so that a reader can ask which algorithms matched without computing
+them again.
 """
 
 from __future__ import annotations
 
 import enum
-from zlib import adler32
+from dataclasses import dataclass
+from functools import reduce
+from operator import xor
 
-__all__ = ["BccAlgorithm", "BccMode", "bcc_sum7", "bcc_xor", "compute_bcc", "match_bcc"]
+from kamstrup382.errors import UsageError
+
+__all__ = [
+    "BccAlgorithm",
+    "BccCheck",
+    "BccMode",
+    "bcc_sum7",
+    "bcc_xor",
+    "check_bcc",
+    "compute_bcc",
+    "match_bcc",
+]
+
+Block = bytes | bytearray | memoryview
 
 
 class BccAlgorithm(enum.StrEnum):
@@ -28,56 +46,67 @@ class BccMode(enum.StrEnum):
     XOR = "xor"
 
 
-#: Adler-32's first half is 1 + the byte sum modulo 65521: exact while the sum stays below
-#: 65520, which any block of at most 256 bytes guarantees (256 * 255 = 65280).
-_ADLER_EXACT = 256
-
-
-def bcc_sum7(block: bytes | bytearray | memoryview) -> int:
-    """Kamstrup's BCC: sum of the bytes modulo 128 (bit 7 of each byte ignored).
-
-    Bit 7 of a byte adds 128 to the sum, which is 0 modulo 128: it is ignored for free.
-    """
-    if len(block) <= _ADLER_EXACT:
-        return ((adler32(block) & 0xFFFF) - 1) & 0x7F
+def bcc_sum7(block: Block) -> int:
+    """Kamstrup's BCC: the sum of the bytes modulo 128 (bit 7 of a byte adds 128: ignored)."""
     return sum(block) & 0x7F
 
 
-def bcc_xor(block: bytes | bytearray | memoryview) -> int:
-    """IEC 62056-21 BCC: XOR of the bytes, bit 7 cleared.
+def bcc_xor(block: Block) -> int:
+    """IEC 62056-21 BCC: the exclusive or of the bytes, bit 7 cleared."""
+    return reduce(xor, block, 0) & 0x7F
 
-    The bytes are read as one integer and folded in halves (XOR is associative), which
-    takes a handful of big-integer operations instead of one Python step per byte.
+
+def compute_bcc(block: Block, algorithm: BccAlgorithm) -> int:
+    if algorithm is BccAlgorithm.SUM7:
+        return bcc_sum7(block)
+    return bcc_xor(block)
+
+
+@dataclass(frozen=True, slots=True)
+class BccCheck:
+    """The check of one block: the BCC ``received`` and what each algorithm computes over the
+    block (``None``: the mode the block was checked in does not allow that algorithm, so it
+    was not computed; ``AUTO`` computes both).
     """
-    value = int.from_bytes(block, "little")
-    width = len(block)
-    while width > 1:
-        half = (width + 1) // 2
-        bits = half * 8
-        value = (value & ((1 << bits) - 1)) ^ (value >> bits)
-        width = half
-    return value & 0x7F
+
+    received: int
+    sum7: int | None = None
+    xor: int | None = None
+
+    def expected(self, algorithm: BccAlgorithm) -> int:
+        """The BCC ``algorithm`` computes over the block; :class:`UsageError` if not computed."""
+        value = self.sum7 if algorithm is BccAlgorithm.SUM7 else self.xor
+        if value is None:
+            raise UsageError(f"the {algorithm.value} BCC of this block was not computed")
+        return value
+
+    def matches(self, algorithm: BccAlgorithm) -> bool:
+        """Whether ``algorithm`` was computed and equals the BCC received."""
+        value = self.sum7 if algorithm is BccAlgorithm.SUM7 else self.xor
+        return value == self.received
+
+    @property
+    def matched(self) -> BccAlgorithm | None:
+        """The algorithm that matched, the sum first (what a Kamstrup 382 sends); or ``None``."""
+        if self.sum7 == self.received:
+            return BccAlgorithm.SUM7
+        if self.xor == self.received:
+            return BccAlgorithm.XOR
+        return None
 
 
-_COMPUTE = {BccAlgorithm.SUM7: bcc_sum7, BccAlgorithm.XOR: bcc_xor}
-# members as module constants (an Enum member read as a class attribute is a descriptor call)
-_SUM7, _XOR = BccAlgorithm.SUM7, BccAlgorithm.XOR
-_MODE_SUM7, _MODE_XOR = BccMode.SUM7, BccMode.XOR
+def check_bcc(block: Block, received: int, mode: BccMode) -> BccCheck:
+    """Compute the BCC of each algorithm ``mode`` allows over ``block``."""
+    return BccCheck(
+        received,
+        sum7=None if mode is BccMode.XOR else bcc_sum7(block),
+        xor=None if mode is BccMode.SUM7 else bcc_xor(block),
+    )
 
 
-def compute_bcc(block: bytes | bytearray | memoryview, algorithm: BccAlgorithm) -> int:
-    return _COMPUTE[algorithm](block)
-
-
-def match_bcc(
-    block: bytes | bytearray | memoryview, received: int, mode: BccMode
-) -> BccAlgorithm | None:
+def match_bcc(block: Block, received: int, mode: BccMode) -> BccAlgorithm | None:
     """Return the algorithm whose BCC over ``block`` equals ``received``, or ``None``.
 
     In ``AUTO`` mode the sum is tried first: it is what a Kamstrup 382 sends.
     """
-    if mode is not _MODE_XOR and bcc_sum7(block) == received:
-        return _SUM7
-    if mode is not _MODE_SUM7 and bcc_xor(block) == received:
-        return _XOR
-    return None
+    return check_bcc(block, received, mode).matched

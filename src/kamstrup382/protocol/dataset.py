@@ -9,39 +9,54 @@ General grammar accepted (IEC 62056-21 with what meters do in practice)::
 An address may carry a billing-period suffix ``*N`` (``1.6*1``: previous period). Values are
 kept as the meter printed them; a numeric value (digits with an optional decimal comma or
 point) is also available exactly, as :class:`~decimal.Decimal`.
+
+A block is read in one pass of one compiled regular expression: :func:`split_data_block` cuts
+it at its groups, and it is well formed exactly when the groups tile it (nothing before the
+first, CR LF or nothing between two, the end marker after the last). The register values
+(:func:`block_registers`) and the data sets (:func:`block_data_sets`) are read from those
+pieces. For a block that does not tile, the walk line by line of :func:`parse_data_block`
+(the grammar written out, which the tests hold to the expression) says what is wrong and
+where.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from kamstrup382.errors import FramingError
-from kamstrup382.protocol.registers import REGISTER_BY_CODE, Register
+from kamstrup382.protocol.registers import REGISTER_BY_CODE, Register, RegisterKind
 
 __all__ = [
-    "BlockLayout",
     "DataSet",
     "DataValue",
-    "block_layout",
-    "cached_layout",
-    "check_data_block",
-    "clear_layouts",
+    "block_data_sets",
+    "block_registers",
     "parse_data_block",
     "parse_data_line",
+    "split_data_block",
 ]
 
-_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
-# printable ASCII only; '(' ')' '/' '!' never, '*' not in a value or a unit
-_ADDRESS = r"[^\x00-\x1f\x7f-\U0010ffff()/!]*+"
-_VALUE = r"[^\x00-\x1f\x7f-\U0010ffff()*/!]*+"
-_UNIT = r"[^\x00-\x1f\x7f-\U0010ffff()/!*]++"
+_NUMBER_TEXT = r"[+-]?[0-9]+(?:[.,][0-9]+)?"
+_NUMBER = re.compile(_NUMBER_TEXT)
+# printable ASCII (0x20-0x7e) only; '(' ')' '/' '!' never, '*' not in a value or a unit
+_ADDRESS = r"[\x20\x22-\x27\x2a-\x2e\x30-\x7e]*+"
+_VALUE = r"[\x20\x22-\x27\x2b-\x2e\x30-\x7e]*+"
+_UNIT = r"[\x20\x22-\x27\x2b-\x2e\x30-\x7e]++"
 _GROUP = re.compile(rf"({_ADDRESS})\(({_VALUE})(?:\*({_UNIT}))?\)")
-_BARE_GROUP = rf"{_ADDRESS}\({_VALUE}(?:\*{_UNIT})?\)"
-#: A whole well-formed data block (between STX and ETX), checked in one pass.
-_BLOCK = re.compile(rf"(?:(?:{_BARE_GROUP})++\r\n)*+(?:{_BARE_GROUP})*+!\r\n")
+#: One group: address, value (a number as ``_NUMBER`` reads it, or any other text), unit. Split
+#: at it, a block gives per group its separator before it and its four pieces, and at the end
+#: the separator after the last group: [before, address, number, text, unit, ..., after].
+_GROUP_SPLIT = re.compile(rf"({_ADDRESS})\((?:({_NUMBER_TEXT})|({_VALUE}))(?:\*({_UNIT}))?\)")
+_STRIDE = 5
+#: What may stand between two groups (the same line, a new line) and after the last one (the
+#: end marker at the end of the line or on a line of its own).
+_BETWEEN = frozenset(("", "\r\n"))
+_AFTER = frozenset(("!\r\n", "\r\n!\r\n"))
+_END_ONLY = "!\r\n"
+_CONTROL = re.compile(r"[^\x20-\x7e\r\n]")
+_CR_OR_LF = re.compile(r"[\r\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +112,7 @@ class DataSet:
         """
         reg = REGISTER_BY_CODE.get(self.address)
         first = self.values[0]
-        if reg is not None and reg.kind == "text":
+        if reg is not None and reg.kind is RegisterKind.TEXT:
             return first.text
         number = first.number
         return first.text if number is None else number
@@ -150,24 +165,77 @@ def parse_data_line(text: str, *, line: int, offset: int) -> tuple[list[DataSet]
     return sets, end
 
 
-def check_data_block(body: str, offset: int) -> None:
-    """Raise the exact :class:`FramingError` if ``body`` (between STX and ETX) is not well formed.
+#: A block cut at its groups (see ``_GROUP_SPLIT``): separators are ``str``, a piece that did
+#: not take part in the match (the number or the other text, the unit) is ``None``.
+Pieces = list[str | None]
 
-    The common case, a good block, is one regular-expression match; only a bad block is
-    walked line by line to say what is wrong and where.
+
+def split_data_block(body: str, offset: int) -> Pieces:
+    """Cut ``body`` (between STX and ETX) at its groups; raise the exact :class:`FramingError`
+    if it is not well formed. ``offset``: the stream position of its first character.
     """
-    if _BLOCK.fullmatch(body) is None:
+    pieces: Pieces = _GROUP_SPLIT.split(body)
+    if len(pieces) > 1:
+        good = (
+            not pieces[0]
+            and pieces[-1] in _AFTER
+            and _BETWEEN.issuperset(pieces[_STRIDE:-1:_STRIDE])
+        )
+    else:  # no group at all: only the end marker on its own line
+        good = body == _END_ONLY
+    if not good:
         parse_data_block(body, offset)
         raise FramingError("data block does not parse", offset=offset)  # pragma: no cover
+    return pieces
+
+
+def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
+    """The known registers of a block (cut by :func:`split_data_block`) by name, with the
+    values :attr:`DataSet.value` gives: ``Decimal`` for a number, text for the customer number
+    and for a value that is not a number. A repeated address keeps its first place and its
+    last value.
+    """
+    registers: dict[str, Decimal | str] = {}
+    for address, number, text in zip(
+        pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE], strict=True
+    ):
+        reg = REGISTER_BY_CODE.get(address or "")
+        if reg is None:  # an unknown address, or a further group of a data set (no address)
+            continue
+        if number is None:  # not a number: the text as printed
+            registers[reg.name] = text or ""
+        elif reg.kind is RegisterKind.TEXT:
+            registers[reg.name] = number
+        else:
+            registers[reg.name] = Decimal(number.replace(",", "."))
+    return registers
+
+
+def block_data_sets(pieces: Pieces) -> tuple[DataSet, ...]:
+    """The data sets of a block (cut by :func:`split_data_block`), in order, with their lines."""
+    sets: list[DataSet] = []
+    line = 1
+    for index in range(0, len(pieces) - 1, _STRIDE):
+        before, address, number, text, unit = pieces[index : index + _STRIDE]
+        if before:  # CR LF: a new line
+            line += 1
+        value = DataValue(text or "" if number is None else number, unit)
+        if address or before or not sets:
+            sets.append(DataSet(address or "", (value,), line))
+        else:  # a further value group of the same address: address(v1)(v2)
+            last = sets[-1]
+            sets[-1] = DataSet(last.address, (*last.values, value), line)
+    return tuple(sets)
 
 
 def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:
     """The data sets of a data block (the text between STX and ETX, ETX excluded)."""
-    for index, char in enumerate(body):
-        if (char < " " and char not in "\r\n") or char > "~":
-            raise FramingError(
-                f"control character 0x{ord(char):02x} in the data block", offset=offset + index
-            )
+    control = _CONTROL.search(body)
+    if control is not None:
+        raise FramingError(
+            f"control character 0x{ord(control[0]):02x} in the data block",
+            offset=offset + control.start(),
+        )
     if not body.endswith("\r\n"):
         raise FramingError("data block must end with CR LF before ETX", offset=offset + len(body))
     lines = body.split("\r\n")
@@ -178,11 +246,11 @@ def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:
     position = offset
     last = len(lines)
     for number, line in enumerate(lines, start=1):
-        for bad, char in enumerate(line):
-            if char in "\r\n":
-                raise FramingError(
-                    "CR or LF alone inside a data line", offset=position + bad, line=number
-                )
+        alone = _CR_OR_LF.search(line)
+        if alone is not None:
+            raise FramingError(
+                "CR or LF alone inside a data line", offset=position + alone.start(), line=number
+            )
         sets, end = parse_data_line(line, line=number, offset=position)
         if end and number != last:
             raise FramingError(
@@ -197,261 +265,3 @@ def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:
         data_sets.extend(sets)
         position += len(line) + 2
     return tuple(data_sets)
-
-
-# -- the fast path ---------------------------------------------------------------------------
-#
-# The grammar above never tells one digit from another: replacing every digit of a block by
-# ``0`` changes no verdict and moves no group. So a block's *shape* (its bytes with the digits
-# masked) decides whether it is well formed and where its addresses, values and units are.
-# A meter prints the same shape on every readout (fixed widths, same registers), so the
-# analysis is done once per shape with the precise parser and kept as a :class:`BlockLayout`;
-# every block of that shape is then validated by one table translation and one dictionary
-# look-up, and its data sets are cut out by slicing. Values themselves are never cached.
-#
-# Which registers a block holds depends on the digits of its addresses too (``1.20`` and
-# ``1.31`` have one shape): the address characters, cut out of the block read as one integer
-# by a bit mask, pick the layout's :class:`RegisterPlan`. A plan, and a layout's data-set
-# builder, first run generic code; on their second use they are compiled to straight-line
-# Python (slices with constant bounds, one ``Decimal`` per number, one dict or tuple display),
-# so a meter's first reply pays no compilation and its later ones no loop.
-
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= c <= 0x39 else c for c in range(256))
-_LAYOUTS: dict[bytes, BlockLayout] = {}
-#: At most this many shapes are kept (then the cache starts afresh), and at most this many
-#: address sets per shape. Only well-formed shapes are ever stored.
-_LAYOUT_CACHE = 256
-#: The use of a plan or a data-set builder at which it is compiled.
-_COMPILE_AT = 2
-#: Blocks of more value groups than this keep the generic data-set builder (compiling costs
-#: about 20 us per group, once per shape).
-_COMPILE_GROUPS = 512
-
-Span = tuple[int, int]
-#: address span, value groups as (value span, unit span or None), line number
-SetSpans = tuple[Span, tuple[tuple[Span, Span | None], ...], int]
-Registers = dict[str, Decimal | str]
-
-_TEXT, _NUMBER_DOT, _NUMBER_COMMA = 0, 1, 2
-
-
-def _compile(source: str, name: str, namespace: dict[str, object]) -> Callable[..., object]:
-    """Compile generated source (constant slices and names only) and return its function."""
-    code = compile(source, f"<kamstrup382 generated {name}>", "exec")
-    exec(code, namespace)
-    function: Callable[..., object] = namespace[name]  # type: ignore[assignment]
-    return function
-
-
-class RegisterPlan:
-    """Where the known registers' values are, for one layout and one set of addresses.
-
-    ``entries``: (name, value span, kind) in the order :attr:`DataSet.value` gives them (a
-    repeated address: the first position, the last value). Text values (the customer number,
-    a value that is not a number) are cut as sent; numbers are read as ``Decimal``, a
-    decimal comma made a point. ``read`` is the generic reader, then the compiled one.
-    ``fits``: every register of a Kamstrup 382 is there, printed within its width (the
-    customer number as its digits, the numbers unsigned with no more digits and decimals than
-    the register has): what ``read`` gives is then a valid ``MeterValues`` as it is, for
-    every block of the shape (whose digits are the only thing that differ).
-    """
-
-    __slots__ = ("entries", "fits", "read", "uses")
-
-    def __init__(self, entries: tuple[tuple[str, Span, int], ...], *, fits: bool = False) -> None:
-        self.entries = entries
-        self.fits = fits
-        self.uses = 0
-        self.read: Callable[[str], Registers] = self._generic
-
-    def _generic(self, body: str) -> Registers:
-        self.uses += 1  # a race only compiles twice: both results are the same function
-        if self.uses >= _COMPILE_AT:
-            read = self.read = self._compiled()
-            return read(body)
-        dotted = body.replace(",", ".")
-        return {
-            name: body[a:b] if kind == _TEXT else Decimal(dotted[a:b])
-            for name, (a, b), kind in self.entries
-        }
-
-    def _compiled(self) -> Callable[[str], Registers]:
-        items = []
-        for name, (a, b), kind in self.entries:
-            if kind == _TEXT:
-                items.append(f"{name!r}: b[{a}:{b}]")
-            else:
-                items.append(f"{name!r}: D({'d' if kind == _NUMBER_COMMA else 'b'}[{a}:{b}])")
-        lines = ["def read(b, D=Decimal):"]
-        if any(kind == _NUMBER_COMMA for _, _, kind in self.entries):
-            lines.append("    d = b.replace(',', '.')")
-        lines.append(f"    return {{{', '.join(items)}}}")
-        function = _compile("\n".join(lines), "read", {"Decimal": Decimal})
-        return function  # type: ignore[return-value]
-
-
-_new = object.__new__
-# the slots of the frozen data classes, set directly (what their __init__ does, without it)
-_SLOT_SETTERS = {
-    "_va": vars(DataSet)["address"].__set__,
-    "_vv": vars(DataSet)["values"].__set__,
-    "_vl": vars(DataSet)["line"].__set__,
-    "_gt": vars(DataValue)["text"].__set__,
-    "_gu": vars(DataValue)["unit"].__set__,
-}
-
-
-class BlockLayout:
-    """Where the data sets of every well-formed data block of one shape are."""
-
-    __slots__ = ("_groups", "_uses", "address_mask", "build", "plans", "sets")
-
-    def __init__(self, sets: tuple[SetSpans, ...]) -> None:
-        self.sets = sets
-        mask = 0
-        for (a0, a1), _, _ in sets:
-            mask |= ((1 << (8 * (a1 - a0))) - 1) << (8 * a0)
-        #: the bits of every address character of a block read as a little-endian integer
-        self.address_mask = mask
-        #: register plans by the address characters of a block (see :meth:`registers`)
-        self.plans: dict[int, RegisterPlan] = {}
-        self._uses = 0
-        self._groups = sum(len(groups) for _, groups, _ in sets)
-        #: the data sets of a block of this shape (generic code, then compiled)
-        self.build: Callable[[str], tuple[DataSet, ...]] = self._generic_sets
-
-    def data_sets(self, body: str) -> tuple[DataSet, ...]:
-        """The data sets of ``body``, a block of this layout's shape."""
-        return self.build(body)
-
-    def _generic_sets(self, body: str) -> tuple[DataSet, ...]:
-        self._uses += 1  # a race only compiles twice
-        if self._uses >= _COMPILE_AT and self._groups <= _COMPILE_GROUPS:
-            build = self.build = self._compiled_sets()
-            return build(body)
-        return tuple(
-            DataSet(
-                body[a0:a1],
-                tuple(
-                    DataValue(body[v0:v1], None if unit is None else body[unit[0] : unit[1]])
-                    for (v0, v1), unit in groups
-                ),
-                line,
-            )
-            for (a0, a1), groups, line in self.sets
-        )
-
-    def _compiled_sets(self) -> Callable[[str], tuple[DataSet, ...]]:
-        defaults = ", ".join(f"{name}={name}" for name in ("_new", "_DS", "_DV", *_SLOT_SETTERS))
-        lines = [f"def build(b, {defaults}):"]
-        for index, ((a0, a1), groups, line) in enumerate(self.sets):
-            names = []
-            for number, ((v0, v1), unit) in enumerate(groups):
-                name = f"v{index}_{number}"
-                shown = "None" if unit is None else f"b[{unit[0]}:{unit[1]}]"
-                lines.append(
-                    f"    {name} = _new(_DV); _gt({name}, b[{v0}:{v1}]); _gu({name}, {shown})"
-                )
-                names.append(name)
-            lines.append(
-                f"    s{index} = _new(_DS); _va(s{index}, b[{a0}:{a1}]); "
-                f"_vv(s{index}, ({', '.join(names)},)); _vl(s{index}, {line})"
-            )
-        lines.append(f"    return ({''.join(f's{i}, ' for i in range(len(self.sets)))})")
-        namespace: dict[str, object] = {"_new": _new, "_DS": DataSet, "_DV": DataValue}
-        namespace.update(_SLOT_SETTERS)
-        function = _compile("\n".join(lines), "build", namespace)
-        return function  # type: ignore[return-value]
-
-    def registers(self, body: str) -> Registers:
-        """The known registers' values of ``body``, as :attr:`DataSet.value` gives them."""
-        key = int.from_bytes(body.encode("ascii"), "little") & self.address_mask
-        # one dictionary look-up: the plan found is the plan for these addresses, whatever
-        # other threads do to the dictionary meanwhile (a race only computes a plan twice)
-        plan = self.plans.get(key) or self.plan(body, key)
-        return plan.read(body)
-
-    def plan(self, body: str, key: int) -> RegisterPlan:
-        """Make (and keep) the plan for ``body``'s addresses; ``key`` as :meth:`registers`."""
-        chosen: dict[str, tuple[Span, int]] = {}
-        within: dict[str, bool] = {}
-        for (a0, a1), groups, _ in self.sets:
-            reg = REGISTER_BY_CODE.get(body[a0:a1])
-            if reg is None:
-                continue
-            span = groups[0][0]
-            text = body[span[0] : span[1]]
-            if reg.kind == "text" or _NUMBER.fullmatch(text) is None:
-                kind = _TEXT
-            else:
-                kind = _NUMBER_COMMA if "," in text else _NUMBER_DOT
-            chosen[reg.name] = (span, kind)  # a repeated address: the last one counts
-            within[reg.name] = _within(reg, text, kind)
-        plan = RegisterPlan(
-            tuple((name, span, kind) for name, (span, kind) in chosen.items()),
-            fits=len(within) == len(REGISTER_BY_CODE) and all(within.values()),
-        )
-        if len(self.plans) < _LAYOUT_CACHE:
-            self.plans[key] = plan
-        return plan
-
-
-def _within(reg: Register, text: str, kind: int) -> bool:
-    """Whether ``text`` (the value of ``reg`` as read as ``kind``) and every value of its
-    shape is printed within the register's width (see :attr:`RegisterPlan.fits`)."""
-    if reg.kind == "text":
-        return kind == _TEXT and text.isdigit() and len(text) == reg.digits
-    if kind == _TEXT or not text[0].isdigit():  # not a number, or signed
-        return False
-    whole, _, decimals = text.replace(",", ".").partition(".")
-    return len(whole) <= reg.digits and len(decimals) <= reg.decimals
-
-
-def clear_layouts() -> None:
-    _LAYOUTS.clear()
-
-
-def cached_layout(block: bytes) -> BlockLayout | None:
-    """The layout of a block (bytes between STX and ETX) whose shape was validated before."""
-    return _LAYOUTS.get(block.translate(_DIGITS_AS_ZERO))
-
-
-def block_layout(block: bytes, body: str, offset: int) -> BlockLayout:
-    """Validate a data block and return its layout; raise the exact :class:`FramingError`.
-
-    ``block`` is the data block as bytes (between STX and ETX), ``body`` the same as text,
-    ``offset`` the stream position of its first byte (for error messages).
-    """
-    key = block.translate(_DIGITS_AS_ZERO)
-    layout = _LAYOUTS.get(key)
-    if layout is not None:
-        return layout
-    check_data_block(body, offset)
-    layout = _analyse(body)
-    if len(_LAYOUTS) >= _LAYOUT_CACHE:
-        _LAYOUTS.clear()
-    _LAYOUTS[key] = layout
-    return layout
-
-
-def _analyse(body: str) -> BlockLayout:
-    """The layout of a block already known to be well formed."""
-    sets: list[tuple[Span, list[tuple[Span, Span | None]], int]] = []
-    position = 0
-    for number, text in enumerate(body.split("\r\n")[:-1], start=1):
-        end = len(text) - 1 if text.endswith("!") else len(text)
-        pos = 0
-        first = True
-        while pos < end:
-            m = _GROUP.match(text, pos, end)
-            assert m is not None  # the block matched _BLOCK
-            unit = None if m.start(3) < 0 else (position + m.start(3), position + m.end(3))
-            group = ((position + m.start(2), position + m.end(2)), unit)
-            if m.end(1) > m.start(1) or first:
-                sets.append(((position + m.start(1), position + m.end(1)), [group], number))
-            else:
-                sets[-1][1].append(group)
-            first = False
-            pos = m.end()
-        position += len(text) + 2
-    return BlockLayout(tuple((address, tuple(groups), line) for address, groups, line in sets))

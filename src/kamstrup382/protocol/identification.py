@@ -26,7 +26,13 @@ _TYPE_NUMBER = re.compile(r"685-(\d)(\d)(\d)-([A-Z]{2})-(\d{2})")
 _MODULE = re.compile(r"[A-Z]{2}")
 _LABEL = re.compile(r"\d{2}")
 _MANUFACTURER = re.compile(r"[A-Za-z]{3}")
+_CONTROL = re.compile(rb"[^\x20-\x7e]")
 MAX_IDENTIFICATION_TEXT = 64
+#: A well-formed line: ``/``, manufacturer, baud-rate character (not ``/`` or ``!``), text,
+#: printable ASCII throughout. A line that does not match is explained by :func:`_explain`.
+_LINE = re.compile(
+    rf"/[A-Za-z]{{3}}[\x20\x22-\x2e\x30-\x7e][\x20-\x7e]{{1,{MAX_IDENTIFICATION_TEXT}}}".encode()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +50,7 @@ class TypeNumber:
     label: str = "15"
 
     def __post_init__(self) -> None:
-        _check_type_number(self, str(self))
+        _check_type_number(self)
 
     def __str__(self) -> str:
         return (
@@ -57,7 +63,7 @@ class TypeNumber:
         return f"685-{self.phases}{self.current_code}{self.accuracy_class}"
 
 
-def _check_type_number(tn: TypeNumber, text: str, offset: int | None = None) -> None:
+def _check_type_number(tn: TypeNumber) -> None:
     problems = []
     if tn.phases not in PHASES:
         problems.append(f"phases X3={tn.phases} not in {sorted(PHASES)}")
@@ -70,7 +76,7 @@ def _check_type_number(tn: TypeNumber, text: str, offset: int | None = None) -> 
     if not isinstance(tn.label, str) or not _LABEL.fullmatch(tn.label):
         problems.append(f"label Z2Z1={tn.label!r} is not two digits")
     if problems:
-        raise TypeNumberError(f"bad type number {text!r}: " + "; ".join(problems), offset=offset)
+        raise TypeNumberError(f"bad type number {str(tn)!r}: " + "; ".join(problems))
 
 
 def parse_type_number(text: str, *, offset: int | None = None) -> TypeNumber:
@@ -80,15 +86,10 @@ def parse_type_number(text: str, *, offset: int | None = None) -> TypeNumber:
         raise TypeNumberError(
             f"bad type number {text!r}: expected 685-X3X2X1-Y2Y1-Z2Z1", offset=offset
         )
-    tn = object.__new__(TypeNumber)
-    for field, value in zip(
-        ("phases", "current_code", "accuracy_class", "module", "label"),
-        (int(m[1]), int(m[2]), int(m[3]), m[4], m[5]),
-        strict=True,
-    ):
-        object.__setattr__(tn, field, value)
-    _check_type_number(tn, text, offset)
-    return tn
+    try:
+        return TypeNumber(int(m[1]), int(m[2]), int(m[3]), m[4], m[5])
+    except TypeNumberError as exc:  # the same problems, with the place in the stream
+        raise TypeNumberError(exc.detail, offset=offset) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,21 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
 
     ``offset`` is the stream position of the ``/``, used in error messages.
     """
+    if _LINE.fullmatch(line) is None:
+        _explain(line, offset)
+        raise IdentificationError(  # pragma: no cover - _explain raised
+            "identification line does not parse", offset=offset
+        )
+    text = line.decode("ascii")
+    manufacturer, baud_char, ident = text[1:4], text[4], text[5:]
+    type_number = None
+    if ident.startswith("685-") and manufacturer.upper() == "KAM":
+        type_number = parse_type_number(ident, offset=offset + 5)
+    return Identification(manufacturer, baud_char, ident, type_number)
+
+
+def _explain(line: bytes, offset: int) -> None:
+    """Raise the :class:`IdentificationError` that says what is wrong with ``line``."""
     if len(line) < 6:
         raise IdentificationError(
             f"identification line {line!r} too short: need '/', 3 letters, baud character, text",
@@ -125,11 +141,12 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
         raise IdentificationError(
             f"identification must start with '/', got {line[:1]!r}", offset=offset
         )
-    for index, byte in enumerate(line):
-        if byte < 0x20 or byte > 0x7E:
-            raise IdentificationError(
-                f"control character 0x{byte:02x} in identification line", offset=offset + index
-            )
+    control = _CONTROL.search(line)
+    if control is not None:
+        raise IdentificationError(
+            f"control character 0x{control[0][0]:02x} in identification line",
+            offset=offset + control.start(),
+        )
     text = line.decode("ascii")
     manufacturer = text[1:4]
     if not _MANUFACTURER.fullmatch(manufacturer):
@@ -147,7 +164,3 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
             f"identification text of {len(ident)} characters, at most {MAX_IDENTIFICATION_TEXT}",
             offset=offset + 5,
         )
-    type_number = None
-    if manufacturer.upper() == "KAM" and ident.startswith("685-"):
-        type_number = parse_type_number(ident, offset=offset + 5)
-    return Identification(manufacturer, baud_char, ident, type_number)

@@ -7,7 +7,7 @@ receive.
 
 from __future__ import annotations
 
-__all__ = ["add_parity", "first_parity_error", "has_even_parity", "strip_parity"]
+__all__ = ["add_parity", "first_parity_error", "strip_parity"]
 
 
 def _with_parity(char: int) -> int:
@@ -17,10 +17,6 @@ def _with_parity(char: int) -> int:
 _ADD_TABLE = bytes(_with_parity(c & 0x7F) for c in range(256))
 _STRIP_TABLE = bytes(c & 0x7F for c in range(256))
 _VALID = bytes(_with_parity(c) for c in range(128))
-
-
-def has_even_parity(byte: int) -> bool:
-    return bin(byte).count("1") % 2 == 0
 
 
 def add_parity(data: bytes) -> bytes:

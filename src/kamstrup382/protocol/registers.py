@@ -1,7 +1,7 @@
 """The registers of a Kamstrup 382, declared once, as data.
 
-Everything else (decoder names, encoder formats, the emulator, storage columns, Home Assistant
-discovery, Prometheus metrics, the dashboard) reads this table.
+Everything else (decoder names, encoder formats, the emulator, storage columns, the outputs'
+descriptions, the dashboard) reads this table, by register code or name.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class RegisterKind(enum.StrEnum):
     GAUGE = "gauge"  # goes up and down
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Register:
     """One register of the data block.
 
@@ -32,14 +32,9 @@ class Register:
     description: str
     kind: RegisterKind
     digits: int
-    decimals: int
-    shown_unit: str | None
-    unit: str | None
-    ha_device_class: str | None
-    ha_state_class: str | None
-    ha_icon: str | None
-    prometheus_name: str | None
-    prometheus_help: str | None
+    decimals: int = 0
+    shown_unit: str | None = None
+    unit: str | None = None
 
     @property
     def wraps_at(self) -> int:
@@ -47,50 +42,77 @@ class Register:
         return int(10**self.digits)
 
 
-# One row per register, positional in the field order of Register: kept as a table.
-# fmt: off
 REGISTERS: tuple[Register, ...] = (
     Register(
-        "0.0", "customer_number", "Customer number", RegisterKind.TEXT, 8, 0, None, None,
-        None, None, "mdi:identifier", None, None,
+        code="0.0",
+        name="customer_number",
+        description="Customer number",
+        kind=RegisterKind.TEXT,
+        digits=8,
     ),
     Register(
-        "1.20", "energy", "Energy register", RegisterKind.COUNTER, 7, 0, "kWh", "kWh",
-        "energy", "total_increasing", None, "kamstrup382_energy_kwh_total",
-        "Energy register 1.20 in kWh, all tariffs",
+        code="1.20",
+        name="energy",
+        description="Energy register",
+        kind=RegisterKind.COUNTER,
+        digits=7,
+        shown_unit="kWh",
+        unit="kWh",
     ),
     Register(
-        "1.20.1", "tariff_1", "Tariff 1", RegisterKind.COUNTER, 7, 0, "kWh", "kWh",
-        "energy", "total_increasing", None, "kamstrup382_tariff_energy_kwh_total",
-        "Energy per tariff register (1.20.1, 1.20.2) in kWh",
+        code="1.20.1",
+        name="tariff_1",
+        description="Tariff 1",
+        kind=RegisterKind.COUNTER,
+        digits=7,
+        shown_unit="kWh",
+        unit="kWh",
     ),
     Register(
-        "1.20.2", "tariff_2", "Tariff 2", RegisterKind.COUNTER, 7, 0, "kWh", "kWh",
-        "energy", "total_increasing", None, "kamstrup382_tariff_energy_kwh_total",
-        "Energy per tariff register (1.20.1, 1.20.2) in kWh",
+        code="1.20.2",
+        name="tariff_2",
+        description="Tariff 2",
+        kind=RegisterKind.COUNTER,
+        digits=7,
+        shown_unit="kWh",
+        unit="kWh",
     ),
     Register(
-        "1.31", "hour_counter", "Hour counter", RegisterKind.COUNTER, 7, 0, "h", "h",
-        "duration", "total_increasing", "mdi:timer-outline", "kamstrup382_hour_counter_hours",
-        "Operating hours counter 1.31",
+        code="1.31",
+        name="hour_counter",
+        description="Hour counter",
+        kind=RegisterKind.COUNTER,
+        digits=7,
+        shown_unit="h",
+        unit="h",
     ),
     Register(
-        "1.26", "pulse_input", "Pulse input", RegisterKind.COUNTER, 7, 0, None, None,
-        None, "total_increasing", "mdi:pulse", "kamstrup382_pulse_input_pulses_total",
-        "Pulses counted on the pulse input 1.26",
+        code="1.26",
+        name="pulse_input",
+        description="Pulse input",
+        kind=RegisterKind.COUNTER,
+        digits=7,
     ),
     Register(
-        "1.6", "actual_peak", "Actual peak value", RegisterKind.GAUGE, 6, 1, "kW", "kW",
-        "power", "measurement", None, "kamstrup382_peak_power_kw",
-        "Highest demand-period average power (1.6 this month, 1.6*1 last month) in kW",
+        code="1.6",
+        name="actual_peak",
+        description="Actual peak value",
+        kind=RegisterKind.GAUGE,
+        digits=6,
+        decimals=1,
+        shown_unit="kW",
+        unit="kW",
     ),
     Register(
-        "1.6*1", "last_month_peak", "Last month's peak", RegisterKind.GAUGE, 6, 1, None, "kW",
-        "power", "measurement", None, "kamstrup382_peak_power_kw",
-        "Highest demand-period average power (1.6 this month, 1.6*1 last month) in kW",
+        code="1.6*1",
+        name="last_month_peak",
+        description="Last month's peak",
+        kind=RegisterKind.GAUGE,
+        digits=6,
+        decimals=1,
+        unit="kW",  # implied: the meter prints no unit here
     ),
 )
-# fmt: on
 
 REGISTER_BY_CODE: dict[str, Register] = {r.code: r for r in REGISTERS}
 REGISTER_BY_NAME: dict[str, Register] = {r.name: r for r in REGISTERS}

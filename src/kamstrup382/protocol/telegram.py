@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
 from kamstrup382.errors import UsageError
-from kamstrup382.protocol.bcc import BccAlgorithm
-from kamstrup382.protocol.dataset import BlockLayout, DataSet, block_layout, check_data_block
+from kamstrup382.protocol.bcc import BccAlgorithm, BccCheck
+from kamstrup382.protocol.dataset import (
+    DataSet,
+    block_data_sets,
+    block_registers,
+    split_data_block,
+)
 from kamstrup382.protocol.identification import Identification
 from kamstrup382.protocol.registers import REGISTER_BY_NAME, REGISTERS, RegisterKind
 
 __all__ = ["MeterValues", "Telegram"]
-
-_from_bytes = int.from_bytes
-
 
 #: Per numeric register, in field order: its name, the value it wraps at, the smallest exponent
 #: it prints (minus its decimals) and that quantum. The text registers: name and digits.
@@ -68,23 +69,8 @@ class MeterValues:
             if isinstance(places, int) and places < exponent and value != value.quantize(quantum):
                 raise UsageError(f"{name}={value} has more than {-exponent} decimals")
 
-    @classmethod
-    def from_fitting(cls, registers: Mapping[str, Decimal | str]) -> MeterValues:
-        """The values of a decoded block whose every register the shape shows to be valid
-        (:attr:`~kamstrup382.protocol.dataset.RegisterPlan.fits`), without checking them again.
-        """
-        values = _new(cls)
-        for name, setter in _SLOTS:
-            setter(values, registers[name])
-        return values
-
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-_new = object.__new__
-#: Each field of MeterValues and the setter of its slot (what a frozen ``__init__`` uses).
-_SLOTS = tuple((f.name, vars(MeterValues)[f.name].__set__) for f in fields(MeterValues))
 
 
 @dataclass(frozen=True)
@@ -93,9 +79,11 @@ class Telegram:
 
     ``raw`` is the reply in 7-bit form, from the ``/`` of the identification to the BCC;
     ``data_block`` the text between STX and ETX; ``block_offset`` the stream position of the
-    block's first character. The decoder validated everything (BCC, grammar of every line,
-    identification); the data sets and register values are cut out of the block when first
-    asked for. A telegram built by hand is validated then (:class:`FramingError`).
+    block's first character; ``bcc_check`` what the decoder computed over the block (which
+    algorithms match the BCC received). The decoder checks the BCC and the identification;
+    the telegram checks its block's grammar as it is built (:class:`FramingError` naming the
+    place), reading the register values in the same pass. The data sets are cut from the
+    block on each use.
     """
 
     identification: Identification
@@ -104,53 +92,17 @@ class Telegram:
     bcc: int
     raw: bytes = field(repr=False)
     block_offset: int = field(default=0, repr=False, compare=False)
-    layout: BlockLayout | None = field(default=None, repr=False, compare=False)
+    bcc_check: BccCheck | None = field(default=None, repr=False, compare=False)
+    _registers: dict[str, Decimal | str] = field(init=False, repr=False, compare=False)
 
-    @classmethod
-    def checked(  # noqa: PLR0917 - the fields, in order
-        cls,
-        identification: Identification,
-        data_block: str,
-        bcc_algorithm: BccAlgorithm,
-        bcc: int,
-        raw: bytes,
-        block_offset: int,
-        layout: BlockLayout,
-    ) -> Telegram:
-        """Build a telegram the decoder has validated, without the dataclass ``__init__``."""
-        telegram = object.__new__(cls)
-        attrs = telegram.__dict__
-        attrs["identification"] = identification
-        attrs["data_block"] = data_block
-        attrs["bcc_algorithm"] = bcc_algorithm
-        attrs["bcc"] = bcc
-        attrs["raw"] = raw
-        attrs["block_offset"] = block_offset
-        attrs["layout"] = layout
-        return telegram
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle the fields only: the layout and the values cut from it are rebuilt on use."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "layout"}
-
-    def _layout(self) -> BlockLayout:
-        layout = self.layout
-        if layout is None:
-            body = self.data_block
-            if not body.isascii():  # never a cached shape: the precise parser says what is wrong
-                check_data_block(body, self.block_offset)
-            layout = block_layout(body.encode("ascii"), body, self.block_offset)
-            object.__setattr__(self, "layout", layout)
-        return layout
+    def __post_init__(self) -> None:
+        pieces = split_data_block(self.data_block, self.block_offset)
+        object.__setattr__(self, "_registers", block_registers(pieces))
 
     @property
     def data_sets(self) -> tuple[DataSet, ...]:
-        """Every data set of the block, in order (built on first use, then kept)."""
-        sets: tuple[DataSet, ...] | None = self.__dict__.get("_data_sets")
-        if sets is None:
-            layout = self.__dict__.get("layout") or self._layout()
-            sets = self.__dict__["_data_sets"] = layout.build(self.data_block)
-        return sets
+        """Every data set of the block, in order."""
+        return block_data_sets(split_data_block(self.data_block, self.block_offset))
 
     def get(self, name_or_code: str) -> DataSet | None:
         """The data set for a register name (``energy``) or code as printed (``1.20``)."""
@@ -163,28 +115,16 @@ class Telegram:
 
     @property
     def registers(self) -> dict[str, Decimal | str]:
-        """Values of the known (named) registers present, by name (computed once, then kept).
+        """Values of the known (named) registers present, by name.
 
         ``Decimal`` for numeric registers; text for the customer number and for a value that
-        is not a number (an empty one, say).
+        is not a number (an empty one, say). A new dictionary on each call.
         """
-        attrs = self.__dict__
-        values: dict[str, Decimal | str] | None = attrs.get("_registers")
-        if values is None:
-            # BlockLayout.registers, inlined (this is the hot path of a reader)
-            layout = attrs.get("layout") or self._layout()
-            body = attrs["data_block"]
-            key = _from_bytes(body.encode("ascii"), "little") & layout.address_mask
-            plan = layout.plans.get(key) or layout.plan(body, key)
-            values = attrs["_registers"] = plan.read(body)
-            attrs["_fits"] = plan.fits
-        return values
+        return dict(self._registers)
 
     def meter_values(self) -> MeterValues:
         """The eight registers of a Kamstrup 382; :class:`UsageError` if one is missing."""
         regs = self.registers
-        if self.__dict__.get("_fits"):  # all there, each within its width: valid as read
-            return MeterValues.from_fitting(regs)
         missing = [name for name in REGISTER_BY_NAME if name not in regs]
         if missing:
             raise UsageError(f"telegram lacks registers {', '.join(missing)}")

@@ -60,9 +60,6 @@ from kamstrup382.protocol import (
     Telegram,
     TelegramDecoder,
     add_parity,
-    bcc_sum7,
-    bcc_xor,
-    compute_bcc,
     strip_parity,
 )
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
@@ -134,16 +131,23 @@ class Session:
         return self.retry.next_delay(error, failed, fixed_bcc=self.fixed_bcc)
 
     def check_bcc(self, telegram: Telegram) -> None:
-        """Apply what the session knows about the meter's algorithm (see the module doc)."""
+        """Apply what the session knows about the meter's algorithm (see the module doc).
+
+        The verdict is the decoder's (:attr:`Telegram.bcc_check`): which algorithms its mode
+        computed over the block and whether each matches the BCC received.
+        """
         learned = self.bcc_algorithm
         used = telegram.bcc_algorithm
         if learned is None:
             self.bcc_algorithm = used
             return
-        block = telegram.data_block.encode("ascii") + b"\x03"
-        if compute_bcc(block, learned) == telegram.bcc:
+        check = telegram.bcc_check
+        if check is None:
+            raise UsageError("a telegram built by hand carries no BCC check: decode it")
+        if check.matches(learned):
             self._suspect = None
             return
+        # (only in auto mode, whose decoder computes both: a fixed mode's refuses the other)
         if not self.fixed_bcc and self._suspect is used:
             self.bcc_algorithm = used  # twice in a row: the meter changed
             self._suspect = None
@@ -151,12 +155,12 @@ class Session:
         if not self.fixed_bcc:
             self._suspect = used
         raise BccError(
-            f"BCC mismatch: received 0x{telegram.bcc:02x}, this meter's {learned.value} is "
-            f"0x{compute_bcc(block, learned):02x} (the {used.value} matched)",
-            received=telegram.bcc,
-            sum7=bcc_sum7(block),
-            xor=bcc_xor(block),
-            offset=telegram.block_offset + len(block),
+            f"BCC mismatch: received 0x{check.received:02x}, this meter's {learned.value} is "
+            f"0x{check.expected(learned):02x} (the {used.value} matched)",
+            received=check.received,
+            sum7=check.expected(BccAlgorithm.SUM7),
+            xor=check.expected(BccAlgorithm.XOR),
+            offset=telegram.block_offset + len(telegram.data_block) + 1,
         )
 
     def succeeded(self, telegram: Telegram) -> None:
