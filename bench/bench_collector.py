@@ -63,8 +63,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from kamstrup382.collector import Collector
-from kamstrup382.collector.collector import CONNECT_AHEAD, collector_runtime, raise_file_limit
 from kamstrup382.collector.config import parse_config
+from kamstrup382.collector.runtime import collector_runtime, raise_file_limit
+from kamstrup382.collector.schedule import CONNECT_AHEAD
 from kamstrup382.protocol import REQUEST
 from kamstrup382.reader import new_event_loop
 from kamstrup382.storage.url import open_storage
