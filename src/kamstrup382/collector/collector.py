@@ -32,43 +32,31 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 
 from kamstrup382.clock import Clock, SystemClock
 from kamstrup382.collector.config import Config, MeterConfig
-from kamstrup382.collector.cycle import CycleResult, Result
+from kamstrup382.collector.cycle import CycleResult, Result, SlotState
 from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
 from kamstrup382.collector.leases import Leases
 from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.records import (
+    failure_record,
+    missed_message,
+    missed_record,
+    reading_record,
+)
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
 from kamstrup382.collector.waits import wait_first
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
-from kamstrup382.protocol import BccAlgorithm
-from kamstrup382.reading import Reading
-from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import Storage
 
 __all__ = ["Collector", "CycleResult"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _SlotState:
-    """Bookkeeping of one slot in this collector."""
-
-    slot: datetime
-    end: datetime
-    meters: dict[str, MeterConfig]
-    #: ``run_once(at=...)``: when the requests go out (otherwise at once).
-    at: datetime | None = None
-    handled: set[str] = field(default_factory=set)
-    finished: set[str] = field(default_factory=set)
-    results: list[Result] = field(default_factory=list)
-    missed: list[str] = field(default_factory=list)
 
 
 class Collector:
@@ -147,13 +135,7 @@ class Collector:
         except Kamstrup382Error as exc:
             log.warning("could not load the meters' last BCC algorithms: %s", exc)
             return
-        hints: dict[str, BccAlgorithm] = {}
-        for name, value in stored.items():
-            try:
-                hints[name] = BccAlgorithm(value)
-            except ValueError:
-                log.warning("meter %s: stored BCC algorithm %r ignored", name, value)
-        self.pool.load_hints(hints)
+        self.pool.load_hints(stored)
 
     async def close(self) -> None:
         """Store what is pending, close the connections kept, stop the outputs and the storage
@@ -303,7 +285,7 @@ class Collector:
         once: bool,
         at: datetime | None = None,
     ) -> CycleResult:
-        state = _SlotState(slot, slot + interval, {m.name: m for m in meters}, at=at)
+        state = SlotState(slot, slot + interval, {m.name: m for m in meters}, at=at)
         lines: set[asyncio.Task[None]] = set()
 
         def dispatch(names: Iterable[str]) -> None:
@@ -348,25 +330,12 @@ class Collector:
             await asyncio.gather(*lines, return_exceptions=True)
             # in-flight readouts abandoned: nothing of them is stored; give their claims back
             if leases is not None:
-                done = {result.meter for result in state.results}
-                await leases.release(
-                    state.slot, [name for name in state.handled if name not in done]
-                )
-        readings = tuple(r for r in state.results if isinstance(r, ReadingRecord))
-        failures = tuple(
-            r for r in state.results if isinstance(r, FailureRecord) and r.kind != MISSED
-        )
-        missed_records = tuple(
-            r for r in state.results if isinstance(r, FailureRecord) and r.kind == MISSED
-        )
-        elsewhere = tuple(name for name in state.meters if name not in state.handled)
-        return CycleResult(
-            readings, failures, tuple(state.missed), elsewhere, missed_records=missed_records
-        )
+                await leases.release(state.slot, state.unread())
+        return state.result()
 
     async def _read_line(
         self,
-        state: _SlotState,
+        state: SlotState,
         line: str,
         meters: list[MeterConfig],
         stop: asyncio.Event | None,
@@ -390,53 +359,28 @@ class Collector:
             async with lock:
                 now = self.clock.now()
                 late = not once and now >= state.end
-                if late or (stop is not None and stop.is_set()):
+                stopping = stop is not None and stop.is_set()
+                if late or stopping:
                     rest = [m.name for _, m in order[index:]]
-                    state.missed.extend(rest)
-                    state.finished.update(rest)
-                    if late and not (stop is not None and stop.is_set()):
+                    state.not_read(rest)
+                    if not stopping:
                         # stored, so that status and health plots show it (not on shutdown:
                         # the meters are given back to other collectors instead)
-                        message = self._missed_message(line, state, now)
+                        last = self._line_last.get(line)
+                        message = missed_message(state.slot, state.end, line, last, now)
                         for name in rest:
-                            missed = FailureRecord(
-                                meter=name,
-                                slot=state.slot,
-                                failed_at=now,
-                                kind=MISSED,
-                                message=message,
-                                attempts=0,
-                                duration=0.0,
-                            )
+                            missed = missed_record(name, state.slot, now, message)
                             state.results.append(missed)
                             self._writer.put(missed)
                     return
                 result = await self.read_meter(meter, state.slot, start_at, stop)
                 if result is None:  # stopped while connected ahead of the start: given back
-                    rest = [m.name for _, m in order[index:]]
-                    state.missed.extend(rest)
-                    state.finished.update(rest)
+                    state.not_read(m.name for _, m in order[index:])
                     return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
             state.results.append(result)
             self._writer.put(result)
-
-    def _missed_message(self, line: str, state: _SlotState, now: datetime) -> str:
-        """Why the meters left on ``line`` were not read in ``state``'s slot."""
-        slot = state.slot.isoformat()
-        last = self._line_last.get(line)
-        if last is not None and last[1] >= state.end:
-            return (
-                f"not read in slot {slot}: line {line} was busy until the slot ended "
-                f"(the readout of {last[0]} ran until {last[1].isoformat()}, "
-                f"the slot ended at {state.end.isoformat()})"
-            )
-        late = (now - state.end).total_seconds()
-        return (
-            f"not read in slot {slot}: the collector fell behind "
-            f"(the meter's turn came {late:.1f} s after the slot ended)"
-        )
 
     async def read_meter(
         self,
@@ -471,46 +415,9 @@ class Collector:
                     if timed is not None and timed.opened_at is not None:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
             self.pool.learned(meter.name, reading.bcc_algorithm)
-            return self._reading_record(meter, slot, reading, clock_start)
-        except Kamstrup382Error as exc:
-            kind = exc.kind
-            # set by the reader on what it raises after its retries; an error raised outside
-            # them (e.g. while setting the reader up) ended the collector's one attempt
-            attempts = exc.attempts if exc.attempts is not None else 1
-            message = str(exc) or type(exc).__name__
-        except OSError as exc:  # the readers translate these; kept as a safety net
-            kind, attempts = "connection", 1
-            message = str(exc) or type(exc).__name__
-        return FailureRecord(
-            meter=meter.name,
-            slot=slot,
-            failed_at=self.clock.now(),
-            kind=kind,
-            message=message,
-            attempts=attempts,
-            duration=time.monotonic() - mono_start,
-        )
-
-    def _reading_record(
-        self,
-        meter: MeterConfig,
-        slot: datetime,
-        reading: Reading,
-        clock_start: datetime,
-    ) -> ReadingRecord:
-        # on a given (virtual) clock: when the readout began on that clock
-        read_at = reading.requested_at if self._wall_clock else clock_start
-        type_number = reading.identification.type_number
-        return ReadingRecord(
-            meter=meter.name,
-            slot=slot,
-            read_at=read_at,
-            values=reading.meter_values(),
-            identification=str(reading.identification).removeprefix("/"),
-            type_number=str(type_number) if type_number is not None else None,
-            bcc_algorithm=reading.bcc_algorithm.value,
-            raw=reading.raw,
-            answer_delay=reading.answer_delay,
-            duration=reading.duration,
-            attempts=reading.attempts,
-        )
+            # on a given (virtual) clock: when the readout began on that clock
+            read_at = reading.requested_at if self._wall_clock else clock_start
+            return reading_record(meter.name, slot, reading, read_at)
+        except (Kamstrup382Error, OSError) as exc:
+            duration = time.monotonic() - mono_start
+            return failure_record(meter.name, slot, exc, self.clock.now(), duration)

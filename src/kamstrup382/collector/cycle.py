@@ -1,13 +1,15 @@
-"""What one collector cycle did: :class:`CycleResult`."""
+"""What one collector cycle did (:class:`CycleResult`), and the bookkeeping of one slot."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from kamstrup382.collector.config import MeterConfig
 from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
 
-__all__ = ["CycleResult", "Result"]
+__all__ = ["CycleResult", "Result", "SlotState"]
 
 #: One readout's record: a reading, or a failure.
 Result = ReadingRecord | FailureRecord
@@ -61,4 +63,48 @@ class CycleResult:
             elsewhere=tuple(m for p in parts for m in p.elsewhere),
             started=started,
             finished=finished,
+        )
+
+
+@dataclass
+class SlotState:
+    """Bookkeeping of one slot in one collector.
+
+    ``handled``: meters this collector took on (all, or those it claimed); ``finished``: those
+    done with (a result, or given up); ``missed``: those not read in the slot.
+    """
+
+    slot: datetime
+    end: datetime
+    meters: dict[str, MeterConfig]
+    #: ``run_once(at=...)``: when the requests go out (otherwise at once).
+    at: datetime | None = None
+    handled: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    results: list[Result] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+    def not_read(self, meters: Iterable[str]) -> None:
+        """``meters`` are done with, unread."""
+        names = list(meters)
+        self.missed.extend(names)
+        self.finished.update(names)
+
+    def unread(self) -> list[str]:
+        """The meters taken on here that got no result."""
+        done = {result.meter for result in self.results}
+        return [name for name in self.handled if name not in done]
+
+    def result(self) -> CycleResult:
+        """What this collector did in the slot (without times)."""
+        return CycleResult(
+            readings=tuple(r for r in self.results if isinstance(r, ReadingRecord)),
+            failures=tuple(
+                r for r in self.results if isinstance(r, FailureRecord) and r.kind != MISSED
+            ),
+            missed=tuple(self.missed),
+            elsewhere=tuple(name for name in self.meters if name not in self.handled),
+            missed_records=tuple(
+                r for r in self.results if isinstance(r, FailureRecord) and r.kind == MISSED
+            ),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -23,6 +24,8 @@ from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader
 
 __all__ = ["CONNECTS_AT_ONCE", "ReaderPool"]
+
+log = logging.getLogger(__name__)
 
 #: Connections being set up at once: ten thousand simultaneous connects starve the event loop
 #: and time out (figures: ``docs/collector.md``).
@@ -92,10 +95,14 @@ class ReaderPool:
         """``meter`` used ``algorithm``: its next reader's hint."""
         self._bcc[meter] = algorithm
 
-    def load_hints(self, stored: Mapping[str, BccAlgorithm]) -> None:
-        """Hints from the storage, for meters not read since this pool began."""
-        for meter, algorithm in stored.items():
-            self._bcc.setdefault(meter, algorithm)
+    def load_hints(self, stored: Mapping[str, str]) -> None:
+        """Hints from the storage (algorithm names by meter), for meters not read since this
+        pool began; a name that is no algorithm is ignored, with a warning."""
+        for meter, value in stored.items():
+            try:
+                self._bcc.setdefault(meter, BccAlgorithm(value))
+            except ValueError:
+                log.warning("meter %s: stored BCC algorithm %r ignored", meter, value)
 
     async def close(self) -> None:
         """Close the readers kept open."""
