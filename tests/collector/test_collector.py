@@ -121,19 +121,21 @@ async def test_meters_on_one_shared_line_are_never_read_at_once(storage_url: str
 
 
 async def test_retries_and_failure_rows_carry_the_error_kind(storage_url: str) -> None:
-    async with (
-        ScriptedMeter("silent", "answer") as flaky,
-        ScriptedMeter("silent") as mute,
-        ScriptedMeter("bad_bcc") as corrupt,
+    emulated = {"meters": 1, "transport": "tcp", "speed": SPEED, "delay": 0.02}
+    with (
+        EmulatorThread(**emulated, faults="silent=1") as mute,
+        EmulatorThread(**emulated, faults="bcc=1") as corrupt,
     ):
-        ports = [flaky.port, mute.port, corrupt.port, closed_port()]
-        config = make_config(storage_url, ports, retries=1)
-        with open_storage(storage_url) as storage:
-            async with Collector(config, storage) as collector:
-                result = await collector.run_once()
-            attempts = list(storage.attempts())
-        assert flaky.requests == 2
-        assert mute.requests == 2
+        async with ScriptedMeter("silent", "answer") as flaky:
+            ports = [flaky.port, mute.ports[0], corrupt.ports[0], closed_port()]
+            config = make_config(storage_url, ports, retries=1)
+            with open_storage(storage_url) as storage:
+                async with Collector(config, storage) as collector:
+                    result = await collector.run_once()
+                attempts = list(storage.attempts())
+            assert flaky.requests == 2
+        assert [entry.silent for entry in mute.log(0)] == [True, True]
+        assert [entry.kinds for entry in corrupt.log(0)] == [("bcc",), ("bcc",)]
     assert not result.ok
     (reading,) = result.readings
     assert reading.meter == "m0" and reading.attempts == 2
