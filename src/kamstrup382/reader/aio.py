@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Protocol
 
 from kamstrup382.errors import ConnectionLost, Kamstrup382Error
-from kamstrup382.reader.aio_links import AsyncLink, AsyncTcpLink, open_async_link
+from kamstrup382.reader.aio_links import AsyncLink, open_async_link
 from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.options import with_attempts
 from kamstrup382.reader.session import Progress, Readout
@@ -77,11 +77,12 @@ class AsyncReader(ReaderBase[AsyncLink]):
     async def open(self) -> None:
         """Open the port now (otherwise the first :meth:`read` does, inside its retries).
 
-        A TCP connection kept open since an earlier readout and lost meanwhile (the gateway
-        closed it, say) is opened again.
+        A link kept open since an earlier readout and known to be lost meanwhile
+        (:attr:`AsyncLink.lost`: the gateway closed the connection, the device went away) is
+        opened again.
         """
         link = self._link
-        if type(link) is AsyncTcpLink and link.lost:
+        if link is not None and link.lost:
             await self.close()
         await self._ensure_link()
 

@@ -112,6 +112,12 @@ class AsyncLink(Protocol):
         :meth:`~kamstrup382.reader.session.Readout.expired` timeout, ConnectionLost.
         """
 
+    @property
+    def lost(self) -> bool:
+        """Known to be closed or gone (the gateway closed the connection, the device went
+        away): open a new link before the next readout. False where the link finds out only
+        when it is used."""
+
     def immediate(self) -> ImmediateLink | None:
         """This link's :class:`ImmediateLink`, or None where a write may have to wait (serial
         devices, pyserial's blocking client): the caller then awaits :meth:`write`."""
@@ -505,6 +511,11 @@ class AsyncFdLink:
     async def receive(self, readout: Readout, progress: Progress | None) -> None:
         await self.inbox.receive(readout, progress)
 
+    @property
+    def lost(self) -> bool:
+        """The device went away (or failed) while the event loop watched it."""
+        return self.inbox.is_lost
+
     def immediate(self) -> None:
         """A device's write may have to wait for the line (:meth:`write` awaits it)."""
         return None
@@ -537,6 +548,11 @@ class AsyncThreadLink:
 
     async def receive(self, readout: Readout, progress: Progress | None) -> None:
         await _receive_by_reads(self, readout, progress)
+
+    @property
+    def lost(self) -> bool:
+        """pyserial's blocking client finds out when it is used."""
+        return False
 
     def immediate(self) -> None:
         """Every write runs in a worker thread."""
