@@ -17,8 +17,9 @@ the last character always goes out at its exact time, so the floor is unchanged.
 runs one collector cycle over all N meters (``Collector.run_once(at=...)``, one line per meter,
 no retries, temporary SQLite storage), as the scheduler runs a slot: the meters are connected
 ``CONNECT_AHEAD`` (5) seconds before the start ``at`` and every request goes out at ``at``. The
-collector runs with the open-file limit raised, the garbage collector's first threshold at 50,000
-and a 1 ms thread switch interval (``kamstrup382.collector.runtime``), as ``k382 collect`` does. It reports:
+collector runs with the open-file limit raised, the garbage collector's first threshold at
+50,000 and a 1 ms thread switch interval (``kamstrup382.collector.runtime``), as
+``k382 collect`` does. It reports:
 
 - ratio: cycle time (from ``at`` until the last readout is stored) / the physical floor of one
   readout, where the floor is the request and
