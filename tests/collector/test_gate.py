@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Literal
 
 import pytest
 
 from kamstrup382.collector.gate import GateClosed, RequestGate
 from kamstrup382.emulator import Emulator
-from kamstrup382.emulator.server import Transport
 from kamstrup382.errors import UsageError
 from kamstrup382.reader import AsyncReader, Timing
 
 SPEED = 50.0
+Transport = Literal["tcp", "pty"]
 
 
 def timing() -> Timing:
