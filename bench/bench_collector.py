@@ -17,8 +17,9 @@ the last character always goes out at its exact time, so the floor is unchanged.
 runs one collector cycle over all N meters (``Collector.run_once(at=...)``, one line per meter,
 no retries, temporary SQLite storage), as the scheduler runs a slot: the meters are connected
 ``CONNECT_AHEAD`` (5) seconds before the start ``at`` and every request goes out at ``at``. The
-collector runs with the garbage collector's first threshold at 50,000 and a 1 ms thread switch
-interval (``collector_runtime``), as ``k382 collect`` does. It reports:
+collector runs with the open-file limit raised, the garbage collector's first threshold at
+50,000 and a 1 ms thread switch interval (``kamstrup382.collector.runtime``), as
+``k382 collect`` does. It reports:
 
 - ratio: cycle time (from ``at`` until the last readout is stored) / the physical floor of one
   readout, where the floor is the request and
@@ -63,8 +64,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from kamstrup382.collector import Collector
-from kamstrup382.collector.collector import CONNECT_AHEAD, collector_runtime, raise_file_limit
 from kamstrup382.collector.config import parse_config
+from kamstrup382.collector.runtime import collector_runtime, raise_file_limit
+from kamstrup382.collector.schedule import CONNECT_AHEAD
 from kamstrup382.protocol import REQUEST
 from kamstrup382.reader import new_event_loop
 from kamstrup382.storage.url import open_storage

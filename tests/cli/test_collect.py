@@ -17,7 +17,7 @@ import pytest
 
 from kamstrup382.cli import collect as collect_module
 from kamstrup382.cli import main
-from kamstrup382.collector.collector import GC_THRESHOLD
+from kamstrup382.collector.runtime import GC_THRESHOLD
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.reader import new_event_loop
 from kamstrup382.storage.url import open_storage

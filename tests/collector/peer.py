@@ -1,13 +1,27 @@
-"""A scripted meter on loopback TCP for tests that need a precise sequence of misbehaviour.
+"""A scripted meter on loopback TCP, for the collector tests the emulator cannot serve.
+
+Where a meter misbehaves the same way at every request (silent, a wrong check character, an
+XOR meter), the tests use the emulator and its faults (:mod:`kamstrup382.emulator.faults`).
+The emulator draws its faults per readout by probability and logs readouts, not connections,
+so this peer stays for what it cannot do:
+
+- a given sequence, request by request: ``("silent", "answer")`` (one retry that succeeds),
+  ``("xor", "xor_damaged", ...)``;
+- a damaged reply whose check character is the *other* algorithm's (``"xor_damaged"``: the
+  1 in 128 case an ``auto`` reader without a hint takes for a SUM7 meter), where the
+  emulator's ``bcc`` fault is neither algorithm;
+- a reply held until the test lets it go (``"gated"``), to move a clock while a readout runs;
+- the connections themselves: each connect and request as an event, in order, at the moment
+  it happens (:attr:`ScriptedMeter.on_event`); the connections open now; closing them from
+  the meter's side (:meth:`ScriptedMeter.drop`).
 
 Each request (``/?!`` CR LF) is answered by the next action of the script: ``"answer"`` (the
 specification's example reply, with the parity bit as an 8N1 gateway delivers it),
-``"silent"`` (nothing), ``"bad_bcc"`` (the reply with a wrong block check character),
-``"xor"`` (the example's data with an IEC 62056-21 XOR check character), ``"xor_damaged"``
-(that reply with one digit changed in transit, whose check character happens to be the
-Kamstrup SUM7 of the damaged block: the 1 in 128 case an ``auto`` reader without a hint takes
-for a SUM7 meter), ``"gated"`` (the example reply once the test sets :attr:`gate`). When the
-script is used up, the last action repeats.
+``"silent"`` (nothing), ``"xor"`` (the example's data with an IEC 62056-21 XOR check
+character), ``"xor_damaged"`` (that reply with one digit changed in transit, whose check
+character happens to be the Kamstrup SUM7 of the damaged block), ``"gated"`` (the example
+reply once the test sets :attr:`ScriptedMeter.gate`). When the script is used up, the last
+action repeats.
 """
 
 from __future__ import annotations
@@ -89,9 +103,7 @@ class ScriptedMeter:
                 reply = EXAMPLE
                 if action == "silent":
                     continue
-                if action == "bad_bcc":
-                    reply = EXAMPLE[:-1] + bytes([(EXAMPLE[-1] + 1) & 0x7F])
-                elif action == "xor":
+                if action == "xor":
                     reply = XOR_REPLY
                 elif action == "xor_damaged":
                     reply = XOR_DAMAGED

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import json
 import socket
-import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import kamstrup382.collector.collector as collector_module
+import kamstrup382.collector.pool as pool_module
 from kamstrup382.cli import main
 from kamstrup382.clock import ManualClock
 from kamstrup382.collector import Collector
@@ -123,19 +121,21 @@ async def test_meters_on_one_shared_line_are_never_read_at_once(storage_url: str
 
 
 async def test_retries_and_failure_rows_carry_the_error_kind(storage_url: str) -> None:
-    async with (
-        ScriptedMeter("silent", "answer") as flaky,
-        ScriptedMeter("silent") as mute,
-        ScriptedMeter("bad_bcc") as corrupt,
+    emulated = {"meters": 1, "transport": "tcp", "speed": SPEED, "delay": 0.02}
+    with (
+        EmulatorThread(**emulated, faults="silent=1") as mute,
+        EmulatorThread(**emulated, faults="bcc=1") as corrupt,
     ):
-        ports = [flaky.port, mute.port, corrupt.port, closed_port()]
-        config = make_config(storage_url, ports, retries=1)
-        with open_storage(storage_url) as storage:
-            async with Collector(config, storage) as collector:
-                result = await collector.run_once()
-            attempts = list(storage.attempts())
-        assert flaky.requests == 2
-        assert mute.requests == 2
+        async with ScriptedMeter("silent", "answer") as flaky:
+            ports = [flaky.port, mute.ports[0], corrupt.ports[0], closed_port()]
+            config = make_config(storage_url, ports, retries=1)
+            with open_storage(storage_url) as storage:
+                async with Collector(config, storage) as collector:
+                    result = await collector.run_once()
+                attempts = list(storage.attempts())
+            assert flaky.requests == 2
+        assert [entry.silent for entry in mute.log(0)] == [True, True]
+        assert [entry.kinds for entry in corrupt.log(0)] == [("bcc",), ("bcc",)]
     assert not result.ok
     (reading,) = result.readings
     assert reading.meter == "m0" and reading.attempts == 2
@@ -303,7 +303,7 @@ async def test_an_error_without_an_attempt_count_is_still_a_failure_row(
         def __init__(self, port: str, **options: Any) -> None:
             raise UsageError(f"cannot use {port}")
 
-    monkeypatch.setattr(collector_module, "AsyncReader", UnusableReader)
+    monkeypatch.setattr(pool_module, "AsyncReader", UnusableReader)
     config = make_config(url, [closed_port()])
     with open_storage(url) as storage:
         async with Collector(config, storage) as collector:
@@ -323,19 +323,6 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(poll(), 60)
-
-
-def test_collector_runtime_sets_gc_and_switch_interval_and_restores_them_even_on_error() -> None:
-    before = gc.get_threshold(), sys.getswitchinterval()
-    with collector_module.collector_runtime():
-        assert gc.get_threshold() == collector_module.GC_THRESHOLD
-        assert sys.getswitchinterval() == pytest.approx(collector_module.SWITCH_INTERVAL)
-    assert (gc.get_threshold(), sys.getswitchinterval()) == before
-    with pytest.raises(RuntimeError), collector_module.collector_runtime((1000, 5, 5), 0.002):
-        assert gc.get_threshold() == (1000, 5, 5)
-        assert sys.getswitchinterval() == pytest.approx(0.002)
-        raise RuntimeError("boom")
-    assert (gc.get_threshold(), sys.getswitchinterval()) == before
 
 
 async def test_run_connects_ahead_of_the_slot_and_sends_the_request_at_the_slot(

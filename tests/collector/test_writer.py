@@ -558,6 +558,25 @@ async def test_a_batch_put_while_an_earlier_one_is_tried_again_waits_for_it(
         assert writer.stored == 6
 
 
+async def test_once_a_failed_batch_is_stored_the_next_one_is_tried_as_it_is_sent(
+    executor: RecordingExecutor,
+) -> None:
+    """A failure holds back only the batches sent while it is being dealt with."""
+    storage = FakeStorage(fail=lambda batch, tries: batch == ["m0", "m1"] and tries == 0)
+    writer = make_writer(storage, executor, batch_size=2, retry_delay=0.01)
+    async with running(writer):
+        writer.put(result(0))
+        writer.put(result(1))
+        await drain(writer)
+        jobs = len(executor.jobs)
+        writer.put(result(2))
+        writer.put(result(3))
+        await drain(writer)
+        # stored by the storage thread's job sent from put, not held back and tried again
+        assert len(executor.jobs) == jobs + 1
+        assert storage.calls == [(["m0", "m1"], False), (["m0", "m1"], True), (["m2", "m3"], True)]
+
+
 async def test_results_put_while_drain_waits_are_stored_before_it_returns(
     executor: RecordingExecutor,
 ) -> None:

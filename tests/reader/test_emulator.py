@@ -7,7 +7,6 @@ is exactly what the model sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from kamstrup382.errors import (
 )
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader, Reader, Timing
-from kamstrup382.reader.aio import GateClosed, RequestGate
 from kamstrup382.reading import LineMode, Reading
 from tests.reader.peer import EchoingHead
 
@@ -351,43 +349,3 @@ def test_sync_reader_under_faults() -> None:
         assert all(isinstance(r, TYPED) for r in results if not isinstance(r, Reading))
         assert any(r.attempts > 1 for r in readings)
         assert len(readings) > reads * 0.9
-
-
-@pytest.mark.parametrize("transport", ["tcp", "pty"])
-async def test_request_gate_sends_every_prepared_request_when_it_opens(
-    transport: Transport,
-) -> None:
-    async with Emulator(4, transport=transport, speed=SPEED) as emu:
-        gate = RequestGate()
-        async with contextlib.AsyncExitStack() as stack:
-            readers = [
-                await stack.enter_async_context(AsyncReader(port, timing=timing()))
-                for port in emu.ports
-            ]
-            for reader in readers:
-                await reader.open()
-            tasks = [asyncio.create_task(reader.read(gate=gate)) for reader in readers]
-            await asyncio.sleep(0.2)  # prepared and waiting: nothing sent yet
-            assert not any(task.done() for task in tasks)
-            assert all(emu.log(index) == [] for index in range(len(readers)))
-            gate.open()
-            readings = await asyncio.gather(*tasks)
-    for index, reading in enumerate(readings):
-        assert [reading.raw] == emu.sent(index)
-        assert reading.requested_at is not None and gate.opened_at is not None
-        assert reading.requested_at >= gate.opened_at
-
-
-async def test_request_gate_closed_sends_nothing() -> None:
-    async with Emulator(2, transport="tcp", speed=SPEED) as emu:
-        gate = RequestGate()
-        async with AsyncReader(emu.ports[0], timing=timing()) as reader:
-            await reader.open()
-            task = asyncio.create_task(reader.read(gate=gate))
-            await asyncio.sleep(0.1)
-            gate.close()
-            with pytest.raises(GateClosed):
-                await task
-            await asyncio.sleep(0.1)
-            assert emu.log(0) == []
-            assert (await reader.read()).raw == emu.sent(0)[0]  # the reader still works

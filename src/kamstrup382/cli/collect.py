@@ -7,8 +7,8 @@ or ``--storage``), so that the collector can be tried without a meter. SIGINT an
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
 Exit status 2: the configuration (or a command-line value) is wrong. It runs on uvloop where
 uvloop is installed (``kamstrup382.reader.new_event_loop``), the in-process emulator too, with
-the garbage collector's first threshold raised and a 1 ms thread switch interval
-(``collector.collector_runtime``).
+the open-file limit raised, the garbage collector's first threshold raised and a 1 ms thread
+switch interval (``kamstrup382.collector.runtime``).
 """
 
 from __future__ import annotations
@@ -89,8 +89,12 @@ def collect(
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         return 2
-    from kamstrup382.collector.collector import collector_runtime  # noqa: PLC0415 - heavy imports
+    from kamstrup382.collector.runtime import (  # noqa: PLC0415 - only when collecting
+        collector_runtime,
+        raise_file_limit,
+    )
 
+    raise_file_limit()  # one socket per TCP meter
     try:
         with collector_runtime(), asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(_main(config, once=once, emulated=emulated, speed=speed))

@@ -4,210 +4,69 @@
   is the key that makes storage idempotent, so a reading stored twice is kept once.
 - One task per line and slot: meters that share a line (``shared_line``) are read one after the
   other, under one lock per line; all lines run in parallel in one event loop.
-- Retries and backoff are the reader's own policy (``AsyncReader(retries=..., backoff=...)``).
+- Retries and backoff are the reader's own policy (``AsyncReader(retries=..., backoff=...)``);
+  the readers themselves come from a :class:`.ReaderPool` (``keep_connected``, BCC hints).
+- A slot is begun :func:`.connect_ahead` before its start: each line's next meter is connected
+  then, and its request goes out at its start through a :class:`.RequestGate`.
 - Results go to a :class:`.BatchWriter` (one transaction per batch, in a worker thread); the
   outputs get each batch after it is stored.
-- With PostgreSQL, meters are claimed per slot through the storage's leases
-  (``storage.claim``): each collector reads only what it claimed, renews its claims while it
-  works and claims again during the slot, so that meters of a dead collector are taken over once
-  their lease has expired.
+- Where the storage shares the meters with other collectors (``storage.shares_meters``:
+  PostgreSQL), meters are claimed per slot through :class:`.Leases`: each collector reads only
+  what it claimed.
 - A meter whose turn on its line comes after its slot ended (the readout before it overran,
   or the collector fell behind) is not read in that slot: it is stored as a failure of kind
   ``missed`` (no attempt, with the reason), so that status and health plots show it.
-- Each meter's readout starts in ``auto`` BCC mode from the algorithm the meter used last
-  (``bcc_hint``): remembered after each reading, loaded from the storage at start.
 - On shutdown in-flight readouts get ``grace`` seconds to finish; then they are abandoned. Only
   complete readouts and failures become rows.
+
+Time sources: ``self.clock`` (a :class:`~kamstrup382.clock.Clock`) for slots, start times and
+the times stored (``read_at``, ``failed_at``); ``time.monotonic`` for durations (the records'
+``duration``, :class:`.CycleResult`'s ``started``/``finished``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
-import random
-import resource
-import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 
 from kamstrup382.clock import Clock, SystemClock
 from kamstrup382.collector.config import Config, MeterConfig
-from kamstrup382.collector.schedule import jitter_offset, next_slot, slot_of
+from kamstrup382.collector.cycle import CycleResult, Result, SlotState
+from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
+from kamstrup382.collector.leases import Leases
+from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.records import (
+    failure_record,
+    missed_message,
+    missed_record,
+    reading_record,
+)
+from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
+from kamstrup382.collector.waits import wait_first
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
-from kamstrup382.protocol import BccAlgorithm
-from kamstrup382.reader import AsyncReader
-from kamstrup382.reader.aio import GateClosed, RequestGate
-from kamstrup382.reading import Reading
-from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import Storage
 
-__all__ = [
-    "GC_THRESHOLD",
-    "SWITCH_INTERVAL",
-    "Collector",
-    "CycleResult",
-    "collector_runtime",
-    "raise_file_limit",
-]
+__all__ = ["Collector", "CycleResult"]
 
 log = logging.getLogger(__name__)
-
-Result = ReadingRecord | FailureRecord
-
-#: Lines claimed per call of ``storage.claim``.
-CLAIM_LINES = 64
-#: Connections being set up at once: 10,000 simultaneous connects starved the event loop and
-#: timed out; with 128 at once the last of 10,000 requests went out 2.5-7.5 s after the first,
-#: with 1,024 the 10,000-meter benchmark's cycle was shorter (ratio 1.38-1.51 against 1.53).
-CONNECTS_AT_ONCE = 1024
-#: Seconds before a meter's start (slot boundary plus jitter) its connection is opened, at most
-#: a tenth of its interval: the request then goes out at the start, not after a ramp of
-#: thousands of connects. The slot's meters are claimed before (PostgreSQL leases).
-CONNECT_AHEAD = 5.0
-
-
-def connect_ahead(interval: timedelta) -> timedelta:
-    """How long before its start a meter with ``interval`` is connected."""
-    return min(timedelta(seconds=CONNECT_AHEAD), interval / 10)
-
-
-@dataclass(frozen=True, slots=True)
-class CycleResult:
-    """What one cycle did.
-
-    ``failures``: readouts that failed. ``missed``: meters due that were not read because their
-    slot ended before their turn on the line came (``missed_records``: the failures of kind
-    ``missed`` stored for them), or because the collector shut down. ``elsewhere``: meters due
-    that another collector holds (PostgreSQL leases).
-    """
-
-    readings: tuple[ReadingRecord, ...] = ()
-    failures: tuple[FailureRecord, ...] = ()
-    missed: tuple[str, ...] = ()
-    elsewhere: tuple[str, ...] = ()
-    missed_records: tuple[FailureRecord, ...] = ()
-    started: float = 0.0
-    finished: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when every meter this collector took on was read."""
-        return not self.failures and not self.missed
-
-    @property
-    def duration(self) -> float:
-        return self.finished - self.started
-
-    def summary(self) -> list[str]:
-        """One line per meter not read: ``name: kind: message``."""
-        lines = [f"{f.meter}: {f.kind}: {f.message}" for f in self.failures]
-        reasons = {f.meter: f.message for f in self.missed_records}
-        lines += [
-            f"{name}: {MISSED}: {reasons.get(name, 'not read in its slot (shutting down)')}"
-            for name in self.missed
-        ]
-        return lines
-
-    @classmethod
-    def merge(cls, parts: Sequence[CycleResult], started: float, finished: float) -> CycleResult:
-        return cls(
-            readings=tuple(r for p in parts for r in p.readings),
-            failures=tuple(f for p in parts for f in p.failures),
-            missed=tuple(m for p in parts for m in p.missed),
-            missed_records=tuple(f for p in parts for f in p.missed_records),
-            elsewhere=tuple(m for p in parts for m in p.elsewhere),
-            started=started,
-            finished=finished,
-        )
-
-
-def raise_file_limit() -> int:
-    """Raise the soft limit of open files to the hard limit (one socket per TCP meter)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-#: The garbage collector's thresholds while collecting (``gc.set_threshold``). A cycle of 10,000
-#: readouts allocates millions of short-lived objects (chunks, futures, timer handles) that die
-#: young; with the default first threshold of 700 the cyclic collector ran 1,118 times in one
-#: 10,000-meter benchmark run, 1.31 s of CPU (measured with ``gc.callbacks``); with 50,000: 12
-#: times, 0.22 s.
-GC_THRESHOLD = (50_000, 20, 100)
-#: The interpreter's thread switch interval while collecting (``sys.setswitchinterval``; Python's
-#: default is 5 ms). The storage thread gives up the interpreter's lock for each statement it
-#: runs in SQLite or PostgreSQL and must take it back from the event loop's thread, which is
-#: busy without a pause while thousands of readouts end at once: at 5 ms a wait, 10,000 readings
-#: took 0.35 s to store in a benchmark cycle after the last readout ended, for 0.15 s of CPU;
-#: at 1 ms the batches are stored while the readouts still end.
-SWITCH_INTERVAL = 0.001
-
-
-@contextlib.contextmanager
-def collector_runtime(
-    threshold: tuple[int, int, int] = GC_THRESHOLD, switch_interval: float = SWITCH_INTERVAL
-) -> Iterator[None]:
-    """Run the block with the garbage collector's thresholds at ``threshold`` and the thread
-    switch interval at ``switch_interval``, then restore both.
-
-    For the process that runs a :class:`Collector` (``k382 collect``, the benchmark).
-    """
-    before = gc.get_threshold()
-    interval = sys.getswitchinterval()
-    gc.set_threshold(*threshold)
-    sys.setswitchinterval(switch_interval)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        sys.setswitchinterval(interval)
-
-
-class _Stopped(Exception):
-    """Shutdown while a meter was connected ahead of its start (internal)."""
-
-
-@dataclass
-class _SlotState:
-    """Bookkeeping of one slot in this collector."""
-
-    slot: datetime
-    end: datetime
-    meters: dict[str, MeterConfig]
-    #: ``run_once(at=...)``: when the requests go out (otherwise at once).
-    at: datetime | None = None
-    handled: set[str] = field(default_factory=set)
-    finished: set[str] = field(default_factory=set)
-    results: list[Result] = field(default_factory=list)
-    missed: list[str] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Gate:
-    """A :class:`RequestGate` for one start time, and when it opened."""
-
-    gate: RequestGate
-    stop: asyncio.Event | None
-    clock_at: datetime | None = None
-    mono_at: float = 0.0
 
 
 class Collector:
     """Reads ``config.meters`` on their schedule into ``storage`` and hands batches to ``outputs``.
 
     Use as ``async with Collector(...) as c:`` (or call ``start``/``close``); ``run_once`` and
-    ``run`` start it when needed.
+    ``run`` start it when needed. ``clock``: the time of the slots (default: the wall clock).
+    A reading's ``read_at`` is when its request went out: on the wall clock, as the reader took
+    it; on a given clock (virtual time: the demo, tests), that clock's time when the readout
+    began (or its gate opened).
     """
 
     def __init__(
@@ -223,34 +82,28 @@ class Collector:
         self.storage = storage
         self.outputs = tuple(outputs)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        #: The readers' wall-clock request times are times of ``self.clock``.
+        self._wall_clock = clock is None
         self.collector_id = collector_id or config.collector.id
-        self.leases = storage.url.startswith(("postgresql:", "postgres:"))
+        #: Other collectors read the same meters: claim them (``Leases``).
+        self.shares_meters = storage.shares_meters
         settings = config.collector
-        self.lease = settings.lease
-        self.reclaim_every = min(max(settings.lease.total_seconds() / 4, 0.1), 30.0)
+        self.pool = ReaderPool(
+            config.meters, keep_connected=settings.keep_connected and not self.shares_meters
+        )
         self._locks: dict[str, asyncio.Lock] = {}
-        self._connecting: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._writer: BatchWriter | None = None
+        self._leases: Leases | None = None
+        self._gates = StartGates(self.clock)
         self._outputs_started = False
-        #: Per meter: the BCC algorithm of its last reading, the next reader's ``bcc_hint``.
-        self._bcc: dict[str, BccAlgorithm] = {}
         #: Per line: the meter read last on it and when that readout ended (clock time).
         self._line_last: dict[str, tuple[str, datetime]] = {}
-        #: Per start time: the gate its prepared requests wait behind (``read_meter``).
-        self._gates: dict[datetime, _Gate] = {}
-        self._gate_tasks: set[asyncio.Task[None]] = set()
-        #: ``keep_connected``: the readers kept open between readouts, by meter; and those
-        #: given up in the middle of a readout (cancelled), closed with the collector.
-        self._kept: dict[str, AsyncReader] = {}
-        self._retired: list[AsyncReader] = []
-        self._line_sizes = Counter(meter.shared_line for meter in config.meters)
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._writer is not None:
             return
-        raise_file_limit()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k382-storage")
         settings = self.config.collector
         self._writer = BatchWriter(
@@ -261,11 +114,13 @@ class Collector:
             flush_interval=settings.flush_interval,
         )
         self._writer.start()
-        if settings.keep_connected and self.leases:
-            log.warning(
-                "collector.keep_connected is ignored with PostgreSQL: the meters are shared "
-                "with other collectors, each connection is closed after its readout"
-            )
+        if self.shares_meters:
+            self._leases = Leases(self._writer, self.collector_id, settings.lease)
+            if settings.keep_connected:
+                log.warning(
+                    "collector.keep_connected is ignored with PostgreSQL: the meters are shared "
+                    "with other collectors, each connection is closed after its readout"
+                )
         await self._load_bcc()
         for output in self.outputs:
             await output.start(self.storage)
@@ -280,27 +135,17 @@ class Collector:
         except Kamstrup382Error as exc:
             log.warning("could not load the meters' last BCC algorithms: %s", exc)
             return
-        for name, value in stored.items():
-            try:
-                self._bcc.setdefault(name, BccAlgorithm(value))
-            except ValueError:
-                log.warning("meter %s: stored BCC algorithm %r ignored", name, value)
+        self.pool.load_hints(stored)
 
     async def close(self) -> None:
         """Store what is pending, close the connections kept, stop the outputs and the storage
         thread."""
-        gates = list(self._gate_tasks)
-        for task in gates:
-            task.cancel()
-        await asyncio.gather(*gates, return_exceptions=True)
-        readers = [*self._kept.values(), *self._retired]
-        self._kept.clear()
-        self._retired.clear()
-        for reader in readers:
-            await reader.close()
+        await self._gates.close()
+        await self.pool.close()
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+            self._leases = None
         if self._outputs_started:
             for output in self.outputs:
                 try:
@@ -388,7 +233,7 @@ class Collector:
                     - connect_ahead(m.interval)
                     for m in self.config.meters
                 )
-                await _first(self.clock.sleep_until(wake), stop.wait())
+                await wait_first(self.clock.sleep_until(wake), stop.wait())
         finally:
             await self._shutdown(tasks)
 
@@ -440,7 +285,7 @@ class Collector:
         once: bool,
         at: datetime | None = None,
     ) -> CycleResult:
-        state = _SlotState(slot, slot + interval, {m.name: m for m in meters}, at=at)
+        state = SlotState(slot, slot + interval, {m.name: m for m in meters}, at=at)
         lines: set[asyncio.Task[None]] = set()
 
         def dispatch(names: Iterable[str]) -> None:
@@ -456,13 +301,14 @@ class Collector:
                     asyncio.create_task(self._read_line(state, line, line_meters, stop, once))
                 )
 
+        leases = self._leases
         try:
-            while True:
-                if self.leases:
-                    await self._claim(state, dispatch)
-                else:
-                    dispatch(state.meters)
-                    break
+            if leases is None:
+                dispatch(state.meters)
+            while leases is not None:  # claim, then claim again (and renew) during the slot
+                renew = [n for n in state.handled if n not in state.finished]
+                unclaimed = [m for n, m in state.meters.items() if n not in state.handled]
+                await leases.claim(state.slot, unclaimed, renew, dispatch)
                 if stop is not None and stop.is_set():
                     break
                 running = {task for task in lines if not task.done()}
@@ -470,12 +316,12 @@ class Collector:
                     break
                 if self.clock.now() >= state.end:
                     break
-                waits: list[Awaitable[object]] = [asyncio.sleep(self.reclaim_every)]
+                waits: list[Awaitable[object]] = [asyncio.sleep(leases.reclaim_every)]
                 if stop is not None:
                     waits.append(stop.wait())
                 if once:
                     waits.append(asyncio.wait(running))
-                await _first(*waits)
+                await wait_first(*waits)
             if lines:
                 await asyncio.gather(*lines)
         finally:
@@ -483,67 +329,13 @@ class Collector:
                 task.cancel()
             await asyncio.gather(*lines, return_exceptions=True)
             # in-flight readouts abandoned: nothing of them is stored; give their claims back
-            await self._release(state)
-        readings = tuple(r for r in state.results if isinstance(r, ReadingRecord))
-        failures = tuple(
-            r for r in state.results if isinstance(r, FailureRecord) and r.kind != MISSED
-        )
-        missed_records = tuple(
-            r for r in state.results if isinstance(r, FailureRecord) and r.kind == MISSED
-        )
-        elsewhere = tuple(name for name in state.meters if name not in state.handled)
-        return CycleResult(
-            readings, failures, tuple(state.missed), elsewhere, missed_records=missed_records
-        )
-
-    async def _claim(self, state: _SlotState, dispatch: Callable[[Iterable[str]], None]) -> None:
-        """Claim the slot's meters not yet handled here, a few lines at a time, and renew the
-        claims on those still being read.
-
-        Whole lines are claimed together, in an order shuffled per collector and slot, so that
-        collectors starting a slot together share the meters instead of one taking all.
-        """
-        assert self._writer is not None
-        claim = self.storage.claim
-        renew = [n for n in state.handled if n not in state.finished]
-        by_line: dict[str, list[str]] = defaultdict(list)
-        for name, meter in state.meters.items():
-            if name not in state.handled:
-                by_line[meter.shared_line].append(name)
-        order = sorted(by_line)
-        random.Random(f"{self.collector_id}|{state.slot.isoformat()}").shuffle(order)
-        chunks = [
-            [name for line in order[i : i + CLAIM_LINES] for name in by_line[line]]
-            for i in range(0, len(order), CLAIM_LINES)
-        ]
-        if renew:
-            chunks = [renew + (chunks[0] if chunks else []), *chunks[1:]]
-        for chunk in chunks:
-            try:
-                claimed: list[str] = await self._writer.call(
-                    claim, self.collector_id, chunk, state.slot, self.lease
-                )
-            except Kamstrup382Error as exc:
-                log.warning("claiming meters for slot %s failed: %s", state.slot.isoformat(), exc)
-                return
-            dispatch(claimed)
-
-    async def _release(self, state: _SlotState) -> None:
-        """Give back claimed meters of the slot that got no result here (shutdown, abandon)."""
-        if not self.leases or self._writer is None:
-            return
-        done = {result.meter for result in state.results}
-        unread = [name for name in state.handled if name not in done]
-        if not unread:
-            return
-        try:
-            await self._writer.call(self.storage.release, self.collector_id, unread, state.slot)
-        except Kamstrup382Error as exc:
-            log.warning("releasing %d meters failed (they expire instead): %s", len(unread), exc)
+            if leases is not None:
+                await leases.release(state.slot, state.unread())
+        return state.result()
 
     async def _read_line(
         self,
-        state: _SlotState,
+        state: SlotState,
         line: str,
         meters: list[MeterConfig],
         stop: asyncio.Event | None,
@@ -567,54 +359,28 @@ class Collector:
             async with lock:
                 now = self.clock.now()
                 late = not once and now >= state.end
-                if late or (stop is not None and stop.is_set()):
+                stopping = stop is not None and stop.is_set()
+                if late or stopping:
                     rest = [m.name for _, m in order[index:]]
-                    state.missed.extend(rest)
-                    state.finished.update(rest)
-                    if late and not (stop is not None and stop.is_set()):
+                    state.not_read(rest)
+                    if not stopping:
                         # stored, so that status and health plots show it (not on shutdown:
                         # the meters are given back to other collectors instead)
-                        message = self._missed_message(line, state, now)
+                        last = self._line_last.get(line)
+                        message = missed_message(state.slot, state.end, line, last, now)
                         for name in rest:
-                            missed = FailureRecord(
-                                meter=name,
-                                slot=state.slot,
-                                failed_at=now,
-                                kind=MISSED,
-                                message=message,
-                                attempts=0,
-                                duration=0.0,
-                            )
+                            missed = missed_record(name, state.slot, now, message)
                             state.results.append(missed)
                             self._writer.put(missed)
                     return
-                try:
-                    result = await self.read_meter(meter, state.slot, start_at, stop)
-                except _Stopped:  # while connected ahead of the start: not read, given back
-                    rest = [m.name for _, m in order[index:]]
-                    state.missed.extend(rest)
-                    state.finished.update(rest)
+                result = await self.read_meter(meter, state.slot, start_at, stop)
+                if result is None:  # stopped while connected ahead of the start: given back
+                    state.not_read(m.name for _, m in order[index:])
                     return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
             state.results.append(result)
             self._writer.put(result)
-
-    def _missed_message(self, line: str, state: _SlotState, now: datetime) -> str:
-        """Why the meters left on ``line`` were not read in ``state``'s slot."""
-        slot = state.slot.isoformat()
-        last = self._line_last.get(line)
-        if last is not None and last[1] >= state.end:
-            return (
-                f"not read in slot {slot}: line {line} was busy until the slot ended "
-                f"(the readout of {last[0]} ran until {last[1].isoformat()}, "
-                f"the slot ended at {state.end.isoformat()})"
-            )
-        late = (now - state.end).total_seconds()
-        return (
-            f"not read in slot {slot}: the collector fell behind "
-            f"(the meter's turn came {late:.1f} s after the slot ended)"
-        )
 
     async def read_meter(
         self,
@@ -622,159 +388,36 @@ class Collector:
         slot: datetime,
         start_at: datetime | None = None,
         stop: asyncio.Event | None = None,
-    ) -> Result:
+    ) -> Result | None:
         """One readout of ``meter`` (with the reader's retries) as a record for ``slot``.
 
-        ``start_at``: the connection is opened now, the request sent at ``start_at``; raises
-        :class:`_Stopped` when ``stop`` is set before then (nothing was sent).
+        ``start_at``: the connection is opened now, the request sent at ``start_at`` (with all
+        others due then, by one :class:`.RequestGate`); None when ``stop`` is set before then
+        (nothing was sent).
         """
         clock_start = self.clock.now()
         mono_start = time.monotonic()
         try:
-            async with self._reader(meter) as reader:
-                if self._connecting is None:
-                    self._connecting = asyncio.Semaphore(CONNECTS_AT_ONCE)
-                async with self._connecting:
-                    # a failed open is retried by read() within the meter's retries
-                    with contextlib.suppress(Kamstrup382Error):
-                        await reader.open()
-                gate = None
+            async with self.pool.reader(meter) as reader:
+                await self.pool.connect(reader)
+                timed: TimedGate | None = None
                 if start_at is not None and start_at > self.clock.now():
-                    # prepared now, the request written with all others due then, by one
-                    # callback at ``start_at`` (see RequestGate)
-                    gate = self._gate(start_at, stop)
+                    timed = self._gates.at(start_at, stop)
                 try:
-                    reading = await reader.read(gate=gate.gate if gate is not None else None)
+                    reading = await reader.read(gate=timed.gate if timed is not None else None)
                 except GateClosed:
-                    raise _Stopped from None
+                    return None
                 except (Exception, asyncio.CancelledError) as exc:
                     if not isinstance(exc, Kamstrup382Error):  # cancelled, or a bug: the
-                        self._retire(meter)  # line's state is unknown, a new one next time
+                        self.pool.retire(meter)  # line's state is unknown, a new one next time
                     raise
                 finally:
-                    if gate is not None and gate.clock_at is not None:
-                        clock_start, mono_start = gate.clock_at, gate.mono_at
-            self._bcc[meter.name] = reading.bcc_algorithm
-            return self._reading_record(meter, slot, reading, clock_start)
-        except Kamstrup382Error as exc:
-            kind = exc.kind
-            # set by the reader on what it raises after its retries; an error raised outside
-            # them (e.g. while setting the reader up) ended the collector's one attempt
-            attempts = exc.attempts if exc.attempts is not None else 1
-            message = str(exc) or type(exc).__name__
-        except OSError as exc:  # the readers translate these; kept as a safety net
-            kind, attempts = "connection", 1
-            message = str(exc) or type(exc).__name__
-        return FailureRecord(
-            meter=meter.name,
-            slot=slot,
-            failed_at=self.clock.now(),
-            kind=kind,
-            message=message,
-            attempts=attempts,
-            duration=time.monotonic() - mono_start,
-        )
-
-    def _reader(self, meter: MeterConfig) -> contextlib.AbstractAsyncContextManager[AsyncReader]:
-        """The reader of ``meter`` for one readout: a new one, closed after it; or, with
-        ``keep_connected`` for a meter alone on its line, the one kept open since the last."""
-        kept = self._kept.get(meter.name)
-        if kept is not None:
-            return contextlib.nullcontext(kept)
-        reader = AsyncReader(
-            meter.port,
-            line=meter.line,
-            bcc=meter.bcc,
-            retries=meter.retries,
-            backoff=meter.backoff,
-            answer_timeout=meter.answer_timeout,
-            answer_margin=meter.answer_margin,
-            deadline=meter.deadline,
-            bcc_hint=self._bcc.get(meter.name),
-        )
-        if self._keeps(meter):
-            self._kept[meter.name] = reader
-            return contextlib.nullcontext(reader)
-        return reader
-
-    def _retire(self, meter: MeterConfig) -> None:
-        reader = self._kept.pop(meter.name, None)
-        if reader is not None:
-            self._retired.append(reader)
-
-    def _keeps(self, meter: MeterConfig) -> bool:
-        # not with leases: the next slot's claim may go to another collector, whose connect
-        # a gateway taking one client at a time would refuse while this one holds it
-        return (
-            self.config.collector.keep_connected
-            and not self.leases
-            and self._line_sizes[meter.shared_line] == 1
-        )
-
-    def _gate(self, start_at: datetime, stop: asyncio.Event | None) -> _Gate:
-        """The request gate of the readouts that start at ``start_at`` (opened by one task)."""
-        gate = self._gates.get(start_at)
-        if gate is None or gate.stop is not stop:
-            gate = _Gate(RequestGate(), stop)
-            self._gates[start_at] = gate
-            task = asyncio.create_task(self._open_gate(start_at, gate))
-            self._gate_tasks.add(task)
-            task.add_done_callback(self._gate_tasks.discard)
-        return gate
-
-    async def _open_gate(self, start_at: datetime, gate: _Gate) -> None:
-        opened = False
-        try:
-            if gate.stop is None:
-                await self.clock.sleep_until(start_at)
-            else:
-                await _first(self.clock.sleep_until(start_at), gate.stop.wait())
-                if gate.stop.is_set():
-                    return
-            gate.clock_at = self.clock.now()
-            gate.mono_at = time.monotonic()
-            if self._gates.get(start_at) is gate:
-                del self._gates[start_at]
-            gate.gate.open()
-            opened = True
-        finally:
-            if self._gates.get(start_at) is gate:
-                del self._gates[start_at]
-            if not opened:
-                gate.gate.close()
-
-    def _reading_record(
-        self,
-        meter: MeterConfig,
-        slot: datetime,
-        reading: Reading,
-        clock_start: datetime,
-    ) -> ReadingRecord:
-        # on a virtual clock: when the readout began on that clock
-        system = isinstance(self.clock, SystemClock)
-        read_at = reading.requested_at if system else clock_start
-        type_number = reading.identification.type_number
-        return ReadingRecord(
-            meter=meter.name,
-            slot=slot,
-            read_at=read_at,
-            values=reading.meter_values(),
-            identification=str(reading.identification).removeprefix("/"),
-            type_number=str(type_number) if type_number is not None else None,
-            bcc_algorithm=reading.bcc_algorithm.value,
-            raw=reading.raw,
-            answer_delay=reading.answer_delay,
-            duration=reading.duration,
-            attempts=reading.attempts,
-        )
-
-
-async def _first(*awaitables: Awaitable[object]) -> None:
-    """Wait until the first of ``awaitables`` completes; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                    if timed is not None and timed.opened_at is not None:
+                        clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
+            self.pool.learned(meter.name, reading.bcc_algorithm)
+            # on a given (virtual) clock: when the readout began on that clock
+            read_at = reading.requested_at if self._wall_clock else clock_start
+            return reading_record(meter.name, slot, reading, read_at)
+        except (Kamstrup382Error, OSError) as exc:
+            duration = time.monotonic() - mono_start
+            return failure_record(meter.name, slot, exc, self.clock.now(), duration)

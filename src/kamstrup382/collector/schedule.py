@@ -3,6 +3,9 @@
 A 15-minute interval gives slots at :00, :15, :30 and :45 of every hour (UTC, and in every
 time zone whose offset is a multiple of 15 minutes); an hour gives full hours. Intervals that
 do not divide a day still align to the epoch, so every collector computes the same slots.
+
+Slot times are times of the collector's clock (:class:`~kamstrup382.clock.Clock`), never of
+``time.monotonic``.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["EPOCH", "jitter_offset", "next_slot", "slot_of"]
+__all__ = ["CONNECT_AHEAD", "EPOCH", "connect_ahead", "jitter_offset", "next_slot", "slot_of"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Seconds before a meter's start (slot boundary plus jitter) its connection is opened, at most
+#: a tenth of its interval: the request then goes out at the start, not after a ramp of
+#: thousands of connects. The slot's meters are claimed before (PostgreSQL leases).
+CONNECT_AHEAD = 5.0
 
 
 def slot_of(when: datetime, interval: timedelta) -> datetime:
@@ -37,3 +44,8 @@ def jitter_offset(meter: str, slot: datetime, jitter: timedelta) -> timedelta:
         return timedelta(0)
     rng = random.Random(f"{meter}|{slot.isoformat()}")
     return timedelta(microseconds=rng.randrange(int(jitter / timedelta(microseconds=1))))
+
+
+def connect_ahead(interval: timedelta) -> timedelta:
+    """How long before its start a meter with ``interval`` is connected."""
+    return min(timedelta(seconds=CONNECT_AHEAD), interval / 10)

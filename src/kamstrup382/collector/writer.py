@@ -7,7 +7,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TypeVar
 
 from kamstrup382.errors import StorageError
@@ -24,7 +24,7 @@ Result = ReadingRecord | FailureRecord
 Batch = tuple[list[ReadingRecord], list[FailureRecord]]
 
 
-class _NotTried(Exception):
+class _NotTried(StorageError):
     """A batch the storage thread did not try: one before it failed (order is kept)."""
 
 
@@ -39,9 +39,14 @@ class BatchWriter:
 
     A full batch goes to the storage thread from :meth:`put` itself: when thousands of readouts
     end at once the event loop is busy for a while with them, and a batch handed to a task
-    would wait for the loop's next pass (measured: every batch of a 10,000-meter cycle was
-    stored only after the last readout ended). The writer's task only waits for the outcomes,
-    in order, publishes, and tries again what failed.
+    would wait for the loop's next pass (until the last readout ended, in the benchmark's
+    cycles). The writer's task only waits for the outcomes, in order, publishes, and tries
+    again what failed.
+
+    The hand-over between the two threads is the batches' futures: each batch goes to the
+    storage thread with the future of the batch sent before it (while that one is not yet dealt
+    with on the loop), and is not tried there when that one failed or was not tried either.
+    The loop learns each outcome by awaiting its future; no state is shared otherwise.
     """
 
     def __init__(
@@ -65,11 +70,11 @@ class BatchWriter:
         self.stored = 0
         self._pending: list[Result] = []  # not yet in a batch
         self._timer: asyncio.TimerHandle | None = None  # flushes a partial batch
-        # batches handed to the storage thread, with their outcome, in order
-        self._sent: deque[tuple[Batch, asyncio.Future[None]]] = deque()
+        # batches handed to the storage thread, with their outcome (the storage thread's
+        # future and the loop's view of it), in order; a batch leaves once the loop is done
+        # with it (stored, or tried again until stored or given up)
+        self._sent: deque[tuple[Batch, Future[None], asyncio.Future[None]]] = deque()
         self._unstored = 0  # results put and not yet stored (or given up)
-        # set in the storage thread when a batch fails: the ones after it are not tried
-        self._blocked = False
         self._wake: asyncio.Future[None] | None = None  # the task waiting for a batch sent
         self._idle: asyncio.Future[None] | None = None  # drain() waiting for _unstored == 0
         self._draining = 0  # drain() calls waiting
@@ -106,22 +111,25 @@ class BatchWriter:
         if self._pending:  # (only after a full batch: the rest came just now)
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._flush)
         split = _split(batch)
-        loop = asyncio.get_running_loop()
-        outcome = loop.run_in_executor(self.executor, self._record_in_order, split)
-        self._sent.append((split, outcome))
+        # the batch before it, while the loop is not done with it: if it failed, this one
+        # waits for it (the loop tries them again in order)
+        before = self._sent[-1][1] if self._sent else None
+        done = self.executor.submit(self._record_after, split, before)
+        self._sent.append((split, done, asyncio.wrap_future(done)))
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    def _record_in_order(self, batch: Batch) -> None:
-        """In the storage thread: store ``batch``, unless one before it failed."""
-        if self._blocked:
+    def _record_after(self, batch: Batch, before: Future[None] | None) -> None:
+        """In the storage thread: store ``batch``, unless ``before`` (the batch sent before it)
+        failed or was not tried (raises :class:`_NotTried` then).
+
+        ``before`` is done by now (one storage thread runs the batches in the order sent);
+        asking for its outcome waits for it otherwise.
+        """
+        if before is not None and (before.cancelled() or before.exception() is not None):
             raise _NotTried
-        try:
-            self.storage.record(batch[0], batch[1], outbox=self.outbox)
-        except BaseException:
-            self._blocked = True
-            raise
+        self.storage.record(batch[0], batch[1], outbox=self.outbox)
 
     async def drain(self) -> None:
         """Return when every result put so far is stored (or given up at close)."""
@@ -170,7 +178,7 @@ class BatchWriter:
                 finally:
                     self._wake = None
                 continue
-            batch, outcome = sent[0]
+            batch, _done, outcome = sent[0]
             try:
                 await outcome
                 stored = True
@@ -178,9 +186,7 @@ class BatchWriter:
                 if not isinstance(exc, _NotTried):
                     self._report(exc, batch, tries=1)
                 stored = await self._store(batch, tried=0 if isinstance(exc, _NotTried) else 1)
-            sent.popleft()
-            if not sent:
-                self._blocked = False  # every batch before the next one is done with
+            sent.popleft()  # the next batch sent is tried whatever this one's first outcome was
             try:
                 if stored:
                     await self._stored(*batch)  # published before drain() may return

@@ -5,72 +5,36 @@
     async with AsyncReader("socket://gw.local:4001") as reader:
         reading = await reader.read()
 
-- ``socket://host:port``: an asyncio TCP connection (``loop.create_connection``).
-- a serial device: pyserial opens and configures it (in a worker thread, since opening a real
-  device may block), then the event loop watches its non-blocking file descriptor with
-  ``loop.add_reader``; nothing blocks while waiting for bytes.
-- ``rfc2217://`` and other pyserial URLs have only pyserial's blocking client: each wait for
-  bytes runs in a worker thread (the one exception to the rule above).
-
-**Per chunk, as little as possible.** A collector reads thousands of meters in one loop, and a
-gateway delivers each reply in some thirty chunks, so the cost of one chunk is what limits it.
-While a readout runs, the TCP protocol's ``buffer_updated`` (or the device's reader callback)
-feeds each chunk straight to the readout's decoder: no future, no task switch, no timer per
-chunk. The coroutine that awaits the readout is woken once, when the telegram is complete, an
-error ends it, its timeout passes or the connection is lost. One ``loop.call_at`` timer watches
-the timeout: it is armed at the readout's :attr:`~kamstrup382.reader.session.Readout.timeout_at`;
-bytes that arrive only move that time later, so the timer is not touched for them, and when it
-fires it looks again: past the timeout, the readout fails with the phase's
-:class:`~kamstrup382.errors.ReadTimeout` (decided after the loop's next poll for input, so that
-bytes which came in time but are not yet read, because the loop fell behind, still count),
-otherwise it is armed at the new time. It is
-re-armed early only when a chunk brings the timeout forward (the answer window giving way to the
-shorter inter-character timeout: once a readout). A readout still ends the moment its BCC is
-read, and times out when the readout says, as before.
-
-Outside a readout (stale input before a request, the tail of a broken reply being drained),
-bytes are kept and read with :meth:`AsyncLink.read`.
+The port's link (TCP, a serial device, pyserial's blocking URLs) and how it hands each chunk
+to the readout are in :mod:`kamstrup382.reader.aio_links`.
 
 :func:`new_event_loop` makes uvloop's event loop where it is installed (its transports and
-timers are C: a collector cycle over 1,000 meters in ``bench/bench_collector.py`` takes about a
-quarter less CPU than on asyncio's own loop), asyncio's otherwise; the reader works the same on
-both.
+timers are C, cheaper per readout than asyncio's own loop: see ``bench/bench_collector.py``),
+asyncio's otherwise; the reader works the same on both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import os
-import termios
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, cast
-
-import serial
+from typing import Protocol
 
 from kamstrup382.errors import ConnectionLost, Kamstrup382Error
+from kamstrup382.reader.aio_links import AsyncLink, open_async_link
 from kamstrup382.reader.base import ReaderBase
-from kamstrup382.reader.link import CHUNK, Link, SerialLink, open_serial
-from kamstrup382.reader.options import ReaderOptions, with_attempts
-from kamstrup382.reader.port import PortKind
+from kamstrup382.reader.options import with_attempts
 from kamstrup382.reader.session import Progress, Readout
-from kamstrup382.reading import LineMode, Reading
+from kamstrup382.reading import Reading
 
 __all__ = [
     "AsyncLink",
     "AsyncReader",
-    "GateClosed",
-    "RequestGate",
+    "Gate",
     "new_event_loop",
     "open_async_link",
 ]
-
-
-#: Bytes one receive on a TCP connection takes at most (a whole reply fits; more is read next).
-RECEIVE_BUFFER = 1024
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -85,549 +49,21 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class AsyncLink(Protocol):
-    async def flush_input(self) -> None: ...
+class Gate(Protocol):
+    """Holds a reader's first request until a moment chosen elsewhere.
 
-    async def write(self, data: bytes) -> None: ...
-
-    async def read(self, timeout_at: float) -> bytes:
-        """Bytes received, as soon as there are any; ``b""`` at ``timeout_at`` (loop time)."""
-
-    async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        """Feed the reply to ``readout`` as it arrives, until its telegram is complete.
-
-        Raises what ends it otherwise: the readout's error, its
-        :meth:`~kamstrup382.reader.session.Readout.expired` timeout, ConnectionLost.
-        """
-
-    async def close(self) -> None: ...
-
-
-class _Inbox:
-    """The bytes a link receives: straight to the running readout, or kept for :meth:`read`.
-
-    :meth:`feed` is called by the transport for every chunk (see the module doc).
+    The collector's :class:`~kamstrup382.collector.gate.RequestGate` is one: it writes the
+    requests of thousands of readers at one instant. A gate that is closed instead of opened
+    raises its error (not a line error: the reader does not retry it) and nothing is sent.
     """
-
-    __slots__ = (
-        "_armed_at",
-        "_buf",
-        "_done",
-        "_loop",
-        "_lost",
-        "_progress",
-        "_readout",
-        "_timer",
-        "_waiter",
-        "name",
-    )
-
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.name = name
-        self._loop = loop
-        self._buf = bytearray()
-        self._lost: str | None = None
-        self._waiter: asyncio.Future[None] | None = None  # a read() waiting for bytes
-        # the running readout: where the bytes go, and what ends it
-        self._readout: Readout | None = None
-        self._progress: Progress | None = None
-        self._done: asyncio.Future[BaseException | None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_at = 0.0
-
-    def feed(self, data: bytes) -> None:
-        readout = self._readout
-        if readout is None:
-            self._buf += data
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            return
-        try:
-            done = readout.receive(data, self._loop.time())
-            progress = self._progress
-            if progress is not None:
-                received = readout.received
-                progress(received, max(readout.expected, received))
-        except Exception as error:  # the readout's error (or the progress callback's)
-            self._finish(error)
-            return
-        if done:
-            self._finish(None)
-        elif readout.timeout_at < self._armed_at:
-            self._arm(readout.timeout_at)
-
-    def lost(self, reason: str) -> None:
-        if self._lost is None:
-            self._lost = reason
-        if self._readout is not None:
-            self._finish(ConnectionLost(f"{self.name}: {reason}"))
-            return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def flush(self) -> None:
-        self._buf.clear()
-        self._check()
-
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(f"{self.name}: {self._lost}")
-
-    def _take(self) -> bytes:
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
-
-    async def read(self, timeout_at: float) -> bytes:
-        if self._buf:
-            return self._take()
-        self._check()
-        loop = self._loop
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiter = waiter
-        timer = loop.call_at(timeout_at, _release, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-        if self._buf:
-            return self._take()
-        self._check()
-        return b""
-
-    async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        done: asyncio.Future[BaseException | None] = self._loop.create_future()
-        try:
-            self.begin(readout, progress, done)
-            outcome = await done
-        finally:
-            self.cancel(readout)
-        if outcome is not None:
-            raise outcome
-
-    def begin(
-        self,
-        readout: Readout,
-        progress: Progress | None,
-        done: asyncio.Future[BaseException | None],
-    ) -> None:
-        """Start receiving ``readout`` (its request sent): ``done`` gets its outcome, an error
-        or None."""
-        now = self._loop.time()
-        if now >= readout.timeout_at:
-            done.set_result(readout.expired(now))
-            return
-        self._done = done
-        self._readout = readout
-        self._progress = progress
-        if self._buf:  # arrived since the flush (while the request was being written)
-            self.feed(self._take())
-        if self._readout is readout:
-            if self._lost is not None:
-                self._finish(ConnectionLost(f"{self.name}: {self._lost}"))
-            else:
-                self._arm(readout.timeout_at)
-
-    def cancel(self, readout: Readout) -> None:
-        """No longer waiting for ``readout`` (if it still runs): bytes from now on are kept."""
-        if self._readout is readout:
-            self._finish(None)
-
-    def _arm(self, at: float) -> None:
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-        self._armed_at = at
-        self._timer = self._loop.call_at(at, self._expire)
-
-    def _expire(self) -> None:
-        """The timer: the readout's timeout has passed, or moved later since it was armed."""
-        self._timer = None
-        readout = self._readout
-        if readout is None:
-            return
-        timeout_at = readout.timeout_at
-        if self._loop.time() < timeout_at:
-            self._arm(timeout_at)
-            return
-        # Past it, unless bytes that came in time are still unread: a loop that fell behind
-        # (busy, a pause) may run its timers before it polls for input (uvloop always does).
-        # The verdict comes two callbacks later, after the loop's next poll.
-        self._loop.call_soon(self._loop.call_soon, self._verdict, readout)
-
-    def _verdict(self, readout: Readout) -> None:
-        if self._readout is not readout:  # finished meanwhile
-            return
-        now = self._loop.time()
-        timeout_at = readout.timeout_at
-        if now >= timeout_at:
-            self._finish(readout.expired(now))
-        elif self._timer is None or timeout_at < self._armed_at:
-            self._arm(timeout_at)
-
-    def _finish(self, outcome: BaseException | None) -> None:
-        """The readout is over: wake its coroutine with ``outcome`` (an error, or None)."""
-        self._readout = None
-        self._progress = None
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
-        done = self._done
-        self._done = None
-        if done is not None and not done.done():
-            done.set_result(outcome)
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _receive_by_reads(link: AsyncLink, readout: Readout, progress: Progress | None) -> None:
-    """:meth:`AsyncLink.receive` for a link that only has :meth:`AsyncLink.read`."""
-    loop = asyncio.get_running_loop()
-    while True:
-        timeout_at = readout.timeout_at
-        if loop.time() >= timeout_at:
-            raise readout.expired(loop.time())
-        data = await link.read(timeout_at)
-        if not data:
-            continue
-        done = readout.receive(data, loop.time())
-        if progress is not None:
-            progress(readout.received, max(readout.expected, readout.received))
-        if done:
-            return
-
-
-class _TcpProtocol(_Inbox, asyncio.BufferedProtocol):
-    """The TCP connection's protocol is its inbox.
-
-    A buffered protocol: the transport receives into this connection's small buffer. (The
-    default loop's plain protocol receives into a fresh 256 KiB bytes object per chunk, which
-    the allocator maps and unmaps every time: most of the collector's system time.)
-    """
-
-    __slots__ = ("_received", "_view")
-
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(name, loop)
-        self._received = bytearray(RECEIVE_BUFFER)
-        self._view = memoryview(self._received)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.feed(self._view[:nbytes].tobytes())
-
-    def eof_received(self) -> bool | None:
-        self.lost("connection closed by the gateway")
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost(f"connection lost: {exc}" if exc else "connection closed")
-
-
-class AsyncTcpLink:
-    """``socket://host:port``."""
-
-    def __init__(self, transport: asyncio.Transport, inbox: _TcpProtocol) -> None:
-        self.transport = transport
-        self.inbox = inbox
-
-    @classmethod
-    async def connect(cls, host: str, port: int, *, connect_timeout: float) -> AsyncTcpLink:
-        loop = asyncio.get_running_loop()
-        name = f"{host}:{port}"
-        try:
-            async with asyncio.timeout(connect_timeout):
-                transport, inbox = await loop.create_connection(
-                    lambda: _TcpProtocol(name, loop), host, port
-                )
-        except (OSError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            raise ConnectionLost(f"cannot connect to {host}:{port}: {reason}") from exc
-        return cls(transport, inbox)
-
-    @property
-    def lost(self) -> bool:
-        """Closed, by either side (the gateway, or the network)."""
-        return self.transport.is_closing() or self.inbox._lost is not None
-
-    async def flush_input(self) -> None:
-        self.inbox.flush()
-
-    async def write(self, data: bytes) -> None:
-        if self.transport.is_closing():
-            raise ConnectionLost(f"{self.inbox.name}: connection closed")
-        self.transport.write(data)
-
-    async def read(self, timeout_at: float) -> bytes:
-        return await self.inbox.read(timeout_at)
-
-    async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        await self.inbox.receive(readout, progress)
-
-    async def close(self) -> None:
-        self.transport.close()
-
-
-class AsyncFdLink:
-    """A serial device's non-blocking file descriptor, watched by the event loop."""
-
-    def __init__(self, ser: serial.Serial, name: str) -> None:
-        self.ser = ser
-        self.fd: int = ser.fileno()
-        self._loop = asyncio.get_running_loop()
-        self.inbox = _Inbox(name, self._loop)
-        os.set_blocking(self.fd, False)
-        self._loop.add_reader(self.fd, self._readable)
-        self._watching = True
-
-    @classmethod
-    async def open(cls, port: str, *, line: LineMode, baudrate: int) -> AsyncFdLink:
-        ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
-        try:
-            return cls(ser, port)
-        except OSError as exc:  # a file the event loop cannot watch
-            await asyncio.to_thread(ser.close)
-            raise ConnectionLost(f"cannot watch {port}: {exc}") from exc
-        except BaseException:
-            await asyncio.to_thread(ser.close)
-            raise
-
-    def _unwatch(self) -> None:
-        if self._watching:
-            self._watching = False
-            self._loop.remove_reader(self.fd)
-
-    def _readable(self, *, polled: bool = False) -> None:
-        """Read what is there. Called by the loop when the fd is readable, where an empty
-        read means the device is gone; ``polled`` when called to look (VMIN = 0: empty is
-        nothing there)."""
-        first = not polled
-        while True:
-            try:
-                data = os.read(self.fd, CHUNK)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._unwatch()
-                self.inbox.lost(f"read failed: {exc}")
-                return
-            if not data:
-                if first:
-                    self._unwatch()
-                    self.inbox.lost("device disconnected")
-                return
-            first = False
-            self.inbox.feed(data)
-            if len(data) < CHUNK:
-                return
-
-    async def flush_input(self) -> None:
-        with contextlib.suppress(termios.error):
-            termios.tcflush(self.fd, termios.TCIFLUSH)
-        if self._watching:
-            self._readable(polled=True)
-        self.inbox.flush()
-
-    async def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                await self._writable()
-                continue
-            except OSError as exc:
-                raise ConnectionLost(f"{self.inbox.name}: write failed: {exc}") from exc
-            view = view[written:]
-
-    async def _writable(self) -> None:
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_writer(self.fd, _release, ready)
-        try:
-            await ready
-        finally:
-            self._loop.remove_writer(self.fd)
-
-    async def read(self, timeout_at: float) -> bytes:
-        return await self.inbox.read(timeout_at)
-
-    async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        await self.inbox.receive(readout, progress)
-
-    async def close(self) -> None:
-        self._unwatch()
-        await asyncio.to_thread(self.ser.close)
-
-
-class AsyncThreadLink:
-    """A blocking pyserial link (``rfc2217://``, other URLs) with its waits in a worker thread."""
-
-    def __init__(self, link: Link) -> None:
-        self.link = link
-
-    @classmethod
-    async def open(cls, port: str, *, line: LineMode, baudrate: int) -> AsyncThreadLink:
-        ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
-        return cls(SerialLink(ser, port))
-
-    async def flush_input(self) -> None:
-        await asyncio.to_thread(self.link.flush_input)
-
-    async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self.link.write, data)
-
-    async def read(self, timeout_at: float) -> bytes:
-        wait = timeout_at - asyncio.get_running_loop().time()
-        return await asyncio.to_thread(self.link.read, wait)
-
-    async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        await _receive_by_reads(self, readout, progress)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.link.close)
-
-
-async def open_async_link(options: ReaderOptions) -> AsyncLink:
-    spec = options.spec
-    if spec.kind is PortKind.SOCKET:
-        assert spec.host is not None and spec.tcp_port is not None
-        return await AsyncTcpLink.connect(
-            spec.host, spec.tcp_port, connect_timeout=options.connect_timeout
-        )
-    if spec.kind is PortKind.DEVICE:
-        return await AsyncFdLink.open(spec.text, line=options.line, baudrate=options.baudrate)
-    return await AsyncThreadLink.open(spec.text, line=options.line, baudrate=options.baudrate)
-
-
-class GateClosed(Exception):
-    """The :class:`RequestGate` was closed instead of opened: the request was not sent."""
-
-
-#: A gate's answer to a reader that writes its request itself (not a TCP link).
-_NOT_SENT = GateClosed("not sent by the gate")
-
-
-#: A reader waiting at a :class:`RequestGate`: its future, link, prepared readout and progress.
-_GateEntry = tuple[asyncio.Future[BaseException | None], AsyncLink, Readout | None, Progress | None]
-
-
-class RequestGate:
-    """Many readouts' requests written at one instant, by one loop callback.
-
-    A collector connects thousands of meters ahead of a slot and sends their requests at its
-    start. Woken one by one (a timer and a task step each), the readers took 0.5-0.9 s to get
-    10,000 requests out. With a gate, each reader prepares its readout ahead
-    (``AsyncReader.read(gate=...)``: the port open, the readout and its decoder built) and
-    waits; :meth:`open` then writes every prepared request in one pass (on a TCP link the
-    input is flushed, the request written, the readout's timing started and its reply routed
-    to it, exactly as the reader does it): the readers' coroutines are not woken at the start
-    at all, only when their readouts end. Links without a synchronous write (serial devices)
-    are woken and write it themselves.
-    :meth:`close` instead: every waiting reader raises :class:`GateClosed`, nothing sent.
-    """
-
-    __slots__ = ("_entries", "_error", "_opened", "opened_at", "opened_mono")
-
-    def __init__(self) -> None:
-        self._entries: list[_GateEntry] = []
-        self._opened = False
-        self._error: GateClosed | None = None
-        #: ``time.monotonic()`` and the wall clock when the gate opened.
-        self.opened_mono = 0.0
-        self.opened_at: datetime | None = None
 
     async def wait(self) -> None:
-        """Until the gate opens (raises :class:`GateClosed` if it is closed)."""
-        await self._enter(None, None)
+        """Return when the request may go out."""
 
     async def send(self, link: AsyncLink, readout: Readout, progress: Progress | None) -> bool:
-        """Write ``readout``'s request on ``link`` when the gate opens and receive its reply
-        (True; raises the readout's error); False: the link has no synchronous write, the
-        caller writes and receives it now."""
-        if self._error is not None:
-            raise self._error
-        if self._opened:
-            return False
-        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self._entries.append((future, link, readout, progress))
-        try:
-            outcome = await future
-        finally:
-            if type(link) is AsyncTcpLink:  # cancelled while receiving: bytes are kept
-                link.inbox.cancel(readout)
-        if outcome is _NOT_SENT:
-            return False
-        if outcome is not None:
-            raise outcome
-        return True
-
-    async def _enter(self, link: AsyncLink | None, readout: Readout | None) -> bool:
-        if self._error is not None:
-            raise self._error
-        if self._opened:
-            return False
-        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self._entries.append((future, cast(AsyncLink, link), readout, None))
-        await future
-        return False
-
-    def open(self) -> None:
-        """Write every prepared request now, then wake the readers."""
-        self._opened = True
-        entries, self._entries = self._entries, []
-        woken: list[asyncio.Future[BaseException | None]] = []
-        ready: list[_GateEntry] = []
-        # what came in while waiting is dropped (nothing more can arrive before the writes:
-        # this is one callback), closed links fail, links that write themselves are woken
-        for entry in entries:
-            future, link, readout, _progress = entry
-            if future.done():  # cancelled while waiting: nothing sent
-                continue
-            if readout is None or type(link) is not AsyncTcpLink:
-                woken.append(future)
-                continue
-            try:
-                link.inbox.flush()
-                if link.transport.is_closing():
-                    raise ConnectionLost(f"{link.inbox.name}: connection closed")
-            except Kamstrup382Error as error:
-                future.set_result(error)
-                continue
-            ready.append(entry)
-        # the writes back to back, each request's time taken as it goes out ...
-        monotonic = time.monotonic  # the clock of asyncio's and uvloop's loop.time()
-        self.opened_mono = opened = monotonic()
-        self.opened_at = wall = datetime.now(UTC)
-        sent_at = [0.0] * len(ready)
-        for index, (_future, link, readout, _progress) in enumerate(ready):
-            cast(AsyncTcpLink, link).transport.write(cast(Readout, readout).request)
-            sent_at[index] = monotonic()
-        # ... then each readout's timing starts from its request's time, and its reply goes
-        # straight to it (still the same callback: nothing has arrived yet); its coroutine
-        # wakes when the readout is over
-        for at, (future, link, readout, progress) in zip(sent_at, ready, strict=True):
-            assert readout is not None
-            readout.sent(at, wall + timedelta(seconds=at - opened))
-            cast(AsyncTcpLink, link).inbox.begin(readout, progress, future)
-        for future in woken:
-            future.set_result(_NOT_SENT)
-
-    def close(self) -> None:
-        """Send nothing: every reader waiting raises :class:`GateClosed`."""
-        self._error = GateClosed("the request gate was closed")
-        entries, self._entries = self._entries, []
-        for future, _link, _readout, _progress in entries:
-            if not future.done():
-                future.set_exception(self._error)
+        """Write ``readout``'s request on ``link`` when the gate opens and receive its reply:
+        True (or the readout's error raised). False: the caller writes and receives it now
+        (the gate is open, or ``link`` has no :meth:`~AsyncLink.immediate` side)."""
 
 
 class AsyncReader(ReaderBase[AsyncLink]):
@@ -641,11 +77,12 @@ class AsyncReader(ReaderBase[AsyncLink]):
     async def open(self) -> None:
         """Open the port now (otherwise the first :meth:`read` does, inside its retries).
 
-        A TCP connection kept open since an earlier readout and lost meanwhile (the gateway
-        closed it, say) is opened again.
+        A link kept open since an earlier readout and known to be lost meanwhile
+        (:attr:`AsyncLink.lost`: the gateway closed the connection, the device went away) is
+        opened again.
         """
         link = self._link
-        if type(link) is AsyncTcpLink and link.lost:
+        if link is not None and link.lost:
             await self.close()
         await self._ensure_link()
 
@@ -674,20 +111,18 @@ class AsyncReader(ReaderBase[AsyncLink]):
                 raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
         return self._link
 
-    async def read(
-        self, progress: Progress | None = None, *, gate: RequestGate | None = None
-    ) -> Reading:
+    async def read(self, progress: Progress | None = None, *, gate: Gate | None = None) -> Reading:
         """One readout, with retries; raises the last typed error if every attempt fails.
 
         Concurrent calls on one reader take turns (one line, one exchange at a time).
         ``gate``: the first attempt is prepared now (the port opened, the readout set up) and
-        its request written when the gate opens (see :class:`RequestGate`); a gate closed
-        instead raises its :class:`GateClosed` and nothing is sent.
+        its request written when the gate opens (see :class:`Gate`); a gate closed instead
+        raises its error and nothing is sent.
         """
         async with self._lock:
             return await self._read(progress or self.progress, gate)
 
-    async def _read(self, progress: Progress | None, gate: RequestGate | None = None) -> Reading:
+    async def _read(self, progress: Progress | None, gate: Gate | None = None) -> Reading:
         failed = 0
         while True:
             try:
@@ -704,7 +139,7 @@ class AsyncReader(ReaderBase[AsyncLink]):
                     raise
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, progress: Progress | None, gate: RequestGate | None = None) -> Readout:
+    async def _attempt(self, progress: Progress | None, gate: Gate | None = None) -> Readout:
         loop = asyncio.get_running_loop()
         if gate is not None and (self._link is None or self._broken is not None):
             await gate.wait()  # not connected (or a reply to drain): all of it from the start

@@ -39,6 +39,9 @@ class Storage(abc.ABC):
     """A place that keeps readings, failures and the MQTT outbox; see the backends."""
 
     url: str
+    #: Whether several collectors may read into this storage at once, sharing the meters
+    #: through its leases (:meth:`claim`); False: one collector has every meter to itself.
+    shares_meters: bool = False
 
     # -- life cycle -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -227,6 +227,8 @@ def _where(
 class PostgresStorage(Storage):
     """Readings in a PostgreSQL database at ``url`` (a libpq connection URL)."""
 
+    shares_meters = True
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.RLock()

@@ -1,0 +1,113 @@
+"""The collector's readers: one per readout, or kept connected from one readout to the next.
+
+- A reader is made for each readout and closed after it; with ``keep_connected`` (see
+  :class:`ReaderPool`) the reader of a meter alone on its line is kept open instead and used
+  again next time. A kept reader given up in the middle of a readout (cancelled, or a bug: the
+  line's state is unknown) is not used again; it is closed with the pool.
+- At most :data:`CONNECTS_AT_ONCE` connections are being set up at once.
+- Each meter's reader starts in ``auto`` BCC mode from the algorithm the meter used last
+  (``bcc_hint``): remembered after each reading (:meth:`ReaderPool.learned`), loaded from the
+  storage at the collector's start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from kamstrup382.collector.config import MeterConfig
+from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.protocol import BccAlgorithm
+from kamstrup382.reader import AsyncReader
+
+__all__ = ["CONNECTS_AT_ONCE", "ReaderPool"]
+
+log = logging.getLogger(__name__)
+
+#: Connections being set up at once: ten thousand simultaneous connects starve the event loop
+#: and time out (figures: ``docs/collector.md``).
+CONNECTS_AT_ONCE = 1024
+
+
+class ReaderPool:
+    """The readers of ``meters``.
+
+    ``keep_connected``: keep the connection of each meter alone on its line open between its
+    readouts. The collector turns it off where its meters are shared with other collectors: the
+    next slot's claim may go to another collector, whose connect a gateway taking one client at
+    a time would refuse while this one holds it.
+    """
+
+    def __init__(self, meters: Iterable[MeterConfig], *, keep_connected: bool) -> None:
+        self.keep_connected = keep_connected
+        self._line_sizes = Counter(meter.shared_line for meter in meters)
+        #: Per meter: the BCC algorithm of its last reading, the next reader's ``bcc_hint``.
+        self._bcc: dict[str, BccAlgorithm] = {}
+        self._connecting: asyncio.Semaphore | None = None
+        #: The readers kept open between readouts, by meter; and those given up in the middle
+        #: of a readout, closed with the pool.
+        self._kept: dict[str, AsyncReader] = {}
+        self._retired: list[AsyncReader] = []
+
+    def reader(self, meter: MeterConfig) -> contextlib.AbstractAsyncContextManager[AsyncReader]:
+        """The reader of ``meter`` for one readout: a new one, closed after it; or, where kept,
+        the one kept open since the last."""
+        kept = self._kept.get(meter.name)
+        if kept is not None:
+            return contextlib.nullcontext(kept)
+        reader = AsyncReader(
+            meter.port,
+            line=meter.line,
+            bcc=meter.bcc,
+            retries=meter.retries,
+            backoff=meter.backoff,
+            answer_timeout=meter.answer_timeout,
+            answer_margin=meter.answer_margin,
+            deadline=meter.deadline,
+            bcc_hint=self._bcc.get(meter.name),
+        )
+        if self.keep_connected and self._line_sizes[meter.shared_line] == 1:
+            self._kept[meter.name] = reader
+            return contextlib.nullcontext(reader)
+        return reader
+
+    async def connect(self, reader: AsyncReader) -> None:
+        """Open ``reader``'s port now, with at most :data:`CONNECTS_AT_ONCE` at once.
+
+        A failed open is left to the reader's ``read``, which tries again within its retries.
+        """
+        if self._connecting is None:
+            self._connecting = asyncio.Semaphore(CONNECTS_AT_ONCE)
+        async with self._connecting:
+            with contextlib.suppress(Kamstrup382Error):
+                await reader.open()
+
+    def retire(self, meter: MeterConfig) -> None:
+        """Do not use ``meter``'s kept reader again (a readout on it was given up half-way)."""
+        reader = self._kept.pop(meter.name, None)
+        if reader is not None:
+            self._retired.append(reader)
+
+    def learned(self, meter: str, algorithm: BccAlgorithm) -> None:
+        """``meter`` used ``algorithm``: its next reader's hint."""
+        self._bcc[meter] = algorithm
+
+    def load_hints(self, stored: Mapping[str, str]) -> None:
+        """Hints from the storage (algorithm names by meter), for meters not read since this
+        pool began; a name that is no algorithm is ignored, with a warning."""
+        for meter, value in stored.items():
+            try:
+                self._bcc.setdefault(meter, BccAlgorithm(value))
+            except ValueError:
+                log.warning("meter %s: stored BCC algorithm %r ignored", meter, value)
+
+    async def close(self) -> None:
+        """Close the readers kept open."""
+        readers = [*self._kept.values(), *self._retired]
+        self._kept.clear()
+        self._retired.clear()
+        for reader in readers:
+            await reader.close()

@@ -1,0 +1,95 @@
+"""The rows a readout becomes: a reading, a failure, or a meter missed in its slot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.reading import Reading
+from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
+
+__all__ = ["failure_record", "missed_message", "missed_record", "reading_record"]
+
+
+def reading_record(
+    meter: str, slot: datetime, reading: Reading, read_at: datetime
+) -> ReadingRecord:
+    """``reading`` of ``meter`` for ``slot``, its request sent at ``read_at``."""
+    type_number = reading.identification.type_number
+    return ReadingRecord(
+        meter=meter,
+        slot=slot,
+        read_at=read_at,
+        values=reading.meter_values(),
+        identification=str(reading.identification).removeprefix("/"),
+        type_number=str(type_number) if type_number is not None else None,
+        bcc_algorithm=reading.bcc_algorithm.value,
+        raw=reading.raw,
+        answer_delay=reading.answer_delay,
+        duration=reading.duration,
+        attempts=reading.attempts,
+    )
+
+
+def failure_record(
+    meter: str,
+    slot: datetime,
+    error: Kamstrup382Error | OSError,
+    failed_at: datetime,
+    duration: float,
+) -> FailureRecord:
+    """The readout of ``meter`` for ``slot`` ended in ``error`` at ``failed_at``.
+
+    An :class:`OSError` (the readers translate these; a safety net) is a ``connection`` failure.
+    """
+    if isinstance(error, Kamstrup382Error):
+        kind = error.kind
+        # set by the reader on what it raises after its retries; an error raised outside them
+        # (e.g. while setting the reader up) ended the collector's one attempt
+        attempts = error.attempts if error.attempts is not None else 1
+    else:
+        kind, attempts = "connection", 1
+    return FailureRecord(
+        meter=meter,
+        slot=slot,
+        failed_at=failed_at,
+        kind=kind,
+        message=str(error) or type(error).__name__,
+        attempts=attempts,
+        duration=duration,
+    )
+
+
+def missed_record(meter: str, slot: datetime, at: datetime, message: str) -> FailureRecord:
+    """``meter`` was not read in ``slot`` (its turn came at ``at``): no attempt made."""
+    return FailureRecord(
+        meter=meter,
+        slot=slot,
+        failed_at=at,
+        kind=MISSED,
+        message=message,
+        attempts=0,
+        duration=0.0,
+    )
+
+
+def missed_message(
+    slot: datetime,
+    end: datetime,
+    line: str,
+    last: tuple[str, datetime] | None,
+    now: datetime,
+) -> str:
+    """Why the meters left on ``line`` at ``now`` were not read in the slot ``slot``-``end``;
+    ``last``: the meter read last on the line and when its readout ended."""
+    if last is not None and last[1] >= end:
+        return (
+            f"not read in slot {slot.isoformat()}: line {line} was busy until the slot ended "
+            f"(the readout of {last[0]} ran until {last[1].isoformat()}, "
+            f"the slot ended at {end.isoformat()})"
+        )
+    late = (now - end).total_seconds()
+    return (
+        f"not read in slot {slot.isoformat()}: the collector fell behind "
+        f"(the meter's turn came {late:.1f} s after the slot ended)"
+    )
