@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 
-from kamstrup382.collector.config import load_config
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.collector.config import HttpConfig, load_config
+from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import DEFAULT_TITLE, create_app
 from kamstrup382.web.server import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     LOOPBACK_HOSTS,
     check_listen,
     parse_listen,
@@ -23,50 +20,18 @@ from kamstrup382.web.server import (
     stop_on_signals,
 )
 
-__all__ = ["HttpSettings", "http_settings", "serve"]
+__all__ = ["serve"]
 
 
-class HttpSettings:
-    """The ``[http]`` table of the config: ``listen``, ``token``, ``title``, ``refresh``."""
-
-    def __init__(self, table: Mapping[str, Any]) -> None:
-        known = {"listen", "token", "title", "refresh"}
-        for key in table:
-            if key not in known:
-                raise ConfigError(f"http.{key}", f"unknown key (known: {', '.join(sorted(known))})")
-        self.listen: str | None = self._text(table, "listen")
-        self.token: str | None = self._text(table, "token")
-        self.title: str = self._text(table, "title") or DEFAULT_TITLE
-        refresh = table.get("refresh", 30)
-        if isinstance(refresh, bool) or not isinstance(refresh, int | float) or refresh < 0:
-            raise ConfigError("http.refresh", f"must be seconds >= 0, got {refresh!r}")
-        self.refresh = float(refresh)
-
-    @staticmethod
-    def _text(table: Mapping[str, Any], key: str) -> str | None:
-        value = table.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"http.{key}", f"must be a non-empty string, got {value!r}")
-        return value
-
-
-def http_settings(sections: Mapping[str, Any]) -> HttpSettings:
-    table = sections.get("http", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError("http", "must be a table")
-    return HttpSettings(table)
-
-
-async def _serve(storage_url: str, listen_text: str, token: str | None, settings: Any) -> None:
-    listen = parse_listen(listen_text)
+async def _serve(storage_url: str, listen: Listen, token: str | None, http: HttpConfig) -> None:
     check_listen(listen, token)
     storage = await asyncio.to_thread(open_storage, storage_url)
     try:
         app = create_app(
             storage,
             token=token,
-            title=settings.title,
-            refresh=settings.refresh,
+            title=http.title or DEFAULT_TITLE,
+            refresh=http.refresh,
             allowed_hosts=None if token else LOOPBACK_HOSTS,
         )
         stop = asyncio.Event()
@@ -122,16 +87,18 @@ def serve(
     The API is described at /api/openapi.json; every series has ?format=csv.
     """
     try:
-        settings = HttpSettings({})
+        http = HttpConfig()
         if config_path is not None:
             cfg = load_config(config_path)
-            settings = http_settings(cfg.sections)
+            http = cfg.http
             storage_url = storage_url or cfg.storage.url
         if storage_url is None:
             raise click.UsageError("give --config FILE or --storage URL")
-        listen = listen or settings.listen or f"{DEFAULT_HOST}:{DEFAULT_PORT}"
-        token = token or settings.token or None
-        asyncio.run(_serve(storage_url, listen, token, settings))
+        where = (
+            parse_listen(listen) if listen else http.listen or Listen(DEFAULT_HOST, DEFAULT_PORT)
+        )
+        token = token or http.token or None
+        asyncio.run(_serve(storage_url, where, token, http))
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
     return 0
