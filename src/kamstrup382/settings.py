@@ -64,7 +64,8 @@ BOOL_WORDS: Mapping[str, bool] = {"1": True, "true": True, "yes": True, "on": Tr
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):(\d{1,5})")
+_BAD_HOST = re.compile(r"[\s\[\]/]")
+_PORT = re.compile(r"[0-9]{1,5}")
 _WINDOWS_PORT = re.compile(r"COM\d+", re.IGNORECASE)
 
 
@@ -211,17 +212,45 @@ def storage_url(value: object, key: str) -> str:
     return check_storage_url(text(value, key), key)
 
 
+def _address(value: object, key: str) -> tuple[str | None, int | None]:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST``, ``[IPv6]`` or ``:PORT`` -> (host, port), the
+    missing part ``None``: the one grammar of every address a server of ours listens on."""
+    written = text(value, key, empty=True).strip()
+    host: str | None
+    port_text: str | None = None
+    if written.startswith("["):
+        end = written.find("]")
+        if end < 0:
+            raise ConfigError(key, f"{written!r} lacks the closing ']' of an IPv6 address")
+        host, rest = written[1:end], written[end + 1 :]
+        if not host:
+            raise ConfigError(key, f"{written!r}: empty host")
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(key, f"{written!r} is not [IPv6]:PORT")
+            port_text = rest[1:]
+    elif written.count(":") == 1:
+        host, port_text = written.split(":")
+    elif ":" in written:
+        raise ConfigError(key, f"{written!r}: write an IPv6 address in brackets, [::1]:8382")
+    else:
+        host = written
+    if host is not None and _BAD_HOST.search(host):
+        raise ConfigError(key, f"bad host {host!r} in {written!r}")
+    if port_text is None:
+        return host or None, None
+    if not _PORT.fullmatch(port_text) or int(port_text) > 65535:
+        raise ConfigError(key, f"port {port_text!r} is not a number 0..65535")
+    return host or None, int(port_text)
+
+
 def host_port(value: object, key: str, *, default_host: str | None = None) -> tuple[str, int]:
-    """``host:port`` (``[::1]:9382`` for IPv6; port 0: any free port) -> (host, port)."""
-    spec = text(value, key).strip()
-    if spec.startswith(":") and default_host is not None:
-        spec = default_host + spec
-    match = _HOST_PORT.fullmatch(spec)
-    if match is None:
+    """``host:port`` (``[::1]:9382`` for IPv6; port 0: any free port) -> (host, port); the host
+    may be left out (``:9382``) when there is a ``default_host``."""
+    host, port = _address(value, key)
+    host = host or default_host
+    if host is None or port is None:
         raise ConfigError(key, f"expected host:port (e.g. 127.0.0.1:9382), got {value!r}")
-    host, port = match.group(1).strip("[]"), int(match.group(2))
-    if port > 65535:
-        raise ConfigError(key, f"port {port} out of range 0-65535")
     return host, port
 
 
@@ -249,26 +278,5 @@ class Listen:
 def listen(value: object, key: str) -> Listen:
     """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` or ``:PORT`` (port 0: any free port); the
     missing part is :data:`DEFAULT_HOST` or :data:`DEFAULT_PORT`."""
-    written = text(value, key, empty=True).strip()
-    host, port_text = DEFAULT_HOST, str(DEFAULT_PORT)
-    if written.startswith("["):
-        end = written.find("]")
-        if end < 0:
-            raise ConfigError(key, f"{written!r} lacks the closing ']' of an IPv6 address")
-        host, rest = written[1:end], written[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ConfigError(key, f"{written!r} is not [IPv6]:PORT")
-            port_text = rest[1:]
-    elif written.count(":") == 1:
-        host_part, port_text = written.split(":")
-        host = host_part or DEFAULT_HOST
-    elif ":" in written:
-        raise ConfigError(key, f"{written!r}: write an IPv6 address in brackets, [::1]:8382")
-    elif written:
-        host = written
-    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(key, f"port {port_text!r} is not a number 0..65535")
-    if not host:
-        raise ConfigError(key, "empty host")
-    return Listen(host, int(port_text))
+    host, port = _address(value, key)
+    return Listen(host or DEFAULT_HOST, DEFAULT_PORT if port is None else port)
