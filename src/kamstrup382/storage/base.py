@@ -113,14 +113,9 @@ class Storage(abc.ABC):
     def outbox_release(self, holder: str) -> None:
         """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
 
+    @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         """The BCC algorithm of each meter's newest reading (meters without one are left out)."""
-        result: dict[str, str] = {}
-        for meter in dict.fromkeys(meters):
-            latest = self.latest(meter)
-            if latest is not None:
-                result[meter] = str(latest.bcc_algorithm)
-        return result
 
     # -- reading -----------------------------------------------------------------------------
     @abc.abstractmethod
