@@ -11,13 +11,16 @@ import pytest
 
 from kamstrup382.collector.config import (
     Config,
+    HttpConfig,
     load_config,
     parse_config,
     parse_duration,
 )
 from kamstrup382.errors import ConfigError
 from kamstrup382.protocol import BccMode
+from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reading import LineMode
+from kamstrup382.settings import Listen
 
 BASE = """
 [storage]
@@ -38,8 +41,9 @@ def test_minimal_meter_gets_the_defaults() -> None:
     assert meter.interval == timedelta(minutes=15)
     assert meter.jitter == timedelta(0)
     assert meter.shared_line == "socket://127.0.0.1:4001"
-    assert meter.retries == 2
-    assert meter.deadline is None
+    assert meter.retry == RetryPolicy()
+    assert meter.timing == Timing()
+    assert meter.timing.deadline is None
     assert cfg.storage.url == "sqlite:///tmp/x.sqlite"
     assert cfg.collector.interval == timedelta(minutes=15)
     assert cfg.collector.id
@@ -93,13 +97,12 @@ shared_line = "bus-1"
     a, b = cfg.meters
     assert a.interval == timedelta(minutes=5)
     assert a.jitter == timedelta(seconds=10)
-    assert a.retries == 4
-    assert a.backoff == 0.5
-    assert a.answer_timeout == 1.0
-    assert a.deadline == 20.0
+    assert a.retry == RetryPolicy(retries=4, backoff=0.5)
+    assert a.timing == Timing(answer_timeout=1.0, deadline=20.0)
     assert b.interval == timedelta(hours=1, minutes=30)
     assert b.jitter == timedelta(0)
-    assert b.retries == 0
+    assert b.retry == RetryPolicy(retries=0, backoff=0.5)
+    assert b.timing == a.timing
     assert b.line is LineMode.EIGHT_N_ONE
     assert b.bcc is BccMode.XOR
     assert b.shared_line == "bus-1"
@@ -203,6 +206,18 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("[collector]\nid = ''\n", "collector.id", "empty"),
     ("[collector]\nwhatever = 1\n", "collector.whatever", "unknown key"),
     ("mqtt = 'broker'\n", "mqtt", "table"),
+    ("[storage]\nurl = 'sqlite:///x?journal=off'\n", "storage.url", "unknown sqlite option"),
+    (METER + "[[meters]]\nname = 'b'\nport = 'socket://x:0'\n", "meters[1].port", "range"),
+    (METER + "[[meters]]\nname = 'b'\nport = 'loop://'\n", "meters[1].port", "bad port"),
+    ("http = 1\n", "http", "table"),
+    ("[http]\nport = 80\n", "http.port", "unknown key"),
+    ("[http]\nlisten = '::1:80'\n", "http.listen", "brackets"),
+    ("[http]\nlisten = 'h:70000'\n", "http.listen", "0..65535"),
+    ("[http]\nlisten = ''\n", "http.listen", "empty"),
+    ("[http]\ntoken = ''\n", "http.token", "empty"),
+    ("[http]\ntitle = 3\n", "http.title", "string"),
+    ("[http]\nrefresh = -1\n", "http.refresh", ">= 0"),
+    ("[http]\nrefresh = true\n", "http.refresh", "duration"),
 ]
 
 
@@ -219,8 +234,8 @@ def test_bad_config_names_the_key(text: str, key: str, problem: str) -> None:
 def test_owned_sections_are_kept_raw() -> None:
     cfg = parse(BASE + '[mqtt]\nhost = "127.0.0.1"\nport = 1883\n[http]\nlisten = ":8080"\n')
     assert dict(cfg.sections["mqtt"]) == {"host": "127.0.0.1", "port": 1883}
-    assert dict(cfg.sections["http"]) == {"listen": ":8080"}
     assert "prometheus" not in cfg.sections
+    assert "http" not in cfg.sections  # the dashboard's table is parsed with the others
     with pytest.raises(TypeError):
         cfg.sections["mqtt"]["host"] = "x"  # type: ignore[index]
 
@@ -239,7 +254,7 @@ def test_environment_overrides_secrets_and_typed_keys() -> None:
     assert cfg.storage.url == "postgresql://u:secret@127.0.0.1/k382"
     assert dict(cfg.sections["mqtt"]) == {"host": "h", "port": 8883, "password": "s3cret"}
     assert "prometheus" not in cfg.sections
-    assert cfg.collector.retries == 5
+    assert cfg.collector.retry.retries == 5
     assert cfg.collector.lease == timedelta(seconds=30)
 
 
@@ -312,9 +327,11 @@ def test_the_example_config_loads_with_its_outputs_uncommented() -> None:
     # the commented output tables are valid TOML with the sections the outputs read
     text = EXAMPLE.read_text(encoding="utf-8")
     tail = text[text.index("# [mqtt]") :].splitlines()
-    sections = dict(parse(BASE + _regroup(tail)).sections)
-    assert sorted(sections) == ["http", "mqtt", "prometheus"]
+    uncommented = parse(BASE + _regroup(tail))
+    sections = dict(uncommented.sections)
+    assert sorted(sections) == ["mqtt", "prometheus"]
     assert sections["prometheus"]["listen"] == "127.0.0.1:9382"
+    assert uncommented.http == HttpConfig(listen=Listen("127.0.0.1", 8382))
 
 
 def _regroup(lines: list[str]) -> str:
@@ -356,3 +373,26 @@ def test_a_bad_keep_connected_names_the_key(text: str, env: dict[str, str]) -> N
         parse(BASE + text, env)
     assert info.value.key == "collector.keep_connected"
     assert "true or false" in str(info.value)
+
+
+def test_the_http_table_is_parsed_with_the_others() -> None:
+    assert parse(BASE).http == HttpConfig(listen=None, token=None, title=None, refresh=30.0)
+    text = '[http]\nlisten = "[::1]:0"\ntoken = "t0ken"\ntitle = "Our house"\nrefresh = "1m"\n'
+    http = parse(BASE + text, {"K382_HTTP_TOKEN": "from-env"}).http
+    assert http == HttpConfig(Listen("::1", 0), "from-env", "Our house", 60.0)
+    assert parse(BASE + "[http]\nrefresh = 0\n", {"K382_HTTP_REFRESH": "5"}).http.refresh == 5.0
+    # without the table the environment does not make one
+    assert parse(BASE, {"K382_HTTP_TOKEN": "x"}).http == HttpConfig()
+
+
+def test_a_meter_hands_its_timing_and_retries_to_the_reader_whole() -> None:
+    cfg = parse(
+        BASE
+        + "[collector]\nanswer_margin = 0\nbackoff = 0\n"
+        + METER
+        + "answer_timeout = '250ms'\ndeadline = 9\nretries = 1\n"
+    )
+    (meter,) = cfg.meters
+    assert meter.timing == Timing(answer_timeout=0.25, answer_margin=0.0, deadline=9.0)
+    assert meter.retry == RetryPolicy(retries=1, backoff=0.0)
+    assert cfg.collector.timing == Timing(answer_margin=0.0)

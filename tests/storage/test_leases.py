@@ -88,15 +88,14 @@ def test_a_slow_holder_and_its_successor_store_one_reading(collectors: list[Stor
     assert len(list(a.readings("m1"))) == 1
 
 
-def test_release_and_complete(collectors: list[Storage]) -> None:
+def test_release_and_a_stored_attempt_end_claims(collectors: list[Storage]) -> None:
     a, b, _ = collectors
     assert a.claim("a", ["m1", "m2", "m3"], START, LONG) == ["m1", "m2", "m3"]
     b.release("b", ["m1"], START)  # not b's: nothing happens
     assert b.claim("b", ["m1"], START, LONG) == []
     a.release("a", ["m1", "m2"], START)
-    a.complete("a", ["m3"], START)
+    a.record([], [failure("m3", 0)])  # a failure stored for the slot marks it done too
     assert b.claim("b", ["m1", "m2", "m3"], START, LONG) == ["m1", "m2"]
     assert a.claim("a", ["m3"], START, LONG) == []
-    b.complete("b", [], START)
     b.release("b", [], START)
     assert b.claim("b", [], START, LONG) == []

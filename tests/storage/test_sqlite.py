@@ -53,7 +53,7 @@ def test_a_single_process_claims_every_meter(tmp_path: Path) -> None:
     with open_storage(f"sqlite:///{tmp_path / 'x.sqlite'}") as storage:
         lease = timedelta(minutes=1)
         assert storage.claim("a", ["m2", "m1", "m2"], START, lease) == ["m2", "m1"]
-        storage.complete("a", ["m1"], START)
+        storage.record([], [failure("m1", 0)])
         storage.release("a", ["m2"], START)
         assert storage.claim("b", ["m1", "m2"], START, lease) == ["m1", "m2"]
 

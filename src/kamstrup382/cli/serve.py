@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 
-from kamstrup382.collector.config import load_config
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.collector.config import HttpConfig, load_config
+from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import DEFAULT_TITLE, create_app
 from kamstrup382.web.server import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     allowed_hosts,
     check_listen,
     parse_listen,
@@ -24,44 +21,11 @@ from kamstrup382.web.server import (
 )
 from kamstrup382.web.token import TOKEN_ENV, env_token, read_token_file
 
-__all__ = ["HttpSettings", "http_settings", "serve"]
-
-
-class HttpSettings:
-    """The ``[http]`` table of the config: ``listen``, ``token``, ``token_file``, ``title``,
-    ``refresh``."""
-
-    def __init__(self, table: Mapping[str, Any]) -> None:
-        known = {"listen", "token", "token_file", "title", "refresh"}
-        for key in table:
-            if key not in known:
-                raise ConfigError(f"http.{key}", f"unknown key (known: {', '.join(sorted(known))})")
-        self.listen: str | None = self._text(table, "listen")
-        self.token: str | None = self._text(table, "token")
-        self.token_file: str | None = self._text(table, "token_file")
-        self.title: str = self._text(table, "title") or DEFAULT_TITLE
-        refresh = table.get("refresh", 30)
-        if isinstance(refresh, bool) or not isinstance(refresh, int | float) or refresh < 0:
-            raise ConfigError("http.refresh", f"must be seconds >= 0, got {refresh!r}")
-        self.refresh = float(refresh)
-
-    @staticmethod
-    def _text(table: Mapping[str, Any], key: str) -> str | None:
-        value = table.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"http.{key}", f"must be a non-empty string, got {value!r}")
-        return value
-
-
-def http_settings(sections: Mapping[str, Any]) -> HttpSettings:
-    table = sections.get("http", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError("http", "must be a table")
-    return HttpSettings(table)
+__all__ = ["serve"]
 
 
 def _token(
-    option: str | None, option_file: Path | None, settings: HttpSettings, config_dir: Path
+    option: str | None, option_file: Path | None, http: HttpConfig, config_dir: Path
 ) -> str | None:
     """The token, from the first of: --token, --token-file, $K382_HTTP_TOKEN (or the older
     $K382_TOKEN), [http] token_file (relative to the config's directory), [http] token."""
@@ -75,24 +39,23 @@ def _token(
         from_env = env_token()
         if from_env is not None:
             return from_env
-        if settings.token_file is None:
-            return settings.token
-        found = read_token_file(config_dir / settings.token_file, "http.token_file")
+        if http.token_file is None:
+            return http.token
+        found = read_token_file(config_dir / http.token_file, "http.token_file")
     if found.warning:
         click.echo(f"warning: {found.warning}", err=True)
     return found.token
 
 
-async def _serve(storage_url: str, listen_text: str, token: str | None, settings: Any) -> None:
-    listen = parse_listen(listen_text)
+async def _serve(storage_url: str, listen: Listen, token: str | None, http: HttpConfig) -> None:
     check_listen(listen, token)
     storage = await asyncio.to_thread(open_storage, storage_url)
     try:
         app = create_app(
             storage,
             token=token,
-            title=settings.title,
-            refresh=settings.refresh,
+            title=http.title or DEFAULT_TITLE,
+            refresh=http.refresh,
             allowed_hosts=allowed_hosts(listen, token),
         )
         stop = asyncio.Event()
@@ -158,18 +121,20 @@ def serve(
     The API is described at /api/openapi.json; every series has ?format=csv.
     """
     try:
-        settings = HttpSettings({})
+        http = HttpConfig()
         config_dir = Path.cwd()
         if config_path is not None:
             cfg = load_config(config_path)
-            settings = http_settings(cfg.sections)
+            http = cfg.http
             storage_url = storage_url or cfg.storage.url
             config_dir = config_path.parent
         if storage_url is None:
             raise click.UsageError("give --config FILE or --storage URL")
-        listen = listen or settings.listen or f"{DEFAULT_HOST}:{DEFAULT_PORT}"
-        token = _token(token, token_file, settings, config_dir)
-        asyncio.run(_serve(storage_url, listen, token, settings))
+        where = (
+            parse_listen(listen) if listen else http.listen or Listen(DEFAULT_HOST, DEFAULT_PORT)
+        )
+        token = _token(token, token_file, http, config_dir)
+        asyncio.run(_serve(storage_url, where, token, http))
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
     return 0

@@ -28,6 +28,12 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     interval = "15m"        # and jitter, retries, backoff, answer_timeout, answer_margin, deadline
     shared_line = "gw1"     # meters naming the same line are read one at a time (default: port)
 
+    [http]                  # the dashboard (k382 serve)
+    listen = "127.0.0.1:8382"
+    token = "..."           # required to listen beyond loopback
+    title = "Our house"
+    refresh = 30            # seconds between page updates (0: none)
+
 Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``.
 
 Environment variables override single keys: ``K382_<SECTION>_<KEY>`` (upper case) sets ``KEY``
@@ -36,68 +42,65 @@ of ``[section]`` for the tables ``storage``, ``collector``, ``mqtt``, ``promethe
 ``http`` the override applies only when the table is in the file, and the value is converted to
 the type of the value it replaces (integer, float, boolean) or kept as text.
 
+``[mqtt]`` and ``[prometheus]`` are kept raw in :attr:`Config.sections` for the outputs to
+parse. Every value is checked by :mod:`kamstrup382.settings`; a meter's timing and retries are
+the reader's own :class:`~kamstrup382.reader.policy.Timing` and
+:class:`~kamstrup382.reader.policy.RetryPolicy`, handed to the reader whole.
+
 Every bad value or unknown key raises :class:`~kamstrup382.errors.ConfigError` whose ``key`` is
 the dotted path of the value (``meters[2].port``, ``collector.interval``).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import socket
 import tomllib
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
+from kamstrup382 import settings as check
 from kamstrup382.errors import ConfigError
 from kamstrup382.protocol import BccMode
+from kamstrup382.reader.policy import RetryPolicy, Timing
+from kamstrup382.reader.port import default_line
 from kamstrup382.reading import LineMode
+from kamstrup382.settings import Listen, parse_duration
+from kamstrup382.storage.url import default_storage_url
 
 __all__ = [
     "ENV_PREFIX",
     "OWNED_SECTIONS",
     "CollectorConfig",
     "Config",
+    "HttpConfig",
     "MeterConfig",
     "StorageConfig",
-    "boolean",
     "build_meter",
-    "check_keys",
-    "default_line",
-    "integer",
     "load_config",
     "parse_config",
     "parse_duration",
-    "text",
 ]
 
 #: Prefix of the environment variables that override config keys.
 ENV_PREFIX = "K382_"
-#: Tables kept raw in :attr:`Config.sections` for the outputs and the web app to parse.
-OWNED_SECTIONS = ("mqtt", "prometheus", "http")
+#: Tables kept raw in :attr:`Config.sections` for the outputs to parse.
+OWNED_SECTIONS = ("mqtt", "prometheus")
+#: Tables an environment variable may override only when the file holds them.
+_OPTIONAL_SECTIONS = (*OWNED_SECTIONS, "http")
 _TYPED_SECTIONS = ("storage", "collector")
-_TOP_LEVEL = ("meters", *_TYPED_SECTIONS, *OWNED_SECTIONS)
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SOCKET_PORT = re.compile(r"(socket|rfc2217)://(\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(\d{1,5})")
-_WINDOWS_PORT = re.compile(r"COM\d+", re.IGNORECASE)
-
-
-def default_line(port: str) -> LineMode:
-    """8N1 for ``socket://`` (a TCP gateway passes the parity bit through), 7E1 otherwise."""
-    return LineMode.EIGHT_N_ONE if port.startswith("socket://") else LineMode.SEVEN_E_ONE
+_TOP_LEVEL = ("meters", *_TYPED_SECTIONS, *_OPTIONAL_SECTIONS)
 
 
 @dataclass(frozen=True, slots=True)
 class MeterConfig:
-    """One meter to read: where, how and how often."""
+    """One meter to read: where, how and how often. ``timing`` and ``retry`` go to the reader
+    as they are."""
 
     name: str
     port: str
@@ -106,11 +109,8 @@ class MeterConfig:
     interval: timedelta
     jitter: timedelta
     shared_line: str
-    retries: int
-    backoff: float
-    answer_timeout: float
-    answer_margin: float
-    deadline: float | None
+    timing: Timing = field(default_factory=Timing)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +124,10 @@ class CollectorConfig:
 
     interval: timedelta = timedelta(minutes=15)
     jitter: timedelta = timedelta(0)
-    retries: int = 2
-    backoff: float = 0.2
-    answer_timeout: float = 0.6
-    answer_margin: float = 0.3
-    deadline: float | None = None
+    #: A meter's answer window and deadline (``answer_timeout``, ``answer_margin``,
+    #: ``deadline``), and its retries (``retries``, ``backoff``).
+    timing: Timing = field(default_factory=Timing)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease: timedelta = timedelta(minutes=2)
     id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_size: int = 500
@@ -140,13 +139,27 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The dashboard's ``[http]`` table (``k382 serve``; its options win over it)."""
+
+    listen: Listen | None = None
+    token: str | None = None
+    #: A file holding the token (relative to the config file's directory), kept out of ``ps``.
+    token_file: str | None = None
+    title: str | None = None
+    #: Seconds between page updates (0: none).
+    refresh: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
-    """A checked configuration. ``sections`` holds the raw ``[mqtt]``, ``[prometheus]`` and
-    ``[http]`` tables (after environment overrides) for their owners to parse."""
+    """A checked configuration. ``sections`` holds the raw ``[mqtt]`` and ``[prometheus]``
+    tables (after environment overrides) for the outputs to parse."""
 
     meters: tuple[MeterConfig, ...]
     storage: StorageConfig
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     path: Path | None = None
 
@@ -157,199 +170,86 @@ class Config:
         raise KeyError(name)
 
 
-# -- value parsers: each takes the dotted key for its error (the outputs' too) --------------------
+# -- the tables: one check per key -------------------------------------------------------------
 
+_Check = Callable[[object, str], Any]
 
-def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> timedelta:
-    """Seconds (int/float) or ``"1h30m"``-style text -> timedelta; ConfigError on bad input."""
-    seconds: float
-    if isinstance(value, bool):
-        raise ConfigError(key, f"expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        written = value.strip().lower()
-        try:
-            seconds = float(written)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for match in _DURATION_PART.finditer(written):
-                if written[pos : match.start()].strip():
-                    break
-                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-                pos = match.end()
-            if pos == 0 or written[pos:].strip():
-                raise ConfigError(
-                    key, f"bad duration {value!r}: use seconds or e.g. '90s', '15m', '1h30m'"
-                ) from None
-    else:
-        raise ConfigError(key, f"expected a duration, got {type(value).__name__}")
-    if not math.isfinite(seconds):
-        raise ConfigError(key, f"bad duration {value!r}")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(key, f"duration must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return timedelta(seconds=seconds)
-
-
-def integer(value: object, key: str, *, low: int, high: int) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ConfigError(key, f"expected an integer, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(key, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True} | {
-    "0": False,
-    "false": False,
-    "no": False,
-    "off": False,
+# keys a meter may set itself; the collector table supplies their defaults
+_SCHEDULE_CHECKS: dict[str, _Check] = {
+    "interval": check.parse_duration,
+    "jitter": partial(check.parse_duration, allow_zero=True),
+}
+_TIMING_CHECKS: dict[str, _Check] = {
+    "answer_timeout": check.seconds,
+    "answer_margin": partial(check.seconds, allow_zero=True),
+    "deadline": check.seconds,
+}
+_RETRY_CHECKS: dict[str, _Check] = {
+    "retries": partial(check.integer, low=0, high=20),
+    "backoff": partial(check.seconds, allow_zero=True),
+}
+_COLLECTOR_CHECKS: dict[str, _Check] = {
+    **_SCHEDULE_CHECKS,
+    **_TIMING_CHECKS,
+    **_RETRY_CHECKS,
+    "lease": check.parse_duration,
+    "id": check.identifier,
+    "batch_size": partial(check.integer, low=1, high=100_000),
+    "flush_interval": check.seconds,
+    "grace": partial(check.seconds, allow_zero=True),
+    "keep_connected": check.boolean,
+}
+_METER_CHECKS: dict[str, _Check] = {
+    "name": check.identifier,
+    "port": check.meter_port,
+    "line": partial(check.choice, LineMode),
+    "bcc": partial(check.choice, BccMode),
+    "shared_line": check.text,
+    **_SCHEDULE_CHECKS,
+    **_TIMING_CHECKS,
+    **_RETRY_CHECKS,
+}
+_STORAGE_CHECKS: dict[str, _Check] = {"url": check.storage_url}
+_HTTP_CHECKS: dict[str, _Check] = {
+    "listen": lambda v, k: check.listen(check.text(v, k), k),
+    "token": check.text,
+    "token_file": check.text,
+    "title": check.text,
+    "refresh": partial(check.seconds, allow_zero=True),
 }
 
 
-def boolean(value: object, key: str) -> bool:
-    """``true`` or ``false``; as text (from the environment) also 1/0, yes/no, on/off."""
-    if isinstance(value, str):
-        value = _BOOL_WORDS.get(value.strip().lower(), value)
-    if not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {value!r}")
-    return value
+def _checked(table: Mapping[str, Any], checks: Mapping[str, _Check], prefix: str) -> dict[str, Any]:
+    """Every value of ``table`` checked (its keys must be known), by name."""
+    check.check_keys(table, checks, prefix)
+    return {name: checks[name](value, f"{prefix}.{name}") for name, value in table.items()}
 
 
-def _seconds(value: object, key: str, *, positive: bool = False) -> float:
-    """A duration (number of seconds or ``"250ms"``-style text) as float seconds."""
-    return parse_duration(value, key, allow_zero=not positive).total_seconds()
+def _timing(values: Mapping[str, Any], default: Timing) -> Timing:
+    return replace(default, **{name: values[name] for name in _TIMING_CHECKS if name in values})
 
 
-def text(value: object, key: str, *, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(key, f"expected a string, got {type(value).__name__}")
-    if not empty and not value.strip():
-        raise ConfigError(key, "must not be empty")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise ConfigError(key, "contains a control character")
-    return value
-
-
-def _name(value: object, key: str) -> str:
-    name = text(value, key)
-    if not _NAME.fullmatch(name):
-        raise ConfigError(
-            key,
-            f"bad name {name!r}: 1-64 letters, digits, '_', '.', ':' or '-', "
-            "starting with a letter or digit",
-        )
-    return name
-
-
-def _port(value: object, key: str) -> str:
-    port = text(value, key)
-    if "://" in port:
-        match = _SOCKET_PORT.fullmatch(port)
-        if not match:
-            raise ConfigError(
-                key,
-                f"bad port {port!r}: use socket://HOST:PORT, rfc2217://HOST:PORT or a device path",
-            )
-        if not 1 <= int(match.group(3)) <= 65535:
-            raise ConfigError(key, f"TCP port {match.group(3)} out of range 1-65535")
-    elif not (port.startswith("/") or _WINDOWS_PORT.fullmatch(port)):
-        raise ConfigError(key, f"bad port {port!r}: a device path must be absolute (/dev/...)")
-    return port
-
-
-_E = TypeVar("_E", LineMode, BccMode)
-
-
-def _choice(enum: type[_E], value: object, key: str) -> _E:
-    choices = [member.value for member in enum]
-    if isinstance(value, str):
-        for member in enum:
-            if member.value.lower() == value.strip().lower():
-                return member
-    raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
-
-
-def _storage_url(value: object, key: str) -> str:
-    url = text(value, key)
-    if url.startswith("sqlite:///"):
-        if len(url) == len("sqlite:///"):
-            raise ConfigError(key, "sqlite URL lacks a path: sqlite:///path/to/file.sqlite")
-        return url
-    if url.startswith(("postgresql://", "postgres://")):
-        return url
-    raise ConfigError(key, f"unsupported storage URL {url!r}: use sqlite:///PATH or postgresql://")
-
-
-def _table(value: object, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(key, f"expected a table, got {type(value).__name__}")
-    return value
-
-
-def check_keys(table: Mapping[str, Any], known: Collection[str], prefix: str) -> None:
-    for name in table:
-        if name not in known:
-            raise ConfigError(
-                f"{prefix}.{name}", f"unknown key (known: {', '.join(sorted(known))})"
-            )
-
-
-# -- the sections ------------------------------------------------------------------------------
-
-# keys a meter may set itself; the collector table supplies the defaults of the shared ones
-_TIMING_PARSERS: dict[str, Callable[[object, str], Any]] = {
-    "interval": parse_duration,
-    "jitter": lambda v, k: parse_duration(v, k, allow_zero=True),
-    "retries": lambda v, k: integer(v, k, low=0, high=20),
-    "backoff": _seconds,
-    "answer_timeout": lambda v, k: _seconds(v, k, positive=True),
-    "answer_margin": _seconds,
-    "deadline": lambda v, k: _seconds(v, k, positive=True),
-}
-_COLLECTOR_PARSERS: dict[str, Callable[[object, str], Any]] = {
-    **_TIMING_PARSERS,
-    "lease": parse_duration,
-    "id": _name,
-    "batch_size": lambda v, k: integer(v, k, low=1, high=100_000),
-    "flush_interval": lambda v, k: _seconds(v, k, positive=True),
-    "grace": _seconds,
-    "keep_connected": boolean,
-}
-_METER_PARSERS: dict[str, Callable[[object, str], Any]] = {
-    "name": _name,
-    "port": _port,
-    "line": lambda v, k: _choice(LineMode, v, k),
-    "bcc": lambda v, k: _choice(BccMode, v, k),
-    "shared_line": text,
-    **_TIMING_PARSERS,
-}
-_STORAGE_PARSERS: dict[str, Callable[[object, str], Any]] = {"url": _storage_url}
+def _retry(values: Mapping[str, Any], default: RetryPolicy) -> RetryPolicy:
+    return replace(default, **{name: values[name] for name in _RETRY_CHECKS if name in values})
 
 
 def _parse_collector(table: Mapping[str, Any]) -> CollectorConfig:
-    check_keys(table, _COLLECTOR_PARSERS, "collector")
-    values = {name: _COLLECTOR_PARSERS[name](v, f"collector.{name}") for name, v in table.items()}
-    return CollectorConfig(**values)
+    values = _checked(table, _COLLECTOR_CHECKS, "collector")
+    defaults = CollectorConfig()
+    timing = _timing(values, defaults.timing)
+    retry = _retry(values, defaults.retry)
+    others = {k: v for k, v in values.items() if k not in _TIMING_CHECKS and k not in _RETRY_CHECKS}
+    return CollectorConfig(timing=timing, retry=retry, **others)
 
 
 def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int = 0) -> MeterConfig:
     """One ``[[meters]]`` table (the ``index``-th, for error keys) with the collector defaults."""
-    return _parse_meter(table, index, defaults)
-
-
-def _parse_meter(table: Mapping[str, Any], index: int, defaults: CollectorConfig) -> MeterConfig:
     prefix = f"meters[{index}]"
-    check_keys(table, _METER_PARSERS, prefix)
+    check.check_keys(table, _METER_CHECKS, prefix)
     for required in ("name", "port"):
         if required not in table:
             raise ConfigError(f"{prefix}.{required}", "missing")
-    values = {name: _METER_PARSERS[name](v, f"{prefix}.{name}") for name, v in table.items()}
+    values = {name: _METER_CHECKS[name](v, f"{prefix}.{name}") for name, v in table.items()}
     port: str = values["port"]
     return MeterConfig(
         name=values["name"],
@@ -359,24 +259,22 @@ def _parse_meter(table: Mapping[str, Any], index: int, defaults: CollectorConfig
         interval=values.get("interval", defaults.interval),
         jitter=values.get("jitter", defaults.jitter),
         shared_line=values.get("shared_line", port),
-        retries=values.get("retries", defaults.retries),
-        backoff=values.get("backoff", defaults.backoff),
-        answer_timeout=values.get("answer_timeout", defaults.answer_timeout),
-        answer_margin=values.get("answer_margin", defaults.answer_margin),
-        deadline=values.get("deadline", defaults.deadline),
+        timing=_timing(values, defaults.timing),
+        retry=_retry(values, defaults.retry),
     )
 
 
-def _default_storage_url() -> str:
-    from kamstrup382.storage.url import default_storage_url  # noqa: PLC0415 - storage is optional here
+def _parse_http(table: Mapping[str, Any]) -> HttpConfig:
+    return HttpConfig(**_checked(table, _HTTP_CHECKS, "http"))
 
-    return default_storage_url()
+
+# -- the environment ---------------------------------------------------------------------------
 
 
 def _convert_env(raw: str, like: object) -> object:
     """An environment value converted to the type of the value it replaces."""
     if isinstance(like, bool):
-        return _BOOL_WORDS.get(raw.strip().lower(), raw)
+        return check.BOOL_WORDS.get(raw.strip().lower(), raw)
     for kind in (int, float):
         if isinstance(like, kind):
             try:
@@ -393,9 +291,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             continue
         rest = variable[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
-        if section not in (*_TYPED_SECTIONS, *OWNED_SECTIONS) or not key:
+        if section not in (*_TYPED_SECTIONS, *_OPTIONAL_SECTIONS) or not key:
             continue
-        if section in OWNED_SECTIONS:
+        if section in _OPTIONAL_SECTIONS:
             table = data.get(section)
             if not isinstance(table, dict):
                 continue
@@ -403,13 +301,16 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             table = data.setdefault(section, {})
             if not isinstance(table, dict):
                 continue
-            parsers = _STORAGE_PARSERS if section == "storage" else _COLLECTOR_PARSERS
-            if key not in parsers:
+            checks = _STORAGE_CHECKS if section == "storage" else _COLLECTOR_CHECKS
+            if key not in checks:
                 raise ConfigError(
                     f"{section}.{key}",
                     f"unknown key set by environment variable {variable}",
                 )
         table[key] = _convert_env(env[variable], table.get(key))
+
+
+# -- the document ------------------------------------------------------------------------------
 
 
 def parse_config(
@@ -430,14 +331,12 @@ def parse_config(
             raise ConfigError(name, f"unknown section (known: {', '.join(_TOP_LEVEL)})")
     _apply_env(document, os.environ if env is None else env)
 
-    collector = _parse_collector(_table(document.get("collector", {}), "collector"))
+    collector = _parse_collector(check.table(document.get("collector", {}), "collector"))
 
-    storage_table = _table(document.get("storage", {}), "storage")
-    check_keys(storage_table, _STORAGE_PARSERS, "storage")
-    if "url" in storage_table:
-        url = _storage_url(storage_table["url"], "storage.url")
-    else:
-        url = _default_storage_url()
+    storage = _checked(
+        check.table(document.get("storage", {}), "storage"), _STORAGE_CHECKS, "storage"
+    )
+    url = storage.get("url") or default_storage_url()
 
     raw_meters = document.get("meters", [])
     if not isinstance(raw_meters, list):
@@ -445,7 +344,7 @@ def parse_config(
     meters: list[MeterConfig] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(raw_meters):
-        meter = _parse_meter(_table(table, f"meters[{index}]"), index, collector)
+        meter = build_meter(check.table(table, f"meters[{index}]"), collector, index)
         if meter.name in seen:
             raise ConfigError(
                 f"meters[{index}].name",
@@ -454,8 +353,9 @@ def parse_config(
         seen[meter.name] = index
         meters.append(meter)
 
+    http = _parse_http(check.table(document.get("http", {}), "http"))
     sections = {
-        name: MappingProxyType(_table(document[name], name))
+        name: MappingProxyType(dict(check.table(document[name], name)))
         for name in OWNED_SECTIONS
         if name in document
     }
@@ -463,6 +363,7 @@ def parse_config(
         meters=tuple(meters),
         storage=StorageConfig(url=url),
         collector=collector,
+        http=http,
         sections=MappingProxyType(sections),
         path=path,
     )

@@ -62,11 +62,8 @@ class ReaderPool:
             meter.port,
             line=meter.line,
             bcc=meter.bcc,
-            retries=meter.retries,
-            backoff=meter.backoff,
-            answer_timeout=meter.answer_timeout,
-            answer_margin=meter.answer_margin,
-            deadline=meter.deadline,
+            timing=meter.timing,
+            retry=meter.retry,
             bcc_hint=self._bcc.get(meter.name),
         )
         if self.keep_connected and self._line_sizes[meter.shared_line] == 1:

@@ -6,7 +6,7 @@ from typing import Generic, TypeVar
 
 from kamstrup382.protocol import BccAlgorithm, BccMode
 from kamstrup382.reader.options import ReaderOptions
-from kamstrup382.reader.policy import Timing
+from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reader.session import Progress, Readout, Session
 from kamstrup382.reading import LineMode
 
@@ -22,7 +22,8 @@ class ReaderBase(Generic[LinkT]):
     and 7E1 otherwise. ``bcc``: ``auto`` (learns the meter's algorithm), ``sum7`` or ``xor``.
     ``retries`` extra attempts with ``backoff`` doubling up to ``max_backoff``. The timing
     (``answer_timeout``, ``answer_margin``, ``inter_character``, ``deadline``, ``baudrate``) is
-    described in :mod:`kamstrup382.reader.policy`; ``timing`` replaces all of it at once.
+    described in :mod:`kamstrup382.reader.policy`; ``timing`` replaces all of it at once, and
+    ``retry`` the retries (``retries``, ``backoff``, ``max_backoff``).
     ``progress(received, expected)`` is called as bytes arrive. ``bcc_hint``: in ``auto``
     mode, the algorithm an earlier reader learned for this meter (see
     :mod:`kamstrup382.reader.session`).
@@ -43,6 +44,7 @@ class ReaderBase(Generic[LinkT]):
         deadline: float | None = None,
         baudrate: int = 300,
         timing: Timing | None = None,
+        retry: RetryPolicy | None = None,
         connect_timeout: float = 5.0,
         progress: Progress | None = None,
         bcc_hint: BccAlgorithm | str | None = None,
@@ -60,6 +62,7 @@ class ReaderBase(Generic[LinkT]):
             deadline=deadline,
             baudrate=baudrate,
             timing=timing,
+            retry=retry,
             connect_timeout=connect_timeout,
             bcc_hint=bcc_hint,
         )

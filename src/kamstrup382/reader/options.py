@@ -42,6 +42,7 @@ class ReaderOptions:
         baudrate: int,
         timing: Timing | None,
         connect_timeout: float,
+        retry: RetryPolicy | None = None,
         bcc_hint: BccAlgorithm | str | None = None,
     ) -> ReaderOptions:
         spec = parse_port(port)
@@ -72,7 +73,11 @@ class ReaderOptions:
             line=line_mode,
             bcc=bcc_mode,
             timing=timing,
-            retry=RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff),
+            retry=(
+                RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
+                if retry is None
+                else retry
+            ),
             baudrate=baudrate,
             connect_timeout=connect_timeout,
             bcc_hint=hint,

@@ -113,14 +113,9 @@ class Storage(abc.ABC):
     def outbox_release(self, holder: str) -> None:
         """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
 
+    @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         """The BCC algorithm of each meter's newest reading (meters without one are left out)."""
-        result: dict[str, str] = {}
-        for meter in dict.fromkeys(meters):
-            latest = self.latest(meter)
-            if latest is not None:
-                result[meter] = str(latest.bcc_algorithm)
-        return result
 
     # -- reading -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -172,7 +167,7 @@ class Storage(abc.ABC):
     #    Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED: two claims never share a meter.
     # 3. ``record()`` of a reading or failure for (meter, slot) marks the lease done in the same
     #    transaction; a done meter (or one with a reading for the slot) is never handed out
-    #    again for that slot. ``complete()`` does the same explicitly.
+    #    again for that slot.
     # 4. ``release()`` gives back claimed meters that will not be read (shutdown), so others
     #    take them at once instead of after expiry.
     # 5. Should a slow holder store after its lease was taken over, the reading is still kept
@@ -185,10 +180,6 @@ class Storage(abc.ABC):
     ) -> list[str]:
         """The meters of ``meters`` that ``collector_id`` must read for ``slot`` (see above)."""
         return list(dict.fromkeys(meters))
-
-    def complete(self, collector_id: str, meters: Sequence[str], slot: datetime) -> None:
-        """Mark ``meters`` handled for ``slot`` (``record`` already does it)."""
-        return None
 
     def release(self, collector_id: str, meters: Sequence[str], slot: datetime) -> None:
         """Give back ``meters`` claimed for ``slot`` but not read (e.g. on shutdown)."""

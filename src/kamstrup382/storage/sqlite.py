@@ -14,39 +14,26 @@ serialised by a lock; every streamed read (:meth:`readings`, :meth:`consumption`
 snapshot without blocking the writer, and closes it when the iterator ends or is closed.
 
 Columns: see :mod:`kamstrup382.storage.columns` (registers as exact integers in units of their
-last digit, times as microseconds since the epoch UTC).
+last digit, times as microseconds since the epoch UTC). The queries shared with PostgreSQL are
+in :mod:`kamstrup382.storage.sql`; this module keeps the file, its connections, the schema's
+SQLite types and the multi-row inserts of a batch.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kamstrup382.errors import StorageError
-from kamstrup382.protocol import MeterValues
-from kamstrup382.protocol.registers import REGISTERS, RegisterKind
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
-from kamstrup382.storage.columns import (
-    REGISTER_COLUMNS,
-    consumption_rows,
-    from_micros,
-    to_micros,
-)
-from kamstrup382.storage.records import (
-    AttemptRecord,
-    ConsumptionRow,
-    FailureRecord,
-    MeterStatus,
-    ReadingRecord,
-)
+from kamstrup382.storage.columns import to_micros
+from kamstrup382.storage.dialect import SQLITE
+from kamstrup382.storage.records import FailureRecord, ReadingRecord
+from kamstrup382.storage.sql import FAILURE_COLUMNS, READING_COLUMNS, SqlStorage
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
@@ -117,26 +104,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
-_NUMERIC = tuple((r.name, r.decimals) for r in REGISTERS if r.kind is not RegisterKind.TEXT)
-_GET_NUMERIC = operator.attrgetter(*(name for name, _ in _NUMERIC))
-_DECIMALS = tuple(decimals for _, decimals in _NUMERIC)
-_READING_COLUMNS = (
-    "meter",
-    "slot",
-    "read_at",
-    *REGISTER_COLUMNS,
-    "identification",
-    "type_number",
-    "bcc_algorithm",
-    "raw",
-    "answer_delay",
-    "duration",
-    "attempts",
-)
-_SELECT_READING = f"SELECT {', '.join(_READING_COLUMNS)} FROM readings"
-_READING_VALUES = f"({', '.join('?' * len(_READING_COLUMNS))})"
-_FAILURE_COLUMNS = ("meter", "slot", "failed_at", "kind", "message", "attempts", "duration")
-_FAILURE_VALUES = f"({', '.join('?' * len(_FAILURE_COLUMNS))})"
+_READING_VALUES = f"({', '.join('?' * len(READING_COLUMNS))})"
+_FAILURE_VALUES = f"({', '.join('?' * len(FAILURE_COLUMNS))})"
 #: Rows per INSERT statement, at most: a batch is written as statements of 256, 64, 16, 4 and
 #: 1 rows (few distinct statements for the connection's cache; 256 rows of 18 parameters are far
 #: below SQLite's limit of 32,766). One statement per 256 rows instead of one per row: the
@@ -148,7 +117,7 @@ _ROWS_PER_INSERT = (256, 64, 16, 4, 1)
 @functools.cache
 def _insert_reading(rows: int) -> str:
     return (
-        f"INSERT INTO readings ({', '.join(_READING_COLUMNS)}) "
+        f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
         f"VALUES {', '.join([_READING_VALUES] * rows)} ON CONFLICT (meter, slot) DO NOTHING"
     )
 
@@ -156,7 +125,7 @@ def _insert_reading(rows: int) -> str:
 @functools.cache
 def _insert_failure(rows: int) -> str:
     return (
-        f"INSERT INTO failures ({', '.join(_FAILURE_COLUMNS)}) "
+        f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) "
         f"VALUES {', '.join([_FAILURE_VALUES] * rows)} "
         "ON CONFLICT (meter, slot, failed_at) DO NOTHING"
     )
@@ -181,11 +150,6 @@ def _insert_all(
     return inserted
 
 
-_SELECT_OUTBOX = (
-    "SELECT o.id, "
-    + ", ".join(f"r.{c}" for c in _READING_COLUMNS)
-    + " FROM outbox o JOIN readings r ON r.id = o.reading_id"
-)
 # meters of the outbox free for a holder (see Storage.outbox_pending), oldest entry first,
 # among the meters of the oldest ``window`` entries (-1: all of them)
 _FREE_OUTBOX_METERS = (
@@ -195,90 +159,22 @@ _FREE_OUTBOX_METERS = (
     "WHERE c.holder IS NULL OR c.holder = ? OR c.expires_at <= ? "
     "ORDER BY h.first LIMIT ?"
 )
-_RELEASE_OUTBOX = "UPDATE outbox_claims SET holder = NULL, expires_at = NULL WHERE holder = ?"
 _SYNCHRONOUS = ("full", "normal", "extra")
 #: Page cache of the writing connection, in KiB (SQLite's default is 2 MiB).
 WRITER_CACHE_KIB = 65536
 
 
-def _reading_row(r: ReadingRecord) -> tuple[Any, ...]:
-    v = r.values
-    return (
-        r.meter,
-        to_micros(r.slot),
-        to_micros(r.read_at),
-        v.customer_number,
-        *[
-            int(value.scaleb(decimals)) if decimals else int(value)
-            for value, decimals in zip(_GET_NUMERIC(v), _DECIMALS, strict=True)
-        ],
-        r.identification,
-        r.type_number,
-        str(r.bcc_algorithm),
-        bytes(r.raw),
-        float(r.answer_delay),
-        float(r.duration),
-        int(r.attempts),
-    )
-
-
-def _failure_row(f: FailureRecord) -> tuple[Any, ...]:
-    return (
-        f.meter,
-        to_micros(f.slot),
-        to_micros(f.failed_at),
-        f.kind,
-        f.message,
-        f.attempts,
-        float(f.duration),
-    )
-
-
-def _reading(row: Sequence[Any]) -> ReadingRecord:
-    n = len(_NUMERIC)
-    numbers = {
-        name: Decimal(row[4 + i]).scaleb(-decimals) for i, (name, decimals) in enumerate(_NUMERIC)
-    }
-    return ReadingRecord(
-        meter=row[0],
-        slot=from_micros(row[1]),
-        read_at=from_micros(row[2]),
-        values=MeterValues(customer_number=row[3], **numbers),
-        identification=row[4 + n],
-        type_number=row[5 + n],
-        bcc_algorithm=row[6 + n],
-        raw=bytes(row[7 + n]),
-        answer_delay=row[8 + n],
-        duration=row[9 + n],
-        attempts=row[10 + n],
-    )
-
-
-def _where(
-    meter: str | None, since: datetime | None, until: datetime | None, at: str
-) -> tuple[str, list[Any]]:
-    """A WHERE clause for a meter and a half-open time range ``[since, until)`` on ``at``."""
-    conditions: list[str] = []
-    params: list[Any] = []
-    if meter is not None:
-        conditions.append("meter = ?")
-        params.append(meter)
-    if since is not None:
-        conditions.append(f"{at} >= ?")
-        params.append(to_micros(since))
-    if until is not None:
-        conditions.append(f"{at} < ?")
-        params.append(to_micros(until))
-    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
-
-
-class SqliteStorage(Storage):
+class SqliteStorage(SqlStorage[sqlite3.Connection]):
     """Readings in one SQLite file; see the module documentation for durability and threads."""
+
+    dialect = SQLITE
+    migrations = MIGRATIONS
 
     def __init__(self, path: str | Path, *, synchronous: str = "full", url: str | None = None):
         if synchronous.lower() not in _SYNCHRONOUS:
             raise StorageError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path)
+        self.location = str(self.path)
         self.url = url if url is not None else f"sqlite:///{self.path}"
         self.synchronous = synchronous.upper()
         self._lock = threading.RLock()
@@ -310,7 +206,7 @@ class SqliteStorage(Storage):
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
         return conn
 
-    # -- helpers ---------------------------------------------------------------------------------
+    # -- the connection --------------------------------------------------------------------------
     def _locked(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
             if self._closed:
@@ -336,7 +232,7 @@ class SqliteStorage(Storage):
     def _stream(
         self, what: str, sql: str, params: Sequence[Any], convert: Callable[[Any], _T]
     ) -> Iterator[_T]:
-        """Rows of ``sql`` on a connection of their own, converted one by one."""
+        """Rows of ``sql`` on a read-only connection of their own, converted one by one."""
         if self._closed:
             raise StorageError(f"{what}: the storage {self.url} is closed")
         conn = self._connect(read_only=True)
@@ -353,41 +249,6 @@ class SqliteStorage(Storage):
         finally:
             conn.close()
 
-    # -- life cycle ------------------------------------------------------------------------------
-    def schema_version(self) -> int:
-        """The version of the schema in the file (0: empty)."""
-
-        def read(conn: sqlite3.Connection) -> int:
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-            ).fetchone()
-            if exists is None:
-                return 0
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            return int(row[0] or 0)
-
-        return self._locked("reading the schema version", read)
-
-    def migrate(self, target: int | None = None) -> None:
-        """Apply the missing migrations up to ``target`` (default: the latest), in order."""
-        target = SCHEMA_VERSION if target is None else target
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = int(row[0] or 0)
-            if current > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{self.path} has schema version {current}, newer than this program's "
-                    f"{SCHEMA_VERSION}: upgrade kamstrup382"
-                )
-            for version in range(current + 1, target + 1):
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-
-        self._transaction("migrating the schema", run)
-
     def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -402,11 +263,7 @@ class SqliteStorage(Storage):
         *,
         outbox: bool = False,
     ) -> int:
-        try:
-            reading_rows = [_reading_row(r) for r in readings]
-            failure_rows = [_failure_row(f) for f in failures]
-        except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
-            raise StorageError(f"cannot store a malformed record: {exc}") from exc
+        reading_rows, failure_rows = self.rows(readings, failures)
 
         def run(conn: sqlite3.Connection) -> int:
             last_id = 0
@@ -433,175 +290,21 @@ class SqliteStorage(Storage):
 
         return self._transaction("storing readings", run)
 
-    # -- outbox ----------------------------------------------------------------------------------
-    def outbox_pending(
-        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
-    ) -> list[OutboxItem]:
-        if holder is None:
-            sql = f"{_SELECT_OUTBOX} ORDER BY o.id LIMIT ?"
-            rows = self._locked("reading the outbox", lambda c: c.execute(sql, (limit,)).fetchall())
-            return [(int(row[0]), _reading(row[1:])) for row in rows]
-        if lease <= timedelta(0):
-            raise StorageError(f"an outbox lease must be positive, got {lease}")
-
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            # BEGIN IMMEDIATE holds the write lock: no other claim runs meanwhile
-            now = to_micros(datetime.now(UTC))
-            window = outbox_window(limit)
-            free = _FREE_OUTBOX_METERS
-            meters = [r[0] for r in conn.execute(free, (window, holder, now, limit)).fetchall()]
-            if not meters:
-                # the oldest entries are all held by others: look further, if there is more
-                (more,) = conn.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT ?)", (window + 1,)
-                ).fetchone()
-                if more <= window:
-                    return []
-                meters = [r[0] for r in conn.execute(free, (-1, holder, now, limit)).fetchall()]
-                if not meters:
-                    return []
-            expires = now + lease // timedelta(microseconds=1)
-            conn.executemany(
-                "UPDATE outbox_claims SET holder = ?, expires_at = ? WHERE meter = ?",
-                [(holder, expires, meter) for meter in meters],
-            )
-            sql = (
-                f"{_SELECT_OUTBOX} WHERE o.meter IN (SELECT value FROM json_each(?)) "
-                "ORDER BY o.id LIMIT ?"
-            )
-            return conn.execute(sql, (json.dumps(meters), limit)).fetchall()
-
-        rows = self._transaction("claiming outbox entries", run)
-        return [(int(row[0]), _reading(row[1:])) for row in rows]
-
-    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
-        if not ids and holder is None:
-            return
-        params = [(int(i),) for i in ids]
-
-        def run(conn: sqlite3.Connection) -> None:
-            if params:
-                conn.executemany("DELETE FROM outbox WHERE id = ?", params)
-            if holder is not None:
-                conn.execute(_RELEASE_OUTBOX, (holder,))
-
-        self._transaction("removing published outbox entries", run)
-
-    def outbox_release(self, holder: str) -> None:
-        self._transaction(
-            "releasing outbox claims", lambda c: c.execute(_RELEASE_OUTBOX, (holder,))
-        )
-
-    def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
-        sql = (
-            "SELECT value, (SELECT bcc_algorithm FROM readings WHERE meter = value "
-            "ORDER BY read_at DESC, id DESC LIMIT 1) FROM json_each(?)"
-        )
-        names = json.dumps(sorted(set(meters)))
-        rows = self._locked(
-            "reading the BCC algorithms", lambda c: c.execute(sql, (names,)).fetchall()
-        )
-        return {meter: algorithm for meter, algorithm in rows if algorithm is not None}
-
-    # -- reading ---------------------------------------------------------------------------------
-    def meters(self) -> list[str]:
-        sql = "SELECT meter FROM readings UNION SELECT meter FROM failures ORDER BY meter"
-        rows = self._locked("listing meters", lambda c: c.execute(sql).fetchall())
-        return [row[0] for row in rows]
-
-    def latest(self, meter: str) -> ReadingRecord | None:
-        sql = f"{_SELECT_READING} WHERE meter = ? ORDER BY read_at DESC, id DESC LIMIT 1"
-        row = self._locked(
-            "reading the latest reading", lambda c: c.execute(sql, (meter,)).fetchone()
-        )
-        return None if row is None else _reading(row)
-
-    def readings(
+    def _claim_outbox(
         self,
-        meter: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> Iterator[ReadingRecord]:
-        where, params = _where(meter, since, until, "read_at")
-        sql = f"{_SELECT_READING}{where} ORDER BY meter, read_at, id"
-        return self._stream("reading readings", sql, params, _reading)
-
-    def consumption(
-        self,
-        meter: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> Iterator[ConsumptionRow]:
-        where, params = _where(meter, since, until, "read_at")
-        sql = (
-            f"SELECT meter, read_at, energy, tariff_1, tariff_2 FROM readings{where} "
-            "ORDER BY meter, read_at, id"
+        conn: sqlite3.Connection,
+        holder: str,
+        limit: int,
+        lease: timedelta,
+        window: int | None,
+    ) -> list[str]:
+        # inside BEGIN IMMEDIATE: the write lock is ours, no other claim runs meanwhile
+        now = to_micros(datetime.now(UTC))
+        params = (-1 if window is None else window, holder, now, limit)
+        meters = [row[0] for row in conn.execute(_FREE_OUTBOX_METERS, params).fetchall()]
+        expires = now + lease // timedelta(microseconds=1)
+        conn.executemany(
+            "UPDATE outbox_claims SET holder = ?, expires_at = ? WHERE meter = ?",
+            [(holder, expires, meter) for meter in meters],
         )
-
-        def convert(row: Any) -> tuple[str, datetime, Decimal, Decimal, Decimal]:
-            return (row[0], from_micros(row[1]), Decimal(row[2]), Decimal(row[3]), Decimal(row[4]))
-
-        return consumption_rows(self._stream("reading consumption", sql, params, convert))
-
-    def attempts(
-        self,
-        meter: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> Iterator[AttemptRecord]:
-        rwhere, rparams = _where(meter, since, until, "read_at")
-        fwhere, fparams = _where(meter, since, until, "failed_at")
-        sql = (
-            "SELECT meter, slot, read_at AS at, 1 AS ok, duration, attempts, NULL AS kind "
-            f"FROM readings{rwhere} UNION ALL "
-            "SELECT meter, slot, failed_at AS at, 0 AS ok, duration, attempts, kind "
-            f"FROM failures{fwhere} ORDER BY at, meter"
-        )
-
-        def convert(row: Any) -> AttemptRecord:
-            return AttemptRecord(
-                meter=row[0],
-                slot=from_micros(row[1]),
-                at=from_micros(row[2]),
-                ok=bool(row[3]),
-                duration=row[4],
-                attempts=row[5],
-                kind=row[6],
-            )
-
-        return self._stream("reading attempts", sql, [*rparams, *fparams], convert)
-
-    def status(self) -> list[MeterStatus]:
-        def run(conn: sqlite3.Connection) -> list[MeterStatus]:
-            ok = {
-                m: (n, last)
-                for m, n, last in conn.execute(
-                    "SELECT meter, count(*), max(read_at) FROM readings GROUP BY meter"
-                )
-            }
-            # SQLite: bare columns of an aggregate query come from the row holding the max
-            bad = {
-                m: (n, last, kind, message)
-                for m, n, last, kind, message in conn.execute(
-                    "SELECT meter, count(*), max(failed_at), kind, message FROM failures "
-                    "GROUP BY meter"
-                )
-            }
-            result = []
-            for m in sorted(ok.keys() | bad.keys()):
-                successes, last_ok = ok.get(m, (0, None))
-                failures, last_bad, kind, message = bad.get(m, (0, None, None, None))
-                result.append(
-                    MeterStatus(
-                        meter=m,
-                        last_success=None if last_ok is None else from_micros(last_ok),
-                        last_error=None if last_bad is None else from_micros(last_bad),
-                        last_error_kind=kind,
-                        last_error_message=message,
-                        successes=successes,
-                        failures=failures,
-                    )
-                )
-            return result
-
-        return self._locked("reading the status", run)
+        return meters

@@ -21,7 +21,7 @@ import platformdirs
 from kamstrup382.errors import ConfigError
 from kamstrup382.storage.base import Storage
 
-__all__ = ["default_storage_url", "open_storage", "sqlite_path"]
+__all__ = ["check_storage_url", "default_storage_url", "open_storage", "sqlite_path"]
 
 _SQLITE = "sqlite:///"
 _POSTGRES = ("postgresql://", "postgres://")
@@ -33,26 +33,38 @@ def default_storage_url() -> str:
     return f"{_SQLITE}{path}"
 
 
-def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
-    """The file and the query options of a ``sqlite:///`` URL."""
+def sqlite_path(url: str, key: str = "storage.url") -> tuple[Path, dict[str, str]]:
+    """The file and the query options of a ``sqlite:///`` URL (errors name ``key``)."""
     rest = url[len(_SQLITE) :]
     path, _, query = rest.partition("?")
     if not path:
-        raise ConfigError("storage.url", "sqlite URL lacks a path: sqlite:///path/to/file.sqlite")
+        raise ConfigError(key, "sqlite URL lacks a path: sqlite:///path/to/file.sqlite")
     if path == ":memory:":
-        raise ConfigError(
-            "storage.url", "an in-memory SQLite database is not supported: give a file path"
-        )
+        raise ConfigError(key, "an in-memory SQLite database is not supported: give a file path")
     try:
         options = dict(parse_qsl(query, strict_parsing=bool(query)))
     except ValueError as exc:
-        raise ConfigError("storage.url", f"bad query {query!r}: {exc}") from exc
+        raise ConfigError(key, f"bad query {query!r}: {exc}") from exc
     unknown = set(options) - {"synchronous"}
     if unknown:
-        raise ConfigError("storage.url", f"unknown sqlite option(s): {', '.join(sorted(unknown))}")
+        raise ConfigError(key, f"unknown sqlite option(s): {', '.join(sorted(unknown))}")
     if options.get("synchronous", "full").lower() not in ("full", "normal", "extra"):
-        raise ConfigError("storage.url", "synchronous must be full, normal or extra")
+        raise ConfigError(key, "synchronous must be full, normal or extra")
     return Path(path), options
+
+
+def check_storage_url(url: str, key: str = "storage.url") -> str:
+    """``url`` if :func:`open_storage` can open it; :class:`ConfigError` naming ``key`` if not
+    (the whole check of a URL's form, made before anything is opened)."""
+    if url.startswith(_SQLITE):
+        sqlite_path(url, key)
+    elif not url.startswith(_POSTGRES):
+        scheme = url.partition(":")[0] if ":" in url else url
+        raise ConfigError(
+            key,
+            f"unsupported storage URL scheme {scheme!r}: use sqlite:///PATH or postgresql://...",
+        )
+    return url
 
 
 def open_storage(url: str | None = None, *, migrate: bool = True) -> Storage:
@@ -62,23 +74,17 @@ def open_storage(url: str | None = None, *, migrate: bool = True) -> Storage:
     :class:`~kamstrup382.errors.ConfigError` (key ``storage.url``) for a URL that cannot be
     used; :class:`~kamstrup382.errors.StorageError` when the database cannot be opened.
     """
-    url = default_storage_url() if url is None else url
+    url = check_storage_url(default_storage_url() if url is None else url)
     storage: Storage
     if url.startswith(_SQLITE):
         from kamstrup382.storage.sqlite import SqliteStorage  # noqa: PLC0415 - loaded on use
 
         path, options = sqlite_path(url)
         storage = SqliteStorage(path, synchronous=options.get("synchronous", "full"), url=url)
-    elif url.startswith(_POSTGRES):
+    else:
         from kamstrup382.storage.postgres import PostgresStorage  # noqa: PLC0415 - loaded on use
 
         storage = PostgresStorage(url)
-    else:
-        scheme = url.partition(":")[0] if ":" in url else url
-        raise ConfigError(
-            "storage.url",
-            f"unsupported storage URL scheme {scheme!r}: use sqlite:///PATH or postgresql://...",
-        )
     if migrate:
         try:
             storage.migrate()

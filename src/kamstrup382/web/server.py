@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from kamstrup382 import settings
 from kamstrup382.errors import UsageError
+from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
 from kamstrup382.web.connections import Limits, guarded_protocol, raise_open_files
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
     "stop_on_signals",
 ]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8382
 #: Connections the kernel queues for the server to accept.
 LISTEN_QUEUE = 2048
 #: ``Host`` names accepted when serving on loopback without a token (DNS rebinding guard),
@@ -47,50 +45,10 @@ LISTEN_QUEUE = 2048
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
-@dataclass(frozen=True, slots=True)
-class Listen:
-    host: str
-    port: int
-
-    @property
-    def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    def url(self, port: int | None = None) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port if port is None else port}"
-
-
 def parse_listen(text: str, *, name: str = "--http") -> Listen:
-    """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` or ``:PORT`` (port 0: any free port)."""
-    host, port_text = DEFAULT_HOST, str(DEFAULT_PORT)
-    text = text.strip()
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise UsageError(f"{name}: {text!r} lacks the closing ']' of an IPv6 address")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise UsageError(f"{name}: {text!r} is not [IPv6]:PORT")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host_part, port_text = text.split(":")
-        host = host_part or DEFAULT_HOST
-    elif ":" in text:
-        raise UsageError(f"{name}: {text!r}: write an IPv6 address in brackets, [::1]:8382")
-    elif text:
-        host = text
-    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-        raise UsageError(f"{name}: port {port_text!r} is not a number 0..65535")
-    if not host:
-        raise UsageError(f"{name}: empty host")
-    return Listen(host, int(port_text))
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` or ``:PORT`` (port 0: any free port), the rule
+    of :func:`kamstrup382.settings.listen`; errors name the option (``name``)."""
+    return settings.listen(text, name)
 
 
 def allowed_hosts(listen: Listen, token: str | None) -> tuple[str, ...] | None:

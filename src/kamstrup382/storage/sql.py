@@ -1,0 +1,416 @@
+"""The queries both SQL backends share, written once over their :class:`Dialect`.
+
+:class:`SqlStorage` holds every query that is the same on SQLite and PostgreSQL but for what
+the dialect says (placeholders, how times and registers are kept, boolean literals, a list
+parameter, the newest failure of each meter): the reads, the schema migrations' driver, the
+outbox's reads and removals, the conversion of records to rows and back. A backend keeps only
+what is its own: its connection and transactions, its migrations (the column types), how it
+writes a batch fast, how it claims outbox meters, and leases on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from kamstrup382.errors import StorageError
+from kamstrup382.protocol import MeterValues
+from kamstrup382.protocol.registers import REGISTERS, RegisterKind
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
+from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
+from kamstrup382.storage.dialect import Dialect
+from kamstrup382.storage.records import (
+    AttemptRecord,
+    ConsumptionRow,
+    FailureRecord,
+    MeterStatus,
+    ReadingRecord,
+)
+
+__all__ = ["FAILURE_COLUMNS", "READING_COLUMNS", "Connection", "SqlStorage"]
+
+_T = TypeVar("_T")
+
+#: The columns of a stored reading, in the order of :meth:`SqlStorage.reading_row`.
+READING_COLUMNS: tuple[str, ...] = (
+    "meter",
+    "slot",
+    "read_at",
+    *REGISTER_COLUMNS,
+    "identification",
+    "type_number",
+    "bcc_algorithm",
+    "raw",
+    "answer_delay",
+    "duration",
+    "attempts",
+)
+FAILURE_COLUMNS = ("meter", "slot", "failed_at", "kind", "message", "attempts", "duration")
+#: Per register: its name and its number of decimals (``None``: text, kept as it is).
+_REGISTERS = tuple((r.name, None if r.kind is RegisterKind.TEXT else r.decimals) for r in REGISTERS)
+_FIRST_AFTER_REGISTERS = 3 + len(REGISTER_COLUMNS)
+
+_SELECT_READING = f"SELECT {', '.join(READING_COLUMNS)} FROM readings"
+_SELECT_OUTBOX = (
+    "SELECT o.id, "
+    + ", ".join(f"r.{c}" for c in READING_COLUMNS)
+    + " FROM outbox o JOIN readings r ON r.id = o.reading_id"
+)
+
+
+class _Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What the shared queries need of a DB-API connection (sqlite3 and psycopg alike)."""
+
+    def execute(self, sql: Any, params: Any = ..., /) -> _Cursor: ...
+
+
+ConnT = TypeVar("ConnT", bound=Connection)
+
+
+class SqlStorage(Storage, Generic[ConnT]):
+    """A :class:`Storage` over SQL: the shared queries; see the module documentation."""
+
+    dialect: ClassVar[Dialect]
+    #: version -> statements that bring version - 1 to version (the backend's column types).
+    migrations: ClassVar[Mapping[int, tuple[str, ...]]]
+    #: How error messages name the database (a file path, "the database").
+    location: str
+
+    # -- what each backend provides ------------------------------------------------------------
+    @abc.abstractmethod
+    def _locked(self, what: str, fn: Callable[[ConnT], _T]) -> _T:
+        """``fn`` on the shared connection, under its lock, errors translated."""
+
+    @abc.abstractmethod
+    def _transaction(self, what: str, fn: Callable[[ConnT], _T]) -> _T:
+        """``fn`` in one transaction on the shared connection (all or nothing)."""
+
+    @abc.abstractmethod
+    def _stream(
+        self, what: str, sql: str, params: Sequence[Any], convert: Callable[[Any], _T]
+    ) -> Iterator[_T]:
+        """Rows of ``sql`` read on a connection of their own, converted one by one."""
+
+    @abc.abstractmethod
+    def _claim_outbox(
+        self, conn: ConnT, holder: str, limit: int, lease: timedelta, window: int | None
+    ) -> list[str]:
+        """Claim for ``holder`` up to ``limit`` meters of the outbox that are free for it,
+        oldest entry first, among the meters of the oldest ``window`` entries (``None``: all);
+        the meters claimed. See :meth:`Storage.outbox_pending`."""
+
+    def _lock_schema(self, conn: ConnT) -> None:
+        """Keep concurrent migrations apart (inside the migration's transaction)."""
+
+    # -- rows ------------------------------------------------------------------------------------
+    def reading_row(self, r: ReadingRecord) -> tuple[Any, ...]:
+        """``r`` as the values of :data:`READING_COLUMNS`."""
+        d = self.dialect
+        v = r.values
+        registers = [
+            getattr(v, name) if decimals is None else d.to_register(getattr(v, name), decimals)
+            for name, decimals in _REGISTERS
+        ]
+        return (
+            r.meter,
+            d.to_time(r.slot),
+            d.to_time(r.read_at),
+            *registers,
+            r.identification,
+            r.type_number,
+            str(r.bcc_algorithm),
+            bytes(r.raw),
+            float(r.answer_delay),
+            float(r.duration),
+            int(r.attempts),
+        )
+
+    def failure_row(self, f: FailureRecord) -> tuple[Any, ...]:
+        """``f`` as the values of :data:`FAILURE_COLUMNS`."""
+        d = self.dialect
+        return (
+            f.meter,
+            d.to_time(f.slot),
+            d.to_time(f.failed_at),
+            f.kind,
+            f.message,
+            int(f.attempts),
+            float(f.duration),
+        )
+
+    def rows(
+        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The rows of a batch to record; :class:`StorageError` for a malformed record."""
+        try:
+            return [self.reading_row(r) for r in readings], [self.failure_row(f) for f in failures]
+        except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
+            raise StorageError(f"cannot store a malformed record: {exc}") from exc
+
+    def _reading(self, row: Sequence[Any]) -> ReadingRecord:
+        d = self.dialect
+        values: dict[str, Any] = {
+            name: row[3 + i] if decimals is None else d.from_register(row[3 + i], decimals)
+            for i, (name, decimals) in enumerate(_REGISTERS)
+        }
+        n = _FIRST_AFTER_REGISTERS
+        return ReadingRecord(
+            meter=row[0],
+            slot=d.from_time(row[1]),
+            read_at=d.from_time(row[2]),
+            values=MeterValues(**values),
+            identification=row[n],
+            type_number=row[n + 1],
+            bcc_algorithm=row[n + 2],
+            raw=bytes(row[n + 3]),
+            answer_delay=row[n + 4],
+            duration=row[n + 5],
+            attempts=row[n + 6],
+        )
+
+    def _where(
+        self, meter: str | None, since: datetime | None, until: datetime | None, at: str
+    ) -> tuple[str, list[Any]]:
+        """A WHERE clause for a meter and a half-open time range ``[since, until)`` on ``at``."""
+        p = self.dialect.param
+        conditions: list[str] = []
+        params: list[Any] = []
+        if meter is not None:
+            conditions.append(f"meter = {p}")
+            params.append(meter)
+        if since is not None:
+            conditions.append(f"{at} >= {p}")
+            params.append(self.dialect.to_time(since))
+        if until is not None:
+            conditions.append(f"{at} < {p}")
+            params.append(self.dialect.to_time(until))
+        return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+    # -- the schema ------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The version of the schema in the database (0: empty)."""
+
+        def read(conn: ConnT) -> int:
+            if conn.execute(self.dialect.schema_table_exists).fetchone() is None:
+                return 0
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            return int(row[0] or 0) if row else 0
+
+        return self._locked("reading the schema version", read)
+
+    def migrate(self, target: int | None = None) -> None:
+        """Apply the missing migrations up to ``target`` (default: the latest), in order."""
+        latest = max(self.migrations)
+        target = latest if target is None else target
+        insert = f"INSERT INTO schema_version (version) VALUES ({self.dialect.param})"
+
+        def run(conn: ConnT) -> None:
+            self._lock_schema(conn)
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0) if row else 0
+            if current > latest:
+                raise StorageError(
+                    f"{self.location} has schema version {current}, newer than this program's "
+                    f"{latest}: upgrade kamstrup382"
+                )
+            for version in range(current + 1, target + 1):
+                for statement in self.migrations[version]:
+                    conn.execute(statement)
+                conn.execute(insert, (version,))
+
+        self._transaction("migrating the schema", run)
+
+    # -- the outbox ------------------------------------------------------------------------------
+    def outbox_pending(
+        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
+    ) -> list[OutboxItem]:
+        d = self.dialect
+        if holder is None:
+            sql = f"{_SELECT_OUTBOX} ORDER BY o.id LIMIT {d.param}"
+            rows = self._locked("reading the outbox", lambda c: c.execute(sql, (limit,)).fetchall())
+            return [(int(row[0]), self._reading(row[1:])) for row in rows]
+        if lease <= timedelta(0):
+            raise StorageError(f"an outbox lease must be positive, got {lease}")
+
+        def run(conn: ConnT) -> list[Any]:
+            window = outbox_window(limit)
+            meters = self._claim_outbox(conn, holder, limit, lease, window)
+            if not meters:
+                # the oldest entries are all held by others: look further, if there is more
+                (more,) = conn.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT {d.param}) o", (window + 1,)
+                ).fetchone()
+                if int(more) <= window:
+                    return []
+                meters = self._claim_outbox(conn, holder, limit, lease, None)
+                if not meters:
+                    return []
+            sql = (
+                f"{_SELECT_OUTBOX} WHERE o.meter IN (SELECT name FROM {d.names} n) "
+                f"ORDER BY o.id LIMIT {d.param}"
+            )
+            return conn.execute(sql, (d.list_param(meters), limit)).fetchall()
+
+        rows = self._transaction("claiming outbox entries", run)
+        return [(int(row[0]), self._reading(row[1:])) for row in rows]
+
+    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
+        if not ids and holder is None:
+            return
+        numbers = [int(i) for i in ids]
+        p = self.dialect.param
+
+        def run(conn: ConnT) -> None:
+            if numbers:
+                sql = f"DELETE FROM outbox WHERE id IN (SELECT id FROM {self.dialect.ids} i)"
+                conn.execute(sql, (self.dialect.list_param(numbers),))
+            if holder is not None:
+                conn.execute(_release_outbox(p), (holder,))
+
+        self._transaction("removing published outbox entries", run)
+
+    def outbox_release(self, holder: str) -> None:
+        sql = _release_outbox(self.dialect.param)
+        self._transaction("releasing outbox claims", lambda c: c.execute(sql, (holder,)))
+
+    def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
+        d = self.dialect
+        sql = (
+            "SELECT n.name, (SELECT bcc_algorithm FROM readings WHERE meter = n.name "
+            f"ORDER BY read_at DESC, id DESC LIMIT 1) FROM {d.names} n"
+        )
+        names = d.list_param(sorted(set(meters)))
+        rows = self._locked(
+            "reading the BCC algorithms", lambda c: c.execute(sql, (names,)).fetchall()
+        )
+        return {meter: algorithm for meter, algorithm in rows if algorithm is not None}
+
+    # -- reading ---------------------------------------------------------------------------------
+    def meters(self) -> list[str]:
+        sql = "SELECT meter FROM readings UNION SELECT meter FROM failures ORDER BY 1"
+        rows = self._locked("listing meters", lambda c: c.execute(sql).fetchall())
+        return [row[0] for row in rows]
+
+    def latest(self, meter: str) -> ReadingRecord | None:
+        sql = f"{_SELECT_READING} WHERE meter = {self.dialect.param} "
+        sql += "ORDER BY read_at DESC, id DESC LIMIT 1"
+        row = self._locked(
+            "reading the latest reading", lambda c: c.execute(sql, (meter,)).fetchone()
+        )
+        return None if row is None else self._reading(row)
+
+    def readings(
+        self,
+        meter: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[ReadingRecord]:
+        where, params = self._where(meter, since, until, "read_at")
+        sql = f"{_SELECT_READING}{where} ORDER BY meter, read_at, id"
+        return self._stream("reading readings", sql, params, self._reading)
+
+    def consumption(
+        self,
+        meter: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[ConsumptionRow]:
+        where, params = self._where(meter, since, until, "read_at")
+        names = ", ".join(r.name for r in CONSUMPTION_REGISTERS)
+        sql = f"SELECT meter, read_at, {names} FROM readings{where} ORDER BY meter, read_at, id"
+        d = self.dialect
+        (_, e), (_, t1), (_, t2) = ((r.name, r.decimals) for r in CONSUMPTION_REGISTERS)
+
+        def convert(row: Any) -> Any:
+            return (
+                row[0],
+                d.from_time(row[1]),
+                d.from_register(row[2], e),
+                d.from_register(row[3], t1),
+                d.from_register(row[4], t2),
+            )
+
+        return consumption_rows(self._stream("reading consumption", sql, params, convert))
+
+    def attempts(
+        self,
+        meter: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[AttemptRecord]:
+        d = self.dialect
+        rwhere, rparams = self._where(meter, since, until, "read_at")
+        fwhere, fparams = self._where(meter, since, until, "failed_at")
+        sql = (
+            f"SELECT meter, slot, read_at AS at, {d.true} AS ok, duration, attempts, NULL AS kind "
+            f"FROM readings{rwhere} UNION ALL "
+            f"SELECT meter, slot, failed_at AS at, {d.false} AS ok, duration, attempts, kind "
+            f"FROM failures{fwhere} ORDER BY at, meter"
+        )
+
+        def convert(row: Any) -> AttemptRecord:
+            return AttemptRecord(
+                meter=row[0],
+                slot=d.from_time(row[1]),
+                at=d.from_time(row[2]),
+                ok=bool(row[3]),
+                duration=row[4],
+                attempts=row[5],
+                kind=row[6],
+            )
+
+        return self._stream("reading attempts", sql, [*rparams, *fparams], convert)
+
+    def status(self) -> list[MeterStatus]:
+        d = self.dialect
+
+        def time(at: Any) -> datetime | None:
+            return None if at is None else d.from_time(at)
+
+        def run(conn: ConnT) -> list[MeterStatus]:
+            ok = {
+                m: (int(n), time(last))
+                for m, n, last in conn.execute(
+                    "SELECT meter, count(*), max(read_at) FROM readings GROUP BY meter"
+                ).fetchall()
+            }
+            counts = {
+                m: int(n)
+                for m, n in conn.execute(
+                    "SELECT meter, count(*) FROM failures GROUP BY meter"
+                ).fetchall()
+            }
+            last_bad = {
+                m: (time(at), kind, message)
+                for m, at, kind, message in conn.execute(d.last_failures).fetchall()
+            }
+            result = []
+            for m in sorted(ok.keys() | counts.keys()):
+                successes, last_ok = ok.get(m, (0, None))
+                at, kind, message = last_bad.get(m, (None, None, None))
+                result.append(
+                    MeterStatus(
+                        meter=m,
+                        last_success=last_ok,
+                        last_error=at,
+                        last_error_kind=kind,
+                        last_error_message=message,
+                        successes=successes,
+                        failures=counts.get(m, 0),
+                    )
+                )
+            return result
+
+        return self._locked("reading the status", run)
+
+
+def _release_outbox(param: str) -> str:
+    return f"UPDATE outbox_claims SET holder = NULL, expires_at = NULL WHERE holder = {param}"
