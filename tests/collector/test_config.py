@@ -383,6 +383,10 @@ def test_the_http_table_is_parsed_with_the_others() -> None:
     assert parse(BASE + "[http]\nrefresh = 0\n", {"K382_HTTP_REFRESH": "5"}).http.refresh == 5.0
     # without the table the environment does not make one
     assert parse(BASE, {"K382_HTTP_TOKEN": "x"}).http == HttpConfig()
+    assert parse(BASE + '[http]\ntoken_file = "token"\n').http.token_file == "token"
+    with pytest.raises(ConfigError) as info:
+        parse(BASE + "[http]\ntoken_file = 7\n")
+    assert info.value.key == "http.token_file"
 
 
 def test_a_meter_hands_its_timing_and_retries_to_the_reader_whole() -> None:

@@ -144,11 +144,11 @@ class HttpConfig:
 
     listen: Listen | None = None
     token: str | None = None
-    #: A file holding the token (relative to the config file's directory), kept out of ``ps``.
-    token_file: str | None = None
     title: str | None = None
     #: Seconds between page updates (0: none).
     refresh: float = 30.0
+    #: A file holding the token (relative to the config file's directory), kept out of ``ps``.
+    token_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
