@@ -57,6 +57,8 @@ _AFTER = frozenset(("!\r\n", "\r\n!\r\n"))
 _END_ONLY = "!\r\n"
 _CONTROL = re.compile(r"[^\x20-\x7e\r\n]")
 _CR_OR_LF = re.compile(r"[\r\n]")
+#: Per known register code: its name and whether its value stays text.
+_NAMED = {r.code: (r.name, r.kind is RegisterKind.TEXT) for r in REGISTER_BY_CODE.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,15 +201,16 @@ def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
     for address, number, text in zip(
         pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE], strict=True
     ):
-        reg = REGISTER_BY_CODE.get(address or "")
-        if reg is None:  # an unknown address, or a further group of a data set (no address)
+        named = _NAMED.get(address or "")
+        if named is None:  # an unknown address, or a further group of a data set (no address)
             continue
+        name, is_text = named
         if number is None:  # not a number: the text as printed
-            registers[reg.name] = text or ""
-        elif reg.kind is RegisterKind.TEXT:
-            registers[reg.name] = number
+            registers[name] = text or ""
+        elif is_text:
+            registers[name] = number
         else:
-            registers[reg.name] = Decimal(number.replace(",", "."))
+            registers[name] = Decimal(number.replace(",", "."))
     return registers
 
 

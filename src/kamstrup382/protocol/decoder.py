@@ -85,6 +85,24 @@ class TelegramDecoder:
     the telegram says which matched). ``eight_bit``: input bytes carry the even-parity bit.
     """
 
+    __slots__ = (
+        "_base",
+        "_buf",
+        "_etx",
+        "_pos",
+        "_seen",
+        "_start",
+        "_step",
+        "_stx",
+        "bcc_mode",
+        "eight_bit",
+        "identification",
+        "skipped",
+        "state",
+        "telegram",
+        "trailing",
+    )
+
     def __init__(self, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False) -> None:
         self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit

@@ -73,7 +73,7 @@ class MeterValues:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Telegram:
     """A complete, checked reply.
 

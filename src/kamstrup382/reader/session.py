@@ -68,7 +68,6 @@ from kamstrup382.reading import LineMode, Reading
 __all__ = ["Progress", "Readout", "Session"]
 
 _SLASH = ord("/")
-_WAIT_START = DecoderState.WAIT_START
 _REQUEST_8N1 = add_parity(REQUEST)
 
 #: ``progress(received, expected)``: bytes received so far against the expected reply size.
@@ -219,7 +218,7 @@ class Readout:
     @property
     def answering(self) -> bool:
         """Still waiting for the meter's identification to begin."""
-        return self.decoder.state is _WAIT_START
+        return self.decoder.state is DecoderState.WAIT_START
 
     def sent(self, monotonic: float, wall: datetime) -> None:
         """The request has been written (and drained, where the port can tell)."""
@@ -229,7 +228,7 @@ class Readout:
         self._deadline = monotonic + self.timing.deadline_for(self.expected)
 
     def _phase_end(self) -> float:
-        if self.decoder.state is _WAIT_START:
+        if self.decoder.state is DecoderState.WAIT_START:
             return self._answer_by
         return self.last_byte_at + self._inter_character
 
@@ -240,7 +239,7 @@ class Readout:
         It only moves later as bytes arrive, except once: when the identification begins, the
         answer window gives way to the inter-character timeout, which may end sooner.
         """
-        if self.decoder.state is _WAIT_START:
+        if self.decoder.state is DecoderState.WAIT_START:
             end = self._answer_by
         else:
             end = self.last_byte_at + self._inter_character
@@ -256,10 +255,10 @@ class Readout:
         """
         self.last_byte_at = monotonic
         decoder = self.decoder
-        if self._eight_bit and decoder.state is _WAIT_START:
+        if self._eight_bit and decoder.state is DecoderState.WAIT_START:
             data = _forgive_noise(data)
         decoder.feed(data)
-        if decoder.state is _WAIT_START:
+        if decoder.state is DecoderState.WAIT_START:
             self.first_byte_at_mono = None  # noise or an echoed request: still waiting
             self.first_byte_at = None
             return False
