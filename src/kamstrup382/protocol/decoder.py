@@ -118,7 +118,8 @@ class TelegramDecoder:
         self._start = 0  # position in _buf of the identification's '/'
         self._stx = 0  # position in _buf of STX
         self._etx = 0  # position in _buf of ETX, once found
-        self._step: Step = self._wait_start  # the step of the current state
+        #: the step of the current state; ``None`` once done or failed
+        self._step: Step | None = self._wait_start
 
     @property
     def bytes_seen(self) -> int:
@@ -134,14 +135,16 @@ class TelegramDecoder:
         Raises a :class:`~kamstrup382.errors.ProtocolError` at the first byte that breaks the
         protocol; the decoder is then spent (:class:`UsageError` if fed again).
         """
-        if self.state is DecoderState.FAILED:
-            raise UsageError("the decoder failed earlier; start a new one for the next reply")
+        step = self._step
+        if step is None:  # done, or failed
+            if self.state is DecoderState.FAILED:
+                raise UsageError("the decoder failed earlier; start a new one for the next reply")
+            self._seen += len(data)
+            self.trailing += len(data)
+            return []
         data = bytes(data)
         base = self._seen
         self._seen += len(data)
-        if self.state is DecoderState.DONE:
-            self.trailing += len(data)
-            return []
         try:
             # A bad byte is an error only if the bytes before it neither failed nor finished
             # the reply: the same error at the same place however the input is split.
@@ -152,7 +155,8 @@ class TelegramDecoder:
                     error: ProtocolError = ParityError(
                         f"byte 0x{data[bad]:02x} fails even parity", offset=base + bad
                     )
-                data = strip_parity(data if bad is None else data[:bad])
+                    data = data[:bad]
+                data = strip_parity(data)
             elif not data.isascii():
                 bad = next(i for i, b in enumerate(data) if b & 0x80)
                 error = FramingError(
@@ -163,7 +167,6 @@ class TelegramDecoder:
                 data = data[:bad]
             self._buf += data
             events: list[Event] = []
-            step: Step | None = self._step
             while step is not None:
                 self._step = step
                 step = step(events)
@@ -173,6 +176,7 @@ class TelegramDecoder:
                 self.trailing += self._seen - base - bad  # after the BCC: not looked at
         except Exception:
             self.state = DecoderState.FAILED
+            self._step = None
             raise
         return events
 
@@ -247,14 +251,15 @@ class TelegramDecoder:
         return self._data
 
     def _data(self, events: list[Event]) -> Step | None:
-        index = self._buf.find(ETX, self._pos)
-        if (index if index >= 0 else len(self._buf)) - self._stx > MAX_DATA_BLOCK:
+        buf = self._buf
+        index = buf.find(ETX, self._pos)
+        if (index if index >= 0 else len(buf)) - self._stx > MAX_DATA_BLOCK:
             raise FramingError(
                 f"data block longer than {MAX_DATA_BLOCK} bytes without ETX",
                 offset=self._base + self._stx,
             )
         if index < 0:
-            self._pos = len(self._buf)
+            self._pos = len(buf)
             return None
         self._etx = index
         self._pos = index + 1
@@ -269,6 +274,7 @@ class TelegramDecoder:
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
         self.state = DecoderState.DONE
+        self._step = None
         events.append(TelegramReceived(telegram, self._base + etx + 2))
         return None
 
