@@ -12,7 +12,8 @@ import pytest
 
 from kamstrup382.errors import UsageError
 from kamstrup382.protocol import BccAlgorithm, BccMode, compute_bcc, decode_reply
-from kamstrup382.reading import LineMode, Reading
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.reading import Reading
 from kamstrup382.render import (
     CSV_FIELDS,
     dumps,

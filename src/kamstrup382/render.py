@@ -15,7 +15,7 @@ from typing import Any
 
 from kamstrup382.errors import UsageError
 from kamstrup382.protocol import REGISTERS, DataSet, Identification, Telegram
-from kamstrup382.reading import Reading
+from kamstrup382.reader.reading import Reading
 
 __all__ = [
     "CSV_FIELDS",

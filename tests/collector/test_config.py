@@ -19,7 +19,7 @@ from kamstrup382.collector.config import (
 from kamstrup382.errors import ConfigError
 from kamstrup382.protocol import BccMode
 from kamstrup382.reader.policy import RetryPolicy, Timing
-from kamstrup382.reading import LineMode
+from kamstrup382.reader.port import LineMode
 from kamstrup382.settings import Listen
 
 BASE = """

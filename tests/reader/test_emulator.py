@@ -26,7 +26,8 @@ from kamstrup382.errors import (
 )
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader, Reader, Timing
-from kamstrup382.reading import LineMode, Reading
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.reading import Reading
 from tests.reader.peer import EchoingHead
 
 SPEED = 50.0

@@ -33,7 +33,8 @@ from kamstrup382.errors import (
 )
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader, Reader, Timing
-from kamstrup382.reading import LineMode, Reading
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.reading import Reading
 from tests.reader.peer import EXAMPLE, Gate, Rfc2217Bridge, ScriptedPeer
 
 FAST = Timing(answer_timeout=0.1, answer_margin=0.05)

@@ -26,8 +26,8 @@ from kamstrup382.reader import (
     default_line,
     parse_port,
 )
+from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.session import Readout
-from kamstrup382.reading import LineMode
 from tests.reader.peer import EXAMPLE
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -27,7 +27,8 @@ import click
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import BccMode
 from kamstrup382.reader import Reader
-from kamstrup382.reading import LineMode, Reading
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.reading import Reading
 from kamstrup382.render import CSV_FIELDS, dumps, reading_csv_row, reading_json, registers_table
 
 __all__ = ["ProgressBar", "read", "render_reading"]

@@ -1,13 +1,14 @@
 """The collector: read the configured meters on a wall-clock schedule and store every attempt.
 
-``Collector`` and ``CycleResult`` are imported on first use, so that the config can be loaded
-without the reader and storage layers.
+Where each part lives: ``collector`` (the schedule), ``gate`` (requests written at one
+instant), ``leases`` (meters shared through the storage), ``pool`` (the readers), ``records``
+(what a readout becomes), ``writer`` (batched storage), ``runtime`` (process tuning), ``config``
+(the TOML file). See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from kamstrup382.collector.collector import Collector
 from kamstrup382.collector.config import (
     CollectorConfig,
     Config,
@@ -16,9 +17,7 @@ from kamstrup382.collector.config import (
     load_config,
     parse_config,
 )
-
-if TYPE_CHECKING:
-    from kamstrup382.collector.collector import Collector, CycleResult
+from kamstrup382.collector.cycle import CycleResult
 
 __all__ = [
     "Collector",
@@ -30,11 +29,3 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("Collector", "CycleResult"):
-        from kamstrup382.collector import collector  # noqa: PLC0415 - lazy on purpose
-
-        return getattr(collector, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

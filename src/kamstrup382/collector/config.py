@@ -68,8 +68,7 @@ from kamstrup382 import settings as check
 from kamstrup382.errors import ConfigError
 from kamstrup382.protocol import BccMode
 from kamstrup382.reader.policy import RetryPolicy, Timing
-from kamstrup382.reader.port import default_line
-from kamstrup382.reading import LineMode
+from kamstrup382.reader.port import LineMode, default_line
 from kamstrup382.settings import Listen, parse_duration
 from kamstrup382.storage.url import default_storage_url
 

@@ -16,7 +16,7 @@ when the collector's clock shows its time (or closed, when the collector stops f
 
 Time sources: a request's time is taken with ``time.monotonic`` (the clock of asyncio's and
 uvloop's ``loop.time()``, which the readout's timeouts use) and, for
-:attr:`~kamstrup382.reading.Reading.requested_at`, the wall clock; the start times are the
+:attr:`~kamstrup382.reader.reading.Reading.requested_at`, the wall clock; the start times are the
 collector's clock.
 """
 

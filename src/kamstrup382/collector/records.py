@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kamstrup382.errors import Kamstrup382Error
-from kamstrup382.reading import Reading
+from kamstrup382.reader.reading import Reading
 from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
 
 __all__ = ["failure_record", "missed_message", "missed_record", "reading_record"]

@@ -47,9 +47,8 @@ import serial
 from kamstrup382.errors import ConnectionLost
 from kamstrup382.reader.link import CHUNK, Link, SerialLink, open_serial
 from kamstrup382.reader.options import ReaderOptions
-from kamstrup382.reader.port import PortKind
+from kamstrup382.reader.port import LineMode, PortKind
 from kamstrup382.reader.session import Progress, Readout
-from kamstrup382.reading import LineMode
 
 __all__ = [
     "AsyncFdLink",

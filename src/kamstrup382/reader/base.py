@@ -7,8 +7,8 @@ from typing import Generic, TypeVar
 from kamstrup382.protocol import BccAlgorithm, BccMode
 from kamstrup382.reader.options import ReaderOptions
 from kamstrup382.reader.policy import RetryPolicy, Timing
+from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.session import Progress, Readout, Session
-from kamstrup382.reading import LineMode
 
 __all__ = ["ReaderBase"]
 

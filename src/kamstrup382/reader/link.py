@@ -27,8 +27,7 @@ from typing import Any, Protocol
 import serial
 
 from kamstrup382.errors import ConnectionLost, UsageError
-from kamstrup382.reader.port import PortKind, PortSpec
-from kamstrup382.reading import LineMode
+from kamstrup382.reader.port import LineMode, PortKind, PortSpec
 
 __all__ = [
     "FdLink",

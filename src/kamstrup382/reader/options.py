@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import BccAlgorithm, BccMode
 from kamstrup382.reader.policy import RetryPolicy, Timing
-from kamstrup382.reader.port import PortSpec, default_line, parse_port
+from kamstrup382.reader.port import LineMode, PortSpec, default_line, parse_port
 from kamstrup382.reader.session import Session
-from kamstrup382.reading import LineMode
 
 __all__ = ["ReaderOptions", "with_attempts"]
 

@@ -13,9 +13,21 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from kamstrup382.errors import UsageError
-from kamstrup382.reading import LineMode
 
-__all__ = ["PortKind", "PortSpec", "default_line", "parse_port"]
+__all__ = ["LineMode", "PortKind", "PortSpec", "default_line", "parse_port"]
+
+
+class LineMode(enum.StrEnum):
+    """How the port carries the 300 baud 7E1 characters.
+
+    ``7E1``: the port does parity itself (a serial device set to 7E1; the default for devices).
+    ``8N1``: the port delivers 8-bit bytes whose bit 7 is the parity bit (a TCP gateway, an 8N1
+    optical head; the default for ``socket://``): the reader sets parity on what it sends and
+    checks and strips it on what it receives.
+    """
+
+    SEVEN_E_ONE = "7E1"
+    EIGHT_N_ONE = "8N1"
 
 
 class PortKind(enum.StrEnum):

@@ -63,7 +63,8 @@ from kamstrup382.protocol import (
     strip_parity,
 )
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
-from kamstrup382.reading import LineMode, Reading
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.reading import Reading
 
 __all__ = ["Progress", "Readout", "Session"]
 

@@ -20,8 +20,8 @@ from kamstrup382.errors import ConnectionLost, Kamstrup382Error
 from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.link import Link, open_link
 from kamstrup382.reader.options import with_attempts
+from kamstrup382.reader.reading import Reading
 from kamstrup382.reader.session import Progress, Readout
-from kamstrup382.reading import Reading
 
 __all__ = ["Reader"]
 

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from kamstrup382.protocol import BccAlgorithm, Identification, MeterValues, Telegram
+from kamstrup382.reader.port import LineMode
 
-__all__ = ["LineMode", "Reading"]
-
-
-class LineMode(enum.StrEnum):
-    """How the port carries the 300 baud 7E1 characters.
-
-    ``7E1``: the port does parity itself (a serial device set to 7E1; the default for devices).
-    ``8N1``: the port delivers 8-bit bytes whose bit 7 is the parity bit (a TCP gateway, an 8N1
-    optical head; the default for ``socket://``): the reader sets parity on what it sends and
-    checks and strips it on what it receives.
-    """
-
-    SEVEN_E_ONE = "7E1"
-    EIGHT_N_ONE = "8N1"
+__all__ = ["Reading"]
 
 
 @dataclass(frozen=True, slots=True)
