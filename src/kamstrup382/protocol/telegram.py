@@ -63,10 +63,9 @@ class MeterValues:
                 raise UsageError(f"{name} must be a Decimal, got {value!r}")
             if value < 0 or value >= wraps_at:
                 raise UsageError(f"{name}={value} outside the register's range 0..{wraps_at - 1}")
-            # printed with at most the register's decimals: no need to quantize; more digits
-            # are fine only as trailing zeros (``1.50`` for one decimal is the same value)
-            places = value.as_tuple().exponent
-            if isinstance(places, int) and places < exponent and value != value.quantize(quantum):
+            # more digits than the register prints are fine only as trailing zeros (``1.50``
+            # for one decimal is the same value)
+            if value != value.quantize(quantum):
                 raise UsageError(f"{name}={value} has more than {-exponent} decimals")
 
     def as_dict(self) -> dict[str, Any]:
