@@ -33,9 +33,7 @@ collector runs with the open-file limit raised, the garbage collector's first th
 - last request s: seconds from ``at`` until the last request went out (``read_at`` is the time
   of the request): the time the event loop takes to wake the readers and send the requests.
 
-Measured on 2 CPUs (docs/collector.md): ratio 1.077-1.081 at 10,000 meters with
-``keep_connected`` (target 1.10: met; 1.110-1.111 with ``--no-keep-connected``, where the
-10,000 connections are closed inside the cycle), 1.010 at 1,000.
+The figures measured, and the targets, are in docs/collector.md.
 
 ``--keep-connected`` (the default) runs the collector with ``keep_connected = true``: the
 connections stay open after the cycle, as a collector of that size keeps them from slot to slot,
