@@ -47,6 +47,53 @@ def wire_form(clean: bytes, eight_bit: bool) -> bytes:
     return add_parity(clean) if eight_bit else clean
 
 
+def register_texts(reply: bytes) -> dict[bytes, bytes]:
+    """Each register's code and value text (before the unit) in a 7-bit reply."""
+    block = reply[reply.index(bytes((STX,))) + 1 : reply.rindex(bytes((ETX,)))]
+    texts: dict[bytes, bytes] = {}
+    for line in block.split(b"\r\n"):
+        code, _, rest = line.partition(b"(")
+        if rest:
+            texts[code] = rest.partition(b")")[0].partition(b"*")[0]
+    return texts
+
+
+def one_doubled(clean: bytes, damaged: bytes) -> bytes | None:
+    """The character doubled in ``clean`` to give ``damaged``, if that is the change."""
+    for i, char in enumerate(clean):
+        if clean[: i + 1] + clean[i:] == damaged:
+            return bytes((char,))
+    return None
+
+
+def check_blind(kind: str, clean: bytes, got: bytes, fault: AppliedFault) -> None:
+    """``got`` (7-bit) is ``clean`` with a ``shift`` or ``swap``: the block check passes."""
+    assert decode_reply(got, bcc=BccMode.AUTO).bcc_algorithm is BccAlgorithm.SUM7
+    assert sorted(got) == sorted(clean) and len(got) == len(clean)
+    before, after = register_texts(clean), register_texts(got)
+    assert before.keys() == after.keys()
+    changed = [code for code in before if before[code] != after[code]]
+    assert fault.offset is not None
+    if kind == "swap":
+        (code,) = changed
+        old, new = before[code], after[code]
+        (i,) = [j for j in range(len(old) - 1) if old[j] != new[j] and old[j + 1] != new[j + 1]]
+        assert new == old[:i] + old[i + 1 : i + 2] + old[i : i + 1] + old[i + 2 :]
+        assert old[i] != old[i + 1] and new[i : i + 2].isdigit()
+        assert got[fault.offset : fault.offset + 2] == old[i + 1 : i + 2] + old[i : i + 1]
+    else:
+        doubled_in = [c for c in changed if len(after[c]) == len(before[c]) + 1]
+        dropped_in = [c for c in changed if len(after[c]) == len(before[c]) - 1]
+        assert len(changed) == 2 and len(doubled_in) == len(dropped_in) == 1
+        char = one_doubled(before[doubled_in[0]], after[doubled_in[0]])
+        assert char is not None and char.isdigit()
+        old, new = before[dropped_in[0]], after[dropped_in[0]]
+        assert any(
+            old[:i] + old[i + 1 :] == new and old[i : i + 1] == char for i in range(len(old))
+        )
+        assert got[fault.offset : fault.offset + 2] == char * 2
+
+
 def check_damage(
     kind: str, clean: bytes, got: bytes, eight_bit: bool, faults: tuple[AppliedFault, ...]
 ) -> None:
@@ -87,6 +134,10 @@ def check_damage(
             assert strip_parity(got) == clean
         else:
             assert got[at] == 0  # what a tty checking parity delivers
+    elif kind in ("shift", "swap"):
+        if eight_bit:
+            assert first_parity_error(got) is None
+        check_blind(kind, clean, strip_parity(got), fault)
     elif kind == "double":
         pos = fault.offset
         assert pos is not None and pos in block
@@ -182,6 +233,62 @@ def test_each_kind_does_exactly_its_damage(kind: str, seed: int, eight_bit: bool
         assert damage.late_delay is not None and 0.7 <= damage.late_delay <= 1.5
     else:
         assert damage.late_delay is None
+
+
+def test_the_blind_faults_of_the_issue() -> None:
+    """The issue's examples turn up among the seeds: tariff 2 read as 200 kWh (with the hour
+    counter as 482 h), energy 53 read as 35; every damage on the way is checked."""
+    clean = spec_reply()
+    wanted = {
+        "shift": clean.replace(b"1.20.2(0000020*", b"1.20.2(00000200*").replace(
+            b"1.31(0000482*", b"1.31(000482*"
+        ),
+        "swap": clean.replace(b"1.20(0000053*", b"1.20(0000035*"),
+    }
+    for kind, example in wanted.items():
+        for seed in range(3000):
+            damage = apply_faults(clean, [kind], random.Random(seed), eight_bit=False)
+            check_blind(kind, clean, damage.reply, damage.faults[0])
+            if damage.reply == example:
+                break
+        else:
+            raise AssertionError(f"{kind}: the issue's example never drawn")
+
+
+def test_blind_faults_parse_and_draw() -> None:
+    faults = Faults.parse("shift=0.01,swap=0.01")
+    assert (faults.shift, faults.swap) == (0.01, 0.01)
+    assert Faults.parse(str(faults)) == faults
+    always = Faults(shift=1, swap=1, noise=1)
+    assert always.choose(random.Random(1)) == ("shift", "swap", "noise")
+    assert always.damage(
+        spec_reply(), ("swap", "shift"), random.Random(1), eight_bit=True
+    ).kinds == (
+        "shift",
+        "swap",
+    )
+
+
+def test_blind_faults_off_leave_the_draws_of_a_seed_as_they_were() -> None:
+    """With shift and swap at 0 a request draws one number per other kind, as before them."""
+    faults, rng, twin = Faults(flip=0.5), random.Random(5), random.Random(5)
+    for _ in range(10):
+        faults.choose(rng)
+    for _ in range(10 * (len(FAULT_KINDS) - 2)):
+        twin.random()
+    assert rng.random() == twin.random()
+    on, rng = Faults(swap=0.5), random.Random(5)
+    for _ in range(10):
+        on.choose(rng)
+    assert rng.getstate() != random.Random(5).getstate()
+
+
+def test_a_reply_without_digits_to_move_is_left_as_it_is() -> None:
+    block = b"0.0(1)\r\n1.20(2*kWh)\r\n!\r\n\x03"
+    reply = b"/KAM 685-382-OK-15\r\n\x02" + block + bytes((bcc_sum7(block),))
+    for kind in ("shift", "swap"):
+        damage = apply_faults(reply, [kind], random.Random(1), eight_bit=False)
+        assert damage.reply == reply and damage.faults[0].offset is None
 
 
 def test_faults_combine_in_the_documented_order() -> None:

@@ -187,6 +187,7 @@ def _apply(emulator: Emulator, command: Command) -> str:
     "faults_text",
     default="",
     help="Probabilities per readout, e.g. flip=0.1,late=0.05,xor=1 (kinds: flip, parity, bcc, "
+    "shift, swap, "
     "drop, double, truncate, silent, late, noise, xor); script=silent/bcc+late/none gives "
     "the faults of each meter's first requests.",
 )

@@ -15,6 +15,12 @@ which is built clean first (the protocol core's encoder) and then damaged in thi
   bit (bit 7) is inverted and the data bits are intact. On 7-bit lines, where the parity bit
   is not delivered, the character arrives as NUL (0x00): what a tty checking parity (INPCK)
   without marking it (PARMRK) delivers for a character received with a parity error.
+- ``shift``: one digit of one register's value is doubled and an equal digit is dropped from
+  another register's value (``1.20.2(00000200*kWh)`` with ``1.31(000482*h)``). The block
+  holds the same characters, so its sum, its XOR and every parity bit still match: a
+  corruption no block check can see, only what the meter guarantees about its values.
+- ``swap``: two adjacent different digits inside one register's value are exchanged
+  (``1.20(0000035*kWh)`` for 53): the same characters again, invisible to the block check.
 - ``double``: one character of the data block is sent twice.
 - ``drop``: one character of the data block is not sent.
 - ``truncate``: the reply stops after a random number of characters (at least one is sent and
@@ -43,13 +49,15 @@ from dataclasses import dataclass
 from kamstrup382.errors import ConfigError
 from kamstrup382.protocol import ETX, STX, add_parity, bcc_sum7, bcc_xor
 
-__all__ = ["FAULT_KINDS", "AppliedFault", "Damage", "Faults"]
+__all__ = ["BLIND_KINDS", "FAULT_KINDS", "AppliedFault", "Damage", "Faults"]
 
 #: Every fault kind, in the order the damage is applied (and logged).
 FAULT_KINDS: tuple[str, ...] = (
     "xor",
     "bcc",
     "flip",
+    "shift",
+    "swap",
     "parity",
     "double",
     "drop",
@@ -57,6 +65,16 @@ FAULT_KINDS: tuple[str, ...] = (
     "noise",
     "late",
     "silent",
+)
+
+#: The kinds that damage the values without the block check seeing it.
+BLIND_KINDS: tuple[str, ...] = ("shift", "swap")
+#: The order of the draws of :meth:`Faults.choose`: the kinds added later (``BLIND_KINDS``)
+#: come last, and are drawn only when their probability is not 0, so a seed gives the faults
+#: it gave before they existed.
+_DRAW_ORDER: tuple[str, ...] = (
+    *(kind for kind in FAULT_KINDS if kind not in BLIND_KINDS),
+    *BLIND_KINDS,
 )
 
 #: The spec's answer window ends here; a late answer begins after it.
@@ -116,6 +134,8 @@ class Faults:
     xor: float = 0.0
     bcc: float = 0.0
     flip: float = 0.0
+    shift: float = 0.0
+    swap: float = 0.0
     parity: float = 0.0
     double: float = 0.0
     drop: float = 0.0
@@ -204,11 +224,17 @@ class Faults:
     def choose(self, rng: random.Random) -> tuple[str, ...]:
         """The faults of one request, drawn, in :data:`FAULT_KINDS` order.
 
-        One draw per kind whatever the probabilities, so that the sequence of draws (and
-        therefore every later decision) depends on the seed and the request count only.
+        One draw per kind whatever its probability (the :data:`BLIND_KINDS` only when theirs
+        is not 0), so that the sequence of draws (and therefore every later decision)
+        depends on the seed, the request count and which blind kinds are on.
         """
-        drawn = [(kind, rng.random()) for kind in FAULT_KINDS]
-        return tuple(kind for kind, u in drawn if u < getattr(self, kind))
+        chosen = {
+            kind
+            for kind in _DRAW_ORDER
+            if (kind not in BLIND_KINDS or getattr(self, kind))
+            and rng.random() < getattr(self, kind)
+        }
+        return tuple(kind for kind in FAULT_KINDS if kind in chosen)
 
     def damage(
         self, clean: bytes, kinds: Sequence[str], rng: random.Random, *, eight_bit: bool
@@ -283,6 +309,10 @@ def apply_faults(
         old = reply[at]
         reply[at] ^= 1 << bit
         applied.append(AppliedFault("flip", at, f"bit {bit}: 0x{old:02x} -> 0x{reply[at]:02x}"))
+    if "shift" in kinds:
+        applied.append(_shift(reply, start, end, rng))
+    if "swap" in kinds:
+        applied.append(_swap(reply, start, end, rng))
     if eight_bit:
         reply = bytearray(add_parity(bytes(reply)))
     if "parity" in kinds:
@@ -323,3 +353,67 @@ def _noise_byte(rng: random.Random, top: int) -> int:
         byte = rng.randrange(top)
         if byte & 0x7F != _SLASH:
             return byte
+
+
+def _value_digits(reply: bytearray, start: int, end: int) -> list[list[int]]:
+    """For each register of the block, the positions of the digits of its value.
+
+    A value is what stands between ``(`` and ``*`` (the unit) or ``)``.
+    """
+    registers: list[list[int]] = []
+    at = start
+    while (opened := reply.find(b"(", at, end)) >= 0:
+        closed = reply.find(b")", opened, end)
+        if closed < 0:
+            break
+        star = reply.find(b"*", opened, closed)
+        stop = closed if star < 0 else star
+        registers.append([i for i in range(opened + 1, stop) if 0x30 <= reply[i] <= 0x39])
+        at = closed + 1
+    return registers
+
+
+def _droppable(digits: list[int]) -> list[int]:
+    """The digits that can go and leave a digit on their side of a decimal mark."""
+    return [i for i in digits if i - 1 in digits or i + 1 in digits]
+
+
+def _shift(reply: bytearray, start: int, end: int, rng: random.Random) -> AppliedFault:
+    """Double a digit of one register's value, drop an equal one from another's (in place)."""
+    registers = _value_digits(reply, start, end)
+    pairs = [
+        (at, gone)
+        for a, doubled in enumerate(registers)
+        for b, dropped in enumerate(registers)
+        if a != b
+        for at in doubled
+        for gone in _droppable(dropped)
+        if reply[at] == reply[gone]
+    ]
+    if not pairs:
+        return AppliedFault("shift", None, "no equal digits in two registers: nothing done")
+    at, gone = rng.choice(pairs)
+    char = chr(reply[at])
+    reply.insert(at + 1, reply[at])
+    if gone > at:
+        del reply[gone + 1]
+    else:
+        del reply[gone]
+        at -= 1  # where the doubled pair now begins
+    return AppliedFault("shift", at, f"{char!r} doubled at {at}, one dropped from {gone}")
+
+
+def _swap(reply: bytearray, start: int, end: int, rng: random.Random) -> AppliedFault:
+    """Exchange two adjacent different digits of one register's value (in place)."""
+    places = [
+        i
+        for digits in _value_digits(reply, start, end)
+        for i in digits
+        if i + 1 in digits and reply[i] != reply[i + 1]
+    ]
+    if not places:
+        return AppliedFault("swap", None, "no two adjacent different digits: nothing done")
+    at = rng.choice(places)
+    before = reply[at : at + 2].decode("ascii")
+    reply[at], reply[at + 1] = reply[at + 1], reply[at]
+    return AppliedFault("swap", at, f"{before} at {at} -> {before[::-1]}")
