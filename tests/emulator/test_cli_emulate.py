@@ -313,3 +313,83 @@ def test_pulse_out_to_a_file_for_every_meter(tmp_path: Path) -> None:
         for a, b in itertools.pairwise(mine):
             elapsed = datetime.fromisoformat(b["at"]) - datetime.fromisoformat(a["at"])
             assert elapsed == timedelta(milliseconds=500) * b["count"]
+
+
+#: Runs ``k382 emulate ARGS`` under an open-file limit of LIMIT (soft and hard) that the
+#: process cannot raise: as root it gives up CAP_SYS_RESOURCE first.
+LIMITED_EMULATE = """
+import ctypes, os, resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+if os.geteuid() == 0:
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    class Data(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0].effective &= ~(1 << 24)  # CAP_SYS_RESOURCE
+    data[0].permitted &= ~(1 << 24)
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit + 1, limit + 1))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the limit can still be raised")
+from kamstrup382.cli import main
+sys.exit(main(["emulate", *sys.argv[2:]]))
+"""
+
+
+def limited_emulate(limit: int, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", LIMITED_EMULATE, str(limit), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "need"),
+    [(("--meters", "200"), "264"), (("--pty", "--meters", "60"), "244")],
+    ids=["tcp", "pty"],
+)
+def test_more_meters_than_the_open_file_limit_serves_exit_2_at_once(
+    args: tuple[str, ...], need: str
+) -> None:
+    proc = limited_emulate(200, "--speed", "200", *args)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert out == ""  # refused before any meter was announced
+    (line,) = err.splitlines()
+    meters, transport = args[-1], "pty" if "--pty" in args else "tcp"
+    assert line == (
+        f"k382 emulate: {meters} {transport} meters need {need} open files, the limit is 200 "
+        "and cannot be raised (ulimit -n)"
+    )
+
+
+def test_as_many_meters_as_the_open_file_limit_serves_start() -> None:
+    proc = limited_emulate(200, "--meters", "136", "--speed", "200")  # 136 + 64 = 200
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().rstrip("\n") for _ in range(3)]
+        assert lines[1].startswith("meters 1-136: socket://127.0.0.1:") and lines[2] == (
+            "Ctrl-C stops."
+        )
+        ports = lines[1].split(": ", 1)[1]
+        first = int(ports.split("-")[0].rsplit(":", 1)[1])
+        with RawLine(f"socket://127.0.0.1:{first + 135}") as line:
+            line.send()
+            assert decode_reply(strip_parity(line.read_reply())).meter_values()
+        assert stop(proc, signal.SIGTERM).endswith("stopped after 1 readouts\n")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

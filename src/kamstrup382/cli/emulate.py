@@ -1,7 +1,8 @@
 """``k382 emulate``: serve emulated Kamstrup 382 meters on TCP ports or pseudo-terminals.
 
 Prints where each meter listens (one line per meter, or the range for many), then serves
-until SIGINT or SIGTERM and exits 0. Exit status 2: a wrong option value. Runs on uvloop
+until SIGINT or SIGTERM and exits 0. Exit status 2: a wrong option value, or more meters than
+the open-file limit can serve (said at once, before any port is opened). Runs on uvloop
 where it is installed (many meters in one process), on asyncio's loop otherwise.
 
     k382 emulate                                  # one meter on 127.0.0.1, a free port
@@ -254,10 +255,12 @@ def emulate(
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
     from kamstrup382.emulator.load import parse_load  # noqa: PLC0415
+    from kamstrup382.emulator.open_files import reserve_files  # noqa: PLC0415
     from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
     try:
         host, port = parse_listen(listen)
+        reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         emulator = Emulator(
             meters,
             transport="pty" if use_pty else "tcp",

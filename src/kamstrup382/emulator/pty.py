@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kamstrup382.emulator.line import Answering, LineSession, ServedMeter
-from kamstrup382.emulator.open_files import more_files
+from kamstrup382.emulator.open_files import reserve_files
 from kamstrup382.errors import UsageError
 
 __all__ = ["PARK_SPEED", "PTY_POLL", "CloseWatch", "PtyLines", "PtyPair", "open_pty", "park"]
@@ -188,7 +188,7 @@ class PtyLines:
 
     def start(self, meters: Sequence[ServedMeter]) -> None:
         """Open a pty for each meter; sets each meter's ``port`` to the slave's path."""
-        more_files(3 * len(meters) + 256)
+        reserve_files("pty", len(meters))
         loop = asyncio.get_running_loop()
         self._watch = CloseWatch.create()
         if self._watch is not None:

@@ -16,15 +16,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from kamstrup382.emulator.line import Answering, LineSession, ServedMeter
-from kamstrup382.emulator.open_files import more_files, open_file_limit
+from kamstrup382.emulator.open_files import SPARE_FILES, open_file_limit, reserve_files
 from kamstrup382.errors import UsageError
 
 __all__ = ["FREE_PORT_RANGE", "TcpLines", "bind_ports", "port_url"]
 
 #: A TCP port range where consecutive free ports are looked for (below Linux's ephemeral ports).
 FREE_PORT_RANGE = (20000, 32768)
-#: Descriptors kept free for everything else the process opens.
-SPARE_FILES = 64
 
 
 def port_url(host: str, port: int) -> str:
@@ -248,14 +246,10 @@ class TcpLines:
     def start(self, meters: Sequence[ServedMeter]) -> None:
         """Listen for each meter; sets each meter's ``port`` to its URL."""
         count = len(meters)
-        limit = more_files(2 * count + 4 * SPARE_FILES)
+        limit = reserve_files("tcp", count)
         exclusive = self.exclusive
         if exclusive is None:
             exclusive = limit < 2 * count + SPARE_FILES
-        if limit < count + SPARE_FILES:
-            raise UsageError(
-                f"{count} TCP meters need at least {count + SPARE_FILES} open files (limit {limit})"
-            )
         socks = bind_ports(self.host, self.port, count)
         try:
             for meter, sock in zip(meters, socks, strict=True):
