@@ -393,3 +393,33 @@ def test_as_many_meters_as_the_open_file_limit_serves_start() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_log_writes_the_ground_truth_of_each_request(tmp_path: Path) -> None:
+    log = tmp_path / "truth.jsonl"
+    log.write_text("left from an earlier run\n")
+    with emulate(
+        "--meters", "2", "--speed", "200", "--delay", "0.02", "--faults", "swap=1",
+        "--load", "constant:1", "--log", str(log),
+    ) as (proc, lines):  # fmt: skip
+        received = []
+        for _, port in meters(lines):
+            with RawLine(port) as line:
+                line.send()
+                received.append(line.read_reply())
+        stop(proc, signal.SIGTERM)
+    records = [json.loads(text) for text in log.read_text().splitlines()]
+    assert [(r["meter"], r["number"]) for r in records] == [(1, 1), (2, 1)]
+    for record, got in zip(records, received, strict=True):
+        assert bytes.fromhex(record["wire"]) == got and record["complete"] is True
+        assert [f["kind"] for f in record["faults"]] == ["swap"]
+        sent = decode_reply(strip_parity(got), bcc=BccMode.AUTO)  # the block check passes
+        clean = decode_reply(record["clean"].encode("ascii"))
+        truth = {k: str(v) for k, v in clean.meter_values().as_dict().items()}
+        assert record["values"] == truth
+        assert {k: str(v) for k, v in sent.meter_values().as_dict().items()} != truth
+
+
+def test_log_to_a_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["emulate", "--log", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"k382 emulate: --log '{tmp_path}': ")

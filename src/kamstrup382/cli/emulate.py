@@ -15,6 +15,13 @@ pulse event, at the pulse's instant: ``{"meter": 1, "count": 1, "at": "2026-...Z
 (meter as numbered in the listing, pulses in this event, the instant of the last of them, the
 meter's pulses since start). ``--pulse-constant`` sets the imp/kWh.
 
+Ground truth: ``--log FILE`` (``-``: standard output; a file is started afresh) gets one JSON
+line per request once the line is done with it: the meter (as numbered in the listing), the
+request's number, the meter's true registers (``values``, exact text; ``null`` when silent),
+the clean reply they make (``clean``), what actually went out (``sent``, 7-bit; ``wire``, the
+bytes in hex), whether all of it did (``complete``) and the faults applied (kind, offset,
+detail), so that each stored reading can be compared with what the meter held.
+
 Pulse in (module pin 4), with ``--control``: one command a line on standard input, each
 answered on standard error with ``k382 emulate: ok: ...`` or ``k382 emulate: error: ...``:
 
@@ -27,6 +34,7 @@ answered on standard error with ``k382 emulate: ok: ...`` or ``k382 emulate: err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -42,6 +50,7 @@ from kamstrup382.errors import Kamstrup382Error, UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from kamstrup382.emulator.line import Exchange
     from kamstrup382.emulator.server import Emulator
 
 __all__ = ["Command", "emulate", "parse_command", "parse_delay", "parse_listen"]
@@ -221,6 +230,13 @@ def _apply(emulator: Emulator, command: Command) -> str:
     'C, "at": ISO UTC, "total": T} (- for standard output).',
 )
 @click.option(
+    "--log",
+    "log_to",
+    metavar="FILE|-",
+    help="Write the ground truth of each request once answered, one JSON line: the meter's "
+    "true values, the reply sent, the faults (- for standard output).",
+)
+@click.option(
     "--pulse-input",
     is_flag=True,
     help="Pin 4 counts pulses into register 1.26 instead of switching the tariff.",
@@ -249,6 +265,7 @@ def emulate(
     bcc: str,
     pulse_constant: int,
     pulse_out: str | None,
+    log_to: str | None,
     pulse_input: bool,
     control: bool,
 ) -> int:
@@ -261,47 +278,56 @@ def emulate(
     try:
         host, port = parse_listen(listen)
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
-        emulator = Emulator(
-            meters,
-            transport="pty" if use_pty else "tcp",
-            host=host,
-            port=port,
-            speed=speed,
-            delay=parse_delay(delay),
-            eight_bit=eight_bit,
-            bcc=bcc,
-            faults=Faults.parse(faults_text),
-            seed=seed,
-            load=None if load_text.strip() == "household" else parse_load(load_text),
-            tariff_schedule=tariff_schedule,
-            settings=MeterSettings(
-                type_number=type_number,
-                customer_number=customer_number,
-                pulse_constant=pulse_constant,
-                pulse_input_mode=pulse_input,
-            ),
-        )
-        out = _open_pulse_out(pulse_out)
-        try:
+        with contextlib.ExitStack() as files:
+            out = _open_out(files, pulse_out, "--pulse-out", "a")
+            truth = _open_out(files, log_to, "--log", "w")
+            emulator = Emulator(
+                meters,
+                transport="pty" if use_pty else "tcp",
+                host=host,
+                port=port,
+                speed=speed,
+                delay=parse_delay(delay),
+                eight_bit=eight_bit,
+                bcc=bcc,
+                faults=Faults.parse(faults_text),
+                seed=seed,
+                load=None if load_text.strip() == "household" else parse_load(load_text),
+                tariff_schedule=tariff_schedule,
+                settings=MeterSettings(
+                    type_number=type_number,
+                    customer_number=customer_number,
+                    pulse_constant=pulse_constant,
+                    pulse_input_mode=pulse_input,
+                ),
+                on_exchange=None if truth is None else _truth_writer(truth),
+            )
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 return runner.run(_serve(emulator, out, control=control))
-        finally:
-            if out is not None and out is not sys.stdout:
-                out.close()
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2
 
 
-def _open_pulse_out(target: str | None) -> TextIO | None:
+def _open_out(
+    files: contextlib.ExitStack, target: str | None, option: str, mode: Literal["a", "w"]
+) -> TextIO | None:
+    """``target`` opened for ``option`` (closed with ``files``); ``-``: standard output."""
     if target is None:
         return None
     if target == "-":
         return sys.stdout
     try:
-        return open(target, "a", encoding="utf-8", buffering=1)
+        return files.enter_context(open(target, mode, encoding="utf-8", buffering=1))
     except OSError as exc:
-        raise UsageError(f"--pulse-out {target!r}: {exc.strerror}") from exc
+        raise UsageError(f"{option} {target!r}: {exc.strerror}") from exc
+
+
+def _truth_writer(out: TextIO) -> Callable[[int, Exchange], None]:
+    def write(index: int, exchange: Exchange) -> None:
+        out.write(json.dumps({"meter": index + 1, **exchange.record()}) + "\n")
+
+    return write
 
 
 def _pulse_writer(out: TextIO, meter: int) -> Callable[[int, datetime], None]:

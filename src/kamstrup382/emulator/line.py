@@ -25,7 +25,10 @@ What a line does, as the meter does it:
   per request from the meter's own :class:`random.Random`, then applied to the clean reply.
 
 Every request answered (or left unanswered) is logged as an :class:`Exchange` in its meter's
-log; the entry exists before the first character goes out.
+log; the entry exists before the first character goes out. When the line is done with it
+(answered completely, cut short by a reader that hung up, or silent) the meter's ``on_ended``
+is called with it: the ground truth of what the meter held and what went out
+(:meth:`Exchange.record`, one JSON object).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from kamstrup382.emulator.faults import AppliedFault, Faults
 from kamstrup382.emulator.model import MeterModel
@@ -127,6 +130,34 @@ class Exchange:
         """
         return strip_parity(self.wire[: self.written])
 
+    def record(self) -> dict[str, Any]:
+        """The ground truth of this exchange as a JSON object.
+
+        ``values``: the meter's true registers (text of the exact values; ``null`` when
+        silent); ``clean``: the reply they make (7-bit); ``sent``: what went out so far, 7-bit
+        (``wire``: the same bytes as sent, in hex, parity bits included on 8-bit lines);
+        ``faults``: each fault applied, in order. Non-printing characters are JSON escapes.
+        """
+        values = (
+            None
+            if self.values is None
+            else {name: str(value) for name, value in self.values.as_dict().items()}
+        )
+        wire = self.wire[: self.written]
+        return {
+            "number": self.number,
+            "requested_at": self.requested_at.isoformat(),
+            "delay": round(self.delay, 6),
+            "values": values,
+            "clean": self.clean.decode("ascii"),
+            "sent": strip_parity(wire).decode("ascii"),
+            "wire": wire.hex(),
+            "complete": self.complete,
+            "faults": [
+                {"kind": f.kind, "offset": f.offset, "detail": f.detail} for f in self.faults
+            ],
+        }
+
 
 @dataclass
 class ServedMeter:
@@ -137,6 +168,12 @@ class ServedMeter:
     rng: random.Random
     port: str = ""
     log: list[Exchange] = field(default_factory=list)
+    #: Called with the meter's index and each exchange once the line is done with it.
+    on_ended: Callable[[int, Exchange], None] | None = None
+
+    def ended(self, exchange: Exchange) -> None:
+        if self.on_ended is not None:
+            self.on_ended(self.index, exchange)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +335,7 @@ class LineSession:
                     ended=True,
                 )
             )
+            meter.ended(meter.log[-1])
             self._idle()
             return
         snap = meter.model.snapshot(bcc=rules.bcc)
@@ -347,10 +385,12 @@ class LineSession:
         self._timer = self._loop.call_at(when, self._pump)
 
     def _end_exchange(self) -> None:
-        if self._exchange is not None:
-            self._exchange.ended = True
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.ended = True
             self._exchange = None
             self.answering.in_flight -= 1
+            self.meter.ended(exchange)
 
     def _finish(self) -> None:
         self._end_exchange()

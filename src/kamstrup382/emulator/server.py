@@ -79,7 +79,9 @@ class Emulator:
     ``exclusive``: one reader per TCP meter at a time (its port refuses others meanwhile);
     None: only when the open-file limit cannot hold two sockets per meter. ``live_pulses``:
     deliver every meter's pulses live even to subscribers added on the models directly
-    (:meth:`subscribe_pulses` turns it on per meter by itself).
+    (:meth:`subscribe_pulses` turns it on per meter by itself). ``on_exchange``: called in
+    the loop's thread with the meter's index (0-based) and each :class:`Exchange` once the
+    line is done with it (answered, cut short or silent): the ground-truth log.
 
     ``ports`` lists where each meter is (``socket://HOST:PORT`` or the pty slave's path),
     ``models`` the meter models.
@@ -105,6 +107,7 @@ class Emulator:
         write_interval: float | None = None,
         exclusive: bool | None = None,
         live_pulses: bool = False,
+        on_exchange: Callable[[int, Exchange], None] | None = None,
     ) -> None:
         if transport not in ("tcp", "pty"):
             raise UsageError(f"transport must be 'tcp' or 'pty', got {transport!r}")
@@ -132,7 +135,7 @@ class Emulator:
         )
         self.models = self._models(meters, clock, load, settings, tariff_schedule)
         self._meters = [
-            ServedMeter(i, model, random.Random(f"k382-emulator:{seed}:{i}"))
+            ServedMeter(i, model, random.Random(f"k382-emulator:{seed}:{i}"), on_ended=on_exchange)
             for i, model in enumerate(self.models)
         ]
         self.ports: list[str] = []
