@@ -3,6 +3,7 @@ registers, the reply they make and exactly what went out."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 
@@ -43,6 +44,12 @@ def emulator(truth: Truth, faults: str, *, speed: float = FAST, meters: int = 2)
     )
 
 
+def ended(emu: EmulatorThread, index: int, count: int) -> bool:
+    """Whether meter ``index``'s exchange number ``count + 1`` is over."""
+    log = emu.log(index)
+    return len(log) > count and log[count].ended
+
+
 def test_each_exchange_is_logged_with_its_truth_and_what_went_out() -> None:
     truth = Truth()
     with emulator(truth, "shift=0.4,swap=0.4,silent=0.2,noise=0.2") as emu:
@@ -52,11 +59,11 @@ def test_each_exchange_is_logged_with_its_truth_and_what_went_out() -> None:
                 for _ in range(12):
                     count = len(emu.log(index))
                     line.send()
-                    wait_for(lambda i=index, c=count: len(emu.log(i)) > c and emu.log(i)[c].ended)
+                    wait_for(functools.partial(ended, emu, index, count))
                     received[index].append(line.drain())
         wait_for(lambda: truth.count() == 24)
         logs = {index: emu.log(index) for index in (0, 1)}
-    kinds = set()
+    kinds: set[str] = set()
     for index in (0, 1):
         entries = [(e, r) for i, e, r in truth.entries if i == index]
         assert [e for e, _ in entries] == logs[index]  # each once, in order
