@@ -255,6 +255,21 @@ def test_the_blind_faults_of_the_issue() -> None:
             raise AssertionError(f"{kind}: the issue's example never drawn")
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), eight_bit=st.booleans())
+def test_blind_faults_together_and_with_xor_still_pass_the_block_check(
+    seed: int, eight_bit: bool
+) -> None:
+    clean = spec_reply()
+    damage = apply_faults(clean, ("swap", "xor", "shift"), random.Random(seed), eight_bit=eight_bit)
+    assert damage.kinds == ("xor", "shift", "swap")
+    if eight_bit:
+        assert first_parity_error(damage.reply) is None
+    got = strip_parity(damage.reply)
+    assert got != clean and sorted(got[:-1]) == sorted(clean[:-1])
+    assert decode_reply(got, bcc=BccMode.AUTO).bcc_algorithm is BccAlgorithm.XOR
+
+
 def test_blind_faults_parse_and_draw() -> None:
     faults = Faults.parse("shift=0.01,swap=0.01")
     assert (faults.shift, faults.swap) == (0.01, 0.01)
