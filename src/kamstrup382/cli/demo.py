@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.clock import ScaledClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
@@ -164,14 +165,14 @@ async def _demo(
 @click.option(
     "--speed-factor",
     "factor",
-    type=click.FloatRange(min=1.0, max=100_000.0),
+    type=Number(min=1.0, max=100_000.0),
     default=1440.0,
     show_default=True,
     help="How much faster the virtual clock runs (1440: a day a minute).",
 )
 @click.option(
     "--line-speed",
-    type=click.FloatRange(min=1.0, max=10_000.0),
+    type=Number(min=1.0, max=10_000.0),
     default=LINE_SPEED,
     show_default=True,
     help="How much faster than 300 baud the emulated meter answers.",
@@ -189,6 +190,7 @@ async def _demo(
 @click.option(
     "--interval",
     default="15m",
+    callback=check_duration,
     show_default=True,
     help="Readout interval in virtual time.",
 )
