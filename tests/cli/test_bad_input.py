@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kamstrup382.cli import main
+from kamstrup382.collector.config import load_config
+from kamstrup382.errors import ConfigError
+from kamstrup382.outputs.mqtt_settings import MqttSettings
 
 #: A loopback port nobody listens on: a read with accepted arguments fails at once to connect.
 REFUSED = "socket://127.0.0.1:1"
@@ -212,7 +215,18 @@ COLLECTOR_KEYS = [
 ]
 METER_KEYS = ["port", "line", "bcc", "interval", "jitter", "deadline", "retries", "shared_line"]
 HTTP_KEYS = ["listen", "refresh", "title", "token"]
-MQTT_KEYS = ["host", "port", "qos", "keepalive", "reconnect", "topic_prefix"]
+MQTT_KEYS = [
+    "url",
+    "qos",
+    "keepalive",
+    "timeout",
+    "reconnect_delay",
+    "reconnect_max",
+    "stop_timeout",
+    "outbox_lease",
+    "batch_size",
+    "topic_prefix",
+]
 
 
 def _table(name: str, keys: list[str]) -> st.SearchStrategy[tuple[str, dict[str, str]]]:
@@ -263,6 +277,19 @@ def test_generated_configs_load_or_fail_in_one_line(
         # the dotted key of a value, or the file for what TOML itself refuses
         named = [f"{name}." for name, _ in tables] + [str(path), "meters[0]"]
         assert any(n in lines[0] for n in named), (body, err)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.dictionaries(st.sampled_from(MQTT_KEYS), VALUES, min_size=1, max_size=4))
+def test_generated_mqtt_tables_parse_or_name_the_key(workdir: Path, values: dict[str, str]) -> None:
+    """``[mqtt]`` is kept raw by the config and checked by the output (``k382 collect``)."""
+    body = render([("mqtt", values)])
+    path = write_config(workdir, base_config(workdir) + body)
+    try:
+        MqttSettings.parse(load_config(path, env={}).sections["mqtt"])
+    except ConfigError as exc:
+        assert exc.key.startswith("mqtt.") or exc.key == str(path), (body, exc)
+        assert "\n" not in str(exc), (body, exc)
 
 
 ARGUMENT_TEXT = st.one_of(NUMBERS, NASTY_TEXT)
