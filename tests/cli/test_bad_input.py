@@ -78,7 +78,11 @@ METER = '[[meters]]\nname = "m"\nport = "socket://127.0.0.1:1"\n'
 )
 def test_bad_config_values_are_one_line_naming_the_key(tmp_path: Path, body: str, key: str) -> None:
     path = write_config(tmp_path, base_config(tmp_path) + body)
-    for argv in (["status", "--config", str(path)], ["collect", "--config", str(path), "--once"]):
+    for argv in (
+        ["status", "--config", str(path)],
+        ["collect", "--config", str(path), "--once"],
+        ["serve", "--config", str(path)],
+    ):
         assert_one_line_error(*run(*argv), name=key)
 
 
@@ -94,7 +98,12 @@ def test_bad_config_values_are_one_line_naming_the_key(tmp_path: Path, body: str
 )
 def test_an_unreadable_config_file_is_one_line_naming_the_file(tmp_path: Path, body: bytes) -> None:
     path = write_config(tmp_path, body)
-    for argv in (["status", "--config", str(path)], ["collect", "--config", str(path), "--once"]):
+    for argv in (
+        ["status", "--config", str(path)],
+        ["collect", "--config", str(path), "--once"],
+        ["export", "--config", str(path)],
+        ["serve", "--config", str(path)],
+    ):
         assert_one_line_error(*run(*argv), name=str(path))
 
 
@@ -125,6 +134,8 @@ def test_an_unreadable_config_file_is_one_line_naming_the_file(tmp_path: Path, b
         (["demo", "--speed-factor", "nan"], "--speed-factor"),
         (["demo", "--line-speed", "nan"], "--line-speed"),
         (["demo", "--interval", "1e300"], "--interval"),
+        (["demo", "--start", "9999-12-31"], "--start"),
+        (["demo", "--start", "0001-01-01"], "--start"),
     ],
 )
 def test_bad_arguments_are_one_line_naming_the_argument(argv: list[str], name: str) -> None:

@@ -62,6 +62,20 @@ DEMO_SETTINGS = MeterSettings(
 )
 
 
+#: The years a demo may start in: its virtual clock runs for years and must not leave datetime's.
+START_YEARS = range(1970, 3000)
+
+
+def _check_start(
+    value: datetime | None, ctx: click.Context, param: click.Parameter
+) -> datetime | None:
+    if value is not None and value.year not in START_YEARS:
+        raise click.BadParameter(
+            f"must be in the years {START_YEARS.start}-{START_YEARS.stop - 1}", ctx, param
+        )
+    return value
+
+
 def default_start(now: datetime | None = None) -> datetime:
     """Midnight UTC two days before this month began: a month change comes early in the demo."""
     now = now or datetime.now(UTC)
@@ -185,6 +199,7 @@ async def _demo(
 @click.option(
     "--start",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    callback=lambda ctx, param, value: _check_start(value, ctx, param),
     help="Virtual start time, UTC (default: two days before the 1st of this month).",
 )
 @click.option(
