@@ -193,9 +193,11 @@ def _shown(value: object) -> str:
 def _duration_text(value: str, key: str) -> float:
     written = value.strip().lower()
     try:
-        return _finite(float(written), value, key)
+        number = float(written)
     except ValueError:
         pass
+    else:
+        return _finite(number, value, key)
     pos, amount = 0, 0.0
     for match in _DURATION_PART.finditer(written):
         if written[pos : match.start()].strip():

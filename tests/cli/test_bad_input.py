@@ -107,6 +107,25 @@ def test_an_unreadable_config_file_is_one_line_naming_the_file(tmp_path: Path, b
         assert_one_line_error(*run(*argv), name=str(path))
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("K382_COLLECTOR_INTERVAL", "1e309", "collector.interval"),
+        ("K382_COLLECTOR_GRACE", "99999999999999d", "collector.grace"),
+        ("K382_COLLECTOR_RETRIES", "9" * 5000, "collector.retries"),
+        ("K382_HTTP_REFRESH", "nan", "http.refresh"),
+    ],
+)
+def test_bad_environment_values_are_one_line_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str
+) -> None:
+    path = write_config(tmp_path, base_config(tmp_path) + METER + "[http]\nrefresh = 1\n")
+    monkeypatch.setenv(variable, value)
+    code, err = run("collect", "--config", str(path), "--once")
+    assert_one_line_error(code, err, name=key)
+    assert len(err) < 200, err
+
+
 # -- arguments --------------------------------------------------------------------------------
 
 

@@ -34,7 +34,8 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     title = "Our house"
     refresh = 30            # seconds between page updates (0: none)
 
-Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``.
+Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``,
+at most 366 days. The file is UTF-8; tables and arrays nest at most :data:`MAX_DEPTH` deep.
 
 Environment variables override single keys: ``K382_<SECTION>_<KEY>`` (upper case) sets ``KEY``
 of ``[section]`` for the tables ``storage``, ``collector``, ``mqtt``, ``prometheus`` and
