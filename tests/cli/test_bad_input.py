@@ -161,6 +161,17 @@ def test_bad_arguments_are_one_line_naming_the_argument(argv: list[str], name: s
     assert_one_line_error(*run(*argv), name=name)
 
 
+def test_usage_errors_are_one_line_but_k382_alone_shows_the_help() -> None:
+    code, err = run("nothing")
+    assert_one_line_error(code, err, "nothing")
+    code, err = run("read")
+    assert_one_line_error(code, err, "PORT")
+    code, err = run()
+    assert code == 2
+    assert "Usage:" in err
+    assert "read" in err
+
+
 # -- through a process: what a user sees ------------------------------------------------------
 
 
