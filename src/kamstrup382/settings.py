@@ -132,7 +132,7 @@ def boolean(value: object, key: str) -> bool:
     if isinstance(value, str):
         value = BOOL_WORDS.get(value.strip().lower(), value)
     if not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise ConfigError(key, f"expected true or false, got {_shown(value)}")
     return value
 
 
@@ -146,7 +146,7 @@ def choice(enum_type: type[_E], value: object, key: str) -> _E:
         for member in enum_type:
             if str(member.value).lower() == value.strip().lower():
                 return member
-    raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
+    raise ConfigError(key, f"expected one of {', '.join(choices)}, got {_shown(value)}")
 
 
 # -- durations ---------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> time
     """Seconds (int/float) or ``"1h30m"``-style text -> timedelta, at most
     :data:`MAX_DURATION`; ConfigError on bad input."""
     if isinstance(value, bool):
-        raise ConfigError(key, f"expected a duration, got {value!r}")
+        raise ConfigError(key, f"expected a duration, got {_shown(value)}")
     if isinstance(value, int | float):
         amount = _finite(value, value, key)
     elif isinstance(value, str):
@@ -164,9 +164,13 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> time
     else:
         raise ConfigError(key, f"expected a duration, got {type(value).__name__}")
     if amount < 0 or (amount == 0 and not allow_zero):
-        raise ConfigError(key, f"duration must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(
+            key, f"duration must be {'>= 0' if allow_zero else '> 0'}, got {_shown(value)}"
+        )
     if amount > MAX_DURATION.total_seconds():
-        raise ConfigError(key, f"duration must be at most {MAX_DURATION.days}d, got {value!r}")
+        raise ConfigError(
+            key, f"duration must be at most {MAX_DURATION.days}d, got {_shown(value)}"
+        )
     return timedelta(seconds=amount)
 
 
@@ -279,7 +283,7 @@ def host_port(value: object, key: str, *, default_host: str | None = None) -> tu
     host, port = _address(value, key)
     host = host or default_host
     if host is None or port is None:
-        raise ConfigError(key, f"expected host:port (e.g. 127.0.0.1:9382), got {value!r}")
+        raise ConfigError(key, f"expected host:port (e.g. 127.0.0.1:9382), got {_shown(value)}")
     return host, port
 
 
