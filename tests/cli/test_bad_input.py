@@ -358,3 +358,37 @@ def test_generated_read_arguments_are_accepted_or_fail_in_one_line(
         # accepted: the read itself fails to connect to the refused port
         assert (code, port) == (1, REFUSED), (argv, err)
         assert lines[0].startswith("error: connection:"), (argv, err)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    command=st.sampled_from(
+        [
+            # (the command, an option given a generated value, what it says once all are accepted)
+            (["collect", "--config", "{empty}"], "--interval", "no meters"),
+            (["collect", "--config", "{empty}"], "--speed", "no meters"),
+            (["demo", "--db", "{old}"], "--interval", "fresh"),
+            (["demo", "--db", "{old}"], "--speed-factor", "fresh"),
+            (["demo", "--db", "{old}"], "--line-speed", "fresh"),
+            (["demo", "--db", "{old}"], "--start", "fresh"),
+            (["emulate", "--tcp", "127.0.0.1:70000"], "--speed", "--tcp"),
+        ]
+    ),
+    value=ARGUMENT_TEXT,
+)
+def test_generated_options_of_other_commands_are_accepted_or_fail_in_one_line(
+    workdir: Path, command: tuple[list[str], str, str], value: str
+) -> None:
+    """Each command stops on a later problem of its own once the generated value is accepted,
+    so nothing is started."""
+    empty = write_config(workdir, base_config(workdir))
+    old = workdir / "old.sqlite"
+    old.write_bytes(b"")
+    prefix, option, accepted = command
+    argv = [arg.format(empty=empty, old=old) for arg in prefix] + [f"{option}={value}"]
+    code, err = run(*argv)
+    assert "Traceback" not in err
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1, (argv, err)
+    assert option in lines[0] or accepted in lines[0], (argv, err)
+    assert code == (1 if accepted == "fresh" and option not in lines[0] else 2), (argv, err)
