@@ -92,3 +92,28 @@ def test_choices_seconds_and_booleans() -> None:
     assert settings.boolean(" Off ", "k") is False
     with pytest.raises(ConfigError, match="true or false"):
         settings.boolean(1, "k")
+
+
+@pytest.mark.parametrize(
+    ("port", "problem"),
+    [
+        ("socket://[zz]:1", "bad host"),
+        ("rfc2217://[::1:1", "bad host"),
+        ("socket://[127.0.0.1]:1", "bad host"),
+        ("socket://127.0.0.1:0", "out of range 1-65535"),
+    ],
+)
+def test_a_port_whose_host_or_tcp_port_cannot_be_used_names_the_key(
+    port: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem) as info:
+        settings.meter_port(port, "meters[0].port")
+    assert info.value.key == "meters[0].port"
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, 10**5000], ids=["text", "int"])
+def test_an_integer_too_long_to_print_is_refused_in_a_short_message(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings.integer(value, "mqtt.qos", low=0, high=2)
+    assert info.value.key == "mqtt.qos"
+    assert len(str(info.value)) < 120

@@ -34,6 +34,7 @@ __all__ = [
     "BOOL_WORDS",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "MAX_DURATION",
     "Listen",
     "boolean",
     "check_keys",
@@ -64,6 +65,9 @@ BOOL_WORDS: Mapping[str, bool] = {"1": True, "true": True, "yes": True, "on": Tr
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: The longest duration any key accepts: longer ones are typing mistakes, and far longer ones
+#: do not fit a ``timedelta`` or a sleep.
+MAX_DURATION = timedelta(days=366)
 _BAD_HOST = re.compile(r"[\s\[\]/]")
 _PORT = re.compile(r"[0-9]{1,5}")
 _WINDOWS_PORT = re.compile(r"COM\d+", re.IGNORECASE)
@@ -115,11 +119,11 @@ def integer(value: object, key: str, *, low: int, high: int) -> int:
         try:
             value = int(value.strip())
         except ValueError:
-            raise ConfigError(key, f"expected an integer, got {value!r}") from None
+            raise ConfigError(key, f"expected an integer, got {_shown(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer, got {value!r}")
+        raise ConfigError(key, f"expected an integer, got {_shown(value)}")
     if not low <= value <= high:
-        raise ConfigError(key, f"must be between {low} and {high}, got {value}")
+        raise ConfigError(key, f"must be between {low} and {high}, got {_shown(value)}")
     return value
 
 
@@ -128,7 +132,7 @@ def boolean(value: object, key: str) -> bool:
     if isinstance(value, str):
         value = BOOL_WORDS.get(value.strip().lower(), value)
     if not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise ConfigError(key, f"expected true or false, got {_shown(value)}")
     return value
 
 
@@ -142,41 +146,73 @@ def choice(enum_type: type[_E], value: object, key: str) -> _E:
         for member in enum_type:
             if str(member.value).lower() == value.strip().lower():
                 return member
-    raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
+    raise ConfigError(key, f"expected one of {', '.join(choices)}, got {_shown(value)}")
 
 
 # -- durations ---------------------------------------------------------------------------------
 
 
 def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> timedelta:
-    """Seconds (int/float) or ``"1h30m"``-style text -> timedelta; ConfigError on bad input."""
-    amount: float
+    """Seconds (int/float) or ``"1h30m"``-style text -> timedelta, at most
+    :data:`MAX_DURATION`; ConfigError on bad input."""
     if isinstance(value, bool):
-        raise ConfigError(key, f"expected a duration, got {value!r}")
+        raise ConfigError(key, f"expected a duration, got {_shown(value)}")
     if isinstance(value, int | float):
-        amount = float(value)
+        amount = _finite(value, value, key)
     elif isinstance(value, str):
-        written = value.strip().lower()
-        try:
-            amount = float(written)
-        except ValueError:
-            pos, amount = 0, 0.0
-            for match in _DURATION_PART.finditer(written):
-                if written[pos : match.start()].strip():
-                    break
-                amount += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-                pos = match.end()
-            if pos == 0 or written[pos:].strip():
-                raise ConfigError(
-                    key, f"bad duration {value!r}: use seconds or e.g. '90s', '15m', '1h30m'"
-                ) from None
+        amount = _duration_text(value, key)
     else:
         raise ConfigError(key, f"expected a duration, got {type(value).__name__}")
-    if not math.isfinite(amount):
-        raise ConfigError(key, f"bad duration {value!r}")
     if amount < 0 or (amount == 0 and not allow_zero):
-        raise ConfigError(key, f"duration must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(
+            key, f"duration must be {'>= 0' if allow_zero else '> 0'}, got {_shown(value)}"
+        )
+    if amount > MAX_DURATION.total_seconds():
+        raise ConfigError(
+            key, f"duration must be at most {MAX_DURATION.days}d, got {_shown(value)}"
+        )
     return timedelta(seconds=amount)
+
+
+def _finite(number: float, written: object, key: str) -> float:
+    """``number`` as a finite float (an int too large for one is refused too)."""
+    try:
+        amount = float(number)
+    except OverflowError:
+        amount = math.inf
+    if not math.isfinite(amount):
+        raise ConfigError(key, f"bad duration {_shown(written)}: not a finite number")
+    return amount
+
+
+def _shown(value: object) -> str:
+    """``value`` for a one-line message, cut to a readable length."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer beyond the interpreter's digit limit
+        return f"an {type(value).__name__} too long to show"
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
+
+
+def _duration_text(value: str, key: str) -> float:
+    written = value.strip().lower()
+    try:
+        number = float(written)
+    except ValueError:
+        pass
+    else:
+        return _finite(number, value, key)
+    pos, amount = 0, 0.0
+    for match in _DURATION_PART.finditer(written):
+        if written[pos : match.start()].strip():
+            break
+        amount += _finite(float(match.group(1)), value, key) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or written[pos:].strip():
+        raise ConfigError(
+            key, f"bad duration {_shown(value)}: use seconds or e.g. '90s', '15m', '1h30m'"
+        )
+    return _finite(amount, value, key)
 
 
 def seconds(value: object, key: str, *, allow_zero: bool = False) -> float:
@@ -199,11 +235,8 @@ def meter_port(value: object, key: str) -> str:
         raise ConfigError(key, f"bad port {port!r}: {usage} ({exc})") from None
     if spec.kind is PortKind.URL:
         raise ConfigError(key, f"bad port {port!r}: {usage}")
-    if spec.kind is PortKind.DEVICE:
-        if not (port.startswith("/") or _WINDOWS_PORT.fullmatch(port)):
-            raise ConfigError(key, f"bad port {port!r}: a device path must be absolute (/dev/...)")
-    elif spec.tcp_port == 0:
-        raise ConfigError(key, f"TCP port {spec.tcp_port} out of range 1-65535")
+    if spec.kind is PortKind.DEVICE and not (port.startswith("/") or _WINDOWS_PORT.fullmatch(port)):
+        raise ConfigError(key, f"bad port {port!r}: a device path must be absolute (/dev/...)")
     return port
 
 
@@ -250,7 +283,7 @@ def host_port(value: object, key: str, *, default_host: str | None = None) -> tu
     host, port = _address(value, key)
     host = host or default_host
     if host is None or port is None:
-        raise ConfigError(key, f"expected host:port (e.g. 127.0.0.1:9382), got {value!r}")
+        raise ConfigError(key, f"expected host:port (e.g. 127.0.0.1:9382), got {_shown(value)}")
     return host, port
 
 

@@ -123,13 +123,21 @@ shared_line = "bus-1"
         ("1h 30m 15s", 5415.0),
         ("250ms", 0.25),
         ("1d", 86400.0),
+        ("366d", 366 * 86400.0),
     ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text, "k").total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15 minutes", "m15", "1h x", "-5", 0, True, [1], "inf"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "15 minutes", "m15", "1h x", "-5", 0, True, [1], "inf", "nan", "1e309"),
+        *("99999999999999d", 1e300, float("inf"), float("nan"), 2**63, 10**400, "367d"),
+        *("9" * 400 + "d", "1e300s", "1d 1e308s"),
+    ],
+)
 def test_bad_durations_name_the_key(text: object) -> None:
     with pytest.raises(ConfigError) as info:
         parse_duration(text, "collector.interval")
@@ -288,14 +296,20 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [(None, "not found"), ("[[meters]\n", "not valid TOML")],
+    [
+        (None, "not found"),
+        ("[[meters]\n", "not valid TOML"),
+        (b'title = "\xe9"\n', "not UTF-8"),
+        ("x = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("x = " + "{a = " * 3000 + "1" + "}" * 3000, "nested too deeply"),
+    ],
 )
 def test_load_config_file_errors_name_the_file(
-    tmp_path: Path, content: str | None, problem: str
+    tmp_path: Path, content: str | bytes | None, problem: str
 ) -> None:
     path = tmp_path / "k382.toml"
     if content is not None:
-        path.write_text(content, encoding="utf-8")
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert info.value.key == str(path)
@@ -400,3 +414,17 @@ def test_a_meter_hands_its_timing_and_retries_to_the_reader_whole() -> None:
     assert meter.timing == Timing(answer_timeout=0.25, answer_margin=0.0, deadline=9.0)
     assert meter.retry == RetryPolicy(retries=1, backoff=0.0)
     assert cfg.collector.timing == Timing(answer_margin=0.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("[mqtt]\nx = " + "[" * 9 + "]" * 9, "mqtt.x" + "[0]" * 7),
+        ("[prometheus]\nx = " + "{a = " * 9 + "1" + "}" * 9, "prometheus.x" + ".a" * 7),
+        (METER + "shared_line = " + "[" * 12 + "]" * 12, "meters[0].shared_line" + "[0]" * 6),
+    ],
+)
+def test_a_deeply_nested_value_is_refused_naming_its_key(body: str, key: str) -> None:
+    with pytest.raises(ConfigError, match="nested more than") as info:
+        parse_config(tomllib.loads(body), env={})
+    assert info.value.key == key

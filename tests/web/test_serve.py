@@ -67,7 +67,7 @@ def test_serve_config_errors_name_the_key(
 ) -> None:
     config = tmp_path / "k382.toml"
     config.write_text('[http]\nport = 80\n\n[[meters]]\nname = "a"\nport = "/dev/ttyUSB0"\n')
-    assert main(["serve", "--config", str(config)]) == 1
+    assert main(["serve", "--config", str(config)]) == 2
     assert "http.port" in capsys.readouterr().err
 
 

@@ -56,11 +56,27 @@ def cli() -> None:
     """Kamstrup 382 meters over IEC 61107 / IEC 62056-21 mode A."""
 
 
+#: The usage error that is the help (click 8.2+ raises it for a group given no command).
+_HELP_ERRORS: tuple[type[click.UsageError], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status instead of exiting (for tests)."""
     try:
         result: Any = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        if isinstance(exc, _HELP_ERRORS):  # `k382` alone: the help, as asked
+            exc.show()
+            return exc.exit_code
+        # one line, like every other error: what is wrong, and where to look for help
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        click.echo(f"error: usage: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()

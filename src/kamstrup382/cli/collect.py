@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.collector.config import (
     CollectorConfig,
     Config,
@@ -58,13 +59,17 @@ log = logging.getLogger("kamstrup382.collect")
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.001),
+    type=Number(min=0.001),
     default=1.0,
     show_default=True,
     help="Line speed factor of the emulated meters (1 = true 300 baud).",
 )
 @click.option("--storage", "storage_url", help="Storage URL (overrides [storage] url).")
-@click.option("--interval", help="Interval for every meter, e.g. 15m, 30s (overrides the config).")
+@click.option(
+    "--interval",
+    callback=check_duration,
+    help="Interval for every meter, e.g. 15m, 30s (overrides the config).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
 def collect(
     *,

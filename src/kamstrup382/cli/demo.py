@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.clock import ScaledClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
@@ -59,6 +60,20 @@ DEMO_SETTINGS = MeterSettings(
     actual_peak_kw=Decimal("2.7"),
     last_month_peak_kw=Decimal("3.1"),
 )
+
+
+#: The years a demo may start in: its virtual clock runs for years and must not leave datetime's.
+START_YEARS = range(1970, 3000)
+
+
+def _check_start(
+    value: datetime | None, ctx: click.Context, param: click.Parameter
+) -> datetime | None:
+    if value is not None and value.year not in START_YEARS:
+        raise click.BadParameter(
+            f"must be in the years {START_YEARS.start}-{START_YEARS.stop - 1}", ctx, param
+        )
+    return value
 
 
 def default_start(now: datetime | None = None) -> datetime:
@@ -164,14 +179,14 @@ async def _demo(
 @click.option(
     "--speed-factor",
     "factor",
-    type=click.FloatRange(min=1.0, max=100_000.0),
+    type=Number(min=1.0, max=100_000.0),
     default=1440.0,
     show_default=True,
     help="How much faster the virtual clock runs (1440: a day a minute).",
 )
 @click.option(
     "--line-speed",
-    type=click.FloatRange(min=1.0, max=10_000.0),
+    type=Number(min=1.0, max=10_000.0),
     default=LINE_SPEED,
     show_default=True,
     help="How much faster than 300 baud the emulated meter answers.",
@@ -184,11 +199,13 @@ async def _demo(
 @click.option(
     "--start",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    callback=lambda ctx, param, value: _check_start(value, ctx, param),
     help="Virtual start time, UTC (default: two days before the 1st of this month).",
 )
 @click.option(
     "--interval",
     default="15m",
+    callback=check_duration,
     show_default=True,
     help="Readout interval in virtual time.",
 )

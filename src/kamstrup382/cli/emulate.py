@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 
 import click
 
+from kamstrup382.cli.options import Number
 from kamstrup382.errors import Kamstrup382Error, UsageError
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Command", "emulate", "parse_command", "parse_delay", "parse_listen"]
 
+#: The longest answer delay (``--delay``), in seconds: far beyond any reader's answer window.
+MAX_DELAY = 60.0
 #: With more meters than this, the addresses are printed as one range.
 LIST_LIMIT = 10
 
@@ -82,6 +86,10 @@ def parse_delay(text: str) -> float | tuple[float, float]:
         hi = float(hi_text) if dash else lo
     except ValueError:
         raise UsageError(f"--delay {text!r}: expected seconds or LO-HI, e.g. 0.02-0.6") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi <= MAX_DELAY):
+        raise UsageError(
+            f"--delay {text!r}: expected seconds from 0 to {MAX_DELAY:g}, LO no more than HI"
+        )
     return (lo, hi) if dash else lo
 
 
@@ -160,7 +168,7 @@ def _apply(emulator: Emulator, command: Command) -> str:
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Line speed factor (1 = the true 300 baud, 30 characters a second).",

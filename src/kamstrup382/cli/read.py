@@ -24,6 +24,7 @@ from typing import TextIO
 
 import click
 
+from kamstrup382.cli.options import seconds
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import BccMode
 from kamstrup382.reader import Reader
@@ -95,7 +96,7 @@ def render_reading(reading: Reading) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: a header, one row per readout.")
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0, min_open=True),
+    type=seconds(),
     metavar="SECONDS",
     help="Read again every SECONDS until interrupted.",
 )
@@ -128,7 +129,7 @@ def render_reading(reading: Reading) -> str:
 @click.option(
     "--timeout",
     "margin",
-    type=click.FloatRange(min=0),
+    type=seconds(allow_zero=True),
     default=0.3,
     show_default=True,
     metavar="SECONDS",
@@ -136,7 +137,7 @@ def render_reading(reading: Reading) -> str:
 )
 @click.option(
     "--deadline",
-    type=click.FloatRange(min=0, min_open=True),
+    type=seconds(),
     metavar="SECONDS",
     help="Longest time one attempt may take (default: from the expected reply size).",
 )

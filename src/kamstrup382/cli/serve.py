@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kamstrup382.collector.config import HttpConfig, load_config
-from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error
 from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import DEFAULT_TITLE, create_app
@@ -124,7 +124,11 @@ def serve(
         http = HttpConfig()
         config_dir = Path.cwd()
         if config_path is not None:
-            cfg = load_config(config_path)
+            try:
+                cfg = load_config(config_path)
+            except ConfigError as exc:  # the file is wrong: exit 2, as for every command
+                click.echo(f"config error: {exc}", err=True)
+                return 2
             http = cfg.http
             storage_url = storage_url or cfg.storage.url
             config_dir = config_path.parent

@@ -34,7 +34,8 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     title = "Our house"
     refresh = 30            # seconds between page updates (0: none)
 
-Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``.
+Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``,
+at most 366 days. The file is UTF-8; tables and arrays nest at most :data:`MAX_DEPTH` deep.
 
 Environment variables override single keys: ``K382_<SECTION>_<KEY>`` (upper case) sets ``KEY``
 of ``[section]`` for the tables ``storage``, ``collector``, ``mqtt``, ``prometheus`` and
@@ -74,6 +75,7 @@ from kamstrup382.storage.url import default_storage_url
 
 __all__ = [
     "ENV_PREFIX",
+    "MAX_DEPTH",
     "OWNED_SECTIONS",
     "CollectorConfig",
     "Config",
@@ -94,6 +96,8 @@ OWNED_SECTIONS = ("mqtt", "prometheus")
 _OPTIONAL_SECTIONS = (*OWNED_SECTIONS, "http")
 _TYPED_SECTIONS = ("storage", "collector")
 _TOP_LEVEL = ("meters", *_TYPED_SECTIONS, *_OPTIONAL_SECTIONS)
+#: How deep tables and arrays may nest (``meters[0].port`` is 2 deep; no key needs more than 4).
+MAX_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +326,7 @@ def parse_config(
 
     ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment.
     """
+    _check_depth(data)
     document: dict[str, Any] = {
         name: dict(value) if isinstance(value, dict) else value for name, value in data.items()
     }
@@ -380,4 +385,24 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         raise ConfigError(str(file), f"cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(file), f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(file),
+            f"not valid TOML: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})",
+        ) from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(str(file), "not valid TOML: values nested too deeply") from None
     return parse_config(data, env=env, path=file)
+
+
+def _check_depth(document: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` naming the first value nested more than :data:`MAX_DEPTH` deep."""
+    pending: list[tuple[str, object, int]] = [(name, v, 1) for name, v in document.items()]
+    while pending:
+        key, value, depth = pending.pop()
+        if isinstance(value, Mapping | list) and depth > MAX_DEPTH:
+            raise ConfigError(key, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            pending.extend((f"{key}.{k}", v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{key}[{i}]", v, depth + 1) for i, v in enumerate(value))

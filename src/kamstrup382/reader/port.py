@@ -53,7 +53,10 @@ def parse_port(port: str) -> PortSpec:
         raise UsageError(f"port must be a device path or a URL, got {port!r}")
     if "://" not in port:
         return PortSpec(port, PortKind.DEVICE)
-    parts = urlsplit(port)
+    try:
+        parts = urlsplit(port)
+    except ValueError as exc:  # a bracketed host that is no IPv6 address, an unclosed '['
+        raise UsageError(f"port {port!r}: bad host ({exc})") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("socket", "rfc2217"):
         return PortSpec(port, PortKind.URL)
@@ -63,6 +66,8 @@ def parse_port(port: str) -> PortSpec:
         raise UsageError(f"port {port!r}: bad TCP port ({exc})") from exc
     if not parts.hostname or tcp_port is None:
         raise UsageError(f"port {port!r}: expected {scheme}://HOST:PORT")
+    if tcp_port == 0:
+        raise UsageError(f"port {port!r}: TCP port 0 out of range 1-65535")
     return PortSpec(port, PortKind(scheme), parts.hostname, tcp_port)
 
 
