@@ -24,8 +24,15 @@ re-armed early only when a chunk brings the timeout forward (the answer window g
 shorter inter-character timeout: once a readout). A readout still ends the moment its BCC is
 read, and times out when the readout says, as before.
 
-Outside a readout (stale input before a request, the tail of a broken reply being drained),
-bytes are kept and read with :meth:`AsyncLink.read`.
+**Bounded, whatever the other side sends.** Outside a readout, bytes are kept only where
+someone will read them: from a flush of the input until the readout begins (the request being
+written: the reply may begin meanwhile), after a failed readout and while
+:meth:`AsyncLink.read` is used (the tail of a broken reply being drained), and then at most
+:data:`KEEP` bytes, the rest counted and dropped. Everything else that arrives between
+attempts (a gateway that never stops talking, the tail of a reply after its BCC) is dropped as
+it comes and only counted (``inbox.discarded``). A readout's decoder keeps at most a reply's maximum size
+(:attr:`~kamstrup382.reader.session.Session.max_reply`). So a link's memory stays within a
+few KiB with any input: a collector's is flat however many meters misbehave.
 
 **Writing at an instant.** A link whose write never waits (TCP: the transport buffers it) also
 offers :meth:`AsyncLink.immediate`: an :class:`ImmediateLink` whose calls all run inside one
@@ -62,6 +69,12 @@ __all__ = [
 
 #: Bytes one receive on a TCP connection takes at most (a whole reply fits; more is read next).
 RECEIVE_BUFFER = 1024
+#: Bytes kept at most outside a readout, for :meth:`AsyncLink.read` or a readout about to begin
+#: (twice the largest reply accepted by default); more are dropped and counted.
+KEEP = 4096
+#: Reads of a device's file descriptor per event loop callback at most: a line that never
+#: stops talking cannot hold the event loop (the loop calls again while there is more).
+MAX_READS_PER_CALLBACK = 8
 
 
 class ImmediateLink(Protocol):
@@ -125,21 +138,25 @@ class AsyncLink(Protocol):
 
 
 class _Inbox:
-    """The bytes a link receives: straight to the running readout, or kept for :meth:`read`.
+    """The bytes a link receives: straight to the running readout, kept (at most :data:`KEEP`)
+    for :meth:`read` or the readout about to begin, or dropped.
 
     :meth:`feed` is called by the transport for every chunk (see the module doc).
+    ``discarded`` counts the bytes dropped (outside an attempt, or beyond :data:`KEEP`).
     """
 
     __slots__ = (
         "_armed_at",
         "_buf",
         "_done",
+        "_keeping",
         "_loop",
         "_lost",
         "_progress",
         "_readout",
         "_timer",
         "_waiter",
+        "discarded",
         "name",
     )
 
@@ -147,6 +164,10 @@ class _Inbox:
         self.name = name
         self._loop = loop
         self._buf = bytearray()
+        # True from a flush (a request follows) or a read() until a readout ends: bytes are
+        # kept for whoever takes them next; False: nobody will, they are dropped
+        self._keeping = False
+        self.discarded = 0
         self._lost: str | None = None
         self._waiter: asyncio.Future[None] | None = None  # a read() waiting for bytes
         # the running readout: where the bytes go, and what ends it
@@ -159,10 +180,7 @@ class _Inbox:
     def feed(self, data: bytes) -> None:
         readout = self._readout
         if readout is None:
-            self._buf += data
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._keep(data)
             return
         try:
             done = readout.receive(data, self._loop.time())
@@ -177,6 +195,20 @@ class _Inbox:
             self._finish(None)
         elif readout.timeout_at < self._armed_at:
             self._arm(readout.timeout_at)
+
+    def _keep(self, data: bytes) -> None:
+        """Outside a readout: keep ``data`` for :meth:`read` (within :data:`KEEP`), or drop it."""
+        buf = self._buf
+        room = KEEP - len(buf) if self._keeping else 0
+        if room < len(data):
+            self.discarded += len(data) - max(room, 0)
+            if room <= 0:
+                return
+            data = data[:room]
+        buf += data
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def lost(self, reason: str) -> None:
         if self._lost is None:
@@ -194,8 +226,15 @@ class _Inbox:
         return self._lost is not None
 
     def flush(self) -> None:
+        """Drop what came so far; keep what comes next, for the readout about to begin."""
         self._buf.clear()
+        self._keeping = True
         self._check()
+
+    @property
+    def kept(self) -> int:
+        """Bytes kept now outside a readout (at most :data:`KEEP`)."""
+        return len(self._buf)
 
     def _check(self) -> None:
         if self._lost is not None:
@@ -207,6 +246,7 @@ class _Inbox:
         return data
 
     async def read(self, timeout_at: float) -> bytes:
+        self._keeping = True
         if self._buf:
             return self._take()
         self._check()
@@ -297,6 +337,10 @@ class _Inbox:
     def _finish(self, outcome: BaseException | None) -> None:
         """The readout is over: wake its coroutine with ``outcome`` (an error, or None)."""
         self._readout = None
+        # A failed readout's reply may still be coming: the reader drains it with read(), and
+        # must see it. After a whole telegram (or a caller who stopped waiting) nobody takes
+        # what comes until the next flush or read.
+        self._keeping = outcome is not None
         self._progress = None
         timer = self._timer
         if timer is not None:
@@ -349,6 +393,9 @@ class _TcpProtocol(_Inbox, asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._readout is None and not self._keeping:  # between attempts: not even copied
+            self.discarded += nbytes
+            return
         self.feed(self._view[:nbytes].tobytes())
 
     def eof_received(self) -> bool | None:
@@ -458,7 +505,7 @@ class AsyncFdLink:
         read means the device is gone; ``polled`` when called to look (VMIN = 0: empty is
         nothing there)."""
         first = not polled
-        while True:
+        for _ in range(MAX_READS_PER_CALLBACK):
             try:
                 data = os.read(self.fd, CHUNK)
             except BlockingIOError:

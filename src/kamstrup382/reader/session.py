@@ -62,6 +62,7 @@ from kamstrup382.protocol import (
     add_parity,
     strip_parity,
 )
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
@@ -87,6 +88,7 @@ class Session:
         retry: RetryPolicy | None = None,
         expected_size: int = EXPECTED_REPLY_SIZE,
         bcc_hint: BccAlgorithm | str | None = None,
+        max_reply: int = DEFAULT_MAX_REPLY,
     ) -> None:
         try:
             self.line = LineMode(line)
@@ -95,6 +97,13 @@ class Session:
             raise UsageError(str(exc)) from exc
         if expected_size <= 0:
             raise UsageError(f"expected_size must be positive, got {expected_size!r}")
+        if not isinstance(max_reply, int) or max_reply < max(expected_size, MIN_MAX_REPLY):
+            raise UsageError(
+                f"max_reply must be an int of at least {MIN_MAX_REPLY} and expected_size "
+                f"({expected_size}), got {max_reply!r}"
+            )
+        #: The largest reply accepted, in bytes from '/' to the BCC (see the decoder).
+        self.max_reply = max_reply
         self.timing = timing or Timing()
         self.retry = retry or RetryPolicy()
         self.expected_size = expected_size
@@ -193,7 +202,9 @@ class Readout:
         self.timing = session.timing
         self._eight_bit = session.eight_bit
         self._inter_character = self.timing.inter_character_timeout
-        self.decoder = TelegramDecoder(bcc=session.bcc_mode, eight_bit=self._eight_bit)
+        self.decoder = TelegramDecoder(
+            bcc=session.bcc_mode, eight_bit=self._eight_bit, max_reply=session.max_reply
+        )
         self.request = session.request
         self.expected = session.expected_size
         self.telegram: Telegram | None = None
