@@ -30,9 +30,9 @@ written: the reply may begin meanwhile), after a failed readout and while
 :meth:`AsyncLink.read` is used (the tail of a broken reply being drained), and then at most
 :data:`KEEP` bytes, the rest counted and dropped. Everything else that arrives between
 attempts (a gateway that never stops talking, the tail of a reply after its BCC) is dropped as
-it comes and only counted (``inbox.discarded``). A readout's decoder keeps at most a reply's maximum size
-(:attr:`~kamstrup382.reader.session.Session.max_reply`). So a link's memory stays within a
-few KiB with any input: a collector's is flat however many meters misbehave.
+it comes and only counted (``inbox.discarded``). A readout's decoder keeps at most a reply's
+maximum size (:attr:`~kamstrup382.reader.session.Session.max_reply`). So a link's memory stays
+within a few KiB with any input: a collector's is flat however many meters misbehave.
 
 **Writing at an instant.** A link whose write never waits (TCP: the transport buffers it) also
 offers :meth:`AsyncLink.immediate`: an :class:`ImmediateLink` whose calls all run inside one
