@@ -175,7 +175,7 @@ async def test_the_async_reader_fails_in_time_and_stays_small(script: str) -> No
                     check_error(info.value, kind, message, first=index == 0)
                     # two attempts, a drain and a backoff between them: within seconds
                     assert time.monotonic() - started < 5.0
-                    link = reader._link  # noqa: SLF001 - the link's buffer, looked at
+                    link = reader._link
                     assert isinstance(link, AsyncTcpLink)
                     assert link.inbox.kept <= KEEP
                     await asyncio.sleep(0.2)  # the gateway keeps talking between readouts
@@ -185,42 +185,41 @@ async def test_the_async_reader_fails_in_time_and_stays_small(script: str) -> No
 
 
 async def test_the_async_reader_drops_what_comes_between_attempts() -> None:
-    with FloodGateway("between attempts") as gateway:
-        with peak_memory() as peak:
-            async with AsyncReader(
-                f"socket://127.0.0.1:{gateway.port}", line="7E1", timing=timing(), retries=0
-            ) as reader:
-                for _ in range(4):
-                    reading = await reader.read()
-                    assert reading.raw == EXAMPLE
-                    await asyncio.sleep(0.3)  # the gateway floods meanwhile
-                link = reader._link  # noqa: SLF001 - the link's counters, looked at
-                assert isinstance(link, AsyncTcpLink)
-                assert link.inbox.kept == 0
-                assert link.inbox.discarded > 1024 * 1024
+    with FloodGateway("between attempts") as gateway, peak_memory() as peak:
+        async with AsyncReader(
+            f"socket://127.0.0.1:{gateway.port}", line="7E1", timing=timing(), retries=0
+        ) as reader:
+            for _ in range(4):
+                reading = await reader.read()
+                assert reading.raw == EXAMPLE
+                await asyncio.sleep(0.3)  # the gateway floods meanwhile
+            link = reader._link
+            assert isinstance(link, AsyncTcpLink)
+            assert link.inbox.kept == 0
+            assert link.inbox.discarded > 1024 * 1024
     assert gateway.sent >= 4 * 1024 * 1024, gateway.sent
     assert peak[0] < MEMORY_BOUND, (peak[0], gateway.sent)
 
 
 @pytest.mark.parametrize("script", ["noise", "identification", "data block", "between attempts"])
 def test_the_sync_reader_fails_in_time_and_stays_small(script: str) -> None:
-    with FloodGateway(script) as gateway:
-        with (
-            peak_memory() as peak,
-            Reader(
-                f"socket://127.0.0.1:{gateway.port}", line="7E1", timing=timing(), retries=1
-            ) as reader,
-        ):
-            for attempt in range(3):
-                started = time.monotonic()
-                if script == "between attempts":
-                    assert reader.read().raw == EXAMPLE
-                    time.sleep(0.3)  # the gateway floods meanwhile (up to the socket's buffers)
-                else:
-                    kind, message = expected_error(script)
-                    with pytest.raises(Kamstrup382Error) as info:
-                        reader.read()
-                    check_error(info.value, kind, message, first=attempt == 0)
-                assert time.monotonic() - started < 5.0
+    with (
+        FloodGateway(script) as gateway,
+        peak_memory() as peak,
+        Reader(
+            f"socket://127.0.0.1:{gateway.port}", line="7E1", timing=timing(), retries=1
+        ) as reader,
+    ):
+        for attempt in range(3):
+            started = time.monotonic()
+            if script == "between attempts":
+                assert reader.read().raw == EXAMPLE
+                time.sleep(0.3)  # the gateway floods meanwhile (up to the socket's buffers)
+            else:
+                kind, message = expected_error(script)
+                with pytest.raises(Kamstrup382Error) as info:
+                    reader.read()
+                check_error(info.value, kind, message, first=attempt == 0)
+            assert time.monotonic() - started < 5.0
     assert gateway.sent >= 2 * 1024 * 1024, gateway.sent
     assert peak[0] < MEMORY_BOUND, (peak[0], gateway.sent)

@@ -24,15 +24,10 @@ re-armed early only when a chunk brings the timeout forward (the answer window g
 shorter inter-character timeout: once a readout). A readout still ends the moment its BCC is
 read, and times out when the readout says, as before.
 
-**Bounded, whatever the other side sends.** Outside a readout, bytes are kept only where
-someone will read them: from a flush of the input until the readout begins (the request being
-written: the reply may begin meanwhile), after a failed readout and while
-:meth:`AsyncLink.read` is used (the tail of a broken reply being drained), and then at most
-:data:`KEEP` bytes, the rest counted and dropped. Everything else that arrives between
-attempts (a gateway that never stops talking, the tail of a reply after its BCC) is dropped as
-it comes and only counted (``inbox.discarded``). A readout's decoder keeps at most a reply's
-maximum size (:attr:`~kamstrup382.reader.session.Session.max_reply`). So a link's memory stays
-within a few KiB with any input: a collector's is flat however many meters misbehave.
+**Bounded, whatever the other side sends.** Outside a readout, at most :data:`KEEP` bytes are
+kept, and only for a taker: from a flush until the readout begins, and after a failed readout
+(its tail is drained with :meth:`AsyncLink.read`). The rest (an endless gateway, bytes after a
+BCC) is dropped and counted (``inbox.discarded``); a decoder keeps at most ``max_reply`` bytes.
 
 **Writing at an instant.** A link whose write never waits (TCP: the transport buffers it) also
 offers :meth:`AsyncLink.immediate`: an :class:`ImmediateLink` whose calls all run inside one
@@ -69,11 +64,9 @@ __all__ = [
 
 #: Bytes one receive on a TCP connection takes at most (a whole reply fits; more is read next).
 RECEIVE_BUFFER = 1024
-#: Bytes kept at most outside a readout, for :meth:`AsyncLink.read` or a readout about to begin
-#: (twice the largest reply accepted by default); more are dropped and counted.
+#: Bytes kept outside a readout at most (twice the default largest reply); more are dropped.
 KEEP = 4096
-#: Reads of a device's file descriptor per event loop callback at most: a line that never
-#: stops talking cannot hold the event loop (the loop calls again while there is more).
+#: Reads of a device per loop callback at most: a line that never stops cannot hold the loop.
 MAX_READS_PER_CALLBACK = 8
 
 
@@ -104,7 +97,7 @@ class ImmediateLink(Protocol):
         raises it)."""
 
     def end_receive(self, readout: Readout) -> None:
-        """No longer feed ``readout`` (if it still runs): bytes from now on are kept."""
+        """No longer feed ``readout`` (if it still runs): bytes from now on are dropped."""
 
 
 class AsyncLink(Protocol):
@@ -138,12 +131,7 @@ class AsyncLink(Protocol):
 
 
 class _Inbox:
-    """The bytes a link receives: straight to the running readout, kept (at most :data:`KEEP`)
-    for :meth:`read` or the readout about to begin, or dropped.
-
-    :meth:`feed` is called by the transport for every chunk (see the module doc).
-    ``discarded`` counts the bytes dropped (outside an attempt, or beyond :data:`KEEP`).
-    """
+    """A link's bytes: to the readout, kept for a taker, or dropped (see the module doc)."""
 
     __slots__ = (
         "_armed_at",
@@ -164,9 +152,7 @@ class _Inbox:
         self.name = name
         self._loop = loop
         self._buf = bytearray()
-        # True from a flush (a request follows) or a read() until a readout ends: bytes are
-        # kept for whoever takes them next; False: nobody will, they are dropped
-        self._keeping = False
+        self._keeping = False  # whether bytes outside a readout have a taker (see _finish)
         self.discarded = 0
         self._lost: str | None = None
         self._waiter: asyncio.Future[None] | None = None  # a read() waiting for bytes
@@ -198,27 +184,23 @@ class _Inbox:
 
     def _keep(self, data: bytes) -> None:
         """Outside a readout: keep ``data`` for :meth:`read` (within :data:`KEEP`), or drop it."""
-        buf = self._buf
-        room = KEEP - len(buf) if self._keeping else 0
+        room = KEEP - len(self._buf) if self._keeping else 0
         if room < len(data):
             self.discarded += len(data) - max(room, 0)
-            if room <= 0:
+            data = data[: max(room, 0)]
+            if not data:
                 return
-            data = data[:room]
-        buf += data
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._buf += data
+        if self._waiter is not None:
+            _release(self._waiter)
 
     def lost(self, reason: str) -> None:
         if self._lost is None:
             self._lost = reason
         if self._readout is not None:
             self._finish(ConnectionLost(f"{self.name}: {reason}"))
-            return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        elif self._waiter is not None:
+            _release(self._waiter)
 
     @property
     def is_lost(self) -> bool:
@@ -298,7 +280,7 @@ class _Inbox:
                 self._arm(readout.timeout_at)
 
     def cancel(self, readout: Readout) -> None:
-        """No longer waiting for ``readout`` (if it still runs): bytes from now on are kept."""
+        """No longer waiting for ``readout`` (if it still runs): bytes from now on are dropped."""
         if self._readout is readout:
             self._finish(None)
 
@@ -337,10 +319,7 @@ class _Inbox:
     def _finish(self, outcome: BaseException | None) -> None:
         """The readout is over: wake its coroutine with ``outcome`` (an error, or None)."""
         self._readout = None
-        # A failed readout's reply may still be coming: the reader drains it with read(), and
-        # must see it. After a whole telegram (or a caller who stopped waiting) nobody takes
-        # what comes until the next flush or read.
-        self._keeping = outcome is not None
+        self._keeping = outcome is not None  # a failed reply's tail is drained by read()
         self._progress = None
         timer = self._timer
         if timer is not None:
