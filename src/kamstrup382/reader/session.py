@@ -35,6 +35,11 @@ duplex): :meth:`Readout.needs_drain` says so, and the reader lets the rest pass
 **Noise** before the identification's ``/`` is skipped, and on an 8-bit line its parity is
 not held against the reply (see :func:`_forgive_noise`).
 
+**Bounded.** A reply longer than the session's ``max_reply`` (bytes from ``/`` to the BCC;
+the decoder's :data:`~kamstrup382.protocol.decoder.DEFAULT_MAX_REPLY` by default) fails with a
+:class:`~kamstrup382.errors.FramingError` as soon as it is too long; noise before the ``/``
+ends with the answer window and is never kept.
+
 **Echo.** An optical head that echoes ``/?!`` CR LF is handled by the decoder, which skips
 the echoed line. The answer window stays open until the meter's own identification begins,
 so the echo does not start the inter-character clock early.
