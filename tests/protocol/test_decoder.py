@@ -15,7 +15,11 @@ from kamstrup382.protocol import (
     add_parity,
     decode_reply,
 )
-from kamstrup382.protocol.decoder import MAX_DATA_BLOCK, MAX_IDENTIFICATION_LINE
+from kamstrup382.protocol.decoder import (
+    DEFAULT_MAX_REPLY,
+    MAX_IDENTIFICATION_LINE,
+    MIN_MAX_REPLY,
+)
 
 from .helpers import SPEC, SPEC_BODY, SPEC_IDENT_LINE, bytewise, outcome, reply, split_at, whole
 
@@ -144,15 +148,73 @@ def test_limits_raise_the_same_error_however_split() -> None:
     for chunks in (whole(long_ident), bytewise(long_ident)):
         result = outcome(chunks)
         assert result[1] is FramingError and "longer than" in result[2] and result[3] == 0
-    body = "9.9(" + "1" * MAX_DATA_BLOCK + ")!\r\n"
-    data = reply(body)
+
+
+def _limit_outcome(chunks: list[bytes], max_reply: int) -> tuple[object, ...]:
+    decoder = TelegramDecoder(max_reply=max_reply)
+    try:
+        for chunk in chunks:
+            decoder.feed(chunk)
+    except FramingError as error:
+        return (type(error), str(error), error.offset)
+    return ("ok", decoder.telegram is not None)
+
+
+def test_a_reply_longer_than_the_limit_fails_at_the_same_byte_however_split() -> None:
+    noise = b"\x00noise"
+    # the specification's reply is 167 bytes: it fits 167 and not 166
+    assert len(SPEC) == 167
+    for chunks in (whole(SPEC), bytewise(SPEC), split_at(SPEC, [1, 80, 166])):
+        assert _limit_outcome(chunks, 167) == ("ok", True)
+    data = noise + SPEC
     results = {
-        outcome(chunks)[1:] for chunks in (whole(data), split_at(data, range(0, len(data), 4096)))
+        _limit_outcome(chunks, 166)
+        for chunks in (whole(data), bytewise(data), split_at(data, [3, 90, 170]))
     }
     assert len(results) == 1
-    kind, message, offset, _ = results.pop()
-    assert kind is FramingError and "data block longer" in message
-    assert offset == len(SPEC_IDENT_LINE)
+    kind, message, offset = results.pop()
+    assert kind is FramingError and "longer than 166 bytes" in message
+    # the last place its ETX could have been, counted in the stream (noise included)
+    assert offset == len(noise) + 166 - 2
+
+
+def test_the_default_limit_refuses_a_64_kib_telegram_early() -> None:
+    assert SPEC in (decode_reply(SPEC).raw,)  # a real reply is far below it
+    data = reply("9.9(" + "1" * 65536 + ")!\r\n")
+    results = {
+        _limit_outcome(chunks, DEFAULT_MAX_REPLY)
+        for chunks in (whole(data), split_at(data, range(0, len(data), 1000)))
+    }
+    assert len(results) == 1
+    kind, message, offset = results.pop()
+    assert kind is FramingError and f"longer than {DEFAULT_MAX_REPLY} bytes" in message
+    assert offset == DEFAULT_MAX_REPLY - 2
+    with pytest.raises(FramingError, match="longer than 200 bytes"):
+        decode_reply(data, max_reply=200)
+
+
+@pytest.mark.parametrize("bad", [0, MIN_MAX_REPLY - 1, -5, 2.5])
+def test_a_limit_too_small_to_hold_a_reply_is_a_usage_error(bad: object) -> None:
+    with pytest.raises(UsageError, match="max_reply"):
+        TelegramDecoder(max_reply=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [b"\x00\x01garbage", REQUEST, b"\r\n" + REQUEST, b"\x02" + b"1" * 50],
+)
+def test_endless_input_without_a_reply_keeps_the_decoder_small(pattern: bytes) -> None:
+    """Noise, an endlessly echoed request (chunk edges inside the echo), never a '/'."""
+    decoder = TelegramDecoder()
+    stream = pattern * (997 * len(pattern))  # a whole number of patterns and of chunks
+    chunks = [stream[i : i + 997] for i in range(0, len(stream), 997)]
+    fed = 0
+    for index in range(2000):  # about 2 MB, each chunk edge elsewhere in the pattern
+        chunk = chunks[index % len(chunks)]
+        decoder.feed(chunk)
+        fed += len(chunk)
+        assert decoder.buffered <= len(chunk) + len(REQUEST)
+    assert decoder.telegram is None and decoder.skipped > fed - len(REQUEST) - 100
 
 
 @pytest.mark.parametrize("mode", list(BccMode))

@@ -46,7 +46,7 @@ def work(data: bytes, *, eight_bit: bool) -> int:
             calls += 1
 
     CountingBuffer.scanned = 0
-    decoder = TelegramDecoder(eight_bit=eight_bit)
+    decoder = TelegramDecoder(eight_bit=eight_bit, max_reply=len(data))  # a long reply
     chunks = [data[i : i + 1] for i in range(len(data))]
     sys.setprofile(count)
     try:

@@ -360,3 +360,28 @@ def test_bcc_hint_starts_auto_from_what_was_learned() -> None:
     assert fixed.bcc_algorithm is BccAlgorithm.XOR  # a fixed mode ignores the hint
     with pytest.raises(UsageError):
         Session(line=LineMode.SEVEN_E_ONE, bcc_hint="crc")
+
+
+# -- the largest reply accepted --------------------------------------------------------------
+
+
+def test_the_session_bounds_each_readouts_reply() -> None:
+    session = Session(line=LineMode.SEVEN_E_ONE, timing=TIMING, max_reply=len(EXAMPLE))
+    assert session.max_reply == len(EXAMPLE)
+    assert feed(started(session), EXAMPLE, 100.2)  # exactly at the limit: accepted
+    tight = Session(
+        line=LineMode.SEVEN_E_ONE, timing=TIMING, expected_size=100, max_reply=len(EXAMPLE) - 1
+    )
+    readout = started(tight)
+    assert readout.decoder.max_reply == len(EXAMPLE) - 1
+    with pytest.raises(FramingError, match=f"longer than {len(EXAMPLE) - 1} bytes") as info:
+        feed(readout, EXAMPLE, 100.2)
+    assert info.value.offset == len(EXAMPLE) - 3
+    assert readout.needs_drain(info.value)  # the meter is still sending: let it pass
+    assert Session(line=LineMode.SEVEN_E_ONE).max_reply == 2048
+
+
+@pytest.mark.parametrize("max_reply", [0, 15, EXPECTED_REPLY_SIZE - 1, 300.5])
+def test_a_max_reply_below_the_expected_reply_is_a_usage_error(max_reply: object) -> None:
+    with pytest.raises(UsageError, match="max_reply"):
+        Session(line=LineMode.SEVEN_E_ONE, max_reply=max_reply)  # type: ignore[arg-type]

@@ -45,8 +45,15 @@ __all__ = [
 
 #: Longest identification line accepted before giving up on finding its CR LF.
 MAX_IDENTIFICATION_LINE = 100
-#: Largest data block accepted before giving up on finding ETX.
-MAX_DATA_BLOCK = 65536
+#: Largest reply accepted by default, in bytes from the identification's ``/`` to the BCC.
+#: A Kamstrup 382's mode A reply is 167 bytes (its identification line and some ten registers);
+#: meters of this family with every register of the list configured reply with well under 1 KiB.
+#: 2 KiB leaves room for a longer register list without letting a gateway that streams an endless
+#: "data block" make a reader keep more than that per link.
+DEFAULT_MAX_REPLY = 2048
+#: The smallest limit that makes sense: a complete minimal reply (``/AAA5x`` CR LF STX ``!``
+#: CR LF ETX BCC).
+MIN_MAX_REPLY = 16
 
 _ECHO = REQUEST[:-2]
 
@@ -83,12 +90,18 @@ class TelegramDecoder:
 
     ``bcc``: ``SUM7`` (Kamstrup 382, the default), ``XOR`` (IEC 62056-21) or ``AUTO`` (either;
     the telegram says which matched). ``eight_bit``: input bytes carry the even-parity bit.
+    ``max_reply``: the largest reply accepted, in bytes from the identification's ``/`` to the
+    BCC (:data:`DEFAULT_MAX_REPLY`); a longer one is a :class:`FramingError` as soon as its
+    byte ``max_reply + 1`` arrives, naming the limit. Bytes before the ``/`` are counted in
+    :attr:`skipped` and not kept, so no input makes the decoder keep more than ``max_reply``
+    bytes plus one chunk.
     """
 
     __slots__ = (
         "_base",
         "_buf",
         "_etx",
+        "_max_reply",
         "_pos",
         "_seen",
         "_start",
@@ -103,7 +116,18 @@ class TelegramDecoder:
         "trailing",
     )
 
-    def __init__(self, *, bcc: BccMode = BccMode.SUM7, eight_bit: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        bcc: BccMode = BccMode.SUM7,
+        eight_bit: bool = False,
+        max_reply: int = DEFAULT_MAX_REPLY,
+    ) -> None:
+        if not isinstance(max_reply, int) or max_reply < MIN_MAX_REPLY:
+            raise UsageError(
+                f"max_reply must be an int of at least {MIN_MAX_REPLY}, got {max_reply!r}"
+            )
+        self._max_reply = max_reply
         self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit
         self.state = DecoderState.WAIT_START
@@ -195,15 +219,42 @@ class TelegramDecoder:
     # -- steps: each consumes what it can and returns the step that follows, or None to wait
     #    for more bytes
 
+    @property
+    def max_reply(self) -> int:
+        return self._max_reply
+
+    @property
+    def buffered(self) -> int:
+        """Bytes the decoder keeps now: at most :attr:`max_reply` plus one chunk."""
+        return len(self._buf)
+
+    def _too_long(self, end: int, tail: int) -> FramingError | None:
+        """The error for a reply that reaches ``end`` (a position in ``_buf``, exclusive) and
+        needs ``tail`` more bytes at least, when that is past the limit. Its offset is the byte
+        that made it so, whatever the chunks: the first beyond the limit, or (with a ``tail``)
+        the first where the tail should have begun."""
+        start, limit = self._start, self._max_reply
+        if end + tail - start <= limit:
+            return None
+        return FramingError(
+            f"reply longer than {limit} bytes (the limit from '/' to the BCC)",
+            offset=self._base + start + limit - tail,
+        )
+
     def _wait_start(self, events: list[Event]) -> Step | None:
-        index = self._buf.find(b"/", self._pos)
+        buf = self._buf
+        index = buf.find(b"/", self._pos)
         if index < 0:  # nothing worth keeping: noise before the reply
-            self.skipped += len(self._buf) - self._pos
-            self._base += len(self._buf)
-            self._buf.clear()
+            self.skipped += len(buf) - self._pos
+            self._base += len(buf)
+            buf.clear()
             self._pos = 0
             return None
         self.skipped += index - self._pos
+        if index:  # what came before (noise, echoed lines) is not kept either
+            del buf[:index]
+            self._base += index
+            index = 0
         self._start = self._pos = index
         self.state = DecoderState.IDENTIFICATION
         return self._identification
@@ -217,6 +268,9 @@ class TelegramDecoder:
                 "without CR LF",
                 offset=self._base + start,
             )
+        error = self._too_long(end + 1 if end >= 0 else len(buf), 0)
+        if error is not None:
+            raise error
         if end < 0:
             self._pos = len(buf)
             return None
@@ -253,11 +307,10 @@ class TelegramDecoder:
     def _data(self, events: list[Event]) -> Step | None:
         buf = self._buf
         index = buf.find(ETX, self._pos)
-        if (index if index >= 0 else len(buf)) - self._stx > MAX_DATA_BLOCK:
-            raise FramingError(
-                f"data block longer than {MAX_DATA_BLOCK} bytes without ETX",
-                offset=self._base + self._stx,
-            )
+        # with its ETX and BCC, the reply must fit the limit
+        error = self._too_long(index if index >= 0 else len(buf), 2)
+        if error is not None:
+            raise error
         if index < 0:
             self._pos = len(buf)
             return None
@@ -318,13 +371,14 @@ def decode_reply(
     *,
     bcc: BccMode = BccMode.SUM7,
     eight_bit: bool = False,
+    max_reply: int = DEFAULT_MAX_REPLY,
 ) -> Telegram:
     """Decode one whole captured reply; anything missing or extra is an error.
 
     Bytes before the identification's ``/`` (noise, an echo of the request) are skipped, as
     the incremental decoder does; bytes after the BCC are a :class:`FramingError`.
     """
-    decoder = TelegramDecoder(bcc=bcc, eight_bit=eight_bit)
+    decoder = TelegramDecoder(bcc=bcc, eight_bit=eight_bit, max_reply=max_reply)
     decoder.feed(data)
     if decoder.telegram is None:
         raise decoder.incomplete_error()

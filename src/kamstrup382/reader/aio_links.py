@@ -24,8 +24,10 @@ re-armed early only when a chunk brings the timeout forward (the answer window g
 shorter inter-character timeout: once a readout). A readout still ends the moment its BCC is
 read, and times out when the readout says, as before.
 
-Outside a readout (stale input before a request, the tail of a broken reply being drained),
-bytes are kept and read with :meth:`AsyncLink.read`.
+**Bounded, whatever the other side sends.** Outside a readout, at most :data:`KEEP` bytes are
+kept, and only for a taker: from a flush until the readout begins, and after a failed readout
+(its tail is drained with :meth:`AsyncLink.read`). The rest (an endless gateway, bytes after a
+BCC) is dropped and counted (``inbox.discarded``); a decoder keeps at most ``max_reply`` bytes.
 
 **Writing at an instant.** A link whose write never waits (TCP: the transport buffers it) also
 offers :meth:`AsyncLink.immediate`: an :class:`ImmediateLink` whose calls all run inside one
@@ -62,6 +64,10 @@ __all__ = [
 
 #: Bytes one receive on a TCP connection takes at most (a whole reply fits; more is read next).
 RECEIVE_BUFFER = 1024
+#: Bytes kept outside a readout at most (twice the default largest reply); more are dropped.
+KEEP = 4096
+#: Reads of a device per loop callback at most: a line that never stops cannot hold the loop.
+MAX_READS_PER_CALLBACK = 8
 
 
 class ImmediateLink(Protocol):
@@ -91,7 +97,7 @@ class ImmediateLink(Protocol):
         raises it)."""
 
     def end_receive(self, readout: Readout) -> None:
-        """No longer feed ``readout`` (if it still runs): bytes from now on are kept."""
+        """No longer feed ``readout`` (if it still runs): bytes from now on are dropped."""
 
 
 class AsyncLink(Protocol):
@@ -125,21 +131,20 @@ class AsyncLink(Protocol):
 
 
 class _Inbox:
-    """The bytes a link receives: straight to the running readout, or kept for :meth:`read`.
-
-    :meth:`feed` is called by the transport for every chunk (see the module doc).
-    """
+    """A link's bytes: to the readout, kept for a taker, or dropped (see the module doc)."""
 
     __slots__ = (
         "_armed_at",
         "_buf",
         "_done",
+        "_keeping",
         "_loop",
         "_lost",
         "_progress",
         "_readout",
         "_timer",
         "_waiter",
+        "discarded",
         "name",
     )
 
@@ -147,6 +152,8 @@ class _Inbox:
         self.name = name
         self._loop = loop
         self._buf = bytearray()
+        self._keeping = False  # whether bytes outside a readout have a taker (see _finish)
+        self.discarded = 0
         self._lost: str | None = None
         self._waiter: asyncio.Future[None] | None = None  # a read() waiting for bytes
         # the running readout: where the bytes go, and what ends it
@@ -159,10 +166,7 @@ class _Inbox:
     def feed(self, data: bytes) -> None:
         readout = self._readout
         if readout is None:
-            self._buf += data
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._keep(data)
             return
         try:
             done = readout.receive(data, self._loop.time())
@@ -178,15 +182,25 @@ class _Inbox:
         elif readout.timeout_at < self._armed_at:
             self._arm(readout.timeout_at)
 
+    def _keep(self, data: bytes) -> None:
+        """Outside a readout: keep ``data`` for :meth:`read` (within :data:`KEEP`), or drop it."""
+        room = KEEP - len(self._buf) if self._keeping else 0
+        if room < len(data):
+            self.discarded += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+            if not data:
+                return
+        self._buf += data
+        if self._waiter is not None:
+            _release(self._waiter)
+
     def lost(self, reason: str) -> None:
         if self._lost is None:
             self._lost = reason
         if self._readout is not None:
             self._finish(ConnectionLost(f"{self.name}: {reason}"))
-            return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        elif self._waiter is not None:
+            _release(self._waiter)
 
     @property
     def is_lost(self) -> bool:
@@ -194,8 +208,15 @@ class _Inbox:
         return self._lost is not None
 
     def flush(self) -> None:
+        """Drop what came so far; keep what comes next, for the readout about to begin."""
         self._buf.clear()
+        self._keeping = True
         self._check()
+
+    @property
+    def kept(self) -> int:
+        """Bytes kept now outside a readout (at most :data:`KEEP`)."""
+        return len(self._buf)
 
     def _check(self) -> None:
         if self._lost is not None:
@@ -207,6 +228,7 @@ class _Inbox:
         return data
 
     async def read(self, timeout_at: float) -> bytes:
+        self._keeping = True
         if self._buf:
             return self._take()
         self._check()
@@ -258,7 +280,7 @@ class _Inbox:
                 self._arm(readout.timeout_at)
 
     def cancel(self, readout: Readout) -> None:
-        """No longer waiting for ``readout`` (if it still runs): bytes from now on are kept."""
+        """No longer waiting for ``readout`` (if it still runs): bytes from now on are dropped."""
         if self._readout is readout:
             self._finish(None)
 
@@ -297,6 +319,7 @@ class _Inbox:
     def _finish(self, outcome: BaseException | None) -> None:
         """The readout is over: wake its coroutine with ``outcome`` (an error, or None)."""
         self._readout = None
+        self._keeping = outcome is not None  # a failed reply's tail is drained by read()
         self._progress = None
         timer = self._timer
         if timer is not None:
@@ -349,6 +372,9 @@ class _TcpProtocol(_Inbox, asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._readout is None and not self._keeping:  # between attempts: not even copied
+            self.discarded += nbytes
+            return
         self.feed(self._view[:nbytes].tobytes())
 
     def eof_received(self) -> bool | None:
@@ -458,7 +484,7 @@ class AsyncFdLink:
         read means the device is gone; ``polled`` when called to look (VMIN = 0: empty is
         nothing there)."""
         first = not polled
-        while True:
+        for _ in range(MAX_READS_PER_CALLBACK):
             try:
                 data = os.read(self.fd, CHUNK)
             except BlockingIOError:

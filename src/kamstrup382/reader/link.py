@@ -43,6 +43,9 @@ __all__ = [
 CHUNK = 4096
 #: Seconds a pyserial read waits at most in one step (:class:`SerialLink`).
 POLL = 0.01
+#: Reads one flush of the input makes at most: a peer that never stops talking cannot hold it
+#: (what is left is noise before the reply, which the decoder skips without keeping it).
+MAX_FLUSH_READS = 64
 
 
 class Link(Protocol):
@@ -133,7 +136,7 @@ class FdLink:
     def flush_input(self) -> None:
         with contextlib.suppress(termios.error):
             termios.tcflush(self.fd, termios.TCIFLUSH)
-        while True:
+        for _ in range(MAX_FLUSH_READS):
             try:
                 data = os.read(self.fd, CHUNK)
             except BlockingIOError:
@@ -187,7 +190,7 @@ class SocketLink:
         self.sock.setblocking(False)
 
     def flush_input(self) -> None:
-        while True:
+        for _ in range(MAX_FLUSH_READS):
             try:
                 data = self.sock.recv(CHUNK)
             except BlockingIOError:

@@ -35,6 +35,11 @@ duplex): :meth:`Readout.needs_drain` says so, and the reader lets the rest pass
 **Noise** before the identification's ``/`` is skipped, and on an 8-bit line its parity is
 not held against the reply (see :func:`_forgive_noise`).
 
+**Bounded.** A reply longer than the session's ``max_reply`` (bytes from ``/`` to the BCC;
+the decoder's :data:`~kamstrup382.protocol.decoder.DEFAULT_MAX_REPLY` by default) fails with a
+:class:`~kamstrup382.errors.FramingError` as soon as it is too long; noise before the ``/``
+ends with the answer window and is never kept.
+
 **Echo.** An optical head that echoes ``/?!`` CR LF is handled by the decoder, which skips
 the echoed line. The answer window stays open until the meter's own identification begins,
 so the echo does not start the inter-character clock early.
@@ -62,6 +67,7 @@ from kamstrup382.protocol import (
     add_parity,
     strip_parity,
 )
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
@@ -87,6 +93,7 @@ class Session:
         retry: RetryPolicy | None = None,
         expected_size: int = EXPECTED_REPLY_SIZE,
         bcc_hint: BccAlgorithm | str | None = None,
+        max_reply: int = DEFAULT_MAX_REPLY,
     ) -> None:
         try:
             self.line = LineMode(line)
@@ -95,6 +102,13 @@ class Session:
             raise UsageError(str(exc)) from exc
         if expected_size <= 0:
             raise UsageError(f"expected_size must be positive, got {expected_size!r}")
+        if not isinstance(max_reply, int) or max_reply < max(expected_size, MIN_MAX_REPLY):
+            raise UsageError(
+                f"max_reply must be an int of at least {MIN_MAX_REPLY} and expected_size "
+                f"({expected_size}), got {max_reply!r}"
+            )
+        #: The largest reply accepted, in bytes from '/' to the BCC (see the decoder).
+        self.max_reply = max_reply
         self.timing = timing or Timing()
         self.retry = retry or RetryPolicy()
         self.expected_size = expected_size
@@ -193,7 +207,9 @@ class Readout:
         self.timing = session.timing
         self._eight_bit = session.eight_bit
         self._inter_character = self.timing.inter_character_timeout
-        self.decoder = TelegramDecoder(bcc=session.bcc_mode, eight_bit=self._eight_bit)
+        self.decoder = TelegramDecoder(
+            bcc=session.bcc_mode, eight_bit=self._eight_bit, max_reply=session.max_reply
+        )
         self.request = session.request
         self.expected = session.expected_size
         self.telegram: Telegram | None = None
