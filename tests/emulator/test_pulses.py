@@ -27,16 +27,23 @@ US = timedelta(microseconds=1)
 
 class LatchedClock(ScaledClock):
     """A scaled clock that shows ``start`` until :meth:`go`, then runs ``factor`` times real
-    time: the model is created at a known instant, and time then flows on its own."""
+    time: the model is created at a known instant, and time then flows on its own until
+    :meth:`halt` stops it where it is (so that two readings of the model see one instant)."""
 
     def __init__(self, start: datetime, factor: float) -> None:
         super().__init__(start, factor)
         self._went: float | None = None
+        self._halted: datetime | None = None
 
     def go(self) -> None:
         self._went = time.monotonic()
 
+    def halt(self) -> None:
+        self._halted = self.now()
+
     def now(self) -> datetime:
+        if self._halted is not None:
+            return self._halted
         if self._went is None:
             return self.start
         return self.start + timedelta(seconds=(time.monotonic() - self._went) * self.factor)
@@ -84,7 +91,8 @@ def test_live_pulses_arrive_at_their_instants_without_readouts() -> None:
         assert count >= 1
         assert at == pulse_instant(START, kw, constant, total)  # the model's exact instant
         assert at <= heard_at  # never before the pulse happened
-    # count == energy x constant, at the last pulse and at the model's now
+    # count == energy x constant, at the last pulse and at the model's now (one instant)
+    clock.halt()
     count, last, total, _ = heard.events[-1]
     assert total == math.floor(kw * Fraction((last - START) // US, US_PER_HOUR) * constant)
     assert model.pulses_out == math.floor(model.consumed_kwh * constant) >= total
