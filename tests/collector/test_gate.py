@@ -26,6 +26,14 @@ def timing() -> Timing:
     return Timing(baudrate=int(300 * SPEED))
 
 
+async def open_readers(stack: contextlib.AsyncExitStack, ports: list[str]) -> list[AsyncReader]:
+    """An open reader per port, closed with ``stack``."""
+    readers = [await stack.enter_async_context(AsyncReader(p, timing=timing())) for p in ports]
+    for reader in readers:
+        await reader.open()
+    return readers
+
+
 @pytest.mark.parametrize("transport", ["tcp", "pty"])
 async def test_request_gate_sends_every_prepared_request_when_it_opens(
     transport: Transport,
@@ -33,12 +41,7 @@ async def test_request_gate_sends_every_prepared_request_when_it_opens(
     async with Emulator(4, transport=transport, speed=SPEED) as emu:
         gate = RequestGate()
         async with contextlib.AsyncExitStack() as stack:
-            readers = [
-                await stack.enter_async_context(AsyncReader(port, timing=timing()))
-                for port in emu.ports
-            ]
-            for reader in readers:
-                await reader.open()
+            readers = await open_readers(stack, emu.ports)
             tasks = [asyncio.create_task(reader.read(gate=gate)) for reader in readers]
             await asyncio.sleep(0.2)  # prepared and waiting: nothing sent yet
             assert not any(task.done() for task in tasks)
@@ -76,12 +79,7 @@ async def test_each_reader_at_a_closed_gate_gets_its_own_error(transport: Transp
     async with Emulator(3, transport=transport, speed=SPEED) as emu:
         gate = RequestGate()
         async with contextlib.AsyncExitStack() as stack:
-            readers = [
-                await stack.enter_async_context(AsyncReader(port, timing=timing()))
-                for port in emu.ports
-            ]
-            for reader in readers:
-                await reader.open()
+            readers = await open_readers(stack, emu.ports)
             waiting = [asyncio.create_task(reader.read(gate=gate)) for reader in readers[:2]]
             await asyncio.sleep(0.1)
             gate.close()
