@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kamstrup382.clock import ManualClock
-from kamstrup382.emulator import ConstantLoad, MeterModel, MeterSettings
+from kamstrup382.emulator import ConstantLoad, CsvLoad, HouseholdLoad, MeterModel, MeterSettings
 from kamstrup382.errors import ConfigError
 from kamstrup382.protocol import (
     KAMSTRUP_382,
@@ -128,3 +128,27 @@ def test_the_emulators_clean_replies_are_always_plausible(
         Observation(before, start, phases),
         Observation(telegram.meter_values(), clock.now(), phases),
     )
+
+
+def test_a_load_above_the_maximum_power_is_refused() -> None:
+    three = MeterSettings()
+    one = MeterSettings(type_number="685-182-OK-15")
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    MeterModel(three, ConstantLoad(Decimal("79.695")), clock)
+    with pytest.raises(ConfigError, match=r"up to 79\.7 kW, above the 79\.695 kW") as info:
+        MeterModel(three, ConstantLoad(Decimal("79.7")), clock)
+    assert info.value.key == "load"
+    with pytest.raises(ConfigError, match="1-phase"):
+        MeterModel(one, ConstantLoad(27), clock)
+    model = MeterModel(one, ConstantLoad(1), clock)
+    with pytest.raises(ConfigError, match="load"):
+        model.load = ConstantLoad(30)  # swapped later: held to it too
+    household = HouseholdLoad(scale=1)
+    assert household.max_kw < 10
+    MeterModel(one, household, clock)
+    with pytest.raises(ConfigError, match="HouseholdLoad"):
+        MeterModel(three, HouseholdLoad(scale=100), clock)
+    rows = CsvLoad([(datetime(2026, 1, 1, tzinfo=UTC), 5), (datetime(2026, 1, 2, tzinfo=UTC), 90)])
+    assert rows.max_kw == 90
+    with pytest.raises(ConfigError, match="CsvLoad"):
+        MeterModel(three, rows, clock)

@@ -4,7 +4,8 @@ Defaults are the specification's example meter. The settings check themselves: a
 raises :class:`~kamstrup382.errors.ConfigError` naming the field. They also keep what a real
 685-382 guarantees (:mod:`kamstrup382.protocol.plausibility`), so that the emulator never
 sends what a real meter cannot: energy is tariff 1 + tariff 2 (modulo the registers' wrap),
-and no peak is above the meter's maximum power for its phases.
+and no peak is above the meter's maximum power for its phases; :func:`check_load` holds a
+load to that power too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kamstrup382.protocol import (
     parse_type_number,
 )
 
-__all__ = ["MeterSettings"]
+__all__ = ["MeterSettings", "check_load"]
 
 _TENTH = Decimal("0.1")
 _DAY = timedelta(days=1)
@@ -158,3 +159,23 @@ class MeterSettings:
     @property
     def identification(self) -> Identification:
         return Identification.for_type_number(self.parsed_type_number)
+
+
+def check_load(settings: MeterSettings, load: object) -> None:
+    """Refuse a load that draws more than the meter can deliver (its peaks and the rise of its
+    energy would break what the meter guarantees): a :class:`ConfigError` naming ``load``.
+
+    A load that says its highest power (``max_kw``: every load of
+    :mod:`~kamstrup382.emulator.load`) is checked; another is taken as it is.
+    """
+    highest = getattr(load, "max_kw", None)
+    if highest is None:
+        return
+    phases = settings.parsed_type_number.phases
+    limit = KAMSTRUP_382.max_power_kw(phases)
+    if Fraction(highest) > Fraction(limit):
+        raise ConfigError(
+            "load",
+            f"{load!r} draws up to {float(highest):g} kW, above the {limit} kW a "
+            f"{phases}-phase 685-382 can deliver",
+        )
