@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -299,6 +299,20 @@ def test_peaks_change_only_across_a_month_boundary() -> None:
         seen(datetime(2026, 12, 31, 23, tzinfo=UTC)),
         seen(datetime(2027, 1, 1, 1, tzinfo=UTC), last_month_peak=Decimal("18.3")),
     )
+    # the times' own zone does not matter: 1 April 01:00 in Copenhagen is 31 March 23:00 UTC
+    copenhagen = timezone(timedelta(hours=2))
+    check_history(
+        seen(datetime(2026, 3, 20, tzinfo=UTC)),
+        seen(datetime(2026, 4, 1, 1, tzinfo=copenhagen), actual_peak=Decimal("0.0")),
+    )
+    # 1 April 05:00 at -10 h is 15:00 UTC: 15 h into April everywhere, whatever zone the
+    # times are written in
+    hawaii = timezone(timedelta(hours=-10))
+    error = history_error(
+        seen(datetime(2026, 4, 1, 5, tzinfo=hawaii)),
+        seen(datetime(2026, 4, 1, 6, tzinfo=hawaii), actual_peak=Decimal("0.0")),
+    )
+    assert error.rule == "peak_down"
     # 15 h after the boundary, no meter is still in the old month
     error = history_error(
         seen(datetime(2026, 4, 1, 15, tzinfo=UTC)),

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from kamstrup382.errors import ImplausibleError, UsageError
@@ -309,12 +309,12 @@ class Observation:
 
 def _month_boundary_between(start: datetime, end: datetime) -> bool:
     """Whether the meter (local time, any UTC offset) may have begun a month between."""
-    earliest = start - _ZONE_SLACK
+    earliest = start.astimezone(UTC) - _ZONE_SLACK
     year, month = earliest.year, earliest.month + 1
     if month > 12:
         year, month = year + 1, 1
-    first = datetime(year, month, 1, tzinfo=earliest.tzinfo)
-    return first <= end + _ZONE_SLACK
+    first = datetime(year, month, 1, tzinfo=UTC)
+    return first <= end.astimezone(UTC) + _ZONE_SLACK
 
 
 def check_history(
