@@ -139,6 +139,11 @@ class Dialect:
         object.__setattr__(self, "_patterns", {r.code: _printed_pattern(r) for r in self.registers})
 
     @property
+    def codes(self) -> frozenset[str]:
+        """The codes of every register this meter prints."""
+        return frozenset(r.code for r in self.registers)
+
+    @property
     def counters(self) -> tuple[str, ...]:
         """Every register that only grows (until it wraps)."""
         return (*self.energy_counters, self.hour_counter, *self.unbounded_counters)
@@ -204,9 +209,19 @@ def check_telegram(telegram: Telegram, dialect: Dialect = KAMSTRUP_382) -> None:
     block = telegram.data_block
     for match in _FIRST_GROUP.finditer(block):
         address = match[1]
-        if address and address not in found:
-            line = block.count("\n", 0, match.start()) + 1
-            found[address] = (match[2], match[3], telegram.block_offset + match.start(2), line)
+        if not address:  # a further value group of the data set before: the meter prints none
+            continue
+        line = block.count("\n", 0, match.start()) + 1
+        offset = telegram.block_offset + match.start(2)
+        if address in found and address in dialect.codes:
+            raise ImplausibleError(
+                f"register {address} printed twice (lines {found[address][3]} and {line})",
+                rule="duplicate",
+                register=address,
+                offset=offset,
+                line=line,
+            )
+        found[address] = (match[2], match[3], offset, line)
     missing = [r.code for r in dialect.registers if r.code not in found]
     if missing:
         raise ImplausibleError(
