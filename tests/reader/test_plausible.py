@@ -190,6 +190,9 @@ def test_fresh_readers_carry_the_memory(api: str) -> None:
 def test_readers_take_max_reply() -> None:
     assert Reader("socket://127.0.0.1:1", max_reply=65536).session.max_reply == 65536
     assert Reader("socket://127.0.0.1:1", max_reply=167).session.max_reply == 167
+    assert AsyncReader("socket://127.0.0.1:1", max_reply=4096).session.max_reply == 4096
     for bad in (166, 70_000, 2.5, True):
         with pytest.raises(UsageError, match="max_reply"):
             Reader("socket://127.0.0.1:1", max_reply=bad)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="max_reply"):
+            AsyncReader("socket://127.0.0.1:1", max_reply=bad)  # type: ignore[arg-type]
