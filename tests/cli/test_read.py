@@ -195,6 +195,24 @@ def test_damage_the_bcc_cannot_see_is_retried(capsys: pytest.CaptureFixture[str]
         assert "as the meter prints it" in err
 
 
+def test_watch_holds_each_reading_to_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two digits swapped in every reply after the first: in the customer number or the hour
+    counter only the history can see it; every readout after the first fails, none prints a
+    value the meter did not have."""
+    faults = Faults(script=((),), swap=1.0)
+    with EmulatorThread(transport="tcp", speed=SPEED, faults=faults, seed=3) as emu:
+        code, out, err = run(
+            capsys, emu.ports[0], "--csv", "--watch", "0.01", "--count", "12", "--retries", "0"
+        )
+        swapped = [fault.offset for exchange in emu.log(0)[1:] for fault in exchange.faults]
+    assert code == 1
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 1  # the first, clean reply
+    assert err.count("error: implausible: ") == 11
+    assert "customer number" in err or "hour counter" in err  # what only the history sees
+    assert len(swapped) == 11
+
+
 def test_max_reply_bounds_the_reply(capsys: pytest.CaptureFixture[str]) -> None:
     # one character sent twice: 168 bytes
     with EmulatorThread(transport="tcp", speed=SPEED, faults="double=1") as emu:

@@ -11,8 +11,10 @@ With ``--bcc auto`` (the default) the output says which block check algorithm ma
 sure that is: only the 7-bit sum (the Kamstrup 382's own), only the XOR (a standard IEC meter,
 or a damaged telegram that matches by chance, 1 in 128: unconfirmed until a second readout
 agrees, see ``--watch``), or both (undecided). Every telegram is also held to what the meter
-guarantees (widths, energy = tariff 1 + tariff 2, peaks within its maximum power): one that
-breaks it is an ``implausible`` error, retried like a BCC error.
+guarantees (widths, energy = tariff 1 + tariff 2, peaks within its maximum power) and, with
+``--watch``, each reading to the last one (counters that never go down nor rise faster than
+the meter's power allows, the same customer number): one that breaks it is an
+``implausible`` error, retried like a BCC error.
 
 While a readout runs, a progress bar (bytes received against the expected reply size) is drawn
 on standard error if it is a terminal.
@@ -34,7 +36,7 @@ import click
 
 from kamstrup382.cli.options import seconds
 from kamstrup382.errors import Kamstrup382Error, UsageError
-from kamstrup382.protocol import BccMode
+from kamstrup382.protocol import KAMSTRUP_382, BccMode, Observation, check_history
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
 from kamstrup382.reader import Reader
 from kamstrup382.reader.options import MAX_MAX_REPLY
@@ -106,6 +108,27 @@ def render_reading(reading: Reading) -> str:
         registers_table(reading.telegram).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
+
+
+class _History:
+    """With ``--watch``: each reading held to the last one returned (counters that only grow
+    at the rate the meter's power allows, the same customer number, ...), inside the
+    reader's retries, as the collector does."""
+
+    def __init__(self) -> None:
+        self.last: Observation | None = None
+
+    @staticmethod
+    def observe(reading: Reading) -> Observation:
+        phases = KAMSTRUP_382.phases_of(reading.telegram)
+        return Observation(reading.meter_values(), reading.done_at, phases)
+
+    def check(self, reading: Reading) -> None:
+        if self.last is not None:
+            check_history(self.last, self.observe(reading))
+
+    def add(self, reading: Reading) -> None:
+        self.last = self.observe(reading)
 
 
 @click.command("read")
@@ -206,12 +229,14 @@ def read(
         click.echo(_csv_line(CSV_FIELDS), nl=False)
     failed = 0
     done = 0
+    history = _History()
     try:
         with reader:
             while True:
                 started = time.monotonic()
                 try:
-                    reading = reader.read(progress=bar)
+                    reading = reader.read(progress=bar, accept=history.check)
+                    history.add(reading)
                 except Kamstrup382Error as exc:
                     failed += 1
                     if bar is not None:
