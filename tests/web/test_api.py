@@ -262,8 +262,12 @@ async def test_pages_and_assets(client: httpx.AsyncClient) -> None:
     assert (await client.get("/static/dashboard.js")).status_code == 200
     assert page.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    # plotly.js is the Python package's own copy; the page loads nothing from elsewhere
+    # plotly.js is the copy shipped in the package, beside its licence; the page loads
+    # nothing from elsewhere
     assert plotly_js.content == PLOTLY_JS.read_bytes()
+    assert b"plotly.js (basic - minified) v4.1.1" in plotly_js.content[:200]
+    licence = PLOTLY_JS.with_name("plotly-basic.LICENSE.txt").read_text()
+    assert licence.startswith("MIT License")
     assert re.findall(r'(?:src|href)="(?!/|#|data:)', page.text) == []
 
 

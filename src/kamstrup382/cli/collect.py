@@ -34,7 +34,7 @@ from kamstrup382.collector.config import (
     parse_config,
     parse_duration,
 )
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.reader import new_event_loop
 
 __all__ = ["collect"]
@@ -105,6 +105,9 @@ def collect(
             return runner.run(_main(config, once=once, emulated=emulated, speed=speed))
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
+        return 2
+    except UsageError as exc:  # a missing extra, say: exit 2, as every usage error
+        click.echo(f"error: {exc}", err=True)
         return 2
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import click
 
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.protocol.registers import REGISTERS
 from kamstrup382.storage.base import Storage
 from kamstrup382.storage.records import ConsumptionRow, ReadingRecord
@@ -246,6 +246,9 @@ def export(
                     )
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
+        return 2
+    except UsageError as exc:  # a missing extra, say: exit 2, as every usage error
+        click.echo(f"error: {exc}", err=True)
         return 2
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)

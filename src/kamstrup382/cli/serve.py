@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kamstrup382.collector.config import HttpConfig, load_config
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import DEFAULT_TITLE, create_app
@@ -139,6 +139,8 @@ def serve(
         )
         token = _token(token, token_file, http, config_dir)
         asyncio.run(_serve(storage_url, where, token, http))
+    except UsageError as exc:  # a missing extra (PostgreSQL), say: exit 2
+        raise click.UsageError(str(exc)) from exc
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
     return 0
