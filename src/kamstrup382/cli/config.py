@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from kamstrup382.cli.config_file import CONFIG_ENV, FILE_NAME, candidates, find_config
+from kamstrup382.cli.database import safe_url
 from kamstrup382.errors import ConfigError
 
 __all__ = ["config"]
@@ -103,18 +104,9 @@ def check(file: Path | None) -> int:
         return 2
     outputs = ", ".join(loaded.sections) or "none"
     click.echo(
-        f"{found}: good: {len(loaded.meters)} meter(s), storage {_safe(loaded.storage.url)}, "
+        f"{found}: good: {len(loaded.meters)} meter(s), storage {safe_url(loaded.storage.url)}, "
         f"outputs: {outputs}"
     )
     if not loaded.meters:
         click.echo("note: no [[meters]]: k382 collect needs at least one", err=True)
     return 0
-
-
-def _safe(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if at and ":" in creds:
-        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-    return url

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import click
 
+from kamstrup382.cli.database import open_chosen
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.protocol.registers import REGISTERS
 from kamstrup382.storage.base import Storage
@@ -154,20 +155,14 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="TOML config file; its [storage] url is used.",
+        help="TOML config file; its [storage] url is used (default: see 'k382 config path').",
     )(fn)
 
 
 def open_configured_storage(config_path: Path | None, storage_url: str | None) -> Storage:
-    """The storage named by ``--storage``, else by the config file, else the default."""
-    from kamstrup382.storage.url import open_storage  # noqa: PLC0415 - loaded on use
-
-    url = storage_url
-    if url is None and config_path is not None:
-        from kamstrup382.collector.config import load_config  # noqa: PLC0415
-
-        url = load_config(config_path).storage.url
-    return open_storage(url)
+    """The storage named by ``--storage``, else by the config file (given or found), else the
+    default; a SQLite file that is not there is an error (see :mod:`.database`)."""
+    return open_chosen(config_path, storage_url)
 
 
 @contextlib.contextmanager
