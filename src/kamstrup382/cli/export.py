@@ -42,6 +42,9 @@ __all__ = [
     "reading_fields",
 ]
 
+#: The exit status of a filter that SIGPIPE ended (128 + 13): what ``| head`` leaves behind.
+SIGPIPE_STATUS = 141
+
 REGISTER_NAMES = tuple(r.name for r in REGISTERS)
 READING_FIELDS = (
     "meter",
@@ -248,6 +251,13 @@ def export(
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
+    except BrokenPipeError:
+        if output != "-":
+            raise
+        # whoever reads stdout stopped (| head): end quietly, as a Unix filter does, with the
+        # status of one that SIGPIPE ended; nothing more may reach the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except OSError as exc:
         click.echo(f"error: cannot write {output}: {exc}", err=True)
         return 1
