@@ -14,6 +14,7 @@ The watchdog interval is half of ``WATCHDOG_USEC``, as systemd recommends; a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -62,6 +63,16 @@ class Notifier:
     def watchdog(self) -> None:
         if self.watchdog_interval is not None:
             self._send("WATCHDOG=1", None)
+
+    async def keep_watchdog(self) -> None:
+        """Ping the watchdog from the event loop until cancelled: a loop that hangs stops the
+        pings, and systemd restarts the service. Returns at once when no watchdog is asked."""
+        interval = self.watchdog_interval
+        if interval is None or self.address is None:
+            return
+        while True:
+            self.watchdog()
+            await asyncio.sleep(interval)
 
     def stopping(self, status: str | None = None) -> None:
         self._send("STOPPING=1", status)

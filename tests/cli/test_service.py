@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from kamstrup382.cli import main
 from kamstrup382.cli.service import unit_text
+from kamstrup382.storage.url import open_storage
 
 ANALYZE = shutil.which("systemd-analyze")
 
@@ -69,3 +75,84 @@ def test_an_install_in_a_home_directory_is_readable() -> None:
 def test_a_relative_config_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["service", "unit", "--config", "k382.toml"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def _notifications(sock: socket.socket, until: Callable[[list[str]], bool]) -> list[str]:
+    """Datagrams received until ``until`` holds for them (at most 30 s)."""
+    received: list[str] = []
+    deadline = time.monotonic() + 30
+    while not until(received):
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            received.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    return received
+
+
+def _start(args: list[str], notify: str, watchdog_usec: int | None) -> subprocess.Popen[str]:
+    env = {**os.environ, "NOTIFY_SOCKET": notify, "PYTHONUNBUFFERED": "1"}
+    if watchdog_usec:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kamstrup382", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_collector_tells_systemd(tmp_path: Path) -> None:
+    """READY once collecting, STATUS per slot, WATCHDOG from the loop, STOPPING on SIGTERM."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        url = f"sqlite:///{tmp_path / 'k382.sqlite'}"
+        args = ["collect", "--emulator", "1", "--speed", "100", "--interval", "1s"]
+        process = _start([*args, "--storage", url], path, 600_000)
+        try:
+            got = _notifications(
+                sock,
+                lambda seen: (
+                    sum("1 read" in m for m in seen) >= 2
+                    and sum(m == "WATCHDOG=1" for m in seen) >= 3
+                ),
+            )
+            process.send_signal(signal.SIGTERM)
+            got += _notifications(sock, lambda seen: any("STOPPING=1" in m for m in seen))
+            _, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    assert got[0].startswith("READY=1\nSTATUS=collecting 1 meters into sqlite:///"), got
+    slots = [m for m in got if m.startswith("STATUS=slot ")]
+    assert slots and all(": 1 read, 0 failed, 0 missed in " in m for m in slots), got
+    assert got.count("WATCHDOG=1") >= 3
+    assert got[-1].startswith("STOPPING=1")
+
+
+def test_the_dashboard_tells_systemd(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    db = tmp_path / "k382.sqlite"
+    open_storage(f"sqlite:///{db}").close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        process = _start(
+            ["serve", "--storage", f"sqlite:///{db}", "--http", "127.0.0.1:0"], path, None
+        )
+        try:
+            got = _notifications(sock, bool)
+            process.send_signal(signal.SIGTERM)
+            got += _notifications(sock, lambda seen: any("STOPPING=1" in m for m in seen))
+            _, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    assert got[0].startswith("READY=1\nSTATUS=dashboard on http://127.0.0.1:"), got
+    assert "WATCHDOG=1" not in got  # none was asked for
+    assert got[-1] == "STOPPING=1"

@@ -13,6 +13,7 @@ from kamstrup382.collector.config import HttpConfig, load_config
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
 from kamstrup382.storage.url import default_storage_url
+from kamstrup382.systemd import Notifier
 from kamstrup382.web import DEFAULT_TITLE, create_app
 from kamstrup382.web.server import (
     allowed_hosts,
@@ -61,8 +62,10 @@ async def _serve(storage_url: str, listen: Listen, token: str | None, http: Http
             allowed_hosts=allowed_hosts(listen, token),
         )
         stop = asyncio.Event()
+        notifier = Notifier.from_environment()
 
         def ready(url: str) -> None:
+            notifier.ready(f"dashboard on {url}/")
             click.echo(f"Dashboard on {url}/  (storage {safe_url(storage_url)}; Ctrl-C stops)")
             if token:
                 click.echo(
@@ -70,8 +73,14 @@ async def _serve(storage_url: str, listen: Listen, token: str | None, http: Http
                     f"or open {url}/?token=<token> once in a browser."
                 )
 
-        with stop_on_signals(stop):
-            await run_server(app, listen, stop, on_ready=ready)
+        watchdog = asyncio.create_task(notifier.keep_watchdog())
+        try:
+            with stop_on_signals(stop):
+                await run_server(app, listen, stop, on_ready=ready)
+        finally:
+            watchdog.cancel()
+            notifier.stopping()
+            notifier.close()
     finally:
         storage.close()
 
