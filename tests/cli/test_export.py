@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -215,3 +216,20 @@ def test_a_reader_that_stops_early_ends_the_export_quietly(tmp_path: Path) -> No
         err = process.stderr.read()
         assert process.wait(timeout=60) == 141
     assert err == b""
+
+
+def test_timings_are_shown_to_the_millisecond(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ms.sqlite'}"
+    record = dataclasses.replace(
+        reading("house", 0), answer_delay=0.250999999999749, duration=5.8330000001
+    )
+    with open_storage(url) as storage:
+        storage.record([record], [])
+    assert main(["export", "--storage", url, "--format", "jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["answer_delay"], row["duration"]) == (0.251, 5.833)
+    assert main(["export", "--storage", url]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert ",0.251,5.833," in line

@@ -77,8 +77,8 @@ def reading_fields(r: ReadingRecord, *, raw: bool = False) -> list[tuple[str, Va
         ("identification", r.identification),
         ("type_number", r.type_number),
         ("bcc_algorithm", str(r.bcc_algorithm)),
-        ("answer_delay", r.answer_delay),
-        ("duration", r.duration),
+        ("answer_delay", round(r.answer_delay, 3)),  # to the millisecond
+        ("duration", round(r.duration, 3)),
         ("attempts", r.attempts),
     ]
     if raw:
