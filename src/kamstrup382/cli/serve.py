@@ -9,6 +9,7 @@ import click
 
 from kamstrup382.cli.config_file import find_config
 from kamstrup382.cli.database import open_existing, safe_url
+from kamstrup382.cli.logs import setup_logging
 from kamstrup382.collector.config import HttpConfig, load_config
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
@@ -109,12 +110,14 @@ async def _serve(storage_url: str, listen: Listen, token: str | None, http: Http
     "--token",
     help=f"The token itself (visible in ps: prefer ${TOKEN_ENV} or --token-file).",
 )
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def serve(
     config_path: Path | None,
     storage_url: str | None,
     listen: str | None,
     token_file: Path | None,
     token: str | None,
+    verbose: int,
 ) -> int:
     """Serve the dashboard and the JSON API over the storage (read only).
 
@@ -131,6 +134,7 @@ def serve(
     Options win over it.
     The API is described at /api/openapi.json; every series has ?format=csv.
     """
+    setup_logging(verbose)
     try:
         http = HttpConfig()
         config_dir = Path.cwd()
