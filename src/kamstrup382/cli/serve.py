@@ -112,6 +112,7 @@ async def _serve(storage_url: str, listen: Listen, token: str | None, http: Http
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def serve(
+    *,
     config_path: Path | None,
     storage_url: str | None,
     listen: str | None,
