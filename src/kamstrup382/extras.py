@@ -14,6 +14,7 @@ extra           what it enables                                   what it instal
 ``prometheus``  the ``[prometheus]`` output                       prometheus-client
 ``web``         the dashboard (``k382 serve``, ``k382 demo``)     starlette, uvicorn, jinja2
 ``fast``        uvloop's event loop for the collector             uvloop
+``gpio``        pulses from a GPIO line (``gpio:CHIP:LINE``)      gpiod (libgpiod v2)
 ``all``         all of the above
 ==============  ================================================  ===========================
 
@@ -49,6 +50,7 @@ EXTRAS: dict[str, Extra] = {
         Extra("prometheus", "the Prometheus output", ("prometheus_client",)),
         Extra("web", "the dashboard", ("starlette", "uvicorn", "jinja2")),
         Extra("fast", "uvloop's event loop", ("uvloop",)),
+        Extra("gpio", "reading pulses from a GPIO line", ("gpiod",)),
     )
 }
 

@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
     "status": ("status", "status", "Show per-meter read health from the storage.", None),
     "serve": ("serve", "serve", "Serve the web dashboard over the storage.", "web"),
     "demo": ("demo", "demo", "Emulator + collector + dashboard in one command.", "web"),
+    "pulses": ("pulses", "pulses", "Show live power from a meter's pulse output.", None),
     "config": ("config", "config", "Find, write and check the configuration file.", None),
     "service": ("service", "service", "Run k382 as a systemd service.", None),
 }

@@ -92,6 +92,7 @@ class PowerEstimate:
         self.zero_after_ns = int(floor * NS)
         self.pulses = 0  # accepted since start
         self.rejected = 0
+        self.missed = 0  # known to have passed unseen (counted in the energy)
         self._last: int | None = None
         self._interval: int | None = None  # ns per pulse, of the last accepted event
         self._register: Decimal | None = None
@@ -100,11 +101,17 @@ class PowerEstimate:
 
     # -- fed -----------------------------------------------------------------------------
 
-    def pulse(self, at_ns: int, count: int = 1) -> bool:
+    def pulse(self, at_ns: int, count: int = 1, *, missed: int = 0) -> bool:
         """``count`` pulses at ``at_ns`` (several: a source that reports them together, the last
-        at ``at_ns``). Returns False for a glitch (rejected and counted)."""
-        if count < 1:
-            raise UsageError(f"pulse count must be >= 1, got {count!r}")
+        at ``at_ns``); ``missed``: pulses the source knows passed unseen before them (they count
+        for the energy; no interval is measured across them). Returns False for a glitch
+        (rejected and counted)."""
+        if count < 1 or missed < 0:
+            raise UsageError(f"pulse count must be >= 1 and missed >= 0, got {count!r}, {missed!r}")
+        if missed:
+            self.missed += missed
+            self._since_resync += missed
+            self.gap()
         last = self._last
         if last is not None:
             per_pulse = (at_ns - last) / count
@@ -116,6 +123,11 @@ class PowerEstimate:
         self.pulses += count
         self._since_resync += count
         return True
+
+    def gap(self) -> None:
+        """The source lost track (a reconnect): the next pulse begins a new interval."""
+        self._last = None
+        self._interval = None
 
     def resync(self, register_kwh: Decimal) -> Resync | None:
         """A readout's energy register: the reference from now on. The drift against the
