@@ -24,6 +24,9 @@ MAX_LINES = 600
 LAYERS: dict[str, int] = {
     "errors": 0,
     "clock": 1,
+    "pulses": 2,
+    "systemd": 1,
+    "extras": 1,
     "protocol": 1,
     "reader": 2,
     "emulator": 2,

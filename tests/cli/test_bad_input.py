@@ -20,6 +20,7 @@ from kamstrup382.cli import main
 from kamstrup382.collector.config import load_config
 from kamstrup382.errors import ConfigError
 from kamstrup382.outputs.mqtt_settings import MqttSettings
+from kamstrup382.storage.url import open_storage
 
 #: A loopback port nobody listens on: a read with accepted arguments fails at once to connect.
 REFUSED = "socket://127.0.0.1:1"
@@ -299,7 +300,9 @@ def render(tables: list[tuple[str, dict[str, str]]]) -> str:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("bad-input")
+    directory = tmp_path_factory.mktemp("bad-input")
+    open_storage(f"sqlite:///{directory / 'r.sqlite'}").close()  # status reads, never creates
+    return directory
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -197,3 +198,38 @@ def test_export_streams_in_bounded_memory(storage_url: str, tmp_path: Path) -> N
         # 100,000 records held at once would take well over 100 MiB more than 40 of them
         growth = (peak - baseline) / 1024
         assert growth < 24, f"{what}: peak {peak / 1024:.0f} MiB, {growth:.0f} MiB over 40 rows"
+
+
+def test_a_reader_that_stops_early_ends_the_export_quietly(tmp_path: Path) -> None:
+    """``k382 export | head -1``: no error message, no traceback; a filter's SIGPIPE status."""
+    url = f"sqlite:///{tmp_path / 'many.sqlite'}"
+    with open_storage(url) as storage:  # far more than a pipe's buffer holds
+        storage.record([reading("house", index) for index in range(4000)], [])
+    with subprocess.Popen(
+        [sys.executable, "-m", "kamstrup382", "export", "--storage", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(b"meter,slot,read_at,")
+        process.stdout.close()
+        err = process.stderr.read()
+        assert process.wait(timeout=60) == 141
+    assert err == b""
+
+
+def test_timings_are_shown_to_the_millisecond(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ms.sqlite'}"
+    record = dataclasses.replace(
+        reading("house", 0), answer_delay=0.250999999999749, duration=5.8330000001
+    )
+    with open_storage(url) as storage:
+        storage.record([record], [])
+    assert main(["export", "--storage", url, "--format", "jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["answer_delay"], row["duration"]) == (0.251, 5.833)
+    assert main(["export", "--storage", url]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert ",0.251,5.833," in line

@@ -80,6 +80,7 @@ def test_config_names_the_storage_and_an_empty_one_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    open_storage(url).close()  # made by a collector that has stored nothing yet
     config = tmp_path / "k382.toml"
     config.write_text(f'[storage]\nurl = "{url}"\n', encoding="utf-8")
     code, out, err = _run(capsys, "--config", str(config))

@@ -262,8 +262,12 @@ async def test_pages_and_assets(client: httpx.AsyncClient) -> None:
     assert (await client.get("/static/dashboard.js")).status_code == 200
     assert page.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    # plotly.js is the Python package's own copy; the page loads nothing from elsewhere
+    # plotly.js is the copy shipped in the package, beside its licence; the page loads
+    # nothing from elsewhere
     assert plotly_js.content == PLOTLY_JS.read_bytes()
+    assert b"plotly.js (basic - minified) v4.1.1" in plotly_js.content[:200]
+    licence = PLOTLY_JS.with_name("plotly-basic.LICENSE.txt").read_text()
+    assert licence.startswith("MIT License")
     assert re.findall(r'(?:src|href)="(?!/|#|data:)', page.text) == []
 
 
@@ -284,8 +288,40 @@ async def test_pages_validate_their_input(
 ) -> None:
     response = await client.get(url)
     assert response.status_code == status
-    assert response.headers["content-type"].startswith("text/plain")
+    # a page for people: HTML, saying what is wrong, with the way back
+    assert response.headers["content-type"].startswith("text/html")
     assert named in response.text
+    assert '<section id="error">' in response.text
+    assert '<a href="/">' in response.text
+
+
+async def test_unknown_pages_are_html_and_unknown_api_paths_json(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/no/such/page")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "404 Not found" in page.text
+    api = await client.get("/api/no/such/thing")
+    assert api.status_code == 404
+    assert api.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/"])
+async def test_the_api_page_renders_the_openapi_document(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    page = await client.get(path)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    document = (await client.get("/api/openapi.json")).json()
+    for route, item in document["paths"].items():
+        for operation in item.values():
+            assert f'id="{operation["operationId"]}"' in page.text
+            assert f"</span> {route}</h3>" in page.text
+            for parameter in operation.get("parameters", []):
+                assert f"<code>{parameter['name']}</code>" in page.text
+    assert '<a href="/api/openapi.json">' in page.text
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])

@@ -56,7 +56,7 @@ def test_serve_refuses_other_addresses_without_a_token(
 ) -> None:
     monkeypatch.delenv("K382_TOKEN", raising=False)
     monkeypatch.delenv("K382_HTTP_TOKEN", raising=False)
-    assert main(["serve", "--storage", f"sqlite:///{db}", "--http", address]) == 1
+    assert main(["serve", "--storage", f"sqlite:///{db}", "--http", address]) == 2  # a usage error
     err = capsys.readouterr().err
     assert "without a token" in err
     assert "--token" in err
@@ -81,7 +81,7 @@ def test_serve_on_a_busy_port_says_so(db: Path, capsys: pytest.CaptureFixture[st
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert main(["serve", "--storage", f"sqlite:///{db}", "--http", f"127.0.0.1:{port}"]) == 1
+        assert main(["serve", "--storage", f"sqlite:///{db}", "--http", f"127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
@@ -179,7 +179,7 @@ def test_a_bad_token_file_is_an_error_naming_it(
     if content is not None:
         token_file.write_bytes(content)
     args = ["serve", "--storage", f"sqlite:///{db}", "--token-file", str(token_file)]
-    assert main(args) == 1
+    assert main(args) == 2  # a usage error
     err = capsys.readouterr().err
     assert "--token-file" in err
     assert problem in err

@@ -14,19 +14,34 @@ from typing import Any
 import click
 
 from kamstrup382 import __version__
+from kamstrup382.extras import MissingExtra, missing, require
 
 __all__ = ["cli", "main"]
 
-#: subcommand name -> (module under kamstrup382.cli, attribute, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "decode": ("decode", "decode", "Decode a captured reply and print its registers."),
-    "emulate": ("emulate", "emulate", "Serve emulated Kamstrup 382 meters on a pty or TCP."),
-    "read": ("read", "read", "Read a meter on a serial port or TCP gateway."),
-    "collect": ("collect", "collect", "Read the configured meters on a schedule and store them."),
-    "export": ("export", "export", "Export stored readings or consumption as CSV or JSON."),
-    "status": ("status", "status", "Show per-meter read health from the storage."),
-    "serve": ("serve", "serve", "Serve the web dashboard over the storage."),
-    "demo": ("demo", "demo", "Emulator + collector + dashboard in one command."),
+#: subcommand name -> (module under kamstrup382.cli, attribute, one-line help, the extra it
+#: needs or None: see :mod:`kamstrup382.extras`)
+COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
+    "decode": ("decode", "decode", "Decode a captured reply and print its registers.", None),
+    "emulate": (
+        "emulate",
+        "emulate",
+        "Serve emulated Kamstrup 382 meters on a pty or TCP.",
+        None,
+    ),
+    "read": ("read", "read", "Read a meter on a serial port or TCP gateway.", None),
+    "collect": (
+        "collect",
+        "collect",
+        "Read the configured meters on a schedule and store them.",
+        None,
+    ),
+    "export": ("export", "export", "Export stored readings or consumption as CSV or JSON.", None),
+    "status": ("status", "status", "Show per-meter read health from the storage.", None),
+    "serve": ("serve", "serve", "Serve the web dashboard over the storage.", "web"),
+    "demo": ("demo", "demo", "Emulator + collector + dashboard in one command.", "web"),
+    "pulses": ("pulses", "pulses", "Show live power from a meter's pulse output.", None),
+    "config": ("config", "config", "Find, write and check the configuration file.", None),
+    "service": ("service", "service", "Run k382 as a systemd service.", None),
 }
 
 
@@ -34,16 +49,39 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported only when used (fast start, optional parts)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name, (module, _, _) in COMMANDS.items() if _available(module)]
+        return [name for name, (module, *_) in COMMANDS.items() if _available(module)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = COMMANDS.get(cmd_name)
         if entry is None or not _available(entry[0]):
             return None
-        module = importlib.import_module(f"kamstrup382.cli.{entry[0]}")
-        command = getattr(module, entry[1])
+        module_name, attribute, help_text, extra = entry
+        if extra is not None and missing(extra) is not None:
+            return _needs_extra(cmd_name, help_text, extra)
+        module = importlib.import_module(f"kamstrup382.cli.{module_name}")
+        command = getattr(module, attribute)
         assert isinstance(command, click.Command)
         return command
+
+
+def _needs_extra(name: str, help_text: str, extra: str) -> click.Command:
+    """A command whose extra is not installed: listed, and a usage error (exit 2) when run."""
+
+    def fail(args: tuple[str, ...]) -> None:
+        try:
+            require(extra)
+        except MissingExtra as exc:
+            raise click.UsageError(str(exc)) from exc
+
+    return click.Command(
+        name,
+        callback=fail,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        help=f"{help_text} (needs: pip install 'kamstrup382[{extra}]')",
+        short_help=f"{help_text} (needs the [{extra}] extra)",
+        context_settings={"ignore_unknown_options": True, "help_option_names": []},
+        add_help_option=False,
+    )
 
 
 def _available(module: str) -> bool:

@@ -18,12 +18,14 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import sys
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from kamstrup382.cli.logs import setup_logging
 from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.collector.config import (
     CollectorConfig,
@@ -34,8 +36,12 @@ from kamstrup382.collector.config import (
     parse_config,
     parse_duration,
 )
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.reader import new_event_loop
+from kamstrup382.systemd import Notifier
+
+if TYPE_CHECKING:
+    from kamstrup382.collector.cycle import CycleResult
 
 __all__ = ["collect"]
 
@@ -82,11 +88,7 @@ def collect(
     verbose: int,
 ) -> int:
     """Read the configured meters on a wall-clock schedule and store every attempt."""
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose + (0 if once else 1), 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose, base=0 if once else 1)
     if config_path is None and emulated is None:
         raise click.UsageError("give --config FILE, or --emulator N to try it without a meter")
     try:
@@ -105,6 +107,9 @@ def collect(
             return runner.run(_main(config, once=once, emulated=emulated, speed=speed))
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
+        return 2
+    except UsageError as exc:  # a missing extra, say: exit 2, as every usage error
+        click.echo(f"error: {exc}", err=True)
         return 2
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)
@@ -160,7 +165,13 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
         outputs = build_outputs(config.sections, [m.name for m in config.meters])
         storage = await asyncio.to_thread(open_storage, config.storage.url)
         try:
-            collector = Collector(config, storage, outputs)
+            notifier = Notifier.from_environment()
+            collector = Collector(
+                config,
+                storage,
+                outputs,
+                on_slot=lambda slot, result: notifier.status(_slot_status(slot, result)),
+            )
             if once:
                 async with collector:
                     result = await collector.run_once()
@@ -175,22 +186,40 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
                 return 0 if result.ok else 1
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
+
+            def stopping() -> None:
+                notifier.stopping("stopping: in-flight readouts finish")
+                stop.set()
+
             for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
+                loop.add_signal_handler(signum, stopping)
+            watchdog: asyncio.Task[None] | None = None
             try:
-                log.info(
-                    "collecting %d meters into %s as %s",
-                    len(config.meters),
-                    _safe_url(config.storage.url),
-                    collector.collector_id,
+                await collector.start()
+                what = (
+                    f"collecting {len(config.meters)} meters into {_safe_url(config.storage.url)}"
                 )
+                log.info("%s as %s", what, collector.collector_id)
+                notifier.ready(what)
+                watchdog = asyncio.create_task(notifier.keep_watchdog())
                 await collector.run(stop)
             finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                notifier.close()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)
             return 0
         finally:
             await asyncio.to_thread(storage.close)
+
+
+def _slot_status(slot: datetime, result: CycleResult) -> str:
+    """One line for ``systemctl status``: what the last slot did."""
+    return (
+        f"slot {slot.isoformat(timespec='seconds')}: {len(result.readings)} read, "
+        f"{len(result.failures)} failed, {len(result.missed)} missed in {result.duration:.1f} s"
+    )
 
 
 def _safe_url(url: str) -> str:

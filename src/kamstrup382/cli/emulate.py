@@ -41,7 +41,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal, TextIO
 
 import click
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kamstrup382.emulator.line import Exchange
+    from kamstrup382.emulator.pulse_server import PulseServer
     from kamstrup382.emulator.server import Emulator
 
 __all__ = ["Command", "emulate", "parse_command", "parse_delay", "parse_listen"]
@@ -238,6 +239,13 @@ def _apply(emulator: Emulator, command: Command) -> str:
     'C, "at": ISO UTC, "total": T} (- for standard output).',
 )
 @click.option(
+    "--pulse-listen",
+    metavar="HOST:PORT",
+    help="Serve each meter's pulse-out on TCP (meter n on PORT + n - 1; 0: free ports), the "
+    'same JSON lines as --pulse-out, to every client: pulses = "tcp://HOST:PORT" in a '
+    "collector's config, or k382 pulses tcp://HOST:PORT.",
+)
+@click.option(
     "--log",
     "log_to",
     metavar="FILE|-",
@@ -273,6 +281,7 @@ def emulate(
     bcc: str,
     pulse_constant: int,
     pulse_out: str | None,
+    pulse_listen: str | None,
     log_to: str | None,
     pulse_input: bool,
     control: bool,
@@ -285,6 +294,7 @@ def emulate(
 
     try:
         host, port = parse_listen(listen)
+        pulses_at = parse_listen(pulse_listen) if pulse_listen is not None else None
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         with contextlib.ExitStack() as files:
             out = _open_out(files, pulse_out, "--pulse-out", "a")
@@ -311,7 +321,7 @@ def emulate(
                 on_exchange=None if truth is None else _truth_writer(truth),
             )
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                return runner.run(_serve(emulator, out, control=control))
+                return runner.run(_serve(emulator, out, pulses_at, control=control))
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2
@@ -339,14 +349,14 @@ def _truth_writer(out: TextIO) -> Callable[[int, Exchange], None]:
 
 
 def _pulse_writer(out: TextIO, meter: int) -> Callable[[int, datetime], None]:
+    from kamstrup382.emulator.pulse_server import pulse_line  # noqa: PLC0415
+
     total = 0
 
     def write(count: int, at: datetime) -> None:
         nonlocal total
         total += count
-        stamp = at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        line = {"meter": meter, "count": count, "at": stamp, "total": total}
-        out.write(json.dumps(line) + "\n")
+        out.write(pulse_line(meter, count, at, total))
         out.flush()
 
     return write
@@ -372,17 +382,29 @@ def _control(emulator: Emulator, line: str) -> None:
     sys.stderr.flush()
 
 
-async def _serve(emulator: Emulator, pulse_out: TextIO | None, *, control: bool) -> int:
+async def _serve(
+    emulator: Emulator,
+    pulse_out: TextIO | None,
+    pulses_at: tuple[str, int] | None,
+    *,
+    control: bool,
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with emulator:
+        pulse_server = None
+        if pulses_at is not None:
+            from kamstrup382.emulator.pulse_server import PulseServer  # noqa: PLC0415
+
+            pulse_server = PulseServer(emulator.subscribe_pulses, len(emulator.models), *pulses_at)
+            await pulse_server.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
             if pulse_out is not None:
                 for index in range(len(emulator.models)):
                     emulator.subscribe_pulses(index, _pulse_writer(pulse_out, index + 1))
-            _announce(emulator)
+            _announce(emulator, pulse_server)
             if control:
                 threading.Thread(
                     target=_read_control, args=(loop, emulator), name="k382-control", daemon=True
@@ -391,12 +413,14 @@ async def _serve(emulator: Emulator, pulse_out: TextIO | None, *, control: bool)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+            if pulse_server is not None:
+                await pulse_server.close()
         readouts = sum(len(emulator.log(i)) for i in range(len(emulator.models)))
     click.echo(f"k382 emulate: stopped after {readouts} readouts")
     return 0
 
 
-def _announce(emulator: Emulator) -> None:
+def _announce(emulator: Emulator, pulse_server: PulseServer | None = None) -> None:
     ports, models = emulator.ports, emulator.models
     line = "8-bit with parity" if emulator.eight_bit else "7-bit"
     click.echo(
@@ -412,5 +436,14 @@ def _announce(emulator: Emulator) -> None:
         click.echo(f"meters 1-{len(ports)}: {first}-{last} (one port per meter)")
     else:
         click.echo(f"meters 1-{len(ports)}: {ports[0]} ... {ports[-1]}")
+    if pulse_server is not None:
+        pulse_ports = pulse_server.ports
+        if len(pulse_ports) <= LIST_LIMIT:
+            for index, where in enumerate(pulse_ports, start=1):
+                click.echo(f"meter {index} pulses: {where}")
+        else:
+            click.echo(
+                f"meters 1-{len(pulse_ports)} pulses: {pulse_ports[0]} ... {pulse_ports[-1]}"
+            )
     click.echo("Ctrl-C stops.")
     sys.stdout.flush()

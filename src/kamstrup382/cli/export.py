@@ -25,7 +25,8 @@ from typing import IO, Any
 
 import click
 
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.cli.database import open_chosen
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.protocol.registers import REGISTERS
 from kamstrup382.storage.base import Storage
 from kamstrup382.storage.records import ConsumptionRow, ReadingRecord
@@ -40,6 +41,9 @@ __all__ = [
     "parse_time",
     "reading_fields",
 ]
+
+#: The exit status of a filter that SIGPIPE ended (128 + 13): what ``| head`` leaves behind.
+SIGPIPE_STATUS = 141
 
 REGISTER_NAMES = tuple(r.name for r in REGISTERS)
 READING_FIELDS = (
@@ -73,8 +77,8 @@ def reading_fields(r: ReadingRecord, *, raw: bool = False) -> list[tuple[str, Va
         ("identification", r.identification),
         ("type_number", r.type_number),
         ("bcc_algorithm", str(r.bcc_algorithm)),
-        ("answer_delay", r.answer_delay),
-        ("duration", r.duration),
+        ("answer_delay", round(r.answer_delay, 3)),  # to the millisecond
+        ("duration", round(r.duration, 3)),
         ("attempts", r.attempts),
     ]
     if raw:
@@ -154,20 +158,14 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="TOML config file; its [storage] url is used.",
+        help="TOML config file; its [storage] url is used (default: see 'k382 config path').",
     )(fn)
 
 
 def open_configured_storage(config_path: Path | None, storage_url: str | None) -> Storage:
-    """The storage named by ``--storage``, else by the config file, else the default."""
-    from kamstrup382.storage.url import open_storage  # noqa: PLC0415 - loaded on use
-
-    url = storage_url
-    if url is None and config_path is not None:
-        from kamstrup382.collector.config import load_config  # noqa: PLC0415
-
-        url = load_config(config_path).storage.url
-    return open_storage(url)
+    """The storage named by ``--storage``, else by the config file (given or found), else the
+    default; a SQLite file that is not there is an error (see :mod:`.database`)."""
+    return open_chosen(config_path, storage_url)
 
 
 @contextlib.contextmanager
@@ -247,9 +245,19 @@ def export(
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         return 2
+    except UsageError as exc:  # a missing extra, say: exit 2, as every usage error
+        click.echo(f"error: {exc}", err=True)
+        return 2
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
+    except BrokenPipeError:
+        if output != "-":
+            raise
+        # whoever reads stdout stopped (| head): end quietly, as a Unix filter does, with the
+        # status of one that SIGPIPE ended; nothing more may reach the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except OSError as exc:
         click.echo(f"error: cannot write {output}: {exc}", err=True)
         return 1

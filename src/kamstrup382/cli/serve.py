@@ -7,10 +7,14 @@ from pathlib import Path
 
 import click
 
+from kamstrup382.cli.config_file import find_config
+from kamstrup382.cli.database import open_existing, safe_url
+from kamstrup382.cli.logs import setup_logging
 from kamstrup382.collector.config import HttpConfig, load_config
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.settings import DEFAULT_HOST, DEFAULT_PORT, Listen
-from kamstrup382.storage.url import open_storage
+from kamstrup382.storage.url import default_storage_url
+from kamstrup382.systemd import Notifier
 from kamstrup382.web import DEFAULT_TITLE, create_app
 from kamstrup382.web.server import (
     allowed_hosts,
@@ -49,7 +53,7 @@ def _token(
 
 async def _serve(storage_url: str, listen: Listen, token: str | None, http: HttpConfig) -> None:
     check_listen(listen, token)
-    storage = await asyncio.to_thread(open_storage, storage_url)
+    storage = await asyncio.to_thread(open_existing, storage_url)
     try:
         app = create_app(
             storage,
@@ -59,17 +63,25 @@ async def _serve(storage_url: str, listen: Listen, token: str | None, http: Http
             allowed_hosts=allowed_hosts(listen, token),
         )
         stop = asyncio.Event()
+        notifier = Notifier.from_environment()
 
         def ready(url: str) -> None:
-            click.echo(f"Dashboard on {url}/  (storage {storage_url}; Ctrl-C stops)")
+            notifier.ready(f"dashboard on {url}/")
+            click.echo(f"Dashboard on {url}/  (storage {safe_url(storage_url)}; Ctrl-C stops)")
             if token:
                 click.echo(
                     "Every request needs the token: 'Authorization: Bearer <token>', "
                     f"or open {url}/?token=<token> once in a browser."
                 )
 
-        with stop_on_signals(stop):
-            await run_server(app, listen, stop, on_ready=ready)
+        watchdog = asyncio.create_task(notifier.keep_watchdog())
+        try:
+            with stop_on_signals(stop):
+                await run_server(app, listen, stop, on_ready=ready)
+        finally:
+            watchdog.cancel()
+            notifier.stopping()
+            notifier.close()
     finally:
         storage.close()
 
@@ -98,12 +110,15 @@ async def _serve(storage_url: str, listen: Listen, token: str | None, http: Http
     "--token",
     help=f"The token itself (visible in ps: prefer ${TOKEN_ENV} or --token-file).",
 )
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def serve(
+    *,
     config_path: Path | None,
     storage_url: str | None,
     listen: str | None,
     token_file: Path | None,
     token: str | None,
+    verbose: int,
 ) -> int:
     """Serve the dashboard and the JSON API over the storage (read only).
 
@@ -120,25 +135,37 @@ def serve(
     Options win over it.
     The API is described at /api/openapi.json; every series has ?format=csv.
     """
+    setup_logging(verbose)
     try:
         http = HttpConfig()
         config_dir = Path.cwd()
-        if config_path is not None:
-            try:
-                cfg = load_config(config_path)
-            except ConfigError as exc:  # the file is wrong: exit 2, as for every command
-                click.echo(f"config error: {exc}", err=True)
-                return 2
+        named = config_path is not None or storage_url is not None
+        try:
+            if storage_url is None or config_path is not None:
+                config_path = find_config(config_path)
+            cfg = load_config(config_path) if config_path is not None else None
+        except ConfigError as exc:  # the file is wrong: exit 2, as for every command
+            click.echo(f"config error: {exc}", err=True)
+            return 2
+        if cfg is not None and config_path is not None:
             http = cfg.http
             storage_url = storage_url or cfg.storage.url
             config_dir = config_path.parent
         if storage_url is None:
-            raise click.UsageError("give --config FILE or --storage URL")
+            storage_url = default_storage_url()
+        if not named:
+            source = f"the config {config_path}" if config_path else "the default"
+            click.echo(f"database: {safe_url(storage_url)} ({source})", err=True)
         where = (
             parse_listen(listen) if listen else http.listen or Listen(DEFAULT_HOST, DEFAULT_PORT)
         )
         token = _token(token, token_file, http, config_dir)
         asyncio.run(_serve(storage_url, where, token, http))
+    except (
+        UsageError
+    ) as exc:  # a busy port, no token, a missing extra: exit 2, as every usage error
+        click.echo(f"error: {exc}", err=True)
+        return 2
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from kamstrup382.cli.export import config_options, open_configured_storage
-from kamstrup382.errors import ConfigError, Kamstrup382Error
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.storage.records import MeterStatus
 
 __all__ = ["status", "status_object", "status_table"]
@@ -73,6 +73,9 @@ def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) 
             statuses = storage.status()
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
+        return 2
+    except UsageError as exc:  # a missing extra, say: exit 2, as every usage error
+        click.echo(f"error: {exc}", err=True)
         return 2
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)

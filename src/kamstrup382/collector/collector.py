@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -77,8 +77,11 @@ class Collector:
         *,
         clock: Clock | None = None,
         collector_id: str | None = None,
+        on_slot: Callable[[datetime, CycleResult], None] | None = None,
     ) -> None:
         self.config = config
+        #: told what each slot of :meth:`run` did, once it is done (a service's status line)
+        self.on_slot = on_slot
         self.storage = storage
         self.outputs = tuple(outputs)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -273,6 +276,8 @@ class Collector:
         )
         for line in result.summary():
             log.warning("slot %s: %s", slot.isoformat(), line)
+        if self.on_slot is not None:
+            self.on_slot(slot, result)
         return result
 
     async def _run_slot(

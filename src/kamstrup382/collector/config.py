@@ -3,7 +3,7 @@
 Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``)::
 
     [storage]
-    url = "sqlite:///var/lib/k382/readings.sqlite"   # or "postgresql://user@host/db"
+    url = "sqlite:///readings.sqlite"   # relative to this file; or "postgresql://user@host/db"
 
     [collector]
     interval = "15m"        # default for every meter; slots align to the wall clock
@@ -341,6 +341,8 @@ def parse_config(
         check.table(document.get("storage", {}), "storage"), _STORAGE_CHECKS, "storage"
     )
     url = storage.get("url") or default_storage_url()
+    if path is not None:
+        url = relative_to_file(url, path)
 
     raw_meters = document.get("meters", [])
     if not isinstance(raw_meters, list):
@@ -371,6 +373,17 @@ def parse_config(
         sections=MappingProxyType(sections),
         path=path,
     )
+
+
+def relative_to_file(url: str, config_file: Path) -> str:
+    """A SQLite URL whose path is relative, made relative to the directory of ``config_file``
+    (not to wherever the command was started); any other URL unchanged."""
+    if not url.startswith("sqlite:///"):
+        return url
+    rest = url[len("sqlite:///") :]
+    if rest.startswith("/") or rest.startswith(":memory:"):
+        return url
+    return f"sqlite:///{(config_file.parent / rest).absolute()}"
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:

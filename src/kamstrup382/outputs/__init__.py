@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kamstrup382.extras import require
 from kamstrup382.outputs.base import Output
 
 __all__ = ["Output", "build_outputs"]
@@ -18,14 +19,17 @@ def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]
     """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
 
     ``meters`` is the configured meter list (names), for outputs that announce meters up
-    front. A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key.
+    front. A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key; an
+    output whose extra is not installed, :class:`~kamstrup382.extras.MissingExtra`.
     """
     outputs: list[Output] = []
     if "mqtt" in sections:
+        require("mqtt")
         from kamstrup382.outputs.mqtt import MqttOutput  # noqa: PLC0415 - only when configured
 
         outputs.append(MqttOutput.from_config(sections["mqtt"], meters))
     if "prometheus" in sections:
+        require("prometheus")
         from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415
 
         outputs.append(PrometheusOutput.from_config(sections["prometheus"], meters))

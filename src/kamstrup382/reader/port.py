@@ -9,12 +9,17 @@
 from __future__ import annotations
 
 import enum
+import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from kamstrup382.errors import UsageError
 
 __all__ = ["LineMode", "PortKind", "PortSpec", "default_line", "parse_port"]
+
+#: ``host:port`` or ``[v6]:port`` without a scheme: a TCP address given where a URL belongs
+_HOST_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
 
 
 class LineMode(enum.StrEnum):
@@ -52,6 +57,11 @@ def parse_port(port: str) -> PortSpec:
     if not isinstance(port, str) or not port.strip():
         raise UsageError(f"port must be a device path or a URL, got {port!r}")
     if "://" not in port:
+        if _HOST_PORT.fullmatch(port) and not os.path.exists(port):
+            raise UsageError(
+                f"port {port!r} is not a device: did you mean socket://{port} (a TCP gateway "
+                f"passing raw bytes) or rfc2217://{port}?"
+            )
         return PortSpec(port, PortKind.DEVICE)
     try:
         parts = urlsplit(port)

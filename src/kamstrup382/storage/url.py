@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import platformdirs
 
 from kamstrup382.errors import ConfigError
+from kamstrup382.extras import require
 from kamstrup382.storage.base import Storage
 
 __all__ = ["check_storage_url", "default_storage_url", "open_storage", "sqlite_path"]
@@ -72,7 +73,8 @@ def open_storage(url: str | None = None, *, migrate: bool = True) -> Storage:
     schema unless ``migrate=False``.
 
     :class:`~kamstrup382.errors.ConfigError` (key ``storage.url``) for a URL that cannot be
-    used; :class:`~kamstrup382.errors.StorageError` when the database cannot be opened.
+    used; :class:`~kamstrup382.errors.StorageError` when the database cannot be opened;
+    :class:`~kamstrup382.extras.MissingExtra` for PostgreSQL without the ``postgres`` extra.
     """
     url = check_storage_url(default_storage_url() if url is None else url)
     storage: Storage
@@ -82,6 +84,7 @@ def open_storage(url: str | None = None, *, migrate: bool = True) -> Storage:
         path, options = sqlite_path(url)
         storage = SqliteStorage(path, synchronous=options.get("synchronous", "full"), url=url)
     else:
+        require("postgres")
         from kamstrup382.storage.postgres import PostgresStorage  # noqa: PLC0415 - loaded on use
 
         storage = PostgresStorage(url)

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import plotly
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -61,9 +60,14 @@ __all__ = ["DEFAULT_TITLE", "create_app"]
 
 DEFAULT_TITLE = "Kamstrup 382 meters"
 HERE = Path(__file__).parent
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+#: plotly.js 4.1.1, its basic bundle (scatter and bar traces, what the plots draw), shipped in
+#: the package with its licence (``plotly-basic.LICENSE.txt``): npm ``plotly.js-basic-dist-min``.
+PLOTLY_JS = HERE / "static" / "plotly-basic.min.js"
 
 T = TypeVar("T")
+
+#: The reason phrases of the error pages
+_REASONS = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed"}
 
 WINDOW_PARAMS = frozenset({"since", "until", "limit", "format"})
 CONSUMPTION_PARAMS = frozenset({"since", "until", "bucket", "tz", "format"})
@@ -211,6 +215,28 @@ def create_app(
             headers={"cache-control": "public, max-age=86400"},
         )
 
+    async def api_page(request: Request) -> Response:
+        check_query(request.query_params.multi_items(), ())
+        return templates.TemplateResponse(
+            request,
+            "api.html",
+            {"title": title, "doc": openapi_document(title=title, secured=secured)},
+        )
+
+    def error_page(request: Request, status: int, detail: str, headers: dict[str, str]) -> Response:
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {
+                "title": title,
+                "status": status,
+                "reason": _REASONS.get(status, ""),
+                "detail": detail,
+            },
+            status_code=status,
+            headers=headers,
+        )
+
     async def api_openapi(request: Request) -> Response:
         check_query(request.query_params.multi_items(), ())
         return JSONResponse(openapi_document(title=title, secured=secured))
@@ -309,7 +335,7 @@ def create_app(
         body = {"error": "bad_parameter", "detail": str(exc), "parameter": exc.name}
         if is_api(request):
             return JSONResponse(body, status_code=400)
-        return Response(str(exc), status_code=400, media_type="text/plain; charset=utf-8")
+        return error_page(request, 400, str(exc), {})
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -321,12 +347,7 @@ def create_app(
                 status_code=exc.status_code,
                 headers=headers,
             )
-        return Response(
-            exc.detail,
-            status_code=exc.status_code,
-            headers=headers,
-            media_type="text/plain; charset=utf-8",
-        )
+        return error_page(request, exc.status_code, exc.detail, headers)
 
     async def on_storage(request: Request, exc: Exception) -> Response:
         return JSONResponse(
@@ -339,6 +360,8 @@ def create_app(
         Route("/meters/{meter}", meter_page, methods=get),
         Route("/static/plotly.min.js", plotly_js, methods=get),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        Route("/api", api_page, methods=get),
+        Route("/api/", api_page, methods=get),
         Route("/api/openapi.json", api_openapi, methods=get),
         Route("/api/meters", api_meters, methods=get),
         Route("/api/meters/{meter}", api_meter, methods=get),

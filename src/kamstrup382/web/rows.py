@@ -31,6 +31,7 @@ __all__ = [
     "json_number",
     "peak_row",
     "reading_row",
+    "seconds",
     "status_row",
 ]
 
@@ -79,10 +80,15 @@ def reading_row(record: ReadingRecord) -> Row:
         value = values[name]
         row[name] = json_number(value) if isinstance(value, Decimal) else value
     row["bcc_algorithm"] = record.bcc_algorithm
-    row["answer_delay"] = record.answer_delay
-    row["duration"] = record.duration
+    row["answer_delay"] = seconds(record.answer_delay)
+    row["duration"] = seconds(record.duration)
     row["attempts"] = record.attempts
     return row
+
+
+def seconds(value: float) -> float:
+    """A duration as shown: to the millisecond (``0.251``, not ``0.250999999999749``)."""
+    return round(value, 3)
 
 
 def peak_row(record: ReadingRecord) -> Row:
@@ -108,7 +114,7 @@ def attempt_row(record: AttemptRecord) -> Row:
         "slot": _time(record.slot),
         "at": _time(record.at),
         "ok": record.ok,
-        "duration": record.duration,
+        "duration": seconds(record.duration),
         "attempts": record.attempts,
         "kind": record.kind,
     }

@@ -6,13 +6,71 @@
   const config = JSON.parse(document.getElementById("k382-config").textContent);
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
   const layoutBase = {
-    margin: { l: 55, r: 55, t: 36, b: 40 },
+    margin: { l: 55, r: 40, t: 36, b: 40 },
     height: 300,
     legend: { orientation: "h", y: -0.2 },
     font: { family: "system-ui, sans-serif", size: 12 },
     paper_bgcolor: "rgba(0,0,0,0)",
+    // the toolbar stands on the right edge, the titles start on the left: never one on the other
+    modebar: { orientation: "v" },
   };
   const plotConfig = { responsive: true, displaylogo: false };
+
+  // A bucket's length as plotly's tick period, and how its ticks are labelled: each label in
+  // the middle of its period, where the bucket's bar stands.
+  const PERIOD = { hour: 3600000, day: 86400000, month: "M1" };
+  const TICKS = { hour: "%H:%M", day: "%b %-d", month: "%b %Y" };
+
+  function title(text) {
+    return { text, x: 0, xanchor: "left", xref: "paper" };
+  }
+
+  // A bucket's wall-clock start ("2026-03-01 00:00:00") moved by n buckets, as a Date.
+  function shifted(x, bucket, n) {
+    const [y, mo, d, h, mi, se] = x.split(/[- :]/).map(Number);
+    if (bucket === "month") return new Date(y, mo - 1 + n, d, h, mi, se);
+    if (bucket === "day") return new Date(y, mo - 1, d + n, h, mi, se);
+    return new Date(y, mo - 1, d, h + n, mi, se);
+  }
+
+  function bucketAxis(bucket, xs) {
+    const axis = { type: "date" };
+    if (xs.length > 0 && (xs.length <= 12 || bucket === "month")) {
+      // a tick at each bucket's edges, its name in the middle, under its bar, and the axis
+      // from the first bucket's start to the last one's end: even one bucket shows its name
+      // (plotly would tick hours or seconds inside it). Many hours or days: plotly's ticks.
+      axis.ticklabelmode = "period";
+      axis.tickformat = TICKS[bucket];
+      axis.dtick = PERIOD[bucket];
+      axis.range = [local(shifted(xs[0], bucket, 0)), local(shifted(xs[xs.length - 1], bucket, 1))];
+    }
+    return axis;
+  }
+
+  // The bars of buckets starting at ``starts``: each in the middle of its bucket and 80 % as
+  // wide (given, not guessed: plotly makes a lone bar a hairline); the hover names the start.
+  function bucketBars(bucket, starts) {
+    const x = [];
+    const width = [];
+    for (const start of starts) {
+      const a = shifted(start, bucket, 0).getTime();
+      const b = shifted(start, bucket, 1).getTime();
+      x.push(local(new Date((a + b) / 2)));
+      width.push(0.8 * (b - a));
+    }
+    return { x, width, customdata: starts };
+  }
+
+
+  // A time axis over instants: with one instant only, an hour either side (not milliseconds).
+  function timeAxis(xs) {
+    const axis = { type: "date" };
+    if (xs.length > 0 && xs.every((x) => x === xs[0])) {
+      const t = new Date(xs[0].replace(" ", "T")).getTime();
+      axis.range = [local(new Date(t - 3600000)), local(new Date(t + 3600000))];
+    }
+    return axis;
+  }
 
   function el(id) {
     return document.getElementById(id);
@@ -23,7 +81,7 @@
     return iso.slice(0, 19).replace("T", " ");
   }
 
-  // An instant -> the browser's local wall clock, as plotly wants it.
+  // An instant (ISO text or a Date) -> the browser's local wall clock, as plotly wants it.
   function local(iso) {
     const d = new Date(iso);
     const pad = (n, w = 2) => String(n).padStart(w, "0");
@@ -76,10 +134,12 @@
     const x = data.rows.map((r) => wall(r.start));
     Plotly.react(
       el("plot-energy"),
-      [{ type: "bar", name: "energy", x, y: data.rows.map((r) => r.energy),
-         marker: { color: "#2a6f97" }, hovertemplate: "%{x}<br>%{y} kWh<extra></extra>" }],
-      { ...layoutBase, title: { text: `Energy per ${data.bucket} (kWh)` },
-        xaxis: { type: "date" }, yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
+      [{ type: "bar", name: "energy", y: data.rows.map((r) => r.energy),
+         ...bucketBars(data.bucket, x),
+         marker: { color: "#2a6f97" }, hovertemplate: "%{customdata}<br>%{y} kWh<extra></extra>" }],
+      { ...layoutBase, title: title(`Energy per ${data.bucket} (kWh)`),
+        xaxis: bucketAxis(data.bucket, x),
+        yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
       plotConfig,
     );
   }
@@ -89,14 +149,17 @@
     Plotly.react(
       el("plot-tariffs"),
       [
-        { type: "bar", name: "tariff 1", x, y: data.rows.map((r) => r.tariff_1),
-          marker: { color: "#e09f3e" } },
-        { type: "bar", name: "tariff 2", x, y: data.rows.map((r) => r.tariff_2),
-          marker: { color: "#335c67" } },
+        { type: "bar", name: "tariff 1", y: data.rows.map((r) => r.tariff_1),
+          ...bucketBars(data.bucket, x), marker: { color: "#e09f3e" },
+          hovertemplate: "%{customdata}<br>tariff 1: %{y} kWh<extra></extra>" },
+        { type: "bar", name: "tariff 2", y: data.rows.map((r) => r.tariff_2),
+          ...bucketBars(data.bucket, x), marker: { color: "#335c67" },
+          hovertemplate: "%{customdata}<br>tariff 2: %{y} kWh<extra></extra>" },
       ],
       { ...layoutBase, barmode: "stack", legend: { ...layoutBase.legend, traceorder: "normal" },
-        title: { text: `Tariff 1 against tariff 2 per ${data.bucket} (kWh)` },
-        xaxis: { type: "date" }, yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
+        title: title(`Tariffs 1 and 2 per ${data.bucket} (kWh)`),
+        xaxis: bucketAxis(data.bucket, x),
+        yaxis: { title: { text: "kWh" }, rangemode: "tozero" } },
       plotConfig,
     );
   }
@@ -111,8 +174,8 @@
         { type: "scatter", mode: "lines", line: { shape: "hv", dash: "dash", color: "#555" },
           name: "last month's peak", x, y: data.rows.map((r) => r.last_month_peak) },
       ],
-      { ...layoutBase, title: { text: "Peak power (kW)" },
-        xaxis: { type: "date" }, yaxis: { title: { text: "kW" }, rangemode: "tozero" } },
+      { ...layoutBase, title: title("Peak power (kW)"),
+        xaxis: timeAxis(x), yaxis: { title: { text: "kW" }, rangemode: "tozero" } },
       plotConfig,
     );
   }
@@ -149,8 +212,8 @@
           fillcolor: "rgba(43,147,72,0.12)", x: data.rows.map((r) => local(r.at)), y: rate,
           hovertemplate: "%{x}<br>%{y:.0f} % of the last 20 readouts OK<extra></extra>" },
       ],
-      { ...layoutBase, title: { text: "Readouts: success and duration" },
-        xaxis: { type: "date", anchor: "y" },
+      { ...layoutBase, title: title("Readouts: success and duration"),
+        xaxis: { ...timeAxis(data.rows.map((r) => local(r.at))), anchor: "y" },
         yaxis: { title: { text: "duration (s)" }, rangemode: "tozero", domain: [0, 0.64] },
         yaxis2: { title: { text: "% OK" }, domain: [0.72, 1], range: [0, 105],
                   tickvals: [0, 50, 100], anchor: "x" } },
