@@ -151,6 +151,43 @@ def test_bad_options_exit_2_naming_the_option(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--load", "1e309"], "more than 1e15 kW"),
+        (["--load", "constant:kw=1e20"], "more than 1e15 kW"),
+        (["--load", "inf"], "not a power"),
+        (["--load", "nan"], "not a power"),
+        (["--load", "-1"], "negative"),
+        (["--load", "80"], "more than a 3-phase meter measures (3 x 253 V x 105 A = 79.695 kW)"),
+        (["--load", "household:scale=1e309"], "more than 1e15 kW"),
+        (["--load", "household:scale=nan"], "not a power"),
+        (["--load", "household:scale=40"], "draws up to 101.2 kW"),
+        (["--load", "27", "--type-number", "685-182-OK-15"], "1-phase meter"),
+        (["--speed", "1e309"], "--speed"),
+        (["--speed", "nan"], "--speed"),
+        (["--speed", "1e-300"], "--speed"),
+        (["--delay", "nan"], "--delay"),
+        (["--delay", "0-inf"], "--delay"),
+    ],
+)
+def test_loads_and_numbers_beyond_a_real_meter_exit_2_in_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulate", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert message in err, err
+    assert "--load" in err or "--load" not in args
+
+
+def test_the_heaviest_load_a_meter_measures_is_served() -> None:
+    """79.695 kW on three phases: just within, so it is served (the bound is not too tight)."""
+    with emulate("--load", "79.695") as (proc, lines):
+        assert meters(lines)
+        stop(proc, signal.SIGTERM)
+
+
 def test_a_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 

@@ -140,6 +140,10 @@ class ConstantLoad:
     def __repr__(self) -> str:
         return f"ConstantLoad({float(self.kw)!r})"
 
+    def peak_kw(self) -> Fraction:
+        """The highest power the load ever draws."""
+        return self.kw
+
     def power_kw(self, at: datetime) -> float:
         return float(self.kw)
 
@@ -269,6 +273,10 @@ class HouseholdLoad:
     def __repr__(self) -> str:
         return f"HouseholdLoad(seed={self.seed!r}, scale={float(self.scale)!r}, zone={self.zone})"
 
+    def peak_kw(self) -> Fraction:
+        """The highest power the load ever draws (the largest day factor, 1.15)."""
+        return max(*self._weekday, *self._weekend) * Fraction(115, 100) * self.scale
+
     def day_factor(self, day: date) -> Fraction:
         """The seeded factor of ``day``: 0.85 to 1.15 in steps of 0.01."""
         digest = hashlib.blake2b(f"{self.seed}:{day.isoformat()}".encode(), digest_size=8)
@@ -394,6 +402,10 @@ class CsvLoad:
             times.append(times[0] + 1)
             values.append(values[0])
         self._curve = _Curve.build(times, values, interpolation)
+
+    def peak_kw(self) -> Fraction:
+        """The highest power the load ever draws (its largest row)."""
+        return max(self._curve.values)
 
     def __repr__(self) -> str:
         return (
