@@ -7,6 +7,7 @@ collector stores meanwhile, and with the right password publishes everything tha
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,8 +117,10 @@ async def test_a_refused_login_is_its_own_state_retried_slowly_and_loses_nothing
             mqtt.login_refusals
         )
 
-        # the state file beside the database, and `k382 status` reading it
-        health = read_health(db.with_name(f"{db.name}.mqtt.json"))
+        # the state file beside the database (its owner's only), and `k382 status` reading it
+        state_file = db.with_name(f"{db.name}.mqtt.json")
+        assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+        health = read_health(state_file)
         assert health is not None and health.state == "login_refused"
         assert health.retry_at is not None and health.since < health.retry_at
         assert health.counters["login_refusals"] == mqtt.login_refusals
