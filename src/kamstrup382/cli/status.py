@@ -143,4 +143,11 @@ def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) 
     if healths and not as_json:
         click.echo("")
         click.echo(output_lines(healths))
+    elif sections is not None and "mqtt" in sections and not as_json:
+        where = (
+            "no state file: name one in [mqtt] state_file"
+            if state_file is None
+            else (f"no state in {state_file} yet (written when the collector's MQTT output starts)")
+        )
+        click.echo(f"\nmqtt: state unknown: {where}")
     return 0
