@@ -12,7 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from kamstrup382.cli import cli, main
+from kamstrup382.cli.decode import MAX_HEX_TEXT
 from kamstrup382.protocol import BccAlgorithm, add_parity, compute_bcc
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY as MAX_REPLY
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SPEC = (DATA / "spec-example.bin").read_bytes()
@@ -150,3 +152,47 @@ def test_console_script_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and bad.stdout == b""
     assert bad.stderr.decode().startswith("error: bcc: ")
+
+
+@pytest.mark.parametrize(
+    ("data", "start"),
+    [
+        (SPEC + b"\n" * (MAX_REPLY + 1 - len(SPEC)), f"error: usage: reply of {MAX_REPLY + 1} "),
+        (b"/" + b"x" * 5000, "error: usage: reply of 5001 bytes"),
+        (b"ab" * (MAX_REPLY + 1), f"error: usage: reply of {MAX_REPLY + 1} bytes"),
+        (b"a" * (MAX_HEX_TEXT + 1), f"error: usage: input larger than {MAX_HEX_TEXT} bytes"),
+    ],
+    ids=["raw-just-over", "raw-large", "hex-just-over", "text-over"],
+)
+def test_input_longer_than_a_reply_is_refused(data: bytes, start: str) -> None:
+    code, out, err = run(["-"], stdin=data)
+    assert code == 2 and out == ""
+    assert err.startswith(start) and err.count("\n") == 1, err
+
+
+def test_the_longest_reply_is_still_read_whole() -> None:
+    """A spaced hex dump of a reply of the maximum size is not cut: the decoder judges it."""
+    reply = SPEC[:-1] + b"?" + b"\r" * (MAX_REPLY - len(SPEC))
+    dump = "\n".join(reply[i : i + 16].hex(" ") for i in range(0, len(reply), 16))
+    assert len(dump) <= MAX_HEX_TEXT
+    code, _, err = run(["-"], stdin=dump.encode())
+    assert code == 2 and "usage" not in err, err
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_an_endless_input_is_refused_without_reading_it_all(how: str) -> None:
+    """/dev/zero never ends: read whole, it would never return (or fill the memory)."""
+    args = [sys.executable, "-m", "kamstrup382.cli", "decode"]
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run(
+            [*args, "/dev/zero"] if how == "file" else [*args, "-"],
+            stdin=zero if how == "stdin" else subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == (
+        f"error: usage: input larger than {MAX_HEX_TEXT} bytes: not one reply "
+        f"(a reply is at most {MAX_REPLY} bytes)\n"
+    )

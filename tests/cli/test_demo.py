@@ -89,7 +89,7 @@ def test_demo_answers_at_the_loopback_address_it_prints(tmp_path: Path) -> None:
 def test_demo_wants_a_fresh_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "old.sqlite"
     db.write_bytes(b"")
-    assert main(["demo", "--db", str(db), "--http", "127.0.0.1:0"]) == 1
+    assert main(["demo", "--db", str(db), "--http", "127.0.0.1:0"]) == 2
     assert "fresh" in capsys.readouterr().err
 
 
@@ -97,7 +97,7 @@ def test_demo_refuses_other_addresses_without_a_token(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("K382_TOKEN", raising=False)
-    assert main(["demo", "--http", "0.0.0.0:0"]) == 1
+    assert main(["demo", "--http", "0.0.0.0:0"]) == 2
     assert "without a token" in capsys.readouterr().err
 
 
@@ -108,7 +108,7 @@ def test_demo_refuses_other_addresses_without_a_token(
 def test_demo_refuses_a_bad_option_naming_it(
     capsys: pytest.CaptureFixture[str], option: str, value: str, named: str
 ) -> None:
-    assert main(["demo", "--http", "127.0.0.1:0", option, value]) == 1
+    assert main(["demo", "--http", "127.0.0.1:0", option, value]) == 2
     assert named in capsys.readouterr().err
 
 
@@ -120,7 +120,49 @@ def test_demo_on_a_busy_port_says_so_and_cleans_up(
         busy.listen()
         port = busy.getsockname()[1]
         db = tmp_path / "demo.sqlite"
-        assert main(["demo", "--http", f"127.0.0.1:{port}", "--db", str(db)]) == 1
-    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+        assert main(["demo", "--http", f"127.0.0.1:{port}", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: usage: Invalid value for '--http': cannot listen on 127.0.0.1")
+    assert err.count("\n") == 1
     with open_storage(f"sqlite:///{db}") as storage:  # closed and readable again
         assert list(storage.meters()) in ([], ["demo"])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (["--http", "127.0.0.1:99999"], "--http", "port"),
+        (["--http", "[zz]:1"], "--http", ""),
+        (["--http", "0.0.0.0:0"], "--http", "without a token"),
+        (["--db", "{tmp}/no/such/dir/demo.sqlite"], "--db", "No such file or directory"),
+        (["--db", "{tmp}/a-file/demo.sqlite"], "--db", "Not a directory"),
+        (["--db", "{tmp}/a-file"], "--db", "exists"),
+        (["--db", "{tmp}"], "--db", "directory"),
+        (["--tariff", "nonsense"], "--tariff", ""),
+        (["--faults", "flip=nan"], "--faults", ""),
+        (["--speed-factor", "inf"], "--speed-factor", "range"),
+        (["--speed-factor", "nan"], "--speed-factor", ""),
+        (["--line-speed", "1e309"], "--line-speed", ""),
+        (["--interval", "99999999999999d"], "--interval", ""),
+        (["--start", "9999-01-01"], "--start", "years"),
+        (["--no-such-option"], "--no-such-option", ""),
+    ],
+)
+def test_every_usage_error_exits_2_in_one_line_naming_the_option(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[list[str], str, str],
+) -> None:
+    args, option, said = case
+    monkeypatch.delenv("K382_TOKEN", raising=False)
+    monkeypatch.delenv("K382_HTTP_TOKEN", raising=False)
+    (tmp_path / "a-file").write_bytes(b"")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--http" not in argv:
+        argv += ["--http", "127.0.0.1:0"]
+    assert main(["demo", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: usage: ") and err.count("\n") == 1, err
+    assert option in err and said in err, err
+    assert "Traceback" not in err

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from kamstrup382.cli import main
+from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
+from kamstrup382.outputs.mqtt import STATES
 from kamstrup382.storage.url import open_storage
 from tests.storage.samples import failure, reading
 
@@ -105,3 +108,46 @@ def test_errors_exit_non_zero_naming_the_problem(
     code, _, err = _run(capsys, "--storage", f"sqlite:///{garbage}")
     assert code == 1
     assert err.startswith("error: ")
+
+
+def test_the_mqtt_outputs_state_is_shown_or_said_unknown(
+    filled: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "k382.toml"
+    base = f'[storage]\nurl = "{filled}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+    config.write_text(base, encoding="utf-8")
+    code, out, _ = _run(capsys, "--config", str(config))
+    beside = default_state_file(filled, "mqtt")
+    if beside is None:  # PostgreSQL: no file unless named
+        assert out.endswith("\nmqtt: state unknown: no state file: name one in [mqtt] state_file\n")
+        state_file = tmp_path / "mqtt-state.json"
+        config.write_text(base + f'state_file = "{state_file}"\n', encoding="utf-8")
+    else:
+        assert f"mqtt: state unknown: no state in {beside} yet" in out
+        state_file = beside
+    since = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    write_health(
+        state_file,
+        OutputHealth(
+            output="mqtt",
+            state="login_refused",
+            states=STATES,
+            since=since,
+            detail="[code:135] Not authorized",
+            retry_at=since + timedelta(minutes=5),
+            counters={"login_refusals": 1},
+        ),
+    )
+    code, out, _ = _run(capsys, "--config", str(config))
+    assert code == 0
+    header, line = out.splitlines()[-2:]
+    assert header.split() == ["OUTPUT", "STATE", "SINCE", "DETAIL"]
+    assert line.split(maxsplit=4) == [
+        "mqtt",
+        "login_refused",
+        "2026-03-01",
+        "10:00:00Z",
+        "[code:135] Not authorized (next try 2026-03-01 10:05:00Z)",
+    ]
+    code, out, _ = _run(capsys, "--config", str(config), "--json")
+    assert code == 0 and isinstance(json.loads(out), list)  # the JSON stays one array of meters

@@ -151,6 +151,43 @@ def test_bad_options_exit_2_naming_the_option(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--load", "1e309"], "more than 1e15 kW"),
+        (["--load", "constant:kw=1e20"], "more than 1e15 kW"),
+        (["--load", "inf"], "not a power"),
+        (["--load", "nan"], "not a power"),
+        (["--load", "-1"], "negative"),
+        (["--load", "80"], "more than a 3-phase meter measures (3 x 253 V x 105 A = 79.695 kW)"),
+        (["--load", "household:scale=1e309"], "more than 1e15 kW"),
+        (["--load", "household:scale=nan"], "not a power"),
+        (["--load", "household:scale=40"], "draws up to 101.2 kW"),
+        (["--load", "27", "--type-number", "685-182-OK-15"], "1-phase meter"),
+        (["--speed", "1e309"], "--speed"),
+        (["--speed", "nan"], "--speed"),
+        (["--speed", "1e-300"], "--speed"),
+        (["--delay", "nan"], "--delay"),
+        (["--delay", "0-inf"], "--delay"),
+    ],
+)
+def test_loads_and_numbers_beyond_a_real_meter_exit_2_in_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulate", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert message in err, err
+    assert "--load" in err or "--load" not in args
+
+
+def test_the_heaviest_load_a_meter_measures_is_served() -> None:
+    """79.695 kW on three phases: just within, so it is served (the bound is not too tight)."""
+    with emulate("--load", "79.695") as (proc, lines):
+        assert meters(lines)
+        stop(proc, signal.SIGTERM)
+
+
 def test_a_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
@@ -194,8 +231,8 @@ def read_values(port: str) -> MeterValues:
 
 
 def test_pulse_out_lines_and_tariff_control() -> None:
-    # 72 kW (within the 79.695 kW a 685-382 can deliver) at 50 imp/kWh: a pulse every second
-    # exactly
+    # 72 kW at 50 imp/kWh: a pulse every second exactly (a real meter measures at most
+    # 3 x 253 V x 105 A = 79.695 kW: a heavier load is refused)
     with emulate(
         "--load", "constant:72", "--pulse-constant", "50", "--pulse-out", "-", "--control",
         "--speed", "200", "--delay", "0.02", stdin=True,
@@ -210,13 +247,16 @@ def test_pulse_out_lines_and_tariff_control() -> None:
         assert events[0]["at"].endswith("Z")
         assert second - first == timedelta(seconds=events[1]["count"])  # 1 s a pulse exactly
 
+        # pins 1-4 shorted: the meter counts on tariff 2 (the split itself, kWh by kWh, is
+        # tests/emulator/test_model.py's; at 72 kW a kWh takes 50 s)
         assert command(proc, "tariff 2") == (
             "k382 emulate: ok: every meter: tariff 2 (pins 1-4 shorted)"
         )
-        # (at most 0.02 kWh a second: where the energy goes is the model's tests' to see;
-        # here the meter still answers, and its telegram keeps energy = tariff 1 + tariff 2)
+        before = read_values(port)
         now = read_values(port)
-        assert now.energy - (now.tariff_1 + now.tariff_2) in (0, 1)
+        assert now.tariff_1 == before.tariff_1
+        assert now.energy >= before.energy
+        assert now.energy - (now.tariff_1 + now.tariff_2) in (0, 1)  # what a 382 guarantees
 
         assert command(proc, "1 tariff 1") == "k382 emulate: ok: meter 1: tariff 1 (pins 1-4 open)"
         assert command(proc, "2 tariff 1") == (

@@ -33,6 +33,11 @@ def test_defaults() -> None:
     assert settings.username is None and settings.password is None
     assert settings.client_id.startswith("kamstrup382-")
     assert settings.outbox_lease == 60.0  # the claim of a shared outbox, see test_mqtt_shared
+    # a refused login waits minutes, up to an hour (test_mqtt_login); no state file named
+    assert (settings.login_retry, settings.login_retry_max) == (300.0, 3600.0)
+    assert settings.state_file is None
+    named = MqttSettings.parse({"url": "mqtt://b", "state_file": "~/k382/mqtt.json"})
+    assert named.state_file is not None and not named.state_file.startswith("~")
     tls = MqttSettings.parse({"url": "mqtts://broker.local"})
     assert (tls.port, tls.tls) == (8883, True)
     assert MqttSettings.parse({"url": "mqtt://[::1]:1884"}).host == "::1"
@@ -82,6 +87,14 @@ def test_the_password_comes_from_the_environment() -> None:
         ({"url": "mqtt://b", "keepalive": 0}, "mqtt.keepalive", "between"),
         ({"url": "mqtt://b", "reconnect_delay": "soon"}, "mqtt.reconnect_delay", "duration"),
         ({"url": "mqtt://b", "reconnect_delay": 10, "reconnect_max": 5}, "mqtt.reconnect_max", ""),
+        (
+            {"url": "mqtt://b", "login_retry": "1h", "login_retry_max": "5m"},
+            "mqtt.login_retry_max",
+            "",
+        ),
+        ({"url": "mqtt://b", "login_retry": "1e300"}, "mqtt.login_retry", ""),
+        ({"url": "mqtt://b", "login_retry": 0}, "mqtt.login_retry", ""),
+        ({"url": "mqtt://b", "state_file": ""}, "mqtt.state_file", "empty"),
         ({"url": "mqtt://b", "batch_size": 0}, "mqtt.batch_size", "between"),
         ({"url": "mqtt://b", "outbox_lease": "15s"}, "mqtt.outbox_lease", "twice mqtt.timeout"),
         ({"url": "mqtt://b", "hostname": "x"}, "mqtt.hostname", "unknown key"),

@@ -11,6 +11,7 @@ buffers included) must stay small while megabytes go by.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import tracemalloc
@@ -23,9 +24,10 @@ from kamstrup382.errors import FramingError, Kamstrup382Error, ReadTimeout
 from kamstrup382.protocol import REQUEST
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
 from kamstrup382.reader import AsyncReader, Reader, Timing
-from kamstrup382.reader.aio_links import KEEP, AsyncTcpLink
+from kamstrup382.reader.aio_links import KEEP, AsyncTcpLink, AsyncThreadLink
+from kamstrup382.reader.link import SerialLink
 
-from .peer import EXAMPLE
+from .peer import EXAMPLE, Rfc2217Bridge
 
 IDENT_LINE = EXAMPLE[: EXAMPLE.index(b"\n") + 1]
 #: prefix after each request, then filler until the next one
@@ -223,3 +225,86 @@ def test_the_sync_reader_fails_in_time_and_stays_small(script: str) -> None:
             assert time.monotonic() - started < 5.0
     assert gateway.sent >= 2 * 1024 * 1024, gateway.sent
     assert peak[0] < MEMORY_BOUND, (peak[0], gateway.sent)
+
+
+async def test_bytes_dropped_between_attempts_are_counted_and_logged_with_the_port(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="kamstrup382.reader")
+    with FloodGateway("between attempts") as gateway:
+        async with AsyncReader(
+            f"socket://127.0.0.1:{gateway.port}", line="7E1", timing=timing(), retries=0
+        ) as reader:
+            for _ in range(4):
+                assert (await reader.read()).raw == EXAMPLE
+                await asyncio.sleep(0.3)  # the gateway floods meanwhile
+            link = reader._link
+            assert isinstance(link, AsyncTcpLink)
+            discarded = link.discarded
+    assert discarded > 1024 * 1024
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("kamstrup382.reader")
+    ]
+    # one warning a minute at most: the later floods add up silently until the next one
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert message.startswith(f"127.0.0.1:{gateway.port}: dropped ")
+    assert "outside a readout" in message
+    dropped = int(message.split("dropped ")[1].split()[0])
+    assert KEEP < dropped <= discarded
+
+
+#: Bytes the RFC 2217 tests wait to see dropped (64 times what is kept), for up to
+#: FLOOD_PATIENCE seconds (a guard: on an idle machine it takes a second or two).
+FLOODED = 256 * 1024
+FLOOD_PATIENCE = 60.0
+PYSERIAL_THREADS = "ignore:set(Daemon|Name).. is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(PYSERIAL_THREADS)
+def test_rfc2217_keeps_at_most_keep_bytes_of_a_flood() -> None:
+    """pyserial's RFC 2217 client queues all it receives, read or not: ours drops beyond KEEP.
+
+    The gateway (pyserial's RFC 2217 server in front of the flooding one) streams megabytes
+    after each reply; the reader's memory stays flat and the drops are counted."""
+    with (
+        FloodGateway("between attempts") as gateway,
+        Rfc2217Bridge(f"socket://127.0.0.1:{gateway.port}") as bridge,
+        peak_memory() as peak,
+        Reader(bridge.port, line="7E1", timing=timing(), retries=1) as reader,
+    ):
+        for _ in range(3):
+            assert reader.read().raw == EXAMPLE
+            time.sleep(1.0)  # the gateway floods meanwhile
+        link = reader._link
+        assert isinstance(link, SerialLink)
+        # unread, the flood goes on (at the pace of a busy machine): it is dropped
+        deadline = time.monotonic() + FLOOD_PATIENCE
+        while link.discarded <= FLOODED and time.monotonic() < deadline:
+            time.sleep(0.1)
+        discarded = link.discarded
+    assert peak[0] < MEMORY_BOUND, (peak[0], gateway.sent)
+    assert discarded > FLOODED, (discarded, gateway.sent)
+
+
+@pytest.mark.filterwarnings(PYSERIAL_THREADS)
+async def test_rfc2217_keeps_at_most_keep_bytes_of_a_flood_async() -> None:
+    with (
+        FloodGateway("between attempts") as gateway,
+        Rfc2217Bridge(f"socket://127.0.0.1:{gateway.port}") as bridge,
+        peak_memory() as peak,
+    ):
+        async with AsyncReader(bridge.port, line="7E1", timing=timing(), retries=1) as reader:
+            for _ in range(3):
+                assert (await reader.read()).raw == EXAMPLE
+                await asyncio.sleep(1.0)
+            link = reader._link
+            assert isinstance(link, AsyncThreadLink)
+            deadline = time.monotonic() + FLOOD_PATIENCE
+            while link.discarded <= FLOODED and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # polling the link's own count
+            discarded = link.discarded
+    assert peak[0] < MEMORY_BOUND, (peak[0], gateway.sent)
+    assert discarded > FLOODED, (discarded, gateway.sent)

@@ -10,6 +10,11 @@ reports which one matched; ``sum7`` or ``xor`` insist on one. ``--eight-bit``: t
 the even-parity bit in bit 7 (a capture from a TCP gateway or an 8N1 optical head); it is
 checked and stripped.
 
+The input is bounded like the readers' replies: a reply longer than the decoder's
+:data:`~kamstrup382.protocol.decoder.DEFAULT_MAX_REPLY` (2 KiB) is refused, and so is hex text
+longer than :data:`MAX_HEX_TEXT` (room for such a reply as a spaced hex dump), without reading
+more than that bound + 1 byte (``k382 decode /dev/zero`` ends at once).
+
 Exit status: 0 decoded; 2 the input is not a valid reply (one line on standard error,
 ``error: <kind>: <message>``, and nothing on standard output) or cannot be read.
 """
@@ -24,14 +29,25 @@ import click
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import BccMode, Telegram, decode_reply
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
 from kamstrup382.render import dumps, registers_table, telegram_json
 
-__all__ = ["SPEC_EXAMPLE", "decode", "parse_capture", "spec_example"]
+__all__ = [
+    "MAX_HEX_TEXT",
+    "SPEC_EXAMPLE",
+    "decode",
+    "parse_capture",
+    "read_capture",
+    "spec_example",
+]
 
 #: The specification's example reply (7-bit form, 167 bytes), shipped in the package.
 SPEC_EXAMPLE = "data/spec-example.bin"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _WHITESPACE = frozenset(b" \t\r\n\f\v")
+#: The longest hex text read: a reply of the longest size as hex digits, a space after each
+#: pair and a line break every 16 bytes (``xxd``/``hexdump`` style) fit in it.
+MAX_HEX_TEXT = 4 * DEFAULT_MAX_REPLY
 
 
 def spec_example() -> bytes:
@@ -51,6 +67,24 @@ def parse_capture(data: bytes) -> bytes:
             raise UsageError(f"hex input has an odd number of digits ({len(digits)})")
         return bytes.fromhex(digits.decode("ascii"))
     return data
+
+
+def read_capture(source: BinaryIO) -> bytes:
+    """The reply in ``source`` (raw or hex), reading at most :data:`MAX_HEX_TEXT` + 1 bytes;
+    a :class:`UsageError` for a reply longer than the decoder's maximum."""
+    data = source.read(MAX_HEX_TEXT + 1)
+    if len(data) > MAX_HEX_TEXT:
+        raise UsageError(
+            f"input larger than {MAX_HEX_TEXT} bytes: not one reply "
+            f"(a reply is at most {DEFAULT_MAX_REPLY} bytes)"
+        )
+    reply = parse_capture(data)
+    if len(reply) > DEFAULT_MAX_REPLY:
+        raise UsageError(
+            f"reply of {len(reply)} bytes: longer than the {DEFAULT_MAX_REPLY} bytes "
+            "a reply may have"
+        )
+    return reply
 
 
 def describe(telegram: Telegram) -> str:
@@ -86,7 +120,7 @@ def decode(file: BinaryIO | None, as_json: bool, bcc: str, eight_bit: bool) -> N
     """Decode a captured reply (raw bytes or hex text; FILE, - for stdin, none: the spec example)
     and print its registers."""
     try:
-        data = spec_example() if file is None else parse_capture(file.read())
+        data = spec_example() if file is None else read_capture(file)
         telegram = decode_reply(data, bcc=BccMode(bcc), eight_bit=eight_bit)
         text = dumps(telegram_json(telegram), indent=2) + "\n" if as_json else describe(telegram)
     except Kamstrup382Error as exc:

@@ -7,16 +7,23 @@ Everything runs in one event loop on a virtual clock (:class:`~kamstrup382.clock
 that the meter model and the collector share: at the default factor of 1440 a day of readings
 appears every minute. The readings go to a fresh SQLite file (in a temporary directory unless
 ``--db`` names one). Ctrl-C (SIGINT) or SIGTERM stops it all, exit status 0.
+
+Exit status 2, with one line naming the option, for every usage error: a bad value, an
+address that needs a token, a ``--db`` that exists or cannot be created, a dashboard port in
+use. 1 for a failure while running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -25,7 +32,7 @@ from kamstrup382.clock import ScaledClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
 from kamstrup382.emulator import Emulator, Faults, HouseholdLoad, MeterSettings, TariffSchedule
-from kamstrup382.errors import Kamstrup382Error, UsageError
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import create_app
 from kamstrup382.web.server import (
@@ -37,6 +44,8 @@ from kamstrup382.web.server import (
     run_server,
     stop_on_signals,
 )
+
+_T = TypeVar("_T")
 
 __all__ = ["DEMO_METER", "DEMO_SETTINGS", "NIGHT_TARIFF", "default_start", "demo"]
 
@@ -76,6 +85,27 @@ def _check_start(
     return value
 
 
+def _create_db(db: Path) -> None:
+    """Create ``db`` empty (SQLite's new database), readable by its owner only: it must not
+    exist and its directory must be writable."""
+    try:
+        fd = os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{db} exists: the demo starts from a fresh file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {db}: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
+def _checked(option: str, check: Callable[[], _T]) -> _T:
+    """``check()``; its usage error becomes click's, naming ``option`` (exit status 2)."""
+    try:
+        return check()
+    except UsageError as exc:
+        said = exc.problem if isinstance(exc, ConfigError) and exc.key == option else str(exc)
+        raise click.BadParameter(said, param_hint=f"'{option}'") from exc
+
+
 def default_start(now: datetime | None = None) -> datetime:
     """Midnight UTC two days before this month began: a month change comes early in the demo."""
     now = now or datetime.now(UTC)
@@ -95,15 +125,12 @@ async def _demo(
     token: str | None,
 ) -> None:
     listen = parse_listen(listen_text)
-    check_listen(listen, token)
     stop = asyncio.Event()
     # signals from the start: a Ctrl-C while the meter or the storage comes up stops as cleanly
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
         if db is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k382-demo-")))
             db = directory / "demo.sqlite"
-        elif db.exists():
-            raise UsageError(f"--db {db} exists: the demo starts from a fresh file")
         url = f"sqlite:///{db}"
         clock = ScaledClock(start, factor)
         async with Emulator(
@@ -245,9 +272,12 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
     address in a browser. Ctrl-C stops everything.
     """
     begin = start.replace(tzinfo=UTC) if start is not None else default_start()
+    schedule = _checked("--tariff", lambda: TariffSchedule.parse(tariff))
+    line_faults = _checked("--faults", lambda: Faults.parse(faults))
+    _checked("--http", lambda: check_listen(parse_listen(listen), token or None))
+    if db is not None:
+        _checked("--db", lambda: _create_db(db))
     try:
-        schedule = TariffSchedule.parse(tariff)
-        line_faults = Faults.parse(faults)
         asyncio.run(
             _demo(
                 listen_text=listen,
@@ -261,6 +291,8 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
                 token=token or None,
             )
         )
+    except UsageError as exc:  # the dashboard's port in use, or taken meanwhile
+        raise click.BadParameter(str(exc), param_hint="'--http'") from exc
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
     return 0

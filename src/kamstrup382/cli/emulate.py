@@ -1,8 +1,10 @@
 """``k382 emulate``: serve emulated Kamstrup 382 meters on TCP ports or pseudo-terminals.
 
 Prints where each meter listens (one line per meter, or the range for many), then serves
-until SIGINT or SIGTERM and exits 0. Exit status 2: a wrong option value, or more meters than
-the open-file limit can serve (said at once, before any port is opened). Runs on uvloop
+until SIGINT or SIGTERM and exits 0. Exit status 2: a wrong option value (one line naming the
+option: e.g. a ``--load`` that is not finite, negative, or beyond what the meter can measure,
+phases x 253 V x 105 A), or more meters than the open-file limit can serve (said at once,
+before any port is opened). Runs on uvloop
 where it is installed (many meters in one process), on asyncio's loop otherwise.
 
     k382 emulate                                  # one meter on 127.0.0.1, a free port
@@ -42,26 +44,77 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, TextIO
 
 import click
 
 from kamstrup382.cli.options import Number
-from kamstrup382.errors import Kamstrup382Error, UsageError
+from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from kamstrup382.emulator.load import ConstantLoad, CsvLoad, HouseholdLoad
+
+    Load = ConstantLoad | CsvLoad | HouseholdLoad
 
     from kamstrup382.emulator.line import Exchange
     from kamstrup382.emulator.pulse_server import PulseServer
     from kamstrup382.emulator.server import Emulator
 
-__all__ = ["Command", "emulate", "parse_command", "parse_delay", "parse_listen"]
+__all__ = [
+    "Command",
+    "check_load",
+    "emulate",
+    "max_power_kw",
+    "parse_command",
+    "parse_delay",
+    "parse_listen",
+]
 
 #: The longest answer delay (``--delay``), in seconds: far beyond any reader's answer window.
 MAX_DELAY = 60.0
 #: With more meters than this, the addresses are printed as one range.
 LIST_LIMIT = 10
+#: ``--speed`` from a thousandth to a million times the true 300 baud.
+SPEEDS = (0.001, 1_000_000.0)
+
+
+def max_power_kw(phases: int) -> Fraction:
+    """The most power a meter of ``phases`` phases measures, in kW: the dialect's
+    (:meth:`~kamstrup382.protocol.plausibility.Dialect.max_power_kw`)."""
+    from kamstrup382.protocol import KAMSTRUP_382  # noqa: PLC0415
+
+    return Fraction(KAMSTRUP_382.max_power_kw(phases))
+
+
+def check_load(text: str, type_number: str) -> Load | None:
+    """The ``--load`` for meters of ``type_number`` (``None``: the default household); a
+    :class:`UsageError` naming ``--load`` for a load that is not a finite power, is negative,
+    or draws more than such a meter can measure (:func:`max_power_kw`)."""
+    from kamstrup382.emulator.load import parse_load  # noqa: PLC0415
+    from kamstrup382.protocol import parse_type_number  # noqa: PLC0415
+
+    if text.strip() == "household":
+        return None
+    try:
+        load = parse_load(text)
+    except UsageError as exc:
+        said = exc.problem if isinstance(exc, ConfigError) and exc.key == "load" else str(exc)
+        raise UsageError(f"--load: {said}") from None
+    try:
+        phases = parse_type_number(type_number).phases
+    except Kamstrup382Error:
+        phases = 3  # a bad --type-number is said by the meter's settings
+    peak, limit = load.max_kw, max_power_kw(phases)
+    if peak > limit:
+        shown = f"up to {float(peak):.4g}" if peak < 10**15 else "more than 1e15"
+        raise UsageError(
+            f"--load {text!r}: draws {shown} kW, more than a {phases}-phase meter "
+            f"measures ({float(limit):g} kW: {phases} x 253 V x 105 A)"
+        )
+    return load
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -169,7 +222,7 @@ def _apply(emulator: Emulator, command: Command) -> str:
 )
 @click.option(
     "--speed",
-    type=Number(min=0, min_open=True),
+    type=Number(min=SPEEDS[0], max=SPEEDS[1]),
     default=1.0,
     show_default=True,
     help="Line speed factor (1 = the true 300 baud, 30 characters a second).",
@@ -288,13 +341,13 @@ def emulate(
 ) -> int:
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
-    from kamstrup382.emulator.load import parse_load  # noqa: PLC0415
     from kamstrup382.emulator.open_files import reserve_files  # noqa: PLC0415
     from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
     try:
         host, port = parse_listen(listen)
         pulses_at = parse_listen(pulse_listen) if pulse_listen is not None else None
+        load = check_load(load_text, type_number)
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         with contextlib.ExitStack() as files:
             out = _open_out(files, pulse_out, "--pulse-out", "a")
@@ -310,7 +363,7 @@ def emulate(
                 bcc=bcc,
                 faults=Faults.parse(faults_text),
                 seed=seed,
-                load=None if load_text.strip() == "household" else parse_load(load_text),
+                load=load,
                 tariff_schedule=tariff_schedule,
                 settings=MeterSettings(
                     type_number=type_number,

@@ -3,22 +3,32 @@
 Reads the storage named by ``--storage``, the config's ``[storage] url`` or the default.
 ``--json`` prints a JSON array, one object per meter. Exit status: 0 done, 1 the storage failed,
 2 a bad configuration.
+
+Below the table, the state of the collector's MQTT output (connected, unreachable,
+login_refused, ...), from the state file it keeps (``[mqtt] state_file``, by default beside a
+SQLite database: :mod:`kamstrup382.outputs.health`). Without a state file (PostgreSQL and no
+``state_file``) the state is in the collector's log and metrics only.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kamstrup382.cli.export import config_options, open_configured_storage
+from kamstrup382.cli.config_file import find_config
+from kamstrup382.cli.database import open_existing, safe_url
+from kamstrup382.cli.export import config_options
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
+from kamstrup382.outputs.health import OutputHealth, default_state_file, read_health
 from kamstrup382.storage.records import MeterStatus
+from kamstrup382.storage.url import default_storage_url
 
-__all__ = ["status", "status_object", "status_table"]
+__all__ = ["output_lines", "status", "status_object", "status_table"]
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -63,13 +73,60 @@ def status_table(statuses: list[MeterStatus]) -> str:
     )
 
 
+def output_lines(healths: list[OutputHealth]) -> str:
+    """The outputs' states as a plain text table, one line per output."""
+    rows = [("OUTPUT", "STATE", "SINCE", "DETAIL")]
+    for h in healths:
+        detail = h.detail or "-"
+        if h.retry_at is not None and h.state != "connected":
+            detail += f" (next try {_short(h.retry_at)})"
+        rows.append((h.output, h.state, _short(h.since), detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
+        for row in rows
+    )
+
+
+def _mqtt_state_file(sections: Mapping[str, Any] | None, storage_url: str) -> Path | None:
+    """The MQTT output's state file: the config's ``[mqtt] state_file``, else beside a SQLite
+    database; ``None`` when the config has no ``[mqtt]`` table or there is no such place."""
+    if sections is not None:
+        from kamstrup382.outputs.mqtt_settings import MqttSettings  # noqa: PLC0415 - on use
+
+        if "mqtt" not in sections:
+            return None
+        settings = MqttSettings.parse(sections["mqtt"])
+        if settings.state_file is not None:
+            return Path(settings.state_file)
+    return default_state_file(storage_url, "mqtt")
+
+
 @click.command("status")
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per meter.")
 def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) -> int:
     """Show per meter: last success, last error, success rate."""
     try:
-        with open_configured_storage(config_path, storage_url) as storage:
+        sections: Mapping[str, Any] | None = None
+        url = storage_url
+        found = None
+        if storage_url is None or config_path is not None:
+            found = find_config(config_path)  # --config, $K382_CONFIG, ./k382.toml, ...
+        if found is not None:
+            from kamstrup382.collector.config import load_config  # noqa: PLC0415 - on use
+
+            config = load_config(found)
+            sections = config.sections
+            url = url or config.storage.url
+        url = url or default_storage_url()
+        if config_path is None and storage_url is None:  # say which database this is
+            source = f"the config {found}" if found is not None else "the default"
+            click.echo(f"database: {safe_url(url)} ({source})", err=True)
+        state_file = _mqtt_state_file(sections, url)
+        with open_existing(url) as storage:  # a reading command: never creates one
             statuses = storage.status()
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
@@ -80,10 +137,28 @@ def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) 
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
+    healths: list[OutputHealth] = []
+    if state_file is not None:
+        try:
+            health = read_health(state_file)
+        except (OSError, ValueError) as exc:
+            click.echo(f"warning: cannot read the MQTT state: {exc}", err=True)
+        else:
+            healths += [] if health is None else [health]
     if as_json:
         click.echo(json.dumps([status_object(s) for s in statuses], indent=2))
     elif statuses:
         click.echo(status_table(statuses))
     else:
         click.echo("no attempts stored yet", err=True)
+    if healths and not as_json:
+        click.echo("")
+        click.echo(output_lines(healths))
+    elif sections is not None and "mqtt" in sections and not as_json:
+        where = (
+            "no state file: name one in [mqtt] state_file"
+            if state_file is None
+            else (f"no state in {state_file} yet (written when the collector's MQTT output starts)")
+        )
+        click.echo(f"\nmqtt: state unknown: {where}")
     return 0

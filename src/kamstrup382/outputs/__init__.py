@@ -32,5 +32,7 @@ def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]
         require("prometheus")
         from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415
 
-        outputs.append(PrometheusOutput.from_config(sections["prometheus"], meters))
+        prometheus = PrometheusOutput.from_config(sections["prometheus"], meters)
+        prometheus.watch(outputs)  # the metrics say the MQTT output's state
+        outputs.append(prometheus)
     return outputs

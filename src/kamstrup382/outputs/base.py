@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
+from kamstrup382.outputs.health import OutputHealth
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
 __all__ = ["Output"]
@@ -33,3 +34,8 @@ class Output(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown; flush what can be flushed quickly."""
+
+    def health(self) -> OutputHealth | None:
+        """The output's own state and counters (MQTT: connected, login refused, ...), for the
+        metrics; ``None`` for an output without a state of its own. Called from any thread."""
+        return None

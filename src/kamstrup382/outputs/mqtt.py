@@ -18,6 +18,14 @@ in one transaction (on failure it gives them back without removing anything). So
 is published by one collector, and a meter's readings in the order they were stored, whoever
 stored them. A collector that dies mid-round holds its meters until ``outbox_lease`` runs out;
 then the others take them over: they look at the outbox at least every ``outbox_lease / 2``.
+
+A broker that refuses the login (CONNACK "bad user name or password" or "not authorized":
+MQTT 3.1.1 codes 4 and 5, MQTT 5 0x86 and 0x87) is not "unreachable": the state is
+``login_refused``, the log says so as an error, and the next try waits ``login_retry``
+(doubling up to ``login_retry_max``; new readings do not cut that wait short), so that a wrong
+password does not hammer the broker. Readings wait in the outbox meanwhile. The state goes to
+the metrics (:meth:`MqttOutput.health`) and to a state file that ``k382 status`` reads
+(:mod:`kamstrup382.outputs.health`).
 """
 
 from __future__ import annotations
@@ -29,10 +37,13 @@ import logging
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
@@ -44,12 +55,35 @@ from kamstrup382.outputs.discovery import (
     discovery_configs,
     state_json,
 )
+from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
 from kamstrup382.outputs.mqtt_settings import MqttSettings
 from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
 
-__all__ = ["MqttOutput", "MqttSettings"]
+__all__ = ["STATES", "MqttOutput", "MqttSettings", "login_refused"]
 
 log = logging.getLogger(__name__)
+
+STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED = (
+    "starting",
+    "connected",
+    "unreachable",
+    "login_refused",
+    "stopped",
+)
+#: The states of the output's connection, in :meth:`MqttOutput.health`.
+STATES = (STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED)
+
+#: CONNACK codes of a refused login: MQTT 3.1.1 (4 bad user name or password, 5 not
+#: authorized) and MQTT 5 (0x86, 0x87; paho reports 3.1.1's codes as these too).
+_LOGIN_REFUSED_CODES = frozenset({4, 5, 0x86, 0x87})
+
+
+def login_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the broker refusing the credentials (not an outage)."""
+    if not isinstance(exc, MqttConnectError):
+        return False
+    code = exc.rc if isinstance(exc.rc, int) or exc.rc is None else exc.rc.value
+    return code in _LOGIN_REFUSED_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +102,10 @@ class MqttOutput(Output):
     """Publishes stored readings to an MQTT broker, from the durable outbox, in order.
 
     Attributes for monitoring: ``connected`` (an event, set while a session with the broker
-    is up), ``connections`` (sessions opened), ``published`` (state messages acknowledged),
-    ``last_error`` (text of the last broker problem).
+    is up), ``state`` (one of :data:`STATES`), ``connect_attempts`` (connections tried),
+    ``connections`` (sessions opened), ``login_refusals`` (logins the broker refused),
+    ``published`` (state messages acknowledged), ``last_error`` (text of the last broker
+    problem); all of them at once in :meth:`health`.
     """
 
     name = "mqtt"
@@ -79,8 +115,18 @@ class MqttOutput(Output):
         self.settings = settings
         self.topics = settings.topics
         self.connections = 0
+        self.connect_attempts = 0
+        self.login_refusals = 0
         self.published = 0
         self.last_error: str | None = None
+        self.state = STARTING
+        self._since = datetime.now(UTC)
+        self._retry_at: datetime | None = None
+        self._state_file: Path | None = (
+            None if settings.state_file is None else Path(settings.state_file)
+        )
+        self._state_file_failed = False
+        self._stop_event: asyncio.Event | None = None
         self._meters: dict[str, DeviceFacts] = {name: DeviceFacts() for name in meters}
         self._announce_all = True
         # per meter: newest reading published, newest failure seen, availability wanted/sent
@@ -115,8 +161,12 @@ class MqttOutput(Output):
             return
         self._storage = storage
         self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
         self._stopping = False
         self._abandon = False
+        if self._state_file is None:
+            self._state_file = default_state_file(storage.url, self.name)
+        await self._set_state(STARTING)
         tls = await asyncio.to_thread(self.settings.tls_context)
         try:
             await asyncio.to_thread(self._load, storage)
@@ -150,6 +200,8 @@ class MqttOutput(Output):
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
+        if self._stop_event is not None:
+            self._stop_event.set()
         try:
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.settings.stop_timeout)
@@ -172,6 +224,49 @@ class MqttOutput(Output):
             await asyncio.gather(task, return_exceptions=True)
             self.connected.clear()
             await self._release()  # a round cut short leaves no claims behind
+            await self._set_state(STOPPED)
+
+    # -- health ----------------------------------------------------------------------------------
+    def health(self) -> OutputHealth:
+        return OutputHealth(
+            output=self.name,
+            state=self.state,
+            states=STATES,
+            since=self._since,
+            detail=self.last_error if self.state in (UNREACHABLE, LOGIN_REFUSED) else None,
+            retry_at=self._retry_at,
+            counters=MappingProxyType(
+                {
+                    "connect_attempts": self.connect_attempts,
+                    "connections": self.connections,
+                    "login_refusals": self.login_refusals,
+                    "published": self.published,
+                }
+            ),
+        )
+
+    async def _set_state(
+        self, state: str, detail: str | None = None, retry_in: float | None = None
+    ) -> None:
+        """Enter ``state`` (``retry_in``: seconds to the next try) and write the state file."""
+        now = datetime.now(UTC)
+        if state != self.state:
+            self.state = state
+            self._since = now
+        if detail is not None:
+            self.last_error = detail
+        self._retry_at = None if retry_in is None else now + timedelta(seconds=retry_in)
+        path = self._state_file
+        if path is None:
+            return
+        try:
+            await asyncio.to_thread(write_health, path, self.health())
+        except OSError as exc:
+            if not self._state_file_failed:  # once: the metrics and the log still say it
+                log.warning("mqtt: cannot write the state file %s: %s", path, exc)
+            self._state_file_failed = True
+        else:
+            self._state_file_failed = False
 
     # -- state kept across connections -------------------------------------------------------------
     def _load(self, storage: Storage) -> None:
@@ -216,35 +311,59 @@ class MqttOutput(Output):
         return client
 
     async def _run(self, tls: ssl.SSLContext | None) -> None:
-        delay = self.settings.reconnect_delay
-        assert self._wake is not None
+        s = self.settings
+        delay = s.reconnect_delay
+        refused_delay = s.login_retry
+        assert self._wake is not None and self._stop_event is not None
         while not self._stopping:
+            wait = delay
             try:
+                self.connect_attempts += 1
                 async with self._client(tls) as client:
                     self.connections += 1
-                    delay = self.settings.reconnect_delay
-                    log.info("mqtt: connected to %s", self.settings.url)
+                    delay, refused_delay = s.reconnect_delay, s.login_retry
+                    log.info("mqtt: connected to %s", s.url)
+                    await self._set_state(CONNECTED)
                     await self._session(client)
                 return  # stopping, outbox flushed, offline said, disconnected
             except (aiomqtt.MqttError, _Disconnected, OSError) as exc:
                 self.connected.clear()
-                self.last_error = str(exc) or type(exc).__name__
-                log.warning(
-                    "mqtt: broker %s unreachable (%s); readings wait in the outbox",
-                    self.settings.url,
-                    self.last_error,
-                )
+                error = str(exc) or type(exc).__name__
+                if login_refused(exc):
+                    self.login_refusals += 1
+                    wait, refused_delay = refused_delay, min(refused_delay * 2, s.login_retry_max)
+                    log.error(
+                        "mqtt: broker %s refused the login of %s (%s); readings wait in the "
+                        "outbox; next try in %.0f s",
+                        s.url,
+                        "anonymous" if s.username is None else repr(s.username),
+                        error,
+                        wait,
+                    )
+                    await self._set_state(LOGIN_REFUSED, error, wait)
+                else:
+                    delay = min(delay * 2, s.reconnect_max)
+                    log.warning(
+                        "mqtt: broker %s unreachable (%s); readings wait in the outbox",
+                        s.url,
+                        error,
+                    )
+                    await self._set_state(UNREACHABLE, error, wait)
             except Exception as exc:  # a bug: say so, and keep the publisher alive
                 self.connected.clear()
-                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("mqtt: publisher failed; reconnecting")
+                await self._set_state(UNREACHABLE, f"{type(exc).__name__}: {exc}", wait)
             if self._stopping:
                 return
+            if self.state == LOGIN_REFUSED:
+                # the same credentials would be refused again: only stopping cuts this short
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), wait)
+                continue
             # wait before reconnecting; a new batch to publish cuts the wait short
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            delay = min(delay * 2, self.settings.reconnect_max)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self.connected.set()

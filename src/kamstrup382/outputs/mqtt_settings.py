@@ -21,6 +21,10 @@ Configuration (the ``[mqtt]`` table; only ``url`` is required)::
     timeout = 10                       # seconds for one broker operation
     reconnect_delay = 1                # first wait before reconnecting; doubles up to
     reconnect_max = 60                 # this many seconds
+    login_retry = "5m"                 # first wait after the broker refused the login; doubles
+    login_retry_max = "1h"             # up to this (a wrong password must not hammer the broker)
+    state_file = "/var/lib/k382/mqtt.json"  # the output's state for `k382 status`
+                                       # (default: beside a SQLite database; none for PostgreSQL)
     batch_size = 100                   # outbox entries published per round
     stop_timeout = 5                   # seconds to flush the outbox on shutdown
     outbox_lease = 60                  # seconds a claim on meters of a shared outbox lasts
@@ -66,6 +70,9 @@ _KEYS = (
     "timeout",
     "reconnect_delay",
     "reconnect_max",
+    "login_retry",
+    "login_retry_max",
+    "state_file",
     "batch_size",
     "stop_timeout",
     "outbox_lease",
@@ -107,6 +114,9 @@ class MqttSettings:
     timeout: float = 10.0
     reconnect_delay: float = 1.0
     reconnect_max: float = 60.0
+    login_retry: float = 300.0
+    login_retry_max: float = 3600.0
+    state_file: str | None = None
     batch_size: int = 100
     stop_timeout: float = 5.0
     outbox_lease: float = 60.0
@@ -162,9 +172,21 @@ class MqttSettings:
             values["keepalive"] = check.integer(
                 data["keepalive"], "mqtt.keepalive", low=1, high=65535
             )
-        for key in ("timeout", "reconnect_delay", "reconnect_max", "stop_timeout", "outbox_lease"):
+        for key in (
+            "timeout",
+            "reconnect_delay",
+            "reconnect_max",
+            "login_retry",
+            "login_retry_max",
+            "stop_timeout",
+            "outbox_lease",
+        ):
             if key in data:
                 values[key] = check.seconds(data[key], f"mqtt.{key}")
+        if "state_file" in data:
+            values["state_file"] = str(
+                Path(check.text(data["state_file"], "mqtt.state_file")).expanduser()
+            )
         if "batch_size" in data:
             values["batch_size"] = check.integer(
                 data["batch_size"], "mqtt.batch_size", low=1, high=10_000
@@ -172,6 +194,8 @@ class MqttSettings:
         settings = cls(**values)
         if settings.reconnect_max < settings.reconnect_delay:
             raise ConfigError("mqtt.reconnect_max", "must not be less than mqtt.reconnect_delay")
+        if settings.login_retry_max < settings.login_retry:
+            raise ConfigError("mqtt.login_retry_max", "must not be less than mqtt.login_retry")
         if settings.outbox_lease < 2 * settings.timeout:
             # a round publishes for up to about one timeout: the claim must outlast it
             raise ConfigError(

@@ -17,6 +17,11 @@ Metrics (labels: ``meter``, plus ``tariff``, ``period`` or ``kind`` where named;
 - ``kamstrup382_readout_duration_seconds`` (histogram): time of each successful readout.
 - ``kamstrup382_readout_failures_total{kind}`` (counter): failed readouts by error kind.
 - ``kamstrup382_last_success_timestamp_seconds`` (gauge): Unix time of the newest reading.
+- ``kamstrup382_output_state{output,state}`` (gauge, one series per state, 1 for the current
+  one): the state of the collector's other outputs that have one; MQTT's states are
+  ``starting``, ``connected``, ``unreachable``, ``login_refused``, ``stopped``.
+- ``kamstrup382_output_<counter>_total{output}`` (counters of those outputs): for MQTT
+  ``connect_attempts``, ``connections``, ``login_refusals`` and ``published``.
 
 Energy stays in kWh (``_kwh_total``) rather than joules: see docs/publishing.md.
 """
@@ -38,6 +43,7 @@ from kamstrup382.errors import ConfigError, Kamstrup382Error
 from kamstrup382.outputs import settings as check
 from kamstrup382.outputs.base import Output
 from kamstrup382.outputs.descriptions import PROMETHEUS
+from kamstrup382.outputs.health import OutputHealth
 from kamstrup382.protocol import REGISTERS, Register
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
@@ -103,6 +109,50 @@ class _RegisterCollector(Collector):
         return iter(())
 
 
+_COUNTER_HELP = {
+    "connect_attempts": "Connections to its server the output tried",
+    "connections": "Sessions with its server the output opened",
+    "login_refusals": "Logins its server refused (bad user name or password, not authorized)",
+    "published": "Messages the output had acknowledged",
+}
+
+
+class _HealthCollector(Collector):
+    """Yields the state and counters of the watched outputs at each scrape."""
+
+    def __init__(self, outputs: list[Output]) -> None:
+        self._outputs = outputs
+
+    def collect(self) -> Iterator[Metric]:
+        healths: list[OutputHealth] = []
+        for output in list(self._outputs):
+            health = output.health()
+            if health is not None:
+                healths.append(health)
+        state = GaugeMetricFamily(
+            "kamstrup382_output_state",
+            "State of an output of the collector: 1 for the current state, 0 for the others",
+            labels=["output", "state"],
+        )
+        counters: dict[str, CounterMetricFamily] = {}
+        for health in healths:
+            for name in health.states:
+                state.add_metric([health.output, name], 1.0 if name == health.state else 0.0)
+            for name, value in health.counters.items():
+                if name not in counters:
+                    counters[name] = CounterMetricFamily(
+                        f"kamstrup382_output_{name}",
+                        _COUNTER_HELP.get(name, name.replace("_", " ")),
+                        labels=["output"],
+                    )
+                counters[name].add_metric([health.output], float(value))
+        yield state
+        yield from counters.values()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
 class PrometheusOutput(Output):
     """Serves ``/metrics`` on ``host:port`` from its own registry (not the global one)."""
 
@@ -136,6 +186,8 @@ class PrometheusOutput(Output):
             registry=self.registry,
         )
         self.registry.register(_RegisterCollector(self._latest, self._lock))
+        self._watched: list[Output] = []
+        self.registry.register(_HealthCollector(self._watched))
         for meter in self.meters:
             self._duration.labels(meter)
         self._server: WSGIServer | None = None
@@ -152,6 +204,10 @@ class PrometheusOutput(Output):
         host, port = check.host_port(data["listen"], "prometheus.listen", default_host="0.0.0.0")
         names = [m if isinstance(m, str) else str(m.name) for m in meters]
         return cls(host, port, names)
+
+    def watch(self, outputs: Sequence[Output]) -> None:
+        """Export the state and counters (:meth:`Output.health`) of ``outputs`` too."""
+        self._watched.extend(o for o in outputs if o is not self and o not in self._watched)
 
     @property
     def url(self) -> str:

@@ -27,7 +27,10 @@ read, and times out when the readout says, as before.
 **Bounded, whatever the other side sends.** Outside a readout, at most :data:`KEEP` bytes are
 kept, and only for a taker: from a flush until the readout begins, and after a failed readout
 (its tail is drained with :meth:`AsyncLink.read`). The rest (an endless gateway, bytes after a
-BCC) is dropped and counted (``inbox.discarded``); a decoder keeps at most ``max_reply`` bytes.
+BCC) is dropped, counted (:attr:`AsyncLink.discarded`) and logged before the next attempt with
+the port's name (:mod:`kamstrup382.reader.inbox`); a decoder keeps at most ``max_reply`` bytes.
+``rfc2217://`` keeps at most :data:`KEEP` unread bytes too
+(:class:`~kamstrup382.reader.link.BoundedRfc2217Serial`).
 
 **Writing at an instant.** A link whose write never waits (TCP: the transport buffers it) also
 offers :meth:`AsyncLink.immediate`: an :class:`ImmediateLink` whose calls all run inside one
@@ -47,12 +50,14 @@ from typing import Protocol
 import serial
 
 from kamstrup382.errors import ConnectionLost
-from kamstrup382.reader.link import CHUNK, Link, SerialLink, open_serial
+from kamstrup382.reader.inbox import KEEP, Inbox, release
+from kamstrup382.reader.link import CHUNK, SerialLink, open_serial
 from kamstrup382.reader.options import ReaderOptions
 from kamstrup382.reader.port import LineMode, PortKind
 from kamstrup382.reader.session import Progress, Readout
 
 __all__ = [
+    "KEEP",
     "AsyncFdLink",
     "AsyncLink",
     "AsyncTcpLink",
@@ -64,8 +69,6 @@ __all__ = [
 
 #: Bytes one receive on a TCP connection takes at most (a whole reply fits; more is read next).
 RECEIVE_BUFFER = 1024
-#: Bytes kept outside a readout at most (twice the default largest reply); more are dropped.
-KEEP = 4096
 #: Reads of a device per loop callback at most: a line that never stops cannot hold the loop.
 MAX_READS_PER_CALLBACK = 8
 
@@ -127,213 +130,12 @@ class AsyncLink(Protocol):
         """This link's :class:`ImmediateLink`, or None where a write may have to wait (serial
         devices, pyserial's blocking client): the caller then awaits :meth:`write`."""
 
+    @property
+    def discarded(self) -> int:
+        """Bytes dropped so far: arrived outside a readout, or over a bound (logged with the
+        port's name before each attempt)."""
+
     async def close(self) -> None: ...
-
-
-class _Inbox:
-    """A link's bytes: to the readout, kept for a taker, or dropped (see the module doc)."""
-
-    __slots__ = (
-        "_armed_at",
-        "_buf",
-        "_done",
-        "_keeping",
-        "_loop",
-        "_lost",
-        "_progress",
-        "_readout",
-        "_timer",
-        "_waiter",
-        "discarded",
-        "name",
-    )
-
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.name = name
-        self._loop = loop
-        self._buf = bytearray()
-        self._keeping = False  # whether bytes outside a readout have a taker (see _finish)
-        self.discarded = 0
-        self._lost: str | None = None
-        self._waiter: asyncio.Future[None] | None = None  # a read() waiting for bytes
-        # the running readout: where the bytes go, and what ends it
-        self._readout: Readout | None = None
-        self._progress: Progress | None = None
-        self._done: asyncio.Future[BaseException | None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_at = 0.0
-
-    def feed(self, data: bytes) -> None:
-        readout = self._readout
-        if readout is None:
-            self._keep(data)
-            return
-        try:
-            done = readout.receive(data, self._loop.time())
-            progress = self._progress
-            if progress is not None:
-                received = readout.received
-                progress(received, max(readout.expected, received))
-        except Exception as error:  # the readout's error (or the progress callback's)
-            self._finish(error)
-            return
-        if done:
-            self._finish(None)
-        elif readout.timeout_at < self._armed_at:
-            self._arm(readout.timeout_at)
-
-    def _keep(self, data: bytes) -> None:
-        """Outside a readout: keep ``data`` for :meth:`read` (within :data:`KEEP`), or drop it."""
-        room = KEEP - len(self._buf) if self._keeping else 0
-        if room < len(data):
-            self.discarded += len(data) - max(room, 0)
-            data = data[: max(room, 0)]
-            if not data:
-                return
-        self._buf += data
-        if self._waiter is not None:
-            _release(self._waiter)
-
-    def lost(self, reason: str) -> None:
-        if self._lost is None:
-            self._lost = reason
-        if self._readout is not None:
-            self._finish(ConnectionLost(f"{self.name}: {reason}"))
-        elif self._waiter is not None:
-            _release(self._waiter)
-
-    @property
-    def is_lost(self) -> bool:
-        """The connection was lost (or the device went away)."""
-        return self._lost is not None
-
-    def flush(self) -> None:
-        """Drop what came so far; keep what comes next, for the readout about to begin."""
-        self._buf.clear()
-        self._keeping = True
-        self._check()
-
-    @property
-    def kept(self) -> int:
-        """Bytes kept now outside a readout (at most :data:`KEEP`)."""
-        return len(self._buf)
-
-    def _check(self) -> None:
-        if self._lost is not None:
-            raise ConnectionLost(f"{self.name}: {self._lost}")
-
-    def _take(self) -> bytes:
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
-
-    async def read(self, timeout_at: float) -> bytes:
-        self._keeping = True
-        if self._buf:
-            return self._take()
-        self._check()
-        loop = self._loop
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiter = waiter
-        timer = loop.call_at(timeout_at, _release, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-        if self._buf:
-            return self._take()
-        self._check()
-        return b""
-
-    async def receive(self, readout: Readout, progress: Progress | None) -> None:
-        done: asyncio.Future[BaseException | None] = self._loop.create_future()
-        try:
-            self.begin(readout, progress, done)
-            outcome = await done
-        finally:
-            self.cancel(readout)
-        if outcome is not None:
-            raise outcome
-
-    def begin(
-        self,
-        readout: Readout,
-        progress: Progress | None,
-        done: asyncio.Future[BaseException | None],
-    ) -> None:
-        """Start receiving ``readout`` (its request sent): ``done`` gets its outcome, an error
-        or None."""
-        now = self._loop.time()
-        if now >= readout.timeout_at:
-            done.set_result(readout.expired(now))
-            return
-        self._done = done
-        self._readout = readout
-        self._progress = progress
-        if self._buf:  # arrived since the flush (while the request was being written)
-            self.feed(self._take())
-        if self._readout is readout:
-            if self._lost is not None:
-                self._finish(ConnectionLost(f"{self.name}: {self._lost}"))
-            else:
-                self._arm(readout.timeout_at)
-
-    def cancel(self, readout: Readout) -> None:
-        """No longer waiting for ``readout`` (if it still runs): bytes from now on are dropped."""
-        if self._readout is readout:
-            self._finish(None)
-
-    def _arm(self, at: float) -> None:
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-        self._armed_at = at
-        self._timer = self._loop.call_at(at, self._expire)
-
-    def _expire(self) -> None:
-        """The timer: the readout's timeout has passed, or moved later since it was armed."""
-        self._timer = None
-        readout = self._readout
-        if readout is None:
-            return
-        timeout_at = readout.timeout_at
-        if self._loop.time() < timeout_at:
-            self._arm(timeout_at)
-            return
-        # Past it, unless bytes that came in time are still unread: a loop that fell behind
-        # (busy, a pause) may run its timers before it polls for input (uvloop always does).
-        # The verdict comes two callbacks later, after the loop's next poll.
-        self._loop.call_soon(self._loop.call_soon, self._verdict, readout)
-
-    def _verdict(self, readout: Readout) -> None:
-        if self._readout is not readout:  # finished meanwhile
-            return
-        now = self._loop.time()
-        timeout_at = readout.timeout_at
-        if now >= timeout_at:
-            self._finish(readout.expired(now))
-        elif self._timer is None or timeout_at < self._armed_at:
-            self._arm(timeout_at)
-
-    def _finish(self, outcome: BaseException | None) -> None:
-        """The readout is over: wake its coroutine with ``outcome`` (an error, or None)."""
-        self._readout = None
-        self._keeping = outcome is not None  # a failed reply's tail is drained by read()
-        self._progress = None
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
-            self._timer = None
-        done = self._done
-        self._done = None
-        if done is not None and not done.done():
-            done.set_result(outcome)
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 async def _receive_by_reads(link: AsyncLink, readout: Readout, progress: Progress | None) -> None:
@@ -353,7 +155,7 @@ async def _receive_by_reads(link: AsyncLink, readout: Readout, progress: Progres
             return
 
 
-class _TcpProtocol(_Inbox, asyncio.BufferedProtocol):
+class _TcpProtocol(Inbox, asyncio.BufferedProtocol):
     """The TCP connection's protocol is its inbox.
 
     A buffered protocol: the transport receives into this connection's small buffer. (The
@@ -446,7 +248,12 @@ class AsyncTcpLink:
     def end_receive(self, readout: Readout) -> None:
         self.inbox.cancel(readout)
 
+    @property
+    def discarded(self) -> int:
+        return self.inbox.discarded
+
     async def close(self) -> None:
+        self.inbox.report_discarded()
         self.transport.close()
 
 
@@ -457,7 +264,7 @@ class AsyncFdLink:
         self.ser = ser
         self.fd: int = ser.fileno()
         self._loop = asyncio.get_running_loop()
-        self.inbox = _Inbox(name, self._loop)
+        self.inbox = Inbox(name, self._loop)
         os.set_blocking(self.fd, False)
         self._loop.add_reader(self.fd, self._readable)
         self._watching = True
@@ -524,7 +331,7 @@ class AsyncFdLink:
 
     async def _writable(self) -> None:
         ready: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_writer(self.fd, _release, ready)
+        self._loop.add_writer(self.fd, release, ready)
         try:
             await ready
         finally:
@@ -545,7 +352,12 @@ class AsyncFdLink:
         """A device's write may have to wait for the line (:meth:`write` awaits it)."""
         return None
 
+    @property
+    def discarded(self) -> int:
+        return self.inbox.discarded
+
     async def close(self) -> None:
+        self.inbox.report_discarded()
         self._unwatch()
         await asyncio.to_thread(self.ser.close)
 
@@ -553,7 +365,7 @@ class AsyncFdLink:
 class AsyncThreadLink:
     """A blocking pyserial link (``rfc2217://``, other URLs) with its waits in a worker thread."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: SerialLink) -> None:
         self.link = link
 
     @classmethod
@@ -582,6 +394,10 @@ class AsyncThreadLink:
     def immediate(self) -> None:
         """Every write runs in a worker thread."""
         return None
+
+    @property
+    def discarded(self) -> int:
+        return self.link.discarded
 
     async def close(self) -> None:
         await asyncio.to_thread(self.link.close)

@@ -10,6 +10,14 @@ for more than one chunk: the reader stops at the BCC, not at a silence).
   handler sleeps 0.3 s in ``close()``; this one closes at once.
 - :class:`SerialLink`: any other pyserial URL (``rfc2217://``, ``loop://``...), through pyserial.
 
+Bounded: a flush drops what came before the request, and each link counts the bytes it dropped
+(``discarded``) and logs them (:class:`DiscardLog`). pyserial's ``rfc2217://`` client keeps
+what its reader thread receives in an unbounded queue (``serial/rfc2217.py``: ``_read_buffer =
+Queue.Queue()``, one item per byte), filled whether anyone reads or not: a gateway that never
+stops talking would grow it without end. :class:`BoundedRfc2217Serial` gives that client a
+queue that keeps at most :data:`KEEP` bytes and drops (and counts) the rest, so an
+``rfc2217://`` reader holds at most 4 KiB of unread input, twice the longest reply.
+
 Failures of the port or the socket become :class:`~kamstrup382.errors.ConnectionLost`.
 """
 
@@ -17,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import queue
 import select
 import socket
 import termios
@@ -25,11 +35,15 @@ import time
 from typing import Any, Protocol
 
 import serial
+import serial.rfc2217
 
 from kamstrup382.errors import ConnectionLost, UsageError
 from kamstrup382.reader.port import LineMode, PortKind, PortSpec
 
 __all__ = [
+    "KEEP",
+    "BoundedRfc2217Serial",
+    "DiscardLog",
     "FdLink",
     "Link",
     "SerialLink",
@@ -39,8 +53,14 @@ __all__ = [
     "serial_settings",
 ]
 
+log = logging.getLogger(__name__)
+
 #: Bytes asked for in one read (a whole reply fits).
 CHUNK = 4096
+#: Bytes a link keeps unread at most outside a readout (twice the default longest reply).
+KEEP = 4096
+#: Seconds between two warnings of one link about dropped bytes, at least.
+WARN_INTERVAL = 60.0
 #: Seconds a pyserial read waits at most in one step (:class:`SerialLink`).
 POLL = 0.01
 #: Reads one flush of the input makes at most: a peer that never stops talking cannot hold it
@@ -60,6 +80,97 @@ class Link(Protocol):
         for more once some are there."""
 
     def close(self) -> None: ...
+
+
+class DiscardLog:
+    """Logs the bytes a link dropped since the last report, with the link's name: at debug
+    level, or as a warning when more than :data:`KEEP` (a gateway that talks between
+    attempts), at most once per :data:`WARN_INTERVAL` (the count adds up meanwhile)."""
+
+    __slots__ = ("_reported", "_warned_at", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._reported = 0
+        self._warned_at: float | None = None
+
+    def report(self, discarded: int, now: float) -> None:
+        """``discarded``: the link's total so far; ``now``: a monotonic time."""
+        new = discarded - self._reported
+        if new <= 0:
+            return
+        if new <= KEEP:
+            log.debug("%s: dropped %d bytes that came outside a readout", self.name, new)
+        else:
+            if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
+                return  # said recently: the count adds up until the next warning
+            self._warned_at = now
+            log.warning(
+                "%s: dropped %d bytes that came outside a readout (%d since the link opened): "
+                "the gateway or the meter talks between attempts",
+                self.name,
+                new,
+                discarded,
+            )
+        self._reported = discarded
+
+
+class _BoundedBytes(queue.Queue[bytes | None]):
+    """pyserial's RFC 2217 read buffer (one item per byte, ``None`` at the end of the
+    connection), keeping at most ``bound`` bytes; ``dropped`` counts the rest."""
+
+    def __init__(self, bound: int) -> None:
+        super().__init__()
+        self.bound = bound
+        self.dropped = 0
+
+    def put(self, item: bytes | None, block: bool = True, timeout: float | None = None) -> None:
+        with self.mutex:  # only pyserial's reader thread puts: the size cannot grow meanwhile
+            if item is not None and len(self.queue) >= self.bound:
+                self.dropped += len(item)
+                return
+        super().put(item, block, timeout)
+
+    def clear(self) -> None:
+        """Drop what is queued (counted in ``dropped``), keeping an end-of-connection mark."""
+        with self.mutex:
+            items = list(self.queue)
+            self.queue.clear()
+            self.dropped += sum(len(item) for item in items if item is not None)
+            if None in items:
+                self.queue.append(None)
+
+
+class BoundedRfc2217Serial(serial.rfc2217.Serial):  # type: ignore[misc]
+    """pyserial's RFC 2217 client with a bounded read buffer (:data:`KEEP` bytes).
+
+    pyserial creates the buffer in ``open()`` just before it starts its reader thread; the
+    property below hands it a :class:`_BoundedBytes` instead, so that no byte ever goes to an
+    unbounded queue. ``discarded``: the bytes dropped (over the bound, or by a flush).
+    """
+
+    @property
+    def _read_buffer(self) -> _BoundedBytes | None:
+        return self.__dict__.get("_bounded_buffer")
+
+    @_read_buffer.setter
+    def _read_buffer(self, value: object) -> None:
+        self.__dict__["_bounded_buffer"] = None if value is None else _BoundedBytes(KEEP)
+
+    @property
+    def discarded(self) -> int:
+        buffer = self._read_buffer
+        return 0 if buffer is None else buffer.dropped
+
+    def reset_input_buffer(self) -> None:
+        """Purge the gateway's buffer and drop ours at once (pyserial's own empties its
+        queue item by item while its thread may keep adding)."""
+        if not self.is_open:
+            raise serial.PortNotOpenError()
+        self.rfc2217_send_purge(serial.rfc2217.PURGE_RECEIVE_BUFFER)
+        buffer = self._read_buffer
+        if buffer is not None:
+            buffer.clear()
 
 
 def serial_settings(line: LineMode, baudrate: int) -> dict[str, Any]:
@@ -104,6 +215,8 @@ def open_serial(port: str, *, line: LineMode, baudrate: int = 300) -> serial.Ser
     """
     settings = serial_settings(line, baudrate)
     try:
+        if port.lower().startswith("rfc2217://"):
+            return BoundedRfc2217Serial(port, timeout=0, write_timeout=None, **settings)
         return serial.serial_for_url(port, timeout=0, write_timeout=None, **settings)
     except ValueError as exc:  # an unknown URL scheme, settings the port cannot take
         raise UsageError(f"cannot open {port}: {exc}") from exc
@@ -131,20 +244,26 @@ class FdLink:
         self.ser = ser
         self.name = name
         self.fd: int = ser.fileno()
+        self.discarded = 0  # bytes dropped by flushes
+        self._discards = DiscardLog(name)
         os.set_blocking(self.fd, False)
 
     def flush_input(self) -> None:
         with contextlib.suppress(termios.error):
             termios.tcflush(self.fd, termios.TCIFLUSH)
-        for _ in range(MAX_FLUSH_READS):
-            try:
-                data = os.read(self.fd, CHUNK)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                raise ConnectionLost(f"{self.name}: read failed: {exc}") from exc
-            if not data:  # a tty in non-canonical mode with VMIN = 0: nothing there
-                return
+        try:
+            for _ in range(MAX_FLUSH_READS):
+                try:
+                    data = os.read(self.fd, CHUNK)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    raise ConnectionLost(f"{self.name}: read failed: {exc}") from exc
+                if not data:  # a tty in non-canonical mode with VMIN = 0: nothing there
+                    return
+                self.discarded += len(data)
+        finally:
+            self._discards.report(self.discarded, time.monotonic())
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -188,17 +307,23 @@ class SocketLink:
             raise ConnectionLost(f"cannot connect to {self.name}: {exc}") from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
+        self.discarded = 0  # bytes dropped by flushes
+        self._discards = DiscardLog(self.name)
 
     def flush_input(self) -> None:
-        for _ in range(MAX_FLUSH_READS):
-            try:
-                data = self.sock.recv(CHUNK)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                raise ConnectionLost(f"{self.name}: {exc}") from exc
-            if not data:
-                raise ConnectionLost(f"{self.name}: connection closed by the gateway")
+        try:
+            for _ in range(MAX_FLUSH_READS):
+                try:
+                    data = self.sock.recv(CHUNK)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    raise ConnectionLost(f"{self.name}: {exc}") from exc
+                if not data:
+                    raise ConnectionLost(f"{self.name}: connection closed by the gateway")
+                self.discarded += len(data)
+        finally:
+            self._discards.report(self.discarded, time.monotonic())
 
     def write(self, data: bytes) -> None:
         try:
@@ -233,21 +358,33 @@ class SerialLink:
 
     The port's read timeout is set once to :data:`POLL` (setting it reconfigures the port:
     with RFC 2217 that is a round trip to the gateway); a read waits in steps of it.
+    ``discarded``: bytes dropped by flushes and, for ``rfc2217://``, over the client's bound.
     """
 
     def __init__(self, ser: serial.SerialBase, name: str) -> None:
         self.ser = ser
         self.name = name
+        self._flushed = 0
+        self._discards = DiscardLog(name)
         try:
             ser.timeout = POLL
         except (serial.SerialException, OSError) as exc:
             raise ConnectionLost(f"{name}: {exc}") from exc
 
+    @property
+    def discarded(self) -> int:
+        if isinstance(self.ser, BoundedRfc2217Serial):
+            return int(self.ser.discarded)
+        return self._flushed
+
     def flush_input(self) -> None:
         try:
+            if not isinstance(self.ser, BoundedRfc2217Serial):
+                self._flushed += int(self.ser.in_waiting)
             self.ser.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
             raise ConnectionLost(f"{self.name}: {exc}") from exc
+        self._discards.report(self.discarded, time.monotonic())
 
     def write(self, data: bytes) -> None:
         try:
