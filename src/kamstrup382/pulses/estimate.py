@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from kamstrup382.errors import UsageError
+from kamstrup382.protocol import KAMSTRUP_382
 
 __all__ = [
     "DEFAULT_CONSTANT",
@@ -42,8 +43,8 @@ JOULES_PER_KWH = 3_600_000
 DEFAULT_CONSTANT = 1000
 #: The power below which silence reads as 0 W by default.
 FLOOR_WATTS = 10.0
-#: A Kamstrup 382's most power, by default: 3 phases of 105 A at 253 V (230 V + 10 %).
-DEFAULT_MAX_POWER_W = 3 * 105 * 253
+#: A Kamstrup 382's most power, by default: the dialect's, for 3 phases (79.7 kW).
+DEFAULT_MAX_POWER_W = float(KAMSTRUP_382.max_power_kw(3) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
