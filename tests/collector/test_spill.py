@@ -1,0 +1,289 @@
+"""The spill journal and the writer's use of it, against real SQLite (and PostgreSQL where the
+behaviour does not depend on the backend).
+
+What is tested: results round-trip through the journal exactly (Decimal text, raw bytes, times
+with their offset) into either backend; the file is owner-only and fsynced whole per append;
+a torn last line is skipped with a warning and the next append does not glue onto it; a line
+that is not a record is kept aside; a storage that refuses the replay leaves the journal as it
+was; replaying twice stores each result once; a journal that cannot be written is an error.
+The writer, with a SQLite database that is full (``max_page_count``): closing spills what
+was refused after ``retries``, a bounded drain does too, memory stays bounded while the storage
+keeps failing (past ``max_pending`` it spills without waiting for a close), and once the
+storage takes a batch again the journal is stored and emptied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from kamstrup382.collector.spill import SpillJournal, decode_line, encode_record
+from kamstrup382.collector.writer import BatchWriter
+from kamstrup382.errors import StorageError
+from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage.url import open_storage
+from tests.storage.samples import failure, reading
+
+#: A guard against a hung writer, not a speed requirement.
+PATIENCE = 20.0
+LOGGER = "kamstrup382.collector"
+
+
+def results(count: int, meter: str = "m") -> list[ReadingRecord | FailureRecord]:
+    """``count`` results of ``meter``: readings, every third one a failure."""
+    return [failure(meter, i) if i % 3 == 2 else reading(meter, i) for i in range(count)]
+
+
+def split(
+    records: list[ReadingRecord | FailureRecord],
+) -> tuple[list[ReadingRecord], list[FailureRecord]]:
+    return (
+        [r for r in records if isinstance(r, ReadingRecord)],
+        [r for r in records if isinstance(r, FailureRecord)],
+    )
+
+
+def stored(storage: Storage) -> tuple[list[ReadingRecord], list[tuple[str, object, str]]]:
+    """Readings stored, and the failures (meter, slot, kind) in the attempts log."""
+    failures = [(a.meter, a.slot, a.kind or "") for a in storage.attempts() if not a.ok]
+    return list(storage.readings()), failures
+
+
+def full_sqlite(path: Path) -> str:
+    """The URL of a SQLite database at ``path`` that is full: capped (``max_page_count``) a few
+    pages above its empty schema, then filled with readings of meter ``filler`` until SQLite
+    refuses one with ``database or disk is full`` (the error of a full disk).
+
+    The filler's keys (meter, slot, time, rowid) sort before every sample record's, so a later
+    insert appends to the same full B-tree leaf and fails too; deleting the filler makes room.
+    """
+    url = f"sqlite:///{path}"
+    with open_storage(url):
+        pass
+    with sqlite3.connect(path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    capped = f"{url}?max_page_count={pages + 8}"
+    earlier = timedelta(days=400)
+    with open_storage(capped) as storage:
+        for index in range(10_000):
+            row = reading("filler", index)
+            row = replace(row, slot=row.slot - earlier, read_at=row.read_at - earlier)
+            try:
+                storage.record([row])
+            except StorageError as exc:
+                assert "full" in str(exc)
+                break
+        else:
+            raise AssertionError("the capped database never filled up")
+    return capped
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():  # noqa: ASYNC110 - a poll of another component's state
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="k382-storage") as pool:
+        yield pool
+
+
+# -- the journal ------------------------------------------------------------------------------
+
+
+def test_results_round_trip_exactly_through_the_journal_into_the_storage(
+    storage_url: str, tmp_path: Path
+) -> None:
+    records = results(7)
+    readings, failures = split(records)
+    journal = SpillJournal(tmp_path / "state" / "deep" / "spill.jsonl")
+    assert journal.append(readings[:2], failures[:1]) == 3
+    assert journal.append(readings[2:], failures[1:]) == 4
+    mode = stat.S_IMODE
+    assert mode(journal.path.stat().st_mode) == 0o600
+    assert mode(journal.path.parent.stat().st_mode) == 0o700
+    assert mode((tmp_path / "state").stat().st_mode) == 0o700
+    lines = journal.path.read_text(encoding="ascii").splitlines()
+    assert len(lines) == 7 == journal.count()
+    first = json.loads(lines[0])
+    assert first["values"]["actual_peak"] == "12.3"  # exact decimal text
+    assert first["raw"] == readings[0].raw.hex()
+    assert first["slot"] == "2026-03-01T00:00:00+00:00"
+    assert [decode_line(line) for line in lines] == [*readings[:2], failures[0], *readings[2:],
+                                                      *failures[1:]]  # fmt: skip
+    with open_storage(storage_url) as storage:
+        assert journal.replay(storage) == 7
+        got_readings, got_failures = stored(storage)
+    assert got_readings == readings
+    assert got_failures == [(f.meter, f.slot, f.kind) for f in failures]
+    assert not journal.path.exists()
+    assert journal.count() == 0
+
+
+def test_replaying_twice_stores_each_result_once(storage_url: str, tmp_path: Path) -> None:
+    readings, failures = split(results(6))
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    with open_storage(storage_url) as storage:
+        storage.record(readings[:2], failures[:1])  # some were stored before they were spilled
+        journal.append(readings, failures)
+        journal.append(readings[:1], [])  # and one twice
+        assert journal.replay(storage) == 7
+        got_readings, got_failures = stored(storage)
+    assert got_readings == readings
+    assert len(got_failures) == len(failures)
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning_and_the_next_append_starts_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    readings, _ = split(results(6))  # four readings
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    journal.append(readings[:2], [])
+    whole = journal.path.read_bytes()
+    torn = encode_record(readings[2]).encode("ascii")[:57]  # killed while appending
+    journal.path.write_bytes(whole + torn)
+    with open_storage(f"sqlite:///{tmp_path / 'a.sqlite'}") as storage:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert journal.replay(storage) == 2
+        assert list(storage.readings()) == readings[:2]
+    (warning,) = caplog.records
+    assert "torn last line 3 (57 bytes" in warning.getMessage()
+    assert not journal.path.exists()
+
+    # torn again, then an append: the new record is a line of its own, not glued to the tear
+    journal.path.write_bytes(whole + torn)
+    journal.append([readings[3]], [])
+    appended = encode_record(readings[3]).encode("ascii") + b"\n"
+    assert journal.path.read_bytes() == whole + torn + b"\n" + appended
+    caplog.clear()
+    with open_storage(f"sqlite:///{tmp_path / 'b.sqlite'}") as storage:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert journal.replay(storage) == 3
+        assert list(storage.readings()) == [*readings[:2], readings[3]]
+    (warning,) = caplog.records
+    assert "line 3 is not a record" in warning.getMessage()  # the tear, now inside
+    assert journal.path.with_name("spill.jsonl.rejected").read_bytes() == torn + b"\n"
+
+
+def test_a_storage_that_refuses_the_replay_leaves_the_journal_as_it_was(tmp_path: Path) -> None:
+    readings, failures = split(results(1200))  # more than one replay batch
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    journal.append(readings, failures)
+    before = journal.path.read_bytes()
+    with open_storage(full_sqlite(tmp_path / "full.sqlite")) as storage:
+        with pytest.raises(StorageError, match="database or disk is full"):
+            journal.replay(storage)
+    assert journal.path.read_bytes() == before
+    with open_storage(f"sqlite:///{tmp_path / 'full.sqlite'}") as storage:  # room again
+        assert journal.replay(storage) == 1200
+        assert list(storage.readings(meter="m")) == readings
+    assert not journal.path.exists()
+
+
+def test_a_journal_that_cannot_be_written_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    journal = SpillJournal(tmp_path / "file" / "spill.jsonl")
+    with pytest.raises(StorageError, match=r"cannot write the spill journal .*file/spill\.jsonl"):
+        journal.append([reading()], [])
+
+
+def test_a_line_that_is_not_a_record_is_an_error_of_its_own() -> None:
+    line = encode_record(reading())
+    for bad in (
+        "{}",
+        "[1]",
+        line.replace('"v":1', '"v":2'),
+        line.replace('"type":"reading"', '"type":"other"'),
+        line.replace('"energy":"', '"energy":"x'),
+        line.replace('+00:00"', '"', 1),  # a time without its offset
+        line.replace(',"raw":', ',"raw_":'),  # a field missing
+    ):
+        with pytest.raises((ValueError, TypeError)):
+            decode_line(bad)
+
+
+# -- the writer, with a database that is full -------------------------------------------------
+
+
+async def test_close_spills_what_a_full_database_refused_after_its_retries(
+    tmp_path: Path, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    records = results(5)
+    with open_storage(full_sqlite(tmp_path / "r.sqlite")) as storage:
+        writer = BatchWriter(
+            storage, [], executor, batch_size=2, retry_delay=0.01, retries=2, spill=journal
+        )
+        writer.start()
+        for record in records:
+            writer.put(record)
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            await asyncio.wait_for(writer.close(), PATIENCE)
+    assert (writer.stored, writer.spilled, writer.spilled_readings, writer.lost) == (0, 5, 4, 0)
+    spilled = [r for r in caplog.records if "spilled to" in r.getMessage()]
+    assert spilled[0].getMessage() == (
+        f"2 results not stored after 3 tries: spilled to {journal.path} "
+        "(stored at the next start, or once the storage takes a batch)"
+    )
+    with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:  # room again
+        assert journal.replay(storage) == 5
+        assert list(storage.readings(meter="m")) == split(records)[0]
+
+
+async def test_memory_stays_bounded_while_the_storage_fails_and_the_journal_is_stored_when_it_recovers(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """Not closing: past ``max_pending`` results waiting, the oldest batches are spilled; when
+    rows are deleted (room again) the next batch is stored and the journal with it."""
+    path = tmp_path / "r.sqlite"
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    with open_storage(full_sqlite(path)) as storage:
+        writer = BatchWriter(
+            storage, [], executor, batch_size=2, retry_delay=0.01, max_pending=6, spill=journal
+        )
+        writer.start()
+        try:
+            records = results(40)
+            for record in records:
+                writer.put(record)
+                await asyncio.sleep(0.002)
+            await asyncio.wait_for(until(lambda: writer.spilled >= 34), PATIENCE)
+            assert journal.count() == writer.spilled
+            with sqlite3.connect(path) as conn:
+                conn.execute("DELETE FROM readings WHERE meter = 'filler'")
+            conn.close()
+            for record in results(4, meter="after"):
+                writer.put(record)
+            await asyncio.wait_for(writer.drain(), PATIENCE)
+            assert journal.count() == 0
+            assert writer.spilled == 0
+        finally:
+            await asyncio.wait_for(writer.close(), PATIENCE)
+        readings = [r for r in storage.readings() if r.meter != "filler"]
+    assert readings == sorted(
+        split(records)[0] + split(results(4, meter="after"))[0], key=lambda r: (r.meter, r.read_at)
+    )
+
+
+def test_the_journal_file_mode_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        journal = SpillJournal(tmp_path / "new" / "spill.jsonl")
+        journal.append([reading()], [])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal.path.parent.stat().st_mode) == 0o700
