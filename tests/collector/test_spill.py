@@ -22,8 +22,6 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import StorageError
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
+from tests.storage.full import FILLER, full_sqlite
 from tests.storage.samples import failure, reading
 
 #: A guard against a hung writer, not a speed requirement.
@@ -58,36 +57,6 @@ def stored(storage: Storage) -> tuple[list[ReadingRecord], list[tuple[str, objec
     """Readings stored, and the failures (meter, slot, kind) in the attempts log."""
     failures = [(a.meter, a.slot, a.kind or "") for a in storage.attempts() if not a.ok]
     return list(storage.readings()), failures
-
-
-def full_sqlite(path: Path) -> str:
-    """The URL of a SQLite database at ``path`` that is full: capped (``max_page_count``) a few
-    pages above its empty schema, then filled with readings of meter ``filler`` until SQLite
-    refuses one with ``database or disk is full`` (the error of a full disk).
-
-    The filler's keys (meter, slot, time, rowid) sort before every sample record's, so a later
-    insert appends to the same full B-tree leaf and fails too; deleting the filler makes room.
-    """
-    url = f"sqlite:///{path}"
-    with open_storage(url):
-        pass
-    with sqlite3.connect(path) as conn:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.close()
-    capped = f"{url}?max_page_count={pages + 8}"
-    earlier = timedelta(days=400)
-    with open_storage(capped) as storage:
-        for index in range(10_000):
-            row = reading("filler", index)
-            row = replace(row, slot=row.slot - earlier, read_at=row.read_at - earlier)
-            try:
-                storage.record([row])
-            except StorageError as exc:
-                assert "full" in str(exc)
-                break
-        else:
-            raise AssertionError("the capped database never filled up")
-    return capped
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -183,9 +152,9 @@ def test_a_storage_that_refuses_the_replay_leaves_the_journal_as_it_was(tmp_path
     journal = SpillJournal(tmp_path / "spill.jsonl")
     journal.append(readings, failures)
     before = journal.path.read_bytes()
-    with open_storage(full_sqlite(tmp_path / "full.sqlite")) as storage:
-        with pytest.raises(StorageError, match="database or disk is full"):
-            journal.replay(storage)
+    full = open_storage(full_sqlite(tmp_path / "full.sqlite"))
+    with full as storage, pytest.raises(StorageError, match="database or disk is full"):
+        journal.replay(storage)
     assert journal.path.read_bytes() == before
     with open_storage(f"sqlite:///{tmp_path / 'full.sqlite'}") as storage:  # room again
         assert journal.replay(storage) == 1200
@@ -243,11 +212,11 @@ async def test_close_spills_what_a_full_database_refused_after_its_retries(
         assert list(storage.readings(meter="m")) == split(records)[0]
 
 
-async def test_memory_stays_bounded_while_the_storage_fails_and_the_journal_is_stored_when_it_recovers(
+async def test_memory_stays_bounded_while_storage_fails_and_the_journal_is_stored_after(
     tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
     """Not closing: past ``max_pending`` results waiting, the oldest batches are spilled; when
-    rows are deleted (room again) the next batch is stored and the journal with it."""
+    rows are deleted (room again), the next batch is stored and the journal with it."""
     path = tmp_path / "r.sqlite"
     journal = SpillJournal(tmp_path / "spill.jsonl")
     with open_storage(full_sqlite(path)) as storage:
@@ -263,7 +232,7 @@ async def test_memory_stays_bounded_while_the_storage_fails_and_the_journal_is_s
             await asyncio.wait_for(until(lambda: writer.spilled >= 34), PATIENCE)
             assert journal.count() == writer.spilled
             with sqlite3.connect(path) as conn:
-                conn.execute("DELETE FROM readings WHERE meter = 'filler'")
+                conn.execute("DELETE FROM readings WHERE meter = ?", (FILLER,))
             conn.close()
             for record in results(4, meter="after"):
                 writer.put(record)
@@ -272,7 +241,7 @@ async def test_memory_stays_bounded_while_the_storage_fails_and_the_journal_is_s
             assert writer.spilled == 0
         finally:
             await asyncio.wait_for(writer.close(), PATIENCE)
-        readings = [r for r in storage.readings() if r.meter != "filler"]
+        readings = [r for r in storage.readings() if r.meter != FILLER]
     assert readings == sorted(
         split(records)[0] + split(results(4, meter="after"))[0], key=lambda r: (r.meter, r.read_at)
     )
