@@ -5,8 +5,9 @@ is stored after ``flush_interval`` (not before) and at once on ``drain``; under 
 failures the batches are stored exactly once each and in the order they were put; outputs get
 every stored batch (readings and failures apart), after it is stored, and a failing output does
 not stop the writer; ``close`` gives up on a storage that keeps failing after a bounded number
-of tries (``test_spill.py`` has what it then does with them: the journal, against SQLite); ``drain`` returns at once with nothing to store, raises when the writer's task died,
-and waits for results put while it waits; ``stored`` counts only what was stored.
+of tries (``test_spill.py`` has what it then does with them: the journal, against SQLite);
+``drain`` returns at once with nothing to store, raises when the writer's task died, and waits
+for results put while it waits; ``stored`` counts only what was stored.
 """
 
 from __future__ import annotations
