@@ -256,3 +256,28 @@ def test_the_journal_file_mode_is_owner_only_whatever_the_umask(tmp_path: Path) 
         os.umask(old)
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(journal.path.parent.stat().st_mode) == 0o700
+
+
+async def test_an_earlier_runs_journal_refused_at_start_is_stored_once_the_storage_recovers(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    path = tmp_path / "r.sqlite"
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    earlier = results(5, meter="earlier")
+    journal.append(*split(earlier))
+    with open_storage(full_sqlite(path)) as storage:
+        writer = BatchWriter(storage, [], executor, batch_size=2, retry_delay=0.01, spill=journal)
+        writer.start()
+        try:
+            assert await writer.replay() is None  # full: kept
+            assert journal.count() == 5
+            with sqlite3.connect(path) as conn:
+                conn.execute("DELETE FROM readings WHERE meter = ?", (FILLER,))
+            conn.close()
+            writer.put(reading("now", 0))
+            await asyncio.wait_for(writer.drain(), PATIENCE)
+            assert journal.count() == 0
+        finally:
+            await asyncio.wait_for(writer.close(), PATIENCE)
+        assert [r.meter for r in storage.readings()] == ["earlier"] * 4 + ["now"]
+    assert (writer.spilled, writer.lost) == (0, 0)

@@ -136,7 +136,7 @@ class Collector:
             spill=self.spill,
         )
         self._writer.start()
-        await self._replay_spill()
+        await self._writer.replay()  # what an earlier run spilled (kept if this fails)
         if self.shares_meters:
             self._leases = Leases(self._writer, self.collector_id, settings.lease)
             if settings.keep_connected:
@@ -159,18 +159,6 @@ class Collector:
             log.warning("could not load the meters' last BCC algorithms: %s", exc)
             return
         self.pool.load_hints(stored)
-
-    async def _replay_spill(self) -> None:
-        """Store what an earlier run spilled (the journal is kept when the storage fails)."""
-        assert self._writer is not None
-        outbox = self._writer.outbox
-        try:
-            count = await self._writer.call(self.spill.replay, self.storage, outbox=outbox)
-        except Kamstrup382Error as exc:
-            log.warning("could not store the spill journal %s yet: %s", self.spill.path, exc)
-            return
-        if count:
-            log.warning("stored %d results spilled by an earlier run (%s)", count, self.spill.path)
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close

@@ -90,7 +90,7 @@ class BatchWriter:
         self.lost = 0
         #: Of :attr:`spilled`: readings (the rest are failures).
         self.spilled_readings = 0
-        self._replay_due = False  # spilled in this run: replay once the storage takes a batch
+        self._replay_due = False  # a journal to store once the storage takes a batch
         self._pending: list[Result] = []  # not yet in a batch
         self._timer: asyncio.TimerHandle | None = None  # flushes a partial batch
         # batches handed to the storage thread, with their outcome (the storage thread's
@@ -218,7 +218,7 @@ class BatchWriter:
                 if stored:
                     await self._stored(*batch)  # published before drain() may return
                     if self._replay_due:
-                        await self._replay()
+                        await self.replay()
             finally:
                 self._unstored -= len(batch[0]) + len(batch[1])
             if not self._unstored and self._idle is not None and not self._idle.done():
@@ -267,20 +267,24 @@ class BatchWriter:
             log.error("%d results not stored after %d tries: lost", count, tries)
         self.lost += count
 
-    async def _replay(self) -> None:
-        """The storage took a batch again: give it the journal (kept when it fails)."""
-        assert self.spill is not None
+    async def replay(self) -> int | None:
+        """Give the storage what the journal holds (an earlier run's spills, at start; this
+        run's, once the storage took a batch again): how many results, or None when the storage
+        still fails (the journal is kept and given again after the next batch stored)."""
+        if self.spill is None:
+            return 0
         self._replay_due = False
         try:
             count = await self.call(self.spill.replay, self.storage, outbox=self.outbox)
         except StorageError as exc:
             self._replay_due = True
             log.warning("could not store the spill journal %s yet: %s", self.spill.path, exc)
-            return
-        self.spilled = self.spilled_readings = (
-            0  # what this run spilled is stored now, with the rest of the journal
-        )
-        log.info("stored %d results from the spill journal %s", count, self.spill.path)
+            return None
+        # what this run spilled is stored now, with the rest of the journal
+        self.spilled = self.spilled_readings = 0
+        if count:
+            log.warning("stored %d spilled results from %s", count, self.spill.path)
+        return count
 
     @staticmethod
     def _report(exc: Exception, batch: Batch, tries: int) -> None:
