@@ -22,15 +22,24 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
+from kamstrup382.clock import ManualClock
+from kamstrup382.collector import Collector
 from kamstrup382.collector.spill import SpillJournal, decode_line, encode_record
 from kamstrup382.collector.writer import BatchWriter
+from kamstrup382.emulator import EmulatorThread
 from kamstrup382.errors import StorageError
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
+from tests.collector.conftest import make_config
+from tests.fixtures.postgres import PostgresServer
 from tests.storage.full import FILLER, full_sqlite
 from tests.storage.samples import failure, reading
 
@@ -281,3 +290,58 @@ async def test_an_earlier_runs_journal_refused_at_start_is_stored_once_the_stora
             await asyncio.wait_for(writer.close(), PATIENCE)
         assert [r.meter for r in storage.readings()] == ["earlier"] * 4 + ["now"]
     assert (writer.spilled, writer.lost) == (0, 0)
+
+
+def _set_read_only(server: PostgresServer, database: str, *, read_only: bool) -> None:
+    """New sessions of ``database`` refuse writes (or take them again), and the open ones end:
+    PostgreSQL's own ``cannot execute INSERT in a read-only transaction``."""
+    setting = "SET default_transaction_read_only = on" if read_only else "RESET ALL"
+    with psycopg.connect(server.url_for("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} " + setting).format(sql.Identifier(database)))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+
+
+@pytest.mark.postgres
+async def test_postgres_refusing_writes_spills_into_the_state_dir_and_the_next_start_stores(
+    postgres_server: PostgresServer, postgres_db_url: str, tmp_path: Path
+) -> None:
+    """The database refuses writes while the meters it let this collector claim are read (a
+    readout takes about 0.6 s at speed 10). The journal of a PostgreSQL storage is in
+    ``storage.spill_dir`` (not beside a file); the storage's connection, ended by the server,
+    is opened again for the next write."""
+    database = postgres_db_url.rsplit("/", 1)[1]
+    state = tmp_path / "state"
+    with EmulatorThread(meters=2, transport="tcp", speed=10, delay=0.02) as emu:
+        config = make_config(postgres_db_url, emu.ports, interval=60, answer_timeout=2)
+        config = replace(
+            config, storage=replace(config.storage, retries=1, retry_delay=0.02, spill_dir=state)
+        )
+        with open_storage(postgres_db_url) as storage:
+            async with Collector(config, storage) as collector:
+                cycle = asyncio.create_task(collector.run_once())
+                await asyncio.wait_for(until(lambda: all(emu.log(i) for i in range(2))), 20)
+                await asyncio.to_thread(_set_read_only, postgres_server, database, read_only=True)
+                result = await cycle
+            assert len(result.readings) == 2
+            assert (collector.unstored, collector.unstored_readings, collector.lost) == (2, 2, 0)
+            (journal,) = state.iterdir()
+            assert journal == collector.spill.path
+            assert journal.name.startswith("postgresql-")
+            assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+            assert list(storage.readings()) == []
+
+            _set_read_only(postgres_server, database, read_only=False)
+            # the next start, a slot later: its first call finds the session ended, so the
+            # journal waits for the first batch stored (on a new connection)
+            later = ManualClock(result.readings[0].slot + timedelta(minutes=1))
+            async with Collector(config, storage, clock=later) as again:
+                await again.run_once()
+            assert not journal.exists()
+            assert again.unstored == 0
+            stored = list(storage.readings())
+    assert set(result.readings) <= set(stored)
+    assert len(stored) == 4
