@@ -281,3 +281,32 @@ def test_sigterm_stops_cleanly_between_and_during_readouts(tmp_path: Path) -> No
     assert [len(log) for log in logs] == [1, 1]
     assert not any(readout.complete for log in logs for readout in log)
     assert count_rows(url2) == (0, 0)
+
+
+def test_a_scheduled_run_stopped_while_the_storage_refuses_spills_and_exits_three(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with results the storage refused: each batch gets ``retries`` more tries, then
+    goes to the journal; the exit status and the output say so."""
+    db = tmp_path / "r.sqlite"
+    url = f"sqlite:///{db}"
+    open_storage(url).close()
+    refuse_writes(db)
+    with EmulatorThread(meters=2, transport="tcp", speed=200, delay=0.02) as emu:
+        cfg = write_config(tmp_path / "k.toml", url, emu.ports, 'interval = "1s"\n')
+        cfg.write_text(cfg.read_text().replace("[collector]", "retries = 1\n[collector]"))
+        proc = run_collect(cfg)
+        try:
+            deadline = time.monotonic() + 20
+            while not all(len(emu.log(i)) >= 2 for i in range(2)):  # two slots read
+                assert time.monotonic() < deadline, "no readouts"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 3, out
+    journal = tmp_path / "r.sqlite.spill.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) >= 4
+    assert f"{len(lines)} readings and 0 failures not stored: spilled to {journal}" in out
