@@ -20,6 +20,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -345,3 +346,30 @@ async def test_postgres_refusing_writes_spills_into_the_state_dir_and_the_next_s
             stored = list(storage.readings())
     assert set(result.readings) <= set(stored)
     assert len(stored) == 4
+
+
+async def test_closing_takes_one_batchs_retries_not_every_batchs(
+    tmp_path: Path, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """100 batches queued for a full database: the first gets its retries, the 99 after it one
+    try each, then go to the journal (0.05 s between tries: 100 batches' retries took 15 s)."""
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    records = results(200)
+    with open_storage(full_sqlite(tmp_path / "r.sqlite")) as storage:
+        writer = BatchWriter(
+            storage, [], executor, batch_size=2, retry_delay=0.05, retries=3, spill=journal
+        )
+        writer.start()
+        for record in records:
+            writer.put(record)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            await asyncio.wait_for(writer.close(), PATIENCE)
+        took = time.monotonic() - start
+    assert took < 3.0
+    assert (writer.spilled, writer.lost) == (200, 0)
+    assert journal.count() == 200
+    spilled = [r.getMessage() for r in caplog.records if "spilled to" in r.getMessage()]
+    assert spilled[0].startswith("2 results not stored after 4 tries")
+    assert all(m.startswith("2 results not stored after 1 try:") for m in spilled[1:])
+    assert len(spilled) == 100

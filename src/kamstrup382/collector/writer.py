@@ -52,8 +52,10 @@ class BatchWriter:
     When the storage keeps failing (read-only, full, unreachable), a batch is tried again every
     ``retry_delay`` seconds for as long as the collector runs, but not for ever when it must
     end: while :meth:`close` or a bounded :meth:`drain` waits, a batch is given up after
-    ``retries`` tries beyond its first. Nor beyond memory: when more than ``max_pending``
-    results wait to be stored, the oldest batch is given up after its try. A batch given up
+    ``retries`` tries beyond its first, and the batches after it after one try each (until one
+    is stored), so that a shutdown takes one batch's retries, not every batch's. Nor beyond
+    memory: when more than ``max_pending`` results wait to be stored, the oldest batch is given
+    up after its try. A batch given up
     goes to ``spill`` (the journal, fsynced; :attr:`spilled` counts its results, and the storage
     is given the journal again as soon as it takes a batch); only when the journal cannot be
     written either is it dropped (:attr:`lost`, logged as an error).
@@ -91,6 +93,9 @@ class BatchWriter:
         #: Of :attr:`spilled`: readings (the rest are failures).
         self.spilled_readings = 0
         self._replay_due = False  # a journal to store once the storage takes a batch
+        # a batch was given up and none stored since: when ending, the rest get one try each
+        # (a shutdown must not take the retries of every batch queued)
+        self._refusing = False
         self._pending: list[Result] = []  # not yet in a batch
         self._timer: asyncio.TimerHandle | None = None  # flushes a partial batch
         # batches handed to the storage thread, with their outcome (the storage thread's
@@ -216,6 +221,7 @@ class BatchWriter:
             sent.popleft()  # the next batch sent is tried whatever this one's first outcome was
             try:
                 if stored:
+                    self._refusing = False
                     await self._stored(*batch)  # published before drain() may return
                     if self._replay_due:
                         await self.replay()
@@ -229,9 +235,10 @@ class BatchWriter:
         readings, failures = batch
         tries = tried
         while True:
+            ending = self._closing or self._bounded
             if tries:
                 if self._unstored > self.max_pending or (
-                    (self._closing or self._bounded) and tries > self.retries
+                    ending and (tries > self.retries or self._refusing)
                 ):
                     await self._give_up(batch, tries)
                     return False
@@ -246,6 +253,8 @@ class BatchWriter:
     async def _give_up(self, batch: Batch, tries: int) -> None:
         """``batch`` was refused ``tries`` times: into the journal (or lost, loudly)."""
         count = len(batch[0]) + len(batch[1])
+        self._refusing = True
+        why = f"after {tries} {'try' if tries == 1 else 'tries'}"
         if self.spill is not None:
             try:
                 await self.call(self.spill.append, *batch)
@@ -256,15 +265,15 @@ class BatchWriter:
                 self.spilled_readings += len(batch[0])
                 self._replay_due = True
                 log.warning(
-                    "%d results not stored after %d tries: spilled to %s (stored at the next "
-                    "start, or once the storage takes a batch)",
+                    "%d results not stored %s: spilled to %s (stored at the next start, or once "
+                    "the storage takes a batch)",
                     count,
-                    tries,
+                    why,
                     self.spill.path,
                 )
                 return
         else:
-            log.error("%d results not stored after %d tries: lost", count, tries)
+            log.error("%d results not stored %s: lost", count, why)
         self.lost += count
 
     async def replay(self) -> int | None:
