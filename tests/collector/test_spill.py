@@ -15,6 +15,7 @@ storage takes a batch again the journal is stored and emptied.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -373,3 +374,37 @@ async def test_closing_takes_one_batchs_retries_not_every_batchs(
     assert spilled[0].startswith("2 results not stored after 4 tries")
     assert all(m.startswith("2 results not stored after 1 try:") for m in spilled[1:])
     assert len(spilled) == 100
+
+
+def _records_alive() -> int:
+    gc.collect()
+    return sum(isinstance(o, ReadingRecord | FailureRecord) for o in gc.get_objects())
+
+
+async def test_results_held_while_the_storage_fails_stay_within_max_pending(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """2,000 results put one by one (none kept by the test) into a full database with
+    ``max_pending`` 50: the records alive in the process stay near 50, whatever was put.
+    (Each failed batch's future used to keep the batch before it, through its traceback, and
+    each warning logged the error itself, which a handler keeping records kept.)"""
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    with open_storage(full_sqlite(tmp_path / "r.sqlite")) as storage:
+        writer = BatchWriter(
+            storage, [], executor, batch_size=10, retry_delay=0.01, max_pending=50, spill=journal
+        )
+        writer.start()
+        before = _records_alive()
+        alive = []
+        try:
+            for index in range(2000):
+                writer.put(reading("m", index) if index % 3 else failure("m", index))
+                if index % 10 == 9:
+                    await asyncio.sleep(0.002)
+                if index % 500 == 499:
+                    alive.append(_records_alive() - before)
+        finally:
+            await asyncio.wait_for(writer.close(), PATIENCE)
+    # max_pending, and what is put during one try (none of the 2,000 used to be let go)
+    assert max(alive) <= 500, alive
+    assert journal.count() == 2000

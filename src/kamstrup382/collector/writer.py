@@ -156,7 +156,11 @@ class BatchWriter:
         ``before`` is done by now (one storage thread runs the batches in the order sent);
         asking for its outcome waits for it otherwise.
         """
-        if before is not None and (before.cancelled() or before.exception() is not None):
+        failed = before is not None and (before.cancelled() or before.exception() is not None)
+        # not kept in this frame: an exception raised here keeps the frame, and each failed
+        # batch's future would hold the one before it, all of them while the storage fails
+        del before
+        if failed:
             raise _NotTried
         self.storage.record(batch[0], batch[1], outbox=self.outbox)
 
@@ -259,7 +263,7 @@ class BatchWriter:
             try:
                 await self.call(self.spill.append, *batch)
             except StorageError as exc:
-                log.error("%d results not stored and not spilled: lost (%s)", count, exc)
+                log.error("%d results not stored and not spilled: lost (%s)", count, str(exc))
             else:
                 self.spilled += count
                 self.spilled_readings += len(batch[0])
@@ -287,7 +291,7 @@ class BatchWriter:
             count = await self.call(self.spill.replay, self.storage, outbox=self.outbox)
         except StorageError as exc:
             self._replay_due = True
-            log.warning("could not store the spill journal %s yet: %s", self.spill.path, exc)
+            log.warning("could not store the spill journal %s yet: %s", self.spill.path, str(exc))
             return None
         # what this run spilled is stored now, with the rest of the journal
         self.spilled = self.spilled_readings = 0
@@ -300,7 +304,9 @@ class BatchWriter:
         if not isinstance(exc, StorageError):
             log.exception("storage failed unexpectedly", exc_info=exc)
         count = len(batch[0]) + len(batch[1])
-        log.warning("storing %d results failed (%s); trying again (try %d)", count, exc, tries)
+        # the message, not the error: a handler that keeps records (a buffer, a test's capture)
+        # would keep its traceback, and with it the batch
+        log.warning("storing %d results failed (%s); trying again (try %d)", count, str(exc), tries)
 
     async def _stored(self, readings: list[ReadingRecord], failures: list[FailureRecord]) -> None:
         self.stored += len(readings) + len(failures)
