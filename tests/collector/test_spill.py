@@ -408,3 +408,23 @@ async def test_results_held_while_the_storage_fails_stay_within_max_pending(
     # max_pending, and what is put during one try (none of the 2,000 used to be let go)
     assert max(alive) <= 500, alive
     assert journal.count() == 2000
+
+
+async def test_when_the_journal_cannot_be_written_either_the_results_are_counted_lost(
+    tmp_path: Path, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    journal = SpillJournal(tmp_path / "file" / "spill.jsonl")
+    with open_storage(full_sqlite(tmp_path / "r.sqlite")) as storage:
+        writer = BatchWriter(
+            storage, [], executor, batch_size=2, retry_delay=0.01, retries=1, spill=journal
+        )
+        writer.start()
+        for record in results(4):  # two batches, each with a reading (no room for one)
+            writer.put(record)
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            await asyncio.wait_for(writer.close(), PATIENCE)
+    assert (writer.stored, writer.spilled, writer.lost) == (0, 0, 4)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert all("results not stored and not spilled: lost (cannot write" in m for m in errors)
