@@ -190,6 +190,7 @@ def test_a_line_that_is_not_a_record_is_an_error_of_its_own() -> None:
         line.replace('"energy":"', '"energy":"x'),
         line.replace('+00:00"', '"', 1),  # a time without its offset
         line.replace(',"raw":', ',"raw_":'),  # a field missing
+        "[" * 100_000 + "]" * 100_000,  # nested beyond the parser's recursion
     ):
         with pytest.raises((ValueError, TypeError)):
             decode_line(bad)

@@ -113,7 +113,10 @@ def _text(value: object) -> str:
 
 def decode_line(line: str) -> Record:
     """A journal line read back; :class:`ValueError` (or ``TypeError``) when it is not one."""
-    body = json.loads(line)
+    try:
+        body = json.loads(line)
+    except RecursionError:  # a corrupted line nested deeper than the parser goes
+        raise ValueError("nested too deeply") from None
     if not isinstance(body, dict) or body.get("v") != FORMAT_VERSION:
         raise ValueError(f"not a version {FORMAT_VERSION} journal record")
     cls = _TYPES.get(str(body.get("type")))
