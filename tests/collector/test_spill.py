@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import sql
 
 from kamstrup382.clock import ManualClock
@@ -42,6 +44,7 @@ from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.collector.conftest import make_config
 from tests.fixtures.postgres import PostgresServer
+from tests.protocol.test_properties import meter_values
 from tests.storage.full import FILLER, full_sqlite
 from tests.storage.samples import failure, reading
 
@@ -429,3 +432,42 @@ async def test_when_the_journal_cannot_be_written_either_the_results_are_counted
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert all("results not stored and not spilled: lost (cannot write" in m for m in errors)
+
+
+_times = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
+)
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_readings = st.builds(
+    ReadingRecord,
+    meter=st.text(min_size=1, max_size=20),
+    slot=_times,
+    read_at=_times,
+    values=meter_values,
+    identification=st.text(max_size=40),
+    type_number=st.none() | st.text(max_size=20),
+    bcc_algorithm=st.sampled_from(["sum7", "xor"]),
+    raw=st.binary(max_size=300),
+    answer_delay=_floats,
+    duration=_floats,
+    attempts=st.integers(0, 2**40),
+)
+_failures = st.builds(
+    FailureRecord,
+    meter=st.text(min_size=1, max_size=20),
+    slot=_times,
+    failed_at=_times,
+    kind=st.text(max_size=20),
+    message=st.text(max_size=200),
+    attempts=st.integers(0, 100),
+    duration=_floats,
+)
+
+
+@given(st.one_of(_readings, _failures))
+def test_every_record_round_trips_exactly_through_one_journal_line(
+    record: ReadingRecord | FailureRecord,
+) -> None:
+    line = encode_record(record)
+    assert "\n" not in line and line.isascii()
+    assert decode_line(line) == record
