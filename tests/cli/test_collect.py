@@ -18,9 +18,12 @@ import pytest
 from kamstrup382.cli import collect as collect_module
 from kamstrup382.cli import main
 from kamstrup382.collector.runtime import GC_THRESHOLD
+from kamstrup382.collector.spill import decode_line
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.reader import new_event_loop
+from kamstrup382.storage import ReadingRecord
 from kamstrup382.storage.url import open_storage
+from tests.storage.full import FILLER, full_sqlite
 
 
 def closed_port() -> str:
@@ -84,6 +87,101 @@ def test_config_error_exits_two_naming_the_key(
     cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path}/r.sqlite"\n' + toml, encoding="utf-8")
     assert main(["collect", "--config", str(cfg), "--once"]) == 2
     assert f"config error: {key}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("retries = -1\n", "storage.retries"),
+        ('retry_delay = "1e309s"\n', "storage.retry_delay"),
+        ("max_pending = 0\n", "storage.max_pending"),
+        ("spill_dir = 5\n", "storage.spill_dir"),
+        ("spill = 5\n", "storage.spill"),
+    ],
+)
+def test_a_bad_storage_setting_exits_two_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, key: str
+) -> None:
+    cfg = write_config(tmp_path / "k.toml", f"sqlite:///{tmp_path}/r.sqlite", [closed_port()])
+    cfg.write_text(cfg.read_text().replace("[collector]", toml + "[collector]"))
+    assert main(["collect", "--config", str(cfg), "--once"]) == 2
+    assert f"config error: {key}: " in capsys.readouterr().err
+
+
+def refuse_writes(path: Path) -> None:
+    """Make the SQLite database at ``path`` read-only to SQLite, for any user (root too, whom
+    ``chmod`` does not stop): a header whose write version is above 2 makes SQLite open the
+    file read-only (sqlite.org/fileformat.html, "File format version numbers"), and every
+    write fails with ``attempt to write a readonly database``, as on a read-only mount."""
+    with path.open("r+b") as handle:
+        handle.seek(18)
+        assert handle.read(2) == b"\x02\x02"  # WAL, read and write
+        handle.seek(18)
+        handle.write(b"\x03")
+
+
+def allow_writes(path: Path) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(18)
+        handle.write(b"\x02")
+
+
+@pytest.mark.parametrize("failing", ["full", "read-only"])
+def test_once_into_a_storage_that_refuses_spills_exits_three_and_the_next_run_stores_them(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    failing: str,
+) -> None:
+    """The batch is tried ``retries`` more times, then spilled beside the database; the exit
+    status and stderr say how many were not stored and where they are; the next start stores
+    them and empties the journal."""
+    db = tmp_path / "r.sqlite"
+    url = f"sqlite:///{db}"
+    if failing == "full":
+        refusing = full_sqlite(db)
+    else:
+        open_storage(url).close()
+        refuse_writes(db)
+        refusing = url
+    settings = "retries = 2\nretry_delay = 0.02\n"
+    with EmulatorThread(meters=2, transport="tcp", speed=200, delay=0.02) as emu:
+        ports = [emu.ports[0], emu.ports[1], closed_port()]
+        cfg = write_config(tmp_path / "k.toml", refusing, ports, "retries = 0\n")
+        cfg.write_text(cfg.read_text().replace("[collector]", f"{settings}[collector]"))
+        start = time.monotonic()
+        assert main(["collect", "--config", str(cfg), "--once"]) == 3
+        assert time.monotonic() - start < 20  # bounded: it used to try for ever
+        err = capsys.readouterr().err
+        journal = tmp_path / "r.sqlite.spill.jsonl"
+        assert (
+            f"2 readings and 1 failures not stored: spilled to {journal} (stored at the next start)"
+        ) in err
+        assert any("not stored after 3 tries" in r.getMessage() for r in caplog.records)
+        assert journal.stat().st_mode & 0o777 == 0o600
+        spilled = [decode_line(line) for line in journal.read_text().splitlines()]
+        assert sorted(type(r).__name__ for r in spilled) == [
+            "FailureRecord",
+            "ReadingRecord",
+            "ReadingRecord",
+        ]
+        caplog.clear()
+
+        if failing == "full":
+            write_config(cfg, url, ports, "retries = 0\n")  # room again: no cap
+        else:
+            allow_writes(db)
+        assert main(["collect", "--config", str(cfg), "--once"]) == 1  # m2 still unreachable
+    assert any(f"stored 3 spilled results from {journal}" == r.getMessage() for r in caplog.records)
+    assert not journal.exists()
+    with open_storage(url) as storage:
+        readings = [r for r in storage.readings() if r.meter != FILLER]
+        failures = [a for a in storage.attempts() if not a.ok]
+    # the spilled readings exactly (the second run's for the same slot are kept once; it may
+    # have run in the next slot)
+    expected = sorted((r for r in spilled if isinstance(r, ReadingRecord)), key=lambda r: r.meter)
+    assert [r for r in readings if r.slot == expected[0].slot] == expected
+    assert [f.meter for f in failures] == ["m2", "m2"]
 
 
 def test_without_config_or_emulator_it_says_what_to_give(
@@ -183,3 +281,32 @@ def test_sigterm_stops_cleanly_between_and_during_readouts(tmp_path: Path) -> No
     assert [len(log) for log in logs] == [1, 1]
     assert not any(readout.complete for log in logs for readout in log)
     assert count_rows(url2) == (0, 0)
+
+
+def test_a_scheduled_run_stopped_while_the_storage_refuses_spills_and_exits_three(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with results the storage refused: each batch gets ``retries`` more tries, then
+    goes to the journal; the exit status and the output say so."""
+    db = tmp_path / "r.sqlite"
+    url = f"sqlite:///{db}"
+    open_storage(url).close()
+    refuse_writes(db)
+    with EmulatorThread(meters=2, transport="tcp", speed=200, delay=0.02) as emu:
+        cfg = write_config(tmp_path / "k.toml", url, emu.ports, 'interval = "1s"\n')
+        cfg.write_text(cfg.read_text().replace("[collector]", "retries = 1\n[collector]"))
+        proc = run_collect(cfg)
+        try:
+            deadline = time.monotonic() + 20
+            while not all(len(emu.log(i)) >= 2 for i in range(2)):  # two slots read
+                assert time.monotonic() < deadline, "no readouts"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 3, out
+    journal = tmp_path / "r.sqlite.spill.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) >= 4
+    assert f"{len(lines)} readings and 0 failures not stored: spilled to {journal}" in out

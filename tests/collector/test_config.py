@@ -428,3 +428,16 @@ def test_a_deeply_nested_value_is_refused_naming_its_key(body: str, key: str) ->
     with pytest.raises(ConfigError, match="nested more than") as info:
         parse_config(tomllib.loads(body), env={})
     assert info.value.key == key
+
+
+def test_the_storage_table_says_what_happens_when_the_storage_fails(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "k382.toml"
+    path.parent.mkdir()
+    text = '[storage]\nretries = 5\nretry_delay = "250ms"\nmax_pending = 2000\nspill_dir = "st"\n'
+    path.write_text(text, encoding="utf-8")
+    storage = load_config(path, env={}).storage
+    assert (storage.retries, storage.retry_delay, storage.max_pending) == (5, 0.25, 2000)
+    assert storage.spill_dir == tmp_path / "etc" / "st"  # relative to the config file
+    defaults = parse("", {"K382_STORAGE_RETRIES": "0", "K382_STORAGE_SPILL_DIR": "/var/k"}).storage
+    assert (defaults.retries, defaults.retry_delay, defaults.max_pending) == (0, 1.0, 100_000)
+    assert defaults.spill_dir == Path("/var/k")

@@ -5,8 +5,9 @@ is stored after ``flush_interval`` (not before) and at once on ``drain``; under 
 failures the batches are stored exactly once each and in the order they were put; outputs get
 every stored batch (readings and failures apart), after it is stored, and a failing output does
 not stop the writer; ``close`` gives up on a storage that keeps failing after a bounded number
-of tries; ``drain`` returns at once with nothing to store, raises when the writer's task died,
-and waits for results put while it waits; ``stored`` counts only what was stored.
+of tries (``test_spill.py`` has what it then does with them: the journal, against SQLite);
+``drain`` returns at once with nothing to store, raises when the writer's task died, and waits
+for results put while it waits; ``stored`` counts only what was stored.
 """
 
 from __future__ import annotations
@@ -447,10 +448,11 @@ async def test_close_gives_up_on_a_storage_that_always_fails(
     assert storage.batches == [["m0", "m1"], ["m4"]]
     assert storage.tries(["m2", "m3"]) == 4  # the try, then three more ("close" docstring)
     assert writer.stored == 3  # the given up ones not counted
+    assert (writer.lost, writer.spilled) == (2, 0)  # no journal here: lost, and said so
     assert output.published == [(["m0"], ["m1"]), (["m4"], [])]
-    gave_up = [r for r in caplog.records if "gave up storing" in r.getMessage()]
+    gave_up = [r for r in caplog.records if "not stored" in r.getMessage()]
     assert [(r.levelno, r.getMessage()) for r in gave_up] == [
-        (logging.ERROR, "gave up storing 2 results")
+        (logging.ERROR, "2 results not stored after 4 tries: lost")
     ]
 
 
@@ -470,8 +472,9 @@ async def test_close_after_a_long_outage_gives_up_within_a_few_tries(
     assert writer.stored == 0
     assert storage.tries(["m2"]) <= 4  # the batch behind the failing one: bounded too
     assert tries <= 10 + 1 + 1 + 4  # in flight, one more at close, the last batch's four
-    gave_up = [r for r in caplog.records if "gave up storing" in r.getMessage()]
+    gave_up = [r for r in caplog.records if "not stored after" in r.getMessage()]
     assert [r.levelno for r in gave_up] == [logging.ERROR, logging.ERROR]
+    assert writer.lost == 3
 
 
 async def test_drain_with_nothing_put_returns_at_once(executor: RecordingExecutor) -> None:

@@ -418,3 +418,108 @@ def test_outbox_queues_exactly_the_new_readings_of_a_chunked_batch(
     store.outbox_done([i for i, _ in claimed], holder="a")
     assert store.outbox_pending() == []
     assert len(list(store.readings())) == 300
+
+
+# -- the files: owner-only when created, a full disk ---------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_new_database_and_its_directories_are_owner_only_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "new" / "deeper" / "r.sqlite"
+    tmp_path.chmod(0o755)
+    old = os.umask(0)  # the modes are the code's, not the umask's
+    try:
+        with open_storage(f"sqlite:///{path}") as storage:
+            storage.record([reading()])
+            wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+            assert (_mode(path), _mode(wal), _mode(shm)) == (0o600, 0o600, 0o600)
+    finally:
+        os.umask(old)
+    assert _mode(path.parent) == _mode(path.parent.parent) == 0o700
+    assert _mode(tmp_path) == 0o755  # a directory that existed is left alone
+
+
+def test_an_existing_database_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    open_storage(f"sqlite:///{path}").close()
+    path.chmod(0o640)  # the owner chose to share it with a group
+    with open_storage(f"sqlite:///{path}") as storage:
+        storage.record([reading()])
+        assert _mode(Path(f"{path}-wal")) == 0o640  # SQLite follows the database's mode
+    assert _mode(path) == 0o640
+
+
+def test_max_page_count_makes_a_write_that_needs_more_room_fail_whole(tmp_path: Path) -> None:
+    """``?max_page_count=N``: SQLite's SQLITE_FULL, the error of a full disk; the batch that
+    does not fit is rolled back whole, what was stored before stays, and it opens again."""
+    url = f"sqlite:///{tmp_path / 'capped.sqlite'}?max_page_count=40"
+    with open_storage(url) as storage:
+        stored = 0
+        with pytest.raises(StorageError, match="database or disk is full"):
+            for start in range(0, 10_000, 100):  # bounded: 40 pages hold far fewer
+                storage.record([reading("m", i) for i in range(start, start + 100)])
+                stored += 100
+        assert 0 < stored < 10_000
+        assert len(list(storage.readings())) == stored  # whole batches only
+    with open_storage(f"sqlite:///{tmp_path / 'capped.sqlite'}") as storage:  # no cap: room
+        storage.record([reading("m", 10_000)])
+        assert len(list(storage.readings())) == stored + 1
+
+
+_FULL_DISK_WRITER = """
+import os, resource, signal, sys
+from kamstrup382.errors import StorageError
+from kamstrup382.storage.url import open_storage
+from tests.storage.samples import reading
+
+path, limit = sys.argv[1], int(sys.argv[2])
+# a disk with no room beyond `limit` bytes in any file: writes past it are short or fail
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+committed = 0
+with open_storage(f"sqlite:///{path}") as storage:
+    for batch in range(10_000):
+        try:
+            storage.record([reading("m", batch * 20 + i) for i in range(20)])
+        except StorageError as exc:
+            print("refused:", exc, file=sys.stderr)
+            break
+        committed += 20
+    sizes = [os.path.getsize(path + suffix) for suffix in ("", "-wal")]
+print(committed, *sizes)
+"""
+
+
+def test_a_full_disk_that_leaves_no_room_for_the_wal_checkpoint_loses_no_committed_reading(
+    tmp_path: Path,
+) -> None:
+    """A writer whose files may not grow beyond 6 MiB (``RLIMIT_FSIZE``: the database file and
+    the WAL meet the limit as they would a full disk): the WAL's checkpoints copy pages into the
+    database file until it is full; then the checkpoints fail (quietly, the commits succeed and
+    the WAL grows, holding the rows) until the WAL is full too and a commit is refused (the
+    collector spills that batch). Every reading committed is in the database opened later, and
+    the WAL is still there after the writer closed (the last checkpoint failed)."""
+    path = tmp_path / "full.sqlite"
+    limit = 6 * 1024 * 1024
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_WRITER, str(path), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    committed, size, wal_size = map(int, done.stdout.split())
+    assert "refused: storing readings failed" in done.stderr
+    assert size == limit  # the database file could take no more pages
+    assert wal_size > 0  # rows committed after the last checkpoint that fitted
+    assert Path(f"{path}-wal").stat().st_size > 0  # close could not checkpoint it either
+    with open_storage(f"sqlite:///{path}") as storage:
+        readings = list(storage.readings())
+    assert len(readings) == committed > 0
+    assert readings == [reading("m", i) for i in range(committed)]

@@ -9,7 +9,7 @@ import pytest
 
 from kamstrup382.errors import ConfigError, StorageError
 from kamstrup382.storage.sqlite import SqliteStorage
-from kamstrup382.storage.url import default_storage_url, open_storage, sqlite_path
+from kamstrup382.storage.url import default_storage_url, open_storage, spill_path, sqlite_path
 from tests.fixtures.postgres import PostgresServer, find_pg_bin
 
 
@@ -41,12 +41,31 @@ def test_sqlite_paths_absolute_and_relative(
         ("sqlite:///:memory:", "in-memory"),
         ("sqlite:///x.sqlite?journal=off", "unknown sqlite option"),
         ("sqlite:///x.sqlite?synchronous=off", "synchronous must be"),
+        ("sqlite:///x.sqlite?max_page_count=0", "max_page_count must be"),
+        ("sqlite:///x.sqlite?max_page_count=1e9", "max_page_count must be"),
+        ("sqlite:///x.sqlite?max_page_count=٣", "max_page_count must be"),
     ],
 )
 def test_bad_urls_name_the_key(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem) as info:
         open_storage(url)
     assert info.value.key == "storage.url"
+
+
+def test_the_spill_journal_is_beside_a_sqlite_file_and_in_the_state_dir_for_postgres(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert spill_path("sqlite:////var/lib/k382/r.sqlite?synchronous=normal") == Path(
+        "/var/lib/k382/r.sqlite.spill.jsonl"
+    )
+    assert spill_path("sqlite:///r.sqlite", tmp_path) == tmp_path / "r.sqlite.spill.jsonl"
+    one = spill_path("postgresql://k382:secret@db.example/k382")
+    assert one.parent == tmp_path / "state" / "kamstrup382"
+    assert one.name.startswith("postgresql-") and "secret" not in str(one)
+    assert spill_path("postgresql://k382:other@db.example/k382") == one  # the password aside
+    assert spill_path("postgresql://k382@db.example/other") != one  # another database
+    assert spill_path("postgresql://k382@db.example/k382", tmp_path).parent == tmp_path
 
 
 def test_default_is_a_file_in_the_user_data_dir(

@@ -5,10 +5,16 @@ line per meter not read on stderr. ``--emulator N`` starts N emulated meters on 
 the same process and reads them too (without ``--config``: only them, into the default storage
 or ``--storage``), so that the collector can be tried without a meter. SIGINT and SIGTERM stop
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
-Exit status 2: the configuration (or a command-line value) is wrong. It runs on uvloop where
-uvloop is installed (``kamstrup382.reader.new_event_loop``), the in-process emulator too, with
-the open-file limit raised, the garbage collector's first threshold raised and a 1 ms thread
-switch interval (``kamstrup382.collector.runtime``).
+Exit status 2: the configuration (or a command-line value) is wrong.
+
+Exit status 3: the storage refused results (read-only, full, unreachable). Each batch was tried
+``[storage] retries`` more times, then spilled to the journal, which the next start stores;
+stderr says ``N readings and M failures not stored: spilled to PATH (stored at the next
+start)``. This holds for ``--once`` and at the end of a scheduled run.
+
+It runs on uvloop where uvloop is installed (``kamstrup382.reader.new_event_loop``), the
+in-process emulator too, with the open-file limit raised, the garbage collector's first
+threshold raised and a 1 ms thread switch interval (``kamstrup382.collector.runtime``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.collector.config import (
     CollectorConfig,
     Config,
-    StorageConfig,
     build_meter,
     load_config,
     parse_config,
@@ -41,6 +46,7 @@ from kamstrup382.reader import new_event_loop
 from kamstrup382.systemd import Notifier
 
 if TYPE_CHECKING:
+    from kamstrup382.collector.collector import Collector
     from kamstrup382.collector.cycle import CycleResult
 
 __all__ = ["collect"]
@@ -123,7 +129,7 @@ def _config(path: Path | None, storage_url: str | None, interval: str | None) ->
     config = load_config(path) if path is not None else parse_config(data)
     if storage_url is not None and path is not None:
         url = parse_config({"storage": {"url": storage_url}}, env={}).storage.url
-        config = dataclasses.replace(config, storage=StorageConfig(url))
+        config = dataclasses.replace(config, storage=dataclasses.replace(config.storage, url=url))
     if interval is not None:
         every = parse_duration(interval, "--interval")
         config = dataclasses.replace(
@@ -183,6 +189,8 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
                     f"in {result.duration:.1f} s",
                     err=True,
                 )
+                if _unstored(collector):
+                    return 3
                 return 0 if result.ok else 1
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -209,7 +217,7 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
                 notifier.close()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)
-            return 0
+            return 3 if _unstored(collector) else 0
         finally:
             await asyncio.to_thread(storage.close)
 
@@ -220,6 +228,24 @@ def _slot_status(slot: datetime, result: CycleResult) -> str:
         f"slot {slot.isoformat(timespec='seconds')}: {len(result.readings)} read, "
         f"{len(result.failures)} failed, {len(result.missed)} missed in {result.duration:.1f} s"
     )
+
+
+def _unstored(collector: Collector) -> bool:
+    """Say what the storage refused and where it went (stderr); whether there was any."""
+    if not (collector.unstored or collector.lost):
+        return False
+    if collector.unstored:
+        readings = collector.unstored_readings
+        click.echo(
+            f"{readings} readings and {collector.unstored - readings} failures not stored: "
+            f"spilled to {collector.spill.path} (stored at the next start)",
+            err=True,
+        )
+    if collector.lost:
+        click.echo(
+            f"{collector.lost} results not stored and not spilled: lost (see the log)", err=True
+        )
+    return True
 
 
 def _safe_url(url: str) -> str:

@@ -112,7 +112,7 @@ def check_load(text: str, type_number: str) -> Load | None:
         shown = f"up to {float(peak):.4g}" if peak < 10**15 else "more than 1e15"
         raise UsageError(
             f"--load {text!r}: draws {shown} kW, more than a {phases}-phase meter "
-            f"measures ({float(limit):g} kW: {phases} x 253 V x 105 A)"
+            f"measures ({phases} x 253 V x 105 A = {float(limit):g} kW)"
         )
     return load
 

@@ -16,8 +16,14 @@
 - A meter whose turn on its line comes after its slot ended (the readout before it overran,
   or the collector fell behind) is not read in that slot: it is stored as a failure of kind
   ``missed`` (no attempt, with the reason), so that status and health plots show it.
+- A slot the collector joined after it began (it was started, or restarted, during the slot)
+  and whose end came before a line's first turn in it is skipped on that line: its meters are
+  not recorded as ``missed`` (the collector was not running when they were due); it is logged.
 - On shutdown in-flight readouts get ``grace`` seconds to finish; then they are abandoned. Only
   complete readouts and failures become rows.
+- When the storage refuses results, the writer tries them again and, at shutdown (or past
+  ``storage.max_pending``), spills them to a journal (:mod:`.spill`) that the next start stores:
+  :attr:`Collector.unstored` says how many are there.
 
 Time sources: ``self.clock`` (a :class:`~kamstrup382.clock.Clock`) for slots, start times and
 the times stored (``read_at``, ``failed_at``); ``time.monotonic`` for durations (the records'
@@ -48,11 +54,13 @@ from kamstrup382.collector.records import (
     reading_record,
 )
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
+from kamstrup382.collector.spill import SpillJournal
 from kamstrup382.collector.waits import wait_first
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.storage import Storage
+from kamstrup382.storage.url import spill_path
 
 __all__ = ["Collector", "CycleResult"]
 
@@ -95,6 +103,15 @@ class Collector:
             config.meters, keep_connected=settings.keep_connected and not self.shares_meters
         )
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Where results the storage refuses go (see :mod:`.spill`).
+        self.spill = SpillJournal(spill_path(storage.url, config.storage.spill_dir))
+        #: Results not stored when the collector closed: in :attr:`spill` / dropped (the
+        #: journal could not be written either).
+        self.unstored = 0
+        self.unstored_readings = 0
+        self.lost = 0
+        #: When :meth:`run` began (clock time): slots that began before it were joined late.
+        self._running_since: datetime | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._writer: BatchWriter | None = None
         self._leases: Leases | None = None
@@ -109,14 +126,20 @@ class Collector:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="k382-storage")
         settings = self.config.collector
+        stored = self.config.storage
         self._writer = BatchWriter(
             self.storage,
             self.outputs,
             self._executor,
             batch_size=settings.batch_size,
             flush_interval=settings.flush_interval,
+            retry_delay=stored.retry_delay,
+            retries=stored.retries,
+            max_pending=stored.max_pending,
+            spill=self.spill,
         )
         self._writer.start()
+        await self._writer.replay()  # what an earlier run spilled (kept if this fails)
         if self.shares_meters:
             self._leases = Leases(self._writer, self.collector_id, settings.lease)
             if settings.keep_connected:
@@ -141,12 +164,15 @@ class Collector:
         self.pool.load_hints(stored)
 
     async def close(self) -> None:
-        """Store what is pending, close the connections kept, stop the outputs and the storage
-        thread."""
+        """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
+        the connections kept, stop the outputs and the storage thread."""
         await self._gates.close()
         await self.pool.close()
         if self._writer is not None:
             await self._writer.close()
+            writer = self._writer
+            self.unstored, self.unstored_readings = writer.spilled, writer.spilled_readings
+            self.lost = writer.lost
             self._writer = None
             self._leases = None
         if self._outputs_started:
@@ -199,7 +225,7 @@ class Collector:
             )
         )
         assert self._writer is not None
-        await self._writer.drain()
+        await self._writer.drain(bounded=True)  # a failing storage: tried, then spilled
         return CycleResult.merge(parts, started, time.monotonic())
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -210,6 +236,7 @@ class Collector:
         their requests go out at their start.
         """
         await self.start()
+        self._running_since = self.clock.now()
         tasks: set[asyncio.Task[CycleResult]] = set()
         begun: set[tuple[datetime, timedelta]] = set()
         try:
@@ -365,6 +392,19 @@ class Collector:
                 now = self.clock.now()
                 late = not once and now >= state.end
                 stopping = stop is not None and stop.is_set()
+                joined = self._running_since
+                if late and not stopping and index == 0 and joined and joined > state.slot:
+                    # not running when the slot began, and it ended before this line's first
+                    # turn: not "missed" (nothing fell behind), just not this run's slot
+                    state.finished.update(m.name for _, m in order)
+                    log.info(
+                        "slot %s: joined %.3f s before its end; not read on line %s: %s",
+                        state.slot.isoformat(),
+                        (state.end - joined).total_seconds(),
+                        line,
+                        ", ".join(m.name for _, m in order),
+                    )
+                    return
                 if late or stopping:
                     rest = [m.name for _, m in order[index:]]
                     state.not_read(rest)

@@ -4,6 +4,12 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
 
     [storage]
     url = "sqlite:///readings.sqlite"   # relative to this file; or "postgresql://user@host/db"
+    retries = 3             # when the storage fails: tries of a batch beyond its first before
+                            # it is spilled (at shutdown, or the end of collect --once)
+    retry_delay = 1         # seconds between those tries
+    max_pending = 100000    # results waiting for a failing storage at most; beyond: spilled
+    spill_dir = "/var/lib/k382/state"  # the spill journal's directory (default: beside the
+                            # SQLite file; for PostgreSQL the user's state directory)
 
     [collector]
     interval = "15m"        # default for every meter; slots align to the wall clock
@@ -118,7 +124,16 @@ class MeterConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
+    """The ``[storage]`` table: where readings go, and what happens when it refuses them (see
+    :class:`~kamstrup382.collector.writer.BatchWriter` and :mod:`.spill`)."""
+
     url: str
+    retries: int = 3
+    retry_delay: float = 1.0
+    max_pending: int = 100_000
+    #: The spill journal's directory; None: :func:`~kamstrup382.storage.url.spill_path`'s
+    #: default (beside a SQLite file, the user's state directory for PostgreSQL).
+    spill_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +227,13 @@ _METER_CHECKS: dict[str, _Check] = {
     **_TIMING_CHECKS,
     **_RETRY_CHECKS,
 }
-_STORAGE_CHECKS: dict[str, _Check] = {"url": check.storage_url}
+_STORAGE_CHECKS: dict[str, _Check] = {
+    "url": check.storage_url,
+    "retries": partial(check.integer, low=0, high=1000),
+    "retry_delay": partial(check.seconds, allow_zero=True),
+    "max_pending": partial(check.integer, low=1, high=10_000_000),
+    "spill_dir": lambda v, k: Path(check.text(v, k)),
+}
 _HTTP_CHECKS: dict[str, _Check] = {
     "listen": lambda v, k: check.listen(check.text(v, k), k),
     "token": check.text,
@@ -340,9 +361,12 @@ def parse_config(
     storage = _checked(
         check.table(document.get("storage", {}), "storage"), _STORAGE_CHECKS, "storage"
     )
-    url = storage.get("url") or default_storage_url()
+    url = storage.pop("url", None) or default_storage_url()
     if path is not None:
         url = relative_to_file(url, path)
+    spill_dir = storage.pop("spill_dir", None)
+    if spill_dir is not None and path is not None and not spill_dir.is_absolute():
+        spill_dir = path.parent / spill_dir  # relative to the config file, like token_file
 
     raw_meters = document.get("meters", [])
     if not isinstance(raw_meters, list):
@@ -367,7 +391,7 @@ def parse_config(
     }
     return Config(
         meters=tuple(meters),
-        storage=StorageConfig(url=url),
+        storage=StorageConfig(url=url, spill_dir=spill_dir, **storage),
         collector=collector,
         http=http,
         sections=MappingProxyType(sections),

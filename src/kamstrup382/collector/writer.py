@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import TypeVar
 
+from kamstrup382.collector.spill import SpillJournal
 from kamstrup382.errors import StorageError
 from kamstrup382.outputs.base import Output
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
@@ -47,6 +48,17 @@ class BatchWriter:
     storage thread with the future of the batch sent before it (while that one is not yet dealt
     with on the loop), and is not tried there when that one failed or was not tried either.
     The loop learns each outcome by awaiting its future; no state is shared otherwise.
+
+    When the storage keeps failing (read-only, full, unreachable), a batch is tried again every
+    ``retry_delay`` seconds for as long as the collector runs, but not for ever when it must
+    end: while :meth:`close` or a bounded :meth:`drain` waits, a batch is given up after
+    ``retries`` tries beyond its first, and the batches after it after one try each (until one
+    is stored), so that a shutdown takes one batch's retries, not every batch's. Nor beyond
+    memory: when more than ``max_pending`` results wait to be stored, the oldest batch is given
+    up after its try. A batch given up
+    goes to ``spill`` (the journal, fsynced; :attr:`spilled` counts its results, and the storage
+    is given the journal again as soon as it takes a batch); only when the journal cannot be
+    written either is it dropped (:attr:`lost`, logged as an error).
     """
 
     def __init__(
@@ -58,6 +70,9 @@ class BatchWriter:
         batch_size: int = 500,
         flush_interval: float = 0.5,
         retry_delay: float = 1.0,
+        retries: int = 3,
+        max_pending: int = 100_000,
+        spill: SpillJournal | None = None,
     ) -> None:
         self.storage = storage
         self.outputs = tuple(outputs)
@@ -65,9 +80,22 @@ class BatchWriter:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_delay = retry_delay
+        self.retries = retries
+        self.max_pending = max_pending
+        self.spill = spill
         self.outbox = any(output.uses_outbox for output in self.outputs)
         #: Results stored so far (given up ones not counted).
         self.stored = 0
+        #: Results the storage refused that are in the spill journal (stored and no longer
+        #: counted once the journal is replayed) / that were dropped.
+        self.spilled = 0
+        self.lost = 0
+        #: Of :attr:`spilled`: readings (the rest are failures).
+        self.spilled_readings = 0
+        self._replay_due = False  # a journal to store once the storage takes a batch
+        # a batch was given up and none stored since: when ending, the rest get one try each
+        # (a shutdown must not take the retries of every batch queued)
+        self._refusing = False
         self._pending: list[Result] = []  # not yet in a batch
         self._timer: asyncio.TimerHandle | None = None  # flushes a partial batch
         # batches handed to the storage thread, with their outcome (the storage thread's
@@ -78,6 +106,7 @@ class BatchWriter:
         self._wake: asyncio.Future[None] | None = None  # the task waiting for a batch sent
         self._idle: asyncio.Future[None] | None = None  # drain() waiting for _unstored == 0
         self._draining = 0  # drain() calls waiting
+        self._bounded = 0  # drain(bounded=True) calls waiting: give up after ``retries``
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -127,17 +156,23 @@ class BatchWriter:
         ``before`` is done by now (one storage thread runs the batches in the order sent);
         asking for its outcome waits for it otherwise.
         """
-        if before is not None and (before.cancelled() or before.exception() is not None):
+        failed = before is not None and (before.cancelled() or before.exception() is not None)
+        # not kept in this frame: an exception raised here keeps the frame, and each failed
+        # batch's future would hold the one before it, all of them while the storage fails
+        del before
+        if failed:
             raise _NotTried
         self.storage.record(batch[0], batch[1], outbox=self.outbox)
 
-    async def drain(self) -> None:
-        """Return when every result put so far is stored (or given up at close)."""
+    async def drain(self, *, bounded: bool = False) -> None:
+        """Return when every result put so far is stored (or given up: at close, or with
+        ``bounded`` after ``retries`` tries of a failing batch)."""
         if self._task is not None and self._task.done():
             self._task.result()  # the writer failed: say so instead of waiting forever
         if self._pending:
             self._send(len(self._pending))  # no need to wait for a partial batch to fill up
         self._draining += 1
+        self._bounded += bounded
         try:
             while self._unstored:
                 if self._idle is None or self._idle.done():
@@ -150,10 +185,11 @@ class BatchWriter:
                     self._task.result()
         finally:
             self._draining -= 1
+            self._bounded -= bounded
 
     async def close(self) -> None:
         """Store what is queued, then stop. While closing, a batch that keeps failing is given
-        up (and logged) after its fourth try."""
+        up after ``retries`` more tries (and spilled)."""
         self._closing = True
         await self.drain()
         if self._task is not None:
@@ -189,20 +225,26 @@ class BatchWriter:
             sent.popleft()  # the next batch sent is tried whatever this one's first outcome was
             try:
                 if stored:
+                    self._refusing = False
                     await self._stored(*batch)  # published before drain() may return
+                    if self._replay_due:
+                        await self.replay()
             finally:
                 self._unstored -= len(batch[0]) + len(batch[1])
             if not self._unstored and self._idle is not None and not self._idle.done():
                 self._idle.set_result(None)
 
     async def _store(self, batch: Batch, *, tried: int) -> bool:
-        """Store ``batch`` now, trying again until it is stored (False: given up at close)."""
+        """Store ``batch`` now, trying again until it is stored (False: given up and spilled)."""
         readings, failures = batch
         tries = tried
         while True:
+            ending = self._closing or self._bounded
             if tries:
-                if self._closing and tries > 3:
-                    log.error("gave up storing %d results", len(readings) + len(failures))
+                if self._unstored > self.max_pending or (
+                    ending and (tries > self.retries or self._refusing)
+                ):
+                    await self._give_up(batch, tries)
                     return False
                 await asyncio.sleep(self.retry_delay)
             tries += 1
@@ -212,12 +254,59 @@ class BatchWriter:
             except Exception as exc:  # StorageError, or a bug: keep the batch, say so
                 self._report(exc, batch, tries)
 
+    async def _give_up(self, batch: Batch, tries: int) -> None:
+        """``batch`` was refused ``tries`` times: into the journal (or lost, loudly)."""
+        count = len(batch[0]) + len(batch[1])
+        self._refusing = True
+        why = f"after {tries} {'try' if tries == 1 else 'tries'}"
+        if self.spill is not None:
+            try:
+                await self.call(self.spill.append, *batch)
+            except StorageError as exc:
+                log.error("%d results not stored and not spilled: lost (%s)", count, str(exc))
+            else:
+                self.spilled += count
+                self.spilled_readings += len(batch[0])
+                self._replay_due = True
+                log.warning(
+                    "%d results not stored %s: spilled to %s (stored at the next start, or once "
+                    "the storage takes a batch)",
+                    count,
+                    why,
+                    self.spill.path,
+                )
+                return
+        else:
+            log.error("%d results not stored %s: lost", count, why)
+        self.lost += count
+
+    async def replay(self) -> int | None:
+        """Give the storage what the journal holds (an earlier run's spills, at start; this
+        run's, once the storage took a batch again): how many results, or None when the storage
+        still fails (the journal is kept and given again after the next batch stored)."""
+        if self.spill is None:
+            return 0
+        self._replay_due = False
+        try:
+            count = await self.call(self.spill.replay, self.storage, outbox=self.outbox)
+        except StorageError as exc:
+            self._replay_due = True
+            log.warning("could not store the spill journal %s yet: %s", self.spill.path, str(exc))
+            return None
+        # what this run spilled is stored now, with the rest of the journal
+        self.spilled = self.spilled_readings = 0
+        if count:
+            log.warning("stored %d spilled results from %s", count, self.spill.path)
+        return count
+
     @staticmethod
     def _report(exc: Exception, batch: Batch, tries: int) -> None:
         if not isinstance(exc, StorageError):
             log.exception("storage failed unexpectedly", exc_info=exc)
         count = len(batch[0]) + len(batch[1])
-        log.warning("storing %d results failed (%s); trying again (try %d)", count, exc, tries)
+        # the message, not the error: a handler that keeps records (a buffer, a test's capture)
+        # would keep its traceback, and with it the batch
+        log.warning("storing %d results failed (%s); trying again (try %d)", count, str(exc), tries)
 
     async def _stored(self, readings: list[ReadingRecord], failures: list[FailureRecord]) -> None:
         self.stored += len(readings) + len(failures)

@@ -213,6 +213,8 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
         with self._lock:
             if self._closed:
                 raise StorageError(f"{what}: the storage is closed")
+            if self._conn.broken or self._conn.closed:  # the server restarted, the link dropped
+                self._conn = self._connect()
             try:
                 return fn(self._conn)
             except psycopg.Error as exc:

@@ -7,6 +7,15 @@ leaves either the whole batch or none of it; the file opens again without recove
 also survives a power cut); ``?synchronous=normal`` trades that last guarantee for speed (still
 no half-written rows, but the last commits may be lost on power failure).
 
+A full disk (or ``max_page_count`` reached): the transaction fails (``database or disk is
+full``) and is rolled back; nothing of it is half-stored, the collector keeps it and spills it.
+A commit that fits in the WAL but whose checkpoint finds no room in the database file is still
+committed: the checkpoint fails quietly, the WAL keeps the rows (and grows) until a checkpoint
+succeeds, and a connection opened later reads them from it. Nothing here removes a WAL.
+
+Files: the database and its directory, when created here, are owner-only (0600 / 0700; SQLite
+creates ``-wal`` and ``-shm`` with the database's mode); an existing file keeps its mode.
+
 Threads: the collector calls the storage from a worker thread, the web app from a thread pool.
 The backend keeps one connection (``check_same_thread=False``) for writes and short queries,
 serialised by a lock; every streamed read (:meth:`readings`, :meth:`consumption`,
@@ -32,6 +41,7 @@ from typing import Any, TypeVar
 from kamstrup382.errors import StorageError
 from kamstrup382.storage.columns import to_micros
 from kamstrup382.storage.dialect import SQLITE
+from kamstrup382.storage.files import create_private_file, make_private_dir
 from kamstrup382.storage.records import FailureRecord, ReadingRecord
 from kamstrup382.storage.sql import FAILURE_COLUMNS, READING_COLUMNS, SqlStorage
 
@@ -170,19 +180,31 @@ class SqliteStorage(SqlStorage[sqlite3.Connection]):
     dialect = SQLITE
     migrations = MIGRATIONS
 
-    def __init__(self, path: str | Path, *, synchronous: str = "full", url: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "full",
+        max_page_count: int | None = None,
+        url: str | None = None,
+    ):
         if synchronous.lower() not in _SYNCHRONOUS:
             raise StorageError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path)
+        self.max_page_count = max_page_count
         self.location = str(self.path)
         self.url = url if url is not None else f"sqlite:///{self.path}"
         self.synchronous = synchronous.upper()
         self._lock = threading.RLock()
         self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # owner-only when created here (SQLite gives -wal and -shm the file's mode)
+            make_private_dir(self.path.parent)
         except OSError as exc:
             raise StorageError(f"cannot create the directory of {self.path}: {exc}") from exc
+        try:
+            create_private_file(self.path)
+        except OSError as exc:
+            raise StorageError(f"cannot create SQLite database {self.path}: {exc}") from exc
         self._conn = self._connect()
 
     def _connect(self, *, read_only: bool = False) -> sqlite3.Connection:
@@ -201,6 +223,8 @@ class SqliteStorage(SqlStorage[sqlite3.Connection]):
             else:
                 # the writer touches one index page per meter and slot: keep them in memory
                 conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+                if self.max_page_count is not None:
+                    conn.execute(f"PRAGMA max_page_count={int(self.max_page_count)}").fetchone()
         except sqlite3.Error as exc:
             conn.close()
             raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
