@@ -343,8 +343,8 @@ def test_a_load_no_meter_can_draw_is_refused_at_start() -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr == (
-        "k382 emulate: load: ConstantLoad(3600.0) draws up to 3600 kW, above the 79.695 kW "
-        "a 3-phase 685-382 can deliver\n"
+        "k382 emulate: --load 'constant:3600': draws up to 3600 kW, more than a 3-phase meter "
+        "measures (3 x 253 V x 105 A = 79.695 kW)\n"
     )
 
 
