@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -175,3 +176,9 @@ def test_times_are_written_in_utc_and_naive_times_refused() -> None:
     assert reading_csv_row(shifted)[0] == "2026-01-02T03:04:05+00:00"
     with pytest.raises(UsageError, match="naive"):
         reading_csv_row(replace(reading(), requested_at=T0.replace(tzinfo=None)))
+
+
+def test_timings_are_shown_to_the_millisecond() -> None:
+    noisy = dataclasses.replace(reading(), answer_delay=0.250999999999749, duration=5.8330000001)
+    timing = reading_json(noisy)["timing"]
+    assert (timing["answer_delay_s"], timing["duration_s"]) == (0.251, 5.833)

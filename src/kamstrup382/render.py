@@ -151,8 +151,8 @@ def reading_json(reading: Reading) -> dict[str, Any]:
         "requested_at": _utc(reading.requested_at),
         "first_byte_at": _utc(reading.first_byte_at),
         "done_at": _utc(reading.done_at),
-        "answer_delay_s": reading.answer_delay,
-        "duration_s": reading.duration,
+        "answer_delay_s": round(reading.answer_delay, 3),  # to the millisecond
+        "duration_s": round(reading.duration, 3),
     }
     data["attempts"] = reading.attempts
     return data

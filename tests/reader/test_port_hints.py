@@ -42,3 +42,11 @@ def test_read_says_it_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_config_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"meters\[0\]\.port.*did you mean socket://"):
         parse_config({"meters": [{"name": "a", "port": "192.168.1.50:4001"}]}, env={})
+
+
+def test_a_missing_device_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "/dev/ttyK382-not-there", "--retries", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("/dev/ttyK382-not-there") == 1, err
+    assert "no such device" in err
+    assert "Errno" not in err

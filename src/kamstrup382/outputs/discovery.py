@@ -165,8 +165,8 @@ def state_payload(record: ReadingRecord) -> dict[str, Any]:
             "type_number": record.type_number,
             "bcc_algorithm": record.bcc_algorithm,
             "timing": {
-                "answer_delay_s": round(record.answer_delay, 6),
-                "duration_s": round(record.duration, 6),
+                "answer_delay_s": round(record.answer_delay, 3),  # to the millisecond
+                "duration_s": round(record.duration, 3),
                 "attempts": record.attempts,
             },
         }

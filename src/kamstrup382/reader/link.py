@@ -115,6 +115,22 @@ class DiscardLog:
         self._reported = discarded
 
 
+#: What an open's errno means to someone at the meter, said once (pyserial repeats the path
+#: and the errno in its own message)
+_OPEN_ERRORS = {
+    errno.ENOENT: "no such device (is it plugged in? ls /dev/serial/by-id/)",
+    errno.EACCES: "permission denied (is the user in the dialout group?)",
+    errno.EBUSY: "in use by another program",
+    errno.ENXIO: "no such device or address",
+}
+
+
+def _why(exc: BaseException) -> str:
+    """Why an open failed, once."""
+    code = getattr(exc, "errno", None)
+    return _OPEN_ERRORS.get(code, str(exc)) if isinstance(code, int) else str(exc)
+
+
 class _BoundedBytes(queue.Queue[bytes | None]):
     """pyserial's RFC 2217 read buffer (one item per byte, ``None`` at the end of the
     connection), keeping at most ``bound`` bytes; ``dropped`` counts the rest."""
@@ -223,12 +239,12 @@ def open_serial(port: str, *, line: LineMode, baudrate: int = 300) -> serial.Ser
     except (serial.SerialException, termios.error, OSError) as exc:
         code = exc.args[0] if isinstance(exc, termios.error) else getattr(exc, "errno", None)
         if code != errno.EINVAL or "://" in port:
-            raise ConnectionLost(f"cannot open {port}: {exc}") from exc
+            raise ConnectionLost(f"cannot open {port}: {_why(exc)}") from exc
         first = exc
     try:
         ser = serial.Serial(port, baudrate=9600, timeout=0)
     except (serial.SerialException, termios.error, OSError) as exc:
-        raise ConnectionLost(f"cannot open {port}: {exc}") from exc
+        raise ConnectionLost(f"cannot open {port}: {_why(exc)}") from exc
     try:
         _set_termios(ser.fileno(), line, baudrate)
     except termios.error as exc:
