@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -123,6 +124,7 @@ def test_demo_on_a_busy_port_says_so_and_cleans_up(
         assert main(["demo", "--http", f"127.0.0.1:{port}", "--db", str(db)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: usage: Invalid value for '--http': cannot listen on 127.0.0.1")
+    assert "--http 127.0.0.1:0 takes any free port" in err
     assert err.count("\n") == 1
     with open_storage(f"sqlite:///{db}") as storage:  # closed and readable again
         assert list(storage.meters()) in ([], ["demo"])
@@ -166,3 +168,21 @@ def test_every_usage_error_exits_2_in_one_line_naming_the_option(
     assert out == "" and err.startswith("error: usage: ") and err.count("\n") == 1, err
     assert option in err and said in err, err
     assert "Traceback" not in err
+
+
+def test_keep_keeps_the_readings_and_the_page_says_its_clock_is_virtual(tmp_path: Path) -> None:
+    with DemoProcess("--keep", cwd=tmp_path) as demo:
+        page = httpx.get(f"{demo.url}/", timeout=10).text
+        assert (
+            '<p id="note" class="banner">A demo: an emulated meter read on a virtual clock' in page
+        )
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{demo.url}/api/meters", timeout=10).json()["meters"]:
+            assert time.monotonic() < deadline, "no reading in 30 s"
+            time.sleep(0.2)
+        status = demo.stop()
+    assert status == 0
+    (kept,) = tmp_path.glob("k382-demo-*.sqlite")
+    assert f"The readings are kept in {kept}" in "\n".join(demo.lines)
+    with open_storage(f"sqlite:///{kept}") as storage:
+        assert list(storage.meters()) == ["demo"]

@@ -21,11 +21,14 @@ __all__ = ["DemoProcess"]
 class DemoProcess:
     """Starts ``python -m kamstrup382 demo``, finds the URL it prints, stops it with SIGINT."""
 
-    def __init__(self, *args: str, db: Path | None = None, factor: float = 5760.0) -> None:
+    def __init__(
+        self, *args: str, db: Path | None = None, factor: float = 5760.0, cwd: Path | None = None
+    ) -> None:
         self.args = ["demo", "--http", "127.0.0.1:0", "--speed-factor", f"{factor:g}", *args]
         if db is not None:
             self.args += ["--db", str(db)]
         self.db = db
+        self.cwd = cwd
         self.url = ""
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -47,6 +50,7 @@ class DemoProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            cwd=self.cwd,
         )
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()

@@ -5,8 +5,9 @@ morning and evening peaks, weekends different) with a night tariff (its tariff i
 22:00-06:00, so tariff 2 counts the night) and the registers of a meter some years in service.
 Everything runs in one event loop on a virtual clock (:class:`~kamstrup382.clock.ScaledClock`)
 that the meter model and the collector share: at the default factor of 1440 a day of readings
-appears every minute. The readings go to a fresh SQLite file (in a temporary directory unless
-``--db`` names one). Ctrl-C (SIGINT) or SIGTERM stops it all, exit status 0.
+appears every minute. The readings go to a fresh SQLite file: a temporary one, deleted when the
+demo stops, unless ``--db`` names one or ``--keep`` asks for ``./k382-demo-DATE.sqlite``. The
+page says that its times are virtual. Ctrl-C (SIGINT) or SIGTERM stops it all, exit status 0.
 
 Exit status 2, with one line naming the option, for every usage error: a bad value, an
 address that needs a token, a ``--db`` that exists or cannot be created, a dashboard port in
@@ -163,6 +164,11 @@ async def _demo(
                 title="Kamstrup 382 demo",
                 refresh=5.0,
                 allowed_hosts=allowed_hosts(listen, token),
+                note=(
+                    f"A demo: an emulated meter read on a virtual clock that runs {factor:g} "
+                    f"times faster than real time (from {start:%Y-%m-%d %H:%M} UTC); every time "
+                    "shown is virtual."
+                ),
             )
 
             def ready(address: str) -> None:
@@ -224,6 +230,11 @@ async def _demo(
     help="Keep the readings in this new SQLite file (default: a temporary one).",
 )
 @click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the readings when the demo stops: in ./k382-demo-DATE.sqlite (or --db).",
+)
+@click.option(
     "--start",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
     callback=lambda ctx, param, value: _check_start(value, ctx, param),
@@ -259,6 +270,7 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
     factor: float,
     line_speed: float,
     db: Path | None,
+    keep: bool,
     start: datetime | None,
     interval: str,
     tariff: str,
@@ -275,8 +287,11 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
     schedule = _checked("--tariff", lambda: TariffSchedule.parse(tariff))
     line_faults = _checked("--faults", lambda: Faults.parse(faults))
     _checked("--http", lambda: check_listen(parse_listen(listen), token or None))
+    if db is None and keep:  # a file of its own in the current directory
+        db = Path.cwd() / f"k382-demo-{datetime.now(UTC):%Y%m%d-%H%M%S}.sqlite"
     if db is not None:
-        _checked("--db", lambda: _create_db(db))
+        chosen = db
+        _checked("--db" if not keep else "--keep", lambda: _create_db(chosen))
     try:
         asyncio.run(
             _demo(
@@ -292,7 +307,10 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
             )
         )
     except UsageError as exc:  # the dashboard's port in use, or taken meanwhile
-        raise click.BadParameter(str(exc), param_hint="'--http'") from exc
+        hint = " (another dashboard there? --http 127.0.0.1:0 takes any free port)"
+        raise click.BadParameter(f"{exc}{hint}", param_hint="'--http'") from exc
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
+    if db is not None:
+        click.echo(f"The readings are kept in {db}: k382 serve --storage sqlite:///{db}")
     return 0

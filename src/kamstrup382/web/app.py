@@ -152,8 +152,11 @@ def create_app(
     title: str = DEFAULT_TITLE,
     refresh: float = 30.0,
     allowed_hosts: Sequence[str] | None = None,
+    note: str | None = None,
 ) -> Starlette:
     """The dashboard over ``storage``.
+
+    ``note``: a line every page shows under its title (the demo says its clock is virtual).
 
     ``token``: every request must then carry it (see :mod:`kamstrup382.web.security`).
     ``refresh``: seconds between the page's automatic updates (0: none).
@@ -194,6 +197,7 @@ def create_app(
             "dashboard.html",
             {
                 "title": title,
+                "note": note,
                 "summaries": summaries,
                 "selected": selected,
                 "registers": registers,
