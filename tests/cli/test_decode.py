@@ -108,9 +108,14 @@ def test_bcc_option() -> None:
         }
     code, out, err = run(["--bcc", "sum7", "-"], stdin=xor_reply)
     assert (code, out) == (2, "")
-    assert (
-        err == "error: bcc: BCC mismatch (sum7): received 0x12, expected sum7 0x3e (at byte 166)\n"
+    assert err == (
+        "error: bcc: BCC mismatch (sum7): received 0x12, expected sum7 0x3e: the IEC XOR "
+        "matched, as a standard IEC meter's does (use bcc xor or auto) (at byte 166)\n"
     )
+    # and the other way round: the meter's own reply read as a standard IEC one
+    code, out, err = run(["--bcc", "xor", "-"], stdin=SPEC)
+    assert (code, out) == (2, "")
+    assert "the 7-bit sum matched, as a Kamstrup 382's does (use bcc sum7 or auto)" in err
 
 
 @pytest.mark.parametrize(

@@ -346,9 +346,14 @@ class TelegramDecoder:
                 BccMode.XOR: f"xor 0x{xor:02x}",
                 BccMode.AUTO: f"sum7 0x{sum7:02x} or xor 0x{xor:02x}",
             }[self.bcc_mode]
+            hint = ""
+            if self.bcc_mode is BccMode.XOR and check.received == sum7:
+                hint = ": the 7-bit sum matched, as a Kamstrup 382's does (use bcc sum7 or auto)"
+            elif self.bcc_mode is BccMode.SUM7 and check.received == xor:
+                hint = ": the IEC XOR matched, as a standard IEC meter's does (use bcc xor or auto)"
             raise BccError(
                 f"BCC mismatch ({self.bcc_mode.value}): received 0x{check.received:02x}, "
-                f"expected {expected}",
+                f"expected {expected}{hint}",
                 received=check.received,
                 sum7=sum7,
                 xor=xor,

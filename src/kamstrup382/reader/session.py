@@ -71,6 +71,7 @@ from datetime import datetime, timedelta
 
 from kamstrup382.errors import (
     BccError,
+    FramingError,
     ImplausibleError,
     Kamstrup382Error,
     ProtocolError,
@@ -265,6 +266,10 @@ class Session:
         return replace(reading, telegram=telegram, bcc_certainty=self._memory.certainty(check))
 
 
+#: How an HTTP server's answer begins.
+_HTTP = b"HTTP/"
+
+
 def _forgive_noise(data: bytes) -> bytes:
     """``data`` with the parity of every byte before the first ``/`` made right.
 
@@ -307,6 +312,7 @@ class Readout:
         self.last_byte_at = 0.0
         self.done_at_mono = 0.0
         self.done_at: datetime | None = None
+        self._head = b""  # the first bytes received: what answered, if not a meter
         self._answer_by = 0.0
         self._deadline = 0.0
 
@@ -359,9 +365,20 @@ class Readout:
         """
         self.last_byte_at = monotonic
         decoder = self.decoder
+        if len(self._head) < len(_HTTP):
+            self._head += strip_parity(data[: len(_HTTP) - len(self._head)])
         if self._eight_bit and decoder.state is DecoderState.WAIT_START:
             data = _forgive_noise(data)
-        decoder.feed(data)
+        try:
+            decoder.feed(data)
+        except ProtocolError as exc:
+            if self._head.startswith(_HTTP):  # a web server on the port, not a meter
+                raise FramingError(
+                    "the other end answered like an HTTP server ('HTTP/...'), not like a meter: "
+                    "is the port the gateway's raw TCP port?",
+                    offset=0,
+                ) from exc
+            raise
         if decoder.state is DecoderState.WAIT_START:
             self.first_byte_at_mono = None  # noise or an echoed request: still waiting
             self.first_byte_at = None
