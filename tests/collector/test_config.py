@@ -36,7 +36,7 @@ def test_minimal_meter_gets_the_defaults() -> None:
     cfg = parse(BASE + '[[meters]]\nname = "a"\nport = "socket://127.0.0.1:4001"\n')
     (meter,) = cfg.meters
     assert meter.name == "a"
-    assert meter.line is LineMode.EIGHT_N_ONE
+    assert meter.line is LineMode.AUTO  # a raw TCP gateway: 8N1 or its own 7E1, told by the reply
     assert meter.bcc is BccMode.AUTO
     assert meter.interval == timedelta(minutes=15)
     assert meter.jitter == timedelta(0)
@@ -53,7 +53,7 @@ def test_minimal_meter_gets_the_defaults() -> None:
 @pytest.mark.parametrize(
     ("port", "line"),
     [
-        ("socket://gw:4001", LineMode.EIGHT_N_ONE),
+        ("socket://gw:4001", LineMode.AUTO),
         ("/dev/ttyUSB0", LineMode.SEVEN_E_ONE),
         ("/dev/serial/by-id/usb-FTDI-if00-port0", LineMode.SEVEN_E_ONE),
         ("rfc2217://gw:2217", LineMode.SEVEN_E_ONE),
@@ -332,7 +332,7 @@ def test_the_example_config_loads_with_its_outputs_uncommented() -> None:
     config = load_config(EXAMPLE, env={})
     meters = {m.name: m for m in config.meters}
     assert list(meters) == ["house", "garage", "flat-1", "flat-2"]
-    assert meters["house"].line is LineMode.EIGHT_N_ONE
+    assert meters["house"].line is LineMode.AUTO
     assert meters["garage"].line is LineMode.SEVEN_E_ONE
     assert meters["garage"].interval == timedelta(minutes=5)
     assert meters["flat-1"].shared_line == meters["flat-2"].shared_line == "gateway-60"

@@ -67,7 +67,7 @@ def started(session: Session, at: float = 100.0) -> Readout:
         ("/dev/ttyUSB0", PortKind.DEVICE, LineMode.SEVEN_E_ONE),
         ("/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1-if00-port0", PortKind.DEVICE, "7E1"),
         ("COM3", PortKind.DEVICE, LineMode.SEVEN_E_ONE),
-        ("socket://10.0.0.5:4001", PortKind.SOCKET, LineMode.EIGHT_N_ONE),
+        ("socket://10.0.0.5:4001", PortKind.SOCKET, LineMode.AUTO),
         ("rfc2217://gw:2217", PortKind.RFC2217, LineMode.SEVEN_E_ONE),
         ("loop://", PortKind.URL, LineMode.SEVEN_E_ONE),
     ],

@@ -129,6 +129,7 @@ async def _demo(
     stop = asyncio.Event()
     # signals from the start: a Ctrl-C while the meter or the storage comes up stops as cleanly
     with stop_on_signals(stop), contextlib.ExitStack() as stack:
+        kept = db is not None
         if db is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="k382-demo-")))
             db = directory / "demo.sqlite"
@@ -197,6 +198,8 @@ async def _demo(
                     await collecting
                 finally:
                     await collector.close()
+    if kept:
+        click.echo(f"The readings are kept in {db}: k382 serve --storage sqlite:///{db}")
     click.echo("k382 demo stopped.")
 
 
@@ -311,6 +314,4 @@ def demo(  # noqa: PLR0917 (click passes the options by name)
         raise click.BadParameter(f"{exc}{hint}", param_hint="'--http'") from exc
     except Kamstrup382Error as exc:
         raise click.ClickException(str(exc)) from exc
-    if db is not None:
-        click.echo(f"The readings are kept in {db}: k382 serve --storage sqlite:///{db}")
     return 0

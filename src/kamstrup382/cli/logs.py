@@ -29,6 +29,8 @@ PRIORITIES = {
     logging.CRITICAL: 2,
 }
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The handler :func:`setup_logging` installed last.
+_installed: logging.Handler | None = None
 
 
 class JournalFormatter(logging.Formatter):
@@ -77,8 +79,10 @@ def setup_logging(verbose: int, *, base: int = 0, stream: TextIO | None = None) 
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
     ours, libraries = level_for(verbose, base)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    global _installed  # noqa: PLW0603 - one handler of ours, however often this is called
+    if _installed is not None:
+        root.removeHandler(_installed)
+    _installed = handler  # handlers others installed (a test's log capture) stay
     root.addHandler(handler)
     root.setLevel(libraries)
     logging.getLogger("kamstrup382").setLevel(ours)

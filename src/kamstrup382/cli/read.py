@@ -149,9 +149,9 @@ class _History:
 @click.option(
     "--line",
     type=click.Choice([m.value for m in LineMode], case_sensitive=False),
-    metavar="7E1|8N1",
-    help="7E1: the port does parity; 8N1: the reader does. Default: 8N1 for socket://, "
-    "7E1 otherwise.",
+    metavar="7E1|8N1|auto",
+    help="7E1: the port does parity; 8N1: the reader does; auto (socket:// only): the reply "
+    "tells. Default: auto for socket://, 7E1 otherwise.",
 )
 @click.option(
     "--bcc",

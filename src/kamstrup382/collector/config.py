@@ -29,7 +29,8 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     [[meters]]
     name = "house"
     port = "socket://192.168.1.50:4001"
-    line = "8N1"            # default: 8N1 for socket://, 7E1 for a device path or rfc2217://
+    line = "auto"           # default: auto for socket:// (8N1 or a gateway's 7E1, told by the
+                            # reply), 7E1 for a device path or rfc2217://
     bcc = "auto"            # auto | sum7 | xor
     interval = "15m"        # and jitter, retries, backoff, answer_timeout, answer_margin, deadline
     shared_line = "gw1"     # meters naming the same line are read one at a time (default: port)
@@ -72,10 +73,10 @@ from types import MappingProxyType
 from typing import Any
 
 from kamstrup382 import settings as check
-from kamstrup382.errors import ConfigError
+from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.protocol import BccMode
 from kamstrup382.reader.policy import RetryPolicy, Timing
-from kamstrup382.reader.port import LineMode, default_line
+from kamstrup382.reader.port import LineMode, check_line, default_line
 from kamstrup382.settings import Listen, parse_duration
 from kamstrup382.storage.url import default_storage_url
 
@@ -275,10 +276,15 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
             raise ConfigError(f"{prefix}.{required}", "missing")
     values = {name: _METER_CHECKS[name](v, f"{prefix}.{name}") for name, v in table.items()}
     port: str = values["port"]
+    line = values.get("line", default_line(port))
+    try:
+        check_line(line, port)
+    except UsageError as exc:
+        raise ConfigError(f"{prefix}.line", str(exc)) from None
     return MeterConfig(
         name=values["name"],
         port=port,
-        line=values.get("line", default_line(port)),
+        line=line,
         bcc=values.get("bcc", BccMode.AUTO),
         interval=values.get("interval", defaults.interval),
         jitter=values.get("jitter", defaults.jitter),

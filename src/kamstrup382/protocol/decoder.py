@@ -145,6 +145,13 @@ class TelegramDecoder:
         #: the step of the current state; ``None`` once done or failed
         self._step: Step | None = self._wait_start
 
+    def decide_line(self, eight_bit: bool) -> None:
+        """Whether the bytes carry the parity bit, decided before the identification begins
+        (a reader on a line of unknown mode tells it from the reply's ``/``)."""
+        if self.state is not DecoderState.WAIT_START:
+            raise UsageError("the line mode is decided before the identification begins")
+        self.eight_bit = eight_bit
+
     @property
     def bytes_seen(self) -> int:
         return self._seen

@@ -10,7 +10,7 @@ from kamstrup382.protocol import KAMSTRUP_382, BccAlgorithm, BccMode, Dialect
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
 from kamstrup382.reader.bcc_memory import BccMemory
 from kamstrup382.reader.policy import EXPECTED_REPLY_SIZE, RetryPolicy, Timing
-from kamstrup382.reader.port import LineMode, PortSpec, default_line, parse_port
+from kamstrup382.reader.port import LineMode, PortSpec, check_line, default_line, parse_port
 from kamstrup382.reader.session import Session
 
 __all__ = ["MAX_MAX_REPLY", "MIN_MAX_REPLY", "ReaderOptions", "with_attempts"]
@@ -64,7 +64,8 @@ class ReaderOptions:
         try:
             line_mode = default_line(spec) if line is None else LineMode(line)
         except ValueError as exc:
-            raise UsageError(f"line must be 7E1 or 8N1, got {line!r}") from exc
+            raise UsageError(f"line must be 7E1, 8N1 or auto, got {line!r}") from exc
+        check_line(line_mode, spec)
         try:
             bcc_mode = BccMode(bcc)
         except ValueError as exc:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from kamstrup382.errors import UsageError
 
-__all__ = ["LineMode", "PortKind", "PortSpec", "default_line", "parse_port"]
+__all__ = ["LineMode", "PortKind", "PortSpec", "check_line", "default_line", "parse_port"]
 
 #: ``host:port`` or ``[v6]:port`` without a scheme: a TCP address given where a URL belongs
 _HOST_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
@@ -27,12 +27,16 @@ class LineMode(enum.StrEnum):
 
     ``7E1``: the port does parity itself (a serial device set to 7E1; the default for devices).
     ``8N1``: the port delivers 8-bit bytes whose bit 7 is the parity bit (a TCP gateway, an 8N1
-    optical head; the default for ``socket://``): the reader sets parity on what it sends and
-    checks and strips it on what it receives.
+    optical head): the reader sets parity on what it sends and checks and strips it on what it
+    receives. ``auto`` (the default for ``socket://``): a TCP gateway that either passes the
+    parity bit (8N1 on its serial side) or does 7E1 itself and passes 7-bit characters; the
+    reply's first ``/`` tells which (``0xAF`` with its parity bit, ``0x2F`` without). The request
+    goes out with its parity bits, which a 7E1 gateway drops.
     """
 
     SEVEN_E_ONE = "7E1"
     EIGHT_N_ONE = "8N1"
+    AUTO = "auto"
 
 
 class PortKind(enum.StrEnum):
@@ -82,6 +86,16 @@ def parse_port(port: str) -> PortSpec:
 
 
 def default_line(port: str | PortSpec) -> LineMode:
-    """8N1 for ``socket://`` (a raw TCP gateway passes the parity bit through), 7E1 otherwise."""
+    """``auto`` for ``socket://`` (a raw TCP gateway: 8N1 passing the parity bit, or 7E1 done by
+    the gateway, told by the reply), 7E1 otherwise."""
     spec = port if isinstance(port, PortSpec) else parse_port(port)
-    return LineMode.EIGHT_N_ONE if spec.kind is PortKind.SOCKET else LineMode.SEVEN_E_ONE
+    return LineMode.AUTO if spec.kind is PortKind.SOCKET else LineMode.SEVEN_E_ONE
+
+
+def check_line(line: LineMode, port: str | PortSpec) -> LineMode:
+    """``line`` for ``port``; ``auto`` only where the bytes arrive raw (``socket://``): a
+    device or an RFC 2217 gateway must be told 7E1 or 8N1."""
+    spec = port if isinstance(port, PortSpec) else parse_port(port)
+    if line is LineMode.AUTO and spec.kind is not PortKind.SOCKET:
+        raise UsageError(f"line auto is for socket:// ports, not {spec.text!r}: say 7E1 or 8N1")
+    return line

@@ -177,11 +177,13 @@ class Session:
 
     @property
     def eight_bit(self) -> bool:
-        return self.line is LineMode.EIGHT_N_ONE
+        """Whether bytes carry the parity bit (``auto``: until the reply says otherwise)."""
+        return self.line is not LineMode.SEVEN_E_ONE
 
     @property
     def request(self) -> bytes:
-        """The request as written to the port: with even-parity bits on an 8N1 line."""
+        """The request as written to the port: with even-parity bits on an 8N1 line (and on
+        ``auto``: a gateway doing 7E1 itself drops bit 7)."""
         return _REQUEST_8N1 if self.eight_bit else REQUEST
 
     @property
@@ -266,6 +268,8 @@ class Session:
         return replace(reading, telegram=telegram, bcc_certainty=self._memory.certainty(check))
 
 
+#: The identification's '/' with its even-parity bit (five bits set: the parity bit is 1).
+_SLASH_8N1 = 0xAF
 #: How an HTTP server's answer begins.
 _HTTP = b"HTTP/"
 
@@ -313,6 +317,8 @@ class Readout:
         self.done_at_mono = 0.0
         self.done_at: datetime | None = None
         self._head = b""  # the first bytes received: what answered, if not a meter
+        #: ``auto``: the line mode the reply's '/' showed (None until it came)
+        self.line: LineMode | None = None if session.line is LineMode.AUTO else session.line
         self._answer_by = 0.0
         self._deadline = 0.0
 
@@ -367,6 +373,8 @@ class Readout:
         decoder = self.decoder
         if len(self._head) < len(_HTTP):
             self._head += strip_parity(data[: len(_HTTP) - len(self._head)])
+        if self.line is None:
+            data = self._decide_line(data)
         if self._eight_bit and decoder.state is DecoderState.WAIT_START:
             data = _forgive_noise(data)
         try:
@@ -400,6 +408,21 @@ class Readout:
         self.done_at_mono = monotonic
         self.done_at = wall or self._wall(monotonic)
         return True
+
+    def _decide_line(self, data: bytes) -> bytes:
+        """``auto``: the identification's '/' tells the line mode (``0xAF``: it carries its
+        parity bit, 8N1; ``0x2F``: a gateway doing 7E1 passes 7-bit characters). Noise before
+        it is cleared of bit 7 (the decoder drops it either way)."""
+        for index, byte in enumerate(data):
+            if byte in (_SLASH, _SLASH_8N1):
+                eight = byte == _SLASH_8N1
+                self.line = LineMode.EIGHT_N_ONE if eight else LineMode.SEVEN_E_ONE
+                self._eight_bit = eight
+                self.decoder.decide_line(eight)
+                if eight:
+                    return data
+                return strip_parity(data[:index]) + data[index:]
+        return data  # all noise so far: the 8-bit decoder forgives and drops it
 
     def _wall(self, monotonic: float) -> datetime:
         if self.requested_at is None:
@@ -476,7 +499,7 @@ class Readout:
         return Reading(
             telegram=self.telegram,
             port=port,
-            line=self.session.line,
+            line=self.line or self.session.line,
             requested_at=self.requested_at,
             first_byte_at=self.first_byte_at,
             done_at=self.done_at,
