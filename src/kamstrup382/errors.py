@@ -1,7 +1,8 @@
 """One error hierarchy for the whole package, split by who is at fault.
 
 - :class:`ProtocolError`: the meter (or the line) delivered bytes that break the protocol:
-  parity, block check character, framing, identification, type number.
+  parity, block check character, framing, identification, type number, or a telegram that
+  passes all of those but holds what the meter cannot have sent (implausible).
 - :class:`LineError`: the transport failed: a timeout (with the phase it happened in) or a lost
   connection.
 - :class:`UsageError`: the caller or the configuration is wrong.
@@ -18,6 +19,7 @@ __all__ = [
     "ConnectionLost",
     "FramingError",
     "IdentificationError",
+    "ImplausibleError",
     "Kamstrup382Error",
     "LineError",
     "ParityError",
@@ -102,6 +104,38 @@ class TypeNumberError(IdentificationError):
     """A Kamstrup 382 type number ``685-X3X2X1-Y2Y1-Z2Z1`` holds a value outside the spec."""
 
     kind = "type_number"
+
+
+class ImplausibleError(ProtocolError):
+    """A telegram that passed the block check holds what the meter cannot have sent.
+
+    Damage the BCC cannot see (a character doubled in one register and dropped in another,
+    two digits swapped) breaks what the meter guarantees: the width it prints, energy =
+    tariff 1 + tariff 2, peaks within its maximum power, counters that only grow at a bounded
+    rate (see :mod:`kamstrup382.protocol.plausibility`). ``rule`` names the rule broken
+    (``width``, ``unit``, ``missing``, ``sum``, ``peak``, ``counter_down``, ``counter_rate``,
+    ``hours_rate``, ``customer``, ``last_month_peak``, ``peak_down``), ``register`` the
+    register's code as printed (``1.20.2``; ``None`` for a rule over several) and ``raw`` the
+    reply's bytes, for the audit (the reader fills it). A protocol error: retried like a BCC
+    error.
+    """
+
+    kind = "implausible"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        register: str | None = None,
+        raw: bytes | None = None,
+        offset: int | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.rule = rule
+        self.register = register
+        self.raw = raw
+        super().__init__(message, offset=offset, line=line)
 
 
 class LineError(Kamstrup382Error):

@@ -38,11 +38,19 @@ from kamstrup382.protocol.identification import (
     parse_type_number,
 )
 from kamstrup382.protocol.parity import add_parity, first_parity_error, strip_parity
+from kamstrup382.protocol.plausibility import (
+    KAMSTRUP_382,
+    Dialect,
+    Observation,
+    check_history,
+    check_telegram,
+)
 from kamstrup382.protocol.registers import REGISTER_BY_CODE, REGISTER_BY_NAME, REGISTERS, Register
 from kamstrup382.protocol.telegram import MeterValues, Telegram
 
 __all__ = [
     "ETX",
+    "KAMSTRUP_382",
     "REGISTERS",
     "REGISTER_BY_CODE",
     "REGISTER_BY_NAME",
@@ -54,11 +62,13 @@ __all__ = [
     "DataSet",
     "DataValue",
     "DecoderState",
+    "Dialect",
     "EndMarker",
     "Event",
     "Identification",
     "IdentificationReceived",
     "MeterValues",
+    "Observation",
     "Register",
     "Telegram",
     "TelegramDecoder",
@@ -68,6 +78,8 @@ __all__ = [
     "bcc_sum7",
     "bcc_xor",
     "check_bcc",
+    "check_history",
+    "check_telegram",
     "compute_bcc",
     "decode_reply",
     "encode_data_block",

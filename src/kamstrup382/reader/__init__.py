@@ -16,11 +16,12 @@ from kamstrup382.reader.aio import AsyncReader, new_event_loop
 from kamstrup382.reader.policy import EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode, PortKind, PortSpec, default_line, parse_port
 from kamstrup382.reader.reading import Reading
-from kamstrup382.reader.session import Progress, Readout, Session
+from kamstrup382.reader.session import Accept, Progress, Readout, Session
 from kamstrup382.reader.sync import Reader
 
 __all__ = [
     "EXPECTED_REPLY_SIZE",
+    "Accept",
     "AsyncReader",
     "LineMode",
     "PortKind",

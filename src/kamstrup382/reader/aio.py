@@ -26,7 +26,7 @@ from kamstrup382.reader.aio_links import AsyncLink, open_async_link
 from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.options import with_attempts
 from kamstrup382.reader.reading import Reading
-from kamstrup382.reader.session import Progress, Readout
+from kamstrup382.reader.session import Accept, Progress, Readout, accept_reading
 
 __all__ = [
     "AsyncLink",
@@ -111,24 +111,37 @@ class AsyncReader(ReaderBase[AsyncLink]):
                 raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
         return self._link
 
-    async def read(self, progress: Progress | None = None, *, gate: Gate | None = None) -> Reading:
+    async def read(
+        self,
+        progress: Progress | None = None,
+        *,
+        gate: Gate | None = None,
+        accept: Accept | None = None,
+    ) -> Reading:
         """One readout, with retries; raises the last typed error if every attempt fails.
 
         Concurrent calls on one reader take turns (one line, one exchange at a time).
         ``gate``: the first attempt is prepared now (the port opened, the readout set up) and
         its request written when the gate opens (see :class:`Gate`); a gate closed instead
-        raises its error and nothing is sent.
+        raises its error and nothing is sent. ``accept(reading)`` is called on each complete
+        reading: an :class:`~kamstrup382.errors.ImplausibleError` it raises fails that attempt
+        (retried like a BCC error, counted in the attempts). It checks, and keeps nothing: the
+        reader may still refuse the reading after it.
         """
         async with self._lock:
-            return await self._read(progress or self.progress, gate)
+            return await self._read(progress or self.progress, gate, accept)
 
-    async def _read(self, progress: Progress | None, gate: Gate | None = None) -> Reading:
+    async def _read(
+        self, progress: Progress | None, gate: Gate | None = None, accept: Accept | None = None
+    ) -> Reading:
         failed = 0
         while True:
             try:
                 readout = await self._attempt(progress, gate)
                 gate = None
-                return readout.reading(self.port, failed + 1)
+                reading = readout.reading(self.port, failed + 1)
+                accept_reading(accept, reading)
+                return reading
             except Kamstrup382Error as error:
                 failed += 1
                 if isinstance(error, ConnectionLost):

@@ -52,6 +52,7 @@ from datetime import datetime, timedelta
 
 from kamstrup382.errors import (
     BccError,
+    ImplausibleError,
     Kamstrup382Error,
     ProtocolError,
     ReadTimeout,
@@ -72,13 +73,30 @@ from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, Retry
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
 
-__all__ = ["Progress", "Readout", "Session"]
+__all__ = ["Accept", "Progress", "Readout", "Session", "accept_reading"]
 
 _SLASH = ord("/")
 _REQUEST_8N1 = add_parity(REQUEST)
 
 #: ``progress(received, expected)``: bytes received so far against the expected reply size.
 Progress = Callable[[int, int], None]
+
+#: ``accept(reading)``: the caller's own check of a complete reading (the collector's history
+#: rules), run inside the reader's retries: an :class:`ImplausibleError` it raises fails that
+#: attempt, which the retry policy retries like a BCC error.
+Accept = Callable[[Reading], None]
+
+
+def accept_reading(accept: Accept | None, reading: Reading) -> None:
+    """Run the caller's check on ``reading``; an :class:`ImplausibleError` gets its bytes."""
+    if accept is None:
+        return
+    try:
+        accept(reading)
+    except ImplausibleError as error:
+        if error.raw is None:
+            error.raw = reading.raw
+        raise
 
 
 class Session:

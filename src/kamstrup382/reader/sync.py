@@ -21,7 +21,7 @@ from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.link import Link, open_link
 from kamstrup382.reader.options import with_attempts
 from kamstrup382.reader.reading import Reading
-from kamstrup382.reader.session import Progress, Readout
+from kamstrup382.reader.session import Accept, Progress, Readout, accept_reading
 
 __all__ = ["Reader"]
 
@@ -67,14 +67,22 @@ class Reader(ReaderBase[Link]):
                 raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
         return self._link
 
-    def read(self, progress: Progress | None = None) -> Reading:
-        """One readout, with retries; raises the last typed error if every attempt fails."""
+    def read(self, progress: Progress | None = None, *, accept: Accept | None = None) -> Reading:
+        """One readout, with retries; raises the last typed error if every attempt fails.
+
+        ``accept(reading)`` is called on each complete reading: an
+        :class:`~kamstrup382.errors.ImplausibleError` it raises fails that attempt (retried
+        like a BCC error, counted in the attempts). It checks, and keeps nothing: the reader
+        may still refuse the reading after it.
+        """
         progress = progress or self.progress
         failed = 0
         while True:
             try:
                 readout = self._attempt(progress)
-                return readout.reading(self.port, failed + 1)
+                reading = readout.reading(self.port, failed + 1)
+                accept_reading(accept, reading)
+                return reading
             except Kamstrup382Error as error:
                 failed += 1
                 if isinstance(error, ConnectionLost):

@@ -1,0 +1,395 @@
+"""What a meter guarantees about its telegrams, per dialect, as data; and the checks of it.
+
+The block check character cannot see every damage: a character doubled in one register and
+the same character dropped in another keeps the 7-bit sum and the XOR (``1.20.2(00000200*kWh)``
+beside ``1.31(000482*h)``), and so do two digits swapped inside a register (``0000035`` for
+``0000053``). What the meter itself guarantees catches them:
+
+- **in one telegram** (:func:`check_telegram`): every register is there, printed with exactly
+  its width and unit (``0000053*kWh``: 7 digits; ``000018,3*kW``: 6 + 1), energy is tariff 1 +
+  tariff 2 (each whole-kWh register rounded down, so they agree within 1 kWh, modulo the
+  registers' wrap), and no peak above the meter's maximum power;
+- **between two readings of one meter** (:func:`check_history`): counters never go down
+  (except at their wrap) and never rise faster than the maximum power allows over the time
+  between them, the hour counter never rises more than the hours elapsed plus one, the
+  customer number never changes, last month's peak changes only across a month boundary and
+  the actual peak goes down only there.
+
+A swap or a shift that breaks none of these leaves a telegram the meter could have sent: a
+value that differs from the true one by a swap of two digits *and* still fits every rule.
+The tests and ``bench/bench_faults.py`` measure how often that is left (0 in their runs).
+
+**The maximum power.** The 685-382 is a "kWh meter 5(105)A" (Kamstrup 382 data sheet: base
+current 5 A, maximum current 105 A per phase) on 230 V mains, which the grid keeps within
++10 % (EN 50160): a phase delivers at most 253 V x 105 A = 26,565 W, a meter
+``phases x 26,565 W``, its phases from the identification's type number (``685-382``: X3 = 3),
+3 when the type number is unknown. Peaks (average power over a demand period) and the rise of
+the energy registers are bounded by it.
+
+**Time.** The history rules take the two observations' wall-clock times (UTC, from the
+reader's clock, not the meter's). When the clock went back (``current.at <= previous.at``)
+the time between them is unknown, so no rule that needs it is applied: a counter may then
+have risen any amount, last month's peak may have changed and the actual peak gone down
+(a month boundary may lie between them). What needs no time still holds: the customer
+number, no peak above the maximum power, and no counter going *down* -- without a rate, a
+counter is judged to have gone down when it fell by less than half its range (a wrap needs
+a rise through the top, which at the maximum power takes years: a 7-digit kWh register at
+80 kW fills in 14 years). The pulse input counts pulses of another device, whose rate this
+meter cannot bound: the same half-range rule is all it gets, always.
+
+**Month boundaries.** The meter keeps local time and moves its peak to ``1.6*1`` at local
+midnight of the first of a month, in a zone the collector does not know: any UTC offset
+between -14 h and +14 h. A boundary lies between two observations when the first of some
+month, 00:00 UTC, lies within ``(previous.at - 14 h, current.at + 14 h]``.
+
+No I/O, no clock: the caller passes the telegrams, values and times.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from kamstrup382.errors import ImplausibleError, UsageError
+from kamstrup382.protocol.registers import REGISTERS, Register
+from kamstrup382.protocol.telegram import MeterValues, Telegram
+
+__all__ = [
+    "KAMSTRUP_382",
+    "Dialect",
+    "Observation",
+    "check_history",
+    "check_telegram",
+]
+
+#: A data set's first group in a well-formed block: the address, the value and its unit.
+_FIRST_GROUP = re.compile(r"([^()\r\n!]*)\(([^()*]*)(?:\*([^()]*))?\)")
+_HOUR = Decimal(3600)
+#: Any UTC offset a meter's local time may have.
+_ZONE_SLACK = timedelta(hours=14)
+
+
+def _printed_pattern(register: Register) -> re.Pattern[str]:
+    """The exact text a register is printed as: its digits, and its decimals after a comma."""
+    if register.decimals:
+        return re.compile(rf"[0-9]{{{register.digits}}},[0-9]{{{register.decimals}}}")
+    return re.compile(rf"[0-9]{{{register.digits}}}")
+
+
+def _modulo(value: Decimal, wrap: int) -> Decimal:
+    """``value`` modulo ``wrap``, in ``[0, wrap)`` (``Decimal``'s ``%`` keeps the sign)."""
+    rest = value % wrap
+    return rest + wrap if rest < 0 else rest
+
+
+def _printed_width(register: Register) -> int:
+    return register.digits + (register.decimals + 1 if register.decimals else 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dialect:
+    """What one meter model guarantees in its telegrams.
+
+    ``registers``: every register it prints, with its width and unit (the table of
+    :mod:`~kamstrup382.protocol.registers`). ``total`` = the sum of ``parts`` up to
+    ``rounding`` (whole-kWh registers each rounded down), modulo their wrap. The maximum
+    power is ``phases x volts x amps_per_phase`` watts, ``default_phases`` when the type
+    number is unknown. ``counters`` only grow (until they wrap); ``energy_counters`` rise at
+    most the maximum power times the hours elapsed, plus ``rounding``; ``hour_counter`` at
+    most the hours elapsed plus one; ``unbounded_counters`` (a pulse input) at any rate.
+    ``peaks`` are at most the maximum power; ``actual_peak`` goes down and ``last_month_peak``
+    changes only across a month boundary.
+    """
+
+    name: str
+    registers: tuple[Register, ...]
+    total: str
+    parts: tuple[str, ...]
+    rounding: Decimal
+    amps_per_phase: int
+    volts: int
+    default_phases: int
+    energy_counters: tuple[str, ...]
+    hour_counter: str
+    unbounded_counters: tuple[str, ...]
+    customer: str
+    actual_peak: str
+    last_month_peak: str
+    _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
+    _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name = {r.name: r for r in self.registers}
+        named = (
+            self.total,
+            *self.parts,
+            *self.energy_counters,
+            self.hour_counter,
+            *self.unbounded_counters,
+            self.customer,
+            self.actual_peak,
+            self.last_month_peak,
+        )
+        unknown = [name for name in named if name not in by_name]
+        if unknown:
+            raise UsageError(f"dialect {self.name}: no register {', '.join(unknown)}")
+        object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_patterns", {r.code: _printed_pattern(r) for r in self.registers})
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        """Every register that only grows (until it wraps)."""
+        return (*self.energy_counters, self.hour_counter, *self.unbounded_counters)
+
+    @property
+    def peaks(self) -> tuple[str, ...]:
+        return (self.actual_peak, self.last_month_peak)
+
+    def register(self, name: str) -> Register:
+        return self._by_name[name]
+
+    def printed(self, register: Register, text: str) -> bool:
+        """Whether ``text`` is exactly how this meter prints ``register``'s value."""
+        return self._patterns[register.code].fullmatch(text) is not None
+
+    def max_power_kw(self, phases: int | None = None) -> Decimal:
+        """The most a meter of ``phases`` phases can deliver, in kW."""
+        count = self.default_phases if phases is None else phases
+        return Decimal(count * self.volts * self.amps_per_phase) / 1000
+
+    def phases_of(self, telegram: Telegram) -> int:
+        """The phases of the meter that sent ``telegram``, from its type number."""
+        type_number = telegram.identification.type_number
+        return self.default_phases if type_number is None else type_number.phases
+
+
+KAMSTRUP_382 = Dialect(
+    name="kamstrup-382",
+    registers=REGISTERS,
+    total="energy",
+    parts=("tariff_1", "tariff_2"),
+    rounding=Decimal(1),
+    amps_per_phase=105,  # "kWh meter 5(105)A", Kamstrup 382 data sheet
+    volts=253,  # 230 V + 10 % (EN 50160)
+    default_phases=3,
+    energy_counters=("energy", "tariff_1", "tariff_2"),
+    hour_counter="hour_counter",
+    unbounded_counters=("pulse_input",),
+    customer="customer_number",
+    actual_peak="actual_peak",
+    last_month_peak="last_month_peak",
+)
+
+
+def _shown(register: Register, value: Decimal | str) -> str:
+    """A value as the meter prints it (for messages), with its unit."""
+    if isinstance(value, str):
+        text = value
+    else:
+        width = _printed_width(register)
+        text = f"{value:0{width}.{register.decimals}f}".replace(".", ",")
+    return f"{text} {register.unit}" if register.unit else text
+
+
+def check_telegram(telegram: Telegram, dialect: Dialect = KAMSTRUP_382) -> None:
+    """Raise :class:`ImplausibleError` if ``telegram`` is not one the meter can have sent.
+
+    Every register present, each printed with exactly its width and unit; the sum rule; no
+    peak above the maximum power. The error names the rule, the register and the values, with
+    the register's byte offset in the stream and its line.
+    """
+    found: dict[str, tuple[str, str | None, int, int]] = {}
+    block = telegram.data_block
+    for match in _FIRST_GROUP.finditer(block):
+        address = match[1]
+        if address and address not in found:
+            line = block.count("\n", 0, match.start()) + 1
+            found[address] = (match[2], match[3], telegram.block_offset + match.start(2), line)
+    missing = [r.code for r in dialect.registers if r.code not in found]
+    if missing:
+        raise ImplausibleError(
+            f"telegram lacks register{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
+            rule="missing",
+            register=missing[0] if len(missing) == 1 else None,
+        )
+    for register in dialect.registers:
+        text, unit, offset, line = found[register.code]
+        if not dialect.printed(register, text):
+            raise ImplausibleError(
+                f"{register.description.lower()} {register.code}({text}) is not "
+                f"{_printed_width(register)} characters as the meter prints it",
+                rule="width",
+                register=register.code,
+                offset=offset,
+                line=line,
+            )
+        if unit != register.shown_unit:
+            shown = "no unit" if register.shown_unit is None else f"unit {register.shown_unit}"
+            raise ImplausibleError(
+                f"{register.description.lower()} {register.code} printed with unit {unit!r}, "
+                f"the meter prints {shown}",
+                rule="unit",
+                register=register.code,
+                offset=offset,
+                line=line,
+            )
+    values = telegram.registers
+    _check_sum(dialect, values, found)
+    _check_peaks(dialect, values, dialect.phases_of(telegram), found)
+
+
+def _check_sum(
+    dialect: Dialect,
+    values: dict[str, Decimal | str],
+    found: dict[str, tuple[str, str | None, int, int]],
+) -> None:
+    total = dialect.register(dialect.total)
+    wrap = total.wraps_at
+    parts = [dialect.register(name) for name in dialect.parts]
+    number = values[total.name]
+    assert isinstance(number, Decimal)  # the width was checked: digits only
+    summed = Decimal(0)
+    for part in parts:
+        value = values[part.name]
+        assert isinstance(value, Decimal)
+        summed += value
+    if _modulo(number - summed, wrap) <= dialect.rounding:
+        return
+    _, _, offset, line = found[total.code]
+    terms = " + ".join(
+        f"{part.description.lower()} {_shown(part, values[part.name])}" for part in parts
+    )
+    raise ImplausibleError(
+        f"{total.name} {_shown(total, number)} is not {terms} (+0/{dialect.rounding} for rounding)",
+        rule="sum",
+        offset=offset,
+        line=line,
+    )
+
+
+def _check_peaks(
+    dialect: Dialect,
+    values: dict[str, Decimal | str],
+    phases: int,
+    found: dict[str, tuple[str, str | None, int, int]] | None = None,
+) -> None:
+    limit = dialect.max_power_kw(phases)
+    for name in dialect.peaks:
+        register = dialect.register(name)
+        value = values[name]
+        assert isinstance(value, Decimal)
+        if value > limit:
+            offset, line = found[register.code][2:] if found else (None, None)
+            raise ImplausibleError(
+                f"{register.description.lower()} {_shown(register, value)} is above the "
+                f"{limit} kW a {phases}-phase meter can deliver",
+                rule="peak",
+                register=register.code,
+                offset=offset,
+                line=line,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A meter's values at a wall-clock instant (timezone-aware), with its phases."""
+
+    values: MeterValues
+    at: datetime
+    phases: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.at, datetime) or self.at.utcoffset() is None:
+            raise UsageError(f"an observation's time must be timezone-aware, got {self.at!r}")
+        if not isinstance(self.phases, int) or isinstance(self.phases, bool) or self.phases < 1:
+            raise UsageError(f"phases must be a positive integer, got {self.phases!r}")
+
+
+def _month_boundary_between(start: datetime, end: datetime) -> bool:
+    """Whether the meter (local time, any UTC offset) may have begun a month between."""
+    earliest = start - _ZONE_SLACK
+    year, month = earliest.year, earliest.month + 1
+    if month > 12:
+        year, month = year + 1, 1
+    first = datetime(year, month, 1, tzinfo=earliest.tzinfo)
+    return first <= end + _ZONE_SLACK
+
+
+def check_history(
+    previous: Observation, current: Observation, dialect: Dialect = KAMSTRUP_382
+) -> None:
+    """Raise :class:`ImplausibleError` if ``current`` cannot follow ``previous`` on one meter.
+
+    See the module's docstring for the rules and what is left out when the clock went back.
+    """
+    before = previous.values.as_dict()
+    now = current.values.as_dict()
+    customer = dialect.register(dialect.customer)
+    if before[customer.name] != now[customer.name]:
+        raise ImplausibleError(
+            f"customer number {now[customer.name]} is not the meter's "
+            f"{before[customer.name]} of the last reading",
+            rule="customer",
+            register=customer.code,
+        )
+    _check_peaks(dialect, now, current.phases)
+    seconds = Decimal(str((current.at - previous.at).total_seconds()))
+    timed = seconds > 0
+    hours = seconds / _HOUR if timed else Decimal(0)
+    limit = dialect.max_power_kw(current.phases)
+    for name in dialect.counters:
+        register = dialect.register(name)
+        old, new = before[name], now[name]
+        wrap = register.wraps_at
+        rise = _modulo(new - old, wrap)
+        if name in dialect.unbounded_counters or not timed:
+            allowed: Decimal | None = None
+        elif name == dialect.hour_counter:
+            allowed = hours + 1
+        else:
+            allowed = limit * hours + dialect.rounding
+        if allowed is None or allowed >= wrap / 2:
+            if rise > wrap / 2:  # fell by less than half the range: down, not a wrap
+                raise _down(register, old, new)
+            continue
+        if rise <= allowed:
+            continue
+        if new < old:  # fell, and no wrap the rate allows explains it
+            raise _down(register, old, new)
+        rule = "hours_rate" if name == dialect.hour_counter else "counter_rate"
+        raise ImplausibleError(
+            f"{register.description.lower()} rose from {_shown(register, old)} to "
+            f"{_shown(register, new)} in {hours.quantize(Decimal('0.001'))} h, at most "
+            f"{allowed.quantize(Decimal('0.001'))} possible",
+            rule=rule,
+            register=register.code,
+        )
+    if not timed or _month_boundary_between(previous.at, current.at):
+        return
+    last = dialect.register(dialect.last_month_peak)
+    if before[last.name] != now[last.name]:
+        raise ImplausibleError(
+            f"last month's peak changed from {_shown(last, before[last.name])} to "
+            f"{_shown(last, now[last.name])} with no month boundary between the readings",
+            rule="last_month_peak",
+            register=last.code,
+        )
+    actual = dialect.register(dialect.actual_peak)
+    if now[actual.name] < before[actual.name]:
+        raise ImplausibleError(
+            f"actual peak went down from {_shown(actual, before[actual.name])} to "
+            f"{_shown(actual, now[actual.name])} with no month boundary between the readings",
+            rule="peak_down",
+            register=actual.code,
+        )
+
+
+def _down(register: Register, old: Decimal, new: Decimal) -> ImplausibleError:
+    return ImplausibleError(
+        f"{register.description.lower()} went down from {_shown(register, old)} to "
+        f"{_shown(register, new)}",
+        rule="counter_down",
+        register=register.code,
+    )
