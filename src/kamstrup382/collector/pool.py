@@ -8,6 +8,8 @@
 - Each meter's reader starts in ``auto`` BCC mode from the algorithm the meter used last
   (``bcc_hint``): remembered after each reading (:meth:`ReaderPool.learned`), loaded from the
   storage at the collector's start.
+- Every reader has at least one retry (:func:`~kamstrup382.collector.history.confirmable`):
+  a reading no rule can vouch for is confirmed by a second attempt of the same readout.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from kamstrup382.collector.config import MeterConfig
+from kamstrup382.collector.history import confirmable
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader
@@ -63,7 +66,7 @@ class ReaderPool:
             line=meter.line,
             bcc=meter.bcc,
             timing=meter.timing,
-            retry=meter.retry,
+            retry=confirmable(meter.retry),
             bcc_hint=self._bcc.get(meter.name),
         )
         if self.keep_connected and self._line_sizes[meter.shared_line] == 1:

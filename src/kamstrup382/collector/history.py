@@ -1,0 +1,220 @@
+"""What the collector remembers of each meter, and how a new reading is judged against it.
+
+The collector keeps, per meter, the last reading it accepted (:class:`History`: its values,
+its ``read_at`` and the meter's phases from its type number), loaded from the storage at
+start in one query (:meth:`~kamstrup382.storage.Storage.latest_readings`) and replaced each
+time a reading is accepted. Each readout is judged by a :class:`Judge` (the reader's
+``accept`` hook, inside its retries):
+
+1. **History.** The reading must follow the last accepted one
+   (:func:`~kamstrup382.protocol.plausibility.check_history`: counters never down except at the
+   wrap and never faster than the maximum power allows, the hour counter, the customer number,
+   the peaks). An :class:`~kamstrup382.errors.ImplausibleError` fails the attempt, and the
+   reader tries again like after a BCC error.
+2. **Confirmation.** Some values no rule can vouch for. They are confirmed, not trusted: the
+   attempt is refused (``ImplausibleError``, rule :data:`UNCONFIRMED`) and kept as the
+   readout's *candidate*; a later attempt of the same readout whose telegram agrees with it is
+   accepted. Two telegrams agree when the second may follow the first
+   (:func:`check_history` between them, seconds apart: no counter can move more than a
+   kWh or an hour) and every register no rule bounds (:data:`UNBOUNDED`) is equal in both.
+   A telegram that does not agree becomes the candidate in its turn.
+
+What needs confirming (:data:`DOUBTS`, the rules as data):
+
+- **first sight**: a meter with no accepted reading yet (its first readout ever, or the
+  storage lost): there is nothing to compare with, any register may hold a swap.
+- **a change no rule bounds**: a permutation of a register's digits (two adjacent digits
+  swapped, a digit doubled and an equal one dropped inside one value) keeps its digit sum, so
+  it changes the value by a multiple of 9 units of its last digit (a swap: ``9 x d x 10**k``).
+  A change of that size is confirmed where no rule would see it: the actual peak, last
+  month's peak and the pulse input (their changes are not bounded), and the hour counter when
+  more than 8 hours passed (its bound, the hours elapsed + 1, then allows a rise of 9). The
+  energy and tariff registers need none: the sum rule (energy = tariff 1 + tariff 2, in every
+  telegram) sees a permutation in any one of them, and a shift between two registers always
+  breaks their exact widths. The customer number never changes.
+
+A steady meter costs nothing (its changes are small and bounded); a confirmation costs one
+more attempt of the same readout (with the reader's backoff before it): every meter's first
+readout, and about one change in nine of a peak (a new monthly maximum, the monthly reset).
+The collector therefore gives each reader at least one retry (:func:`confirmable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from kamstrup382.errors import ImplausibleError, TypeNumberError
+from kamstrup382.protocol import MeterValues
+from kamstrup382.protocol.identification import parse_type_number
+from kamstrup382.protocol.plausibility import (
+    KAMSTRUP_382,
+    Dialect,
+    Observation,
+    check_history,
+)
+from kamstrup382.reader import Reading, RetryPolicy
+from kamstrup382.storage import ReadingRecord
+
+__all__ = [
+    "DOUBTS",
+    "UNBOUNDED",
+    "UNCONFIRMED",
+    "Doubt",
+    "History",
+    "Judge",
+    "confirmable",
+    "observation_of",
+]
+
+#: ``ImplausibleError.rule`` of a reading refused until another attempt confirms it.
+UNCONFIRMED = "unconfirmed"
+#: The registers whose change no rule bounds: two telegrams agree only if these are equal.
+UNBOUNDED: tuple[str, ...] = ("actual_peak", "last_month_peak", "pulse_input")
+#: The hour counter rises at most the hours elapsed + 1: from this many hours on, a swap's
+#: rise of 9 fits the bound and is not seen.
+_HOURS_BLIND = Decimal(8)
+_HOUR = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Doubt:
+    """A change from the last accepted reading that must be confirmed.
+
+    ``register``: the register's name. ``bounded_hours``: the change is doubted only when
+    more than this many hours passed (``None``: always, no rule bounds it). A change is doubted
+    when it could be a permutation of the register's digits: a non-zero multiple of 9 units of
+    its last digit.
+    """
+
+    register: str
+    why: str
+    bounded_hours: Decimal | None = None
+
+    def applies(self, previous: Observation, current: Observation, dialect: Dialect) -> bool:
+        old = previous.values.as_dict()[self.register]
+        new = current.values.as_dict()[self.register]
+        assert isinstance(old, Decimal) and isinstance(new, Decimal)
+        # in units of the register's last digit; the change as printed, not modulo the wrap
+        change = int((new - old).scaleb(dialect.register(self.register).decimals))
+        if change == 0 or change % 9 != 0:
+            return False
+        if self.bounded_hours is None:
+            return True
+        seconds = (current.at - previous.at).total_seconds()
+        return seconds <= 0 or seconds > float(self.bounded_hours) * _HOUR
+
+
+#: What needs confirming besides a first sight (see the module's documentation).
+DOUBTS: tuple[Doubt, ...] = (
+    Doubt("actual_peak", "the actual peak changed by a multiple of 9 (a swap?)"),
+    Doubt("last_month_peak", "last month's peak changed by a multiple of 9 (a swap?)"),
+    Doubt("pulse_input", "the pulse input changed by a multiple of 9 (a swap?)"),
+    Doubt(
+        "hour_counter",
+        "the hour counter changed by a multiple of 9 over more than 8 h (a swap?)",
+        bounded_hours=_HOURS_BLIND,
+    ),
+)
+
+
+def confirmable(retry: RetryPolicy) -> RetryPolicy:
+    """``retry`` with at least one retry: a reading that needs confirming needs a second
+    attempt."""
+    return retry if retry.retries >= 1 else replace(retry, retries=1)
+
+
+def observation_of(values: MeterValues, at: datetime, type_number: str | None) -> Observation:
+    """An observation of a meter whose type number is ``type_number`` (text, or ``None``: 3
+    phases, the dialect's default)."""
+    phases = KAMSTRUP_382.default_phases
+    if type_number is not None:
+        with contextlib.suppress(TypeNumberError):  # stored by an older version, or edited
+            phases = parse_type_number(type_number).phases
+    return Observation(values, at, phases)
+
+
+class History:
+    """The last reading the collector accepted of each meter (see the module documentation)."""
+
+    def __init__(self, dialect: Dialect = KAMSTRUP_382) -> None:
+        self.dialect = dialect
+        self._last: dict[str, Observation] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def last(self, meter: str) -> Observation | None:
+        return self._last.get(meter)
+
+    def load(self, records: Iterable[ReadingRecord]) -> None:
+        """The newest stored readings (from the storage, at start), for meters not read since."""
+        for record in records:
+            seen = observation_of(record.values, record.read_at, record.type_number)
+            self._last.setdefault(record.meter, seen)
+
+    def accepted(self, meter: str, observation: Observation) -> None:
+        """``meter``'s reading ``observation`` was accepted: the next one is judged against it."""
+        self._last[meter] = observation
+
+    def judge(self, meter: str, read_at: Callable[[Reading], datetime]) -> Judge:
+        """The ``accept`` hook of one readout of ``meter``; ``read_at`` gives the time a reading
+        will be stored with (the collector's clock)."""
+        return Judge(self, meter, read_at)
+
+
+class Judge:
+    """One readout's ``accept`` hook: history, then confirmation (see the module docs).
+
+    ``accepted`` is the observation of the reading it let through last (the collector records
+    it in the :class:`History` once the reader returned that reading).
+    """
+
+    def __init__(
+        self, history: History, meter: str, read_at: Callable[[Reading], datetime]
+    ) -> None:
+        self.history = history
+        self.meter = meter
+        self.read_at = read_at
+        #: The readout's last refused reading awaiting confirmation: its observation on the
+        #: collector's clock, and on the reader's wall clock (seconds between attempts).
+        self.candidate: tuple[Observation, Observation] | None = None
+        self.accepted: Observation | None = None
+        #: How many attempts were refused for want of confirmation.
+        self.unconfirmed = 0
+
+    def __call__(self, reading: Reading) -> None:
+        dialect = self.history.dialect
+        type_number = reading.identification.type_number
+        phases = dialect.default_phases if type_number is None else type_number.phases
+        values = reading.meter_values()
+        current = Observation(values, self.read_at(reading), phases)
+        heard = Observation(values, reading.requested_at, phases)
+        previous = self.history.last(self.meter)
+        if previous is None:
+            doubt = "first reading of this meter: nothing to compare it with"
+        else:
+            check_history(previous, current, dialect)
+            doubt = next((d.why for d in DOUBTS if d.applies(previous, current, dialect)), "")
+        if doubt and not self._agrees(heard):
+            self.candidate = (current, heard)
+            self.unconfirmed += 1
+            raise ImplausibleError(f"{doubt}; to be confirmed by another attempt", rule=UNCONFIRMED)
+        self.accepted = current
+
+    def _agrees(self, heard: Observation) -> bool:
+        """Whether the candidate confirms ``heard`` (see the module documentation)."""
+        if self.candidate is None:
+            return False
+        _, before = self.candidate
+        old, new = before.values.as_dict(), heard.values.as_dict()
+        if any(old[name] != new[name] for name in UNBOUNDED):
+            return False
+        try:
+            check_history(before, heard, self.history.dialect)
+        except ImplausibleError:
+            return False
+        return True
