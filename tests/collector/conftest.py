@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from kamstrup382.collector.config import Config, parse_config
 from kamstrup382.collector import Collector
+from kamstrup382.collector.config import Config, parse_config
 from kamstrup382.protocol import Observation, decode_reply
 
 #: The specification's example reply, 7-bit (what the scripted meter answers).

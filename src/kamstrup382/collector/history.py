@@ -12,12 +12,14 @@ time a reading is accepted. Each readout is judged by a :class:`Judge` (the read
    the peaks). An :class:`~kamstrup382.errors.ImplausibleError` fails the attempt, and the
    reader tries again like after a BCC error.
 2. **Confirmation.** Some values no rule can vouch for. They are confirmed, not trusted: the
-   attempt is refused (``ImplausibleError``, rule :data:`UNCONFIRMED`) and kept as the
-   readout's *candidate*; a later attempt of the same readout whose telegram agrees with it is
-   accepted. Two telegrams agree when the second may follow the first
-   (:func:`check_history` between them, seconds apart: no counter can move more than a
-   kWh or an hour) and every register no rule bounds (:data:`UNBOUNDED`) is equal in both.
-   A telegram that does not agree becomes the candidate in its turn.
+   attempt is refused (``ImplausibleError``, rule :data:`UNCONFIRMED`) and kept as one of the
+   readout's *candidates*; a later attempt of the same readout whose telegram agrees with one
+   of them is accepted. Two telegrams agree when the second may follow the first
+   (:func:`check_history` between them, seconds apart: no counter can move more than a kWh or
+   an hour) and every register no rule bounds (:data:`UNBOUNDED`) is equal in both. A
+   telegram that agrees with none becomes a candidate in its turn: a damaged first attempt
+   does not keep the next two from confirming each other, nor a damaged second one the first
+   and the third.
 
 What needs confirming (:data:`DOUBTS`, the rules as data):
 
@@ -61,6 +63,7 @@ from kamstrup382.storage import ReadingRecord
 
 __all__ = [
     "DOUBTS",
+    "FIRST_SIGHT",
     "UNBOUNDED",
     "UNCONFIRMED",
     "Doubt",
@@ -72,6 +75,8 @@ __all__ = [
 
 #: ``ImplausibleError.rule`` of a reading refused until another attempt confirms it.
 UNCONFIRMED = "unconfirmed"
+#: Why a meter's first reading is confirmed.
+FIRST_SIGHT = "the first reading of this meter, nothing to compare it with"
 #: The registers whose change no rule bounds: two telegrams agree only if these are equal.
 UNBOUNDED: tuple[str, ...] = ("actual_peak", "last_month_peak", "pulse_input")
 #: The hour counter rises at most the hours elapsed + 1: from this many hours on, a swap's
@@ -179,9 +184,9 @@ class Judge:
         self.history = history
         self.meter = meter
         self.read_at = read_at
-        #: The readout's last refused reading awaiting confirmation: its observation on the
-        #: collector's clock, and on the reader's wall clock (seconds between attempts).
-        self.candidate: tuple[Observation, Observation] | None = None
+        #: The readout's refused readings awaiting confirmation, as observed on the reader's
+        #: wall clock (the seconds between attempts): at most one per attempt.
+        self.candidates: list[Observation] = []
         self.accepted: Observation | None = None
         #: How many attempts were refused for want of confirmation.
         self.unconfirmed = 0
@@ -194,22 +199,27 @@ class Judge:
         current = Observation(values, self.read_at(reading), phases)
         heard = Observation(values, reading.requested_at, phases)
         previous = self.history.last(self.meter)
-        if previous is None:
-            doubt = "first reading of this meter: nothing to compare it with"
-        else:
+        doubt: Doubt | None = None
+        if previous is not None:
             check_history(previous, current, dialect)
-            doubt = next((d.why for d in DOUBTS if d.applies(previous, current, dialect)), "")
-        if doubt and not self._agrees(heard):
-            self.candidate = (current, heard)
-            self.unconfirmed += 1
-            raise ImplausibleError(f"{doubt}; to be confirmed by another attempt", rule=UNCONFIRMED)
-        self.accepted = current
+            doubt = next((d for d in DOUBTS if d.applies(previous, current, dialect)), None)
+            if doubt is None:
+                self.accepted = current
+                return
+        if any(self._agree(before, heard) for before in self.candidates):
+            self.accepted = current
+            return
+        self.candidates.append(heard)
+        self.unconfirmed += 1
+        why = FIRST_SIGHT if doubt is None else doubt.why
+        raise ImplausibleError(
+            f"{why}: to be confirmed by another attempt",
+            rule=UNCONFIRMED,
+            register=None if doubt is None else dialect.register(doubt.register).code,
+        )
 
-    def _agrees(self, heard: Observation) -> bool:
-        """Whether the candidate confirms ``heard`` (see the module documentation)."""
-        if self.candidate is None:
-            return False
-        _, before = self.candidate
+    def _agree(self, before: Observation, heard: Observation) -> bool:
+        """Whether ``before`` confirms ``heard`` (see the module documentation)."""
         old, new = before.values.as_dict(), heard.values.as_dict()
         if any(old[name] != new[name] for name in UNBOUNDED):
             return False

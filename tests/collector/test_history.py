@@ -1,0 +1,274 @@
+"""The collector's history: each reading must follow the meter's last accepted one; values no
+rule vouches for are confirmed by a second attempt; what stays implausible is a failure with
+its bytes, never a reading. Against scripted meters and the emulator over loopback TCP."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kamstrup382.cli import main
+from kamstrup382.clock import ManualClock
+from kamstrup382.collector import Collector
+from kamstrup382.collector.history import DOUBTS, FIRST_SIGHT, Doubt, History, confirmable
+from kamstrup382.emulator import EmulatorThread
+from kamstrup382.protocol import KAMSTRUP_382, MeterValues, Observation, decode_reply
+from kamstrup382.reader import RetryPolicy
+from kamstrup382.storage import ReadingRecord
+from kamstrup382.storage.url import open_storage
+from tests.collector.conftest import EXAMPLE, SEEN, make_config, seen_before
+from tests.collector.peer import ScriptedMeter, reply_with
+
+NOW = datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC)
+#: The example's values: energy 53 = 33 + 20 kWh, 482 h, actual peak 18.3 kW.
+VALUES = decode_reply(EXAMPLE).meter_values()
+#: The example with two digits of the hour counter swapped (482 h read as 428 h): the same
+#: characters, so the same check character, and a telegram that breaks no rule of its own.
+HOURS_SWAPPED = reply_with({"1.31": "0000428*h"})
+
+
+def stored_record(meter: str, values: MeterValues, at: datetime) -> ReadingRecord:
+    return ReadingRecord(
+        meter=meter,
+        slot=at,
+        read_at=at,
+        values=values,
+        identification="KAM 685-382-OK-15",
+        type_number="685-382-OK-15",
+        bcc_algorithm="sum7",
+        raw=EXAMPLE,
+        answer_delay=0.02,
+        duration=5.7,
+        attempts=1,
+    )
+
+
+# -- the rules as data -------------------------------------------------------------------------
+
+
+def observed(at: datetime = NOW, changes: dict[str, Any] | None = None) -> Observation:
+    return Observation(replace(VALUES, **(changes or {})), at)
+
+
+@pytest.mark.parametrize(
+    ("changes", "hours", "doubted"),
+    [
+        ({"actual_peak": Decimal("19.2")}, 0.25, "actual_peak"),  # +0.9 kW: a swap's size
+        ({"actual_peak": Decimal("18.4")}, 0.25, None),  # +0.1: no permutation of digits
+        ({"last_month_peak": Decimal("1.8")}, 0.25, "last_month_peak"),  # +18 tenths
+        ({"pulse_input": Decimal(90)}, 0.25, "pulse_input"),
+        ({"pulse_input": Decimal(10)}, 0.25, None),
+        ({"hour_counter": Decimal(491)}, 10, "hour_counter"),  # +9 h in 10 h: the bound allows it
+        ({"hour_counter": Decimal(491)}, 7.9, None),  # the bound (8.9 h) sees it anyway
+        ({"hour_counter": Decimal(490)}, 10, None),  # +8: not a multiple of 9
+        ({"energy": Decimal(62), "tariff_1": Decimal(42)}, 10, None),  # the sum rule sees these
+        ({}, 1000, None),  # unchanged
+    ],
+)
+def test_what_needs_confirming(
+    changes: dict[str, object], hours: float, doubted: str | None
+) -> None:
+    before = observed(NOW - timedelta(hours=hours))
+    after = observed(changes=changes)
+    found = [d.register for d in DOUBTS if d.applies(before, after, KAMSTRUP_382)]
+    assert found == ([doubted] if doubted else [])
+
+
+def test_a_doubt_about_the_hour_counter_holds_when_the_clock_went_back() -> None:
+    doubt = Doubt("hour_counter", "test", bounded_hours=Decimal(8))
+    later = observed(NOW + timedelta(minutes=5))
+    assert doubt.applies(later, observed(changes={"hour_counter": Decimal(491)}), KAMSTRUP_382)
+
+
+def test_the_history_keeps_what_the_collector_has_and_loads_the_rest() -> None:
+    history = History()
+    mine = observed()
+    history.accepted("a", mine)
+    history.load(
+        [
+            stored_record("a", VALUES, SEEN),
+            replace(stored_record("b", VALUES, SEEN), type_number="685-182-OK-15"),
+            replace(stored_record("c", VALUES, SEEN), type_number="edited"),
+        ]
+    )
+    assert history.last("a") is mine
+    assert history.last("b") == Observation(VALUES, SEEN, 1)  # a one-phase meter
+    assert history.last("c") == Observation(VALUES, SEEN, 3)  # unknown: the dialect's default
+    assert history.last("d") is None
+    assert len(history) == 3
+
+
+def test_every_reader_gets_a_retry_to_confirm_with() -> None:
+    assert confirmable(RetryPolicy(retries=0, backoff=0.5)) == RetryPolicy(1, 0.5)
+    assert confirmable(RetryPolicy(retries=3)) == RetryPolicy(retries=3)
+
+
+# -- through the collector ----------------------------------------------------------------------
+
+
+async def read_once(
+    url: str, meter: ScriptedMeter, *, seen: bool = True, retries: int = 2, clock_at: datetime = NOW
+) -> tuple[Collector, list[ReadingRecord]]:
+    config = make_config(url, [meter.port], retries=retries, backoff=0.01)
+    with open_storage(url) as storage:
+        async with Collector(config, storage, clock=ManualClock(clock_at)) as collector:
+            if seen:
+                seen_before(collector, ["m0"])
+            result = await collector.run_once()
+    return collector, list(result.readings)
+
+
+@pytest.mark.parametrize(
+    ("script", "attempts"),
+    [
+        (("answer", "answer"), 2),  # confirmed by the second attempt
+        ((HOURS_SWAPPED, "answer", "answer"), 3),  # 428 h, then 482 twice: the two agree
+        (("answer", HOURS_SWAPPED, "answer"), 3),  # the third agrees with the first
+    ],
+)
+async def test_a_first_reading_is_confirmed_by_a_second_attempt_that_agrees(
+    storage_url: str, script: tuple[str | bytes, ...], attempts: int
+) -> None:
+    async with ScriptedMeter(*script) as meter:
+        collector, (reading,) = await read_once(storage_url, meter, seen=False)
+        assert meter.requests == attempts
+    assert reading.values == VALUES  # never the swapped 428 h
+    assert reading.attempts == attempts
+    assert collector.history.last("m0") == Observation(VALUES, NOW)
+
+
+async def test_a_known_meter_is_read_at_the_first_attempt_and_its_history_follows(
+    storage_url: str,
+) -> None:
+    async with ScriptedMeter("answer") as meter:
+        collector, (reading,) = await read_once(storage_url, meter)
+        assert meter.requests == 1
+    assert reading.attempts == 1
+    assert collector.history.last("m0") == Observation(VALUES, NOW)
+
+
+async def test_the_history_is_loaded_from_the_storage_at_start(storage_url: str) -> None:
+    """A restarted collector knows its meters: their next reading needs no confirming."""
+    with open_storage(storage_url) as storage:
+        storage.record([stored_record("m0", VALUES, SEEN)])
+    async with ScriptedMeter("answer") as meter:
+        _, (reading,) = await read_once(storage_url, meter, seen=False)
+        assert meter.requests == 1
+    assert reading.attempts == 1
+
+
+async def test_a_swap_a_known_meter_cannot_have_made_is_retried(storage_url: str) -> None:
+    async with ScriptedMeter(HOURS_SWAPPED, "answer") as meter:
+        _, (reading,) = await read_once(storage_url, meter)
+    assert (reading.values, reading.attempts) == (VALUES, 2)
+
+
+async def test_a_change_no_rule_bounds_is_confirmed(storage_url: str) -> None:
+    """The actual peak rose by 0.9 kW since the last reading (a swap of its digits could make
+    that): confirmed by a second telegram that agrees, not trusted on its own."""
+    risen = reply_with({"1.6": "000019,2*kW"})
+    async with ScriptedMeter(risen, risen) as meter:
+        _, (reading,) = await read_once(storage_url, meter)
+    assert (reading.values.actual_peak, reading.attempts) == (Decimal("19.2"), 2)
+    # a telegram that disagrees is no confirmation: 20.1 kW (+1.8) does not confirm 19.2, nor
+    # the reverse; the third telegram confirms the first
+    other = reply_with({"1.6": "000020,1*kW"})
+    async with ScriptedMeter(risen, other, risen) as meter:
+        _, (reading,) = await read_once(storage_url, meter, clock_at=NOW + timedelta(hours=1))
+    assert (reading.values.actual_peak, reading.attempts) == (Decimal("19.2"), 3)
+
+
+async def test_a_telegram_that_stays_implausible_is_a_failure_with_its_bytes(
+    storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The meter's energy went down since its last reading (62 kWh stored, 53 sent): every
+    attempt refused, stored as a failure of kind ``implausible`` with the bytes, no reading."""
+    with open_storage(storage_url) as storage:
+        more = replace(VALUES, energy=Decimal(62), tariff_1=Decimal(42))
+        storage.record([stored_record("m0", more, SEEN)])
+    async with ScriptedMeter("answer") as meter:
+        config = make_config(storage_url, [meter.port], retries=2, backoff=0.01)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage, clock=ManualClock(NOW)) as collector:
+                result = await collector.run_once()
+            failures = list(storage.failures())
+            readings = list(storage.readings())
+        assert meter.requests == 3
+    assert result.readings == ()
+    (failure,) = result.failures
+    assert (failure.kind, failure.attempts, failure.raw) == ("implausible", 3, EXAMPLE)
+    assert "went down from 0000062 kWh to 0000053 kWh" in failure.message
+    assert failures == [failure]
+    assert [r.read_at for r in readings] == [SEEN]  # only what was there before
+    assert main(["status", "--storage", storage_url, "--json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert shown["last_error"]["kind"] == "implausible"
+
+
+async def test_a_telegram_lacking_a_register_is_retried_and_kept_as_implausible(
+    storage_url: str,
+) -> None:
+    """It used to be a ``usage`` failure of one attempt: the slot lost although retries were
+    configured. Now it is retried; when it persists, kept with its bytes."""
+    lacking = reply_with({}, without=("1.26",))
+    async with ScriptedMeter(lacking) as meter:
+        config = make_config(storage_url, [meter.port], retries=2, backoff=0.01)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage, clock=ManualClock(NOW)) as collector:
+                seen_before(collector, ["m0"])
+                result = await collector.run_once()
+        assert meter.requests == 3
+    (failure,) = result.failures
+    assert (failure.kind, failure.attempts, failure.raw) == ("implausible", 3, lacking)
+    async with ScriptedMeter(lacking, "answer") as meter:
+        _, (reading,) = await read_once(storage_url, meter, clock_at=NOW + timedelta(hours=1))
+    assert (reading.values, reading.attempts) == (VALUES, 2)
+
+
+async def test_a_first_reading_no_attempt_confirms_is_not_stored(storage_url: str) -> None:
+    async with ScriptedMeter(HOURS_SWAPPED, "answer") as meter:
+        config = make_config(storage_url, [meter.port], retries=1, backoff=0.01)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage, clock=ManualClock(NOW)) as collector:
+                result = await collector.run_once()
+            assert list(storage.readings()) == []
+    (failure,) = result.failures
+    assert (failure.kind, failure.attempts, failure.raw) == ("implausible", 2, EXAMPLE)
+    assert failure.message.startswith(FIRST_SIGHT)
+    assert collector.history.last("m0") is None
+
+
+async def test_first_readings_need_one_retry_even_when_none_is_configured(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/r.sqlite"
+    async with ScriptedMeter("answer") as meter:
+        _, (reading,) = await read_once(url, meter, seen=False, retries=0)
+    assert reading.attempts == 2
+
+
+async def test_emulated_meters_read_slot_after_slot_are_confirmed_once(tmp_path: object) -> None:
+    """Four emulated meters, eight hourly slots on the emulator's own clock: only each
+    meter's first readout takes a second attempt (the household loads change the counters
+    within their bounds), and every stored value is the meter's."""
+    url = f"sqlite:///{tmp_path}/e.sqlite"
+    clock = ManualClock(NOW)
+    with EmulatorThread(meters=4, transport="tcp", speed=200.0, delay=0.02, clock=clock) as emu:
+        config = make_config(url, emu.ports, interval=3600, backoff=0.01)
+        readings: list[ReadingRecord] = []
+        with open_storage(url) as storage:
+            async with Collector(config, storage, clock=clock) as collector:
+                for _ in range(8):
+                    result = await collector.run_once()
+                    assert result.ok, result.summary()
+                    readings += result.readings
+                    clock.advance(timedelta(hours=1))
+        sent = {(i, e.requested_at): e.values for i in range(4) for e in emu.log(i)}
+    for reading in readings:
+        assert reading.values == sent[(int(reading.meter[1:]), reading.read_at)]
+    first = {r.meter: r for r in reversed(readings)}
+    assert sorted(r.attempts for r in first.values()) == [2, 2, 2, 2]
+    assert sum(r.attempts for r in readings) == 4 * 2 + 4 * 7
