@@ -404,8 +404,11 @@ def test_unknown_url_scheme_is_a_usage_error(api: str) -> None:
 
 def test_bcc_hint(api: str, meter_factory: Callable[..., Meter]) -> None:
     meter = meter_factory("xor", "xor", transport="tcp")
-    reading = read_one(api, meter.port, bcc_hint="sum7", retries=1)
-    assert reading.bcc_algorithm is BccAlgorithm.XOR
-    assert reading.attempts == 2  # refused once as the hint said sum7, then followed
+    first, second = read_many(api, meter.port, 2, bcc_hint="sum7", retries=1)
+    # a readout's every telegram matching only the other algorithm: refused, all attempts
+    assert isinstance(first, BccError) and first.attempts == 2
+    # the next readout agrees: the meter changed, followed
+    assert isinstance(second, Reading) and second.bcc_algorithm is BccAlgorithm.XOR
+    assert second.attempts == 1
     with pytest.raises(UsageError):
         Reader(meter.port, bcc_hint="crc")

@@ -16,7 +16,7 @@ from kamstrup382.errors import (
     ReadTimeout,
     UsageError,
 )
-from kamstrup382.protocol import REQUEST, BccAlgorithm, BccMode, Telegram, add_parity, decode_reply
+from kamstrup382.protocol import REQUEST, BccAlgorithm, add_parity
 from kamstrup382.reader import (
     EXPECTED_REPLY_SIZE,
     PortKind,
@@ -254,60 +254,15 @@ def test_eight_bit_bytes_on_a_7e1_line_are_refused() -> None:
         feed(readout, add_parity(EXAMPLE), 100.2)
 
 
-# -- BCC: fixed modes and learning in auto -----------------------------------------------------
+# -- one readout's telegram (the BCC rules across readouts: test_bcc_memory.py) ---------------
 
 
 def read_one(session: Session, reply: bytes) -> BccAlgorithm:
+    """One readout of a single attempt that gets ``reply``."""
+    session.begin()
     readout = started(session)
     assert feed(readout, reply, 100.2)
-    return readout.reading("p", 1).bcc_algorithm
-
-
-def test_auto_learns_sum7_then_refuses_one_xor_telegram() -> None:
-    session = Session(line=LineMode.SEVEN_E_ONE, bcc=BccMode.AUTO, timing=TIMING)
-    assert session.bcc_algorithm is None
-    assert read_one(session, EXAMPLE) is BccAlgorithm.SUM7
-    assert session.bcc_algorithm is BccAlgorithm.SUM7
-    with pytest.raises(BccError, match="this meter's sum7"):
-        read_one(session, with_xor(EXAMPLE))
-    assert read_one(session, EXAMPLE) is BccAlgorithm.SUM7
-    # a single XOR telegram is refused again: the suspicion was cleared by the good one
-    with pytest.raises(BccError):
-        read_one(session, with_xor(EXAMPLE))
-    # twice in a row: the meter really uses XOR now
-    assert read_one(session, with_xor(EXAMPLE)) is BccAlgorithm.XOR
-    assert session.bcc_algorithm is BccAlgorithm.XOR
-
-
-def test_the_verdict_is_the_decoders() -> None:
-    session = Session(line=LineMode.SEVEN_E_ONE, bcc=BccMode.AUTO, timing=TIMING)
-    assert read_one(session, EXAMPLE) is BccAlgorithm.SUM7
-    with pytest.raises(BccError) as caught:
-        read_one(session, with_xor(EXAMPLE))
-    assert (caught.value.received, caught.value.xor) == (0x12, 0x12)
-    assert caught.value.sum7 == 0x3E
-    by_hand = decode_reply(EXAMPLE)
-    by_hand = Telegram(by_hand.identification, by_hand.data_block, BccAlgorithm.SUM7, 0x3E, b"")
-    with pytest.raises(UsageError, match="no BCC check"):
-        session.check_bcc(by_hand)
-
-
-def test_auto_reads_an_xor_meter() -> None:
-    session = Session(line=LineMode.SEVEN_E_ONE, timing=TIMING)
-    assert read_one(session, with_xor(EXAMPLE)) is BccAlgorithm.XOR
-    assert read_one(session, with_xor(EXAMPLE)) is BccAlgorithm.XOR
-
-
-@pytest.mark.parametrize(
-    ("mode", "reply"),
-    [(BccMode.SUM7, with_xor(EXAMPLE)), (BccMode.XOR, EXAMPLE)],
-)
-def test_fixed_mode_refuses_the_other_algorithm_without_retry(mode: BccMode, reply: bytes) -> None:
-    session = Session(line=LineMode.SEVEN_E_ONE, bcc=mode, timing=TIMING)
-    for _ in range(2):
-        with pytest.raises(BccError) as caught:
-            read_one(session, reply)
-        assert session.next_delay(caught.value, 1) is None
+    return session.conclude(readout, "p", 1).bcc_algorithm
 
 
 def test_learned_size_sets_the_progress_total() -> None:
@@ -348,18 +303,6 @@ def test_wall_times_follow_the_monotonic_clock_by_default() -> None:
     reading = readout.reading("p", 1)
     assert reading.first_byte_at == wall(100.25)
     assert reading.done_at == wall(105.5)
-
-
-def test_bcc_hint_starts_auto_from_what_was_learned() -> None:
-    session = Session(line=LineMode.SEVEN_E_ONE, timing=TIMING, bcc_hint="sum7")
-    assert session.bcc_algorithm is BccAlgorithm.SUM7
-    with pytest.raises(BccError):  # a single XOR telegram: refused, as after learning
-        read_one(session, with_xor(EXAMPLE))
-    assert read_one(session, with_xor(EXAMPLE)) is BccAlgorithm.XOR  # the meter changed
-    fixed = Session(line=LineMode.SEVEN_E_ONE, bcc=BccMode.XOR, bcc_hint="sum7")
-    assert fixed.bcc_algorithm is BccAlgorithm.XOR  # a fixed mode ignores the hint
-    with pytest.raises(UsageError):
-        Session(line=LineMode.SEVEN_E_ONE, bcc_hint="crc")
 
 
 # -- the largest reply accepted --------------------------------------------------------------

@@ -13,6 +13,7 @@ where it is installed), e.g. ``asyncio.Runner(loop_factory=new_event_loop)``.
 """
 
 from kamstrup382.reader.aio import AsyncReader, new_event_loop
+from kamstrup382.reader.bcc_memory import BccCertainty, BccMemory
 from kamstrup382.reader.policy import EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode, PortKind, PortSpec, default_line, parse_port
 from kamstrup382.reader.reading import Reading
@@ -23,6 +24,8 @@ __all__ = [
     "EXPECTED_REPLY_SIZE",
     "Accept",
     "AsyncReader",
+    "BccCertainty",
+    "BccMemory",
     "LineMode",
     "PortKind",
     "PortSpec",

@@ -26,7 +26,7 @@ from kamstrup382.reader.aio_links import AsyncLink, open_async_link
 from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.options import with_attempts
 from kamstrup382.reader.reading import Reading
-from kamstrup382.reader.session import Accept, Progress, Readout, accept_reading
+from kamstrup382.reader.session import Accept, Progress, Readout
 
 __all__ = [
     "AsyncLink",
@@ -135,19 +135,19 @@ class AsyncReader(ReaderBase[AsyncLink]):
         self, progress: Progress | None, gate: Gate | None = None, accept: Accept | None = None
     ) -> Reading:
         failed = 0
+        self.session.begin()
         while True:
             try:
                 readout = await self._attempt(progress, gate)
                 gate = None
-                reading = readout.reading(self.port, failed + 1)
-                accept_reading(accept, reading)
-                return reading
+                return self.session.conclude(readout, self.port, failed + 1, accept)
             except Kamstrup382Error as error:
                 failed += 1
                 if isinstance(error, ConnectionLost):
                     await self.close()
                 delay = self.session.next_delay(error, failed)
                 if delay is None:
+                    self.session.failed()
                     with_attempts(error, failed)
                     raise
                 await asyncio.sleep(delay)

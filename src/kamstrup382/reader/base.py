@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from kamstrup382.protocol import BccAlgorithm, BccMode
+from kamstrup382.protocol import KAMSTRUP_382, BccAlgorithm, BccMode, Dialect
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
+from kamstrup382.reader.bcc_memory import BccMemory
 from kamstrup382.reader.options import ReaderOptions
 from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode
@@ -25,8 +27,10 @@ class ReaderBase(Generic[LinkT]):
     described in :mod:`kamstrup382.reader.policy`; ``timing`` replaces all of it at once, and
     ``retry`` the retries (``retries``, ``backoff``, ``max_backoff``).
     ``progress(received, expected)`` is called as bytes arrive. ``bcc_hint``: in ``auto``
-    mode, the algorithm an earlier reader learned for this meter (see
-    :mod:`kamstrup382.reader.session`).
+    mode, the algorithm an earlier reader learned for this meter, or ``bcc_memory`` all it
+    knew (its :attr:`bcc_memory` after its last readout; see :mod:`kamstrup382.reader.session`).
+    ``max_reply``: the largest reply accepted, in bytes from ``/`` to the BCC. ``dialect``:
+    what the meter guarantees in its telegrams (:mod:`kamstrup382.protocol.plausibility`).
     """
 
     def __init__(
@@ -48,6 +52,9 @@ class ReaderBase(Generic[LinkT]):
         connect_timeout: float = 5.0,
         progress: Progress | None = None,
         bcc_hint: BccAlgorithm | str | None = None,
+        bcc_memory: BccMemory | None = None,
+        max_reply: int = DEFAULT_MAX_REPLY,
+        dialect: Dialect = KAMSTRUP_382,
     ) -> None:
         self.options = ReaderOptions.build(
             port,
@@ -65,6 +72,9 @@ class ReaderBase(Generic[LinkT]):
             retry=retry,
             connect_timeout=connect_timeout,
             bcc_hint=bcc_hint,
+            bcc_memory=bcc_memory,
+            max_reply=max_reply,
+            dialect=dialect,
         )
         self.port = port
         self.session: Session = self.options.session()
@@ -72,6 +82,12 @@ class ReaderBase(Generic[LinkT]):
         self._link: LinkT | None = None
         #: A reply broken off mid-way and its drain limit: let pass before the next request.
         self._broken: tuple[Readout, float] | None = None
+
+    @property
+    def bcc_memory(self) -> BccMemory:
+        """What this reader knows of the meter's BCC algorithm after its last readout: give it
+        to the next reader of the same meter (``bcc_memory=``)."""
+        return self.session.bcc_memory
 
     @property
     def line(self) -> LineMode:

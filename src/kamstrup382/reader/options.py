@@ -1,16 +1,23 @@
-"""The options both readers take, checked once: port, line mode, BCC mode, timing, retries."""
+"""The options both readers take, checked once: port, line mode, BCC mode, timing, retries,
+the largest reply, the meter's dialect and what an earlier reader learned of its BCC."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
-from kamstrup382.protocol import BccAlgorithm, BccMode
+from kamstrup382.protocol import KAMSTRUP_382, BccAlgorithm, BccMode, Dialect
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
+from kamstrup382.reader.bcc_memory import BccMemory
 from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode, PortSpec, default_line, parse_port
 from kamstrup382.reader.session import Session
 
-__all__ = ["ReaderOptions", "with_attempts"]
+__all__ = ["MAX_MAX_REPLY", "ReaderOptions", "with_attempts"]
+
+#: The largest ``max_reply`` a reader takes: 64 KiB, far above any meter of this family's
+#: reply, and still a bound on what a misbehaving gateway can make a reader keep per link.
+MAX_MAX_REPLY = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,9 @@ class ReaderOptions:
     baudrate: int
     connect_timeout: float
     bcc_hint: BccAlgorithm | None = None
+    bcc_memory: BccMemory | None = None
+    max_reply: int = DEFAULT_MAX_REPLY
+    dialect: Dialect = KAMSTRUP_382
 
     @classmethod
     def build(
@@ -43,6 +53,9 @@ class ReaderOptions:
         connect_timeout: float,
         retry: RetryPolicy | None = None,
         bcc_hint: BccAlgorithm | str | None = None,
+        bcc_memory: BccMemory | None = None,
+        max_reply: int = DEFAULT_MAX_REPLY,
+        dialect: Dialect = KAMSTRUP_382,
     ) -> ReaderOptions:
         spec = parse_port(port)
         try:
@@ -65,6 +78,19 @@ class ReaderOptions:
             hint = None if bcc_hint is None else BccAlgorithm(bcc_hint)
         except ValueError as exc:
             raise UsageError(f"bcc_hint must be sum7 or xor, got {bcc_hint!r}") from exc
+        if bcc_memory is not None and not isinstance(bcc_memory, BccMemory):
+            raise UsageError(f"bcc_memory must be a BccMemory, got {bcc_memory!r}")
+        if not isinstance(dialect, Dialect):
+            raise UsageError(f"dialect must be a Dialect, got {dialect!r}")
+        if (
+            not isinstance(max_reply, int)
+            or isinstance(max_reply, bool)
+            or not MIN_MAX_REPLY <= max_reply <= MAX_MAX_REPLY
+        ):
+            raise UsageError(
+                f"max_reply must be a whole number of bytes from {MIN_MAX_REPLY} to "
+                f"{MAX_MAX_REPLY}, got {max_reply!r}"
+            )
         if not connect_timeout > 0:
             raise UsageError(f"connect_timeout must be positive, got {connect_timeout!r}")
         return cls(
@@ -80,6 +106,9 @@ class ReaderOptions:
             baudrate=baudrate,
             connect_timeout=connect_timeout,
             bcc_hint=hint,
+            bcc_memory=bcc_memory,
+            max_reply=max_reply,
+            dialect=dialect,
         )
 
     def session(self) -> Session:
@@ -89,6 +118,9 @@ class ReaderOptions:
             timing=self.timing,
             retry=self.retry,
             bcc_hint=self.bcc_hint,
+            bcc_memory=self.bcc_memory,
+            max_reply=self.max_reply,
+            dialect=self.dialect,
         )
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from kamstrup382.protocol import BccAlgorithm, Identification, MeterValues, Telegram
+from kamstrup382.reader.bcc_memory import BccCertainty
 from kamstrup382.reader.port import LineMode
 
 __all__ = ["Reading"]
@@ -19,6 +20,9 @@ class Reading:
     Wall-clock times are timezone-aware UTC; ``answer_delay`` (request sent to first byte) and
     ``duration`` (request sent to BCC received) are measured on the monotonic clock, in seconds.
     ``attempts`` counts the tries it took (1 when the first one succeeded).
+    ``bcc_certainty``: how sure the BCC algorithm is, as the reader's session saw it
+    (:class:`~kamstrup382.reader.bcc_memory.BccCertainty`; ``None`` for a reading not taken by
+    a reader).
     """
 
     telegram: Telegram
@@ -30,6 +34,7 @@ class Reading:
     answer_delay: float
     duration: float
     attempts: int = 1
+    bcc_certainty: BccCertainty | None = None
 
     @property
     def identification(self) -> Identification:

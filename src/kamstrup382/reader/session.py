@@ -12,20 +12,38 @@ clock of its own::
         wait until readout.timeout_at (monotonic) for bytes
         no bytes in time   -> raise readout.expired(monotonic())
         bytes              -> done = readout.receive(data, monotonic(), now())
-    reading = readout.reading(port, attempts)
+    reading = session.conclude(readout, port, attempts, accept)   # the caller's check
 
-**BCC in ``auto`` mode.** The first telegram that matches either algorithm teaches the session
-which one this meter uses; from then on the session requires it. A corrupted telegram of a
-sum-BCC meter that happens to match the XOR (1 in 128) is then refused instead of returned.
-A telegram that matches only the *other* algorithm is refused once; if the very next telegram
-matches it too, the meter really changed (swapped meter, different gateway), the session
-accepts it and learns the new algorithm. A fixed ``sum7`` or ``xor`` mode never changes.
-Before the first telegram nothing is known: a damaged telegram whose received BCC happens to
-be the other algorithm's over the damaged block (1 in 128 damaged telegrams) passes as that
-algorithm. A reader kept across readouts pays that once; a fresh reader per readout can
-start from what an earlier one learned (``bcc_hint``, e.g. the algorithm of the meter's last
-stored reading: still ``auto``, so a meter that really changed is followed after one
-refusal).
+with :meth:`Session.begin` before the first attempt of a readout and :meth:`Session.failed`
+after its last one failed.
+
+**Plausibility.** Every complete telegram is held to what the meter guarantees
+(:func:`~kamstrup382.protocol.plausibility.check_telegram` with the session's ``dialect``,
+:data:`~kamstrup382.protocol.plausibility.KAMSTRUP_382` by default): a telegram whose BCC
+matched but which the meter cannot have sent (a character doubled in one register and dropped
+in another, two digits swapped) fails the attempt with an
+:class:`~kamstrup382.errors.ImplausibleError` carrying its bytes, and the reader retries it like
+a BCC error. The caller's own check (``accept``, the collector's history) runs after it, in
+the reader, inside the same retries.
+
+**BCC in ``auto`` mode.** What the session knows of the meter's algorithm is a
+:class:`~kamstrup382.reader.bcc_memory.BccMemory`, given at the start (``bcc_memory``, or
+``bcc_hint``: an algorithm the meter's stored readings used) and replaced after each readout
+(one ``read()``: all its attempts), so that a fresh reader per readout continues where the last
+one stopped. The first telegram that matches either algorithm teaches it (one that both match
+teaches nothing). From then on a telegram that matches only the *other* algorithm is never
+accepted within a readout, however many attempts it makes: a corrupted telegram of a sum-BCC
+meter that happens to match the XOR (1 in 128) is refused, not returned. The meter's
+algorithm changes only when two *consecutive* readouts each gave a telegram that matches
+only the other algorithm and passed every plausibility rule (:func:`check_telegram` and
+``accept``): the first readout fails (its telegrams refused with a
+:class:`~kamstrup382.errors.BccError`) and leaves a suspicion; the next accepts such a telegram
+and learns the new algorithm; any other end of that next readout clears the suspicion. What a
+readout learned is committed only after its telegram passed every check. Before anything is
+known, a damaged telegram whose received BCC happens to be the other algorithm's over the
+damaged block passes as that algorithm (1 in 128 damaged telegrams, and it must still pass
+every plausibility rule); :class:`~kamstrup382.reader.bcc_memory.BccCertainty` says how sure
+a reading's algorithm is. A fixed ``sum7`` or ``xor`` mode never changes.
 
 **A reply broken off mid-way** (a parity or framing error, a deadline while bytes still
 come) is still being sent by the meter, which does not listen meanwhile (mode A is half
@@ -48,6 +66,7 @@ so the echo does not start the inter-character clock early.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from kamstrup382.errors import (
@@ -59,16 +78,20 @@ from kamstrup382.errors import (
     UsageError,
 )
 from kamstrup382.protocol import (
+    KAMSTRUP_382,
     REQUEST,
     BccAlgorithm,
     BccMode,
     DecoderState,
+    Dialect,
     Telegram,
     TelegramDecoder,
     add_parity,
+    check_telegram,
     strip_parity,
 )
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
+from kamstrup382.reader.bcc_memory import BccMemory
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
@@ -112,6 +135,8 @@ class Session:
         expected_size: int = EXPECTED_REPLY_SIZE,
         bcc_hint: BccAlgorithm | str | None = None,
         max_reply: int = DEFAULT_MAX_REPLY,
+        bcc_memory: BccMemory | None = None,
+        dialect: Dialect = KAMSTRUP_382,
     ) -> None:
         try:
             self.line = LineMode(line)
@@ -130,16 +155,24 @@ class Session:
         self.timing = timing or Timing()
         self.retry = retry or RetryPolicy()
         self.expected_size = expected_size
-        #: The algorithm this meter uses, once known (fixed by the mode, or learned in auto).
-        self.bcc_algorithm: BccAlgorithm | None = (
-            None if self.bcc_mode is BccMode.AUTO else BccAlgorithm(self.bcc_mode.value)
-        )
-        if bcc_hint is not None and self.bcc_mode is BccMode.AUTO:
-            try:  # what an earlier reader learned (a collector's last reading): auto from there
-                self.bcc_algorithm = BccAlgorithm(bcc_hint)
-            except ValueError as exc:
-                raise UsageError(f"bcc_hint must be sum7 or xor, got {bcc_hint!r}") from exc
-        self._suspect: BccAlgorithm | None = None  # other algorithm seen on the last telegram
+        if not isinstance(dialect, Dialect):
+            raise UsageError(f"dialect must be a Dialect, got {dialect!r}")
+        #: What the meter guarantees in its telegrams (widths, sums, maximum power).
+        self.dialect = dialect
+        if bcc_memory is not None and not isinstance(bcc_memory, BccMemory):
+            raise UsageError(f"bcc_memory must be a BccMemory, got {bcc_memory!r}")
+        try:  # what an earlier reader learned: its memory, or the meter's stored algorithm
+            hint = None if bcc_hint is None else BccAlgorithm(bcc_hint)
+        except ValueError as exc:
+            raise UsageError(f"bcc_hint must be sum7 or xor, got {bcc_hint!r}") from exc
+        if self.bcc_mode is not BccMode.AUTO:  # a fixed mode knows its algorithm, always
+            bcc_memory = BccMemory.from_hint(BccAlgorithm(self.bcc_mode.value))
+        elif bcc_memory is None:
+            bcc_memory = BccMemory.from_hint(hint)
+        self._memory = bcc_memory
+        #: In the readout under way: the other algorithm a refused but plausible telegram
+        #: matched alone (the suspicion the readout leaves if it fails).
+        self._seen_other: BccAlgorithm | None = None
 
     @property
     def eight_bit(self) -> bool:
@@ -162,41 +195,69 @@ class Session:
         """Seconds to wait before the next attempt after ``failed`` failures, or ``None``."""
         return self.retry.next_delay(error, failed, fixed_bcc=self.fixed_bcc)
 
-    def check_bcc(self, telegram: Telegram) -> None:
-        """Apply what the session knows about the meter's algorithm (see the module doc).
+    @property
+    def bcc_memory(self) -> BccMemory:
+        """What the session knows of the meter's BCC algorithm, after the last readout."""
+        return self._memory
+
+    @property
+    def bcc_algorithm(self) -> BccAlgorithm | None:
+        """The algorithm this meter uses, once known (fixed by the mode, or learned in auto)."""
+        return self._memory.algorithm
+
+    def begin(self) -> None:
+        """A readout (one ``read()``, all its attempts) begins."""
+        self._seen_other = None
+
+    def failed(self) -> None:
+        """The readout failed: every attempt did. It leaves a suspicion if one of its telegrams
+        matched only the other algorithm and passed every plausibility rule."""
+        if not self.fixed_bcc:
+            self._memory = self._memory.failed(self._seen_other)
+        self._seen_other = None
+
+    def check_bcc(self, telegram: Telegram) -> BccError | None:
+        """The error that refuses ``telegram`` under what the session knows of the meter's
+        algorithm (see the module doc), or ``None``; learns nothing (:meth:`conclude` does).
 
         The verdict is the decoder's (:attr:`Telegram.bcc_check`): which algorithms its mode
         computed over the block and whether each matches the BCC received.
         """
-        learned = self.bcc_algorithm
-        used = telegram.bcc_algorithm
-        if learned is None:
-            self.bcc_algorithm = used
-            return
         check = telegram.bcc_check
         if check is None:
             raise UsageError("a telegram built by hand carries no BCC check: decode it")
-        if check.matches(learned):
-            self._suspect = None
-            return
-        # (only in auto mode, whose decoder computes both: a fixed mode's refuses the other)
-        if not self.fixed_bcc and self._suspect is used:
-            self.bcc_algorithm = used  # twice in a row: the meter changed
-            self._suspect = None
-            return
-        if not self.fixed_bcc:
-            self._suspect = used
-        raise BccError(
+        other = self._memory.refuses(check)
+        if other is None:
+            return None
+        learned = self._memory.algorithm
+        assert learned is not None  # refuses() needs a known algorithm
+        return BccError(
             f"BCC mismatch: received 0x{check.received:02x}, this meter's {learned.value} is "
-            f"0x{check.expected(learned):02x} (the {used.value} matched)",
+            f"0x{check.expected(learned):02x} (the {other.value} matched)",
             received=check.received,
             sum7=check.expected(BccAlgorithm.SUM7),
             xor=check.expected(BccAlgorithm.XOR),
             offset=telegram.block_offset + len(telegram.data_block) + 1,
         )
 
-    def succeeded(self, telegram: Telegram) -> None:
-        self.expected_size = len(telegram.raw)
+    def conclude(
+        self, readout: Readout, port: str, attempts: int, accept: Accept | None = None
+    ) -> Reading:
+        """The reading of a complete attempt, after the caller's check (``accept``); commits
+        what it teaches. Raises the attempt's refusal (:class:`BccError`) or the caller's
+        :class:`ImplausibleError` (with the reply's bytes) instead."""
+        reading = readout.reading(port, attempts)
+        accept_reading(accept, reading)
+        check = reading.telegram.bcc_check
+        assert check is not None  # the readout's telegram came from its decoder
+        if readout.refused is not None:
+            self._seen_other = self._memory.refuses(check)
+            raise readout.refused
+        if not self.fixed_bcc:
+            self._memory = self._memory.accepted(check)
+        self._seen_other = None
+        self.expected_size = len(reading.raw)
+        return replace(reading, bcc_certainty=self._memory.certainty(check))
 
 
 def _forgive_noise(data: bytes) -> bytes:
@@ -231,6 +292,9 @@ class Readout:
         self.request = session.request
         self.expected = session.expected_size
         self.telegram: Telegram | None = None
+        #: A complete, plausible telegram the session must still refuse (its BCC matched only
+        #: the other algorithm): raised by :meth:`Session.conclude` after the caller's check.
+        self.refused: BccError | None = None
         self.sent_at = 0.0  # monotonic
         self.requested_at: datetime | None = None
         self.first_byte_at_mono: float | None = None
@@ -303,11 +367,16 @@ class Readout:
         telegram = decoder.telegram
         if telegram is None:
             return False
-        self.session.check_bcc(telegram)
+        refused = self.session.check_bcc(telegram)
+        try:
+            check_telegram(telegram, self.session.dialect)
+        except ImplausibleError as error:
+            error.raw = telegram.raw
+            raise (error if refused is None else refused) from None
+        self.refused = refused
         self.telegram = telegram
         self.done_at_mono = monotonic
         self.done_at = wall or self._wall(monotonic)
-        self.session.succeeded(telegram)
         return True
 
     def _wall(self, monotonic: float) -> datetime:
@@ -350,6 +419,8 @@ class Readout:
         """
         if isinstance(error, ReadTimeout):
             return error.phase == "deadline" and self.received > 0
+        if self.decoder.telegram is not None:  # the reply is complete: nothing more comes
+            return False
         return isinstance(error, ProtocolError) and not isinstance(error, BccError)
 
     def drain_limit(self) -> float:

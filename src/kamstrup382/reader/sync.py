@@ -21,7 +21,7 @@ from kamstrup382.reader.base import ReaderBase
 from kamstrup382.reader.link import Link, open_link
 from kamstrup382.reader.options import with_attempts
 from kamstrup382.reader.reading import Reading
-from kamstrup382.reader.session import Accept, Progress, Readout, accept_reading
+from kamstrup382.reader.session import Accept, Progress, Readout
 
 __all__ = ["Reader"]
 
@@ -77,18 +77,18 @@ class Reader(ReaderBase[Link]):
         """
         progress = progress or self.progress
         failed = 0
+        self.session.begin()
         while True:
             try:
                 readout = self._attempt(progress)
-                reading = readout.reading(self.port, failed + 1)
-                accept_reading(accept, reading)
-                return reading
+                return self.session.conclude(readout, self.port, failed + 1, accept)
             except Kamstrup382Error as error:
                 failed += 1
                 if isinstance(error, ConnectionLost):
                     self.close()
                 delay = self.session.next_delay(error, failed)
                 if delay is None:
+                    self.session.failed()
                     with_attempts(error, failed)
                     raise
                 time.sleep(delay)
