@@ -438,9 +438,11 @@ class Collector:
                         self.pool.retire(meter)  # line's state is unknown, a new one next time
                     raise
                 finally:
+                    # what the readout taught of the BCC algorithm (a failed one too: it may
+                    # leave a suspicion for the next readout to confirm or clear)
+                    self.pool.remember(meter.name, reader)
                     if timed is not None and timed.opened_at is not None:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
-            self.pool.learned(meter.name, reading.bcc_algorithm)
             assert judge.accepted is not None  # the reader returns only what it accepted
             self.history.accepted(meter.name, judge.accepted)
             return reading_record(meter.name, slot, reading, judge.accepted.at)
