@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +17,10 @@ from kamstrup382.cli import main
 from kamstrup382.clock import ManualClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.history import DOUBTS, FIRST_SIGHT, Doubt, History, confirmable
-from kamstrup382.emulator import EmulatorThread
+from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults
 from kamstrup382.protocol import KAMSTRUP_382, MeterValues, Observation, decode_reply
 from kamstrup382.reader import RetryPolicy
-from kamstrup382.storage import ReadingRecord
+from kamstrup382.storage import FailureRecord, ReadingRecord
 from kamstrup382.storage.url import open_storage
 from tests.collector.conftest import EXAMPLE, SEEN, make_config, seen_before
 from tests.collector.peer import ScriptedMeter, reply_with
@@ -272,3 +273,68 @@ async def test_emulated_meters_read_slot_after_slot_are_confirmed_once(tmp_path:
     first = {r.meter: r for r in reversed(readings)}
     assert sorted(r.attempts for r in first.values()) == [2, 2, 2, 2]
     assert sum(r.attempts for r in readings) == 4 * 2 + 4 * 7
+
+
+# -- the BCC algorithm across readouts ----------------------------------------------------------
+
+
+async def read_slots(
+    faults: Faults, slots: int, *, keep_connected: bool, tmp_path: Path
+) -> list[ReadingRecord | FailureRecord]:
+    """``slots`` quarter-hourly readouts of one emulated SUM7 meter with ``faults``."""
+    url = f"sqlite:///{tmp_path}/bcc.sqlite"
+    clock = ManualClock(NOW)
+    results: list[ReadingRecord | FailureRecord] = []
+    emulated = EmulatorThread(
+        meters=1, speed=200.0, delay=0.02, clock=clock, load=ConstantLoad(1.5), faults=faults
+    )
+    with emulated as emu:
+        config = make_config(url, emu.ports, retries=2, backoff=0.01, keep_connected=keep_connected)
+        with open_storage(url) as storage:
+            async with Collector(config, storage, clock=clock) as collector:
+                for _ in range(slots):
+                    result = await collector.run_once()
+                    results += [*result.readings, *result.failures]
+                    clock.advance(timedelta(minutes=15))
+    return results
+
+
+def outcome(result: ReadingRecord | FailureRecord) -> tuple[str, int]:
+    if isinstance(result, ReadingRecord):
+        return (result.bcc_algorithm, result.attempts)
+    return (result.kind, result.attempts)
+
+
+@pytest.mark.parametrize("keep_connected", [False, True])
+async def test_one_telegram_of_the_other_algorithm_is_never_accepted(
+    keep_connected: bool, tmp_path: Path
+) -> None:
+    """The meter's XOR telegram (request 3) is refused: its algorithm is known; the next
+    attempt's SUM7 telegram is read, and the meter's algorithm stays SUM7."""
+    faults = Faults(script=((), (), ("xor",), (), ("xor",), ()))
+    results = await read_slots(faults, 4, keep_connected=keep_connected, tmp_path=tmp_path)
+    assert [outcome(r) for r in results] == [("sum7", 2), ("sum7", 2), ("sum7", 2), ("sum7", 1)]
+
+
+@pytest.mark.parametrize("keep_connected", [False, True])
+async def test_a_meter_that_changed_its_algorithm_is_followed_after_two_readouts(
+    keep_connected: bool, tmp_path: Path
+) -> None:
+    """From request 3 on the meter sends XOR: that readout fails (every attempt refused) and
+    leaves a suspicion; the next readout agrees, and the meter is XOR from then on."""
+    faults = Faults(xor=1.0, script=((), ()))
+    results = await read_slots(faults, 4, keep_connected=keep_connected, tmp_path=tmp_path)
+    assert [outcome(r) for r in results] == [("sum7", 2), ("bcc", 3), ("xor", 1), ("xor", 1)]
+
+
+@pytest.mark.parametrize("keep_connected", [False, True])
+async def test_a_suspicion_the_next_readout_does_not_confirm_is_cleared(
+    keep_connected: bool, tmp_path: Path
+) -> None:
+    """Three XOR telegrams in a row (one readout) and then SUM7 again: the suspicion is
+    cleared, and a later single XOR telegram is refused again."""
+    script = ((), (), ("xor",), ("xor",), ("xor",), (), ("xor",), ())
+    results = await read_slots(
+        Faults(script=script), 4, keep_connected=keep_connected, tmp_path=tmp_path
+    )
+    assert [outcome(r) for r in results] == [("sum7", 2), ("bcc", 3), ("sum7", 1), ("sum7", 2)]
