@@ -25,20 +25,25 @@ What needs confirming (:data:`DOUBTS`, the rules as data):
 
 - **first sight**: a meter with no accepted reading yet (its first readout ever, or the
   storage lost): there is nothing to compare with, any register may hold a swap.
-- **a change no rule bounds**: a permutation of a register's digits (two adjacent digits
-  swapped, a digit doubled and an equal one dropped inside one value) keeps its digit sum, so
-  it changes the value by a multiple of 9 units of its last digit (a swap: ``9 x d x 10**k``).
-  A change of that size is confirmed where no rule would see it: the actual peak, last
-  month's peak and the pulse input (their changes are not bounded), and the hour counter when
-  more than 8 hours passed (its bound, the hours elapsed + 1, then allows a rise of 9). The
-  energy and tariff registers need none: the sum rule (energy = tariff 1 + tariff 2, in every
-  telegram) sees a permutation in any one of them, and a shift between two registers always
-  breaks their exact widths. The customer number never changes.
+- **a change no rule bounds**: any change of the actual peak, of last month's peak or of the
+  pulse input (a new maximum, the monthly reset, pulses counted: the rules bound none of
+  them);
+- **a change a swap could make, that the bound lets through**: a permutation of a register's
+  digits (two adjacent digits swapped, a digit doubled and an equal one dropped inside one
+  value) keeps its digit sum, so it changes the value by a multiple of 9 units of its last
+  digit (a swap: ``9 x d x 10**k``). The hour counter's bound (the hours elapsed + 1) sees any
+  such change within 8 hours; beyond that, or when the clock went back, a change of the
+  hour counter by a multiple of 9 is confirmed.
+
+The others need none: the sum rule (energy = tariff 1 + tariff 2, in every telegram) sees a
+permutation in any one of the three energy registers, a shift between two registers always
+breaks their exact widths, and the customer number never changes.
 
 A steady meter costs nothing (its changes are small and bounded); a confirmation costs one
 more attempt of the same readout (with the reader's backoff before it): every meter's first
-readout, and about one change in nine of a peak (a new monthly maximum, the monthly reset).
-The collector therefore gives each reader at least one retry (:func:`confirmable`).
+readout, a new peak (most often in the first days of a month) and the monthly reset, a meter
+counting pulses. The collector therefore gives each reader at least one retry
+(:func:`confirmable`).
 """
 
 from __future__ import annotations
@@ -89,14 +94,15 @@ _HOUR = 3600
 class Doubt:
     """A change from the last accepted reading that must be confirmed.
 
-    ``register``: the register's name. ``bounded_hours``: the change is doubted only when
-    more than this many hours passed (``None``: always, no rule bounds it). A change is doubted
-    when it could be a permutation of the register's digits: a non-zero multiple of 9 units of
-    its last digit.
+    ``register``: the register's name. ``swap_sized``: only a change that a permutation of its
+    digits can make (a non-zero multiple of 9 units of its last digit) is doubted; otherwise
+    any change. ``bounded_hours``: only when more than this many hours passed, or the clock
+    went back (``None``: always).
     """
 
     register: str
     why: str
+    swap_sized: bool = False
     bounded_hours: Decimal | None = None
 
     def applies(self, previous: Observation, current: Observation, dialect: Dialect) -> bool:
@@ -105,7 +111,7 @@ class Doubt:
         assert isinstance(old, Decimal) and isinstance(new, Decimal)
         # in units of the register's last digit; the change as printed, not modulo the wrap
         change = int((new - old).scaleb(dialect.register(self.register).decimals))
-        if change == 0 or change % 9 != 0:
+        if change == 0 or (self.swap_sized and change % 9 != 0):
             return False
         if self.bounded_hours is None:
             return True
@@ -115,12 +121,13 @@ class Doubt:
 
 #: What needs confirming besides a first sight (see the module's documentation).
 DOUBTS: tuple[Doubt, ...] = (
-    Doubt("actual_peak", "the actual peak changed by a multiple of 9 (a swap?)"),
-    Doubt("last_month_peak", "last month's peak changed by a multiple of 9 (a swap?)"),
-    Doubt("pulse_input", "the pulse input changed by a multiple of 9 (a swap?)"),
+    Doubt("actual_peak", "the actual peak changed, which no rule bounds"),
+    Doubt("last_month_peak", "last month's peak changed, which no rule bounds"),
+    Doubt("pulse_input", "the pulse input changed, which no rule bounds"),
     Doubt(
         "hour_counter",
-        "the hour counter changed by a multiple of 9 over more than 8 h (a swap?)",
+        "the hour counter changed by a multiple of 9 h over more than 8 h (a swap?)",
+        swap_sized=True,
         bounded_hours=_HOURS_BLIND,
     ),
 )
