@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,6 @@ from kamstrup382.protocol import Observation, decode_reply
 
 #: The specification's example reply, 7-bit (what the scripted meter answers).
 EXAMPLE = (Path(__file__).parent.parent / "data" / "spec-example.bin").read_bytes()
-#: When the meters of :func:`seen_before` were read last.
-SEEN = datetime(2025, 12, 1, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -53,11 +51,13 @@ def make_config(
     return parse_config(tomllib.loads(text), env={})
 
 
-def seen_before(collector: Collector, meters: Iterable[str], at: datetime = SEEN) -> None:
+def seen_before(collector: Collector, meters: Iterable[str], at: datetime | None = None) -> None:
     """``meters`` read before by ``collector`` (their last reading: the specification's example,
-    at ``at``): their next reading follows it (the scripted meter's same values) and needs no
-    confirming attempt. Kept over what the storage holds (the collector loads that at start
-    only for meters it has no history of)."""
+    at ``at``, by default a quarter of an hour before the collector's clock now): their next
+    reading follows it (the scripted meter's same values) and needs no confirming attempt.
+    Kept over what the storage holds (the collector loads that at start only for meters it has
+    no history of)."""
     values = decode_reply(EXAMPLE).meter_values()
+    when = at if at is not None else collector.clock.now() - timedelta(minutes=15)
     for name in meters:
-        collector.history.accepted(name, Observation(values, at))
+        collector.history.accepted(name, Observation(values, when))

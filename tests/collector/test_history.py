@@ -18,14 +18,16 @@ from kamstrup382.clock import ManualClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.history import DOUBTS, FIRST_SIGHT, Doubt, History, confirmable
 from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults
-from kamstrup382.protocol import KAMSTRUP_382, MeterValues, Observation, decode_reply
+from kamstrup382.protocol import MeterValues, Observation, decode_reply
 from kamstrup382.reader import RetryPolicy
 from kamstrup382.storage import FailureRecord, ReadingRecord
 from kamstrup382.storage.url import open_storage
-from tests.collector.conftest import EXAMPLE, SEEN, make_config, seen_before
+from tests.collector.conftest import EXAMPLE, make_config, seen_before
 from tests.collector.peer import ScriptedMeter, reply_with
 
 NOW = datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC)
+#: A reading stored a quarter of an hour before.
+SEEN = NOW - timedelta(minutes=15)
 #: The example's values: energy 53 = 33 + 20 kWh, 482 h, actual peak 18.3 kW.
 VALUES = decode_reply(EXAMPLE).meter_values()
 #: The example with two digits of the hour counter swapped (482 h read as 428 h): the same
@@ -59,15 +61,16 @@ def observed(at: datetime = NOW, changes: dict[str, Any] | None = None) -> Obser
 @pytest.mark.parametrize(
     ("changes", "hours", "doubted"),
     [
-        ({"actual_peak": Decimal("19.2")}, 0.25, "actual_peak"),  # +0.9 kW: a swap's size
-        ({"actual_peak": Decimal("18.4")}, 0.25, "actual_peak"),  # any change: no bound
+        ({"actual_peak": Decimal("19.2")}, 0.25, "actual_peak"),  # no rule bounds it
+        ({"actual_peak": Decimal("18.4")}, 0.25, "actual_peak"),
         ({"last_month_peak": Decimal("1.8")}, 0.25, "last_month_peak"),
         ({"pulse_input": Decimal(10)}, 0.25, "pulse_input"),
-        ({"hour_counter": Decimal(491)}, 10, "hour_counter"),  # +9 h in 10 h: the bound allows it
-        ({"hour_counter": Decimal(491)}, 7.9, None),  # the bound (8.9 h) sees it anyway
-        ({"hour_counter": Decimal(490)}, 10, None),  # +8: not a multiple of 9
-        ({"energy": Decimal(62), "tariff_1": Decimal(42)}, 10, None),  # the sum rule sees these
-        ({}, 1000, None),  # unchanged
+        ({"hour_counter": Decimal(490)}, 7.9, None),  # the bound (8.9 h) sees a swap
+        ({"hour_counter": Decimal(492)}, 10, "hour_counter"),  # 11 h allowed: a swap fits
+        ({"hour_counter": Decimal(482)}, 10, "hour_counter"),  # even unchanged: 491 -> 419?
+        ({"energy": Decimal(62), "tariff_1": Decimal(42)}, 10, "hour_counter"),
+        ({"energy": Decimal(62), "tariff_1": Decimal(42)}, 1, None),  # the sum rule sees these
+        ({}, 7, None),  # unchanged
     ],
 )
 def test_what_needs_confirming(
@@ -75,14 +78,14 @@ def test_what_needs_confirming(
 ) -> None:
     before = observed(NOW - timedelta(hours=hours))
     after = observed(changes=changes)
-    found = [d.register for d in DOUBTS if d.applies(before, after, KAMSTRUP_382)]
+    found = [d.register for d in DOUBTS if d.applies(before, after)]
     assert found == ([doubted] if doubted else [])
 
 
 def test_a_doubt_about_the_hour_counter_holds_when_the_clock_went_back() -> None:
-    doubt = Doubt("hour_counter", "test", swap_sized=True, bounded_hours=Decimal(8))
-    later = observed(NOW + timedelta(minutes=5))
-    assert doubt.applies(later, observed(changes={"hour_counter": Decimal(491)}), KAMSTRUP_382)
+    doubt = Doubt("hour_counter", "test", beyond_hours=Decimal(8))
+    assert doubt.applies(observed(NOW + timedelta(minutes=5)), observed())
+    assert not doubt.applies(observed(NOW - timedelta(minutes=5)), observed())
 
 
 def test_the_history_keeps_what_the_collector_has_and_loads_the_rest() -> None:

@@ -28,12 +28,12 @@ What needs confirming (:data:`DOUBTS`, the rules as data):
 - **a change no rule bounds**: any change of the actual peak, of last month's peak or of the
   pulse input (a new maximum, the monthly reset, pulses counted: the rules bound none of
   them);
-- **a change a swap could make, that the bound lets through**: a permutation of a register's
-  digits (two adjacent digits swapped, a digit doubled and an equal one dropped inside one
-  value) keeps its digit sum, so it changes the value by a multiple of 9 units of its last
-  digit (a swap: ``9 x d x 10**k``). The hour counter's bound (the hours elapsed + 1) sees any
-  such change within 8 hours; beyond that, or when the clock went back, a change of the
-  hour counter by a multiple of 9 is confirmed.
+- **a bound too wide to see a swap**: a permutation of a register's digits (two adjacent
+  digits swapped, a digit doubled and an equal one dropped inside one value) changes it by a
+  multiple of 9 units of its last digit (it keeps the digit sum), at least 9. The hour
+  counter's bound (the hours elapsed + 1) sees that within 8 hours; beyond (a meter read less
+  often, a collector that was down) or when the clock went back, a swap of the true value may
+  land anywhere the bound allows, so the hour counter is confirmed whatever it shows.
 
 The others need none: the sum rule (energy = tariff 1 + tariff 2, in every telegram) sees a
 permutation in any one of the three energy registers, a shift between two registers always
@@ -84,39 +84,32 @@ UNCONFIRMED = "unconfirmed"
 FIRST_SIGHT = "the first reading of this meter, nothing to compare it with"
 #: The registers whose change no rule bounds: two telegrams agree only if these are equal.
 UNBOUNDED: tuple[str, ...] = ("actual_peak", "last_month_peak", "pulse_input")
-#: The hour counter rises at most the hours elapsed + 1: from this many hours on, a swap's
-#: rise of 9 fits the bound and is not seen.
+#: The hour counter rises at most the hours elapsed + 1: beyond this many hours, a swap (a
+#: change of 9 or more) fits the bound and is not seen.
 _HOURS_BLIND = Decimal(8)
 _HOUR = 3600
 
 
 @dataclass(frozen=True, slots=True)
 class Doubt:
-    """A change from the last accepted reading that must be confirmed.
+    """What of a register, since the last accepted reading, must be confirmed.
 
-    ``register``: the register's name. ``swap_sized``: only a change that a permutation of its
-    digits can make (a non-zero multiple of 9 units of its last digit) is doubted; otherwise
-    any change. ``bounded_hours``: only when more than this many hours passed, or the clock
-    went back (``None``: always).
+    ``register``: the register's name. ``beyond_hours``: ``None``: any change of the value (no
+    rule bounds it); a number: whatever the value, when more than this many hours passed or
+    the clock went back (the rule's bound is then too wide to see a swap).
     """
 
     register: str
     why: str
-    swap_sized: bool = False
-    bounded_hours: Decimal | None = None
+    beyond_hours: Decimal | None = None
 
-    def applies(self, previous: Observation, current: Observation, dialect: Dialect) -> bool:
-        old = previous.values.as_dict()[self.register]
-        new = current.values.as_dict()[self.register]
-        assert isinstance(old, Decimal) and isinstance(new, Decimal)
-        # in units of the register's last digit; the change as printed, not modulo the wrap
-        change = int((new - old).scaleb(dialect.register(self.register).decimals))
-        if change == 0 or (self.swap_sized and change % 9 != 0):
-            return False
-        if self.bounded_hours is None:
-            return True
-        seconds = (current.at - previous.at).total_seconds()
-        return seconds <= 0 or seconds > float(self.bounded_hours) * _HOUR
+    def applies(self, previous: Observation, current: Observation) -> bool:
+        if self.beyond_hours is not None:
+            seconds = (current.at - previous.at).total_seconds()
+            return seconds <= 0 or seconds > float(self.beyond_hours) * _HOUR
+        return bool(
+            previous.values.as_dict()[self.register] != current.values.as_dict()[self.register]
+        )
 
 
 #: What needs confirming besides a first sight (see the module's documentation).
@@ -126,9 +119,8 @@ DOUBTS: tuple[Doubt, ...] = (
     Doubt("pulse_input", "the pulse input changed, which no rule bounds"),
     Doubt(
         "hour_counter",
-        "the hour counter changed by a multiple of 9 h over more than 8 h (a swap?)",
-        swap_sized=True,
-        bounded_hours=_HOURS_BLIND,
+        "more than 8 h since the last reading: the hour counter's bound cannot see a swap",
+        beyond_hours=_HOURS_BLIND,
     ),
 )
 
@@ -209,7 +201,7 @@ class Judge:
         doubt: Doubt | None = None
         if previous is not None:
             check_history(previous, current, dialect)
-            doubt = next((d for d in DOUBTS if d.applies(previous, current, dialect)), None)
+            doubt = next((d for d in DOUBTS if d.applies(previous, current)), None)
             if doubt is None:
                 self.accepted = current
                 return
