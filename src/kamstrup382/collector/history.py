@@ -16,12 +16,13 @@ time a reading is accepted. Each readout is judged by a :class:`Judge` (the read
    readout's *candidates*; a later attempt of the same readout whose telegram agrees with one
    of them is accepted. Two telegrams agree when the second may follow the first
    (:func:`check_history` between them, seconds apart: no counter can move more than a kWh or
-   an hour) and every register no rule bounds (:data:`UNBOUNDED`) is equal in both. A
+   an hour) and every register no rule bounds (:func:`unbounded`) is equal in both. A
    telegram that agrees with none becomes a candidate in its turn: a damaged first attempt
    does not keep the next two from confirming each other, nor a damaged second one the first
    and the third.
 
-What needs confirming (:data:`DOUBTS`, the rules as data):
+What needs confirming (:func:`doubts_of` a dialect, the rules as data; :data:`DOUBTS`, the
+Kamstrup 382's):
 
 - **first sight**: a meter with no accepted reading yet (its first readout ever, or the
   storage lost): there is nothing to compare with, any register may hold a swap.
@@ -69,21 +70,20 @@ from kamstrup382.storage import ReadingRecord
 __all__ = [
     "DOUBTS",
     "FIRST_SIGHT",
-    "UNBOUNDED",
     "UNCONFIRMED",
     "Doubt",
     "History",
     "Judge",
     "confirmable",
+    "doubts_of",
     "observation_of",
+    "unbounded",
 ]
 
 #: ``ImplausibleError.rule`` of a reading refused until another attempt confirms it.
 UNCONFIRMED = "unconfirmed"
 #: Why a meter's first reading is confirmed.
 FIRST_SIGHT = "the first reading of this meter, nothing to compare it with"
-#: The registers whose change no rule bounds: two telegrams agree only if these are equal.
-UNBOUNDED: tuple[str, ...] = ("actual_peak", "last_month_peak", "pulse_input")
 #: The hour counter rises at most the hours elapsed + 1: beyond this many hours, a swap (a
 #: change of 9 or more) fits the bound and is not seen.
 _HOURS_BLIND = Decimal(8)
@@ -112,17 +112,32 @@ class Doubt:
         )
 
 
-#: What needs confirming besides a first sight (see the module's documentation).
-DOUBTS: tuple[Doubt, ...] = (
-    Doubt("actual_peak", "the actual peak changed, which no rule bounds"),
-    Doubt("last_month_peak", "last month's peak changed, which no rule bounds"),
-    Doubt("pulse_input", "the pulse input changed, which no rule bounds"),
-    Doubt(
-        "hour_counter",
-        "more than 8 h since the last reading: the hour counter's bound cannot see a swap",
+def unbounded(dialect: Dialect) -> tuple[str, ...]:
+    """The registers of ``dialect`` whose change no rule bounds: its peaks and its counters
+    of another device's pulses. Two telegrams agree only if these are equal."""
+    return (*dialect.peaks, *dialect.unbounded_counters)
+
+
+def doubts_of(dialect: Dialect) -> tuple[Doubt, ...]:
+    """What needs confirming in ``dialect``'s readings besides a first sight (see the module's
+    documentation)."""
+    changed = tuple(
+        Doubt(
+            name, f"the {dialect.register(name).description.lower()} changed, which no rule bounds"
+        )
+        for name in unbounded(dialect)
+    )
+    hours = Doubt(
+        dialect.hour_counter,
+        f"more than {_HOURS_BLIND} h since the last reading: the hour counter's bound cannot see "
+        "a swap",
         beyond_hours=_HOURS_BLIND,
-    ),
-)
+    )
+    return (*changed, hours)
+
+
+#: The doubts of the Kamstrup 382.
+DOUBTS: tuple[Doubt, ...] = doubts_of(KAMSTRUP_382)
 
 
 def confirmable(retry: RetryPolicy) -> RetryPolicy:
@@ -146,6 +161,8 @@ class History:
 
     def __init__(self, dialect: Dialect = KAMSTRUP_382) -> None:
         self.dialect = dialect
+        self.doubts = doubts_of(dialect)
+        self.unbounded = unbounded(dialect)
         self._last: dict[str, Observation] = {}
 
     def __len__(self) -> int:
@@ -201,7 +218,7 @@ class Judge:
         doubt: Doubt | None = None
         if previous is not None:
             check_history(previous, current, dialect)
-            doubt = next((d for d in DOUBTS if d.applies(previous, current)), None)
+            doubt = next((d for d in self.history.doubts if d.applies(previous, current)), None)
             if doubt is None:
                 self.accepted = current
                 return
@@ -220,7 +237,7 @@ class Judge:
     def _agree(self, before: Observation, heard: Observation) -> bool:
         """Whether ``before`` confirms ``heard`` (see the module documentation)."""
         old, new = before.values.as_dict(), heard.values.as_dict()
-        if any(old[name] != new[name] for name in UNBOUNDED):
+        if any(old[name] != new[name] for name in self.history.unbounded):
             return False
         try:
             check_history(before, heard, self.history.dialect)
