@@ -13,8 +13,8 @@ default, from 2026-01-29: the run crosses a month boundary, where the peaks move
 collector reads every meter once (``run_once``: all meters in parallel, each with its retries)
 and the meters answer with the registers of their own model at that instant. The line is fast
 (``--speed`` times 300 baud, the reader's timing derived from the same baud rate; the answer
-delay stays the specification's 20 ms, real), so 100,000 readouts take minutes, not the 70
-days they would at 300 baud every 2 hours.
+delay stays the specification's 20 ms, real) and the slots follow each other as soon as the
+lines are quiet: 100,000 readouts, 8 days of meter time, take minutes.
 
 Every request draws each fault kind of :data:`~kamstrup382.emulator.faults.FAULT_KINDS` with
 its probability (``--faults``, the emulator's syntax; by default 2 % each and 5 % for the two
@@ -91,6 +91,8 @@ class Heard:
     kinds: tuple[str, ...]
     sent: bytes
     values: MeterValues | None
+    #: What each fault did (the emulator's words), for the report of a wrong value.
+    details: tuple[str, ...] = ()
 
 
 @dataclass
@@ -139,8 +141,16 @@ class GroundTruth:
         self.heard: list[Heard] = []
 
     def __call__(self, meter: int, exchange: Exchange) -> None:
+        details = tuple(f"{f.kind}: {f.detail}" for f in exchange.faults)
         self.heard.append(
-            Heard(meter, exchange.requested_at, exchange.kinds, exchange.sent, exchange.values)
+            Heard(
+                meter,
+                exchange.requested_at,
+                exchange.kinds,
+                exchange.sent,
+                exchange.values,
+                details,
+            )
         )
 
 
@@ -191,7 +201,7 @@ def collector_config(ports: list[str], url: str, args: argparse.Namespace) -> Co
 
 async def collect(args: argparse.Namespace, folder: Path, truth: GroundTruth) -> str:
     """Run the slots; the database's URL."""
-    clock = ManualClock(START)
+    clock = ManualClock(args.start)
     step = timedelta(hours=args.step)
     url = f"sqlite:///{folder / 'faults.sqlite'}"
     emulator = Emulator(
@@ -249,6 +259,10 @@ def compare(args: argparse.Namespace, url: str, truth: GroundTruth) -> Figures:
         if known != heard.values:
             raise SystemExit(f"meter {heard.meter} at {heard.at}: two different true values")
     stored: dict[tuple[int, datetime], bytes] = {}
+    # each readout's requests in order
+    readouts: dict[tuple[int, datetime], list[Heard]] = defaultdict(list)
+    for heard in truth.heard:
+        readouts[(heard.meter, heard.at)].append(heard)
     with open_storage(url) as storage:
         for reading in storage.readings():
             meter = int(reading.meter[1:])
@@ -259,9 +273,13 @@ def compare(args: argparse.Namespace, url: str, truth: GroundTruth) -> Figures:
             if expected != reading.values:
                 figures.wrong += 1
                 if len(figures.wrong_examples) < 10:
+                    requests = "; ".join(
+                        "+".join(heard.details) or "clean"
+                        for heard in readouts[(meter, reading.read_at)]
+                    )
                     figures.wrong_examples.append(
                         f"{reading.meter} at {reading.read_at.isoformat()}: stored "
-                        f"{reading.values}, the meter held {expected}"
+                        f"{reading.values}, the meter held {expected}; its requests: {requests}"
                     )
         failures = Counter[str]()
         for failure in storage.failures():
@@ -269,10 +287,6 @@ def compare(args: argparse.Namespace, url: str, truth: GroundTruth) -> Figures:
             figures.attempts += failure.attempts
         figures.failures = dict(sorted(failures.items()))
     kinds = {kind: KindFigures() for kind in FAULT_KINDS}
-    # each readout's requests in order; the last one gave the reading, if one was stored
-    readouts: dict[tuple[int, datetime], list[Heard]] = defaultdict(list)
-    for heard in truth.heard:
-        readouts[(heard.meter, heard.at)].append(heard)
     for key, requests in readouts.items():
         raw = stored.get(key)
         gave = -1  # the request whose reply was stored: the last with its bytes
@@ -336,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         "--speed", type=float, default=100.0, help="line speed, times 300 baud (100)"
     )
     parser.add_argument("--step", type=float, default=2.0, help="hours between slots (2)")
+    parser.add_argument(
+        "--start",
+        type=lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC),
+        default=START,
+        help=f"the first slot, UTC (default {START:%Y-%m-%dT%H:%M})",
+    )
     parser.add_argument(
         "--retries", type=int, default=DEFAULTS.retry.retries, help="the collector's retries"
     )

@@ -95,8 +95,8 @@ async def test_run_once_reads_every_meter_into_its_slot(storage_url: str) -> Non
         assert row.values == sent[index]
         assert row.identification.startswith("KAM ")
         assert row.bcc_algorithm == "sum7"
-        # a meter's first reading: nothing to compare it with, confirmed by a second attempt
-        assert row.attempts == 2
+        # a meter's first reading: nothing to compare it with, heard in three attempts
+        assert row.attempts == 3
         assert row.raw.startswith(b"/KAM") and len(row.raw) == 167
         assert 0 < row.answer_delay < row.duration
     assert output.started and output.stopped
@@ -129,6 +129,8 @@ async def test_retries_and_failure_rows_carry_the_error_kind(storage_url: str) -
     ):
         async with ScriptedMeter("silent", "answer") as flaky:
             ports = [flaky.port, mute.ports[0], corrupt.ports[0], closed_port()]
+            # one retry configured: the collector gives every reader two (a first reading is
+            # heard in three attempts)
             config = make_config(storage_url, ports, retries=1)
             with open_storage(storage_url) as storage:
                 async with Collector(config, storage) as collector:
@@ -136,14 +138,14 @@ async def test_retries_and_failure_rows_carry_the_error_kind(storage_url: str) -
                     result = await collector.run_once()
                 attempts = list(storage.attempts())
             assert flaky.requests == 2
-        assert [entry.silent for entry in mute.log(0)] == [True, True]
-        assert [entry.kinds for entry in corrupt.log(0)] == [("bcc",), ("bcc",)]
+        assert [entry.silent for entry in mute.log(0)] == [True, True, True]
+        assert [entry.kinds for entry in corrupt.log(0)] == [("bcc",), ("bcc",), ("bcc",)]
     assert not result.ok
     (reading,) = result.readings
     assert reading.meter == "m0" and reading.attempts == 2
     kinds = {f.meter: f.kind for f in result.failures}
     assert kinds == {"m1": "timeout", "m2": "bcc", "m3": "connection"}
-    assert all(f.attempts == 2 for f in result.failures)
+    assert all(f.attempts == 3 for f in result.failures)
     assert sorted(result.summary())[0].startswith("m1: timeout: ")
     logged = {(a.meter, a.ok, a.kind) for a in attempts}
     assert logged == {

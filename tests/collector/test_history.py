@@ -106,8 +106,8 @@ def test_the_history_keeps_what_the_collector_has_and_loads_the_rest() -> None:
     assert len(history) == 3
 
 
-def test_every_reader_gets_a_retry_to_confirm_with() -> None:
-    assert confirmable(RetryPolicy(retries=0, backoff=0.5)) == RetryPolicy(1, 0.5)
+def test_every_reader_gets_the_retries_to_confirm_with() -> None:
+    assert confirmable(RetryPolicy(retries=0, backoff=0.5)) == RetryPolicy(2, 0.5)
     assert confirmable(RetryPolicy(retries=3)) == RetryPolicy(retries=3)
 
 
@@ -129,16 +129,18 @@ async def read_once(
 @pytest.mark.parametrize(
     ("script", "attempts"),
     [
-        (("answer", "answer"), 2),  # confirmed by the second attempt
-        ((HOURS_SWAPPED, "answer", "answer"), 3),  # 428 h, then 482 twice: the two agree
-        (("answer", HOURS_SWAPPED, "answer"), 3),  # the third agrees with the first
+        (("answer", "answer", "answer"), 3),  # heard in three attempts
+        # 428 h, then 482: one is a swap of the other, 482 must be heard in two more
+        ((HOURS_SWAPPED, "answer", "answer", "answer"), 4),
+        (("answer", HOURS_SWAPPED, "answer", "answer"), 4),
+        (("answer", "silent", "answer", "answer"), 4),  # a failed attempt in between
     ],
 )
-async def test_a_first_reading_is_confirmed_by_a_second_attempt_that_agrees(
+async def test_a_first_reading_is_confirmed_by_attempts_that_agree(
     storage_url: str, script: tuple[str | bytes, ...], attempts: int
 ) -> None:
     async with ScriptedMeter(*script) as meter:
-        collector, (reading,) = await read_once(storage_url, meter, seen=False)
+        collector, (reading,) = await read_once(storage_url, meter, seen=False, retries=3)
         assert meter.requests == attempts
     assert reading.values == VALUES  # never the swapped 428 h
     assert reading.attempts == attempts
@@ -163,6 +165,19 @@ async def test_the_history_is_loaded_from_the_storage_at_start(storage_url: str)
         _, (reading,) = await read_once(storage_url, meter, seen=False)
         assert meter.requests == 1
     assert reading.attempts == 1
+
+
+async def test_two_telegrams_damaged_alike_do_not_confirm_against_a_third(
+    storage_url: str,
+) -> None:
+    """The pulse input counted 120 pulses; two attempts show it swapped alike (210): they
+    agree with each other, but 120 and 210 are one digit order apart, so a value must be
+    heard in two telegrams more than its rival: 120 wins at the sixth attempt."""
+    counted = reply_with({"1.26": "0000120"})
+    swapped = reply_with({"1.26": "0000210"})
+    async with ScriptedMeter(counted, swapped, swapped, counted, counted, counted) as meter:
+        _, (reading,) = await read_once(storage_url, meter, retries=5)
+    assert (reading.values.pulse_input, reading.attempts) == (Decimal(120), 6)
 
 
 async def test_a_swap_a_known_meter_cannot_have_made_is_retried(storage_url: str) -> None:
@@ -235,22 +250,25 @@ async def test_a_telegram_lacking_a_register_is_retried_and_kept_as_implausible(
 
 async def test_a_first_reading_no_attempt_confirms_is_not_stored(storage_url: str) -> None:
     async with ScriptedMeter(HOURS_SWAPPED, "answer") as meter:
-        config = make_config(storage_url, [meter.port], retries=1, backoff=0.01)
+        config = make_config(storage_url, [meter.port], retries=2, backoff=0.01)
         with open_storage(storage_url) as storage:
             async with Collector(config, storage, clock=ManualClock(NOW)) as collector:
                 result = await collector.run_once()
             assert list(storage.readings()) == []
     (failure,) = result.failures
-    assert (failure.kind, failure.attempts, failure.raw) == ("implausible", 2, EXAMPLE)
+    assert (failure.kind, failure.attempts, failure.raw) == ("implausible", 3, EXAMPLE)
     assert failure.message.startswith(FIRST_SIGHT)
+    assert "(2 of 3 telegrams agree)" in failure.message
     assert collector.history.last("m0") is None
 
 
-async def test_first_readings_need_one_retry_even_when_none_is_configured(tmp_path: object) -> None:
+async def test_first_readings_get_two_retries_even_when_none_are_configured(
+    tmp_path: object,
+) -> None:
     url = f"sqlite:///{tmp_path}/r.sqlite"
     async with ScriptedMeter("answer") as meter:
         _, (reading,) = await read_once(url, meter, seen=False, retries=0)
-    assert reading.attempts == 2
+    assert reading.attempts == 3
 
 
 async def test_emulated_meters_read_slot_after_slot_are_confirmed_once(tmp_path: object) -> None:
@@ -273,8 +291,8 @@ async def test_emulated_meters_read_slot_after_slot_are_confirmed_once(tmp_path:
     for reading in readings:
         assert reading.values == sent[(int(reading.meter[1:]), reading.read_at)]
     first = {r.meter: r for r in reversed(readings)}
-    assert sorted(r.attempts for r in first.values()) == [2, 2, 2, 2]
-    assert sum(r.attempts for r in readings) == 4 * 2 + 4 * 7
+    assert sorted(r.attempts for r in first.values()) == [3, 3, 3, 3]
+    assert sum(r.attempts for r in readings) == 4 * 3 + 4 * 7
 
 
 # -- the BCC algorithm across readouts ----------------------------------------------------------
@@ -313,9 +331,9 @@ async def test_one_telegram_of_the_other_algorithm_is_never_accepted(
 ) -> None:
     """The meter's XOR telegram (request 3) is refused: its algorithm is known; the next
     attempt's SUM7 telegram is read, and the meter's algorithm stays SUM7."""
-    faults = Faults(script=((), (), ("xor",), (), ("xor",), ()))
+    faults = Faults(script=((), (), (), ("xor",), (), ("xor",), ()))
     results = await read_slots(faults, 4, keep_connected=keep_connected, tmp_path=tmp_path)
-    assert [outcome(r) for r in results] == [("sum7", 2), ("sum7", 2), ("sum7", 2), ("sum7", 1)]
+    assert [outcome(r) for r in results] == [("sum7", 3), ("sum7", 2), ("sum7", 2), ("sum7", 1)]
 
 
 @pytest.mark.parametrize("keep_connected", [False, True])
@@ -324,9 +342,9 @@ async def test_a_meter_that_changed_its_algorithm_is_followed_after_two_readouts
 ) -> None:
     """From request 3 on the meter sends XOR: that readout fails (every attempt refused) and
     leaves a suspicion; the next readout agrees, and the meter is XOR from then on."""
-    faults = Faults(xor=1.0, script=((), ()))
+    faults = Faults(xor=1.0, script=((), (), ()))
     results = await read_slots(faults, 4, keep_connected=keep_connected, tmp_path=tmp_path)
-    assert [outcome(r) for r in results] == [("sum7", 2), ("bcc", 3), ("xor", 1), ("xor", 1)]
+    assert [outcome(r) for r in results] == [("sum7", 3), ("bcc", 3), ("xor", 1), ("xor", 1)]
 
 
 @pytest.mark.parametrize("keep_connected", [False, True])
@@ -335,8 +353,8 @@ async def test_a_suspicion_the_next_readout_does_not_confirm_is_cleared(
 ) -> None:
     """Three XOR telegrams in a row (one readout) and then SUM7 again: the suspicion is
     cleared, and a later single XOR telegram is refused again."""
-    script = ((), (), ("xor",), ("xor",), ("xor",), (), ("xor",), ())
+    script = ((), (), (), ("xor",), ("xor",), ("xor",), (), ("xor",), ())
     results = await read_slots(
         Faults(script=script), 4, keep_connected=keep_connected, tmp_path=tmp_path
     )
-    assert [outcome(r) for r in results] == [("sum7", 2), ("bcc", 3), ("sum7", 1), ("sum7", 2)]
+    assert [outcome(r) for r in results] == [("sum7", 3), ("bcc", 3), ("sum7", 1), ("sum7", 2)]

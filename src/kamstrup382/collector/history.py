@@ -13,13 +13,17 @@ time a reading is accepted. Each readout is judged by a :class:`Judge` (the read
    reader tries again like after a BCC error.
 2. **Confirmation.** Some values no rule can vouch for. They are confirmed, not trusted: the
    attempt is refused (``ImplausibleError``, rule :data:`UNCONFIRMED`) and kept as one of the
-   readout's *candidates*; a later attempt of the same readout whose telegram agrees with one
-   of them is accepted. Two telegrams agree when the second may follow the first
-   (:func:`check_history` between them, seconds apart: no counter can move more than a kWh or
-   an hour) and every register no rule bounds (:func:`unbounded`) is equal in both. A
-   telegram that agrees with none becomes a candidate in its turn: a damaged first attempt
-   does not keep the next two from confirming each other, nor a damaged second one the first
-   and the third.
+   readout's *candidates*; a later attempt is accepted when its telegram is heard in enough
+   telegrams of the readout: itself and the candidates that agree with it, :data:`SUPPORT`
+   (2) for a value in doubt, :data:`FIRST_SIGHT_SUPPORT` (3) for a first reading, whose values
+   become what every later reading is held to (its customer number for good). Two telegrams
+   agree when the second may follow the first (:func:`check_history` between them, seconds
+   apart: no counter can move more than a kWh or an hour) and every register no rule bounds
+   (:func:`unbounded`) is equal in both. Damaged telegrams are not independent of each
+   other: a swap has only a few places to fall (about 18 in a Kamstrup 382 telegram), so two
+   attempts damaged alike agree. Where the readout's telegrams show one register's digits in
+   two orders (one is a swap of the other), a value must be heard in :data:`MARGIN` (2) more
+   telegrams than its rival. A telegram that agrees with none becomes a candidate in its turn.
 
 What needs confirming (:func:`doubts_of` a dialect, the rules as data; :data:`DOUBTS`, the
 Kamstrup 382's):
@@ -41,9 +45,9 @@ permutation in any one of the three energy registers, a shift between two regist
 breaks their exact widths, and the customer number never changes.
 
 A steady meter costs nothing (its changes are small and bounded); a confirmation costs one
-more attempt of the same readout (with the reader's backoff before it): every meter's first
-readout, a new peak (most often in the first days of a month) and the monthly reset, a meter
-counting pulses. The collector therefore gives each reader at least one retry
+more attempt of the same readout (with the reader's backoff before it): a new peak (most often
+in the first days of a month), the monthly reset, a meter counting pulses; a meter's first
+readout costs two more. The collector therefore gives each reader at least two retries
 (:func:`confirmable`).
 """
 
@@ -64,12 +68,16 @@ from kamstrup382.protocol.plausibility import (
     Observation,
     check_history,
 )
+from kamstrup382.protocol.registers import Register
 from kamstrup382.reader import Reading, RetryPolicy
 from kamstrup382.storage import ReadingRecord
 
 __all__ = [
     "DOUBTS",
     "FIRST_SIGHT",
+    "FIRST_SIGHT_SUPPORT",
+    "MARGIN",
+    "SUPPORT",
     "UNCONFIRMED",
     "Doubt",
     "History",
@@ -82,6 +90,14 @@ __all__ = [
 
 #: ``ImplausibleError.rule`` of a reading refused until another attempt confirms it.
 UNCONFIRMED = "unconfirmed"
+#: Telegrams of one readout that must agree to confirm a value in doubt; a first reading
+#: (whose values become the history every later reading is held to, its customer number for
+#: good) must be heard in three.
+SUPPORT = 2
+FIRST_SIGHT_SUPPORT = 3
+#: Where telegrams of one readout show one register's digits in two orders (one of them a
+#: swap of the other), a value must be heard in this many more telegrams than the other.
+MARGIN = 2
 #: Why a meter's first reading is confirmed.
 FIRST_SIGHT = "the first reading of this meter, nothing to compare it with"
 #: The hour counter rises at most the hours elapsed + 1: beyond this many hours, a swap (a
@@ -141,9 +157,17 @@ DOUBTS: tuple[Doubt, ...] = doubts_of(KAMSTRUP_382)
 
 
 def confirmable(retry: RetryPolicy) -> RetryPolicy:
-    """``retry`` with at least one retry: a reading that needs confirming needs a second
-    attempt."""
-    return retry if retry.retries >= 1 else replace(retry, retries=1)
+    """``retry`` with room for a confirmation: a first reading needs
+    :data:`FIRST_SIGHT_SUPPORT` agreeing attempts."""
+    least = FIRST_SIGHT_SUPPORT - 1
+    return retry if retry.retries >= least else replace(retry, retries=least)
+
+
+def _digits(value: Decimal | str, register: Register) -> str:
+    """``value`` as the meter prints its digits (without the decimal comma)."""
+    if isinstance(value, str):
+        return value
+    return f"{int(value.scaleb(register.decimals)):0{register.digits + register.decimals}d}"
 
 
 def observation_of(values: MeterValues, at: datetime, type_number: str | None) -> Observation:
@@ -222,17 +246,30 @@ class Judge:
             if doubt is None:
                 self.accepted = current
                 return
-        if any(self._agree(before, heard) for before in self.candidates):
+        support = 1 + sum(self._agree(before, heard) for before in self.candidates)
+        against = sum(self._permuted(before, heard) for before in self.candidates)
+        needed = max(FIRST_SIGHT_SUPPORT if doubt is None else SUPPORT, against + MARGIN)
+        if support >= needed:
             self.accepted = current
             return
         self.candidates.append(heard)
         self.unconfirmed += 1
         why = FIRST_SIGHT if doubt is None else doubt.why
         raise ImplausibleError(
-            f"{why}: to be confirmed by another attempt",
+            f"{why}: to be confirmed by another attempt ({support} of {needed} telegrams agree)",
             rule=UNCONFIRMED,
             register=None if doubt is None else dialect.register(doubt.register).code,
         )
+
+    def _permuted(self, before: Observation, heard: Observation) -> bool:
+        """Whether some register of ``heard`` shows the digits of ``before``'s in another
+        order: one of the two is a swap (or a rotation) of the other."""
+        old, new = before.values.as_dict(), heard.values.as_dict()
+        for register in self.history.dialect.registers:
+            a, b = _digits(old[register.name], register), _digits(new[register.name], register)
+            if a != b and sorted(a) == sorted(b):
+                return True
+        return False
 
     def _agree(self, before: Observation, heard: Observation) -> bool:
         """Whether ``before`` confirms ``heard`` (see the module documentation)."""

@@ -12,8 +12,9 @@
   meters not read since the start, made from the algorithm of the meter's last stored reading.
   So the session's rule holds across readouts whether the connection is kept or not: a
   meter's algorithm changes only after two consecutive readouts agreed on the other one.
-- Every reader has at least one retry (:func:`~kamstrup382.collector.history.confirmable`):
-  a reading no rule can vouch for is confirmed by a second attempt of the same readout.
+- Every reader has at least two retries (:func:`~kamstrup382.collector.history.confirmable`):
+  a reading no rule can vouch for is confirmed by more attempts of the same readout (a
+  meter's first reading by three that agree).
 """
 
 from __future__ import annotations
