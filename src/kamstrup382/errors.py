@@ -113,11 +113,11 @@ class ImplausibleError(ProtocolError):
     two digits swapped) breaks what the meter guarantees: the width it prints, energy =
     tariff 1 + tariff 2, peaks within its maximum power, counters that only grow at a bounded
     rate (see :mod:`kamstrup382.protocol.plausibility`). ``rule`` names the rule broken
-    (``width``, ``unit``, ``missing``, ``sum``, ``peak``, ``counter_down``, ``counter_rate``,
-    ``hours_rate``, ``customer``, ``last_month_peak``, ``peak_down``), ``register`` the
-    register's code as printed (``1.20.2``; ``None`` for a rule over several) and ``raw`` the
-    reply's bytes, for the audit (the reader fills it). A protocol error: retried like a BCC
-    error.
+    (``width``, ``unit``, ``missing``, ``duplicate``, ``sum``, ``peak``, ``counter_down``,
+    ``counter_rate``, ``hours_rate``, ``customer``, ``last_month_peak``, ``peak_down``),
+    ``register`` the register's code as printed (``1.20.2``; ``None`` for a rule over
+    several) and ``raw`` the reply's bytes, for the audit (the reader fills it). A protocol
+    error: retried like a BCC error.
     """
 
     kind = "implausible"

@@ -14,11 +14,13 @@ from decimal import Decimal
 from typing import Any
 
 from kamstrup382.errors import UsageError
-from kamstrup382.protocol import REGISTERS, DataSet, Identification, Telegram
+from kamstrup382.protocol import REGISTERS, BccAlgorithm, DataSet, Identification, Telegram
+from kamstrup382.reader.bcc_memory import BccCertainty
 from kamstrup382.reader.reading import Reading
 
 __all__ = [
     "CSV_FIELDS",
+    "bcc_note",
     "dumps",
     "format_value",
     "identification_json",
@@ -93,9 +95,56 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+_OTHER = {BccAlgorithm.SUM7: BccAlgorithm.XOR, BccAlgorithm.XOR: BccAlgorithm.SUM7}
+_NAMES = {BccAlgorithm.SUM7: "the 7-bit sum", BccAlgorithm.XOR: "the XOR"}
+
+
+def bcc_note(reading: Reading) -> str | None:
+    """Which algorithm matched and how sure that is, in words (``None``: not known)."""
+    certainty = reading.bcc_certainty
+    check = reading.telegram.bcc_check
+    if certainty is None or check is None:
+        return None
+    used = reading.bcc_algorithm
+    if certainty is BccCertainty.FIXED:
+        return f"{used.value} fixed by the caller: the other algorithm was not computed"
+    if certainty is BccCertainty.UNDECIDED:
+        return (
+            f"the 7-bit sum and the XOR are both 0x{check.received:02x} over this block: "
+            "undecided, a later readout will tell"
+        )
+    other = _OTHER[used]
+    only = f"only {_NAMES[used]} matched ({other.value} would be 0x{check.expected(other):02x})"
+    if certainty is BccCertainty.CONFIRMED:
+        return f"{only}: confirmed, earlier readouts of this meter agree"
+    if certainty is BccCertainty.OWN:
+        return f"{only}: the Kamstrup 382's own algorithm"
+    return (
+        f"{only}: a standard IEC 62056-21 meter, or a damaged telegram that matches by chance "
+        "(1 in 128): unconfirmed until a second readout agrees (--watch)"
+    )
+
+
+def _bcc_json(reading: Reading) -> dict[str, Any]:
+    """The ``bcc`` object of :func:`telegram_json`, plus what was computed, what matched,
+    and how sure the algorithm is."""
+    data: dict[str, Any] = telegram_json(reading.telegram)["bcc"]
+    check = reading.telegram.bcc_check
+    if check is not None:
+        computed = {"sum7": check.sum7, "xor": check.xor}
+        data["computed"] = {k: f"0x{v:02x}" for k, v in computed.items() if v is not None}
+        data["matched"] = [a.value for a in BccAlgorithm if check.matches(a)]
+    if reading.bcc_certainty is not None:
+        data["certainty"] = reading.bcc_certainty.value
+        data["note"] = bcc_note(reading)
+    return data
+
+
 def reading_json(reading: Reading) -> dict[str, Any]:
-    """:func:`telegram_json` plus where, how and when it was read."""
+    """:func:`telegram_json` plus where, how and when it was read, and how sure its BCC
+    algorithm is (``bcc``: ``computed``, ``matched``, ``certainty``, ``note``)."""
     data = telegram_json(reading.telegram)
+    data["bcc"] = _bcc_json(reading)
     data["port"] = reading.port
     data["line"] = reading.line.value
     data["timing"] = {

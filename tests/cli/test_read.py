@@ -11,13 +11,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from kamstrup382.cli import main
-from kamstrup382.emulator import EmulatorThread
+from kamstrup382.clock import ManualClock
+from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults, MeterSettings
 from kamstrup382.protocol import BccMode, decode_reply
 from kamstrup382.render import CSV_FIELDS, dumps, telegram_json
 
@@ -59,6 +61,10 @@ def test_json_is_the_decode_shape_plus_timing(
     decoded = json.loads(
         dumps(telegram_json(decode_reply(sent, bcc=BccMode.AUTO))), parse_float=Decimal
     )
+    bcc = data.pop("bcc")
+    # the BCC object says more: what both algorithms computed, which matched, how sure
+    assert {k: v for k, v in bcc.items() if k in decoded["bcc"]} == decoded.pop("bcc")
+    assert set(bcc) == {"algorithm", "value", "valid", "computed", "matched", "certainty", "note"}
     assert {k: v for k, v in data.items() if k in decoded} == decoded
     assert set(data) == set(decoded) | {"port", "line", "timing", "attempts"}
     registers = {r["name"]: r["value"] for r in data["registers"]}
@@ -124,6 +130,100 @@ def test_xor_meter(capsys: pytest.CaptureFixture[str]) -> None:
         assert len(emu.log(0)) == 2  # not retried: the meter uses the other algorithm
 
 
+def test_auto_says_which_algorithm_matched_and_how_sure(
+    emu: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, emu.ports[0])
+    assert code == 0, err
+    bcc_line = next(line for line in out.splitlines() if line.startswith("bcc "))
+    assert bcc_line.endswith(
+        "valid; only the 7-bit sum matched (xor would be 0x12): the Kamstrup 382's own algorithm"
+    )
+    code, out, _ = run(capsys, emu.ports[0], "--json")
+    bcc = json.loads(out)["bcc"]
+    assert bcc["certainty"] == "own"
+    assert bcc["matched"] == ["sum7"]
+    assert bcc["computed"] == {"sum7": "0x3e", "xor": "0x12"}
+    code, out, _ = run(capsys, emu.ports[0], "--json", "--bcc", "sum7")
+    bcc = json.loads(out)["bcc"]
+    assert (bcc["certainty"], bcc["computed"]) == ("fixed", {"sum7": "0x3e"})
+
+
+def test_an_xor_meter_is_unconfirmed_until_a_second_readout_agrees(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with EmulatorThread(transport="tcp", speed=SPEED, bcc="xor") as emu:
+        code, out, _ = run(capsys, emu.ports[0])
+        assert code == 0
+        assert "only the XOR matched (sum7 would be 0x3e): a standard IEC 62056-21 meter" in out
+        assert "unconfirmed until a second readout agrees (--watch)" in out
+        code, out, _ = run(capsys, emu.ports[0], "--json", "--watch", "0.01", "--count", "2")
+        assert code == 0
+        first, second = (json.loads(line)["bcc"] for line in out.splitlines())
+        assert (first["certainty"], second["certainty"]) == ("unconfirmed", "confirmed")
+        assert second["note"].endswith("confirmed, earlier readouts of this meter agree")
+
+
+def test_a_block_both_algorithms_match_is_undecided(capsys: pytest.CaptureFixture[str]) -> None:
+    # over this block the 7-bit sum and the XOR are the same character
+    both = MeterSettings(hour_counter_h=9_822_997, pulse_input=9_959_984)
+    clock = ManualClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    with EmulatorThread(
+        transport="tcp", speed=SPEED, settings=both, load=ConstantLoad(0), clock=clock
+    ) as emu:
+        code, out, _ = run(capsys, emu.ports[0], "--json")
+        assert code == 0
+        bcc = json.loads(out)["bcc"]
+        assert bcc["certainty"] == "undecided"
+        assert bcc["matched"] == ["sum7", "xor"]
+        assert "undecided" in bcc["note"]
+
+
+def test_damage_the_bcc_cannot_see_is_retried(capsys: pytest.CaptureFixture[str]) -> None:
+    faults = Faults(script=(("shift",), ()))
+    with EmulatorThread(transport="tcp", speed=SPEED, faults=faults) as emu:
+        code, out, err = run(capsys, emu.ports[0], "--json")
+        assert code == 0, err
+        data = json.loads(out, parse_float=Decimal)
+        assert data["attempts"] == 2
+        registers = {r["name"]: r["value"] for r in data["registers"]}
+        assert registers == emu.sent_values(0)[-1].as_dict()
+    with EmulatorThread(transport="tcp", speed=SPEED, faults="shift=1") as emu:
+        code, out, err = run(capsys, emu.ports[0], "--retries", "1")
+        assert (code, out) == (1, "")
+        assert err.startswith("error: implausible: ")
+        assert "as the meter prints it" in err
+
+
+def test_watch_holds_each_reading_to_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two digits swapped in every reply after the first: in the customer number or the hour
+    counter only the history can see it; every readout after the first fails, none prints a
+    value the meter did not have."""
+    faults = Faults(script=((),), swap=1.0)
+    with EmulatorThread(transport="tcp", speed=SPEED, faults=faults, seed=3) as emu:
+        code, out, err = run(
+            capsys, emu.ports[0], "--csv", "--watch", "0.01", "--count", "12", "--retries", "0"
+        )
+        swapped = [fault.offset for exchange in emu.log(0)[1:] for fault in exchange.faults]
+    assert code == 1
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 1  # the first, clean reply
+    assert err.count("error: implausible: ") == 11
+    assert "customer number" in err or "hour counter" in err  # what only the history sees
+    assert len(swapped) == 11
+
+
+def test_max_reply_bounds_the_reply(capsys: pytest.CaptureFixture[str]) -> None:
+    # one character sent twice: 168 bytes
+    with EmulatorThread(transport="tcp", speed=SPEED, faults="double=1") as emu:
+        code, out, err = run(capsys, emu.ports[0], "--max-reply", "167", "--retries", "0")
+        assert (code, out) == (1, "")
+        assert err.startswith("error: framing: reply longer than 167 bytes")
+    with EmulatorThread(transport="tcp", speed=SPEED) as emu:
+        code, out, err = run(capsys, emu.ports[0], "--max-reply", "167")
+        assert code == 0, err
+
+
 def test_timeout_names_its_phase(capsys: pytest.CaptureFixture[str]) -> None:
     with EmulatorThread(transport="tcp", speed=SPEED, faults="silent=1") as emu:
         code, out, err = run(capsys, emu.ports[0], "--retries", "1", "--timeout", "0")
@@ -163,6 +263,9 @@ def test_unreachable_gateway(capsys: pytest.CaptureFixture[str]) -> None:
         ["socket://127.0.0.1:1", "--count", "2"],
         ["socket://127.0.0.1:1", "--watch", "0"],
         ["socket://127.0.0.1:1", "--retries", "-1"],
+        ["socket://127.0.0.1:1", "--max-reply", "166"],
+        ["socket://127.0.0.1:1", "--max-reply", "65537"],
+        ["socket://127.0.0.1:1", "--max-reply", "2k"],
         ["socket://nohost"],
         [],
     ],

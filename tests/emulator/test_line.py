@@ -235,7 +235,11 @@ def free_port_pair() -> int:
 def test_given_models_and_a_fixed_first_port() -> None:
     clock = ManualClock(START)
     models = [
-        MeterModel(MeterSettings(customer_number="12345678", energy_kwh=9999999), None, clock),
+        MeterModel(
+            MeterSettings(customer_number="12345678", energy_kwh=9999999, tariff_1_kwh=9999979),
+            None,
+            clock,
+        ),
         MeterModel(MeterSettings(type_number="685-191-SK-02"), ConstantLoad(0), clock),
     ]
     free = free_port_pair()

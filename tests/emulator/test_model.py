@@ -286,7 +286,7 @@ def test_registers_wrap_after_9999999() -> None:
     start = MeterSettings(
         energy_kwh=9_999_990,
         tariff_1_kwh=9_999_995,
-        tariff_2_kwh=0,
+        tariff_2_kwh=9_999_995,  # energy = tariff 1 + tariff 2, modulo the wrap
         hour_counter_h=9_999_999,
         pulse_input=9_999_998,
         pulse_input_mode=True,

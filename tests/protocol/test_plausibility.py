@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kamstrup382.errors import ImplausibleError, ProtocolError, UsageError
 from kamstrup382.protocol import (
@@ -299,6 +301,20 @@ def test_peaks_change_only_across_a_month_boundary() -> None:
         seen(datetime(2026, 12, 31, 23, tzinfo=UTC)),
         seen(datetime(2027, 1, 1, 1, tzinfo=UTC), last_month_peak=Decimal("18.3")),
     )
+    # the times' own zone does not matter: 1 April 01:00 in Copenhagen is 31 March 23:00 UTC
+    copenhagen = timezone(timedelta(hours=2))
+    check_history(
+        seen(datetime(2026, 3, 20, tzinfo=UTC)),
+        seen(datetime(2026, 4, 1, 1, tzinfo=copenhagen), actual_peak=Decimal("0.0")),
+    )
+    # 1 April 05:00 at -10 h is 15:00 UTC: 15 h into April everywhere, whatever zone the
+    # times are written in
+    hawaii = timezone(timedelta(hours=-10))
+    error = history_error(
+        seen(datetime(2026, 4, 1, 5, tzinfo=hawaii)),
+        seen(datetime(2026, 4, 1, 6, tzinfo=hawaii), actual_peak=Decimal("0.0")),
+    )
+    assert error.rule == "peak_down"
     # 15 h after the boundary, no meter is still in the old month
     error = history_error(
         seen(datetime(2026, 4, 1, 15, tzinfo=UTC)),
@@ -324,3 +340,44 @@ def test_a_clock_set_back_gives_no_false_alarm() -> None:
     assert history_error(seen(T0), seen(back, energy=Decimal(50))).rule == "counter_down"
     assert history_error(seen(T0), seen(back, customer_number="00000001")).rule == "customer"
     assert history_error(seen(T0), seen(back, actual_peak=Decimal("99.0"))).rule == "peak"
+
+
+def test_a_register_printed_twice_is_implausible() -> None:
+    # the block's value would be the last one: text, no number
+    error = refused(SPEC_BODY.replace("1.26(0000000)\r\n", "1.26(0000000)\r\n1.20(abc*kWh)\r\n"))
+    assert (error.rule, error.register, error.line) == ("duplicate", "1.20", 7)
+    # an address the meter does not print is not its concern, twice or not
+    check_telegram(
+        decoded(SPEC_BODY.replace("1.26(0000000)\r\n", "1.26(0000000)\r\nF.F(00)\r\nF.F(01)\r\n"))
+    )
+
+
+_LINES = st.sampled_from(
+    [
+        *SPEC_BODY.split("\r\n")[:-1],
+        "1.20(0000035*kWh)",
+        "1.20(x*kWh)",
+        "1.6(000090,0*kW)",
+        "1.6(18.3*kW)",
+        "0.0()",
+        "1.31(0000482*h)(7)",
+        "F.F(00)",
+        "1.20.1(0000033*kWh)1.20.2(0000020*kWh)",
+        "(5)",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LINES, min_size=1, max_size=12))
+def test_any_decodable_telegram_is_plausible_or_implausible(lines: list[str]) -> None:
+    """Whatever a decodable block holds, the check says yes or raises ImplausibleError."""
+    body = "\r\n".join(line.rstrip("!") for line in lines) + "!\r\n"
+    try:
+        telegram = decoded(body)
+    except ProtocolError:
+        return
+    try:
+        check_telegram(telegram)
+    except ImplausibleError as error:
+        assert error.rule in {"missing", "width", "unit", "duplicate", "sum", "peak"}

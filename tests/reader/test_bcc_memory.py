@@ -193,8 +193,11 @@ def test_both_matching_teaches_nothing() -> None:
     outcome = readout(s, both)
     assert isinstance(outcome, Reading) and outcome.bcc_certainty is BccCertainty.UNDECIDED
     assert s.bcc_memory == BccMemory()
+    assert outcome.bcc_algorithm is BccAlgorithm.SUM7  # the decoder's first, nothing known
     s = session(bcc_hint="xor")
-    assert isinstance(readout(s, both), Reading)  # it matches the learned XOR too
+    outcome = readout(s, both)  # it matches the learned XOR too
+    assert isinstance(outcome, Reading) and outcome.bcc_algorithm is BccAlgorithm.XOR
+    assert outcome.telegram.bcc_check is not None and outcome.raw == both
     assert s.bcc_memory == BccMemory(BccAlgorithm.XOR, None, confirmed=True)
 
 

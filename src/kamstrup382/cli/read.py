@@ -2,9 +2,19 @@
 
 PORT is a serial device (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``), ``socket://HOST:PORT``
 (a TCP gateway) or ``rfc2217://HOST:PORT``. Output: a table (default), ``--json`` (the shape of
-``k382 decode --json`` plus ``port``, ``line``, ``timing`` and ``attempts``; one object per
-line with ``--watch``) or ``--csv`` (a header, then one row per readout). ``--watch SECONDS``
+``k382 decode --json`` plus ``port``, ``line``, ``timing`` and ``attempts``, and in ``bcc`` what
+both algorithms computed, which matched and how sure that is; one object per line with
+``--watch``) or ``--csv`` (a header, then one row per readout). ``--watch SECONDS``
 reads again every SECONDS (start to start) until interrupted or ``--count`` readouts.
+
+With ``--bcc auto`` (the default) the output says which block check algorithm matched and how
+sure that is: only the 7-bit sum (the Kamstrup 382's own), only the XOR (a standard IEC meter,
+or a damaged telegram that matches by chance, 1 in 128: unconfirmed until a second readout
+agrees, see ``--watch``), or both (undecided). Every telegram is also held to what the meter
+guarantees (widths, energy = tariff 1 + tariff 2, peaks within its maximum power) and, with
+``--watch``, each reading to the last one (counters that never go down nor rise faster than
+the meter's power allows, the same customer number): one that breaks it is an
+``implausible`` error, retried like a BCC error.
 
 While a readout runs, a progress bar (bytes received against the expected reply size) is drawn
 on standard error if it is a terminal.
@@ -26,11 +36,20 @@ import click
 
 from kamstrup382.cli.options import seconds
 from kamstrup382.errors import Kamstrup382Error, UsageError
-from kamstrup382.protocol import BccMode
+from kamstrup382.protocol import KAMSTRUP_382, BccMode, Observation, check_history
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
 from kamstrup382.reader import Reader
+from kamstrup382.reader.options import MAX_MAX_REPLY
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
-from kamstrup382.render import CSV_FIELDS, dumps, reading_csv_row, reading_json, registers_table
+from kamstrup382.render import (
+    CSV_FIELDS,
+    bcc_note,
+    dumps,
+    reading_csv_row,
+    reading_json,
+    registers_table,
+)
 
 __all__ = ["ProgressBar", "read", "render_reading"]
 
@@ -80,7 +99,8 @@ def render_reading(reading: Reading) -> str:
     lines = [
         f"port            {reading.port} ({reading.line.value})",
         ident_line,
-        f"bcc             {reading.bcc_algorithm.value} 0x{reading.telegram.bcc:02x} valid",
+        f"bcc             {reading.bcc_algorithm.value} 0x{reading.telegram.bcc:02x} valid"
+        + (f"; {note}" if (note := bcc_note(reading)) else ""),
         f"read at         {reading.requested_at.isoformat(timespec='seconds')}",
         f"timing          answer after {reading.answer_delay:.3f} s, "
         f"done after {reading.duration:.3f} s, {attempts}",
@@ -88,6 +108,27 @@ def render_reading(reading: Reading) -> str:
         registers_table(reading.telegram).rstrip("\n"),
     ]
     return "\n".join(lines) + "\n"
+
+
+class _History:
+    """With ``--watch``: each reading held to the last one returned (counters that only grow
+    at the rate the meter's power allows, the same customer number, ...), inside the
+    reader's retries, as the collector does."""
+
+    def __init__(self) -> None:
+        self.last: Observation | None = None
+
+    @staticmethod
+    def observe(reading: Reading) -> Observation:
+        phases = KAMSTRUP_382.phases_of(reading.telegram)
+        return Observation(reading.meter_values(), reading.done_at, phases)
+
+    def check(self, reading: Reading) -> None:
+        if self.last is not None:
+            check_history(self.last, self.observe(reading))
+
+    def add(self, reading: Reading) -> None:
+        self.last = self.observe(reading)
 
 
 @click.command("read")
@@ -141,6 +182,15 @@ def render_reading(reading: Reading) -> str:
     metavar="SECONDS",
     help="Longest time one attempt may take (default: from the expected reply size).",
 )
+@click.option(
+    "--max-reply",
+    type=click.IntRange(min=MIN_MAX_REPLY, max=MAX_MAX_REPLY),
+    default=DEFAULT_MAX_REPLY,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest reply accepted, from '/' to the BCC (a 382's is 167); a longer one is a "
+    "framing error.",
+)
 def read(
     *,
     port: str,
@@ -153,6 +203,7 @@ def read(
     retries: int,
     margin: float,
     deadline: float | None,
+    max_reply: int,
 ) -> None:
     """Read the meter on PORT (device path, socket://HOST:PORT or rfc2217://HOST:PORT)."""
     if as_json and as_csv:
@@ -167,6 +218,7 @@ def read(
             retries=retries,
             answer_margin=margin,
             deadline=deadline,
+            max_reply=max_reply,
         )
     except UsageError as exc:
         click.echo(f"error: {exc.kind}: {exc}", err=True)
@@ -177,12 +229,14 @@ def read(
         click.echo(_csv_line(CSV_FIELDS), nl=False)
     failed = 0
     done = 0
+    history = _History()
     try:
         with reader:
             while True:
                 started = time.monotonic()
                 try:
-                    reading = reader.read(progress=bar)
+                    reading = reader.read(progress=bar, accept=history.check)
+                    history.add(reading)
                 except Kamstrup382Error as exc:
                     failed += 1
                     if bar is not None:

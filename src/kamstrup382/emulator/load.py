@@ -140,6 +140,11 @@ class ConstantLoad:
     def __repr__(self) -> str:
         return f"ConstantLoad({float(self.kw)!r})"
 
+    @property
+    def max_kw(self) -> Fraction:
+        """The highest power this load ever draws."""
+        return self.kw
+
     def power_kw(self, at: datetime) -> float:
         return float(self.kw)
 
@@ -268,6 +273,11 @@ class HouseholdLoad:
 
     def __repr__(self) -> str:
         return f"HouseholdLoad(seed={self.seed!r}, scale={float(self.scale)!r}, zone={self.zone})"
+
+    @property
+    def max_kw(self) -> Fraction:
+        """The highest power this load ever draws: the highest knot at the highest factor."""
+        return max(*self._weekday, *self._weekend) * Fraction(115, 100) * self.scale
 
     def day_factor(self, day: date) -> Fraction:
         """The seeded factor of ``day``: 0.85 to 1.15 in steps of 0.01."""
@@ -399,6 +409,12 @@ class CsvLoad:
         return (
             f"CsvLoad({self.source!r}, interpolation={self.interpolation!r}, repeat={self.repeat})"
         )
+
+    @property
+    def max_kw(self) -> Fraction:
+        """The highest power this load ever draws: its highest row (a line between two rows
+        never rises above both)."""
+        return max(self._curve.values)
 
     def _error(self, line: int, problem: str) -> ConfigError:
         return ConfigError(f"load {self.source} line {line}", problem)

@@ -62,7 +62,7 @@ from kamstrup382.emulator.load import (
     from_us,
     to_us,
 )
-from kamstrup382.emulator.settings import MeterSettings
+from kamstrup382.emulator.settings import MeterSettings, check_load
 from kamstrup382.emulator.tariff import TariffSchedule
 from kamstrup382.errors import UsageError
 from kamstrup382.protocol import (
@@ -115,6 +115,7 @@ class MeterModel:
         self.settings = settings if settings is not None else MeterSettings()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._load: Load = load if load is not None else HouseholdLoad()
+        check_load(self.settings, self._load)
         if isinstance(tariff_schedule, str):
             tariff_schedule = TariffSchedule.parse(tariff_schedule)
         if tariff_schedule is not None and self.settings.pulse_input_mode:
@@ -492,6 +493,7 @@ class MeterModel:
     @load.setter
     def load(self, load: Load) -> None:
         """Swap the load from now on (the energy up to now is integrated with the old one)."""
+        check_load(self.settings, load)
 
         def put() -> None:
             self._load = load

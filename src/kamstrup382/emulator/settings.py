@@ -1,7 +1,11 @@
 """What an emulated meter is and the registers it starts with: :class:`MeterSettings`.
 
 Defaults are the specification's example meter. The settings check themselves: a wrong value
-raises :class:`~kamstrup382.errors.ConfigError` naming the field.
+raises :class:`~kamstrup382.errors.ConfigError` naming the field. They also keep what a real
+685-382 guarantees (:mod:`kamstrup382.protocol.plausibility`), so that the emulator never
+sends what a real meter cannot: energy is tariff 1 + tariff 2 (modulo the registers' wrap),
+and no peak is above the meter's maximum power for its phases; :func:`check_load` holds a
+load to that power too.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from fractions import Fraction
 
 from kamstrup382.errors import ConfigError, TypeNumberError
 from kamstrup382.protocol import (
+    KAMSTRUP_382,
     REGISTER_BY_NAME,
     Identification,
     TypeNumber,
     parse_type_number,
 )
 
-__all__ = ["MeterSettings"]
+__all__ = ["MeterSettings", "check_load"]
 
 _TENTH = Decimal("0.1")
 _DAY = timedelta(days=1)
@@ -128,7 +133,49 @@ class MeterSettings:
                 or value != value.quantize(_TENTH)
             ):
                 raise ConfigError(key, f"must be a Decimal kW with one decimal, got {value!r}")
+        self._check_plausible(tn)
+
+    def _check_plausible(self, tn: TypeNumber) -> None:
+        """What a real meter guarantees (the dialect's rules), with the field that breaks it."""
+        dialect = KAMSTRUP_382
+        wrap = REGISTER_BY_NAME[dialect.total].wraps_at
+        energy = Fraction(self.energy_kwh)
+        tariffs = Fraction(self.tariff_1_kwh) + Fraction(self.tariff_2_kwh)
+        if (energy - tariffs) % wrap:
+            raise ConfigError(
+                "energy_kwh",
+                f"{self.energy_kwh} is not tariff_1_kwh {self.tariff_1_kwh} + tariff_2_kwh "
+                f"{self.tariff_2_kwh}: a meter's energy is the sum of its tariffs",
+            )
+        limit = dialect.max_power_kw(tn.phases)
+        for key in ("actual_peak_kw", "last_month_peak_kw"):
+            value = getattr(self, key)
+            if value > limit:
+                raise ConfigError(
+                    key,
+                    f"{value} kW is above the {limit} kW a {tn.phases}-phase 685-382 can deliver",
+                )
 
     @property
     def identification(self) -> Identification:
         return Identification.for_type_number(self.parsed_type_number)
+
+
+def check_load(settings: MeterSettings, load: object) -> None:
+    """Refuse a load that draws more than the meter can deliver (its peaks and the rise of its
+    energy would break what the meter guarantees): a :class:`ConfigError` naming ``load``.
+
+    A load that says its highest power (``max_kw``: every load of
+    :mod:`~kamstrup382.emulator.load`) is checked; another is taken as it is.
+    """
+    highest = getattr(load, "max_kw", None)
+    if highest is None:
+        return
+    phases = settings.parsed_type_number.phases
+    limit = KAMSTRUP_382.max_power_kw(phases)
+    if Fraction(highest) > Fraction(limit):
+        raise ConfigError(
+            "load",
+            f"{load!r} draws up to {float(highest):g} kW, above the {limit} kW a "
+            f"{phases}-phase 685-382 can deliver",
+        )

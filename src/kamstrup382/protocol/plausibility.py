@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from kamstrup382.errors import ImplausibleError, UsageError
@@ -139,6 +139,11 @@ class Dialect:
         object.__setattr__(self, "_patterns", {r.code: _printed_pattern(r) for r in self.registers})
 
     @property
+    def codes(self) -> frozenset[str]:
+        """The codes of every register this meter prints."""
+        return frozenset(r.code for r in self.registers)
+
+    @property
     def counters(self) -> tuple[str, ...]:
         """Every register that only grows (until it wraps)."""
         return (*self.energy_counters, self.hour_counter, *self.unbounded_counters)
@@ -204,9 +209,19 @@ def check_telegram(telegram: Telegram, dialect: Dialect = KAMSTRUP_382) -> None:
     block = telegram.data_block
     for match in _FIRST_GROUP.finditer(block):
         address = match[1]
-        if address and address not in found:
-            line = block.count("\n", 0, match.start()) + 1
-            found[address] = (match[2], match[3], telegram.block_offset + match.start(2), line)
+        if not address:  # a further value group of the data set before: the meter prints none
+            continue
+        line = block.count("\n", 0, match.start()) + 1
+        offset = telegram.block_offset + match.start(2)
+        if address in found and address in dialect.codes:
+            raise ImplausibleError(
+                f"register {address} printed twice (lines {found[address][3]} and {line})",
+                rule="duplicate",
+                register=address,
+                offset=offset,
+                line=line,
+            )
+        found[address] = (match[2], match[3], offset, line)
     missing = [r.code for r in dialect.registers if r.code not in found]
     if missing:
         raise ImplausibleError(
@@ -309,12 +324,12 @@ class Observation:
 
 def _month_boundary_between(start: datetime, end: datetime) -> bool:
     """Whether the meter (local time, any UTC offset) may have begun a month between."""
-    earliest = start - _ZONE_SLACK
+    earliest = start.astimezone(UTC) - _ZONE_SLACK
     year, month = earliest.year, earliest.month + 1
     if month > 12:
         year, month = year + 1, 1
-    first = datetime(year, month, 1, tzinfo=earliest.tzinfo)
-    return first <= end + _ZONE_SLACK
+    first = datetime(year, month, 1, tzinfo=UTC)
+    return first <= end.astimezone(UTC) + _ZONE_SLACK
 
 
 def check_history(

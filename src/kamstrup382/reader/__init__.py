@@ -2,11 +2,13 @@
 
 Both take a port (a serial device path, ``socket://host:port`` or ``rfc2217://host:port``),
 send the mode A request, and return a :class:`~kamstrup382.reader.reading.Reading` the moment the
-reply's BCC has arrived and checked; on failure they retry with backoff and raise the last
+reply's BCC has arrived and checked and the telegram passed the meter's plausibility rules
+(and the caller's ``accept`` check); on failure they retry with backoff and raise the last
 typed error (:class:`~kamstrup382.errors.ReadTimeout` with its phase,
 :class:`~kamstrup382.errors.ParityError`, :class:`~kamstrup382.errors.BccError`,
-:class:`~kamstrup382.errors.FramingError`, :class:`~kamstrup382.errors.ConnectionLost`),
-which carries ``attempts``.
+:class:`~kamstrup382.errors.ImplausibleError`, :class:`~kamstrup382.errors.FramingError`,
+:class:`~kamstrup382.errors.ConnectionLost`), which carries ``attempts``. In ``auto`` mode,
+:class:`BccMemory` is what a reader learned of the meter's BCC algorithm, for the next reader.
 
 :func:`new_event_loop`: the event loop for programs that read many meters at once (uvloop
 where it is installed), e.g. ``asyncio.Runner(loop_factory=new_event_loop)``.

@@ -28,7 +28,8 @@ class ReaderBase(Generic[LinkT]):
     ``retry`` the retries (``retries``, ``backoff``, ``max_backoff``).
     ``progress(received, expected)`` is called as bytes arrive. ``bcc_hint``: in ``auto``
     mode, the algorithm an earlier reader learned for this meter, or ``bcc_memory`` all it
-    knew (its :attr:`bcc_memory` after its last readout; see :mod:`kamstrup382.reader.session`).
+    knew (its :attr:`bcc_memory` after its last readout; it wins over ``bcc_hint``; see
+    :mod:`kamstrup382.reader.session`).
     ``max_reply``: the largest reply accepted, in bytes from ``/`` to the BCC. ``dialect``:
     what the meter guarantees in its telegrams (:mod:`kamstrup382.protocol.plausibility`).
     """

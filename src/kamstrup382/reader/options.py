@@ -7,14 +7,17 @@ from dataclasses import dataclass
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import KAMSTRUP_382, BccAlgorithm, BccMode, Dialect
-from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
+from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
 from kamstrup382.reader.bcc_memory import BccMemory
-from kamstrup382.reader.policy import RetryPolicy, Timing
+from kamstrup382.reader.policy import EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode, PortSpec, default_line, parse_port
 from kamstrup382.reader.session import Session
 
-__all__ = ["MAX_MAX_REPLY", "ReaderOptions", "with_attempts"]
+__all__ = ["MAX_MAX_REPLY", "MIN_MAX_REPLY", "ReaderOptions", "with_attempts"]
 
+#: The smallest ``max_reply`` a reader takes: a Kamstrup 382's reply (167 bytes, every register
+#: at its fixed width); less could never read one.
+MIN_MAX_REPLY = EXPECTED_REPLY_SIZE
 #: The largest ``max_reply`` a reader takes: 64 KiB, far above any meter of this family's
 #: reply, and still a bound on what a misbehaving gateway can make a reader keep per link.
 MAX_MAX_REPLY = 65536

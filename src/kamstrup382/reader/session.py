@@ -257,7 +257,12 @@ class Session:
             self._memory = self._memory.accepted(check)
         self._seen_other = None
         self.expected_size = len(reading.raw)
-        return replace(reading, bcc_certainty=self._memory.certainty(check))
+        telegram = reading.telegram
+        known = self._memory.algorithm
+        if known is not None and known is not telegram.bcc_algorithm and check.matches(known):
+            # both matched (the decoder names the sum first): it is the meter's known one
+            telegram = replace(telegram, bcc_algorithm=known)
+        return replace(reading, telegram=telegram, bcc_certainty=self._memory.certainty(check))
 
 
 def _forgive_noise(data: bytes) -> bytes:
