@@ -11,6 +11,8 @@ so this peer stays for what it cannot do:
   1 in 128 case an ``auto`` reader without a hint takes for a SUM7 meter), where the
   emulator's ``bcc`` fault is neither algorithm;
 - a reply held until the test lets it go (``"gated"``), to move a clock while a readout runs;
+- a reply the test made (bytes: :func:`reply_with` prints registers as the test says, with the
+  Kamstrup check character of the result), e.g. the damage the block check cannot see;
 - the connections themselves: each connect and request as an event, in order, at the moment
   it happens (:attr:`ScriptedMeter.on_event`); the connections open now; closing them from
   the meter's side (:meth:`ScriptedMeter.drop`).
@@ -20,8 +22,8 @@ specification's example reply, with the parity bit as an 8N1 gateway delivers it
 ``"silent"`` (nothing), ``"xor"`` (the example's data with an IEC 62056-21 XOR check
 character), ``"xor_damaged"`` (that reply with one digit changed in transit, whose check
 character happens to be the Kamstrup SUM7 of the damaged block), ``"gated"`` (the example
-reply once the test sets :attr:`ScriptedMeter.gate`). When the script is used up, the last
-action repeats.
+reply once the test sets :attr:`ScriptedMeter.gate`), or bytes (that reply, 7-bit). When the
+script is used up, the last action repeats.
 """
 
 from __future__ import annotations
@@ -44,8 +46,29 @@ assert bcc_sum7(_DAMAGED_BLOCK) != bcc_xor(_DAMAGED_BLOCK)  # passes as SUM7 onl
 assert bcc_sum7(EXAMPLE[_STX + 1 : _ETX + 1]) != XOR_REPLY[-1]  # a true XOR meter
 
 
+def reply_with(registers: dict[str, str], *, without: tuple[str, ...] = ()) -> bytes:
+    """The example reply with each register ``code`` printed as ``registers[code]`` (the text
+    between the parentheses: ``{"1.31": "0000428*h"}``) and the registers ``without`` left
+    out (not the last, which carries the block's ``!``), closed by the SUM7 of the block
+    made."""
+    lines = EXAMPLE[_STX + 1 : _ETX].split(b"\r\n")
+    made = []
+    for line in lines:
+        code, _, rest = line.partition(b"(")
+        name = code.decode("ascii")
+        if name in without:
+            continue
+        if name in registers:
+            end = b")!" if rest.endswith(b")!") else b")"
+            made.append(code + b"(" + registers[name].encode("ascii") + end)
+        else:
+            made.append(line)
+    block = b"\r\n".join(made) + b"\x03"
+    return EXAMPLE[: _STX + 1] + block + bytes([bcc_sum7(block)])
+
+
 class ScriptedMeter:
-    def __init__(self, *script: str) -> None:
+    def __init__(self, *script: str | bytes) -> None:
         self.script = list(script) or ["answer"]
         self.requests = 0
         #: Called with ``"connect"`` on each accepted connection and ``"request"`` on each
@@ -100,7 +123,7 @@ class ScriptedMeter:
                 self.on_event("request")
                 action = self.script[min(self.requests, len(self.script) - 1)]
                 self.requests += 1
-                reply = EXAMPLE
+                reply = action if isinstance(action, bytes) else EXAMPLE
                 if action == "silent":
                     continue
                 if action == "xor":

@@ -129,12 +129,15 @@ def test_three_collectors_share_300_meters_and_take_over_a_killed_one(
     assert max(taken_over.values()) - killed_at < timedelta(seconds=lease + reclaim + 2.0)
 
     # nothing lost, nothing doubled: every stored reading is a reply the meter gave, and the
-    # only replies not stored are those c0 had received but not yet written when it died
-    stored = Counter(r.meter for r in rows)
+    # only replies not stored are those c0 had received but not yet written when it died (a
+    # reading takes one reply per attempt: three where a collector confirmed a meter it had not
+    # read before)
+    used = Counter[str]()
     for row in rows:
         assert row.values in [r.values for r in complete[row.meter]], row.meter
-    unstored = {name for name in names if len(complete[name]) != stored[name]}
-    assert all(len(complete[name]) - stored[name] == 1 for name in unstored)
+        used[row.meter] += row.attempts
+    unstored = {name for name in names if len(complete[name]) != used[name]}
+    assert all(1 <= len(complete[name]) - used[name] <= 3 for name in unstored)
     assert unstored <= set(orphans)
 
 

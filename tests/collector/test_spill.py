@@ -471,3 +471,25 @@ def test_every_record_round_trips_exactly_through_one_journal_line(
     line = encode_record(record)
     assert "\n" not in line and line.isascii()
     assert decode_line(line) == record
+
+
+def test_an_implausible_failure_keeps_its_raw_bytes_through_the_journal(tmp_path: Path) -> None:
+    """A telegram stored as a failed attempt (kind ``implausible``) carries the bytes the meter
+    sent; spilled and loaded again, it still does."""
+    failure = FailureRecord(
+        meter="house",
+        slot=datetime(2026, 3, 1, tzinfo=UTC),
+        failed_at=datetime(2026, 3, 1, 0, 0, 7, tzinfo=UTC),
+        kind="implausible",
+        message="implausible: sum: energy 0000053 kWh is not tariff 1 + tariff 2",
+        attempts=3,
+        duration=17.5,
+        raw=b"/KAM 685-382-OK-15\r\n\x02...\x03>",
+    )
+    assert decode_line(encode_record(failure)) == failure
+    journal = SpillJournal(tmp_path / "r.sqlite.spill.jsonl")
+    journal.append([], [failure])
+    with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
+        assert journal.replay(storage) == 1
+        (stored,) = list(storage.failures())
+    assert stored.raw == failure.raw

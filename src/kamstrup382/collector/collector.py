@@ -6,6 +6,10 @@
   other, under one lock per line; all lines run in parallel in one event loop.
 - Retries and backoff are the reader's own policy (``AsyncReader(retries=..., backoff=...)``);
   the readers themselves come from a :class:`.ReaderPool` (``keep_connected``, BCC hints).
+- Each reading must follow the meter's last accepted one (:class:`.History`, loaded from the
+  storage at start; judged inside the reader's retries, values no rule vouches for confirmed
+  by a second attempt): a telegram that stays implausible is stored as a failure with its
+  bytes, never as a reading.
 - A slot is begun :func:`.connect_ahead` before its start: each line's next meter is connected
   then, and its request goes out at its start through a :class:`.RequestGate`.
 - Results go to a :class:`.BatchWriter` (one transaction per batch, in a worker thread); the
@@ -45,6 +49,7 @@ from kamstrup382.clock import Clock, SystemClock
 from kamstrup382.collector.config import Config, MeterConfig
 from kamstrup382.collector.cycle import CycleResult, Result, SlotState
 from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
+from kamstrup382.collector.history import History
 from kamstrup382.collector.leases import Leases
 from kamstrup382.collector.pool import ReaderPool
 from kamstrup382.collector.records import (
@@ -59,6 +64,7 @@ from kamstrup382.collector.waits import wait_first
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
+from kamstrup382.reader import Reading
 from kamstrup382.storage import Storage
 from kamstrup382.storage.url import spill_path
 
@@ -102,6 +108,8 @@ class Collector:
         self.pool = ReaderPool(
             config.meters, keep_connected=settings.keep_connected and not self.shares_meters
         )
+        #: Per meter: the last reading accepted, which the next one must follow.
+        self.history = History()
         self._locks: dict[str, asyncio.Lock] = {}
         #: Where results the storage refuses go (see :mod:`.spill`).
         self.spill = SpillJournal(spill_path(storage.url, config.storage.spill_dir))
@@ -147,21 +155,27 @@ class Collector:
                     "collector.keep_connected is ignored with PostgreSQL: the meters are shared "
                     "with other collectors, each connection is closed after its readout"
                 )
-        await self._load_bcc()
+        await self._load_history()
         for output in self.outputs:
             await output.start(self.storage)
         self._outputs_started = True
 
-    async def _load_bcc(self) -> None:
-        """The BCC algorithm of each meter's last stored reading (the readers' hints)."""
+    async def _load_history(self) -> None:
+        """Each meter's last stored reading (in one query): the history the next reading must
+        follow, and the BCC algorithm it used (the readers' hints)."""
         assert self._writer is not None
         names = [m.name for m in self.config.meters]
         try:
-            stored = await self._writer.call(self.storage.last_bcc_algorithms, names)
+            stored = await self._writer.call(self.storage.latest_readings, names)
         except Kamstrup382Error as exc:
-            log.warning("could not load the meters' last BCC algorithms: %s", exc)
+            log.warning(
+                "could not load the meters' last readings (each meter's next reading is "
+                "confirmed by a second attempt): %s",
+                exc,
+            )
             return
-        self.pool.load_hints(stored)
+        self.history.load(stored.values())
+        self.pool.load_hints({name: record.bcc_algorithm for name, record in stored.items()})
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
@@ -442,14 +456,26 @@ class Collector:
         """
         clock_start = self.clock.now()
         mono_start = time.monotonic()
+        timed: TimedGate | None = None
+
+        def read_at(reading: Reading) -> datetime:
+            # on a given (virtual) clock: when the readout began on that clock
+            if self._wall_clock:
+                return reading.requested_at
+            if timed is not None and timed.opened_at is not None:
+                return timed.opened_at
+            return clock_start
+
+        judge = self.history.judge(meter.name, read_at)
         try:
             async with self.pool.reader(meter) as reader:
                 await self.pool.connect(reader)
-                timed: TimedGate | None = None
                 if start_at is not None and start_at > self.clock.now():
                     timed = self._gates.at(start_at, stop)
                 try:
-                    reading = await reader.read(gate=timed.gate if timed is not None else None)
+                    reading = await reader.read(
+                        gate=timed.gate if timed is not None else None, accept=judge
+                    )
                 except GateClosed:
                     return None
                 except (Exception, asyncio.CancelledError) as exc:
@@ -457,12 +483,14 @@ class Collector:
                         self.pool.retire(meter)  # line's state is unknown, a new one next time
                     raise
                 finally:
+                    # what the readout taught of the BCC algorithm (a failed one too: it may
+                    # leave a suspicion for the next readout to confirm or clear)
+                    self.pool.remember(meter.name, reader)
                     if timed is not None and timed.opened_at is not None:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
-            self.pool.learned(meter.name, reading.bcc_algorithm)
-            # on a given (virtual) clock: when the readout began on that clock
-            read_at = reading.requested_at if self._wall_clock else clock_start
-            return reading_record(meter.name, slot, reading, read_at)
+            assert judge.accepted is not None  # the reader returns only what it accepted
+            self.history.accepted(meter.name, judge.accepted)
+            return reading_record(meter.name, slot, reading, judge.accepted.at)
         except (Kamstrup382Error, OSError) as exc:
             duration = time.monotonic() - mono_start
             return failure_record(meter.name, slot, exc, self.clock.now(), duration)

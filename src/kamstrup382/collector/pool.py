@@ -5,9 +5,16 @@
   again next time. A kept reader given up in the middle of a readout (cancelled, or a bug: the
   line's state is unknown) is not used again; it is closed with the pool.
 - At most :data:`CONNECTS_AT_ONCE` connections are being set up at once.
-- Each meter's reader starts in ``auto`` BCC mode from the algorithm the meter used last
-  (``bcc_hint``): remembered after each reading (:meth:`ReaderPool.learned`), loaded from the
-  storage at the collector's start.
+- Each meter's reader starts in ``auto`` BCC mode from what the last reader of that meter knew
+  of its algorithm (a :class:`~kamstrup382.reader.BccMemory`: the algorithm learned, and a
+  suspicion that the meter changed, which the next readout confirms or clears): taken from
+  each reader after its readout, success or failure (:meth:`ReaderPool.remember`), and, for
+  meters not read since the start, made from the algorithm of the meter's last stored reading.
+  So the session's rule holds across readouts whether the connection is kept or not: a
+  meter's algorithm changes only after two consecutive readouts agreed on the other one.
+- Every reader has at least two retries (:func:`~kamstrup382.collector.history.confirmable`):
+  a reading no rule can vouch for is confirmed by more attempts of the same readout (a
+  meter's first reading by three that agree).
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from kamstrup382.collector.config import MeterConfig
+from kamstrup382.collector.history import confirmable
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.protocol import BccAlgorithm
-from kamstrup382.reader import AsyncReader
+from kamstrup382.reader import AsyncReader, BccMemory
 
 __all__ = ["CONNECTS_AT_ONCE", "ReaderPool"]
 
@@ -44,8 +52,8 @@ class ReaderPool:
     def __init__(self, meters: Iterable[MeterConfig], *, keep_connected: bool) -> None:
         self.keep_connected = keep_connected
         self._line_sizes = Counter(meter.shared_line for meter in meters)
-        #: Per meter: the BCC algorithm of its last reading, the next reader's ``bcc_hint``.
-        self._bcc: dict[str, BccAlgorithm] = {}
+        #: Per meter: what its last reader knew of its BCC algorithm, the next one's start.
+        self._bcc: dict[str, BccMemory] = {}
         self._connecting: asyncio.Semaphore | None = None
         #: The readers kept open between readouts, by meter; and those given up in the middle
         #: of a readout, closed with the pool.
@@ -63,8 +71,8 @@ class ReaderPool:
             line=meter.line,
             bcc=meter.bcc,
             timing=meter.timing,
-            retry=meter.retry,
-            bcc_hint=self._bcc.get(meter.name),
+            retry=confirmable(meter.retry),
+            bcc_memory=self._bcc.get(meter.name),
         )
         if self.keep_connected and self._line_sizes[meter.shared_line] == 1:
             self._kept[meter.name] = reader
@@ -88,16 +96,22 @@ class ReaderPool:
         if reader is not None:
             self._retired.append(reader)
 
-    def learned(self, meter: str, algorithm: BccAlgorithm) -> None:
-        """``meter`` used ``algorithm``: its next reader's hint."""
-        self._bcc[meter] = algorithm
+    def remember(self, meter: str, reader: AsyncReader) -> None:
+        """``reader`` ended a readout of ``meter``: what it knows of the meter's BCC algorithm
+        is where the next reader starts."""
+        self._bcc[meter] = reader.bcc_memory
+
+    def bcc_memory(self, meter: str) -> BccMemory | None:
+        """What the pool carries for ``meter``'s next reader (``None``: nothing known)."""
+        return self._bcc.get(meter)
 
     def load_hints(self, stored: Mapping[str, str]) -> None:
-        """Hints from the storage (algorithm names by meter), for meters not read since this
-        pool began; a name that is no algorithm is ignored, with a warning."""
+        """The algorithms of the meters' last stored readings (names by meter), for meters not
+        read since this pool began: known, from earlier readings; a name that is no algorithm
+        is ignored, with a warning."""
         for meter, value in stored.items():
             try:
-                self._bcc.setdefault(meter, BccAlgorithm(value))
+                self._bcc.setdefault(meter, BccMemory.from_hint(BccAlgorithm(value)))
             except ValueError:
                 log.warning("meter %s: stored BCC algorithm %r ignored", meter, value)
 

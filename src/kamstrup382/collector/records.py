@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kamstrup382.errors import Kamstrup382Error
+from kamstrup382.errors import ImplausibleError, Kamstrup382Error
 from kamstrup382.reader.reading import Reading
 from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
 
@@ -41,6 +41,8 @@ def failure_record(
     """The readout of ``meter`` for ``slot`` ended in ``error`` at ``failed_at``.
 
     An :class:`OSError` (the readers translate these; a safety net) is a ``connection`` failure.
+    A telegram refused as implausible keeps its bytes (``raw``): what the meter was heard to
+    send, never stored as a reading.
     """
     if isinstance(error, Kamstrup382Error):
         kind = error.kind
@@ -57,6 +59,7 @@ def failure_record(
         message=str(error) or type(error).__name__,
         attempts=attempts,
         duration=duration,
+        raw=error.raw if isinstance(error, ImplausibleError) else None,
     )
 
 

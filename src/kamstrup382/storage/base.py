@@ -125,6 +125,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def latest(self, meter: str) -> ReadingRecord | None: ...
 
+    def latest_readings(self, meters: Sequence[str]) -> dict[str, ReadingRecord]:
+        """The newest reading of each of ``meters`` (meters without one are left out).
+
+        The SQL backends answer it in one query, whatever the number of meters (a collector's
+        start loads the history of all of its meters with it).
+        """
+        found = {meter: self.latest(meter) for meter in dict.fromkeys(meters)}
+        return {meter: record for meter, record in found.items() if record is not None}
+
     @abc.abstractmethod
     def readings(
         self,
@@ -142,6 +151,16 @@ class Storage(abc.ABC):
         until: datetime | None = None,
     ) -> Iterator[ConsumptionRow]:
         """Consumption between consecutive readings, across register wrap, streamed."""
+
+    @abc.abstractmethod
+    def failures(
+        self,
+        meter: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[FailureRecord]:
+        """Failed readouts in ``failed_at`` order (meter, then time), with their raw bytes
+        where they have any, streamed: constant memory."""
 
     @abc.abstractmethod
     def attempts(

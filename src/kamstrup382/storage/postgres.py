@@ -102,6 +102,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "INSERT INTO outbox_claims (meter) SELECT DISTINCT meter FROM outbox ORDER BY 1",
     ),
+    # a failed readout keeps the bytes it was refused for (an implausible telegram)
+    5: ("ALTER TABLE failures ADD COLUMN raw BYTEA",),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -122,7 +124,16 @@ _READING_TYPES = (
     "float8",
     "int4",
 )
-_FAILURE_TYPES = ("text", "timestamptz", "timestamptz", "text", "text", "int4", "float8")
+_FAILURE_TYPES = (
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "int4",
+    "float8",
+    "bytea",
+)
 _INSERT_READINGS = (
     f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _READING_TYPES)}) "
@@ -130,7 +141,7 @@ _INSERT_READINGS = (
 )
 _INSERT_FAILURES = (
     f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _FAILURE_TYPES)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _FAILURE_TYPES)}) "
     "ON CONFLICT (meter, slot, failed_at) DO NOTHING"
 )
 # locks the lease rows in meter order (no deadlock between two writers), then marks them done

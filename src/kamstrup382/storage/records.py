@@ -52,8 +52,11 @@ class FailureRecord:
     """A readout that failed after all its attempts.
 
     ``kind`` is the error's ``kind`` (``timeout``, ``parity``, ``bcc``, ``framing``,
-    ``identification``, ``type_number``, ``connection``, ...), ``message`` its text; or
-    :data:`MISSED` for a meter not read in its slot (``attempts`` 0).
+    ``identification``, ``type_number``, ``implausible``, ``connection``, ...), ``message`` its
+    text; or :data:`MISSED` for a meter not read in its slot (``attempts`` 0). ``raw``: the
+    reply of the last attempt, 7-bit, where the failure has one to show (a complete telegram
+    refused as ``implausible``: what the meter was heard to send, for the audit); else
+    ``None``.
     """
 
     meter: str
@@ -63,6 +66,7 @@ class FailureRecord:
     message: str
     attempts: int
     duration: float
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

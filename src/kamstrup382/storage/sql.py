@@ -47,12 +47,22 @@ READING_COLUMNS: tuple[str, ...] = (
     "duration",
     "attempts",
 )
-FAILURE_COLUMNS = ("meter", "slot", "failed_at", "kind", "message", "attempts", "duration")
+FAILURE_COLUMNS = (
+    "meter",
+    "slot",
+    "failed_at",
+    "kind",
+    "message",
+    "attempts",
+    "duration",
+    "raw",
+)
 #: Per register: its name and its number of decimals (``None``: text, kept as it is).
 _REGISTERS = tuple((r.name, None if r.kind is RegisterKind.TEXT else r.decimals) for r in REGISTERS)
 _FIRST_AFTER_REGISTERS = 3 + len(REGISTER_COLUMNS)
 
 _SELECT_READING = f"SELECT {', '.join(READING_COLUMNS)} FROM readings"
+_SELECT_FAILURE = f"SELECT {', '.join(FAILURE_COLUMNS)} FROM failures"
 _SELECT_OUTBOX = (
     "SELECT o.id, "
     + ", ".join(f"r.{c}" for c in READING_COLUMNS)
@@ -143,6 +153,7 @@ class SqlStorage(Storage, Generic[ConnT]):
             f.message,
             int(f.attempts),
             float(f.duration),
+            None if f.raw is None else bytes(f.raw),
         )
 
     def rows(
@@ -173,6 +184,19 @@ class SqlStorage(Storage, Generic[ConnT]):
             answer_delay=row[n + 4],
             duration=row[n + 5],
             attempts=row[n + 6],
+        )
+
+    def _failure(self, row: Sequence[Any]) -> FailureRecord:
+        d = self.dialect
+        return FailureRecord(
+            meter=row[0],
+            slot=d.from_time(row[1]),
+            failed_at=d.from_time(row[2]),
+            kind=row[3],
+            message=row[4],
+            attempts=row[5],
+            duration=row[6],
+            raw=None if row[7] is None else bytes(row[7]),
         )
 
     def _where(
@@ -306,6 +330,30 @@ class SqlStorage(Storage, Generic[ConnT]):
             "reading the latest reading", lambda c: c.execute(sql, (meter,)).fetchone()
         )
         return None if row is None else self._reading(row)
+
+    def latest_readings(self, meters: Sequence[str]) -> dict[str, ReadingRecord]:
+        d = self.dialect
+        # one query for every meter: the newest reading of each name, through the index on
+        # (meter, read_at)
+        sql = (
+            f"{_SELECT_READING} WHERE id IN (SELECT (SELECT id FROM readings "
+            f"WHERE meter = n.name ORDER BY read_at DESC, id DESC LIMIT 1) FROM {d.names} n)"
+        )
+        names = d.list_param(sorted(set(meters)))
+        rows = self._locked(
+            "reading the latest readings", lambda c: c.execute(sql, (names,)).fetchall()
+        )
+        return {reading.meter: reading for reading in map(self._reading, rows)}
+
+    def failures(
+        self,
+        meter: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[FailureRecord]:
+        where, params = self._where(meter, since, until, "failed_at")
+        sql = f"{_SELECT_FAILURE}{where} ORDER BY meter, failed_at, id"
+        return self._stream("reading failures", sql, params, self._failure)
 
     def readings(
         self,

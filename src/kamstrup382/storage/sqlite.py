@@ -111,6 +111,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) STRICT""",
         "INSERT INTO outbox_claims (meter) SELECT DISTINCT meter FROM outbox",
     ),
+    # a failed readout keeps the bytes it was refused for (an implausible telegram)
+    5: ("ALTER TABLE failures ADD COLUMN raw BLOB",),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
