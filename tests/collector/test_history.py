@@ -358,3 +358,58 @@ async def test_a_suspicion_the_next_readout_does_not_confirm_is_cleared(
         Faults(script=script), 4, keep_connected=keep_connected, tmp_path=tmp_path
     )
     assert [outcome(r) for r in results] == [("sum7", 3), ("bcc", 3), ("sum7", 1), ("sum7", 2)]
+
+
+async def test_a_replaced_meter_is_taken_after_two_readouts(
+    storage_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another meter on the port (a new customer number, lower counters): refused in the
+    readout that first hears it, taken as a replacement when the next one hears it too."""
+    other = reply_with(
+        {
+            "0.0": "00077777",
+            "1.20": "0000012*kWh",
+            "1.20.1": "0000007*kWh",
+            "1.20.2": "0000005*kWh",
+            "1.31": "0000030*h",
+        }
+    )
+    config_at = NOW
+    async with ScriptedMeter(*(other,) * 6) as meter:
+        config = make_config(storage_url, [meter.port], retries=2, backoff=0.01)
+        with open_storage(storage_url) as storage:
+            clock = ManualClock(config_at)
+            async with Collector(config, storage, clock=clock) as collector:
+                seen_before(collector, ["m0"])
+                first = await collector.run_once()
+                clock.set(config_at + timedelta(minutes=15))
+                second = await collector.run_once()
+    assert not first.readings
+    (failure,) = first.failures
+    assert (failure.kind, failure.attempts) == ("implausible", 3)
+    assert "taken as a replaced meter if the next readout hears it too" in failure.message
+    (reading,) = second.readings
+    assert reading.values.customer_number == "00077777"
+    assert reading.values.energy == Decimal(12)
+    last = collector.history.last("m0")
+    assert last is not None
+    assert last.values.customer_number == "00077777"
+    assert any("taken as a replaced meter" in r.getMessage() for r in caplog.records)
+
+
+async def test_one_readout_of_another_meter_is_forgotten_by_a_readout_of_the_old(
+    storage_url: str,
+) -> None:
+    other = reply_with({"0.0": "00077777"})
+    async with ScriptedMeter(other, other, other, "answer", other, other, other) as meter:
+        config = make_config(storage_url, [meter.port], retries=2, backoff=0.01)
+        with open_storage(storage_url) as storage:
+            clock = ManualClock(NOW)
+            async with Collector(config, storage, clock=clock) as collector:
+                seen_before(collector, ["m0"])
+                results = []
+                for step in range(3):
+                    clock.set(NOW + timedelta(minutes=15 * step))
+                    results.append(await collector.run_once())
+    assert [len(r.readings) for r in results] == [0, 1, 0]  # the old meter answered between
+    assert results[1].readings[0].values.customer_number == VALUES.customer_number

@@ -44,6 +44,13 @@ The others need none: the sum rule (energy = tariff 1 + tariff 2, in every teleg
 permutation in any one of the three energy registers, a shift between two registers always
 breaks their exact widths, and the customer number never changes.
 
+**A replaced meter.** A meter's customer number never changes: a telegram with another one is
+another meter on the port (or damage). It is judged as at first sight (heard in
+:data:`FIRST_SIGHT_SUPPORT` agreeing telegrams) and refused (rule :data:`REPLACED`) until the
+next readout hears the same meter too; then it is taken as a replacement (a warning in the
+log), and its readings are the history from then on. A readout of the old meter in between
+forgets the new one.
+
 A steady meter costs nothing (its changes are small and bounded); a confirmation costs one
 more attempt of the same readout (with the reader's backoff before it): a new peak (most often
 in the first days of a month), the monthly reset, a meter counting pulses; a meter's first
@@ -54,6 +61,7 @@ readout costs two more. The collector therefore gives each reader at least two r
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -77,6 +85,7 @@ __all__ = [
     "FIRST_SIGHT",
     "FIRST_SIGHT_SUPPORT",
     "MARGIN",
+    "REPLACED",
     "SUPPORT",
     "UNCONFIRMED",
     "Doubt",
@@ -88,8 +97,15 @@ __all__ = [
     "unbounded",
 ]
 
+log = logging.getLogger(__name__)
+
 #: ``ImplausibleError.rule`` of a reading refused until another attempt confirms it.
 UNCONFIRMED = "unconfirmed"
+#: ``ImplausibleError.rule`` of another meter's reading on a meter's port, refused until the
+#: next readout hears the same meter (then taken as a replacement); and the history's rule it
+#: answers.
+REPLACED = "replaced"
+CUSTOMER_RULE = "customer"
 #: Telegrams of one readout that must agree to confirm a value in doubt; a first reading
 #: (whose values become the history every later reading is held to, its customer number for
 #: good) must be heard in three.
@@ -188,6 +204,10 @@ class History:
         self.doubts = doubts_of(dialect)
         self.unbounded = unbounded(dialect)
         self._last: dict[str, Observation] = {}
+        #: Per meter: the customer number of another meter heard on its port in the last
+        #: readout (confirmed there as a first sight is): taken as a replacement if the next
+        #: readout hears it too.
+        self._replacing: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._last)
@@ -204,6 +224,14 @@ class History:
     def accepted(self, meter: str, observation: Observation) -> None:
         """``meter``'s reading ``observation`` was accepted: the next one is judged against it."""
         self._last[meter] = observation
+        self._replacing.pop(meter, None)
+
+    def replacing(self, meter: str) -> str | None:
+        """The customer number another meter on ``meter``'s port showed in the last readout."""
+        return self._replacing.get(meter)
+
+    def expect_replacement(self, meter: str, customer_number: str) -> None:
+        self._replacing[meter] = customer_number
 
     def judge(self, meter: str, read_at: Callable[[Reading], datetime]) -> Judge:
         """The ``accept`` hook of one readout of ``meter``; ``read_at`` gives the time a reading
@@ -240,15 +268,42 @@ class Judge:
         heard = Observation(values, reading.requested_at, phases)
         previous = self.history.last(self.meter)
         doubt: Doubt | None = None
+        replaced: str | None = None  # the customer number of another meter on the port
         if previous is not None:
-            check_history(previous, current, dialect)
-            doubt = next((d for d in self.history.doubts if d.applies(previous, current)), None)
-            if doubt is None:
-                self.accepted = current
-                return
+            try:
+                check_history(previous, current, dialect)
+            except ImplausibleError as exc:
+                if exc.rule != CUSTOMER_RULE:
+                    raise
+                # another meter: judged as at first sight, and over two readouts
+                replaced = previous.values.customer_number
+            if replaced is None:
+                doubt = next((d for d in self.history.doubts if d.applies(previous, current)), None)
+                if doubt is None:
+                    self.accepted = current
+                    return
         support = 1 + sum(self._agree(before, heard) for before in self.candidates)
         against = sum(self._permuted(before, heard) for before in self.candidates)
         needed = max(FIRST_SIGHT_SUPPORT if doubt is None else SUPPORT, against + MARGIN)
+        if support >= needed and replaced is not None:
+            new = values.customer_number
+            if self.history.replacing(self.meter) == new:  # the last readout heard it too
+                log.warning(
+                    "meter %s: customer number %s where %s was: taken as a replaced meter "
+                    "(heard in two readouts); its history starts again",
+                    self.meter,
+                    new,
+                    replaced,
+                )
+                self.accepted = current
+                return
+            self.history.expect_replacement(self.meter, new)
+            raise ImplausibleError(
+                f"customer number {new}, not the meter's {replaced} (heard in {support} "
+                "telegrams): taken as a replaced meter if the next readout hears it too",
+                rule=REPLACED,
+                register=dialect.register(dialect.customer).code,
+            )
         if support >= needed:
             self.accepted = current
             return
