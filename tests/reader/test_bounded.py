@@ -51,8 +51,9 @@ def timing() -> Timing:
 class FloodGateway:
     """The loopback gateway; ``sent`` counts the bytes it wrote."""
 
-    def __init__(self, script: str) -> None:
+    def __init__(self, script: str, per_request: int = PER_REQUEST) -> None:
         self.prefix, filler = SCRIPTS[script]
+        self.per_request = per_request
         self.chunk = (filler * (CHUNK // len(filler) + 1))[:CHUNK]
         self.sent = 0
         self.requests = 0
@@ -123,7 +124,7 @@ class FloodGateway:
                 request.clear()
                 writer.write(self.prefix)
                 streamed = 0
-                while streamed < PER_REQUEST and self.sent < TOTAL and not request.is_set():
+                while streamed < self.per_request and self.sent < TOTAL and not request.is_set():
                     writer.write(self.chunk)
                     streamed += len(self.chunk)
                     self.sent += len(self.chunk)
@@ -260,6 +261,9 @@ async def test_bytes_dropped_between_attempts_are_counted_and_logged_with_the_po
 #: FLOOD_PATIENCE seconds (a guard: on an idle machine it takes a second or two).
 FLOODED = 256 * 1024
 FLOOD_PATIENCE = 60.0
+#: After each reply: more than the bound, less than pyserial's RFC 2217 thread (a Python loop
+#: per byte) gets through before the next request, whose purge answer queues behind it.
+RFC2217_FLOOD = 512 * 1024
 PYSERIAL_THREADS = "ignore:set(Daemon|Name).. is deprecated:DeprecationWarning"
 
 
@@ -270,7 +274,7 @@ def test_rfc2217_keeps_at_most_keep_bytes_of_a_flood() -> None:
     The gateway (pyserial's RFC 2217 server in front of the flooding one) streams megabytes
     after each reply; the reader's memory stays flat and the drops are counted."""
     with (
-        FloodGateway("between attempts") as gateway,
+        FloodGateway("between attempts", RFC2217_FLOOD) as gateway,
         Rfc2217Bridge(f"socket://127.0.0.1:{gateway.port}") as bridge,
         peak_memory() as peak,
         Reader(bridge.port, line="7E1", timing=timing(), retries=1) as reader,
@@ -292,7 +296,7 @@ def test_rfc2217_keeps_at_most_keep_bytes_of_a_flood() -> None:
 @pytest.mark.filterwarnings(PYSERIAL_THREADS)
 async def test_rfc2217_keeps_at_most_keep_bytes_of_a_flood_async() -> None:
     with (
-        FloodGateway("between attempts") as gateway,
+        FloodGateway("between attempts", RFC2217_FLOOD) as gateway,
         Rfc2217Bridge(f"socket://127.0.0.1:{gateway.port}") as bridge,
         peak_memory() as peak,
     ):

@@ -69,11 +69,23 @@ def level_for(verbose: int, base: int = 0) -> tuple[int, int]:
     return ours, libraries
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (a program that redirects it,
+    a test's capture), not to the one it was made with."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def setup_logging(verbose: int, *, base: int = 0, stream: TextIO | None = None) -> None:
     """Send log records to ``stream`` (stderr) at the levels ``verbose`` and ``base`` ask for."""
-    stream = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(stream)
-    if to_journal(stream):
+    handler: logging.Handler = _Stderr() if stream is None else logging.StreamHandler(stream)
+    if to_journal(sys.stderr if stream is None else stream):
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
