@@ -405,6 +405,11 @@ async def test_results_held_while_the_storage_fails_stay_within_max_pending(
                 writer.put(reading("m", index) if index % 3 else failure("m", index))
                 if index % 10 == 9:
                     await asyncio.sleep(0.002)
+                    # a few batches ahead of the journal at most: what the writer keeps is the
+                    # question here, not a disk slower than the puts (an fsync per batch)
+                    deadline = time.monotonic() + PATIENCE
+                    while index + 1 - writer.spilled > 200 and time.monotonic() < deadline:  # noqa: ASYNC110
+                        await asyncio.sleep(0.005)
                 if index % 500 == 499:
                     alive.append(_records_alive() - before)
         finally:
