@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from kamstrup382.cli.database import safe_url
 from kamstrup382.cli.logs import setup_logging
 from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.collector.config import (
@@ -204,9 +205,7 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
             watchdog: asyncio.Task[None] | None = None
             try:
                 await collector.start()
-                what = (
-                    f"collecting {len(config.meters)} meters into {_safe_url(config.storage.url)}"
-                )
+                what = f"collecting {len(config.meters)} meters into {safe_url(config.storage.url)}"
                 log.info("%s as %s", what, collector.collector_id)
                 notifier.ready(what)
                 watchdog = asyncio.create_task(notifier.keep_watchdog())
@@ -246,12 +245,3 @@ def _unstored(collector: Collector) -> bool:
             f"{collector.lost} results not stored and not spilled: lost (see the log)", err=True
         )
     return True
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if at and ":" in creds:
-        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-    return url
