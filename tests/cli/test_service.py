@@ -90,35 +90,25 @@ def _notifications(sock: socket.socket, until: Callable[[list[str]], bool]) -> l
     return received
 
 
-def _start(args: list[str], notify: str, watchdog_usec: int | None) -> subprocess.Popen[str]:
+def _told_systemd(
+    args: list[str], notify: str, watchdog_usec: int | None, until: Callable[[list[str]], bool]
+) -> tuple[list[str], int, str]:
+    """Run ``k382 ARGS`` under ``NOTIFY_SOCKET`` until its notifications satisfy ``until``, stop it
+    with SIGTERM as systemd does: every notification, the exit status, stderr."""
     env = {**os.environ, "NOTIFY_SOCKET": notify, "PYTHONUNBUFFERED": "1"}
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
-    return subprocess.Popen(
-        [sys.executable, "-m", "kamstrup382", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def test_the_collector_tells_systemd(tmp_path: Path) -> None:
-    """READY once collecting, STATUS per slot, WATCHDOG from the loop, STOPPING on SIGTERM."""
-    path = str(tmp_path / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(path)
-        url = f"sqlite:///{tmp_path / 'k382.sqlite'}"
-        args = ["collect", "--emulator", "1", "--speed", "100", "--interval", "1s"]
-        process = _start([*args, "--storage", url], path, 600_000)
+        sock.bind(notify)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kamstrup382", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            got = _notifications(
-                sock,
-                lambda seen: (
-                    sum("1 read" in m for m in seen) >= 2
-                    and sum(m == "WATCHDOG=1" for m in seen) >= 3
-                ),
-            )
+            got = _notifications(sock, until)
             process.send_signal(signal.SIGTERM)
             got += _notifications(sock, lambda seen: any("STOPPING=1" in m for m in seen))
             _, err = process.communicate(timeout=30)
@@ -126,7 +116,22 @@ def test_the_collector_tells_systemd(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    assert process.returncode == 0, err
+    return got, process.returncode, err
+
+
+def test_the_collector_tells_systemd(tmp_path: Path) -> None:
+    """READY once collecting, STATUS per slot, WATCHDOG from the loop, STOPPING on SIGTERM."""
+    url = f"sqlite:///{tmp_path / 'k382.sqlite'}"
+    args = ["collect", "--emulator", "1", "--speed", "100", "--interval", "1s", "--storage", url]
+    got, status, err = _told_systemd(
+        args,
+        str(tmp_path / "notify"),
+        600_000,
+        lambda seen: (
+            sum("1 read" in m for m in seen) >= 2 and sum(m == "WATCHDOG=1" for m in seen) >= 3
+        ),
+    )
+    assert status == 0, err
     assert got[0].startswith("READY=1\nSTATUS=collecting 1 meters into sqlite:///"), got
     slots = [m for m in got if m.startswith("STATUS=slot ")]
     assert slots and all(": 1 read, 0 failed, 0 missed in " in m for m in slots), got
@@ -135,24 +140,11 @@ def test_the_collector_tells_systemd(tmp_path: Path) -> None:
 
 
 def test_the_dashboard_tells_systemd(tmp_path: Path) -> None:
-    path = str(tmp_path / "notify")
     db = tmp_path / "k382.sqlite"
     open_storage(f"sqlite:///{db}").close()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(path)
-        process = _start(
-            ["serve", "--storage", f"sqlite:///{db}", "--http", "127.0.0.1:0"], path, None
-        )
-        try:
-            got = _notifications(sock, bool)
-            process.send_signal(signal.SIGTERM)
-            got += _notifications(sock, lambda seen: any("STOPPING=1" in m for m in seen))
-            _, err = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode == 0, err
+    args = ["serve", "--storage", f"sqlite:///{db}", "--http", "127.0.0.1:0"]
+    got, status, err = _told_systemd(args, str(tmp_path / "notify"), None, bool)
+    assert status == 0, err
     assert got[0].startswith("READY=1\nSTATUS=dashboard on http://127.0.0.1:"), got
     assert "WATCHDOG=1" not in got  # none was asked for
     assert got[-1] == "STOPPING=1"
