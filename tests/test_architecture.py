@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "emulator": 2,
     "storage": 3,
     "settings": 4,
+    "documents": 4,
     "outputs": 5,
     "collector": 6,
     "web": 7,

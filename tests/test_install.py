@@ -130,8 +130,8 @@ def test_the_core_commands_work(core: Path, tmp_path: Path) -> None:
         read = _run(core, "read", port, "--json")
         emulator.terminate()
     assert read.returncode == 0, read.stderr
-    registers = {r["name"]: r["value"] for r in json.loads(read.stdout)["registers"]}
-    assert registers["customer_number"] == "00054042"
+    registers = json.loads(read.stdout)["registers"]
+    assert registers["customer_number"]["value"] == "00054042"
     url = f"sqlite:///{tmp_path / 'core.sqlite'}"
     collect = _run(core, "collect", "--once", "--emulator", "2", "--speed", "100", "--storage", url)
     assert collect.returncode == 0, collect.stderr

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from kamstrup382.documents import reading_schema
 from kamstrup382.errors import UsageError
 from kamstrup382.protocol import BccAlgorithm, BccMode, compute_bcc, decode_reply
 from kamstrup382.reader.port import LineMode
@@ -51,6 +53,7 @@ def reading() -> Reading:
 def test_telegram_json_shape() -> None:
     data = telegram_json(decode_reply(SPEC))
     assert data["identification"] == {
+        "line": "KAM 685-382-OK-15",
         "manufacturer": "KAM",
         "baud_char": " ",
         "text": "685-382-OK-15",
@@ -64,14 +67,23 @@ def test_telegram_json_shape() -> None:
         },
     }
     assert data["bcc"] == {"algorithm": "sum7", "value": "0x3e", "valid": True}
-    assert data["registers"][0] == {
-        "code": "0.0", "name": "customer_number", "value": "00054042", "unit": None
+    # registers keyed by name, in the order sent, each with its code and unit
+    assert data["registers"]["customer_number"] == {
+        "code": "0.0",
+        "value": "00054042",
+        "unit": None,
+    }
+    assert data["registers"]["actual_peak"] == {
+        "code": "1.6", "value": Decimal("18.3"), "unit": "kW"
     }  # fmt: skip
-    assert data["registers"][6] == {
-        "code": "1.6", "name": "actual_peak", "value": Decimal("18.3"), "unit": "kW"
-    }  # fmt: skip
-    assert [r["code"] for r in data["registers"]] == [
+    # last month's peak prints no unit: the register's implied unit is given
+    assert data["registers"]["last_month_peak"]["unit"] == "kW"
+    assert [r["code"] for r in data["registers"].values()] == [
         "0.0", "1.20", "1.20.1", "1.20.2", "1.31", "1.26", "1.6", "1.6*1"
+    ]  # fmt: skip
+    assert list(data["registers"]) == [
+        "customer_number", "energy", "tariff_1", "tariff_2",
+        "hour_counter", "pulse_input", "actual_peak", "last_month_peak",
     ]  # fmt: skip
 
 
@@ -83,7 +95,7 @@ def test_dumps_writes_the_meters_digits_as_json_numbers() -> None:
     assert parsed == json.loads(
         dumps(telegram_json(decode_reply(SPEC)), indent=2), parse_float=Decimal
     )
-    assert [r["value"] for r in parsed["registers"]] == [
+    assert [r["value"] for r in parsed["registers"].values()] == [
         "00054042", 53, 33, 20, 482, 0, Decimal("18.3"), Decimal("0.0")
     ]  # fmt: skip
 
@@ -118,14 +130,14 @@ def test_other_meter_json_and_table() -> None:
     assert data["identification"]["type_number"] is None
     assert data["identification"]["baud_char"] == "5"
     assert data["bcc"]["algorithm"] == "xor"
-    multi = data["registers"][1]
-    assert multi["code"] == "1.8.0*2" and multi["name"] is None
+    multi = data["registers"]["1.8.0*2"]  # an unknown code: keyed by its code
+    assert multi["code"] == "1.8.0*2"
     assert multi["value"] == Decimal("1.5") and multi["unit"] == "MWh"
     assert multi["values"] == [
         {"value": Decimal("1.5"), "unit": "MWh"},
         {"value": Decimal(12), "unit": "h"},
     ]
-    assert data["registers"][2] == {"code": "C.1", "name": None, "value": "", "unit": None}
+    assert data["registers"]["C.1"] == {"code": "C.1", "value": "", "unit": None}
     table = registers_table(telegram)
     assert "1.8.0*2  -" in table and "0001,5" not in table and "1.5 12" in table
 
@@ -147,16 +159,18 @@ def test_reading_json_adds_where_how_when() -> None:
     data = reading_json(reading())
     assert data["port"] == "socket://127.0.0.1:4001"
     assert data["line"] == "8N1"
-    assert data["attempts"] == 2
+    assert data["meter"] is None  # no configured name
+    assert data["read_at"] == "2026-01-02T03:04:05+00:00"
     assert data["timing"] == {
+        "answer_delay_s": 0.25,
+        "duration_s": 5.8,
+        "attempts": 2,
         "requested_at": "2026-01-02T03:04:05+00:00",
         "first_byte_at": "2026-01-02T03:04:05.250000+00:00",
         "done_at": "2026-01-02T03:04:10.800000+00:00",
-        "answer_delay_s": 0.25,
-        "duration_s": 5.8,
     }
     assert data["registers"] == telegram_json(decode_reply(SPEC))["registers"]
-    json.loads(dumps(data))
+    jsonschema.validate(json.loads(dumps(data)), reading_schema())
 
 
 def test_csv_row() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def test_ready_status_watchdog_stopping(listener: tuple[socket.socket, str]) -> 
     assert sock.recv(4096) == b"STATUS=slot 12:00: 3 read, 0 failed"
     notifier.watchdog()
     assert sock.recv(4096) == b"WATCHDOG=1"
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    notifier.reloading("reloading k382.toml")
+    reloading, usec, status = sock.recv(4096).split(b"\n")
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert (reloading, status) == (b"RELOADING=1", b"STATUS=reloading k382.toml")
+    assert usec.startswith(b"MONOTONIC_USEC=")
+    assert before <= int(usec.removeprefix(b"MONOTONIC_USEC=")) <= after
     notifier.stopping()
     assert sock.recv(4096) == b"STOPPING=1"
     notifier.close()

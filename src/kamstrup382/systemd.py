@@ -5,7 +5,8 @@ path of a Unix datagram socket (``@name`` for one in the abstract namespace). Th
 sends it lines ``KEY=value``: ``READY=1`` once it does its work (``systemctl start`` returns
 then, and units ordered after it start), ``STATUS=...`` for ``systemctl status``,
 ``WATCHDOG=1`` at least every ``WATCHDOG_USEC`` microseconds when the unit sets
-``WatchdogSec`` (systemd restarts a process that stops sending it), ``STOPPING=1`` when it
+``WatchdogSec`` (systemd restarts a process that stops sending it), ``RELOADING=1`` when it
+begins to reload its configuration (``READY=1`` again when done), ``STOPPING=1`` when it
 begins to shut down. Outside systemd (no ``NOTIFY_SOCKET``) every call does nothing.
 
 The watchdog interval is half of ``WATCHDOG_USEC``, as systemd recommends; a
@@ -18,6 +19,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 __all__ = ["Notifier"]
@@ -73,6 +75,12 @@ class Notifier:
         while True:
             self.watchdog()
             await asyncio.sleep(interval)
+
+    def reloading(self, status: str | None = None) -> None:
+        """A reload begins (SIGHUP): ``RELOADING=1`` with the monotonic time systemd asks
+        for; :meth:`ready` ends it."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}", status)
 
     def stopping(self, status: str | None = None) -> None:
         self._send("STOPPING=1", status)

@@ -311,3 +311,41 @@ def test_a_scheduled_run_stopped_while_the_storage_refuses_spills_and_exits_thre
     lines = journal.read_text().splitlines()
     assert len(lines) >= 4
     assert f"{len(lines)} readings and 0 failures not stored: spilled to {journal}" in out
+
+
+@pytest.mark.slow
+def test_sighup_takes_the_new_meters_and_keeps_running_on_a_bad_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    every = 'interval = "1s"\ngrace = 5\n'
+    with EmulatorThread(meters=2, transport="tcp", speed=200, delay=0.02) as emu:
+        cfg = write_config(tmp_path / "k.toml", url, emu.ports[:1], every)
+        proc = run_collect(cfg)
+        try:
+            wait_for_rows(url, 2, timeout=20)
+            write_config(cfg, url, emu.ports, every)  # m1 added
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not _meters_read(url) >= {"m0", "m1"}:
+                time.sleep(0.1)
+            assert _meters_read(url) == {"m0", "m1"}
+            cfg.write_text(cfg.read_text() + "[collector]\nbogus = 1\n")  # a broken file
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            before = sum(count_rows(url))
+            wait_for_rows(url, before + 2, timeout=20)  # still collecting both
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "reload of" in out and "added 1 (m1)" in out
+    # the broken file: named, and the running configuration kept
+    assert "reload: config error:" in out and "the running configuration is kept" in out
+    assert "Traceback" not in out
+
+
+def _meters_read(url: str) -> set[str]:
+    if not Path(url.removeprefix("sqlite:///")).exists():
+        return set()
+    with open_storage(url) as storage:
+        return {r.meter for r in storage.readings()}

@@ -64,17 +64,13 @@ def test_json_shape(tmp_path: Path) -> None:
         "accuracy_class": 2,
     }
     assert (ident["type_number"]["module"], ident["type_number"]["label"]) == ("OK", "15")
-    assert data["registers"][0] == {
-        "code": "0.0",
-        "name": "customer_number",
-        "value": "00054042",
-        "unit": None,
-    }
-    assert [r["value"] for r in data["registers"][1:]] == [
+    registers = data["registers"]  # keyed by name, in the order sent
+    assert registers["customer_number"] == {"code": "0.0", "value": "00054042", "unit": None}
+    assert [r["value"] for r in list(registers.values())[1:]] == [
         53, 33, 20, 482, 0, Decimal("18.3"), Decimal("0.0")
     ]  # fmt: skip
     assert '"value": 18.3' in out and '"value": 0.0' in out  # numbers, with the meter's digits
-    assert data["registers"][7]["unit"] == "kW" and data["registers"][5]["unit"] is None
+    assert registers["last_month_peak"]["unit"] == "kW" and registers["pulse_input"]["unit"] is None
     assert data["bcc"]["algorithm"] == "sum7" and data["bcc"]["valid"] is True
 
 
@@ -82,7 +78,7 @@ def test_hex_input_with_whitespace_from_stdin() -> None:
     spaced = " ".join(SPEC_HEX[i : i + 8] for i in range(0, len(SPEC_HEX), 8)).upper() + "\n"
     code, out, _ = run(["-", "--json"], stdin=spaced.encode())
     assert code == 0
-    assert json.loads(out)["registers"][6]["value"] == 18.3
+    assert json.loads(out)["registers"]["actual_peak"]["value"] == 18.3
 
 
 def test_raw_bytes_from_stdin_and_eight_bit(tmp_path: Path) -> None:

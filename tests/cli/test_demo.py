@@ -31,8 +31,8 @@ def test_demo_collects_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         rows = demo.wait_for_readings(44)
         slots = [datetime.fromisoformat(r["slot"]) for r in rows]
         assert all((b - a).total_seconds() % 900 == 0 for a, b in pairwise(slots))
-        assert rows[0]["type_number"] == DEMO_SETTINGS.type_number
-        assert rows[0]["customer_number"] == DEMO_SETTINGS.customer_number
+        assert rows[0]["identification"]["type_number"]["text"] == DEMO_SETTINGS.type_number
+        assert rows[0]["registers"]["customer_number"]["value"] == DEMO_SETTINGS.customer_number
         meters = httpx.get(f"{demo.url}/api/meters").json()["meters"]
         assert [m["name"] for m in meters] == ["demo"]
         page = httpx.get(f"{demo.url}/")

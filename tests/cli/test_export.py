@@ -11,9 +11,11 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from kamstrup382.cli import main
+from kamstrup382.documents import reading_schema
 from kamstrup382.storage.url import open_storage
 from tests.storage.samples import START, STEP, failure, reading
 
@@ -57,14 +59,18 @@ def test_json_readings_are_objects_with_exact_numbers(
     assert len(rows) == 8
     first = rows[0]
     expected = reading("house", 0)
+    for row in rows:  # the one shape of a reading (docs/formats.md)
+        jsonschema.validate(json.loads(json.dumps(row, default=float)), reading_schema())
     assert first["meter"] == "house"
     assert first["read_at"] == "2026-03-01T00:00:01+00:00"
-    assert first["customer_number"] == "00012345"
-    assert first["energy"] == 1500 and isinstance(first["energy"], int)
-    assert first["actual_peak"] == Decimal("12.3")
-    assert first["last_month_peak"] == Decimal("999999.9")
-    assert first["type_number"] == expected.type_number
-    assert first["attempts"] == expected.attempts
+    registers = first["registers"]
+    assert registers["customer_number"] == {"code": "0.0", "value": "00012345", "unit": None}
+    assert registers["energy"]["value"] == 1500 and isinstance(registers["energy"]["value"], int)
+    assert registers["actual_peak"] == {"code": "1.6", "value": Decimal("12.3"), "unit": "kW"}
+    assert registers["last_month_peak"]["value"] == Decimal("999999.9")
+    assert first["identification"]["type_number"]["text"] == expected.type_number
+    assert first["timing"]["attempts"] == expected.attempts
+    assert "raw" not in first
     assert [r["slot"] for r in rows] == [(START + i * STEP).isoformat() for i in range(8)]
 
 
@@ -229,7 +235,7 @@ def test_timings_are_shown_to_the_millisecond(
         storage.record([record], [])
     assert main(["export", "--storage", url, "--format", "jsonl"]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert (row["answer_delay"], row["duration"]) == (0.251, 5.833)
+    assert (row["timing"]["answer_delay_s"], row["timing"]["duration_s"]) == (0.251, 5.833)
     assert main(["export", "--storage", url]) == 0
     line = capsys.readouterr().out.splitlines()[1]
     assert ",0.251,5.833," in line

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import jsonschema
 import pytest
 
 from kamstrup382.cli import main
 from kamstrup382.clock import ManualClock
+from kamstrup382.documents import reading_schema
 from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults, MeterSettings
 from kamstrup382.protocol import BccMode, decode_reply
 from kamstrup382.render import CSV_FIELDS, dumps, telegram_json
@@ -66,20 +68,25 @@ def test_json_is_the_decode_shape_plus_timing(
     assert {k: v for k, v in bcc.items() if k in decoded["bcc"]} == decoded.pop("bcc")
     assert set(bcc) == {"algorithm", "value", "valid", "computed", "matched", "certainty", "note"}
     assert {k: v for k, v in data.items() if k in decoded} == decoded
-    assert set(data) == set(decoded) | {"port", "line", "timing", "attempts"}
-    registers = {r["name"]: r["value"] for r in data["registers"]}
+    # the one shape of a reading (docs/formats.md), validated against its schema
+    assert set(data) == set(decoded) | {"meter", "read_at", "port", "line", "timing"}
+    jsonschema.validate(json.loads(out), reading_schema())
+    registers = {name: r["value"] for name, r in data["registers"].items()}
     assert registers == emu.sent_values(0)[-1].as_dict()
     assert data["port"] == emu.ports[0]
     assert data["line"] in ("7E1", "8N1")
-    assert data["attempts"] == 1
+    assert data["meter"] is None
     timing = data["timing"]
+    assert timing["attempts"] == 1
     assert set(timing) == {
         "requested_at",
         "first_byte_at",
         "done_at",
         "answer_delay_s",
         "duration_s",
+        "attempts",
     }
+    assert data["read_at"] == timing["requested_at"]
     assert 0 < timing["answer_delay_s"] <= timing["duration_s"]
 
 
@@ -185,8 +192,8 @@ def test_damage_the_bcc_cannot_see_is_retried(capsys: pytest.CaptureFixture[str]
         code, out, err = run(capsys, emu.ports[0], "--json")
         assert code == 0, err
         data = json.loads(out, parse_float=Decimal)
-        assert data["attempts"] == 2
-        registers = {r["name"]: r["value"] for r in data["registers"]}
+        assert data["timing"]["attempts"] == 2
+        registers = {name: r["value"] for name, r in data["registers"].items()}
         assert registers == emu.sent_values(0)[-1].as_dict()
     with EmulatorThread(transport="tcp", speed=SPEED, faults="shift=1") as emu:
         code, out, err = run(capsys, emu.ports[0], "--retries", "1")

@@ -55,6 +55,7 @@ def test_the_units_verify(command: str, tmp_path: Path, capsys: pytest.CaptureFi
     assert "StateDirectory=k382" in lines
     assert ("SupplementaryGroups=dialout" in lines) == (command == "collect")
     assert ("DeviceAllow=char-ttyUSB rw" in lines) == (command == "collect")
+    assert ("ExecReload=/bin/kill -HUP $MAINPID" in lines) == (command == "collect")
 
 
 def test_a_user_of_its_own_and_no_watchdog() -> None:

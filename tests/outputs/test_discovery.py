@@ -14,8 +14,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import jsonschema
 import pytest
 
+from kamstrup382.documents import reading_schema
 from kamstrup382.outputs.discovery import (
     DeviceFacts,
     Topics,
@@ -186,8 +188,8 @@ def test_classes_units_and_templates_per_register(register: str) -> None:
     assert config["state_topic"] == "kamstrup382/house/state"
     assert config["unique_id"] == f"kamstrup382_house_{register}"
     # the template picks this register out of the state message
-    assert config["value_template"] == "{{ value_json." + register + " }}"
-    assert register in state_payload(record)
+    assert config["value_template"] == "{{ value_json.registers." + register + ".value }}"
+    assert register in state_payload(record)["registers"]
     assert config["availability"] == [
         {"topic": "kamstrup382/status", "payload_available": "online",
          "payload_not_available": "offline"},
@@ -285,17 +287,22 @@ def test_state_message_carries_the_reading_exactly() -> None:
     message = json.loads(state_json(record), parse_float=Decimal)
     telegram = decode_reply(record.raw)
     values = telegram.meter_values()
-    assert message["customer_number"] == values.customer_number == "00054042"
+    jsonschema.validate(json.loads(state_json(record)), reading_schema())  # docs/formats.md
+    registers = message["registers"]
+    assert registers["customer_number"]["value"] == values.customer_number == "00054042"
     for register in REGISTERS[1:]:
-        assert Decimal(message[register.name]) == getattr(values, register.name), register.name
-    assert isinstance(json.loads(state_json(record))["energy"], int)
-    assert isinstance(json.loads(state_json(record))["actual_peak"], float)
+        entry = registers[register.name]
+        assert (entry["code"], entry["unit"]) == (register.code, register.unit)
+        assert Decimal(entry["value"]) == getattr(values, register.name), register.name
+    plain = json.loads(state_json(record))["registers"]
+    assert isinstance(plain["energy"]["value"], int)
+    assert isinstance(plain["actual_peak"]["value"], float)
     assert datetime.fromisoformat(message["read_at"]) == record.read_at
-    assert message["read_at"].endswith("Z")
+    assert message["read_at"].endswith("+00:00")
     assert message["meter"] == "house"
-    assert message["type_number"] == "685-382-OK-15"
-    assert message["identification"] == "KAM 685-382-OK-15"
-    assert message["bcc_algorithm"] == "sum7"
+    assert message["identification"]["type_number"]["text"] == "685-382-OK-15"
+    assert message["identification"]["line"] == "KAM 685-382-OK-15"
+    assert message["bcc"] == {"algorithm": "sum7"}
     assert message["timing"] == {
         "answer_delay_s": Decimal("0.05"),
         "duration_s": Decimal("6.55"),
@@ -306,7 +313,7 @@ def test_state_message_carries_the_reading_exactly() -> None:
 def test_state_numbers_keep_the_meters_digits() -> None:
     record = reading("house", 0, energy=9_999_999)
     text = state_json(record)
-    assert '"energy":9999999' in text
-    assert '"actual_peak":18.3' in text
-    assert '"last_month_peak":17.0' in text
-    assert '"customer_number":"00054042"' in text
+    assert '"energy": {"code": "1.20", "value": 9999999, "unit": "kWh"}' in text
+    assert '"actual_peak": {"code": "1.6", "value": 18.3,' in text
+    assert '"last_month_peak": {"code": "1.6*1", "value": 17.0,' in text
+    assert '"customer_number": {"code": "0.0", "value": "00054042",' in text

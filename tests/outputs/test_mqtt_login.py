@@ -155,7 +155,7 @@ async def test_a_refused_login_is_its_own_state_retried_slowly_and_loses_nothing
             assert health is not None and health.state == "connected" and health.detail is None
         finally:
             await right.stop()
-    assert [s.json()["energy"] for s in states] == [
+    assert [s.json()["registers"]["energy"]["value"] for s in states] == [
         reading("house", i).values.energy for i in range(index)
     ]
     assert await asyncio.to_thread(storage.outbox_pending) == []

@@ -23,7 +23,7 @@ def test_serve_with_a_token(db: Path, history: History) -> None:
         response = httpx.get(f"{url}/api/meters", headers={"Authorization": "Bearer t0ken"})
         assert response.status_code == 200
         latest = response.json()["meters"][0]["latest"]
-        assert latest["energy"] == int(history.readings[-1].values.energy)
+        assert latest["registers"]["energy"]["value"] == int(history.readings[-1].values.energy)
         assert (
             httpx.post(f"{url}/api/meters", headers={"Authorization": "Bearer t0ken"}).status_code
             == 405

@@ -5,6 +5,9 @@ line per meter not read on stderr. ``--emulator N`` starts N emulated meters on 
 the same process and reads them too (without ``--config``: only them, into the default storage
 or ``--storage``), so that the collector can be tried without a meter. SIGINT and SIGTERM stop
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
+SIGHUP reads the ``--config`` file again and takes its meters (added, removed, changed; the
+readouts in flight finish); a file with an error is logged and the running configuration kept;
+a change to another table is named in the log and applied by a restart.
 Exit status 2: the configuration (or a command-line value) is wrong.
 
 Exit status 3: the storage refused results (read-only, full, unreachable). Each batch was tried
@@ -37,6 +40,7 @@ from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.collector.config import (
     CollectorConfig,
     Config,
+    MeterConfig,
     build_meter,
     load_config,
     parse_config,
@@ -111,7 +115,14 @@ def collect(
     raise_file_limit()  # one socket per TCP meter
     try:
         with collector_runtime(), asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(_main(config, once=once, emulated=emulated, speed=speed))
+            main = _main(
+                config,
+                once=once,
+                emulated=emulated,
+                speed=speed,
+                reload=None if config_path is None else (config_path, storage_url, interval),
+            )
+            return runner.run(main)
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         return 2
@@ -161,7 +172,14 @@ async def _emulated(config: Config, count: int | None, speed: float) -> AsyncIte
         yield dataclasses.replace(config, meters=config.meters + tuple(added))
 
 
-async def _main(base: Config, *, once: bool, emulated: int | None, speed: float) -> int:
+async def _main(
+    base: Config,
+    *,
+    once: bool,
+    emulated: int | None,
+    speed: float,
+    reload: tuple[Path, str | None, str | None] | None = None,
+) -> int:
     from kamstrup382.collector.collector import Collector  # noqa: PLC0415 - heavy imports
     from kamstrup382.outputs import build_outputs  # noqa: PLC0415
     from kamstrup382.storage.url import open_storage  # noqa: PLC0415
@@ -202,6 +220,8 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
 
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stopping)
+            reloads = _Reloads(collector, notifier, reload, config.meters[len(base.meters) :])
+            loop.add_signal_handler(signal.SIGHUP, reloads.request)
             watchdog: asyncio.Task[None] | None = None
             try:
                 await collector.start()
@@ -214,11 +234,72 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
                 if watchdog is not None:
                     watchdog.cancel()
                 notifier.close()
-                for signum in (signal.SIGINT, signal.SIGTERM):
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
+                await reloads.close()
             return 3 if _unstored(collector) else 0
         finally:
             await asyncio.to_thread(storage.close)
+
+
+class _Reloads:
+    """SIGHUP: read the config file again and give its meters to the running collector, one
+    reload at a time; a bad file is logged and the running configuration kept."""
+
+    def __init__(
+        self,
+        collector: Collector,
+        notifier: Notifier,
+        source: tuple[Path, str | None, str | None] | None,
+        emulated: tuple[MeterConfig, ...],
+    ) -> None:
+        self.collector = collector
+        self.notifier = notifier
+        self.source = source
+        self.emulated = emulated  # --emulator's meters stay
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def request(self) -> None:
+        if self.source is None:
+            log.warning("SIGHUP: no --config file to reload; nothing changed")
+            return
+        task = asyncio.get_running_loop().create_task(self._reload(self.source))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload(self, source: tuple[Path, str | None, str | None]) -> None:
+        async with self._lock:
+            path = source[0]
+            self.notifier.reloading(f"reloading {path}")
+            try:
+                config = await asyncio.to_thread(_config, *source)
+                taken = {m.name for m in config.meters}
+                for meter in self.emulated:
+                    if meter.name in taken:
+                        raise ConfigError("meters", f"{meter.name!r} is an emulated meter's name")
+                config = dataclasses.replace(config, meters=config.meters + self.emulated)
+                if not config.meters:
+                    raise ConfigError("meters", "no meters configured")
+            except ConfigError as exc:
+                log.error("reload: config error: %s; the running configuration is kept", exc)
+            else:
+                change = await self.collector.reload(config)
+                log.info("reload of %s: %s", path, change.summary())
+                if change.restart:
+                    log.warning(
+                        "reload of %s: [%s] changed: applied only by a restart (the running "
+                        "settings are kept)",
+                        path,
+                        "], [".join(change.restart),
+                    )
+            meters = len(self.collector.config.meters)
+            self.notifier.ready(f"collecting {meters} meters (reloaded {path})")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _slot_status(slot: datetime, result: CycleResult) -> str:

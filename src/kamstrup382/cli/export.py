@@ -2,8 +2,8 @@
 
 Rows are written as the storage yields them (constant memory for millions of rows). JSON is a
 streamed array (``--format json``) or one object per line (``--format jsonl``); each reading is
-an object with ``meter``, ``slot`` and ``read_at`` (ISO 8601, UTC), the registers by name as
-numbers (``customer_number`` as a string, it keeps its leading zeros), then how it was read.
+the one shape of a reading (:mod:`kamstrup382.documents`, ``docs/formats.md``); CSV has one
+column per field (the registers by name, ``customer_number`` with its leading zeros).
 ``--since``/``--until`` take ISO 8601 times (a time without zone is UTC; a bare date is its
 midnight UTC) and select ``[since, until)``. A file given with ``--output`` appears only when
 complete. Exit status: 0 done, 1 the storage failed, 2 a bad option or configuration.
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import IO, Any
 import click
 
 from kamstrup382.cli.database import open_chosen
+from kamstrup382.documents import dumps, record_document
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.protocol.registers import REGISTERS
 from kamstrup382.storage.base import Storage
@@ -97,42 +97,40 @@ def consumption_fields(c: ConsumptionRow) -> list[tuple[str, Value]]:
     ]
 
 
-def _json_value(value: Value) -> str:
-    if isinstance(value, Decimal):
-        return format(value, "f")  # exact and plain: a JSON number
-    return json.dumps(value)
-
-
-def _json_object(fields: list[tuple[str, Value]]) -> str:
-    return "{" + ", ".join(f"{json.dumps(k)}: {_json_value(v)}" for k, v in fields) + "}"
-
-
 def _csv_value(value: Value) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     return "" if value is None else str(value)
 
 
-def write_rows(rows: Iterable[list[tuple[str, Value]]], fmt: str, out: IO[str]) -> int:
-    """Write ``rows`` to ``out`` as ``fmt`` (csv, json, jsonl) one by one; return the count."""
+def write_csv(rows: Iterable[list[tuple[str, Value]]], out: IO[str]) -> int:
+    """Write ``rows`` to ``out`` as CSV with a header, one by one; return the count."""
     count = 0
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        for fields in rows:
-            if count == 0:
-                writer.writerow([k for k, _ in fields])
-            writer.writerow([_csv_value(v) for _, v in fields])
+    writer = csv.writer(out, lineterminator="\n")
+    for fields in rows:
+        if count == 0:
+            writer.writerow([k for k, _ in fields])
+        writer.writerow([_csv_value(v) for _, v in fields])
+        count += 1
+    return count
+
+
+def write_json(objects: Iterable[Mapping[str, Any]], out: IO[str], *, lines: bool) -> int:
+    """Write ``objects`` to ``out`` as a JSON array or JSON Lines, one by one; return the count.
+
+    ``Decimal`` values become JSON numbers with exactly their digits (:func:`dumps`).
+    """
+    count = 0
+    if lines:
+        for obj in objects:
+            out.write(dumps(obj) + "\n")
             count += 1
-    elif fmt == "jsonl":
-        for fields in rows:
-            out.write(_json_object(fields) + "\n")
-            count += 1
-    else:
-        out.write("[")
-        for fields in rows:
-            out.write(("\n" if count == 0 else ",\n") + _json_object(fields))
-            count += 1
-        out.write("\n]\n" if count else "]\n")
+        return count
+    out.write("[")
+    for obj in objects:
+        out.write(("\n" if count == 0 else ",\n") + dumps(obj))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
     return count
 
 
@@ -230,13 +228,21 @@ def export(
         raise click.BadParameter("must be after --since", param_hint="--until")
     try:
         with open_configured_storage(config_path, storage_url) as storage:
-            rows: Iterable[list[tuple[str, Value]]]
             if what == "readings":
-                rows = (reading_fields(r, raw=raw) for r in storage.readings(meter, start, end))
+                records = storage.readings(meter, start, end)
+                rows = (reading_fields(r, raw=raw) for r in records)
+                objects: Iterable[Mapping[str, Any]] = (
+                    record_document(r, raw=raw) for r in records
+                )
             else:
-                rows = (consumption_fields(c) for c in storage.consumption(meter, start, end))
+                consumption = storage.consumption(meter, start, end)
+                rows = (consumption_fields(c) for c in consumption)
+                objects = (dict(consumption_fields(c)) for c in consumption)
             with _output(output) as out:
-                count = write_rows(rows, fmt, out)
+                if fmt == "csv":
+                    count = write_csv(rows, out)
+                else:
+                    count = write_json(objects, out, lines=fmt == "jsonl")
                 if count == 0 and fmt == "csv":
                     fields = CONSUMPTION_FIELDS if what == "consumption" else READING_FIELDS
                     csv.writer(out, lineterminator="\n").writerow(

@@ -94,6 +94,8 @@ def unit_text(
             "ProtectHome=read-only\n"
         )
     exec_start = f"{executable} {command} --config {shlex.quote(str(config))}"
+    # the collector takes a changed meter list on SIGHUP: systemctl reload k382
+    reload_line = "ExecReload=/bin/kill -HUP $MAINPID\n" if command == "collect" else ""
     return (
         "[Unit]\n"
         f"Description={description}\n"
@@ -104,6 +106,7 @@ def unit_text(
         "Type=notify\n"
         "NotifyAccess=main\n"
         f"ExecStart={exec_start}\n"
+        f"{reload_line}"
         "Restart=on-failure\n"
         "RestartSec=10\n"
         "TimeoutStopSec=60\n"

@@ -20,13 +20,11 @@ from typing import Any
 
 import click
 
-from kamstrup382.cli.config_file import find_config
-from kamstrup382.cli.database import open_existing, safe_url
+from kamstrup382.cli.database import choose_database, open_existing, say_which
 from kamstrup382.cli.export import config_options
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.outputs.health import OutputHealth, default_state_file, read_health
 from kamstrup382.storage.records import MeterStatus
-from kamstrup382.storage.url import default_storage_url
 
 __all__ = ["output_lines", "status", "status_object", "status_table"]
 
@@ -110,21 +108,10 @@ def _mqtt_state_file(sections: Mapping[str, Any] | None, storage_url: str) -> Pa
 def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) -> int:
     """Show per meter: last success, last error, success rate."""
     try:
-        sections: Mapping[str, Any] | None = None
-        url = storage_url
-        found = None
-        if storage_url is None or config_path is not None:
-            found = find_config(config_path)  # --config, $K382_CONFIG, ./k382.toml, ...
-        if found is not None:
-            from kamstrup382.collector.config import load_config  # noqa: PLC0415 - on use
-
-            config = load_config(found)
-            sections = config.sections
-            url = url or config.storage.url
-        url = url or default_storage_url()
-        if config_path is None and storage_url is None:  # say which database this is
-            source = f"the config {found}" if found is not None else "the default"
-            click.echo(f"database: {safe_url(url)} ({source})", err=True)
+        chosen = choose_database(config_path, storage_url)
+        say_which(chosen, config_path, storage_url)
+        sections = None if chosen.config is None else chosen.config.sections
+        url = chosen.url
         state_file = _mqtt_state_file(sections, url)
         with open_existing(url) as storage:  # a reading command: never creates one
             statuses = storage.status()

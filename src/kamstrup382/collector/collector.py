@@ -42,6 +42,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
 
@@ -58,6 +59,7 @@ from kamstrup382.collector.records import (
     missed_record,
     reading_record,
 )
+from kamstrup382.collector.reload import ConfigChange, compare
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
 from kamstrup382.collector.spill import SpillJournal
 from kamstrup382.collector.waits import wait_first
@@ -127,6 +129,8 @@ class Collector:
         self._outputs_started = False
         #: Per line: the meter read last on it and when that readout ended (clock time).
         self._line_last: dict[str, tuple[str, datetime]] = {}
+        #: Set by :meth:`reload`: the schedule looks at the meters again at once.
+        self._reconfigured = asyncio.Event()
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -164,7 +168,10 @@ class Collector:
         """Each meter's last stored reading (in one query): the history the next reading must
         follow, and the BCC algorithm it used (the readers' hints)."""
         assert self._writer is not None
-        names = [m.name for m in self.config.meters]
+        await self._load_history_of([m.name for m in self.config.meters])
+
+    async def _load_history_of(self, names: list[str]) -> None:
+        assert self._writer is not None
         try:
             stored = await self._writer.call(self.storage.latest_readings, names)
         except Kamstrup382Error as exc:
@@ -252,9 +259,11 @@ class Collector:
         await self.start()
         self._running_since = self.clock.now()
         tasks: set[asyncio.Task[CycleResult]] = set()
-        begun: set[tuple[datetime, timedelta]] = set()
+        #: per (slot, interval): the meters whose readouts of that slot have begun
+        begun: dict[tuple[datetime, timedelta], set[str]] = {}
         try:
             while not stop.is_set():
+                self._reconfigured.clear()
                 now = self.clock.now()
                 groups: dict[tuple[datetime, timedelta], list[MeterConfig]] = defaultdict(list)
                 for meter in self.config.meters:
@@ -262,24 +271,48 @@ class Collector:
                     for when in (now, ahead) if slot_of(ahead, meter.interval) > now else (now,):
                         groups[(slot_of(when, meter.interval), meter.interval)].append(meter)
                 for (slot, interval), meters in groups.items():
-                    if (slot, interval) in begun:
+                    started = begun.setdefault((slot, interval), set())
+                    # a meter added by a new configuration joins a slot already begun
+                    fresh = [m for m in meters if m.name not in started]
+                    if not fresh:
                         continue
-                    begun.add((slot, interval))
+                    started.update(m.name for m in fresh)
                     task = asyncio.create_task(
-                        self._logged_slot(slot, interval, meters, stop),
+                        self._logged_slot(slot, interval, fresh, stop),
                         name=f"k382-slot-{slot.isoformat()}",
                     )
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                begun = {key for key in begun if key[0] + key[1] > now}
+                begun = {key: names for key, names in begun.items() if key[0] + key[1] > now}
                 wake = min(
                     next_slot(now + connect_ahead(m.interval), m.interval)
                     - connect_ahead(m.interval)
                     for m in self.config.meters
                 )
-                await wait_first(self.clock.sleep_until(wake), stop.wait())
+                await wait_first(
+                    self.clock.sleep_until(wake), stop.wait(), self._reconfigured.wait()
+                )
         finally:
             await self._shutdown(tasks)
+
+    async def reload(self, config: Config) -> ConfigChange:
+        """Take the meters of ``config`` (SIGHUP): added ones are read from their next slot (the
+        current one if it is still running), removed ones are no longer read once their
+        readouts in flight end, changed ones are read with their new settings from their next
+        readout. Other tables are applied by a restart only: the result names them."""
+        change = compare(self.config, config)
+        if not change.meters_changed:
+            return change
+        self.config = replace(self.config, meters=config.meters)
+        self.pool.update(config.meters)
+        self.history.forget(change.removed)
+        if change.added and self._writer is not None:
+            await self._load_history_of([m.name for m in change.added])
+        names = [m.name for m in config.meters]
+        for output in self.outputs:
+            output.meters_changed(names)
+        self._reconfigured.set()
+        return change
 
     async def _shutdown(self, tasks: set[asyncio.Task[CycleResult]]) -> None:
         pending = set(tasks)

@@ -221,6 +221,12 @@ class History:
             seen = observation_of(record.values, record.read_at, record.type_number)
             self._last.setdefault(record.meter, seen)
 
+    def forget(self, meters: Iterable[str]) -> None:
+        """Drop what is known of ``meters`` (no longer configured)."""
+        for meter in meters:
+            self._last.pop(meter, None)
+            self._replacing.pop(meter, None)
+
     def accepted(self, meter: str, observation: Observation) -> None:
         """``meter``'s reading ``observation`` was accepted: the next one is judged against it."""
         self._last[meter] = observation

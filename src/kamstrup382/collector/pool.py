@@ -51,6 +51,8 @@ class ReaderPool:
 
     def __init__(self, meters: Iterable[MeterConfig], *, keep_connected: bool) -> None:
         self.keep_connected = keep_connected
+        meters = list(meters)
+        self._names = {meter.name for meter in meters}
         self._line_sizes = Counter(meter.shared_line for meter in meters)
         #: Per meter: what its last reader knew of its BCC algorithm, the next one's start.
         self._bcc: dict[str, BccMemory] = {}
@@ -59,12 +61,19 @@ class ReaderPool:
         #: of a readout, closed with the pool.
         self._kept: dict[str, AsyncReader] = {}
         self._retired: list[AsyncReader] = []
+        #: The settings each kept reader was made with; the meters whose kept reader is in a
+        #: readout now; kept readers to close once their readout ends (a new configuration).
+        self._kept_for: dict[str, MeterConfig] = {}
+        self._busy: set[str] = set()
+        self._stale: dict[str, AsyncReader] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def reader(self, meter: MeterConfig) -> contextlib.AbstractAsyncContextManager[AsyncReader]:
         """The reader of ``meter`` for one readout: a new one, closed after it; or, where kept,
         the one kept open since the last."""
         kept = self._kept.get(meter.name)
         if kept is not None:
+            self._busy.add(meter.name)
             return contextlib.nullcontext(kept)
         reader = AsyncReader(
             meter.port,
@@ -76,6 +85,8 @@ class ReaderPool:
         )
         if self.keep_connected and self._line_sizes[meter.shared_line] == 1:
             self._kept[meter.name] = reader
+            self._kept_for[meter.name] = meter
+            self._busy.add(meter.name)
             return contextlib.nullcontext(reader)
         return reader
 
@@ -93,13 +104,48 @@ class ReaderPool:
     def retire(self, meter: MeterConfig) -> None:
         """Do not use ``meter``'s kept reader again (a readout on it was given up half-way)."""
         reader = self._kept.pop(meter.name, None)
+        self._kept_for.pop(meter.name, None)
         if reader is not None:
             self._retired.append(reader)
 
     def remember(self, meter: str, reader: AsyncReader) -> None:
         """``reader`` ended a readout of ``meter``: what it knows of the meter's BCC algorithm
         is where the next reader starts."""
-        self._bcc[meter] = reader.bcc_memory
+        if meter in self._names:  # not for a meter removed during its readout
+            self._bcc[meter] = reader.bcc_memory
+        self._busy.discard(meter)
+        if self._stale.get(meter) is reader:  # its meter was removed or changed meanwhile
+            del self._stale[meter]
+            self._close_later(reader)
+
+    def update(self, meters: Iterable[MeterConfig]) -> None:
+        """Serve ``meters`` from now on (a new configuration): a kept reader of a meter removed
+        or changed, or whose line is now shared, is closed (once its readout in flight ends);
+        what was known of a removed meter's BCC algorithm is forgotten."""
+        by_name = {meter.name: meter for meter in meters}
+        self._names = set(by_name)
+        self._line_sizes = Counter(meter.shared_line for meter in by_name.values())
+        for name, reader in list(self._kept.items()):
+            meter = by_name.get(name)
+            if (
+                meter is not None
+                and self._kept_for.get(name) == meter
+                and self._line_sizes[meter.shared_line] == 1
+            ):
+                continue
+            del self._kept[name]
+            self._kept_for.pop(name, None)
+            if name in self._busy:
+                self._stale[name] = reader
+            else:
+                self._close_later(reader)
+        for name in [name for name in self._bcc if name not in by_name]:
+            del self._bcc[name]
+
+    def _close_later(self, reader: AsyncReader) -> None:
+        task = asyncio.get_running_loop().create_task(reader.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def bcc_memory(self, meter: str) -> BccMemory | None:
         """What the pool carries for ``meter``'s next reader (``None``: nothing known)."""
@@ -117,8 +163,12 @@ class ReaderPool:
 
     async def close(self) -> None:
         """Close the readers kept open."""
-        readers = [*self._kept.values(), *self._retired]
+        readers = [*self._kept.values(), *self._retired, *self._stale.values()]
         self._kept.clear()
+        self._kept_for.clear()
         self._retired.clear()
+        self._stale.clear()
         for reader in readers:
             await reader.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

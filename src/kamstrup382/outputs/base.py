@@ -32,6 +32,10 @@ class Output(abc.ABC):
         self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
     ) -> None: ...
 
+    def meters_changed(self, meters: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """The configured meters are now ``meters`` (a reloaded configuration): called on the
+        event loop, between batches."""
+
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown; flush what can be flushed quickly."""
 

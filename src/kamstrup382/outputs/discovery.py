@@ -18,15 +18,13 @@ device class, state class, icon), each declared once.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
 from functools import cache
 from importlib import metadata
 from typing import Any
 
+from kamstrup382.documents import dumps, record_document
 from kamstrup382.errors import TypeNumberError
 from kamstrup382.outputs.descriptions import HOME_ASSISTANT
 from kamstrup382.protocol import REGISTERS, Register, TypeNumber, parse_type_number
@@ -46,6 +44,7 @@ __all__ = [
     "node_id",
     "state_json",
     "state_payload",
+    "value_template",
 ]
 
 ONLINE = "online"
@@ -129,53 +128,19 @@ def node_id(meter: str) -> str:
 # -- the state message --------------------------------------------------------------------------
 
 
-def _number(value: Decimal, register: Register) -> int | float:
-    """A register value as a JSON number with the meter's digits (53 -> 53, 18.3 -> 18.3)."""
-    if register.decimals == 0:
-        return int(value)
-    # at most 7 significant digits: the float's shortest repr is the meter's own text
-    return float(value)
-
-
-def _iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` (the storage gives aware UTC datetimes)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def state_payload(record: ReadingRecord) -> dict[str, Any]:
-    """The JSON object published for one reading.
-
-    Registers by name (numbers; the customer number as text with its leading zeros), when it
-    was read (ISO 8601 UTC), the identification and type number, the BCC algorithm the meter
-    used, and the timing of the readout.
-    """
-    values = record.values.as_dict()
-    payload: dict[str, Any] = {"meter": record.meter}
-    for register in REGISTERS:
-        value = values[register.name]
-        if register.kind is RegisterKind.TEXT:
-            payload[register.name] = str(value)
-        else:
-            payload[register.name] = _number(value, register)
-    payload.update(
-        {
-            "read_at": _iso(record.read_at),
-            "slot": _iso(record.slot),
-            "identification": record.identification,
-            "type_number": record.type_number,
-            "bcc_algorithm": record.bcc_algorithm,
-            "timing": {
-                "answer_delay_s": round(record.answer_delay, 3),  # to the millisecond
-                "duration_s": round(record.duration, 3),
-                "attempts": record.attempts,
-            },
-        }
-    )
-    return payload
+    """The JSON object published for one reading: the one shape of a reading
+    (:func:`~kamstrup382.documents.record_document`, ``docs/formats.md``)."""
+    return record_document(record)
 
 
 def state_json(record: ReadingRecord) -> str:
-    return json.dumps(state_payload(record), separators=(",", ":"))
+    return dumps(state_payload(record))
+
+
+def value_template(register: Register) -> str:
+    """The Jinja template that takes ``register``'s value out of a state payload."""
+    return "{{ value_json.registers." + register.name + ".value }}"
 
 
 # -- the device and its discovery configs --------------------------------------------------------
@@ -254,7 +219,7 @@ def discovery_payload(
         "name": _ENTITY_NAMES.get(register.name, register.description),
         "unique_id": f"{node_id(meter)}_{register.name}",
         "state_topic": topics.state(meter),
-        "value_template": "{{ value_json." + register.name + " }}",
+        "value_template": value_template(register),
         "availability": [
             {"topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE},
             {

@@ -191,6 +191,16 @@ class MqttOutput(Output):
         if self._wake is not None:
             self._wake.set()
 
+    def meters_changed(self, meters: Sequence[str]) -> None:
+        """A reloaded configuration: a meter added is announced with its first reading; one
+        removed is no longer announced, nor its availability kept."""
+        wanted = set(meters)
+        for meter in meters:
+            self._meters.setdefault(meter, DeviceFacts())
+        for meter in [m for m in self._meters if m not in wanted]:
+            del self._meters[meter]
+            self._available.pop(meter, None)
+
     async def stop(self) -> None:
         """Publish what the outbox holds (for up to ``stop_timeout`` seconds), say ``offline``
         and disconnect. What is left stays in the outbox for the next start."""

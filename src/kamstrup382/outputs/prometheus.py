@@ -29,6 +29,7 @@ Energy stays in kWh (``_kwh_total``) rather than joules: see docs/publishing.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -166,6 +167,8 @@ class PrometheusOutput(Output):
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
         self._latest: dict[str, ReadingRecord] = {}
+        #: per meter: the failure kinds it has series of
+        self._failure_kinds: dict[str, set[str]] = {}
         self._duration = Histogram(
             "kamstrup382_readout_duration_seconds",
             "Duration of each successful readout, from request to last byte",
@@ -204,6 +207,23 @@ class PrometheusOutput(Output):
         host, port = check.host_port(data["listen"], "prometheus.listen", default_host="0.0.0.0")
         names = [m if isinstance(m, str) else str(m.name) for m in meters]
         return cls(host, port, names)
+
+    def meters_changed(self, meters: Sequence[str]) -> None:
+        """A reloaded configuration: series of the meters added start at 0; those of the
+        meters removed go (a removed meter is not reported as stale for ever)."""
+        removed = [m for m in self.meters if m not in set(meters)]
+        self.meters = tuple(meters)
+        for meter in self.meters:
+            self._duration.labels(meter)
+        with self._lock:
+            for meter in removed:
+                self._latest.pop(meter, None)
+        for meter in removed:
+            for metric in (self._duration, self._last_success):
+                with contextlib.suppress(KeyError):
+                    metric.remove(meter)
+            for kind in self._failure_kinds.pop(meter, set()):
+                self._failures.remove(meter, kind)
 
     def watch(self, outputs: Sequence[Output]) -> None:
         """Export the state and counters (:meth:`Output.health`) of ``outputs`` too."""
@@ -254,6 +274,7 @@ class PrometheusOutput(Output):
             self._duration.labels(record.meter).observe(record.duration)
         for failure in failures:
             self._failures.labels(failure.meter, failure.kind).inc()
+            self._failure_kinds.setdefault(failure.meter, set()).add(failure.kind)
 
     async def stop(self) -> None:
         server, thread = self._server, self._thread

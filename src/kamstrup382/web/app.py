@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from kamstrup382.documents import dumps, record_document
 from kamstrup382.errors import StorageError, UsageError
 from kamstrup382.protocol import REGISTERS
 from kamstrup382.storage.base import Storage
@@ -75,6 +76,13 @@ PAGE_PARAMS = frozenset({"bucket"})
 INDEX_PARAMS = frozenset({"bucket", "meter"})
 
 
+class DocumentResponse(JSONResponse):
+    """JSON whose register values keep the meter's digits (``Decimal`` written exactly)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8")
+
+
 class _Reader:
     """Runs storage reads in the thread pool, one at a time (a connection is not shared)."""
 
@@ -97,7 +105,7 @@ def _meter_summary(
         "name": name,
         "identification": latest.identification if latest else None,
         "type_number": latest.type_number if latest else None,
-        "latest": reading_row(latest) if latest else None,
+        "latest": record_document(latest) if latest else None,
         "status": status_row(status),
     }
 
@@ -107,8 +115,8 @@ def _summaries(storage: Storage) -> list[dict[str, Any]]:
     return [_meter_summary(m, storage.latest(m), statuses.get(m)) for m in storage.meters()]
 
 
-def _limited(rows: Iterator[Row], limit: int) -> tuple[list[Row], bool]:
-    out: list[Row] = []
+def _limited(rows: Iterator[T], limit: int) -> tuple[list[T], bool]:
+    out: list[T] = []
     for row in rows:
         if len(out) == limit:
             return out, True
@@ -247,7 +255,7 @@ def create_app(
 
     async def api_meters(request: Request) -> Response:
         check_query(request.query_params.multi_items(), ())
-        return JSONResponse({"meters": await read(_summaries)})
+        return DocumentResponse({"meters": await read(_summaries)})
 
     async def api_meter(request: Request) -> Response:
         meter = await known_meter(request)
@@ -256,27 +264,32 @@ def create_app(
             status = next((st for st in s.status() if st.meter == meter), None)
             return _meter_summary(meter, s.latest(meter), status)
 
-        return JSONResponse(await read(one))
+        return DocumentResponse(await read(one))
 
     async def api_latest(request: Request) -> Response:
         meter = await known_meter(request)
         latest = await read(lambda s: s.latest(meter))
         if latest is None:
             raise HTTPException(404, f"meter {meter!r} has no reading yet")
-        return JSONResponse(reading_row(latest))
+        return DocumentResponse(record_document(latest))
 
     async def api_readings(request: Request) -> Response:
         meter = await known_meter(request, WINDOW_PARAMS)
         since, until = _window(request)
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
-        rows, truncated = await read(
-            lambda s: _limited((reading_row(r) for r in s.readings(meter, since, until)), limit)
+        records, truncated = await read(
+            lambda s: _limited(iter(s.readings(meter, since, until)), limit)
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
-        return _series_response(
-            request, meter, columns=READING_COLUMNS, rows=rows, extra=extra, what="readings"
-        )
+        if parse_format(request.query_params.get("format")) == "csv":  # flat: one column a field
+            rows = [reading_row(r) for r in records]
+            return _series_response(
+                request, meter, columns=READING_COLUMNS, rows=rows, extra=extra, what="readings"
+            )
+        # JSON: each reading in the one shape of a reading (docs/formats.md)
+        documents = [record_document(r) for r in records]
+        return DocumentResponse({"meter": meter, **extra, "rows": documents})
 
     async def api_peaks(request: Request) -> Response:
         meter = await known_meter(request, WINDOW_PARAMS)

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kamstrup382 import __version__
-from kamstrup382.protocol import REGISTERS
-from kamstrup382.protocol.registers import RegisterKind
+from kamstrup382.documents import reading_schema
 from kamstrup382.web.params import (
     DATE_PATTERN,
     DEFAULT_LIMIT,
@@ -21,7 +20,6 @@ from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
     PEAK_COLUMNS,
-    READING_COLUMNS,
 )
 
 __all__ = ["openapi_document"]
@@ -33,23 +31,30 @@ _NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 _NUMBER: Schema = {"type": "number"}
 
 
-def _register_schema() -> dict[str, Schema]:
-    props: dict[str, Schema] = {}
-    for reg in REGISTERS:
-        unit = f" ({reg.unit})" if reg.unit else ""
-        if reg.kind is RegisterKind.TEXT:
-            props[reg.name] = {
-                "type": "string",
-                "pattern": f"^[0-9]{{{reg.digits}}}$",
-                "description": f"{reg.description}, register {reg.code}",
+def _reading_schemas() -> dict[str, Schema]:
+    """The one shape of a reading (``reading.schema.json``) as OpenAPI components: the schema
+    as ``Reading``, each of its ``$defs`` as ``Reading_<name>``."""
+    schema = reading_schema()
+
+    def moved(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (
+                    v.replace("#/$defs/", "#/components/schemas/Reading_")
+                    if k == "$ref"
+                    else moved(v)
+                )
+                for k, v in node.items()
+                if k not in ("$schema", "$id", "$defs")
             }
-        else:
-            props[reg.name] = {
-                "type": "integer" if reg.decimals == 0 else "number",
-                "minimum": 0,
-                "description": f"{reg.description}, register {reg.code}{unit}",
-            }
-    return props
+        if isinstance(node, list):
+            return [moved(v) for v in node]
+        return node
+
+    components: dict[str, Schema] = {"Reading": moved(schema)}
+    for name, definition in schema["$defs"].items():
+        components[f"Reading_{name}"] = moved(definition)
+    return components
 
 
 def _object(properties: dict[str, Schema], required: tuple[str, ...] | None = None) -> Schema:
@@ -62,19 +67,6 @@ def _object(properties: dict[str, Schema], required: tuple[str, ...] | None = No
 
 
 def _schemas() -> dict[str, Schema]:
-    reading_props: dict[str, Schema] = {
-        "meter": {"type": "string"},
-        "slot": {**_TIME, "description": "Start of the scheduled interval (UTC)"},
-        "read_at": {**_TIME, "description": "When the request was sent (UTC)"},
-        "identification": {"type": "string"},
-        "type_number": {"type": ["string", "null"]},
-        **_register_schema(),
-        "bcc_algorithm": {"type": "string"},
-        "answer_delay": {**_NUMBER, "description": "Request to first byte, seconds"},
-        "duration": {**_NUMBER, "description": "Request to block check character, seconds"},
-        "attempts": {"type": "integer", "minimum": 1},
-    }
-    assert tuple(reading_props) == READING_COLUMNS
     status_props: dict[str, Schema] = {
         "last_success": _NULLABLE_TIME,
         "last_error": _NULLABLE_TIME,
@@ -119,7 +111,7 @@ def _schemas() -> dict[str, Schema]:
     window: dict[str, Schema] = {"since": _NULLABLE_TIME, "until": _NULLABLE_TIME}
     limited: dict[str, Schema] = {**window, "truncated": {"type": "boolean"}}
     return {
-        "Reading": _object(reading_props),
+        **_reading_schemas(),
         "Status": _object(status_props),
         "Meter": _object(
             {

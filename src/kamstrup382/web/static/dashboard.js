@@ -240,10 +240,9 @@
       if (!row) continue;
       cell(row, "type_number", m.type_number || "");
       if (m.latest) {
-        for (const [k, v] of Object.entries(m.latest)) {
-          if (k === "read_at") cell(row, k, wall(v));
-          else cell(row, k, v === null ? "" : v);
-        }
+        // the one shape of a reading (docs/formats.md): registers keyed by name
+        for (const [name, reg] of Object.entries(m.latest.registers)) cell(row, name, reg.value);
+        cell(row, "read_at", wall(m.latest.read_at));
       }
       const s = m.status;
       cell(row, "success", `${s.successes} / ${s.successes + s.failures}`);

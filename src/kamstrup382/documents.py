@@ -1,0 +1,253 @@
+"""The one JSON shape of a reading, and JSON text with exact numbers.
+
+Every output that gives a reading as JSON gives this object: ``k382 read --json``, ``k382
+export --format json|jsonl``, the MQTT state topic and the dashboard's API. Its JSON Schema is
+``kamstrup382/data/reading.schema.json`` (:func:`reading_schema`); ``docs/formats.md`` describes
+it field by field::
+
+    {"meter": "house",                       # null from `k382 read` (no configured name)
+     "read_at": "2026-12-03T14:00:00.041000+00:00",  # when the request was sent, UTC
+     "slot": "2026-12-03T14:00:00+00:00",        # the collector's interval (stored readings only)
+     "identification": {"line": "KAM 685-382-OK-15", "manufacturer": "KAM", ...},
+     "registers": {"energy": {"code": "1.20", "value": 53, "unit": "kWh"}, ...},
+     "bcc": {"algorithm": "sum7"},
+     "timing": {"answer_delay_s": 0.041, "duration_s": 5.77, "attempts": 1}}
+
+Registers are keyed by name (an unknown code by its code), in the order the meter sends them;
+a value is a JSON number with the meter's digits (:func:`dumps` writes a ``Decimal`` exactly),
+text where the register is text (the customer number keeps its leading zeros). A register the
+meter did not send is absent, never 0. Outputs add their own fields beside these (``port``,
+``line`` and the BCC's details from ``k382 read``; ``raw`` from ``k382 export --raw``); the
+schema names each of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from kamstrup382.errors import Kamstrup382Error, UsageError
+from kamstrup382.protocol import (
+    REGISTER_BY_CODE,
+    REGISTER_BY_NAME,
+    DataSet,
+    Identification,
+    Telegram,
+    parse_identification,
+)
+from kamstrup382.protocol.registers import RegisterKind
+from kamstrup382.reader.reading import Reading
+from kamstrup382.storage.records import ReadingRecord
+
+__all__ = [
+    "dumps",
+    "format_value",
+    "identification_document",
+    "reading_document",
+    "reading_schema",
+    "record_document",
+    "registers_document",
+    "utc",
+]
+
+
+def format_value(value: Decimal | str) -> str:
+    """A register value as text with the meter's digits, in fixed notation (no exponent)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise UsageError(f"value {value} is not a finite number")
+        return format(value, "f")
+    return value
+
+
+def utc(moment: datetime) -> str:
+    """ISO 8601 in UTC (``+00:00``, as every time of the API and CSV), to the microsecond."""
+    if moment.tzinfo is None:
+        raise UsageError(f"naive datetime {moment.isoformat()}: expected timezone-aware UTC")
+    return moment.astimezone(UTC).isoformat()
+
+
+# -- the parts ----------------------------------------------------------------------------------
+
+
+def identification_document(identification: Identification) -> dict[str, Any]:
+    """The identification line (without ``/``) and its parts, the type number decoded."""
+    tn = identification.type_number
+    return {
+        "line": str(identification).removeprefix("/"),
+        "manufacturer": identification.manufacturer,
+        "baud_char": identification.baud_char,
+        "text": identification.text,
+        "type_number": None
+        if tn is None
+        else {
+            "text": str(tn),
+            "phases": tn.phases,
+            "current_code": tn.current_code,
+            "accuracy_class": tn.accuracy_class,
+            "module": tn.module,
+            "label": tn.label,
+        },
+    }
+
+
+def _stored_identification(text: str) -> dict[str, Any]:
+    """The identification of a stored reading (its line without ``/``), parsed again."""
+    try:
+        return identification_document(parse_identification(b"/" + text.encode("ascii")))
+    except (Kamstrup382Error, UnicodeEncodeError):  # stored by another program: keep the text
+        return {
+            "line": text,
+            "manufacturer": None,
+            "baud_char": None,
+            "text": text,
+            "type_number": None,
+        }
+
+
+def _data_set_entry(ds: DataSet) -> tuple[str, dict[str, Any]]:
+    register = REGISTER_BY_CODE.get(ds.address)
+    entry: dict[str, Any] = {
+        "code": ds.address,
+        "value": ds.value,
+        # the register's unit, printed or implied (last month's peak prints none: kW)
+        "unit": ds.unit if register is None else register.unit,
+    }
+    if len(ds.values) > 1:  # address(v1*u1)(v2*u2): every group, as printed
+        entry["values"] = [
+            {"value": v.text if v.number is None else v.number, "unit": v.unit} for v in ds.values
+        ]
+    return (ds.name or ds.address), entry
+
+
+def registers_document(telegram: Telegram) -> dict[str, dict[str, Any]]:
+    """Every data set of a telegram, keyed by register name (an unknown code by its code)."""
+    return dict(_data_set_entry(ds) for ds in telegram.data_sets)
+
+
+def _stored_registers(values: Mapping[str, Decimal | str | None]) -> dict[str, dict[str, Any]]:
+    registers: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        if value is None:  # not sent by this meter: absent, never 0
+            continue
+        register = REGISTER_BY_NAME[name]
+        shown = str(value) if register.kind is RegisterKind.TEXT else value
+        registers[name] = {"code": register.code, "value": shown, "unit": register.unit}
+    return registers
+
+
+def _timing(answer_delay: float, duration: float, attempts: int) -> dict[str, Any]:
+    return {
+        "answer_delay_s": round(answer_delay, 3),  # to the millisecond
+        "duration_s": round(duration, 3),
+        "attempts": attempts,
+    }
+
+
+# -- the whole reading --------------------------------------------------------------------------
+
+
+def record_document(record: ReadingRecord, *, raw: bool = False) -> dict[str, Any]:
+    """A stored reading (export, MQTT, the API); ``raw``: add the reply's bytes as hex."""
+    document: dict[str, Any] = {
+        "meter": record.meter,
+        "read_at": utc(record.read_at),
+        "slot": utc(record.slot),
+        "identification": _stored_identification(record.identification),
+        "registers": _stored_registers(record.values.as_dict()),
+        "bcc": {"algorithm": str(record.bcc_algorithm)},
+        "timing": _timing(record.answer_delay, record.duration, record.attempts),
+    }
+    if raw:
+        document["raw"] = record.raw.hex()
+    return document
+
+
+def reading_document(reading: Reading, *, meter: str | None = None) -> dict[str, Any]:
+    """A reader's reading (``k382 read``): every data set the meter sent, where it was read."""
+    return {
+        "meter": meter,
+        "read_at": utc(reading.requested_at),
+        "identification": identification_document(reading.identification),
+        "registers": registers_document(reading.telegram),
+        "bcc": {"algorithm": reading.bcc_algorithm.value},
+        "timing": _timing(reading.answer_delay, reading.duration, reading.attempts),
+        "port": reading.port,
+        "line": reading.line.value,
+    }
+
+
+@cache
+def reading_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of :func:`record_document` and
+    :func:`reading_document`, as shipped in the package."""
+    text = resources.files("kamstrup382").joinpath("data/reading.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+# -- JSON text ----------------------------------------------------------------------------------
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """JSON text; a :class:`Decimal` becomes a JSON number with exactly its digits.
+
+    Accepts what :func:`json.dumps` accepts (dicts with string keys, lists, tuples, strings,
+    ints, floats, booleans, ``None``) plus ``Decimal``. ``indent=None`` gives one line.
+    """
+    parts: list[str] = []
+    _encode(obj, parts, indent, 0)
+    return "".join(parts)
+
+
+def _encode(obj: Any, out: list[str], indent: int | None, level: int) -> None:
+    if isinstance(obj, Decimal):
+        out.append(format_value(obj))
+    elif obj is None or isinstance(obj, str | bool | int | float):
+        try:
+            out.append(json.dumps(obj, allow_nan=False))
+        except ValueError as exc:  # a float NaN or infinity
+            raise UsageError(f"cannot write {obj!r} as JSON") from exc
+    elif isinstance(obj, Mapping):
+        _encode_items(list(obj.items()), "{}", out, indent, level)
+    elif isinstance(obj, Sequence) and not isinstance(obj, bytes | bytearray):
+        _encode_items(list(obj), "[]", out, indent, level)
+    else:
+        raise UsageError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def _encode_items(
+    items: Iterable[Any], brackets: str, out: list[str], indent: int | None, level: int
+) -> None:
+    out.append(brackets[0])
+    count = 0
+    for item in items:
+        out.append(_separator(count, indent, level + 1))
+        if brackets == "{}":
+            key, value = item
+            if not isinstance(key, str):
+                raise UsageError(f"JSON object keys must be strings, got {key!r}")
+            out.append(json.dumps(key))
+            out.append(": ")
+            _encode(value, out, indent, level + 1)
+        else:
+            _encode(item, out, indent, level + 1)
+        count += 1
+    if count:
+        out.append(_closing(indent, level))
+    out.append(brackets[1])
+
+
+def _separator(index: int, indent: int | None, level: int) -> str:
+    if indent is None:
+        return ", " if index else ""
+    return ("," if index else "") + "\n" + " " * (indent * level)
+
+
+def _closing(indent: int | None, level: int) -> str:
+    return "" if indent is None else "\n" + " " * (indent * level)
