@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 
@@ -20,13 +21,22 @@ from kamstrup382.storage.records import (
     ReadingRecord,
 )
 
-__all__ = ["OUTBOX_LEASE", "OutboxItem", "Storage", "outbox_window"]
+__all__ = ["OUTBOX_LEASE", "OutboxBacklog", "OutboxItem", "Storage", "outbox_window"]
 
 #: An outbox entry: (id, record). Ids grow in the order the readings were stored.
 OutboxItem = tuple[int, ReadingRecord]
 #: How long a publisher's claim on meters of the outbox lasts unless released (see
 #: :meth:`Storage.outbox_pending`).
 OUTBOX_LEASE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """What waits in the outbox: how many readings, and the oldest one's ``read_at``
+    (``None`` when nothing waits)."""
+
+    pending: int
+    oldest: datetime | None
 
 
 def outbox_window(limit: int) -> int:
@@ -112,6 +122,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def outbox_release(self, holder: str) -> None:
         """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
+
+    @abc.abstractmethod
+    def outbox_backlog(self) -> OutboxBacklog:
+        """How many readings wait in the outbox and the oldest one's time (for the metrics)."""
 
     @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:

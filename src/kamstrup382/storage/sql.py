@@ -18,7 +18,13 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
 from kamstrup382.protocol.registers import REGISTERS, RegisterKind
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
+from kamstrup382.storage.base import (
+    OUTBOX_LEASE,
+    OutboxBacklog,
+    OutboxItem,
+    Storage,
+    outbox_window,
+)
 from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
 from kamstrup382.storage.records import (
@@ -304,6 +310,11 @@ class SqlStorage(Storage, Generic[ConnT]):
     def outbox_release(self, holder: str) -> None:
         sql = _release_outbox(self.dialect.param)
         self._transaction("releasing outbox claims", lambda c: c.execute(sql, (holder,)))
+
+    def outbox_backlog(self) -> OutboxBacklog:
+        sql = "SELECT count(*), min(r.read_at) FROM outbox o JOIN readings r ON r.id = o.reading_id"
+        count, oldest = self._locked("measuring the outbox", lambda c: c.execute(sql).fetchone())
+        return OutboxBacklog(int(count), None if oldest is None else self.dialect.from_time(oldest))
 
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         d = self.dialect
