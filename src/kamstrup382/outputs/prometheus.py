@@ -222,7 +222,7 @@ class PrometheusOutput(Output):
         per_meter_histograms: bool | None = None,
         backlog_refresh: float = BACKLOG_REFRESH,
     ) -> None:
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.host = host
         self.port = port
         self.meters = tuple(m if isinstance(m, str) else str(m.name) for m in meters)
