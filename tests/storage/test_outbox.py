@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from kamstrup382.errors import StorageError
-from kamstrup382.storage import OutboxBacklog, Storage
+from kamstrup382.storage import Storage
 from kamstrup382.storage.base import outbox_window
 from kamstrup382.storage.url import open_storage
 from tests.storage.samples import START, reading
@@ -126,14 +126,15 @@ def test_a_long_backlog_held_by_one_publisher_does_not_hide_the_other_meters(
     assert storage.outbox_pending(1, holder="c", lease=LONG) == []
 
 
-def test_the_backlog_counts_what_waits_and_dates_the_oldest(storage: Storage) -> None:
-    assert storage.outbox_backlog() == OutboxBacklog(0, None)
-    storage.record([reading("m0", 3), reading("m1", 1)], outbox=True)
+def test_the_backlog_counts_what_waits_and_dates_the_first_queued(storage: Storage) -> None:
+    assert storage.outbox_backlog("mqtt") == (0, None)
+    storage.record([reading("m1", 3), reading("m0", 1)], outbox=True)
     storage.record([reading("m0", 2)])  # stored, not queued
     storage.record([reading("m0", 4)], outbox=True)
-    assert storage.outbox_backlog() == OutboxBacklog(3, reading("m1", 1).read_at)
+    assert storage.outbox_backlog() == (3, reading("m1", 3).read_at)
+    assert storage.outbox_backlog("influxdb") == (0, None)  # the outbox is MQTT's queue
     items = storage.outbox_pending(100)
     storage.outbox_done([i for i, r in items if r.meter == "m1"])
-    assert storage.outbox_backlog() == OutboxBacklog(2, reading("m0", 3).read_at)
+    assert storage.outbox_backlog("mqtt") == (2, reading("m0", 1).read_at)
     storage.outbox_done([i for i, _ in items])
-    assert storage.outbox_backlog() == OutboxBacklog(0, None)
+    assert storage.outbox_backlog("mqtt") == (0, None)

@@ -125,7 +125,7 @@ FAMILIES: Mapping[str, Family] = {
     "outbox_age": Family(
         "kamstrup382_outbox_oldest_age_seconds",
         _G,
-        "Age of the oldest reading waiting for the output (0 when none waits)",
+        "Age of the first reading queued for the output and not yet published (0: none waits)",
         ("output",),
     ),
 }

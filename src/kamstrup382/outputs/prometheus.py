@@ -343,24 +343,22 @@ class PrometheusOutput(Output):
         self.port = int(server.server_address[1])
 
     async def _watch_backlog(self, storage: Storage) -> None:
-        """Read the outbox backlog every ``backlog_refresh`` seconds until cancelled."""
+        """Read the outbox backlog of each output that has one every ``backlog_refresh``
+        seconds until cancelled."""
         failing = False
         while True:
             try:
-                backlog = await asyncio.to_thread(storage.outbox_backlog)
+                for output in [o for o in self._watched if o.uses_outbox]:
+                    pending, oldest = await asyncio.to_thread(storage.outbox_backlog, output.name)
+                    age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+                    self._gauge("outbox_pending").labels(output.name).set(pending)
+                    self._gauge("outbox_age").labels(output.name).set(max(0.0, age))
             except Kamstrup382Error as exc:
                 if not failing:
                     log.warning("prometheus: could not read the outbox backlog: %s", exc)
                 failing = True
             else:
                 failing = False
-                now = datetime.now(UTC)
-                age = 0.0 if backlog.oldest is None else (now - backlog.oldest).total_seconds()
-                # one outbox today, drained by every output that uses it
-                for output in self._watched:
-                    if output.uses_outbox:
-                        self._gauge("outbox_pending").labels(output.name).set(backlog.pending)
-                        self._gauge("outbox_age").labels(output.name).set(max(0.0, age))
             await asyncio.sleep(self.backlog_refresh)
 
     async def stop(self) -> None:

@@ -1,6 +1,6 @@
 """Storage of readings: one interface, SQLite (default) and PostgreSQL backends."""
 
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxBacklog, OutboxItem, Storage
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
 from kamstrup382.storage.records import (
     MISSED,
     AttemptRecord,
@@ -17,7 +17,6 @@ __all__ = [
     "ConsumptionRow",
     "FailureRecord",
     "MeterStatus",
-    "OutboxBacklog",
     "OutboxItem",
     "ReadingRecord",
     "Storage",

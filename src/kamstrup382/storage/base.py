@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 
@@ -21,22 +20,13 @@ from kamstrup382.storage.records import (
     ReadingRecord,
 )
 
-__all__ = ["OUTBOX_LEASE", "OutboxBacklog", "OutboxItem", "Storage", "outbox_window"]
+__all__ = ["OUTBOX_LEASE", "OutboxItem", "Storage", "outbox_window"]
 
 #: An outbox entry: (id, record). Ids grow in the order the readings were stored.
 OutboxItem = tuple[int, ReadingRecord]
 #: How long a publisher's claim on meters of the outbox lasts unless released (see
 #: :meth:`Storage.outbox_pending`).
 OUTBOX_LEASE = timedelta(seconds=60)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxBacklog:
-    """What waits in the outbox: how many readings, and the oldest one's ``read_at``
-    (``None`` when nothing waits)."""
-
-    pending: int
-    oldest: datetime | None
 
 
 def outbox_window(limit: int) -> int:
@@ -124,8 +114,10 @@ class Storage(abc.ABC):
         """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
 
     @abc.abstractmethod
-    def outbox_backlog(self) -> OutboxBacklog:
-        """How many readings wait in the outbox and the oldest one's time (for the metrics)."""
+    def outbox_backlog(self, output: str = "mqtt") -> tuple[int, datetime | None]:
+        """How many entries wait in ``output``'s queue, and the ``read_at`` of the oldest
+        (``None`` when none waits). The outbox is the MQTT output's queue: any other output has
+        nothing queued."""
 
     @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:

@@ -18,13 +18,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
 from kamstrup382.protocol.registers import REGISTERS, RegisterKind
-from kamstrup382.storage.base import (
-    OUTBOX_LEASE,
-    OutboxBacklog,
-    OutboxItem,
-    Storage,
-    outbox_window,
-)
+from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
 from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
 from kamstrup382.storage.records import (
@@ -311,10 +305,17 @@ class SqlStorage(Storage, Generic[ConnT]):
         sql = _release_outbox(self.dialect.param)
         self._transaction("releasing outbox claims", lambda c: c.execute(sql, (holder,)))
 
-    def outbox_backlog(self) -> OutboxBacklog:
-        sql = "SELECT count(*), min(r.read_at) FROM outbox o JOIN readings r ON r.id = o.reading_id"
-        count, oldest = self._locked("measuring the outbox", lambda c: c.execute(sql).fetchone())
-        return OutboxBacklog(int(count), None if oldest is None else self.dialect.from_time(oldest))
+    def outbox_backlog(self, output: str = "mqtt") -> tuple[int, datetime | None]:
+        if output != "mqtt":
+            return 0, None
+        sql = (
+            "SELECT (SELECT count(*) FROM outbox), (SELECT r.read_at FROM outbox o "
+            "JOIN readings r ON r.id = o.reading_id ORDER BY o.id LIMIT 1)"
+        )
+        count, oldest = self._locked(
+            "reading the outbox backlog", lambda c: c.execute(sql).fetchone()
+        )
+        return int(count), None if oldest is None else self.dialect.from_time(oldest)
 
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         d = self.dialect
