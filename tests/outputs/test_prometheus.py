@@ -224,6 +224,10 @@ async def test_a_taken_port_is_a_config_error(storage: Storage) -> None:
         ({"listen": "host:99999"}, "prometheus.listen"),
         ({"listen": 9382}, "prometheus.listen"),
         ({"listen": "127.0.0.1:9382", "port": 1}, "prometheus.port"),
+        (
+            {"listen": "127.0.0.1:9382", "per_meter_histograms": "maybe"},
+            "prometheus.per_meter_histograms",
+        ),
     ],
 )
 def test_config_errors_name_the_key(section: dict[str, object], key: str) -> None:
