@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from kamstrup382.collector.config import parse_config
 from kamstrup382.errors import ConfigError
 from kamstrup382.outputs.metrics import BUCKETS, failure_kinds
 from kamstrup382.outputs.mqtt import MqttOutput
@@ -404,3 +405,25 @@ async def test_up_comes_back_from_the_storage_after_a_restart(storage: Storage) 
         await exporter.stop()
     assert value(samples, "kamstrup382_up", meter="house") == 0
     assert value(samples, "kamstrup382_up", meter="garage") == 1
+
+
+async def test_the_meters_intervals_come_from_their_config(storage: Storage) -> None:
+    config = parse_config(
+        {
+            "collector": {"interval": "15m"},
+            "meters": [
+                {"name": "house", "port": "socket://127.0.0.1:1"},
+                {"name": "barn", "port": "socket://127.0.0.1:2", "interval": "1h"},
+            ],
+        },
+        env={},
+    )
+    exporter = PrometheusOutput.from_config({"listen": "127.0.0.1:0"}, config.meters)
+    await exporter.start(storage)
+    try:
+        kind, samples = (await scrape(exporter))["kamstrup382_meter_interval_seconds"]
+    finally:
+        await exporter.stop()
+    assert kind == "gauge"
+    assert value(samples, "kamstrup382_meter_interval_seconds", meter="house") == 900
+    assert value(samples, "kamstrup382_meter_interval_seconds", meter="barn") == 3600
