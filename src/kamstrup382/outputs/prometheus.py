@@ -252,6 +252,7 @@ class PrometheusOutput(Output):
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._backlog: asyncio.Task[None] | None = None
+        self._backlog_failing = False
 
     @classmethod
     def from_config(
@@ -317,6 +318,7 @@ class PrometheusOutput(Output):
             log.warning("prometheus: could not read the meters' last readings: %s", exc)
         await asyncio.to_thread(self._listen)
         if any(o.uses_outbox for o in self._watched):
+            await self._refresh_backlog(storage)  # there from the first scrape
             self._backlog = asyncio.create_task(self._watch_backlog(storage))
 
     def _load(self, storage: Storage) -> None:
@@ -342,24 +344,27 @@ class PrometheusOutput(Output):
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
 
+    async def _refresh_backlog(self, storage: Storage) -> None:
+        """Read the outbox backlog of each output that has one; log the first failure of a run
+        of them (the gauges keep their last values meanwhile)."""
+        try:
+            for output in [o for o in self._watched if o.uses_outbox]:
+                pending, oldest = await asyncio.to_thread(storage.outbox_backlog, output.name)
+                age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+                self._gauge("outbox_pending").labels(output.name).set(pending)
+                self._gauge("outbox_age").labels(output.name).set(max(0.0, age))
+        except Kamstrup382Error as exc:
+            if not self._backlog_failing:
+                log.warning("prometheus: could not read the outbox backlog: %s", exc)
+            self._backlog_failing = True
+        else:
+            self._backlog_failing = False
+
     async def _watch_backlog(self, storage: Storage) -> None:
-        """Read the outbox backlog of each output that has one every ``backlog_refresh``
-        seconds until cancelled."""
-        failing = False
+        """Refresh the backlog every ``backlog_refresh`` seconds until cancelled."""
         while True:
-            try:
-                for output in [o for o in self._watched if o.uses_outbox]:
-                    pending, oldest = await asyncio.to_thread(storage.outbox_backlog, output.name)
-                    age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
-                    self._gauge("outbox_pending").labels(output.name).set(pending)
-                    self._gauge("outbox_age").labels(output.name).set(max(0.0, age))
-            except Kamstrup382Error as exc:
-                if not failing:
-                    log.warning("prometheus: could not read the outbox backlog: %s", exc)
-                failing = True
-            else:
-                failing = False
             await asyncio.sleep(self.backlog_refresh)
+            await self._refresh_backlog(storage)
 
     async def stop(self) -> None:
         task, self._backlog = self._backlog, None
