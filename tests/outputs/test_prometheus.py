@@ -4,23 +4,37 @@ own parser; check names, types, labels and values against the readings given."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from kamstrup382.collector.config import parse_config
 from kamstrup382.errors import ConfigError
-from kamstrup382.outputs.prometheus import BUCKETS, PrometheusOutput
-from kamstrup382.storage import Storage
+from kamstrup382.outputs.metrics import BUCKETS, failure_kinds
+from kamstrup382.outputs.mqtt import MqttOutput
+from kamstrup382.outputs.prometheus import PER_METER_HISTOGRAMS_UP_TO, PrometheusOutput
+from kamstrup382.storage import MISSED, Storage
 from kamstrup382.storage.url import open_storage
+from tests.fixtures.prometheus import PROMTOOL
 
 from .helpers import failure, reading
 
 ALLOWED_LABELS = {"meter", "tariff", "period", "kind", "le"}
+#: the labels of the info metrics
+INFO_LABELS = {
+    "kamstrup382_meter_info": {
+        "meter", "type_number", "customer_number", "module", "bcc_algorithm"
+    },
+    "kamstrup382_build_info": {"version", "python"},
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -39,16 +53,42 @@ async def output(storage: Storage) -> AsyncIterator[PrometheusOutput]:
         await exporter.stop()
 
 
-async def scrape(output: PrometheusOutput) -> dict[str, tuple[str, list[Sample]]]:
-    """family name -> (type, samples), from a real HTTP scrape."""
+Families = dict[str, tuple[str, list[Sample]]]
+
+
+async def scrape_text(output: PrometheusOutput | str) -> str:
+    """The exposition ``/metrics`` serves, from a real HTTP scrape."""
+    url = output if isinstance(output, str) else output.url
 
     def get() -> tuple[str, str]:
-        with urllib.request.urlopen(output.url, timeout=30) as response:
+        with urllib.request.urlopen(url, timeout=30) as response:
             return response.headers["Content-Type"], response.read().decode()
 
     content_type, text = await asyncio.to_thread(get)
     assert content_type.startswith("text/plain; version=0.0.4")
+    return text
+
+
+async def scrape(output: PrometheusOutput | str) -> Families:
+    """family name -> (type, samples), from a real HTTP scrape."""
+    text = await scrape_text(output)
     return {f.name: (f.type, list(f.samples)) for f in text_string_to_metric_families(text)}
+
+
+async def promtool_check_metrics(text: str) -> str:
+    """What ``promtool check metrics`` says of ``text`` (empty: nothing to say); its exit
+    status must agree."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [PROMTOOL, "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    said = (result.stdout + result.stderr).decode().strip()
+    assert (result.returncode == 0) == (said == ""), said
+    return said
 
 
 def value(samples: list[Sample], name: str, **labels: str) -> float:
@@ -83,9 +123,9 @@ async def test_registers_are_exported_with_their_types_and_labels(
     )
     assert value(samples, "kamstrup382_peak_power_kw", meter="house", period="last_month") == 17.0
 
-    kind, samples = families["kamstrup382_hour_counter_hours"]
-    assert kind == "gauge"
-    assert value(samples, "kamstrup382_hour_counter_hours", meter="house") == 483
+    kind, samples = families["kamstrup382_operating_seconds"]
+    assert kind == "counter"  # the hour counter in Prometheus' base unit
+    assert value(samples, "kamstrup382_operating_seconds_total", meter="house") == 483 * 3600
 
     kind, samples = families["kamstrup382_pulse_input_pulses"]
     assert kind == "counter"
@@ -96,9 +136,9 @@ async def test_registers_are_exported_with_their_types_and_labels(
     stamp = value(samples, "kamstrup382_last_success_timestamp_seconds", meter="house")
     assert stamp == house.read_at.timestamp()
 
-    for _, (_, family_samples) in families.items():
+    for name, (_, family_samples) in families.items():
         for sample in family_samples:
-            assert set(sample.labels) <= ALLOWED_LABELS, sample
+            assert set(sample.labels) <= INFO_LABELS.get(name, ALLOWED_LABELS), sample
 
 
 async def test_the_newest_reading_wins(output: PrometheusOutput) -> None:
@@ -185,6 +225,10 @@ async def test_a_taken_port_is_a_config_error(storage: Storage) -> None:
         ({"listen": "host:99999"}, "prometheus.listen"),
         ({"listen": 9382}, "prometheus.listen"),
         ({"listen": "127.0.0.1:9382", "port": 1}, "prometheus.port"),
+        (
+            {"listen": "127.0.0.1:9382", "per_meter_histograms": "maybe"},
+            "prometheus.per_meter_histograms",
+        ),
     ],
 )
 def test_config_errors_name_the_key(section: dict[str, object], key: str) -> None:
@@ -205,3 +249,193 @@ def test_config_errors_name_the_key(section: dict[str, object], key: str) -> Non
 def test_listen_forms(listen: str, host: str, port: int) -> None:
     exporter = PrometheusOutput.from_config({"listen": listen}, [])
     assert (exporter.host, exporter.port) == (host, port)
+
+
+async def test_every_failure_kind_starts_at_zero_for_every_meter(output: PrometheusOutput) -> None:
+    kinds = failure_kinds()
+    assert {"timeout", "connection", "bcc", "parity", "implausible", "missed"} <= set(kinds)
+    _, samples = (await scrape(output))["kamstrup382_readout_failures"]
+    name = "kamstrup382_readout_failures_total"
+    for meter in ("house", "garage"):
+        assert [value(samples, name, meter=meter, kind=kind) for kind in kinds] == [0] * len(kinds)
+    # a meter first heard of in a failure gets every kind too
+    await output.publish([], [failure("shed", 0, "bcc")])
+    _, samples = (await scrape(output))["kamstrup382_readout_failures"]
+    assert value(samples, name, meter="shed", kind="bcc") == 1
+    assert value(samples, name, meter="shed", kind="timeout") == 0
+
+
+async def test_up_and_the_last_attempt_follow_the_newest_outcome(output: PrometheusOutput) -> None:
+    def up(families: Families, meter: str) -> float:
+        return value(families["kamstrup382_up"][1], "kamstrup382_up", meter=meter)
+
+    def attempt(families: Families, meter: str) -> float:
+        _, samples = families["kamstrup382_last_attempt_timestamp_seconds"]
+        return value(samples, "kamstrup382_last_attempt_timestamp_seconds", meter=meter)
+
+    families = await scrape(output)
+    assert families["kamstrup382_up"][0] == "gauge"
+    assert up(families, "house") == 0  # nothing read yet
+    await output.publish([reading("house", 4)], [])
+    families = await scrape(output)
+    assert up(families, "house") == 1
+    assert attempt(families, "house") == reading("house", 4).read_at.timestamp()
+    late = failure("house", 2)  # older than the reading: arrives late, changes nothing
+    await output.publish([], [late])
+    assert up(await scrape(output), "house") == 1
+    newer = failure("house", 5)
+    await output.publish([], [newer])
+    families = await scrape(output)
+    assert up(families, "house") == 0
+    assert attempt(families, "house") == pytest.approx(newer.failed_at.timestamp() - newer.duration)
+    _, samples = families["kamstrup382_readout_successes"]
+    assert value(samples, "kamstrup382_readout_successes_total", meter="house") == 1
+    # a missed slot is no attempt, but the meter is not up
+    await output.publish([reading("house", 6)], [])
+    missed = dataclasses.replace(failure("house", 7, MISSED), attempts=0, duration=0.0)
+    await output.publish([], [missed])
+    families = await scrape(output)
+    assert up(families, "house") == 0
+    assert attempt(families, "house") == reading("house", 6).read_at.timestamp()
+
+
+async def test_the_meter_info_follows_the_newest_reading(output: PrometheusOutput) -> None:
+    await output.publish([reading("house", 1)], [])
+    await output.publish([reading("house", 2, type_number="685-382-SK-15")], [])
+    kind, samples = (await scrape(output))["kamstrup382_meter_info"]
+    assert kind == "gauge"
+    (sample,) = [s for s in samples if s.labels["meter"] == "house"]
+    assert sample.value == 1
+    assert sample.labels == {
+        "meter": "house",
+        "type_number": "685-382-SK-15",
+        "customer_number": "00054042",
+        "module": "SK",
+        "bcc_algorithm": "sum7",
+    }
+    kind, samples = (await scrape(output))["kamstrup382_build_info"]
+    (sample,) = samples
+    assert sample.value == 1 and sample.labels["version"] and sample.labels["python"]
+
+
+async def test_no_created_series_and_promtool_accepts_the_exposition(
+    output: PrometheusOutput,
+) -> None:
+    await output.publish([reading("house", 1)], [failure("garage", 1)])
+    text = await scrape_text(output)
+    assert "_created" not in text
+    assert await promtool_check_metrics(text) == ""
+
+
+@pytest.mark.parametrize(
+    ("meters", "setting", "per_meter"),
+    [
+        (2, None, True),
+        (PER_METER_HISTOGRAMS_UP_TO, None, True),
+        (PER_METER_HISTOGRAMS_UP_TO + 1, None, False),
+        (PER_METER_HISTOGRAMS_UP_TO + 1, True, True),
+        (2, False, False),
+    ],
+)
+async def test_per_meter_histograms_are_optional_the_fleet_one_is_not(
+    storage: Storage, meters: int, setting: bool | None, per_meter: bool
+) -> None:
+    section: dict[str, object] = {"listen": "127.0.0.1:0"}
+    if setting is not None:
+        section["per_meter_histograms"] = setting
+    names = [f"m{i}" for i in range(meters)]
+    exporter = PrometheusOutput.from_config(section, names)
+    await exporter.start(storage)
+    try:
+        await exporter.publish([reading("m0", 0), reading("m1", 1)], [])
+        families = await scrape(exporter)
+    finally:
+        await exporter.stop()
+    assert ("kamstrup382_readout_duration_seconds" in families) is per_meter
+    kind, samples = families["kamstrup382_fleet_readout_duration_seconds"]
+    assert kind == "histogram"
+    assert value(samples, "kamstrup382_fleet_readout_duration_seconds_count") == 2
+    assert value(samples, "kamstrup382_fleet_readout_duration_seconds_sum") == pytest.approx(
+        6.5 + 6.51
+    )
+
+
+async def test_the_outbox_backlog_per_output(storage: Storage) -> None:
+    mqtt = MqttOutput.from_config({"url": "mqtt://127.0.0.1:1"}, ["house"])  # never started
+    exporter = PrometheusOutput.from_config({"listen": "127.0.0.1:0"}, ["house"])
+    exporter.backlog_refresh = 0.05
+    exporter.watch([mqtt])
+    oldest = reading("house", 0)
+    await asyncio.to_thread(storage.record, [oldest, reading("house", 1)], outbox=True)
+    await exporter.start(storage)
+    try:
+
+        def backlog(families: Families) -> tuple[float, float]:
+            _, pending = families["kamstrup382_outbox_pending_readings"]
+            _, age = families["kamstrup382_outbox_oldest_age_seconds"]
+            return (
+                value(pending, "kamstrup382_outbox_pending_readings", output="mqtt"),
+                value(age, "kamstrup382_outbox_oldest_age_seconds", output="mqtt"),
+            )
+
+        pending, age = backlog(await scrape(exporter))
+        assert pending == 2
+        expected = (datetime.now(UTC) - oldest.read_at).total_seconds()
+        assert expected - 60 < age <= expected
+        # drained: the gauges follow within a refresh
+        ids = [entry for entry, _ in await asyncio.to_thread(storage.outbox_pending)]
+        await asyncio.to_thread(storage.outbox_done, ids)
+        for _ in range(200):
+            if backlog(await scrape(exporter)) == (0, 0):
+                break
+            await asyncio.sleep(0.05)
+        assert backlog(await scrape(exporter)) == (0, 0)
+    finally:
+        await exporter.stop()
+
+
+async def test_up_comes_back_from_the_storage_after_a_restart(storage: Storage) -> None:
+    await asyncio.to_thread(storage.record, [reading("house", 1)], [failure("house", 2)])
+    await asyncio.to_thread(storage.record, [reading("garage", 3)], [failure("garage", 2)])
+    exporter = PrometheusOutput.from_config({"listen": "127.0.0.1:0"}, ["house", "garage"])
+    await exporter.start(storage)
+    try:
+        _, samples = (await scrape(exporter))["kamstrup382_up"]
+    finally:
+        await exporter.stop()
+    assert value(samples, "kamstrup382_up", meter="house") == 0
+    assert value(samples, "kamstrup382_up", meter="garage") == 1
+
+
+async def test_the_meters_intervals_come_from_their_config(storage: Storage) -> None:
+    config = parse_config(
+        {
+            "collector": {"interval": "15m"},
+            "meters": [
+                {"name": "house", "port": "socket://127.0.0.1:1"},
+                {"name": "barn", "port": "socket://127.0.0.1:2", "interval": "1h"},
+            ],
+        },
+        env={},
+    )
+    exporter = PrometheusOutput.from_config({"listen": "127.0.0.1:0"}, config.meters)
+    await exporter.start(storage)
+    try:
+        kind, samples = (await scrape(exporter))["kamstrup382_meter_interval_seconds"]
+    finally:
+        await exporter.stop()
+    assert kind == "gauge"
+    assert value(samples, "kamstrup382_meter_interval_seconds", meter="house") == 900
+    assert value(samples, "kamstrup382_meter_interval_seconds", meter="barn") == 3600
+
+
+async def test_a_reloaded_meter_list_adds_and_removes_series(output: PrometheusOutput) -> None:
+    await output.publish([reading("house", 0), reading("garage", 0)], [failure("garage", 1)])
+    text = await scrape_text(output)
+    assert 'meter="garage"' in text
+    output.meters_changed(["house", "barn"])  # garage removed, barn added
+    text = await scrape_text(output)
+    assert 'meter="garage"' not in text  # no series left to go stale
+    assert 'kamstrup382_up{meter="barn"} 0.0' in text
+    assert 'kamstrup382_up{meter="house"} 1.0' in text
+    assert await promtool_check_metrics(text) == ""

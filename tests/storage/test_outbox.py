@@ -124,3 +124,17 @@ def test_a_long_backlog_held_by_one_publisher_does_not_hide_the_other_meters(
     [(_, other)] = storage.outbox_pending(1, holder="b", lease=LONG)
     assert other.meter == "small"
     assert storage.outbox_pending(1, holder="c", lease=LONG) == []
+
+
+def test_the_backlog_counts_what_waits_and_dates_the_first_queued(storage: Storage) -> None:
+    assert storage.outbox_backlog("mqtt") == (0, None)
+    storage.record([reading("m1", 3), reading("m0", 1)], outbox=True)
+    storage.record([reading("m0", 2)])  # stored, not queued
+    storage.record([reading("m0", 4)], outbox=True)
+    assert storage.outbox_backlog() == (3, reading("m1", 3).read_at)
+    assert storage.outbox_backlog("influxdb") == (0, None)  # the outbox is MQTT's queue
+    items = storage.outbox_pending(100)
+    storage.outbox_done([i for i, r in items if r.meter == "m1"])
+    assert storage.outbox_backlog("mqtt") == (2, reading("m0", 1).read_at)
+    storage.outbox_done([i for i, _ in items])
+    assert storage.outbox_backlog("mqtt") == (0, None)

@@ -18,9 +18,10 @@ __all__ = ["Output", "build_outputs"]
 def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]:
     """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
 
-    ``meters`` is the configured meter list (names), for outputs that announce meters up
-    front. A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key; an
-    output whose extra is not installed, :class:`~kamstrup382.extras.MissingExtra`.
+    ``meters`` is the configured meter list (names, or the meters' configs: Prometheus then
+    exports their intervals), for outputs that announce meters up front. A bad value raises
+    :class:`~kamstrup382.errors.ConfigError` naming its key; an output whose extra is not
+    installed, :class:`~kamstrup382.extras.MissingExtra`.
     """
     outputs: list[Output] = []
     if "mqtt" in sections:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 __all__ = ["HOME_ASSISTANT", "PROMETHEUS", "HomeAssistantSensor", "PrometheusMetric"]
 
@@ -24,10 +25,15 @@ class HomeAssistantSensor:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrometheusMetric:
-    """The metric a register is exported as; registers sharing a name share a family."""
+    """The metric a register is exported as; registers sharing a name share a family.
+
+    A name ending in ``_total`` is a counter, any other a gauge. ``scale`` turns the register's
+    unit into the metric's (the hour counter's hours into seconds, Prometheus' base unit).
+    """
 
     name: str
     help: str
+    scale: Decimal = Decimal(1)
 
 
 _TARIFF_HELP = "Energy per tariff register (1.20.1, 1.20.2) in kWh"
@@ -55,7 +61,9 @@ PROMETHEUS: Mapping[str, PrometheusMetric] = {
     "tariff_1": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
     "tariff_2": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
     "hour_counter": PrometheusMetric(
-        name="kamstrup382_hour_counter_hours", help="Operating hours counter 1.31"
+        name="kamstrup382_operating_seconds_total",
+        help="Operating time counted by the meter (hour counter 1.31) in seconds",
+        scale=Decimal(3600),
     ),
     "pulse_input": PrometheusMetric(
         name="kamstrup382_pulse_input_pulses_total",

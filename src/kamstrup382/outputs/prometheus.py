@@ -3,27 +3,26 @@
 Configuration::
 
     [prometheus]
-    listen = "127.0.0.1:9382"    # host:port ("[::1]:9382" for IPv6, ":9382" for every address)
+    listen = "127.0.0.1:9382"       # host:port ("[::1]:9382" for IPv6, ":9382" for every address)
+    per_meter_histograms = true     # default: true up to 50 meters, false above
 
-Metrics (labels: ``meter``, plus ``tariff``, ``period`` or ``kind`` where named; nothing else):
+Metrics (the list with their labels is docs/publishing.md):
 
-- the registers of each meter's newest reading, named in the register table
-  (:data:`~kamstrup382.protocol.REGISTERS`): ``kamstrup382_energy_kwh_total`` (counter),
-  ``kamstrup382_tariff_energy_kwh_total{tariff="1"|"2"}`` (counter),
-  ``kamstrup382_hour_counter_hours`` (gauge), ``kamstrup382_pulse_input_pulses_total`` (counter),
-  ``kamstrup382_peak_power_kw{period="current_month"|"last_month"}`` (gauge). A name ending in
-  ``_total`` is a counter, any other a gauge. The registers wrap at 9,999,999; Prometheus
+- the registers of each meter's newest reading, named in
+  :data:`~kamstrup382.outputs.descriptions.PROMETHEUS` (``kamstrup382_energy_kwh_total``,
+  ``kamstrup382_operating_seconds_total``, ...). The registers wrap at 9,999,999; Prometheus
   treats the drop of a counter as a reset, so ``increase()`` stays right across the wrap.
-- ``kamstrup382_readout_duration_seconds`` (histogram): time of each successful readout.
-- ``kamstrup382_readout_failures_total{kind}`` (counter): failed readouts by error kind.
-- ``kamstrup382_last_success_timestamp_seconds`` (gauge): Unix time of the newest reading.
-- ``kamstrup382_output_state{output,state}`` (gauge, one series per state, 1 for the current
-  one): the state of the collector's other outputs that have one; MQTT's states are
-  ``starting``, ``connected``, ``unreachable``, ``login_refused``, ``stopped``.
-- ``kamstrup382_output_<counter>_total{output}`` (counters of those outputs): for MQTT
-  ``connect_attempts``, ``connections``, ``login_refusals`` and ``published``.
+- the collector's own families, declared in :data:`~kamstrup382.outputs.metrics.FAMILIES`:
+  per meter ``kamstrup382_up``, the last attempt's and the last success's time, the meter's
+  info, successes and failures by kind (every kind at 0 from the start), the readout
+  histogram (optional: ``per_meter_histograms``); per collector the fleet-wide readout
+  histogram, ``kamstrup382_build_info`` and the outbox backlog of each output that publishes
+  from it (refreshed from the storage every :data:`BACKLOG_REFRESH` seconds).
+- ``kamstrup382_output_state{output,state}`` and ``kamstrup382_output_<counter>_total{output}``:
+  the state and counters of the collector's other outputs (:meth:`Output.health`).
 
-Energy stays in kWh (``_kwh_total``) rather than joules: see docs/publishing.md.
+No ``_created`` series: the process-wide switch of prometheus-client is turned off when the
+output is built (they double the series and ``promtool`` and most dashboards ignore them).
 """
 
 from __future__ import annotations
@@ -31,12 +30,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -45,14 +54,23 @@ from kamstrup382.outputs import settings as check
 from kamstrup382.outputs.base import Output
 from kamstrup382.outputs.descriptions import PROMETHEUS
 from kamstrup382.outputs.health import OutputHealth
-from kamstrup382.protocol import REGISTERS, Register
+from kamstrup382.outputs.metrics import BUCKETS, FAMILIES, MetricKind, failure_kinds
+from kamstrup382.protocol import REGISTERS, Register, parse_type_number
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
-__all__ = ["BUCKETS", "REGISTER_LABELS", "PrometheusOutput"]
+__all__ = [
+    "BACKLOG_REFRESH",
+    "BUCKETS",
+    "PER_METER_HISTOGRAMS_UP_TO",
+    "REGISTER_LABELS",
+    "PrometheusOutput",
+]
 
-#: A readout at 300 baud takes about 6.5 s (the reply is ~190 characters of 10 bits);
-#: the buckets straddle that and allow for retries, and fast emulated lines below it.
-BUCKETS = (0.5, 1.0, 2.5, 5.0, 6.0, 7.0, 8.0, 10.0, 20.0, 60.0)
+#: Up to this many meters, each has its own readout histogram unless configured otherwise
+#: (13 series a meter); above it only the fleet-wide one, unless ``per_meter_histograms``.
+PER_METER_HISTOGRAMS_UP_TO = 50
+#: Seconds between two reads of the outbox backlog from the storage.
+BACKLOG_REFRESH = 5.0
 
 #: The extra label that tells apart registers sharing one metric name.
 REGISTER_LABELS: Mapping[str, tuple[str, str]] = {
@@ -62,9 +80,11 @@ REGISTER_LABELS: Mapping[str, tuple[str, str]] = {
     "last_month_peak": ("period", "last_month"),
 }
 
-_KEYS = ("listen",)
+_KEYS = ("listen", "per_meter_histograms")
 
 log = logging.getLogger(__name__)
+
+_Metric = Counter | Gauge | Histogram
 
 
 def _metric_registers() -> dict[str, list[Register]]:
@@ -103,7 +123,8 @@ class _RegisterCollector(Collector):
                     label_values = [record.meter]
                     if register.name in REGISTER_LABELS:
                         label_values.append(REGISTER_LABELS[register.name][1])
-                    family.add_metric(label_values, float(values[register.name]))
+                    scaled = values[register.name] * PROMETHEUS[register.name].scale
+                    family.add_metric(label_values, float(scaled))
             yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -154,47 +175,84 @@ class _HealthCollector(Collector):
         return iter(())
 
 
+def _build(key: str, registry: CollectorRegistry) -> _Metric:
+    family = FAMILIES[key]
+    labels = list(family.labels)
+    if family.kind is MetricKind.COUNTER:
+        return Counter(family.name, family.help, labels, registry=registry)
+    if family.kind is MetricKind.HISTOGRAM:
+        return Histogram(family.name, family.help, labels, buckets=BUCKETS, registry=registry)
+    return Gauge(family.name, family.help, labels, registry=registry)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kamstrup382")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _module(type_number: str | None) -> str:
+    """The communication module (Y2Y1) of a type number; empty when it has none."""
+    if type_number is None:
+        return ""
+    try:
+        return parse_type_number(type_number).module
+    except Kamstrup382Error:
+        return ""
+
+
 class PrometheusOutput(Output):
-    """Serves ``/metrics`` on ``host:port`` from its own registry (not the global one)."""
+    """Serves ``/metrics`` on ``host:port`` from its own registry (not the global one).
+
+    ``meters``: the configured meters (names, or objects with ``name`` and ``interval``), whose
+    series exist from the start. ``per_meter_histograms``: ``None`` decides by the number of
+    meters (:data:`PER_METER_HISTOGRAMS_UP_TO`).
+    """
 
     name = "prometheus"
     uses_outbox = False
 
-    def __init__(self, host: str, port: int, meters: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        meters: Sequence[Any] = (),
+        *,
+        per_meter_histograms: bool | None = None,
+        backlog_refresh: float = BACKLOG_REFRESH,
+    ) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.host = host
         self.port = port
-        self.meters = tuple(meters)
+        self.meters = tuple(m if isinstance(m, str) else str(m.name) for m in meters)
+        if per_meter_histograms is None:
+            per_meter_histograms = len(self.meters) <= PER_METER_HISTOGRAMS_UP_TO
+        self.per_meter_histograms = per_meter_histograms
+        self.backlog_refresh = backlog_refresh
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
         self._latest: dict[str, ReadingRecord] = {}
-        #: per meter: the failure kinds it has series of
-        self._failure_kinds: dict[str, set[str]] = {}
-        self._duration = Histogram(
-            "kamstrup382_readout_duration_seconds",
-            "Duration of each successful readout, from request to last byte",
-            ["meter"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self._failures = Counter(
-            "kamstrup382_readout_failures",
-            "Readouts that failed after all attempts, by error kind",
-            ["meter", "kind"],
-            registry=self.registry,
-        )
-        self._last_success = Gauge(
-            "kamstrup382_last_success_timestamp_seconds",
-            "Unix time when the newest reading of the meter was taken",
-            ["meter"],
-            registry=self.registry,
-        )
+        self._attempt_at: dict[str, datetime] = {}
+        self._info: dict[str, tuple[str, ...]] = {}
+        self._known: set[str] = set()
+        self._kinds = failure_kinds()
+        keys = [k for k in FAMILIES if k != "duration" or per_meter_histograms]
+        self._metrics: dict[str, _Metric] = {k: _build(k, self.registry) for k in keys}
+        self._gauge("build_info").labels(_version(), platform.python_version()).set(1)
         self.registry.register(_RegisterCollector(self._latest, self._lock))
         self._watched: list[Output] = []
         self.registry.register(_HealthCollector(self._watched))
-        for meter in self.meters:
-            self._duration.labels(meter)
+        for meter in meters:
+            interval = getattr(meter, "interval", None)
+            if interval is not None:
+                self._gauge("interval").labels(str(meter.name)).set(interval.total_seconds())
+        for name in self.meters:
+            self._add_meter(name)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._backlog: asyncio.Task[None] | None = None
+        self._backlog_failing = False
 
     @classmethod
     def from_config(
@@ -205,28 +263,72 @@ class PrometheusOutput(Output):
         if "listen" not in data:
             raise ConfigError("prometheus.listen", "missing (e.g. 127.0.0.1:9382)")
         host, port = check.host_port(data["listen"], "prometheus.listen", default_host="0.0.0.0")
-        names = [m if isinstance(m, str) else str(m.name) for m in meters]
-        return cls(host, port, names)
+        per_meter: bool | None = None
+        if "per_meter_histograms" in data:
+            per_meter = check.boolean(
+                data["per_meter_histograms"], "prometheus.per_meter_histograms"
+            )
+        return cls(host, port, meters, per_meter_histograms=per_meter)
+
+    # -- the metrics, by their key in FAMILIES -----------------------------------------------
+    def _gauge(self, key: str) -> Gauge:
+        metric = self._metrics[key]
+        assert isinstance(metric, Gauge)
+        return metric
+
+    def _counter(self, key: str) -> Counter:
+        metric = self._metrics[key]
+        assert isinstance(metric, Counter)
+        return metric
+
+    def _histogram(self, key: str) -> Histogram | None:
+        metric = self._metrics.get(key)
+        assert metric is None or isinstance(metric, Histogram)
+        return metric
+
+    def _add_meter(self, meter: str) -> None:
+        """The meter's series, at 0 (caller holds the lock or is the constructor)."""
+        if meter in self._known:
+            return
+        self._known.add(meter)
+        self._gauge("up").labels(meter)
+        self._counter("successes").labels(meter)
+        for kind in self._kinds:
+            self._counter("failures").labels(meter, kind)
+        duration = self._histogram("duration")
+        if duration is not None:
+            duration.labels(meter)
 
     def meters_changed(self, meters: Sequence[str]) -> None:
         """A reloaded configuration: series of the meters added start at 0; those of the
-        meters removed go (a removed meter is not reported as stale for ever)."""
-        removed = [m for m in self.meters if m not in set(meters)]
+        meters removed go (a removed meter is not reported as stale for ever). A meter added
+        gets its interval series with the next start (its config is not given here)."""
+        wanted = set(meters)
         self.meters = tuple(meters)
-        for meter in self.meters:
-            self._duration.labels(meter)
         with self._lock:
+            removed = [m for m in self._known if m not in wanted]
+            for meter in self.meters:
+                self._add_meter(meter)
             for meter in removed:
+                self._known.discard(meter)
                 self._latest.pop(meter, None)
-        for meter in removed:
-            for metric in (self._duration, self._last_success):
-                with contextlib.suppress(KeyError):
-                    metric.remove(meter)
-            for kind in self._failure_kinds.pop(meter, set()):
-                self._failures.remove(meter, kind)
+                self._attempt_at.pop(meter, None)
+                info = self._info.pop(meter, None)
+                if info is not None:
+                    self._gauge("meter_info").remove(*info)
+                for key, metric in self._metrics.items():
+                    labels = FAMILIES[key].labels
+                    if labels == ("meter",):
+                        with contextlib.suppress(KeyError):
+                            metric.remove(meter)
+                    elif labels == ("meter", "kind"):
+                        for kind in self._kinds:
+                            with contextlib.suppress(KeyError):
+                                metric.remove(meter, kind)
 
     def watch(self, outputs: Sequence[Output]) -> None:
-        """Export the state and counters (:meth:`Output.health`) of ``outputs`` too."""
+        """Export the state and counters (:meth:`Output.health`) of ``outputs`` too, and the
+        outbox backlog of those that publish from it."""
         self._watched.extend(o for o in outputs if o is not self and o not in self._watched)
 
     @property
@@ -234,20 +336,30 @@ class PrometheusOutput(Output):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
+    # -- life cycle ----------------------------------------------------------------------------
     async def start(self, storage: Storage) -> None:
-        """Load each meter's newest reading from the storage, then listen."""
+        """Load each meter's newest reading and status from the storage, then listen."""
         try:
             await asyncio.to_thread(self._load, storage)
         except Kamstrup382Error as exc:  # the metrics fill in with the next readings
             log.warning("prometheus: could not read the meters' last readings: %s", exc)
         await asyncio.to_thread(self._listen)
+        if any(o.uses_outbox for o in self._watched):
+            await self._refresh_backlog(storage)  # there from the first scrape
+            self._backlog = asyncio.create_task(self._watch_backlog(storage))
 
     def _load(self, storage: Storage) -> None:
         names = self.meters or tuple(storage.meters())
-        for meter in names:
-            record = storage.latest(meter)
-            if record is not None:
-                self._note(record)
+        for record in storage.latest_readings(names).values():
+            self._note(record)
+        for status in storage.status():
+            if status.meter not in names or status.last_error is None:
+                continue
+            with self._lock:
+                self._add_meter(status.meter)
+                if status.last_success is None or status.last_error > status.last_success:
+                    self._gauge("up").labels(status.meter).set(0)
+                    self._attempted(status.meter, status.last_error)
 
     def _listen(self) -> None:
         try:
@@ -259,24 +371,34 @@ class PrometheusOutput(Output):
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
 
-    def _note(self, record: ReadingRecord) -> None:
-        with self._lock:
-            known = self._latest.get(record.meter)
-            if known is None or record.read_at >= known.read_at:
-                self._latest[record.meter] = record
-                self._last_success.labels(record.meter).set(record.read_at.timestamp())
+    async def _refresh_backlog(self, storage: Storage) -> None:
+        """Read the outbox backlog of each output that has one; log the first failure of a run
+        of them (the gauges keep their last values meanwhile)."""
+        try:
+            for output in [o for o in self._watched if o.uses_outbox]:
+                pending, oldest = await asyncio.to_thread(storage.outbox_backlog, output.name)
+                age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+                self._gauge("outbox_pending").labels(output.name).set(pending)
+                self._gauge("outbox_age").labels(output.name).set(max(0.0, age))
+        except Kamstrup382Error as exc:
+            if not self._backlog_failing:
+                log.warning("prometheus: could not read the outbox backlog: %s", exc)
+            self._backlog_failing = True
+        else:
+            self._backlog_failing = False
 
-    async def publish(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
-    ) -> None:
-        for record in readings:
-            self._note(record)
-            self._duration.labels(record.meter).observe(record.duration)
-        for failure in failures:
-            self._failures.labels(failure.meter, failure.kind).inc()
-            self._failure_kinds.setdefault(failure.meter, set()).add(failure.kind)
+    async def _watch_backlog(self, storage: Storage) -> None:
+        """Refresh the backlog every ``backlog_refresh`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.backlog_refresh)
+            await self._refresh_backlog(storage)
 
     async def stop(self) -> None:
+        task, self._backlog = self._backlog, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -284,3 +406,72 @@ class PrometheusOutput(Output):
             server.server_close()
         if thread is not None:
             await asyncio.to_thread(thread.join)
+
+    # -- results -------------------------------------------------------------------------------
+    def _attempted(self, meter: str, at: datetime) -> bool:
+        """Note an attempt of ``meter`` begun at ``at``; whether it is the newest one."""
+        known = self._attempt_at.get(meter)
+        if known is not None and at < known:
+            return False
+        self._attempt_at[meter] = at
+        self._gauge("last_attempt").labels(meter).set(at.timestamp())
+        return True
+
+    def _note(self, record: ReadingRecord) -> None:
+        meter = record.meter
+        with self._lock:
+            self._add_meter(meter)
+            known = self._latest.get(meter)
+            if known is None or record.read_at >= known.read_at:
+                self._latest[meter] = record
+                self._gauge("last_success").labels(meter).set(record.read_at.timestamp())
+                self._set_info(record)
+            if self._attempted(meter, record.read_at):
+                self._gauge("up").labels(meter).set(1)
+
+    def _set_info(self, record: ReadingRecord) -> None:
+        labels = (
+            record.meter,
+            record.type_number or "",
+            record.values.customer_number,
+            _module(record.type_number),
+            record.bcc_algorithm,
+        )
+        info = self._gauge("meter_info")
+        old = self._info.get(record.meter)
+        if old == labels:
+            return
+        if old is not None:
+            info.remove(*old)
+        info.labels(*labels).set(1)
+        self._info[record.meter] = labels
+
+    def _note_failure(self, failure: FailureRecord) -> None:
+        meter = failure.meter
+        with self._lock:
+            self._add_meter(meter)
+            self._counter("failures").labels(meter, failure.kind).inc()
+            if failure.attempts == 0:  # missed: not read in its slot, but no attempt made
+                known = self._attempt_at.get(meter)
+                newest = known is None or failure.failed_at >= known
+            else:
+                newest = self._attempted(
+                    meter, failure.failed_at - timedelta(seconds=failure.duration)
+                )
+            if newest:
+                self._gauge("up").labels(meter).set(0)
+
+    async def publish(
+        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+    ) -> None:
+        duration = self._histogram("duration")
+        fleet = self._histogram("fleet_duration")
+        assert fleet is not None
+        for record in readings:
+            self._note(record)
+            self._counter("successes").labels(record.meter).inc()
+            fleet.observe(record.duration)
+            if duration is not None:
+                duration.labels(record.meter).observe(record.duration)
+        for failure in failures:
+            self._note_failure(failure)

@@ -114,6 +114,12 @@ class Storage(abc.ABC):
         """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
 
     @abc.abstractmethod
+    def outbox_backlog(self, output: str = "mqtt") -> tuple[int, datetime | None]:
+        """How many entries wait in ``output``'s queue, and the ``read_at`` of the oldest
+        (``None`` when none waits). The outbox is the MQTT output's queue: any other output has
+        nothing queued."""
+
+    @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         """The BCC algorithm of each meter's newest reading (meters without one are left out)."""
 

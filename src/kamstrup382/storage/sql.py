@@ -305,6 +305,18 @@ class SqlStorage(Storage, Generic[ConnT]):
         sql = _release_outbox(self.dialect.param)
         self._transaction("releasing outbox claims", lambda c: c.execute(sql, (holder,)))
 
+    def outbox_backlog(self, output: str = "mqtt") -> tuple[int, datetime | None]:
+        if output != "mqtt":
+            return 0, None
+        sql = (
+            "SELECT (SELECT count(*) FROM outbox), (SELECT r.read_at FROM outbox o "
+            "JOIN readings r ON r.id = o.reading_id ORDER BY o.id LIMIT 1)"
+        )
+        count, oldest = self._locked(
+            "reading the outbox backlog", lambda c: c.execute(sql).fetchone()
+        )
+        return int(count), None if oldest is None else self.dialect.from_time(oldest)
+
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         d = self.dialect
         sql = (
