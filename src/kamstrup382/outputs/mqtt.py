@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,10 +52,12 @@ from kamstrup382.outputs.discovery import (
     OFFLINE,
     ONLINE,
     DeviceFacts,
+    MeterSetup,
     device_facts,
-    discovery_configs,
+    readout_payload,
     state_json,
 )
+from kamstrup382.outputs.ha_devices import Devices, Plan
 from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
 from kamstrup382.outputs.mqtt_settings import MqttSettings
 from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
@@ -111,9 +114,24 @@ class MqttOutput(Output):
     name = "mqtt"
     uses_outbox = True
 
-    def __init__(self, settings: MqttSettings, meters: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        meters: Sequence[str | MeterSetup] = (),
+        *,
+        dashboard_url: str | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = settings.topics
+        self._devices = Devices(
+            self.topics,
+            [MeterSetup.of(m) for m in meters],
+            dashboard_url=settings.dashboard_url(dashboard_url),
+        )
+        #: The key of this output's announcements in the storage: the discovery prefix names
+        #: the Home Assistant installation (collectors sharing a database share it).
+        self.announcements_key = f"mqtt:{settings.discovery_prefix}"
+        self._upkeep_at = 0.0  # monotonic: when to renew announcements and clear ghosts
         self.connections = 0
         self.connect_attempts = 0
         self.login_refusals = 0
@@ -127,8 +145,11 @@ class MqttOutput(Output):
         )
         self._state_file_failed = False
         self._stop_event: asyncio.Event | None = None
-        self._meters: dict[str, DeviceFacts] = {name: DeviceFacts() for name in meters}
+        self._meters = self._devices.facts
+        self._errors: dict[str, tuple[str, str]] = {}  # meter -> kind, message of the newest
+        self._readout_sent: dict[str, str] = {}
         self._announce_all = True
+        self._announced: dict[str, DeviceFacts] = {}  # meter -> the facts it was announced with
         # per meter: newest reading published, newest failure seen, availability wanted/sent
         self._read_at: dict[str, datetime] = {}
         self._failed_at: dict[str, datetime] = {}
@@ -142,9 +163,18 @@ class MqttOutput(Output):
         self._abandon = False
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], meters: Sequence[Any] = ()) -> MqttOutput:
-        names = [m if isinstance(m, str) else str(m.name) for m in meters]
-        return cls(MqttSettings.parse(section), names)
+    def from_config(
+        cls,
+        section: Mapping[str, Any],
+        meters: Sequence[Any] = (),
+        *,
+        dashboard_url: str | None = None,
+    ) -> MqttOutput:
+        """From the ``[mqtt]`` table; ``meters``: names or configured meters (``name``,
+        ``interval``, ``unique_id``); ``dashboard_url``: the dashboard's address when it is
+        served (``mqtt.configuration_url`` wins over it)."""
+        setups = [MeterSetup.of(m) for m in meters]
+        return cls(MqttSettings.parse(section), setups, dashboard_url=dashboard_url)
 
     @property
     def connected(self) -> asyncio.Event:
@@ -185,6 +215,7 @@ class MqttOutput(Output):
             last = self._failed_at.get(failure.meter)
             if last is None or failure.failed_at > last:
                 self._failed_at[failure.meter] = failure.failed_at
+                self._errors[failure.meter] = (failure.kind, failure.message)
             read = self._read_at.get(failure.meter)
             if read is None or failure.failed_at > read:
                 self._available[failure.meter] = OFFLINE
@@ -224,6 +255,7 @@ class MqttOutput(Output):
             await asyncio.gather(task, return_exceptions=True)
             self.connected.clear()
             await self._release()  # a round cut short leaves no claims behind
+            await self._release_announcements()
             await self._set_state(STOPPED)
 
     # -- health ----------------------------------------------------------------------------------
@@ -271,11 +303,15 @@ class MqttOutput(Output):
     # -- state kept across connections -------------------------------------------------------------
     def _load(self, storage: Storage) -> None:
         for status in storage.status():
-            if self._meters and status.meter not in self._meters:
+            if self._devices.configured and status.meter not in self._meters:
                 continue
             self._meters.setdefault(status.meter, DeviceFacts())
             if status.last_error is not None and status.last_error_kind != MISSED:
                 self._failed_at[status.meter] = status.last_error
+                self._errors[status.meter] = (
+                    status.last_error_kind or "",
+                    status.last_error_message or "",
+                )
             if status.last_success is not None:
                 self._read_at[status.meter] = status.last_success
             if status.meter in self._failed_at or status.last_success is not None:
@@ -377,6 +413,8 @@ class MqttOutput(Output):
                 ) from exc
         # retained availability may be gone (a broker without persistence): say it again
         self._available_sent.clear()
+        self._readout_sent.clear()
+        self._announce_all = True
         listener = asyncio.create_task(self._listen(client))
         sender = asyncio.create_task(self._sender(client))
         try:
@@ -461,18 +499,22 @@ class MqttOutput(Output):
         the broker acknowledged; stop at the first failure so that the order is kept."""
         assert self._storage is not None
         s = self.settings
+        changed: dict[str, DeviceFacts] = {}
+        for _, record in items:
+            facts = device_facts(record)
+            if self._announced.get(record.meter) != facts:
+                changed[record.meter] = facts
+        for meter, facts in changed.items():  # the newest reading's facts
+            self._meters[meter] = facts
+        # a meter read for the first time, or whose facts changed: its device before its state
         messages: list[_Message] = []
+        if changed and s.discovery:
+            messages += await self._announce(self._devices.plan(changed))
+        for meter, facts in changed.items():
+            self._announced[meter] = facts
         ends: list[tuple[int, int]] = []  # (outbox id, index of its state message)
         for outbox_id, record in items:
             meter = record.meter
-            facts = device_facts(record)
-            if self._meters.get(meter) != facts:
-                self._meters[meter] = facts
-                if s.discovery:
-                    messages += [
-                        _Message(topic, _json(config), 1, True)
-                        for topic, config in discovery_configs(meter, facts, self.topics)
-                    ]
             ends.append((outbox_id, len(messages)))
             messages.append(_Message(self.topics.state(meter), state_json(record), s.qos, s.retain))
             if meter not in self._read_at or record.read_at >= self._read_at[meter]:
@@ -487,7 +529,7 @@ class MqttOutput(Output):
         self.published += len(done)
         if sent < len(messages):
             for _, record in items[len(done) :]:
-                self._meters[record.meter] = DeviceFacts()  # announce again with it
+                self._announced.pop(record.meter, None)  # announce again with it
             raise _Disconnected(f"publishing failed: {self.last_error}")
 
     async def _release(self) -> None:
@@ -499,38 +541,118 @@ class MqttOutput(Output):
         except Kamstrup382Error as exc:
             log.warning("mqtt: giving back outbox claims failed (they expire): %s", exc)
 
-    async def _send_announcements(self, client: aiomqtt.Client) -> None:
-        """Every meter's discovery configs, when Home Assistant (re)started or at first."""
-        if not (self._announce_all and self.settings.discovery):
-            return
-        self._announce_all = False
-        messages = [
-            _Message(topic, _json(config), 1, True)
-            for meter, facts in list(self._meters.items())
-            for topic, config in discovery_configs(meter, facts, self.topics)
-        ]
+    # -- Home Assistant devices ------------------------------------------------------------------
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.outbox_lease)
+
+    async def _announce(self, plan: Plan, *, only_new: bool = False) -> list[_Message]:
+        """Record ``plan`` in the storage and return the messages announcing it (see
+        :meth:`Devices.announcements`); without the storage's memory, the configs alone."""
+        assert self._storage is not None
         try:
+            before = await asyncio.to_thread(
+                self._storage.announce,
+                self.announcements_key,
+                self.settings.client_id,
+                dict(plan.devices),
+                self._lease,
+            )
+        except Kamstrup382Error as exc:
+            log.warning("mqtt: could not record the announced devices (%s); announcing anyway", exc)
+            retained = [] if only_new else self._devices.announcements(plan, dict(plan.devices))
+        else:
+            retained = self._devices.announcements(plan, before, only_new=only_new)
+        return [_Message(topic, payload, 1, True) for topic, payload in retained]
+
+    async def _send_announcements(self, client: aiomqtt.Client) -> None:
+        """Every meter's device config when Home Assistant (re)started or at (re)connection;
+        every half lease: renew the announcements, and clear the devices no running collector
+        announces (ghosts) at both."""
+        if not self.settings.discovery:
+            return
+        full = self._announce_all
+        if not full and time.monotonic() < self._upkeep_at:
+            return
+        assert self._storage is not None
+        storage = self._storage
+        self._announce_all = False
+        try:
+            plan = self._devices.plan()
+            messages = await self._announce(plan, only_new=not full)
+            alone = not storage.shares_meters
+            try:
+                stale = await asyncio.to_thread(
+                    storage.stale_announcements,
+                    self.announcements_key,
+                    self.settings.client_id,
+                    list(plan.devices),
+                    everyone=alone,
+                )
+            except Kamstrup382Error as exc:
+                log.warning("mqtt: could not read the announced devices: %s", exc)
+                stale = {}
+            clearing = [_Message(t, p, 1, True) for t, p in self._devices.clearing(stale)]
+            messages = clearing + messages
             sent = await self._publish_many(client, messages)
         except BaseException:
-            self._announce_all = True
+            self._announce_all = self._announce_all or full
             raise
         if sent < len(messages):
-            self._announce_all = True
+            self._announce_all = self._announce_all or full
             raise _Disconnected(f"announcing failed: {self.last_error}")
+        for meter in plan.devices.values():
+            self._announced[meter] = self._meters.get(meter, DeviceFacts())
+        self._upkeep_at = time.monotonic() + self.settings.outbox_lease / 2
+        if stale:
+            try:
+                await asyncio.to_thread(
+                    storage.forget_announcements,
+                    self.announcements_key,
+                    self.settings.client_id,
+                    list(stale),
+                    everyone=alone,
+                )
+            except Kamstrup382Error as exc:
+                log.warning("mqtt: could not forget the cleared devices (cleared again): %s", exc)
+
+    async def _release_announcements(self) -> None:
+        """End this output's leases on its announcements (best effort: else they expire), so
+        that the next start may clear what it no longer configures."""
+        if self._storage is None or not self.settings.discovery:
+            return
+        try:
+            await asyncio.to_thread(
+                self._storage.release_announcements,
+                self.announcements_key,
+                self.settings.client_id,
+            )
+        except Kamstrup382Error as exc:
+            log.warning("mqtt: releasing the announced devices failed (they expire): %s", exc)
 
     async def _send_availability(self, client: aiomqtt.Client) -> None:
+        """Each meter's availability and readout message, when they changed."""
         changes = [
-            (meter, payload)
+            (self.topics.availability(meter), payload, self._available_sent, meter)
             for meter, payload in self._available.items()
             if self._available_sent.get(meter) != payload
         ]
-        messages = [
-            _Message(self.topics.availability(meter), payload, 1, True)
-            for meter, payload in changes
-        ]
+        for meter in self._available:
+            kind, error = self._errors.get(meter, (None, None))
+            readout = _json(
+                readout_payload(
+                    last_reading=self._read_at.get(meter),
+                    last_error=self._failed_at.get(meter),
+                    error_kind=kind,
+                    error=error,
+                )
+            )
+            if self._readout_sent.get(meter) != readout:
+                changes.append((self.topics.readout(meter), readout, self._readout_sent, meter))
+        messages = [_Message(topic, payload, 1, True) for topic, payload, _, _ in changes]
         sent = await self._publish_many(client, messages)
-        for meter, payload in changes[:sent]:
-            self._available_sent[meter] = payload
+        for _, payload, memory, meter in changes[:sent]:
+            memory[meter] = payload
         if sent < len(messages):
             raise _Disconnected(f"publishing availability failed: {self.last_error}")
 
