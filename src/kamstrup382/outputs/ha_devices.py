@@ -32,6 +32,7 @@ from kamstrup382.outputs.discovery import (
     Topics,
     device_config,
     device_id,
+    expire_after,
     legacy_topics,
     node_id,
 )
@@ -100,6 +101,20 @@ class Devices:
             taken[ident] = meter
             result[meter] = ident
         return result
+
+    def unidentified(self) -> list[MeterSetup]:
+        """The configured meters without an identity yet (never read, no ``unique_id``)."""
+        ids = self.ids()
+        return [setup for name, setup in self.setups.items() if name not in ids]
+
+    def clearing_wait(self, lease: float) -> float:
+        """Seconds after the start before ghosts may be cleared: a renamed meter is known by
+        its first reading under its new name, and its device must not be cleared before (it
+        would lose its entities). So while a configured meter has no identity, clearing waits
+        up to its expiry (2.5 intervals; without an interval, ``lease``); then a meter that
+        still does not answer no longer holds the others' clearing back."""
+        waits = [expire_after(setup.interval) or lease for setup in self.unidentified()]
+        return float(max(waits, default=0))
 
     def plan(self, meters: Iterable[str] | None = None) -> Plan:
         """The devices of ``meters`` (``None``: of all meters) that can be announced."""

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -54,11 +52,13 @@ from kamstrup382.outputs.discovery import (
     DeviceFacts,
     MeterSetup,
     device_facts,
-    readout_payload,
     state_json,
 )
-from kamstrup382.outputs.ha_devices import Devices, Plan
+from kamstrup382.outputs.ha_devices import Devices
 from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
+from kamstrup382.outputs.mqtt_devices import Disconnected as _Disconnected
+from kamstrup382.outputs.mqtt_devices import HomeAssistantSide
+from kamstrup382.outputs.mqtt_devices import Message as _Message
 from kamstrup382.outputs.mqtt_settings import MqttSettings
 from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
 
@@ -89,19 +89,7 @@ def login_refused(exc: BaseException) -> bool:
     return code in _LOGIN_REFUSED_CODES
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    topic: str
-    payload: str
-    qos: int
-    retain: bool
-
-
-class _Disconnected(Kamstrup382Error):
-    """A broker operation failed: end this connection and reconnect."""
-
-
-class MqttOutput(Output):
+class MqttOutput(HomeAssistantSide, Output):
     """Publishes stored readings to an MQTT broker, from the durable outbox, in order.
 
     Attributes for monitoring: ``connected`` (an event, set while a session with the broker
@@ -132,6 +120,7 @@ class MqttOutput(Output):
         #: the Home Assistant installation (collectors sharing a database share it).
         self.announcements_key = f"mqtt:{settings.discovery_prefix}"
         self._upkeep_at = 0.0  # monotonic: when to renew announcements and clear ghosts
+        self._started_at = 0.0  # monotonic: when start() was called
         self.connections = 0
         self.connect_attempts = 0
         self.login_refusals = 0
@@ -190,6 +179,7 @@ class MqttOutput(Output):
         if self._task is not None:
             return
         self._storage = storage
+        self._started_at = time.monotonic()
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._stopping = False
@@ -504,6 +494,8 @@ class MqttOutput(Output):
             facts = device_facts(record)
             if self._announced.get(record.meter) != facts:
                 changed[record.meter] = facts
+        if any(setup.name in changed for setup in self._devices.unidentified()):
+            self._upkeep_at = 0.0  # a meter known at last: ghosts may be cleared now
         for meter, facts in changed.items():  # the newest reading's facts
             self._meters[meter] = facts
         # a meter read for the first time, or whose facts changed: its device before its state
@@ -541,121 +533,6 @@ class MqttOutput(Output):
         except Kamstrup382Error as exc:
             log.warning("mqtt: giving back outbox claims failed (they expire): %s", exc)
 
-    # -- Home Assistant devices ------------------------------------------------------------------
-    @property
-    def _lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.outbox_lease)
-
-    async def _announce(self, plan: Plan, *, only_new: bool = False) -> list[_Message]:
-        """Record ``plan`` in the storage and return the messages announcing it (see
-        :meth:`Devices.announcements`); without the storage's memory, the configs alone."""
-        assert self._storage is not None
-        try:
-            before = await asyncio.to_thread(
-                self._storage.announce,
-                self.announcements_key,
-                self.settings.client_id,
-                dict(plan.devices),
-                self._lease,
-            )
-        except Kamstrup382Error as exc:
-            log.warning("mqtt: could not record the announced devices (%s); announcing anyway", exc)
-            retained = [] if only_new else self._devices.announcements(plan, dict(plan.devices))
-        else:
-            retained = self._devices.announcements(plan, before, only_new=only_new)
-        return [_Message(topic, payload, 1, True) for topic, payload in retained]
-
-    async def _send_announcements(self, client: aiomqtt.Client) -> None:
-        """Every meter's device config when Home Assistant (re)started or at (re)connection;
-        every half lease: renew the announcements, and clear the devices no running collector
-        announces (ghosts) at both."""
-        if not self.settings.discovery:
-            return
-        full = self._announce_all
-        if not full and time.monotonic() < self._upkeep_at:
-            return
-        assert self._storage is not None
-        storage = self._storage
-        self._announce_all = False
-        try:
-            plan = self._devices.plan()
-            messages = await self._announce(plan, only_new=not full)
-            alone = not storage.shares_meters
-            try:
-                stale = await asyncio.to_thread(
-                    storage.stale_announcements,
-                    self.announcements_key,
-                    self.settings.client_id,
-                    list(plan.devices),
-                    everyone=alone,
-                )
-            except Kamstrup382Error as exc:
-                log.warning("mqtt: could not read the announced devices: %s", exc)
-                stale = {}
-            clearing = [_Message(t, p, 1, True) for t, p in self._devices.clearing(stale)]
-            messages = clearing + messages
-            sent = await self._publish_many(client, messages)
-        except BaseException:
-            self._announce_all = self._announce_all or full
-            raise
-        if sent < len(messages):
-            self._announce_all = self._announce_all or full
-            raise _Disconnected(f"announcing failed: {self.last_error}")
-        for meter in plan.devices.values():
-            self._announced[meter] = self._meters.get(meter, DeviceFacts())
-        self._upkeep_at = time.monotonic() + self.settings.outbox_lease / 2
-        if stale:
-            try:
-                await asyncio.to_thread(
-                    storage.forget_announcements,
-                    self.announcements_key,
-                    self.settings.client_id,
-                    list(stale),
-                    everyone=alone,
-                )
-            except Kamstrup382Error as exc:
-                log.warning("mqtt: could not forget the cleared devices (cleared again): %s", exc)
-
-    async def _release_announcements(self) -> None:
-        """End this output's leases on its announcements (best effort: else they expire), so
-        that the next start may clear what it no longer configures."""
-        if self._storage is None or not self.settings.discovery:
-            return
-        try:
-            await asyncio.to_thread(
-                self._storage.release_announcements,
-                self.announcements_key,
-                self.settings.client_id,
-            )
-        except Kamstrup382Error as exc:
-            log.warning("mqtt: releasing the announced devices failed (they expire): %s", exc)
-
-    async def _send_availability(self, client: aiomqtt.Client) -> None:
-        """Each meter's availability and readout message, when they changed."""
-        changes = [
-            (self.topics.availability(meter), payload, self._available_sent, meter)
-            for meter, payload in self._available.items()
-            if self._available_sent.get(meter) != payload
-        ]
-        for meter in self._available:
-            kind, error = self._errors.get(meter, (None, None))
-            readout = _json(
-                readout_payload(
-                    last_reading=self._read_at.get(meter),
-                    last_error=self._failed_at.get(meter),
-                    error_kind=kind,
-                    error=error,
-                )
-            )
-            if self._readout_sent.get(meter) != readout:
-                changes.append((self.topics.readout(meter), readout, self._readout_sent, meter))
-        messages = [_Message(topic, payload, 1, True) for topic, payload, _, _ in changes]
-        sent = await self._publish_many(client, messages)
-        for _, payload, memory, meter in changes[:sent]:
-            memory[meter] = payload
-        if sent < len(messages):
-            raise _Disconnected(f"publishing availability failed: {self.last_error}")
-
     async def _send(
         self, client: aiomqtt.Client, topic: str, payload: str, *, qos: int, retain: bool
     ) -> None:
@@ -663,7 +540,3 @@ class MqttOutput(Output):
             await client.publish(topic, payload, qos=qos, retain=retain)
         except aiomqtt.MqttError as exc:
             raise _Disconnected(f"publishing to {topic} failed: {exc}") from exc
-
-
-def _json(config: Mapping[str, Any]) -> str:
-    return json.dumps(config, separators=(",", ":"))
