@@ -68,6 +68,9 @@ class Devices:
         #: Every meter's facts from its newest reading (configured meters first, in order).
         self.facts: dict[str, DeviceFacts] = {name: DeviceFacts() for name in self.setups}
         self._collided: set[str] = set()
+        self._ids: dict[str, str] | None = None  # ids(), until the facts change
+        # the newest config built per device: Home Assistant's restarts announce again
+        self._configs: dict[str, tuple[str, DeviceFacts, Retained]] = {}
 
     @property
     def configured(self) -> bool:
@@ -76,9 +79,24 @@ class Devices:
     def setup(self, meter: str) -> MeterSetup:
         return self.setups.get(meter) or MeterSetup(meter)
 
+    def update(self, meter: str, facts: DeviceFacts) -> None:
+        """``meter``'s facts from its newest reading."""
+        if self.facts.get(meter) != facts:
+            self.facts[meter] = facts
+            self._ids = None
+
+    def unknown(self, meter: str) -> bool:
+        """Whether ``meter`` had no device id so far (an unread meter without ``unique_id``)."""
+        return meter not in self.ids()
+
     def ids(self) -> dict[str, str]:
         """meter -> device id of every meter that has one, collisions resolved (config
         order: the first keeps the id)."""
+        if self._ids is None:
+            self._ids = self._find_ids()
+        return self._ids
+
+    def _find_ids(self) -> dict[str, str]:
         taken: dict[str, str] = {}
         result: dict[str, str] = {}
         for meter, facts in self.facts.items():
@@ -123,14 +141,18 @@ class Devices:
         return Plan({ident: meter for meter, ident in chosen.items()})
 
     def config(self, ident: str, meter: str) -> Retained:
+        """The device config of ``meter`` as device ``ident`` (built once per name and facts;
+        may run in a worker thread: it reads the facts, never iterates them)."""
+        facts = self.facts.get(meter, DeviceFacts())
+        cached = self._configs.get(ident)
+        if cached is not None and cached[:2] == (meter, facts):
+            return cached[2]
         payload = device_config(
-            self.setup(meter),
-            self.facts.get(meter, DeviceFacts()),
-            ident,
-            self.topics,
-            dashboard_url=self.dashboard_url,
+            self.setup(meter), facts, ident, self.topics, dashboard_url=self.dashboard_url
         )
-        return self.topics.device(ident), json.dumps(payload, separators=(",", ":"))
+        retained = self.topics.device(ident), json.dumps(payload, separators=(",", ":"))
+        self._configs[ident] = (meter, facts, retained)
+        return retained
 
     def _meter_topics(self, meter: str) -> list[str]:
         t = self.topics

@@ -313,7 +313,7 @@ class MqttOutput(HomeAssistantSide, Output):
         for meter in list(self._meters):
             latest = storage.latest(meter)
             if latest is not None:
-                self._meters[meter] = device_facts(latest)
+                self._devices.update(meter, device_facts(latest))
                 self._read_at[meter] = max(self._read_at.get(meter, latest.read_at), latest.read_at)
 
     # -- the connection --------------------------------------------------------------------------
@@ -494,10 +494,10 @@ class MqttOutput(HomeAssistantSide, Output):
             facts = device_facts(record)
             if self._announced.get(record.meter) != facts:
                 changed[record.meter] = facts
-        if any(setup.name in changed for setup in self._devices.unidentified()):
+        if changed and any(self._devices.unknown(meter) for meter in changed):
             self._upkeep_at = 0.0  # a meter known at last: ghosts may be cleared now
         for meter, facts in changed.items():  # the newest reading's facts
-            self._meters[meter] = facts
+            self._devices.update(meter, facts)
         # a meter read for the first time, or whose facts changed: its device before its state
         messages: list[_Message] = []
         if changed and s.discovery:

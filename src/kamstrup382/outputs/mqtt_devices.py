@@ -92,9 +92,13 @@ class HomeAssistantSide(abc.ABC):
             )
         except Kamstrup382Error as exc:
             log.warning("mqtt: could not record the announced devices (%s); announcing anyway", exc)
-            retained = [] if only_new else self._devices.announcements(plan, dict(plan.devices))
-        else:
-            retained = self._devices.announcements(plan, before, only_new=only_new)
+            if only_new:
+                return []
+            before = dict(plan.devices)
+        # building thousands of configs takes a while: off the event loop, which times readouts
+        retained = await asyncio.to_thread(
+            self._devices.announcements, plan, before, only_new=only_new
+        )
         return [Message(topic, payload, 1, True) for topic, payload in retained]
 
     async def _send_announcements(self, client: aiomqtt.Client) -> None:
