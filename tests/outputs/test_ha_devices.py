@@ -136,11 +136,13 @@ async def test_an_upgrade_clears_the_per_entity_configs_once(
             *("hour_counter", "pulse_input", "actual_peak", "last_month_peak"),
         )
     ]
-    for topic in legacy:
+    # and of a meter removed from the config before the upgrade, still in the storage
+    removed = [t.replace("kamstrup382_house/", "kamstrup382_old/") for t in legacy]
+    for topic in legacy + removed:
         await watcher.publish(
             topic, '{"name":"old","state_topic":"kamstrup382/house/state"}', retain=True
         )
-    await asyncio.to_thread(storage.record, [reading("house", 0)], outbox=False)
+    await asyncio.to_thread(storage.record, [reading("house", 0), reading("old", 0)], outbox=False)
     output = make_output(mosquitto, ["house"])
     await output.start(storage)
     try:
@@ -148,7 +150,7 @@ async def test_an_upgrade_clears_the_per_entity_configs_once(
     finally:
         await output.stop()
     topics = [m.topic for m in watcher.messages]
-    for topic in legacy:
+    for topic in legacy + removed:
         assert cleared(watcher, topic), topic
         # cleared before the device is announced: no moment with both in Home Assistant
         last_clear = max(i for i, m in enumerate(watcher.messages) if m.topic == topic)

@@ -121,6 +121,7 @@ class MqttOutput(HomeAssistantSide, Output):
         self.announcements_key = f"mqtt:{settings.discovery_prefix}"
         self._upkeep_at = 0.0  # monotonic: when to renew announcements and clear ghosts
         self._started_at = 0.0  # monotonic: when start() was called
+        self._swept = False  # the old per-entity configs of unconfigured meters (once)
         self.connections = 0
         self.connect_attempts = 0
         self.login_refusals = 0

@@ -22,7 +22,7 @@ from typing import Any
 import aiomqtt
 
 from kamstrup382.errors import Kamstrup382Error
-from kamstrup382.outputs.discovery import DeviceFacts, Topics, readout_payload
+from kamstrup382.outputs.discovery import DeviceFacts, Topics, legacy_topics, readout_payload
 from kamstrup382.outputs.ha_devices import Devices, Plan
 from kamstrup382.outputs.mqtt_settings import MqttSettings
 from kamstrup382.storage import Storage
@@ -59,6 +59,7 @@ class HomeAssistantSide(abc.ABC):
     _storage: Storage | None
     _meters: dict[str, DeviceFacts]
     _announce_all: bool
+    _swept: bool
     _announced: dict[str, DeviceFacts]
     _upkeep_at: float
     _started_at: float
@@ -115,7 +116,8 @@ class HomeAssistantSide(abc.ABC):
         self._announce_all = False
         try:
             plan = self._devices.plan()
-            messages = await self._announce(plan, only_new=not full)
+            swept = await self._legacy_sweep() if full and not self._swept else []
+            messages = swept + await self._announce(plan, only_new=not full)
             alone = not storage.shares_meters
             clear_at = self._started_at + self._devices.clearing_wait(self.settings.outbox_lease)
             stale: dict[str, str] = {}
@@ -155,6 +157,33 @@ class HomeAssistantSide(abc.ABC):
                 )
             except Kamstrup382Error as exc:
                 log.warning("mqtt: could not forget the cleared devices (cleared again): %s", exc)
+
+    async def _legacy_sweep(self) -> list[Message]:
+        """Once, at the first announcement after an upgrade (nothing recorded for this output
+        yet): clear the per-entity configs earlier versions published for stored meters that
+        are no longer configured, which no device announcement would clear."""
+        assert self._storage is not None
+        self._swept = True
+        if not self._devices.configured:
+            return []  # every stored meter is announced, and so cleared with its device
+        try:
+            recorded = await asyncio.to_thread(
+                self._storage.stale_announcements,
+                self.announcements_key,
+                self.settings.client_id,
+                [],
+                everyone=True,
+            )
+            if recorded:
+                return []
+            stored = await asyncio.to_thread(self._storage.meters)
+        except Kamstrup382Error as exc:
+            log.warning("mqtt: could not list the stored meters: %s", exc)
+            return []
+        gone = [meter for meter in stored if meter not in self._meters]
+        if gone:
+            log.info("mqtt: clearing the per-entity configs of %d unconfigured meters", len(gone))
+        return [Message(t, "", 1, True) for m in gone for t in legacy_topics(m, self.topics)]
 
     async def _release_announcements(self) -> None:
         """End this output's leases on its announcements (best effort: else they expire), so
