@@ -211,28 +211,29 @@ async def test_collectors_sharing_a_database_clear_only_what_none_of_them_announ
     fast = {"timeout": 1, "outbox_lease": 2}  # upkeep every second
     with open_storage(postgres_db_url) as store_a, open_storage(postgres_db_url) as store_b:
         await asyncio.to_thread(store_a.record, [reading("house", 0), garage()], outbox=False)
-        # b still has the old config (house and garage); a the new one (house only)
+        # both collectors list both meters (they take turns reading them through leases)
+        a = make_output(mosquitto, ["house", "garage"], client_id="k382-a", **fast)
         b = make_output(mosquitto, ["house", "garage"], client_id="k382-b", **fast)
+        await a.start(store_a)
         await b.start(store_b)
-        a = make_output(mosquitto, ["house"], client_id="k382-a", **fast)
+        a2 = make_output(mosquitto, ["house"], client_id="k382-a2", **fast)
+        b2 = make_output(mosquitto, ["house"], client_id="k382-b2", **fast)
         try:
-            await watcher.wait_count(GARAGE_CONFIG, 1)
-            await a.start(store_a)
-            await watcher.wait_count(HOUSE_CONFIG, 2)
+            await watcher.wait_count(GARAGE_CONFIG, 2)
+            # garage leaves the config: a restarts first; b, with the old config, still runs
+            await a.stop()
+            await a2.start(store_a)
+            await watcher.wait_count(HOUSE_CONFIG, 3)
             await asyncio.sleep(3)  # several upkeeps of both
             await settle(watcher)
             assert not cleared(watcher, GARAGE_CONFIG)  # b announces it
             # b restarts with the new config: now no collector announces garage
             await b.stop()
-            b2 = make_output(mosquitto, ["house"], client_id="k382-b2", **fast)
             await b2.start(store_b)
-            try:
-                await watcher.wait_for(lambda ms: cleared(watcher, GARAGE_CONFIG))
-            finally:
-                await b2.stop()
+            await watcher.wait_for(lambda ms: cleared(watcher, GARAGE_CONFIG))
         finally:
-            await a.stop()
-            await b.stop()
+            for output in (a, b, a2, b2):
+                await output.stop()
     assert not cleared(watcher, HOUSE_CONFIG)
     after = await retained(mosquitto, ["homeassistant/device/#"])
     assert set(after) == {HOUSE_CONFIG}

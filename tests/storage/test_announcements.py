@@ -46,6 +46,31 @@ def test_only_devices_no_running_collector_announces_are_stale(storage: Storage)
     assert storage.announce(OUT, "a", {"dev2": "garage"}, LEASE) == {"dev2": None}
 
 
+def test_a_device_two_collectors_announce_stays_while_either_runs(storage: Storage) -> None:
+    storage.announce(OUT, "a", {"dev1": "house"}, LEASE)
+    storage.announce(OUT, "b", {"dev1": "house"}, LEASE)
+    # a restarts (a new holder, "a2") with a config without dev1: b still announces it
+    storage.release_announcements(OUT, "a")
+    assert storage.stale_announcements(OUT, "a2", []) == {}
+    assert storage.forget_announcements(OUT, "a2", ["dev1"]) == 0
+    # b restarts ("b2") with the new config too: now nobody announces it
+    storage.release_announcements(OUT, "b")
+    assert storage.stale_announcements(OUT, "b2", []) == {"dev1": "house"}
+    assert storage.forget_announcements(OUT, "b2", ["dev1"]) == 2  # a's row and b's
+    # a collector's own name for a device wins over another's (a rename it made)
+    storage.announce(OUT, "a", {"dev2": "garage"}, LEASE)
+    storage.announce(OUT, "b", {"dev2": "shed"}, LEASE)
+    assert storage.announce(OUT, "a", {"dev2": "garage"}, LEASE) == {"dev2": "garage"}
+    # expired rows of other holders of a device announced are dropped: about one row per
+    # device and running collector
+    storage.release_announcements(OUT, "b")
+    assert storage.announce(OUT, "c", {"dev2": "garage"}, LEASE) == {"dev2": "garage"}
+    storage.release_announcements(OUT, "a")
+    storage.announce(OUT, "c", {"dev2": "garage"}, LEASE)
+    assert storage.stale_announcements(OUT, "z", [], everyone=True) == {"dev2": "garage"}
+    assert storage.forget_announcements(OUT, "z", ["dev2"], everyone=True) == 1  # c's alone
+
+
 def test_an_expired_lease_makes_a_device_stale(storage: Storage) -> None:
     storage.announce(OUT, "b", {"dev3": "barn"}, timedelta(milliseconds=200))
     assert storage.stale_announcements(OUT, "a", []) == {}

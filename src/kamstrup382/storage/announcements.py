@@ -2,24 +2,29 @@
 
 The MQTT output announces each meter to Home Assistant as one device (a retained discovery
 config). To clear the configs of meters no longer configured (ghost devices) after a restart,
-it must remember what it announced: one row per (output, device) with the meter's name, the
-holder (the collector's MQTT client id) and a lease.
+it must remember what it announced: one row per (output, device, holder) with the meter's
+name and a lease. The holder is the collector's MQTT client id.
 
-Several collectors sharing one database announce together. The protocol:
+Several collectors sharing one database announce together, each with rows of its own, so that
+no collector's leaving can make another's device look abandoned. The protocol:
 
 1. ``announce(output, holder, devices, lease)``: each collector, at start and then every half
-   lease while it runs, upserts a row for every device it announces, held by itself until
-   ``lease`` from now (on the database's clock for PostgreSQL). It learns the meter name each
-   device had (a renamed meter: its old topics are cleared), or that the row is new.
-2. ``stale_announcements(output, holder, keep)``: the rows no running collector announces:
-   not in ``keep`` (what ``holder`` announces now), and either held by ``holder`` itself (a
-   meter it announced and no longer has), or whose lease ran out (no running collector
-   renewed it), or released.
+   lease while it runs, upserts its row for every device it announces, valid until ``lease``
+   from now (on the database's clock for PostgreSQL). It learns the meter name each device had
+   (its own row's, else the newest other's: a renamed meter's old topics are cleared), or that
+   the device is new; expired rows of other holders of those devices are deleted (the table
+   holds about one row per device and running collector).
+2. ``stale_announcements(output, holder, keep)``: the devices no running collector announces:
+   not in ``keep`` (what ``holder`` announces now), and without a row of another holder whose
+   lease still runs (rows given up on shutdown or never renewed have run out).
 3. The collector clears their retained configs, then ``forget_announcements(output, holder,
-   devices)`` deletes those rows, checking the same condition again in the deleting
-   transaction, so that a row another collector announced meanwhile stays.
-4. ``release_announcements(output, holder)`` on shutdown ends the holder's leases at once, so
-   that the next start (a new holder, a new process) may clear what it no longer configures.
+   devices)`` deletes their rows, checking the same condition again in the deleting
+   transaction, so that a device another collector announced meanwhile stays.
+4. ``release_announcements(output, holder)`` on shutdown ends the holder's leases at once (the
+   rows stay: the next start learns names and renames from them).
+
+``everyone=True`` (one collector alone on its storage, SQLite): every device not in ``keep``
+is stale, whoever's rows it has.
 """
 
 from __future__ import annotations
@@ -52,21 +57,23 @@ class Announcements(abc.ABC):
     def _now(self, conn: Any) -> datetime:
         """The database's time (PostgreSQL's ``now()``; SQLite: this machine's clock)."""
 
-    def _stale(self, conn: Any, holder: str, everyone: bool) -> tuple[str, list[Any]]:
-        """The condition of a row no running collector announces, and its parameters
-        (``everyone``: one collector has the storage to itself, every row is its own)."""
-        if everyone:
-            return "1 = 1", []
+    def _live_elsewhere(self, conn: Any, output: str, holder: str) -> tuple[str, list[Any]]:
+        """A sub-query of the devices of ``output`` another holder announces now, and its
+        parameters."""
         p = self.dialect.param
         now = self.dialect.to_time(self._now(conn))
-        return f"(holder IS NULL OR holder = {p} OR expires_at <= {p})", [holder, now]
+        sql = (
+            f"SELECT device FROM announced WHERE output = {p} AND holder <> {p} "
+            f"AND expires_at > {p}"
+        )
+        return sql, [output, holder, now]
 
     def announce(
         self, output: str, holder: str, devices: Mapping[str, str], lease: timedelta
     ) -> dict[str, str | None]:
         """Record that ``holder`` announces ``devices`` (device id -> meter name) on
-        ``output`` until ``lease`` from now; per device, the meter name recorded before
-        (``None``: not recorded before)."""
+        ``output`` until ``lease`` from now; per device, the meter name recorded before (its
+        own row's, else the newest other's; ``None``: the device was not recorded)."""
         if lease <= timedelta(0):
             raise StorageError(f"an announcement lease must be positive, got {lease}")
         d = self.dialect
@@ -75,25 +82,33 @@ class Announcements(abc.ABC):
 
         def run(conn: Any) -> dict[str, str | None]:
             now = self._now(conn)
-            expires = d.to_time(now + lease)
             before: dict[str, str | None] = dict.fromkeys(wanted)
-            if wanted:
-                rows = conn.execute(
-                    f"SELECT device, meter FROM announced WHERE output = {p} "
-                    f"AND device IN (SELECT name FROM {d.names} n)",
-                    (output, d.list_param(wanted)),
-                ).fetchall()
-                before.update({device: meter for device, meter in rows})
-            # one statement for all rows, in device order: two collectors lock rows in one order
-            rows = [(output, device, devices[device], holder, expires) for device in wanted]
-            if not rows:
+            if not wanted:
                 return before
+            names = d.list_param(wanted)
+            rows = conn.execute(
+                f"SELECT device, meter, holder = {p} AS mine, expires_at FROM announced "
+                f"WHERE output = {p} AND device IN (SELECT name FROM {d.names} n) "
+                "ORDER BY device, mine, expires_at",
+                (holder, output, names),
+            ).fetchall()
+            for device, meter, _, _ in rows:  # the last of each device wins: its own, newest
+                before[device] = meter
+            rows_of_mine = [
+                (output, device, holder, devices[device], d.to_time(now + lease))
+                for device in wanted  # in device order: two collectors lock rows in one order
+            ]
             conn.cursor().executemany(  # sqlite3 and psycopg cursors alike
-                "INSERT INTO announced (output, device, meter, holder, expires_at) "
-                f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (output, device) DO UPDATE "
-                "SET meter = excluded.meter, holder = excluded.holder, "
-                "expires_at = excluded.expires_at",
-                rows,
+                "INSERT INTO announced (output, device, holder, meter, expires_at) "
+                f"VALUES ({p}, {p}, {p}, {p}, {p}) "
+                "ON CONFLICT (output, device, holder) DO UPDATE "
+                "SET meter = excluded.meter, expires_at = excluded.expires_at",
+                rows_of_mine,
+            )
+            conn.execute(
+                f"DELETE FROM announced WHERE output = {p} AND holder <> {p} "
+                f"AND expires_at <= {p} AND device IN (SELECT name FROM {d.names} n)",
+                (output, holder, d.to_time(now), names),
             )
             return before
 
@@ -103,18 +118,22 @@ class Announcements(abc.ABC):
         self, output: str, holder: str, keep: Sequence[str], *, everyone: bool = False
     ) -> dict[str, str]:
         """The devices of ``output`` (device id -> meter name) that no running collector
-        announces: not in ``keep``, and held by ``holder``, released, or expired
-        (``everyone``: all not in ``keep``)."""
+        announces: not in ``keep``, and no other holder's lease on them runs (``everyone``:
+        all not in ``keep``)."""
         d = self.dialect
         p = d.param
 
         def run(conn: Any) -> list[Any]:
-            stale, params = self._stale(conn, holder, everyone)
+            live, params = (
+                ("SELECT NULL AS device", []) if everyone else self._live_elsewhere(conn, output, holder)
+            )
             return list(
                 conn.execute(
-                    f"SELECT device, meter FROM announced WHERE output = {p} AND {stale} "
-                    f"AND device NOT IN (SELECT name FROM {d.names} n) ORDER BY device",
-                    (output, *params, d.list_param(sorted(set(keep)))),
+                    f"SELECT device, max(meter) FROM announced WHERE output = {p} "
+                    f"AND device NOT IN (SELECT name FROM {d.names} n) "
+                    f"AND device NOT IN (SELECT device FROM ({live}) l WHERE device IS NOT NULL) "
+                    "GROUP BY device ORDER BY device",
+                    (output, d.list_param(sorted(set(keep))), *params),
                 ).fetchall()
             )
 
@@ -125,18 +144,21 @@ class Announcements(abc.ABC):
         self, output: str, holder: str, devices: Sequence[str], *, everyone: bool = False
     ) -> int:
         """Delete the rows of ``devices`` whose configs ``holder`` cleared, unless a running
-        collector announced them meanwhile; how many were deleted."""
+        collector announced them meanwhile; how many rows were deleted."""
         if not devices:
             return 0
         d = self.dialect
         p = d.param
 
         def run(conn: Any) -> int:
-            stale, params = self._stale(conn, holder, everyone)
+            live, params = (
+                ("SELECT NULL AS device", []) if everyone else self._live_elsewhere(conn, output, holder)
+            )
             cursor = conn.execute(
-                f"DELETE FROM announced WHERE output = {p} AND {stale} "
-                f"AND device IN (SELECT name FROM {d.names} n)",
-                (output, *params, d.list_param(sorted(set(devices)))),
+                f"DELETE FROM announced WHERE output = {p} "
+                f"AND device IN (SELECT name FROM {d.names} n) "
+                f"AND device NOT IN (SELECT device FROM ({live}) l WHERE device IS NOT NULL)",
+                (output, d.list_param(sorted(set(devices))), *params),
             )
             return int(getattr(cursor, "rowcount", 0) or 0)
 

@@ -110,10 +110,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE announced (
             output TEXT NOT NULL,
             device TEXT NOT NULL,
+            holder TEXT NOT NULL,
             meter TEXT NOT NULL,
-            holder TEXT,
-            expires_at TIMESTAMPTZ,
-            PRIMARY KEY (output, device)
+            expires_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (output, device, holder)
         )""",
     ),
 }

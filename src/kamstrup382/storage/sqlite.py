@@ -119,10 +119,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE announced (
             output TEXT NOT NULL,
             device TEXT NOT NULL,
+            holder TEXT NOT NULL,
             meter TEXT NOT NULL,
-            holder TEXT,
-            expires_at INTEGER,
-            PRIMARY KEY (output, device)
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (output, device, holder)
         ) STRICT""",
     ),
 }
