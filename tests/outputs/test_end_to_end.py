@@ -23,7 +23,7 @@ from kamstrup382.protocol import REGISTERS
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import Gate, Watcher
+from .helpers import Gate, Received, Watcher
 from .test_discovery import check_device_schema
 from .test_mqtt import drained, live_states, outage, recover
 from .test_prometheus import scrape, value
@@ -210,3 +210,35 @@ async def test_k382_collect_once_without_a_broker_keeps_the_readings(
     assert read_at[0] == waiting.read_at.isoformat().replace("+00:00", "Z")
     with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
         assert storage.outbox_pending() == []
+
+
+async def test_k382_collect_announces_devices_and_clears_a_meter_no_longer_configured(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Two emulated meters, then one: the second's device leaves Home Assistant at the next
+    run; the first keeps its device, linked to the dashboard's public address."""
+    config = tmp_path / "k382.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{tmp_path / "r.sqlite"}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\n'
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://k382.example/"\n'
+    )
+    async with Watcher(mosquitto.host, mosquitto.port, ["homeassistant/#"]) as watcher:
+        status, err = await run_collect(config, "--emulator", "2", "--speed", "100", "--once")
+        assert status == 0, err
+
+        def announced(ms: list[Received]) -> list[Received]:
+            return [m for m in ms if m.topic.startswith("homeassistant/device/") and m.payload]
+
+        await watcher.wait_for(lambda ms: len({m.topic for m in announced(ms)}) >= 2)
+        devices = {m.topic: m.json() for m in announced(watcher.messages)}
+        assert len(devices) == 2
+        by_name = {config["dev"]["name"]: topic for topic, config in devices.items()}
+        first, second = by_name["emulated-1"], by_name["emulated-2"]
+        assert devices[first]["dev"]["configuration_url"] == (
+            "https://k382.example/meters/emulated-1"
+        )
+        status, err = await run_collect(config, "--emulator", "1", "--speed", "100", "--once")
+        assert status == 0, err
+        await watcher.wait_for(lambda ms: any(m.topic == second and not m.payload for m in ms))
+    assert all(m.payload for m in watcher.on(first))
