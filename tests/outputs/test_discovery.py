@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kamstrup382.outputs.descriptions import HOME_ASSISTANT_STATUS, Source
+from kamstrup382.outputs.descriptions import HOME_ASSISTANT_STATUS, HomeAssistantEntity, Source
 from kamstrup382.outputs.discovery import (
     ENTITIES,
     DeviceFacts,
@@ -462,3 +462,19 @@ def test_state_numbers_keep_the_meters_digits() -> None:
     assert '"actual_peak":18.3' in text
     assert '"last_month_peak":17.0' in text
     assert '"customer_number":"00054042"' in text
+
+
+def test_a_meter_may_bring_entities_of_its_own() -> None:
+    power = HomeAssistantEntity(
+        key="power",
+        name="Power",
+        field="power",
+        device_class="power",
+        state_class="measurement",
+        unit="kW",
+    )
+    setup = MeterSetup("house", timedelta(minutes=15), entities=(power,))
+    config = device_config(setup, FACTS, HOUSE, TOPICS)
+    assert list(config["cmps"])[-1] == "power"
+    assert config["cmps"]["power"]["unique_id"] == f"{HOUSE}_power"
+    check_device_schema(TOPICS.device(HOUSE), config)

@@ -250,6 +250,8 @@ class MeterSetup:
     interval: timedelta | None = None
     #: The ``unique_id`` meter setting: the device's identity instead of the meter's own.
     unique_id: str | None = None
+    #: Entities of this meter's device beyond :data:`ENTITIES` (e.g. from its pulse input).
+    entities: tuple[HomeAssistantEntity, ...] = ()
 
     @classmethod
     def of(cls, meter: object) -> MeterSetup:
@@ -465,6 +467,7 @@ def device_config(
     the origin, one component per entity, and the options they share (the state topic, the
     availability)."""
     expiry = expire_after(setup.interval)
+    entities = (*entities, *setup.entities)
     return {
         "dev": device(setup.name, facts, ident, dashboard_url),
         "o": origin(),

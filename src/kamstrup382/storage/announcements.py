@@ -125,7 +125,9 @@ class Announcements(abc.ABC):
 
         def run(conn: Any) -> list[Any]:
             live, params = (
-                ("SELECT NULL AS device", []) if everyone else self._live_elsewhere(conn, output, holder)
+                ("SELECT NULL AS device", [])
+                if everyone
+                else self._live_elsewhere(conn, output, holder)
             )
             return list(
                 conn.execute(
@@ -152,7 +154,9 @@ class Announcements(abc.ABC):
 
         def run(conn: Any) -> int:
             live, params = (
-                ("SELECT NULL AS device", []) if everyone else self._live_elsewhere(conn, output, holder)
+                ("SELECT NULL AS device", [])
+                if everyone
+                else self._live_elsewhere(conn, output, holder)
             )
             cursor = conn.execute(
                 f"DELETE FROM announced WHERE output = {p} "
