@@ -25,6 +25,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.reader.port import PortKind, parse_port
@@ -40,6 +41,7 @@ __all__ = [
     "check_keys",
     "choice",
     "host_port",
+    "http_url",
     "identifier",
     "integer",
     "listen",
@@ -100,6 +102,23 @@ def text(value: object, key: str, *, empty: bool = False) -> str:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise ConfigError(key, "contains a control character")
     return value
+
+
+def http_url(value: object, key: str, *, empty: bool = False) -> str:
+    """An ``http(s)://HOST[:PORT][/PATH]`` address a browser opens (``""`` when ``empty``)."""
+    url = text(value, key, empty=empty).strip()
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(key, f"bad URL {url!r}: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"expected http://HOST[:PORT][/PATH] or https://..., got {url!r}")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ConfigError(key, f"no credentials, query or fragment in {url!r}")
+    return url
 
 
 def identifier(value: object, key: str) -> str:

@@ -159,6 +159,18 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     (METER + "[[meters]]\nname = 'b'\nport = 42\n", "meters[1].port", "string"),
     (METER + "[[meters]]\nname = 'b'\nport = ''\n", "meters[1].port", "empty"),
     (METER + METER, "meters[1].name", "duplicate"),
+    (
+        "[[meters]]\nname = 'a'\nport = '/dev/x'\nunique_id = 'm'\n"
+        "[[meters]]\nname = 'b'\nport = '/dev/y'\nunique_id = 'm'\n",
+        "meters[1].unique_id",
+        "duplicate",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nunique_id = 'a b'\n",
+        "meters[1].unique_id",
+        "bad name",
+    ),
+    ("[http]\npublic_url = 'ftp://x'\n", "http.public_url", "http"),
     (METER + "[[meters]]\nname = 'a b'\nport = '/dev/x'\n", "meters[1].name", "bad name"),
     (METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nline = '7N1'\n", "meters[1].line", "7E1"),
     (METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nbcc = 'crc'\n", "meters[1].bcc", "sum7"),
@@ -441,3 +453,18 @@ def test_the_storage_table_says_what_happens_when_the_storage_fails(tmp_path: Pa
     defaults = parse("", {"K382_STORAGE_RETRIES": "0", "K382_STORAGE_SPILL_DIR": "/var/k"}).storage
     assert (defaults.retries, defaults.retry_delay, defaults.max_pending) == (0, 1.0, 100_000)
     assert defaults.spill_dir == Path("/var/k")
+
+
+def test_a_meter_may_name_its_identity_for_home_assistant() -> None:
+    config = parse(METER.rstrip("\n") + "\nunique_id = 'house-main'\n")
+    assert config.meters[0].unique_id == "house-main"
+    assert parse(METER).meters[0].unique_id is None
+
+
+def test_the_dashboards_public_url() -> None:
+    assert parse("[http]\npublic_url = 'https://k382.example/'\n").http.dashboard_url() == (
+        "https://k382.example/"
+    )
+    assert parse("[http]\nlisten = '[::1]:8382'\n").http.dashboard_url() is None
+    assert parse("[http]\nlisten = 'k382.lan:80'\n").http.dashboard_url() == "http://k382.lan:80"
+    assert parse("").http.dashboard_url() is None

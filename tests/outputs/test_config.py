@@ -3,6 +3,8 @@ environment overrides secrets, and both outputs are off unless configured."""
 
 from __future__ import annotations
 
+import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,51 @@ def test_the_example_configs_output_tables_build_outputs() -> None:
     assert mqtt.settings.username == "k382"
     assert isinstance(prometheus, PrometheusOutput)
     assert (prometheus.host, prometheus.port) == ("127.0.0.1", 9382)
+
+
+def test_the_dashboard_link_home_assistant_shows_and_how_it_is_chosen() -> None:
+    def chosen(http: dict[str, Any] | None, mqtt: dict[str, Any]) -> str | None:
+        sections = {"mqtt": {"url": "mqtt://localhost", **mqtt}}
+        parsed = parse_config(config(**sections, **({"http": http} if http else {})), env={})
+        (output,) = build_outputs(
+            parsed.sections, parsed.meters, dashboard_url=parsed.http.dashboard_url()
+        )
+        assert isinstance(output, MqttOutput)
+        return output._devices.dashboard_url
+
+    # no [http]: the dashboard is not known to be served; loopback only: not reachable
+    assert chosen(None, {}) is None
+    assert chosen({"listen": "127.0.0.1:8382"}, {}) is None
+    # an address of this machine others reach, or the public URL (behind a proxy)
+    assert chosen({"listen": "192.0.2.7:8382"}, {}) == "http://192.0.2.7:8382"
+    assert chosen({"listen": "0.0.0.0:8382"}, {}) == f"http://{socket.getfqdn()}:8382"
+    public = {"listen": "127.0.0.1:8382", "public_url": "https://k382.example/"}
+    assert chosen(public, {}) == "https://k382.example/"
+    # [mqtt] configuration_url wins; "" says none
+    assert chosen(public, {"configuration_url": "http://other:1/"}) == "http://other:1/"
+    assert chosen(public, {"configuration_url": ""}) is None
+
+
+@pytest.mark.parametrize("url", ["ftp://x/", "k382.example", "https://u:p@x/", "http://x/?a=1"])
+def test_a_dashboard_url_must_be_one_a_browser_opens(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        MqttSettings.parse({"url": "mqtt://localhost", "configuration_url": url})
+    assert err.value.key == "mqtt.configuration_url"
+    with pytest.raises(ConfigError) as err:
+        parse_config(config(http={"public_url": url}), env={})
+    assert err.value.key == "http.public_url"
+
+
+def test_meters_reach_the_output_with_their_interval_and_unique_id() -> None:
+    meters = [
+        {**METERS[0], "interval": "1h", "unique_id": "house-main"},
+        {"name": "garage", "port": "socket://127.0.0.1:4002"},
+    ]
+    parsed = parse_config({**config(mqtt={"url": "mqtt://localhost"}), "meters": meters}, env={})
+    (output,) = build_outputs(parsed.sections, parsed.meters)
+    assert isinstance(output, MqttOutput)
+    house = output._devices.setup("house")
+    assert (house.interval, house.unique_id) == (timedelta(hours=1), "house-main")
+    assert output._devices.setup("garage").unique_id is None
+    # the unique_id makes the device known before any reading
+    assert output._devices.ids() == {"house": "kamstrup382_house-main"}

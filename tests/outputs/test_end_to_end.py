@@ -23,8 +23,8 @@ from kamstrup382.protocol import REGISTERS
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import Gate, Watcher
-from .test_discovery import check_sensor_schema
+from .helpers import Gate, Received, Watcher
+from .test_discovery import check_device_schema
 from .test_mqtt import drained, live_states, outage, recover
 from .test_prometheus import scrape, value
 
@@ -72,7 +72,7 @@ async def test_meters_to_home_assistant_and_prometheus_through_an_outage(
     ):
         with EmulatorThread(meters=METERS, transport="tcp", speed=SPEED, delay=0.02) as emu:
             config = parse_config(tomllib.loads(toml(url, emu.ports, gate.url)), env={})
-            outputs = build_outputs(config.sections, [m.name for m in config.meters])
+            outputs = build_outputs(config.sections, config.meters)
             mqtt, prometheus = outputs
             assert isinstance(mqtt, MqttOutput) and isinstance(prometheus, PrometheusOutput)
             with open_storage(url) as storage:
@@ -123,19 +123,24 @@ async def test_meters_to_home_assistant_and_prometheus_through_an_outage(
         _, durations = families["kamstrup382_readout_duration_seconds"]
         assert value(durations, "kamstrup382_readout_duration_seconds_count", meter=meter) == 5
 
-    # Home Assistant sees one valid device per meter, with the decoded type number
+    # Home Assistant sees one valid device per meter, keyed on the meter (type number and
+    # customer number), named as configured, expiring after 2.5 intervals of 15 minutes
     configs = {
         m.topic: json.loads(m.payload)
         for m in watcher.messages
-        if m.topic.startswith("homeassistant/sensor/")
+        if m.topic.startswith("homeassistant/device/") and m.payload
     }
-    assert len(configs) == METERS * len(REGISTERS)
+    assert len(configs) == METERS
     for topic, payload in configs.items():
-        check_sensor_schema(topic, payload)
-    device = configs["homeassistant/sensor/kamstrup382_m0/energy/config"]["device"]
-    assert device["model_id"] == stored["m0"][-1].type_number
-    assert device["serial_number"] == stored["m0"][-1].values.customer_number
-    assert device["manufacturer"] == "Kamstrup"
+        check_device_schema(topic, payload)
+    newest = stored["m0"][-1]
+    ident = f"kamstrup382_{newest.type_number}_{newest.values.customer_number}"
+    device = configs[f"homeassistant/device/{ident}/config"]
+    assert device["dev"]["name"] == "m0"
+    assert device["dev"]["model_id"] == newest.type_number
+    assert device["dev"]["serial_number"] == newest.values.customer_number
+    assert device["dev"]["manufacturer"] == "Kamstrup"
+    assert device["cmps"]["energy"]["expire_after"] == 2250
     assert [m.text for m in watcher.on("kamstrup382/status") if not m.retain][-1] == "offline"
 
 
@@ -205,3 +210,35 @@ async def test_k382_collect_once_without_a_broker_keeps_the_readings(
     assert read_at[0] == waiting.read_at.isoformat()
     with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
         assert storage.outbox_pending() == []
+
+
+async def test_k382_collect_announces_devices_and_clears_a_meter_no_longer_configured(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Two emulated meters, then one: the second's device leaves Home Assistant at the next
+    run; the first keeps its device, linked to the dashboard's public address."""
+    config = tmp_path / "k382.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{tmp_path / "r.sqlite"}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\n'
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://k382.example/"\n'
+    )
+    async with Watcher(mosquitto.host, mosquitto.port, ["homeassistant/#"]) as watcher:
+        status, err = await run_collect(config, "--emulator", "2", "--speed", "100", "--once")
+        assert status == 0, err
+
+        def announced(ms: list[Received]) -> list[Received]:
+            return [m for m in ms if m.topic.startswith("homeassistant/device/") and m.payload]
+
+        await watcher.wait_for(lambda ms: len({m.topic for m in announced(ms)}) >= 2)
+        devices = {m.topic: m.json() for m in announced(watcher.messages)}
+        assert len(devices) == 2
+        by_name = {config["dev"]["name"]: topic for topic, config in devices.items()}
+        first, second = by_name["emulated-1"], by_name["emulated-2"]
+        assert devices[first]["dev"]["configuration_url"] == (
+            "https://k382.example/meters/emulated-1"
+        )
+        status, err = await run_collect(config, "--emulator", "1", "--speed", "100", "--once")
+        assert status == 0, err
+        await watcher.wait_for(lambda ms: any(m.topic == second and not m.payload for m in ms))
+    assert all(m.payload for m in watcher.on(first))

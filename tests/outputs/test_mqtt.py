@@ -24,7 +24,7 @@ from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
 from .helpers import PATIENCE, Gate, Received, Watcher, failure, reading, settle
-from .test_discovery import check_sensor_schema
+from .test_discovery import check_device_schema
 
 pytestmark = pytest.mark.mosquitto
 
@@ -89,39 +89,47 @@ async def watcher(mosquitto: MosquittoBroker) -> AsyncIterator[Watcher]:
         yield w
 
 
-async def test_discovery_is_retained_and_valid_for_every_register(
+HOUSE = "kamstrup382_685-382-OK-15_00054042"
+HOUSE_CONFIG = f"homeassistant/device/{HOUSE}/config"
+
+
+async def test_discovery_is_retained_and_valid_one_config_per_device(
     mosquitto: MosquittoBroker, watcher: Watcher, storage: Storage
 ) -> None:
     output = make_output(mosquitto, ["house", "flat.2"])
     await output.start(storage)
     try:
+        # a meter is announced once it is known: at its first reading
         await store_and_publish(storage, output, [reading("house", 0)])
-        configs = "homeassistant/sensor/"
-        # before its first reading a meter is announced with what is known (its name) ...
-        await watcher.wait_for(
-            lambda ms: sum(m.topic.startswith(configs) for m in ms) >= 3 * len(REGISTERS)
-        )
+        await watcher.wait_count(HOUSE_CONFIG, 1)
         await watcher.wait_count("kamstrup382/house/state", 1)
+        flat = reading("flat.2", 0, customer_number="00000002")
+        await store_and_publish(storage, output, [flat])
+        await watcher.wait_count("kamstrup382/flat.2/state", 1)
     finally:
         await output.stop()
-    for message in watcher.messages:
-        if message.topic.startswith(configs):
-            check_sensor_schema(message.topic, message.json())
-    # ... and once read, again with the device facts of the reading
-    house = [m.json() for m in watcher.on("homeassistant/sensor/kamstrup382_house/energy/config")]
-    assert house[0]["device"]["model"] == "382"
-    assert house[-1]["device"]["model_id"] == "685-382-OK-15"
-    assert house[-1]["device"]["serial_number"] == "00054042"
+    configs = [m for m in watcher.messages if m.topic.startswith("homeassistant/device/")]
+    for message in configs:
+        check_device_schema(message.topic, message.json())
+    # the device config came before the meter's first state message
+    topics = [m.topic for m in watcher.messages]
+    assert topics.index(HOUSE_CONFIG) < topics.index("kamstrup382/house/state")
+    house = watcher.on(HOUSE_CONFIG)[-1].json()
+    assert house["dev"]["model_id"] == "685-382-OK-15"
+    assert house["dev"]["serial_number"] == "00054042"
+    assert house["dev"]["name"] == "house"
     # retained: a client subscribing later gets every config at once
     async with Watcher(
-        mosquitto.host, mosquitto.port, ["homeassistant/#"], client_id="late"
+        mosquitto.host, mosquitto.port, ["homeassistant/device/#"], client_id="late"
     ) as late:
-        await late.wait_for(lambda ms: len(ms) >= 2 * len(REGISTERS))
+        await late.wait_for(lambda ms: len(ms) >= 2)
         assert all(m.retain for m in late.messages)
         latest = {m.topic: m.json() for m in late.messages}
-    flat = [t for t in latest if "/kamstrup382_flat_2_" in t]
-    assert len(flat) == len(REGISTERS)
-    assert latest["homeassistant/sensor/kamstrup382_house/energy/config"] == house[-1]
+    assert set(latest) == {
+        HOUSE_CONFIG,
+        "homeassistant/device/kamstrup382_685-382-OK-15_00000002/config",
+    }
+    assert latest[HOUSE_CONFIG] == house
 
 
 async def test_state_messages_match_the_stored_readings(
@@ -317,27 +325,17 @@ async def test_home_assistant_online_triggers_a_new_announcement(
     await asyncio.to_thread(storage.record, [reading("house", 0)], outbox=False)
     output = make_output(mosquitto, ["house"])
     await output.start(storage)
-    topic = "homeassistant/sensor/kamstrup382_house/energy/config"
     try:
-        first = await watcher.wait_count(topic, 1)
+        first = await watcher.wait_count(HOUSE_CONFIG, 1)
         # the device facts come from the storage: no reading needed after the restart
-        assert first[0].json()["device"]["serial_number"] == "00054042"
+        assert first[0].json()["dev"]["serial_number"] == "00054042"
         await watcher.publish("homeassistant/status", "offline")
         await watcher.publish("homeassistant/status", "online")
-        await watcher.wait_count(topic, 2)
-        await watcher.wait_for(
-            lambda ms: all(
-                sum(
-                    m.topic == f"homeassistant/sensor/kamstrup382_house/{r.name}/config" for m in ms
-                )
-                == 2
-                for r in REGISTERS
-            )
-        )
+        await watcher.wait_count(HOUSE_CONFIG, 2)
     finally:
         await output.stop()
     await settle(watcher)
-    assert len(watcher.on(topic)) == 2  # "offline" announced nothing
+    assert len(watcher.on(HOUSE_CONFIG)) == 2  # "offline" announced nothing
 
 
 async def test_discovery_can_be_switched_off(
@@ -352,7 +350,9 @@ async def test_discovery_can_be_switched_off(
         await settle(watcher)
     finally:
         await output.stop()
-    assert not [m for m in watcher.messages if m.topic.startswith("homeassistant/sensor/")]
+    assert [m.topic for m in watcher.messages if m.topic.startswith("homeassistant/")] == [
+        "homeassistant/status"  # only what the test itself sent
+    ]
 
 
 async def test_availability_online_on_connect_offline_on_stop(

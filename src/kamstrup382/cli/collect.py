@@ -187,7 +187,9 @@ async def _main(
     async with _emulated(base, emulated, speed) as config:
         if not config.meters:
             raise ConfigError("meters", "no meters configured")
-        outputs = build_outputs(config.sections, config.meters)
+        outputs = build_outputs(
+            config.sections, config.meters, dashboard_url=config.http.dashboard_url()
+        )
         storage = await asyncio.to_thread(open_storage, config.storage.url)
         try:
             notifier = Notifier.from_environment()

@@ -308,9 +308,8 @@ class Collector:
         self.history.forget(change.removed)
         if change.added and self._writer is not None:
             await self._load_history_of([m.name for m in change.added])
-        names = [m.name for m in config.meters]
         for output in self.outputs:
-            output.meters_changed(names)
+            output.meters_changed(config.meters)
         self._reconfigured.set()
         return change
 

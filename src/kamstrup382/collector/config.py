@@ -34,12 +34,16 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     bcc = "auto"            # auto | sum7 | xor
     interval = "15m"        # and jitter, retries, backoff, answer_timeout, answer_margin, deadline
     shared_line = "gw1"     # meters naming the same line are read one at a time (default: port)
+    unique_id = "house-main" # its identity in Home Assistant (default: type number and customer
+                            # number from its readings); the name is only the name shown
 
     [http]                  # the dashboard (k382 serve)
     listen = "127.0.0.1:8382"
     token = "..."           # required to listen beyond loopback
     title = "Our house"
     refresh = 30            # seconds between page updates (0: none)
+    public_url = "https://k382.example/"  # the dashboard as its users reach it (Home
+                            # Assistant's "Visit" link; default: from listen, unless loopback)
 
 Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"``, ``"1h30m"``,
 at most 366 days. The file is UTF-8; tables and arrays nest at most :data:`MAX_DEPTH` deep.
@@ -61,6 +65,7 @@ the dotted path of the value (``meters[2].port``, ``collector.interval``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
@@ -121,6 +126,8 @@ class MeterConfig:
     shared_line: str
     timing: Timing = field(default_factory=Timing)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The meter's identity for Home Assistant (``None``: its type and customer number).
+    unique_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,25 @@ class HttpConfig:
     refresh: float = 30.0
     #: A file holding the token (relative to the config file's directory), kept out of ``ps``.
     token_file: str | None = None
+    #: The dashboard's address as its users reach it (behind a proxy, a name of its own).
+    public_url: str | None = None
+
+    def dashboard_url(self) -> str | None:
+        """Where users reach the dashboard, for links to it (Home Assistant's "Visit"):
+        ``public_url``; else ``http://<listen>``, with this machine's name for a wildcard
+        address; ``None`` without ``[http]`` or when it listens on loopback only (a link to
+        127.0.0.1 would open the browser's own machine)."""
+        if self.public_url:
+            return self.public_url
+        if self.listen is None or self.listen.loopback:
+            return None
+        host = self.listen.host
+        try:
+            if ipaddress.ip_address(host).is_unspecified:
+                host = socket.getfqdn()
+        except ValueError:
+            pass  # a host name
+        return Listen(host, self.listen.port).url()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +250,7 @@ _METER_CHECKS: dict[str, _Check] = {
     "line": partial(check.choice, LineMode),
     "bcc": partial(check.choice, BccMode),
     "shared_line": check.text,
+    "unique_id": check.identifier,
     **_SCHEDULE_CHECKS,
     **_TIMING_CHECKS,
     **_RETRY_CHECKS,
@@ -241,6 +268,7 @@ _HTTP_CHECKS: dict[str, _Check] = {
     "token_file": check.text,
     "title": check.text,
     "refresh": partial(check.seconds, allow_zero=True),
+    "public_url": check.http_url,
 }
 
 
@@ -291,6 +319,7 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
         shared_line=values.get("shared_line", port),
         timing=_timing(values, defaults.timing),
         retry=_retry(values, defaults.retry),
+        unique_id=values.get("unique_id"),
     )
 
 
@@ -379,6 +408,7 @@ def parse_config(
         raise ConfigError("meters", "expected an array of tables: [[meters]]")
     meters: list[MeterConfig] = []
     seen: dict[str, int] = {}
+    unique_ids: dict[str, int] = {}
     for index, table in enumerate(raw_meters):
         meter = build_meter(check.table(table, f"meters[{index}]"), collector, index)
         if meter.name in seen:
@@ -387,6 +417,14 @@ def parse_config(
                 f"duplicate name {meter.name!r} (also meters[{seen[meter.name]}].name)",
             )
         seen[meter.name] = index
+        if meter.unique_id is not None:
+            if meter.unique_id in unique_ids:
+                raise ConfigError(
+                    f"meters[{index}].unique_id",
+                    f"duplicate unique_id {meter.unique_id!r} "
+                    f"(also meters[{unique_ids[meter.unique_id]}].unique_id)",
+                )
+            unique_ids[meter.unique_id] = index
         meters.append(meter)
 
     http = _parse_http(check.table(document.get("http", {}), "http"))

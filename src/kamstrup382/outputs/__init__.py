@@ -15,11 +15,16 @@ from kamstrup382.outputs.base import Output
 __all__ = ["Output", "build_outputs"]
 
 
-def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]:
+def build_outputs(
+    sections: Mapping[str, Any], meters: Any = (), *, dashboard_url: str | None = None
+) -> list[Output]:
     """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
 
-    ``meters`` is the configured meter list (names, or the meters' configs: Prometheus then
-    exports their intervals), for outputs that announce meters up front. A bad value raises
+    ``meters`` is the configured meter list (names, or the configured meters: MQTT announces
+    them with their interval and ``unique_id``, Prometheus exports their intervals);
+    ``dashboard_url`` the dashboard's address when it is served
+    (:meth:`~kamstrup382.collector.config.HttpConfig.dashboard_url`), for Home Assistant's
+    links to it. A bad value raises
     :class:`~kamstrup382.errors.ConfigError` naming its key; an output whose extra is not
     installed, :class:`~kamstrup382.extras.MissingExtra`.
     """
@@ -28,7 +33,9 @@ def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]
         require("mqtt")
         from kamstrup382.outputs.mqtt import MqttOutput  # noqa: PLC0415 - only when configured
 
-        outputs.append(MqttOutput.from_config(sections["mqtt"], meters))
+        outputs.append(
+            MqttOutput.from_config(sections["mqtt"], meters, dashboard_url=dashboard_url)
+        )
     if "prometheus" in sections:
         require("prometheus")
         from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any
 
 from kamstrup382.outputs.health import OutputHealth
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
@@ -32,9 +33,9 @@ class Output(abc.ABC):
         self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
     ) -> None: ...
 
-    def meters_changed(self, meters: Sequence[str]) -> None:  # noqa: B027 - optional hook
-        """The configured meters are now ``meters`` (a reloaded configuration): called on the
-        event loop, between batches."""
+    def meters_changed(self, meters: Sequence[Any]) -> None:  # noqa: B027 - optional hook
+        """The configured meters are now ``meters`` (a reloaded configuration: the meters'
+        configs, or names): called on the event loop, between batches."""
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown; flush what can be flushed quickly."""

@@ -1,8 +1,11 @@
 """How the outputs describe each register to the outside world, as data.
 
-Home Assistant (device class, state class, icon) and Prometheus (metric name, help text) by
-register name; the register itself (code, unit, width) comes from the protocol's table
-(:data:`~kamstrup382.protocol.REGISTERS`), which knows nothing of either.
+Home Assistant (entity name, device class, state class, icon) and Prometheus (metric name, help
+text) by register name; the register itself (code, unit, width) comes from the protocol's table
+(:data:`~kamstrup382.protocol.REGISTERS`), which knows nothing of either. The entities of a
+meter's Home Assistant device that are not registers (when it was last read, whether its
+readouts fail) are :data:`HOME_ASSISTANT_STATUS`; :mod:`kamstrup382.outputs.discovery` builds
+the device's components from both, so another entity is one more entry here.
 """
 
 from __future__ import annotations
@@ -10,17 +13,69 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 
-__all__ = ["HOME_ASSISTANT", "PROMETHEUS", "HomeAssistantSensor", "PrometheusMetric"]
+__all__ = [
+    "HOME_ASSISTANT",
+    "HOME_ASSISTANT_STATUS",
+    "PROMETHEUS",
+    "HomeAssistantEntity",
+    "HomeAssistantSensor",
+    "PrometheusMetric",
+    "Source",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HomeAssistantSensor:
     """A register as a Home Assistant MQTT sensor (``None``: left out of the config)."""
 
+    name: str
     device_class: str | None = None
     state_class: str | None = None
     icon: str | None = None
+    #: Shown under "Diagnostic" rather than as one of the device's main sensors.
+    diagnostic: bool = False
+
+
+class Source(StrEnum):
+    """The message of a meter an entity reads its value from."""
+
+    #: ``<topic_prefix>/<meter>/state``: one message per reading.
+    STATE = "state"
+    #: ``<topic_prefix>/<meter>/readout``: how the meter's readouts go (retained).
+    READOUT = "readout"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HomeAssistantEntity:
+    """One entity of a meter's Home Assistant device, as data (a register's is derived from
+    the register table and :data:`HOME_ASSISTANT`; the others are :data:`HOME_ASSISTANT_STATUS`).
+    """
+
+    #: The component's key in the device config, and the end of its unique id.
+    key: str
+    #: Home Assistant's platform: ``sensor``, ``binary_sensor``.
+    platform: str = "sensor"
+    name: str
+    source: Source = Source.STATE
+    #: The field of the source's JSON message that is the entity's value.
+    field: str
+    device_class: str | None = None
+    state_class: str | None = None
+    unit: str | None = None
+    icon: str | None = None
+    precision: int | None = None
+    diagnostic: bool = False
+    #: Unavailable once no reading came for about 2.5 of the meter's intervals (``expire_after``).
+    expires: bool = False
+    #: Unavailable while the meter's last readout failed (besides the collector being offline).
+    follows_meter: bool = True
+    #: The source message's fields as the entity's attributes (``json_attributes_topic``).
+    attributes: bool = False
+    #: A binary sensor's values of ``field`` for on and off.
+    payload_on: str | None = None
+    payload_off: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,18 +95,65 @@ _TARIFF_HELP = "Energy per tariff register (1.20.1, 1.20.2) in kWh"
 _PEAK_HELP = "Highest demand-period average power (1.6 this month, 1.6*1 last month) in kW"
 
 #: By register name, for every register of the table.
+#: By register name, for every register of the table. Entity names: Home Assistant prefixes
+#: them with the device name.
 HOME_ASSISTANT: Mapping[str, HomeAssistantSensor] = {
-    "customer_number": HomeAssistantSensor(icon="mdi:identifier"),
-    "energy": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
-    "tariff_1": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
-    "tariff_2": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
-    "hour_counter": HomeAssistantSensor(
-        device_class="duration", state_class="total_increasing", icon="mdi:timer-outline"
+    "customer_number": HomeAssistantSensor(
+        name="Customer number", icon="mdi:identifier", diagnostic=True
     ),
-    "pulse_input": HomeAssistantSensor(state_class="total_increasing", icon="mdi:pulse"),
-    "actual_peak": HomeAssistantSensor(device_class="power", state_class="measurement"),
-    "last_month_peak": HomeAssistantSensor(device_class="power", state_class="measurement"),
+    "energy": HomeAssistantSensor(
+        name="Energy", device_class="energy", state_class="total_increasing"
+    ),
+    "tariff_1": HomeAssistantSensor(
+        name="Energy tariff 1", device_class="energy", state_class="total_increasing"
+    ),
+    "tariff_2": HomeAssistantSensor(
+        name="Energy tariff 2", device_class="energy", state_class="total_increasing"
+    ),
+    "hour_counter": HomeAssistantSensor(
+        name="Hour counter",
+        device_class="duration",
+        state_class="total_increasing",
+        icon="mdi:timer-outline",
+        diagnostic=True,
+    ),
+    "pulse_input": HomeAssistantSensor(
+        name="Pulse input", state_class="total_increasing", icon="mdi:pulse"
+    ),
+    "actual_peak": HomeAssistantSensor(
+        name="Peak power this month", device_class="power", state_class="measurement"
+    ),
+    "last_month_peak": HomeAssistantSensor(
+        name="Peak power last month", device_class="power", state_class="measurement"
+    ),
 }
+
+#: The entities of a meter's device beyond its registers. Both stay available while the meter
+#: fails (that is when they matter); only the collector going offline makes them unavailable.
+HOME_ASSISTANT_STATUS: tuple[HomeAssistantEntity, ...] = (
+    HomeAssistantEntity(
+        key="last_reading",
+        name="Last reading",
+        field="read_at",
+        device_class="timestamp",
+        icon="mdi:clock-check-outline",
+        diagnostic=True,
+        follows_meter=False,
+    ),
+    HomeAssistantEntity(
+        key="readout_failing",
+        platform="binary_sensor",
+        name="Readout failing",
+        source=Source.READOUT,
+        field="state",
+        device_class="problem",
+        diagnostic=True,
+        follows_meter=False,
+        attributes=True,
+        payload_on="failing",
+        payload_off="ok",
+    ),
+)
 
 #: By register name; a register left out is not exported (the customer number).
 PROMETHEUS: Mapping[str, PrometheusMetric] = {

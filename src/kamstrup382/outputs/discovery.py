@@ -7,41 +7,62 @@ Topics (``P`` = ``topic_prefix``, ``D`` = ``discovery_prefix``)::
     P/<meter>/state                  one JSON object per reading (see state_payload)
     P/<meter>/availability           online | offline (retained): offline after a failed
                                      readout, online again with the next reading
-    D/sensor/<node>/<register>/config  Home Assistant discovery, one per register (retained)
+    P/<meter>/readout                how the readouts go: JSON (retained, see readout_payload)
+    D/device/<device id>/config      Home Assistant device discovery, one per meter (retained)
     D/status                         Home Assistant's birth/last will: ``online`` -> re-announce
 
-The discovery configs are derived from the register table (:data:`REGISTERS`: name, unit,
-decimals) and the outputs' descriptions (:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT`:
-device class, state class, icon), each declared once.
+A meter's device id is the meter's own identity, not its configured name (which is only the
+name shown): see :func:`device_id`. Its components are built from data: the register table
+(:data:`REGISTERS`: unit, decimals) with the outputs' descriptions
+(:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT`), and the status entities
+(:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_STATUS`), each declared once. Every
+value template comes from :func:`value_template`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import metadata
 from typing import Any
+from urllib.parse import quote
 
 from kamstrup382.documents import dumps, record_document
 from kamstrup382.errors import TypeNumberError
-from kamstrup382.outputs.descriptions import HOME_ASSISTANT
+from kamstrup382.outputs.descriptions import (
+    HOME_ASSISTANT,
+    HOME_ASSISTANT_STATUS,
+    HomeAssistantEntity,
+    Source,
+)
 from kamstrup382.protocol import REGISTERS, Register, TypeNumber, parse_type_number
 from kamstrup382.protocol.registers import RegisterKind
 from kamstrup382.storage import ReadingRecord
 
 __all__ = [
+    "ENTITIES",
+    "FAILING",
     "OFFLINE",
+    "OK",
     "ONLINE",
     "DeviceFacts",
+    "MeterSetup",
     "Topics",
     "check_topic_prefix",
     "device",
+    "device_config",
     "device_facts",
-    "discovery_configs",
-    "discovery_payload",
+    "device_id",
+    "expire_after",
+    "legacy_topics",
     "node_id",
+    "origin",
+    "readout_payload",
     "state_json",
     "state_payload",
     "value_template",
@@ -49,24 +70,15 @@ __all__ = [
 
 ONLINE = "online"
 OFFLINE = "offline"
+#: The ``state`` of a meter's readout message (the "readout failing" binary sensor).
+OK = "ok"
+FAILING = "failing"
 
 #: Home Assistant's node_id / object_id alphabet.
 _HA_ID = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_HA_ID = re.compile(r"[^A-Za-z0-9_-]")
-
-#: Entity names (Home Assistant prefixes them with the device name).
-_ENTITY_NAMES = {
-    "customer_number": "Customer number",
-    "energy": "Energy",
-    "tariff_1": "Energy tariff 1",
-    "tariff_2": "Energy tariff 2",
-    "hour_counter": "Hour counter",
-    "pulse_input": "Pulse input",
-    "actual_peak": "Peak power this month",
-    "last_month_peak": "Peak power last month",
-}
-#: Registers shown under "Diagnostic" rather than as the device's main sensors.
-_DIAGNOSTIC = frozenset({"customer_number", "hour_counter"})
+#: ``expire_after``: so many of the meter's intervals without a reading.
+EXPIRY_INTERVALS = 2.5
 
 
 def check_topic_prefix(prefix: str) -> str | None:
@@ -109,23 +121,55 @@ class Topics:
     def availability(self, meter: str) -> str:
         return f"{self.prefix}/{meter}/availability"
 
-    def discovery(self, meter: str, register: Register) -> str:
-        return f"{self.discovery_prefix}/sensor/{node_id(meter)}/{register.name}/config"
+    def readout(self, meter: str) -> str:
+        return f"{self.prefix}/{meter}/readout"
+
+    def source(self, meter: str, source: Source) -> str:
+        """The topic an entity reading from ``source`` subscribes to."""
+        return self.state(meter) if source is Source.STATE else self.readout(meter)
+
+    def device(self, ident: str) -> str:
+        """The device discovery topic of the device ``ident`` (see :func:`device_id`)."""
+        return f"{self.discovery_prefix}/device/{ident}/config"
+
+
+def _ha_id(text: str) -> str:
+    """``text`` in Home Assistant's id alphabet; text that had to change gets a short hash of
+    itself appended, so that ``a.b`` and ``a_b`` stay apart."""
+    if _HA_ID.fullmatch(text):
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{_NOT_HA_ID.sub('_', text)}_{digest}"
 
 
 def node_id(meter: str) -> str:
-    """The meter's id in discovery topics and unique ids: ``kamstrup382_<meter>``.
+    """The id the discovery configs of version 0.1 (one per entity) gave a meter, by its
+    name: ``kamstrup382_<meter>``; kept to clear those configs (:func:`legacy_topics`) and
+    as the last resort of :func:`device_id`."""
+    return f"kamstrup382_{_ha_id(meter)}"
 
-    Meter names may hold ``.`` and ``:``, which Home Assistant ids may not; they become ``_``
-    and a short hash of the real name is appended, so that ``a.b`` and ``a_b`` stay apart.
-    """
-    if _HA_ID.fullmatch(meter):
-        return f"kamstrup382_{meter}"
-    digest = hashlib.sha256(meter.encode()).hexdigest()[:8]
-    return f"kamstrup382_{_NOT_HA_ID.sub('_', meter)}_{digest}"
+
+def legacy_topics(meter: str, topics: Topics) -> list[str]:
+    """The per-entity discovery topics that versions before device discovery used for
+    ``meter`` (``D/sensor/kamstrup382_<meter>/<register>/config``), to be cleared."""
+    return [
+        f"{topics.discovery_prefix}/sensor/{node_id(meter)}/{register.name}/config"
+        for register in REGISTERS
+    ]
 
 
 # -- the state message --------------------------------------------------------------------------
+
+
+def value_template(field: str) -> str:
+    """The value template of the entity showing ``field`` of its source's JSON message: the
+    one place that knows how a field is found in the message."""
+    return "{{ value_json." + field + " }}"
+
+
+def _iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` (the storage gives aware UTC datetimes)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def state_payload(record: ReadingRecord) -> dict[str, Any]:
@@ -138,12 +182,62 @@ def state_json(record: ReadingRecord) -> str:
     return dumps(state_payload(record))
 
 
-def value_template(register: Register) -> str:
-    """The Jinja template that takes ``register``'s value out of a state payload."""
-    return "{{ value_json.registers." + register.name + ".value }}"
+def register_field(register: Register) -> str:
+    """Where ``register``'s value is in a state message (``registers.energy.value``)."""
+    return f"registers.{register.name}.value"
 
 
-# -- the device and its discovery configs --------------------------------------------------------
+def readout_payload(
+    *,
+    last_reading: datetime | None,
+    last_error: datetime | None,
+    error_kind: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The retained message of ``P/<meter>/readout``: ``state`` is ``failing`` while the last
+    readout failed (a later reading makes it ``ok``), with the last error (when, its kind, its
+    text) and the time of the last reading; the "readout failing" binary sensor shows the state
+    and carries the rest as attributes."""
+    failing = last_error is not None and (last_reading is None or last_error > last_reading)
+    return {
+        "state": FAILING if failing else OK,
+        "last_reading_at": None if last_reading is None else _iso(last_reading),
+        "last_error_at": None if last_error is None else _iso(last_error),
+        "last_error_kind": error_kind,
+        "last_error": error,
+    }
+
+
+# -- the device ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSetup:
+    """What the configuration says of a meter that its device needs."""
+
+    name: str
+    #: The meter's reading interval (``None``: not known; no ``expire_after``).
+    interval: timedelta | None = None
+    #: The ``unique_id`` meter setting: the device's identity instead of the meter's own.
+    unique_id: str | None = None
+    #: Entities of this meter's device beyond :data:`ENTITIES` (e.g. from its pulse input).
+    entities: tuple[HomeAssistantEntity, ...] = ()
+
+    @classmethod
+    def of(cls, meter: object) -> MeterSetup:
+        """From a meter name or a configured meter (anything with ``name``, and optionally
+        ``interval`` and ``unique_id``)."""
+        if isinstance(meter, MeterSetup):
+            return meter
+        if isinstance(meter, str):
+            return cls(meter)
+        interval = getattr(meter, "interval", None)
+        unique_id = getattr(meter, "unique_id", None)
+        return cls(
+            str(getattr(meter, "name")),  # noqa: B009 - any object with a name
+            interval if isinstance(interval, timedelta) else None,
+            unique_id if isinstance(unique_id, str) else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +253,28 @@ def device_facts(record: ReadingRecord | None) -> DeviceFacts:
     if record is None:
         return DeviceFacts()
     return DeviceFacts(record.identification, record.type_number, record.values.customer_number)
+
+
+def device_id(facts: DeviceFacts, unique_id: str | None = None) -> str | None:
+    """The meter's identity in Home Assistant: ``kamstrup382_<unique_id>`` when the meter sets
+    one, else ``kamstrup382_<type number>_<customer number>`` from its readings (the
+    identification stands in for a type number that does not parse); ``None`` for a meter
+    without a ``unique_id`` not read yet. Never the configured name, so a renamed meter keeps
+    its device and entities."""
+    if unique_id is not None:
+        return f"kamstrup382_{_ha_id(unique_id)}"
+    if facts.customer_number is None:
+        return None
+    model = facts.type_number or facts.identification or "unknown"
+    return f"kamstrup382_{_ha_id(f'{model}_{facts.customer_number}')}"
+
+
+def expire_after(interval: timedelta | None) -> int | None:
+    """Seconds without a reading after which a register entity becomes unavailable: about
+    :data:`EXPIRY_INTERVALS` intervals (two readings missed, the third late); ``None``: none."""
+    if interval is None or interval <= timedelta(0):
+        return None
+    return math.ceil(interval.total_seconds() * EXPIRY_INTERVALS)
 
 
 def _decoded(type_number: str | None) -> TypeNumber | None:
@@ -196,10 +312,41 @@ def _version() -> str:
         return "unknown"
 
 
-def device(meter: str, facts: DeviceFacts) -> dict[str, Any]:
-    """The ``device`` block: one Home Assistant device per meter."""
+@cache
+def _support_url() -> str | None:
+    """The package's support address from its metadata (``Project-URL``: an issue tracker
+    first, else its home page); ``None`` when the installed package names none."""
+    try:
+        meta = metadata.metadata("kamstrup382")
+    except metadata.PackageNotFoundError:
+        return None
+    urls: dict[str, str] = {}
+    for entry in meta.get_all("Project-URL") or ():
+        label, _, url = entry.partition(",")
+        urls[label.strip().lower()] = url.strip()
+    for label in ("issues", "bug tracker", "support", "homepage", "source"):
+        if urls.get(label, "").startswith(("http://", "https://")):
+            return urls[label]
+    home = meta["Home-page"] if "Home-page" in meta else None  # noqa: SIM401 - no .get()
+    return home if home and home.startswith(("http://", "https://")) else None
+
+
+def origin() -> dict[str, str]:
+    """The ``origin`` block: this program, its version and where to get support."""
+    block = {"name": "kamstrup382", "sw_version": _version()}
+    support = _support_url()
+    if support is not None:
+        block["support_url"] = support
+    return block
+
+
+def device(
+    meter: str, facts: DeviceFacts, ident: str, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The ``device`` block: one Home Assistant device per meter, named as configured;
+    ``configuration_url`` is the meter's page of the dashboard when its address is known."""
     block: dict[str, Any] = {
-        "identifiers": [node_id(meter)],
+        "identifiers": [ident],
         "name": meter,
         "manufacturer": _manufacturer(facts),
         "model": _model(facts),
@@ -208,51 +355,96 @@ def device(meter: str, facts: DeviceFacts) -> dict[str, Any]:
         block["model_id"] = facts.type_number
     if facts.customer_number is not None:
         block["serial_number"] = facts.customer_number
+    if dashboard_url is not None:
+        block["configuration_url"] = f"{dashboard_url.rstrip('/')}/meters/{quote(meter, safe='')}"
     return block
 
 
-def discovery_payload(
-    meter: str, register: Register, facts: DeviceFacts, topics: Topics
-) -> dict[str, Any]:
-    """The discovery config of one register of one meter (a Home Assistant MQTT sensor)."""
-    payload: dict[str, Any] = {
-        "name": _ENTITY_NAMES.get(register.name, register.description),
-        "unique_id": f"{node_id(meter)}_{register.name}",
-        "state_topic": topics.state(meter),
-        "value_template": value_template(register),
-        "availability": [
-            {"topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE},
-            {
-                "topic": topics.availability(meter),
-                "payload_available": ONLINE,
-                "payload_not_available": OFFLINE,
-            },
-        ],
-        "availability_mode": "all",
-        "device": device(meter, facts),
-        "origin": {"name": "kamstrup382", "sw_version": _version()},
-    }
+def _register_entity(register: Register) -> HomeAssistantEntity:
     sensor = HOME_ASSISTANT[register.name]
-    if sensor.device_class is not None:
-        payload["device_class"] = sensor.device_class
-    if sensor.state_class is not None:
-        payload["state_class"] = sensor.state_class
-    if register.unit is not None:
-        payload["unit_of_measurement"] = register.unit
-    if register.kind is not RegisterKind.TEXT:
-        payload["suggested_display_precision"] = register.decimals
-    if sensor.icon is not None:
-        payload["icon"] = sensor.icon
-    if register.name in _DIAGNOSTIC:
-        payload["entity_category"] = "diagnostic"
-    return payload
+    return HomeAssistantEntity(
+        key=register.name,
+        name=sensor.name,
+        field=register_field(register),
+        device_class=sensor.device_class,
+        state_class=sensor.state_class,
+        unit=register.unit,
+        icon=sensor.icon,
+        precision=None if register.kind is RegisterKind.TEXT else register.decimals,
+        diagnostic=sensor.diagnostic,
+        expires=True,
+    )
 
 
-def discovery_configs(
-    meter: str, facts: DeviceFacts, topics: Topics
-) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, config) for every register of ``meter``, in register-table order."""
+#: Every entity of a meter's device, in order: its registers, then its status.
+ENTITIES: tuple[HomeAssistantEntity, ...] = (
+    *(_register_entity(register) for register in REGISTERS),
+    *HOME_ASSISTANT_STATUS,
+)
+
+
+def _availability(topics: Topics, meter: str | None) -> list[dict[str, str]]:
+    """Available while the collector is online and (``meter``) the meter's last readout
+    succeeded."""
+    entries = [topics.status] + ([] if meter is None else [topics.availability(meter)])
     return [
-        (topics.discovery(meter, register), discovery_payload(meter, register, facts, topics))
-        for register in REGISTERS
+        {"topic": topic, "payload_available": ONLINE, "payload_not_available": OFFLINE}
+        for topic in entries
     ]
+
+
+def _component(
+    entity: HomeAssistantEntity, meter: str, ident: str, topics: Topics, expiry: int | None
+) -> dict[str, Any]:
+    """One entry of the device config's ``cmps``: what differs from the shared options."""
+    config: dict[str, Any] = {
+        "platform": entity.platform,
+        "name": entity.name,
+        "unique_id": f"{ident}_{entity.key}",
+        "value_template": value_template(entity.field),
+    }
+    if entity.source is not Source.STATE:
+        config["state_topic"] = topics.source(meter, entity.source)
+    if entity.attributes:
+        config["json_attributes_topic"] = topics.source(meter, entity.source)
+    if not entity.follows_meter:
+        config["availability"] = _availability(topics, None)
+    optional = {
+        "device_class": entity.device_class,
+        "state_class": entity.state_class,
+        "unit_of_measurement": entity.unit,
+        "suggested_display_precision": entity.precision,
+        "icon": entity.icon,
+        "payload_on": entity.payload_on,
+        "payload_off": entity.payload_off,
+        "entity_category": "diagnostic" if entity.diagnostic else None,
+        "expire_after": expiry if entity.expires else None,
+    }
+    config.update({key: value for key, value in optional.items() if value is not None})
+    return config
+
+
+def device_config(
+    setup: MeterSetup,
+    facts: DeviceFacts,
+    ident: str,
+    topics: Topics,
+    *,
+    dashboard_url: str | None = None,
+    entities: Iterable[HomeAssistantEntity] = ENTITIES,
+) -> dict[str, Any]:
+    """The device discovery config of one meter (``D/device/<ident>/config``): the device,
+    the origin, one component per entity, and the options they share (the state topic, the
+    availability)."""
+    expiry = expire_after(setup.interval)
+    entities = (*entities, *setup.entities)
+    return {
+        "dev": device(setup.name, facts, ident, dashboard_url),
+        "o": origin(),
+        "cmps": {
+            entity.key: _component(entity, setup.name, ident, topics, expiry) for entity in entities
+        },
+        "state_topic": topics.state(setup.name),
+        "availability": _availability(topics, setup.name),
+        "availability_mode": "all",
+    }

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -51,11 +50,15 @@ from kamstrup382.outputs.discovery import (
     OFFLINE,
     ONLINE,
     DeviceFacts,
+    MeterSetup,
     device_facts,
-    discovery_configs,
     state_json,
 )
+from kamstrup382.outputs.ha_devices import Devices
 from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
+from kamstrup382.outputs.mqtt_devices import Disconnected as _Disconnected
+from kamstrup382.outputs.mqtt_devices import HomeAssistantSide
+from kamstrup382.outputs.mqtt_devices import Message as _Message
 from kamstrup382.outputs.mqtt_settings import MqttSettings
 from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
 
@@ -86,19 +89,7 @@ def login_refused(exc: BaseException) -> bool:
     return code in _LOGIN_REFUSED_CODES
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    topic: str
-    payload: str
-    qos: int
-    retain: bool
-
-
-class _Disconnected(Kamstrup382Error):
-    """A broker operation failed: end this connection and reconnect."""
-
-
-class MqttOutput(Output):
+class MqttOutput(HomeAssistantSide, Output):
     """Publishes stored readings to an MQTT broker, from the durable outbox, in order.
 
     Attributes for monitoring: ``connected`` (an event, set while a session with the broker
@@ -111,9 +102,26 @@ class MqttOutput(Output):
     name = "mqtt"
     uses_outbox = True
 
-    def __init__(self, settings: MqttSettings, meters: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        meters: Sequence[str | MeterSetup] = (),
+        *,
+        dashboard_url: str | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = settings.topics
+        self._devices = Devices(
+            self.topics,
+            [MeterSetup.of(m) for m in meters],
+            dashboard_url=settings.dashboard_url(dashboard_url),
+        )
+        #: The key of this output's announcements in the storage: the discovery prefix names
+        #: the Home Assistant installation (collectors sharing a database share it).
+        self.announcements_key = f"mqtt:{settings.discovery_prefix}"
+        self._upkeep_at = 0.0  # monotonic: when to renew announcements and clear ghosts
+        self._started_at = 0.0  # monotonic: when start() was called
+        self._swept = False  # the old per-entity configs of unconfigured meters (once)
         self.connections = 0
         self.connect_attempts = 0
         self.login_refusals = 0
@@ -127,8 +135,11 @@ class MqttOutput(Output):
         )
         self._state_file_failed = False
         self._stop_event: asyncio.Event | None = None
-        self._meters: dict[str, DeviceFacts] = {name: DeviceFacts() for name in meters}
+        self._meters = self._devices.facts
+        self._errors: dict[str, tuple[str, str]] = {}  # meter -> kind, message of the newest
+        self._readout_sent: dict[str, str] = {}
         self._announce_all = True
+        self._announced: dict[str, DeviceFacts] = {}  # meter -> the facts it was announced with
         # per meter: newest reading published, newest failure seen, availability wanted/sent
         self._read_at: dict[str, datetime] = {}
         self._failed_at: dict[str, datetime] = {}
@@ -142,9 +153,18 @@ class MqttOutput(Output):
         self._abandon = False
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], meters: Sequence[Any] = ()) -> MqttOutput:
-        names = [m if isinstance(m, str) else str(m.name) for m in meters]
-        return cls(MqttSettings.parse(section), names)
+    def from_config(
+        cls,
+        section: Mapping[str, Any],
+        meters: Sequence[Any] = (),
+        *,
+        dashboard_url: str | None = None,
+    ) -> MqttOutput:
+        """From the ``[mqtt]`` table; ``meters``: names or configured meters (``name``,
+        ``interval``, ``unique_id``); ``dashboard_url``: the dashboard's address when it is
+        served (``mqtt.configuration_url`` wins over it)."""
+        setups = [MeterSetup.of(m) for m in meters]
+        return cls(MqttSettings.parse(section), setups, dashboard_url=dashboard_url)
 
     @property
     def connected(self) -> asyncio.Event:
@@ -160,6 +180,7 @@ class MqttOutput(Output):
         if self._task is not None:
             return
         self._storage = storage
+        self._started_at = time.monotonic()
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._stopping = False
@@ -185,21 +206,22 @@ class MqttOutput(Output):
             last = self._failed_at.get(failure.meter)
             if last is None or failure.failed_at > last:
                 self._failed_at[failure.meter] = failure.failed_at
+                self._errors[failure.meter] = (failure.kind, failure.message)
             read = self._read_at.get(failure.meter)
             if read is None or failure.failed_at > read:
                 self._available[failure.meter] = OFFLINE
         if self._wake is not None:
             self._wake.set()
 
-    def meters_changed(self, meters: Sequence[str]) -> None:
-        """A reloaded configuration: a meter added is announced with its first reading; one
-        removed is no longer announced, nor its availability kept."""
-        wanted = set(meters)
-        for meter in meters:
-            self._meters.setdefault(meter, DeviceFacts())
-        for meter in [m for m in self._meters if m not in wanted]:
-            del self._meters[meter]
-            self._available.pop(meter, None)
+    def meters_changed(self, meters: Sequence[Any]) -> None:
+        """A reloaded configuration (names or configured meters): every device is announced
+        again at once, a meter added with its setup, one removed cleared as a ghost."""
+        self._devices.reconfigure(MeterSetup.of(m) for m in meters)
+        for meter in [m for m in self._available if m not in self._devices.setups]:
+            del self._available[meter]
+        self._announce_all = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def stop(self) -> None:
         """Publish what the outbox holds (for up to ``stop_timeout`` seconds), say ``offline``
@@ -234,6 +256,7 @@ class MqttOutput(Output):
             await asyncio.gather(task, return_exceptions=True)
             self.connected.clear()
             await self._release()  # a round cut short leaves no claims behind
+            await self._release_announcements()
             await self._set_state(STOPPED)
 
     # -- health ----------------------------------------------------------------------------------
@@ -281,11 +304,15 @@ class MqttOutput(Output):
     # -- state kept across connections -------------------------------------------------------------
     def _load(self, storage: Storage) -> None:
         for status in storage.status():
-            if self._meters and status.meter not in self._meters:
+            if self._devices.configured and status.meter not in self._meters:
                 continue
             self._meters.setdefault(status.meter, DeviceFacts())
             if status.last_error is not None and status.last_error_kind != MISSED:
                 self._failed_at[status.meter] = status.last_error
+                self._errors[status.meter] = (
+                    status.last_error_kind or "",
+                    status.last_error_message or "",
+                )
             if status.last_success is not None:
                 self._read_at[status.meter] = status.last_success
             if status.meter in self._failed_at or status.last_success is not None:
@@ -297,7 +324,7 @@ class MqttOutput(Output):
         for meter in list(self._meters):
             latest = storage.latest(meter)
             if latest is not None:
-                self._meters[meter] = device_facts(latest)
+                self._devices.update(meter, device_facts(latest))
                 self._read_at[meter] = max(self._read_at.get(meter, latest.read_at), latest.read_at)
 
     # -- the connection --------------------------------------------------------------------------
@@ -387,6 +414,8 @@ class MqttOutput(Output):
                 ) from exc
         # retained availability may be gone (a broker without persistence): say it again
         self._available_sent.clear()
+        self._readout_sent.clear()
+        self._announce_all = True
         listener = asyncio.create_task(self._listen(client))
         sender = asyncio.create_task(self._sender(client))
         try:
@@ -471,18 +500,24 @@ class MqttOutput(Output):
         the broker acknowledged; stop at the first failure so that the order is kept."""
         assert self._storage is not None
         s = self.settings
+        changed: dict[str, DeviceFacts] = {}
+        for _, record in items:
+            facts = device_facts(record)
+            if self._announced.get(record.meter) != facts:
+                changed[record.meter] = facts
+        if changed and any(self._devices.unknown(meter) for meter in changed):
+            self._upkeep_at = 0.0  # a meter known at last: ghosts may be cleared now
+        for meter, facts in changed.items():  # the newest reading's facts
+            self._devices.update(meter, facts)
+        # a meter read for the first time, or whose facts changed: its device before its state
         messages: list[_Message] = []
+        if changed and s.discovery:
+            messages += await self._announce(self._devices.plan(changed))
+        for meter, facts in changed.items():
+            self._announced[meter] = facts
         ends: list[tuple[int, int]] = []  # (outbox id, index of its state message)
         for outbox_id, record in items:
             meter = record.meter
-            facts = device_facts(record)
-            if self._meters.get(meter) != facts:
-                self._meters[meter] = facts
-                if s.discovery:
-                    messages += [
-                        _Message(topic, _json(config), 1, True)
-                        for topic, config in discovery_configs(meter, facts, self.topics)
-                    ]
             ends.append((outbox_id, len(messages)))
             messages.append(_Message(self.topics.state(meter), state_json(record), s.qos, s.retain))
             if meter not in self._read_at or record.read_at >= self._read_at[meter]:
@@ -497,7 +532,7 @@ class MqttOutput(Output):
         self.published += len(done)
         if sent < len(messages):
             for _, record in items[len(done) :]:
-                self._meters[record.meter] = DeviceFacts()  # announce again with it
+                self._announced.pop(record.meter, None)  # announce again with it
             raise _Disconnected(f"publishing failed: {self.last_error}")
 
     async def _release(self) -> None:
@@ -509,41 +544,6 @@ class MqttOutput(Output):
         except Kamstrup382Error as exc:
             log.warning("mqtt: giving back outbox claims failed (they expire): %s", exc)
 
-    async def _send_announcements(self, client: aiomqtt.Client) -> None:
-        """Every meter's discovery configs, when Home Assistant (re)started or at first."""
-        if not (self._announce_all and self.settings.discovery):
-            return
-        self._announce_all = False
-        messages = [
-            _Message(topic, _json(config), 1, True)
-            for meter, facts in list(self._meters.items())
-            for topic, config in discovery_configs(meter, facts, self.topics)
-        ]
-        try:
-            sent = await self._publish_many(client, messages)
-        except BaseException:
-            self._announce_all = True
-            raise
-        if sent < len(messages):
-            self._announce_all = True
-            raise _Disconnected(f"announcing failed: {self.last_error}")
-
-    async def _send_availability(self, client: aiomqtt.Client) -> None:
-        changes = [
-            (meter, payload)
-            for meter, payload in self._available.items()
-            if self._available_sent.get(meter) != payload
-        ]
-        messages = [
-            _Message(self.topics.availability(meter), payload, 1, True)
-            for meter, payload in changes
-        ]
-        sent = await self._publish_many(client, messages)
-        for meter, payload in changes[:sent]:
-            self._available_sent[meter] = payload
-        if sent < len(messages):
-            raise _Disconnected(f"publishing availability failed: {self.last_error}")
-
     async def _send(
         self, client: aiomqtt.Client, topic: str, payload: str, *, qos: int, retain: bool
     ) -> None:
@@ -551,7 +551,3 @@ class MqttOutput(Output):
             await client.publish(topic, payload, qos=qos, retain=retain)
         except aiomqtt.MqttError as exc:
             raise _Disconnected(f"publishing to {topic} failed: {exc}") from exc
-
-
-def _json(config: Mapping[str, Any]) -> str:
-    return json.dumps(config, separators=(",", ":"))

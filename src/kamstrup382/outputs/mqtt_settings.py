@@ -28,6 +28,9 @@ Configuration (the ``[mqtt]`` table; only ``url`` is required)::
     batch_size = 100                   # outbox entries published per round
     stop_timeout = 5                   # seconds to flush the outbox on shutdown
     outbox_lease = 60                  # seconds a claim on meters of a shared outbox lasts
+                                       # (and on the devices announced to Home Assistant)
+    configuration_url = "https://k382.example/"  # the dashboard as Home Assistant's users
+                                       # reach it (default: from [http]; "" for none)
 
 Each bad value raises :class:`~kamstrup382.errors.ConfigError` naming its dotted key.
 """
@@ -76,6 +79,7 @@ _KEYS = (
     "batch_size",
     "stop_timeout",
     "outbox_lease",
+    "configuration_url",
 )
 _PROTOCOLS = {
     "3.1.1": aiomqtt.ProtocolVersion.V311,
@@ -120,6 +124,9 @@ class MqttSettings:
     batch_size: int = 100
     stop_timeout: float = 5.0
     outbox_lease: float = 60.0
+    #: The dashboard's address for Home Assistant's "Visit" link (``""``: none; ``None``: the
+    #: one the ``[http]`` table gives, see :meth:`dashboard_url`).
+    configuration_url: str | None = None
 
     @classmethod
     def parse(cls, section: Mapping[str, Any]) -> MqttSettings:
@@ -187,6 +194,10 @@ class MqttSettings:
             values["state_file"] = str(
                 Path(check.text(data["state_file"], "mqtt.state_file")).expanduser()
             )
+        if "configuration_url" in data:
+            values["configuration_url"] = check.http_url(
+                data["configuration_url"], "mqtt.configuration_url", empty=True
+            )
         if "batch_size" in data:
             values["batch_size"] = check.integer(
                 data["batch_size"], "mqtt.batch_size", low=1, high=10_000
@@ -204,6 +215,13 @@ class MqttSettings:
                 f"got {settings.outbox_lease:g} s",
             )
         return settings
+
+    def dashboard_url(self, served: str | None) -> str | None:
+        """The dashboard address devices link to: ``configuration_url`` when set (``""``:
+        none), else ``served``, the address the ``[http]`` table gives (if any)."""
+        if self.configuration_url is not None:
+            return self.configuration_url or None
+        return served
 
     @property
     def protocol_version(self) -> aiomqtt.ProtocolVersion:

@@ -299,12 +299,16 @@ class PrometheusOutput(Output):
         if duration is not None:
             duration.labels(meter)
 
-    def meters_changed(self, meters: Sequence[str]) -> None:
-        """A reloaded configuration: series of the meters added start at 0; those of the
-        meters removed go (a removed meter is not reported as stale for ever). A meter added
-        gets its interval series with the next start (its config is not given here)."""
-        wanted = set(meters)
-        self.meters = tuple(meters)
+    def meters_changed(self, meters: Sequence[Any]) -> None:
+        """A reloaded configuration (names or configured meters): series of the meters added
+        start at 0; those of the meters removed go (a removed meter is not reported as stale
+        for ever)."""
+        self.meters = tuple(m if isinstance(m, str) else str(m.name) for m in meters)
+        wanted = set(self.meters)
+        for meter in meters:
+            interval = getattr(meter, "interval", None)
+            if interval is not None:
+                self._gauge("interval").labels(str(meter.name)).set(interval.total_seconds())
         with self._lock:
             removed = [m for m in self._known if m not in wanted]
             for meter in self.meters:

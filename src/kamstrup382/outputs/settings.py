@@ -7,12 +7,22 @@ and the collector), gathered here under the names the outputs call them by.
 
 from __future__ import annotations
 
-from kamstrup382.settings import boolean, check_keys, host_port, integer, seconds, table, text
+from kamstrup382.settings import (
+    boolean,
+    check_keys,
+    host_port,
+    http_url,
+    integer,
+    seconds,
+    table,
+    text,
+)
 
 __all__ = [
     "boolean",
     "check_keys",
     "host_port",
+    "http_url",
     "integer",
     "seconds",
     "table",

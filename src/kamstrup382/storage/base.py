@@ -8,7 +8,7 @@ Errors of sqlite3 and psycopg are translated into :class:`~kamstrup382.errors.St
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 
@@ -122,6 +122,30 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
         """The BCC algorithm of each meter's newest reading (meters without one are left out)."""
+
+    # -- announcements (what an output announced; see storage/announcements.py) ---------------
+    @abc.abstractmethod
+    def announce(
+        self, output: str, holder: str, devices: Mapping[str, str], lease: timedelta
+    ) -> dict[str, str | None]:
+        """Record that ``holder`` announces ``devices`` (device id -> meter name) on
+        ``output`` until ``lease`` from now; per device, the meter name recorded before."""
+
+    @abc.abstractmethod
+    def stale_announcements(
+        self, output: str, holder: str, keep: Sequence[str], *, everyone: bool = False
+    ) -> dict[str, str]:
+        """Devices of ``output`` no running collector announces (device id -> meter name)."""
+
+    @abc.abstractmethod
+    def forget_announcements(
+        self, output: str, holder: str, devices: Sequence[str], *, everyone: bool = False
+    ) -> int:
+        """Delete the announcements of ``devices`` that are still stale; how many."""
+
+    @abc.abstractmethod
+    def release_announcements(self, output: str, holder: str) -> None:
+        """End ``holder``'s leases on ``output``'s announcements now."""
 
     # -- reading -----------------------------------------------------------------------------
     @abc.abstractmethod

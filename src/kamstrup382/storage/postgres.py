@@ -104,6 +104,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # a failed readout keeps the bytes it was refused for (an implausible telegram)
     5: ("ALTER TABLE failures ADD COLUMN raw BYTEA",),
+    # what each output announced (Home Assistant devices), to clear the ones no longer
+    # configured (see storage/announcements.py)
+    6: (
+        """CREATE TABLE announced (
+            output TEXT NOT NULL,
+            device TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            meter TEXT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (output, device, holder)
+        )""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -255,6 +267,12 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
             raise StorageError(f"{what} failed in PostgreSQL: {exc}") from exc
         finally:
             conn.close()
+
+    def _now(self, conn: psycopg.Connection[Any]) -> datetime:
+        # the database's clock: collectors' clocks may differ
+        row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        return aware(row[0])
 
     def _lock_schema(self, conn: psycopg.Connection[Any]) -> None:
         # concurrent collectors migrating at once wait for each other

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
 from kamstrup382.protocol.registers import REGISTERS, RegisterKind
+from kamstrup382.storage.announcements import Announcements
 from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
 from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
@@ -84,7 +85,7 @@ class Connection(Protocol):
 ConnT = TypeVar("ConnT", bound=Connection)
 
 
-class SqlStorage(Storage, Generic[ConnT]):
+class SqlStorage(Announcements, Storage, Generic[ConnT]):
     """A :class:`Storage` over SQL: the shared queries; see the module documentation."""
 
     dialect: ClassVar[Dialect]
@@ -115,6 +116,10 @@ class SqlStorage(Storage, Generic[ConnT]):
         """Claim for ``holder`` up to ``limit`` meters of the outbox that are free for it,
         oldest entry first, among the meters of the oldest ``window`` entries (``None``: all);
         the meters claimed. See :meth:`Storage.outbox_pending`."""
+
+    def _now(self, conn: ConnT) -> datetime:
+        """The time leases are measured on (SQLite: this machine's clock)."""
+        return datetime.now(UTC)
 
     def _lock_schema(self, conn: ConnT) -> None:
         """Keep concurrent migrations apart (inside the migration's transaction)."""

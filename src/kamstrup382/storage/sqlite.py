@@ -113,6 +113,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # a failed readout keeps the bytes it was refused for (an implausible telegram)
     5: ("ALTER TABLE failures ADD COLUMN raw BLOB",),
+    # what each output announced (Home Assistant devices), to clear the ones no longer
+    # configured (see storage/announcements.py)
+    6: (
+        """CREATE TABLE announced (
+            output TEXT NOT NULL,
+            device TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            meter TEXT NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (output, device, holder)
+        ) STRICT""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
