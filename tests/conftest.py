@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.emulator",
     "tests.fixtures.postgres",
     "tests.fixtures.mosquitto",
+    "tests.fixtures.influxdb",
     "tests.fixtures.browser",
 ]
 

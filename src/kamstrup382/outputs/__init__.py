@@ -1,4 +1,4 @@
-"""Outputs of the collector: MQTT (with Home Assistant discovery) and Prometheus.
+"""Outputs of the collector: MQTT (with Home Assistant discovery), InfluxDB and Prometheus.
 
 Each output is configured by its own table of the TOML config and is off unless that table
 is present. ``build_outputs`` turns the tables into outputs.
@@ -16,7 +16,8 @@ __all__ = ["Output", "build_outputs"]
 
 
 def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]:
-    """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
+    """Outputs for the ``[mqtt]``, ``[influxdb]`` and ``[prometheus]`` tables present in
+    ``sections``.
 
     ``meters`` is the configured meter list (names), for outputs that announce meters up
     front. A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key; an
@@ -28,11 +29,16 @@ def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]
         from kamstrup382.outputs.mqtt import MqttOutput  # noqa: PLC0415 - only when configured
 
         outputs.append(MqttOutput.from_config(sections["mqtt"], meters))
+    if "influxdb" in sections:
+        require("influxdb")
+        from kamstrup382.outputs.influxdb import InfluxOutput  # noqa: PLC0415
+
+        outputs.append(InfluxOutput.from_config(sections["influxdb"], meters))
     if "prometheus" in sections:
         require("prometheus")
         from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415
 
         prometheus = PrometheusOutput.from_config(sections["prometheus"], meters)
-        prometheus.watch(outputs)  # the metrics say the MQTT output's state
+        prometheus.watch(outputs)  # the metrics say the MQTT and InfluxDB outputs' states
         outputs.append(prometheus)
     return outputs

@@ -1,0 +1,163 @@
+"""The InfluxDB output against a real InfluxDB 1.x on loopback: readings land at their own time
+with their values, outages lose and double nothing, bad data is logged and does not block,
+authentication and TLS.
+
+Readings go through the storage as the collector's writer sends them: stored and queued for the
+``influxdb`` output in one transaction, then handed to ``publish``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kamstrup382.outputs.influxdb import InfluxOutput
+from kamstrup382.storage import ReadingRecord, Storage
+from kamstrup382.storage.url import open_storage
+from tests.fixtures.influxdb import InfluxServer
+
+from .helpers import PATIENCE, reading
+
+QUERY = "SELECT * FROM kamstrup382 GROUP BY *"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
+        yield store
+
+
+def make_output(server: InfluxServer, **extra: Any) -> InfluxOutput:
+    section: dict[str, Any] = {
+        "url": server.url,
+        "database": "k382",
+        "client_id": "k382-test",
+        "retry_delay": 0.05,
+        "retry_max": 0.2,
+        "timeout": 5,
+        **extra,
+    }
+    return InfluxOutput.from_config(section)
+
+
+async def store_and_publish(
+    storage: Storage, output: InfluxOutput, readings: Sequence[ReadingRecord]
+) -> None:
+    """What the collector's writer does with one batch."""
+    await asyncio.to_thread(storage.record, readings, outbox=[output.name])
+    await output.publish(readings, [])
+
+
+async def drained(storage: Storage, output: str = "influxdb") -> None:
+    """Wait until the output's queue is empty: InfluxDB acknowledged every reading so far."""
+
+    async def empty() -> None:
+        while (await asyncio.to_thread(storage.outbox_backlog, output))[0]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(empty(), PATIENCE)
+
+
+def nanoseconds(record: ReadingRecord) -> int:
+    return int(record.read_at.timestamp()) * 10**9 + record.read_at.microsecond * 1000
+
+
+async def test_readings_land_at_their_own_time_with_their_values(
+    influxdb: InfluxServer, storage: Storage
+) -> None:
+    output = make_output(influxdb, tags={"site": "home"})
+    await output.start(storage)
+    try:
+        readings = [reading("house", i) for i in range(3)] + [reading("flat.2", 0)]
+        await store_and_publish(storage, output, readings)
+        await drained(storage)
+    finally:
+        await output.stop()
+    rows = influxdb.rows(QUERY, "k382")
+    assert len(rows) == 4
+    by_key = {(row["meter"], row["time"]): row for row in rows}
+    for record in readings:
+        row = by_key[(record.meter, nanoseconds(record))]  # its own read_at, to the microsecond
+        values = record.values
+        assert row["energy_kwh"] == int(values.energy)
+        assert row["tariff_1_kwh"] == int(values.tariff_1)
+        assert row["tariff_2_kwh"] == int(values.tariff_2)
+        assert row["hour_counter_h"] == int(values.hour_counter)
+        assert row["pulse_input"] == int(values.pulse_input)
+        assert row["actual_peak_w"] == int(values.actual_peak * 1000)
+        assert row["last_month_peak_w"] == 17000
+        assert row["answer_delay_s"] == record.answer_delay
+        assert row["duration_s"] == record.duration
+        assert row["attempts"] == 1
+        assert row["customer_number"] == values.customer_number
+        assert row["type_number"] == record.type_number
+        assert row["site"] == "home"
+    # the registers are integers to InfluxDB
+    types = {v[0]: v[1] for s in influxdb.query("SHOW FIELD KEYS", "k382") for v in s["values"]}
+    assert types["energy_kwh"] == types["actual_peak_w"] == types["attempts"] == "integer"
+    assert types["duration_s"] == "float"
+    assert output.health().counters["written"] == 4
+    assert output.state == "stopped"
+
+
+async def test_the_same_reading_written_twice_is_one_point(
+    influxdb: InfluxServer, storage: Storage, tmp_path: Path
+) -> None:
+    """A write whose answer was lost is written again: InfluxDB keeps one point."""
+    readings = [reading("house", i) for i in range(5)]
+    for _ in range(2):
+        output = make_output(influxdb)
+        await output.start(storage)
+        try:
+            await store_and_publish(storage, output, readings)
+            await drained(storage)
+        finally:
+            await output.stop()
+        # queue them all again, as if InfluxDB's answers had been lost
+        with sqlite3.connect(tmp_path / "readings.sqlite") as conn:
+            conn.execute(
+                "INSERT INTO outbox (reading_id, meter, output) "
+                "SELECT id, meter, 'influxdb' FROM readings ORDER BY id"
+            )
+    assert output.health().counters["written"] == 5
+    rows = influxdb.rows(QUERY, "k382")
+    assert sorted(row["time"] for row in rows) == [nanoseconds(r) for r in readings]
+
+
+async def test_a_refused_reading_is_logged_and_does_not_block_the_rest(
+    influxdb: InfluxServer, storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readings older than the retention policy are refused (HTTP 400, partial write): each
+    is logged with InfluxDB's message and taken out of the queue; the recent ones, queued
+    before and after them, are written."""
+    influxdb.query("CREATE RETENTION POLICY day ON k382 DURATION 1d REPLICATION 1 DEFAULT")
+    now = datetime.now(UTC)
+    old = [reading("house", i) for i in range(3)]  # March 2026: beyond one day
+    recent = [
+        dataclasses.replace(reading("house", 10 + i), read_at=now - timedelta(minutes=10 - i))
+        for i in range(5)
+    ]
+    output = make_output(influxdb)
+    await output.start(storage)
+    try:
+        with caplog.at_level(logging.ERROR, "kamstrup382.outputs.influxdb"):
+            await store_and_publish(storage, output, recent[:2] + old + recent[2:])
+            await drained(storage)
+    finally:
+        await output.stop()
+    assert output.health().counters["rejected"] == 3
+    assert output.health().counters["written"] == 5
+    assert caplog.text.count("beyond retention policy") == 3
+    for record in old:
+        assert f"slot {record.slot.isoformat()}" in caplog.text
+    rows = influxdb.rows(QUERY, "k382")
+    assert sorted(row["time"] for row in rows) == [nanoseconds(r) for r in recent]
+    assert len(list(storage.readings())) == 8  # every reading stays in the storage
