@@ -161,3 +161,142 @@ async def test_a_refused_reading_is_logged_and_does_not_block_the_rest(
     rows = influxdb.rows(QUERY, "k382")
     assert sorted(row["time"] for row in rows) == [nanoseconds(r) for r in recent]
     assert len(list(storage.readings())) == 8  # every reading stays in the storage
+
+
+async def wait_for_state(output: InfluxOutput, state: str) -> None:
+    async def reached() -> None:
+        while output.state != state:  # noqa: ASYNC110 - a poll
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(reached(), PATIENCE)
+
+
+def count(server: InfluxServer) -> int:
+    series = server.query("SELECT count(energy_kwh) FROM kamstrup382", "k382")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+async def test_an_outage_loses_nothing_and_doubles_nothing(
+    influxdb: InfluxServer, storage: Storage
+) -> None:
+    readings = [reading(meter, i) for i in range(40) for meter in ("house", "shed")]
+    output = make_output(influxdb)
+    await output.start(storage)
+    try:
+        await store_and_publish(storage, output, readings[:10])
+        await drained(storage)
+        influxdb.stop()  # down for a while: the readings of several batches wait in the queue
+        for start in range(10, 60, 10):
+            await store_and_publish(storage, output, readings[start : start + 10])
+        await wait_for_state(output, "unreachable")
+        assert output.health().detail
+        assert storage.outbox_backlog("influxdb") == (50, readings[10].read_at)
+        influxdb.start()
+        await store_and_publish(storage, output, readings[60:])
+        await drained(storage)
+        assert output.state == "connected"
+    finally:
+        await output.stop()
+    rows = influxdb.rows(QUERY, "k382")
+    assert sorted((row["meter"], row["time"]) for row in rows) == sorted(
+        (r.meter, nanoseconds(r)) for r in readings
+    )
+    assert output.health().counters["failures"] >= 1
+
+
+@pytest.mark.slow
+async def test_a_server_killed_mid_backlog_loses_nothing_and_doubles_nothing(
+    influxdb: InfluxServer, storage: Storage
+) -> None:
+    """SIGKILL while a backlog is being written, then a restart: every reading once."""
+    total = 20_000
+    readings = [reading(f"m{i % 50:02d}", i // 50) for i in range(total)]
+    await asyncio.to_thread(storage.record, readings, outbox=["influxdb"])
+    output = make_output(influxdb, batch_size=500)
+    await output.start(storage)
+    try:
+        await output.publish(readings, [])
+
+        async def some_written() -> None:
+            while output.written == 0:  # noqa: ASYNC110 - a poll
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(some_written(), PATIENCE)
+        influxdb.kill()
+        await wait_for_state(output, "unreachable")
+        left = (await asyncio.to_thread(storage.outbox_backlog, "influxdb"))[0]
+        assert 0 < left < total
+        influxdb.start()
+        await drained(storage)
+    finally:
+        await output.stop()
+    assert count(influxdb) == total
+    times = {(row["meter"], row["time"]) for row in influxdb.rows(QUERY, "k382")}
+    assert times == {(r.meter, nanoseconds(r)) for r in readings}
+
+
+async def test_credentials_are_sent_and_a_refusal_keeps_the_readings(
+    influxdb_auth: InfluxServer, storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = influxdb_auth
+    server.query("CREATE USER k382 WITH PASSWORD 'wr1te-only'")
+    server.query("GRANT WRITE ON k382 TO k382")
+    readings = [reading("house", i) for i in range(4)]
+    wrong = make_output(server, username="k382", password="not-it", login_retry=60)
+    await wrong.start(storage)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            await store_and_publish(storage, wrong, readings[:2])
+            await wait_for_state(wrong, "login_refused")
+    finally:
+        await wrong.stop()
+    assert wrong.health().counters["login_refusals"] == 1  # and no hammering: one minute's wait
+    assert "authorization failed" in caplog.text
+    assert "not-it" not in caplog.text  # the password is never logged
+    assert storage.outbox_backlog("influxdb")[0] == 2  # nothing left the queue
+    anonymous = make_output(server)
+    await anonymous.start(storage)
+    try:
+        await wait_for_state(anonymous, "login_refused")
+    finally:
+        await anonymous.stop()
+    right = make_output(server, username="k382", password="wr1te-only")
+    await right.start(storage)
+    try:
+        await store_and_publish(storage, right, readings[2:])
+        await drained(storage)
+    finally:
+        await right.stop()
+    assert "wr1te-only" not in repr(right.settings)
+    assert sorted(row["time"] for row in server.rows(QUERY, "k382")) == [
+        nanoseconds(r) for r in readings
+    ]
+
+
+async def test_tls_with_the_servers_ca(influxdb_tls: InfluxServer, storage: Storage) -> None:
+    server = influxdb_tls
+    assert server.url.startswith("https://localhost:")
+    untrusted = make_output(server)  # the system's CAs do not know the test CA
+    await untrusted.start(storage)
+    try:
+        await store_and_publish(storage, untrusted, [reading("house", 0)])
+        await wait_for_state(untrusted, "unreachable")
+        assert "certificate" in (untrusted.health().detail or "").lower()
+    finally:
+        await untrusted.stop()
+    assert storage.outbox_backlog("influxdb")[0] == 1
+    trusted = make_output(server, ca_file=str(server.ca_file))
+    await trusted.start(storage)
+    try:
+        await store_and_publish(storage, trusted, [reading("house", 1)])
+        await drained(storage)
+    finally:
+        await trusted.stop()
+    unchecked = make_output(server, verify=False)
+    await unchecked.start(storage)
+    try:
+        await store_and_publish(storage, unchecked, [reading("house", 2)])
+        await drained(storage)
+    finally:
+        await unchecked.stop()
+    assert len(server.rows(QUERY, "k382")) == 3
