@@ -52,7 +52,7 @@ from kamstrup382.outputs.health import OutputHealth, default_state_file, write_h
 from kamstrup382.outputs.influxdb_line import encode_point
 from kamstrup382.outputs.influxdb_series import reading_point
 from kamstrup382.outputs.influxdb_settings import InfluxSettings
-from kamstrup382.storage import FailureRecord, OutboxItem, ReadingRecord, Storage
+from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
 __all__ = ["STATES", "InfluxOutput", "InfluxSettings"]
 
@@ -280,18 +280,20 @@ class InfluxOutput(Output):
         """Claim and write one batch of the queue; whether there was one."""
         assert self._storage is not None
         s = self.settings
-        items = await asyncio.to_thread(
-            self._storage.outbox_pending,
-            s.batch_size,
-            holder=s.client_id,
-            lease=timedelta(seconds=s.outbox_lease),
-            output=self.name,
-        )
-        if not items:
+        # claimed and encoded in a worker thread: thousands of points are no work for the loop
+        entries = await asyncio.to_thread(self._claim)
+        if not entries:
             return False
         done: list[int] = []
+        lines: list[tuple[int, ReadingRecord, str]] = []
+        for outbox_id, record, line in entries:
+            if isinstance(line, ValueError):  # nothing InfluxDB could take: say so, go on
+                self._reject(record, f"cannot be written as line protocol: {line}")
+                done.append(outbox_id)
+            else:
+                lines.append((outbox_id, record, line))
         try:
-            await self._write(items, done)
+            await self._write_lines(lines, done)
         except BaseException:
             # remove what was written, give the meters back; the rest is tried again
             with contextlib.suppress(Kamstrup382Error):
@@ -304,17 +306,24 @@ class InfluxOutput(Output):
         )
         return True
 
-    async def _write(self, items: Sequence[OutboxItem], done: list[int]) -> None:
-        """Write ``items`` in order, appending the ids written (or rejected) to ``done``;
-        split a batch InfluxDB refuses as data, down to the single point it refuses."""
-        lines: list[tuple[int, ReadingRecord, str]] = []
+    def _claim(self) -> list[tuple[int, ReadingRecord, str | ValueError]]:
+        """The next batch of the queue, claimed, each entry with its line (or why it has none)."""
+        assert self._storage is not None
+        s = self.settings
+        items = self._storage.outbox_pending(
+            s.batch_size,
+            holder=s.client_id,
+            lease=timedelta(seconds=s.outbox_lease),
+            output=self.name,
+        )
+        entries: list[tuple[int, ReadingRecord, str | ValueError]] = []
         for outbox_id, record in items:
             try:
-                lines.append((outbox_id, record, self._line(record)))
-            except ValueError as exc:  # nothing InfluxDB could take: say so, do not block
-                self._reject(record, f"cannot be written as line protocol: {exc}")
-                done.append(outbox_id)
-        await self._write_lines(lines, done)
+                line: str | ValueError = self._line(record)
+            except ValueError as exc:
+                line = exc
+            entries.append((outbox_id, record, line))
+        return entries
 
     async def _write_lines(
         self, lines: Sequence[tuple[int, ReadingRecord, str]], done: list[int]

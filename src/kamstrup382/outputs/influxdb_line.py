@@ -53,6 +53,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNSAYABLE = re.compile(r"[\x00-\x1f\x7f\\]")
 _MEASUREMENT_SPECIAL = re.compile(r"([, ])")
 _KEY_SPECIAL = re.compile(r"([,= ])")
+#: Anything a key may need escaped or refused for: most keys have none, and go as they are.
+_KEY_PLAIN = re.compile(r"[^,= \x00-\x1f\x7f\\]+")
 
 
 def _check_name(text: str, what: str) -> None:
@@ -72,6 +74,8 @@ def escape_measurement(name: str) -> str:
 
 def escape_key(text: str, what: str = "key") -> str:
     """A tag key, tag value or field key as line protocol writes it."""
+    if _KEY_PLAIN.fullmatch(text) and text != "time":
+        return text
     _check_name(text, what)
     if text == "time" and what != "tag value":
         raise ValueError(f"line protocol: {text!r} is not allowed as a {what}")
