@@ -50,6 +50,7 @@ FieldValue = int | float | str | bool
 PRECISIONS: Mapping[str, int] = {"ns": 10**9, "us": 10**6, "ms": 10**3, "s": 1}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64 = (-(2**63), 2**63 - 1)
 _UNSAYABLE = re.compile(r"[\x00-\x1f\x7f\\]")
 _MEASUREMENT_SPECIAL = re.compile(r"([, ])")
 _KEY_SPECIAL = re.compile(r"([,= ])")
@@ -91,6 +92,8 @@ def _field_value(value: FieldValue, key: str) -> str:
     if isinstance(value, bool):  # before int: a bool is an int
         return "true" if value else "false"
     if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"line protocol: the field {key!r} is {value}, beyond 64 bits")
         return f"{value}i"
     if isinstance(value, float):
         if not math.isfinite(value):
