@@ -300,3 +300,27 @@ async def test_tls_with_the_servers_ca(influxdb_tls: InfluxServer, storage: Stor
     finally:
         await unchecked.stop()
     assert len(server.rows(QUERY, "k382")) == 3
+
+
+async def test_a_missing_database_keeps_the_readings_until_it_exists(
+    influxdb: InfluxServer, storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """404 "database not found" is not bad data: nothing leaves the queue, the output tries
+    again with backoff, and writes everything once the database is created."""
+    output = make_output(influxdb, database="later")
+    await output.start(storage)
+    try:
+        await wait_for_state(output, "connected")  # /ping answers before anything is written
+        with caplog.at_level(logging.WARNING, "kamstrup382.outputs.influxdb"):
+            await store_and_publish(storage, output, [reading("house", i) for i in range(3)])
+            await wait_for_state(output, "unreachable")
+        assert "database not found" in (output.health().detail or "")
+        assert "database not found" in caplog.text
+        assert storage.outbox_backlog("influxdb")[0] == 3
+        influxdb.query("CREATE DATABASE later")
+        await drained(storage)
+        assert output.state == "connected"
+    finally:
+        await output.stop()
+    assert output.health().counters["rejected"] == 0
+    assert len(influxdb.rows(QUERY, "later")) == 3

@@ -271,6 +271,8 @@ class InfluxOutput(Output):
                 continue
             if self._stopping:
                 return
+            if self.state == STARTING:  # nothing to write yet: say at least whether it answers
+                await self._ping()
             # woken by a new batch; or look again anyway: another collector sharing the queue
             # may have stored readings, or died holding some
             with contextlib.suppress(TimeoutError):
@@ -361,6 +363,19 @@ class InfluxOutput(Output):
         if 200 <= response.status_code < 300:
             return response.status_code, ""
         return response.status_code, _message(response)
+
+    async def _ping(self) -> None:
+        """``GET /ping``: the state says whether InfluxDB answers (before the first write)."""
+        assert self._client is not None
+        try:
+            response = await self._client.get(f"{self.settings.url}/ping")
+        except httpx.HTTPError as exc:
+            await self._set_state(UNREACHABLE, f"{type(exc).__name__}: {exc}")
+            return
+        if 200 <= response.status_code < 300:
+            await self._set_state(CONNECTED)
+        else:
+            await self._set_state(UNREACHABLE, f"HTTP {response.status_code}: {_message(response)}")
 
     def _line(self, record: ReadingRecord) -> str:
         s = self.settings
