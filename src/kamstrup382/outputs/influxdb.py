@@ -257,8 +257,11 @@ class InfluxOutput(Output):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), wait)
                 continue
-            except Kamstrup382Error as exc:  # the storage: the entries stay queued
-                log.warning("influxdb: reading the queue failed (%s); trying again", exc)
+            except Exception as exc:  # the storage (or a bug): the entries stay queued
+                if isinstance(exc, Kamstrup382Error):
+                    log.warning("influxdb: reading the queue failed (%s); trying again", exc)
+                else:
+                    log.exception("influxdb: writer failed; trying again")
                 if self._stopping:
                     return
                 with contextlib.suppress(TimeoutError):
@@ -271,7 +274,7 @@ class InfluxOutput(Output):
                 continue
             if self._stopping:
                 return
-            if self.state == STARTING:  # nothing to write yet: say at least whether it answers
+            if self.state in (STARTING, UNREACHABLE):  # nothing to write: does it answer?
                 await self._ping()
             # woken by a new batch; or look again anyway: another collector sharing the queue
             # may have stored readings, or died holding some
