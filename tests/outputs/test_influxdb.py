@@ -324,3 +324,24 @@ async def test_a_missing_database_keeps_the_readings_until_it_exists(
         await output.stop()
     assert output.health().counters["rejected"] == 0
     assert len(influxdb.rows(QUERY, "later")) == 3
+
+
+async def test_a_batch_too_large_for_the_server_is_split(tmp_path: Path, storage: Storage) -> None:
+    """InfluxDB answers 413 to a body over its ``max-body-size``: the output halves the batch
+    until it fits, and writes everything, nothing refused."""
+    with InfluxServer(tmp_path / "small", max_body_size=64 * 1024) as server:
+        server.query("CREATE DATABASE k382")
+        output = make_output(server, batch_size=2000)
+        await output.start(storage)
+        try:
+            readings = [reading(f"m{i % 20}", i // 20) for i in range(2000)]
+            await store_and_publish(storage, output, readings)
+            await drained(storage)
+        finally:
+            await output.stop()
+        assert count(server) == 2000
+    counters = output.health().counters
+    assert counters["rejected"] == 0
+    assert counters["written"] == 2000
+    # 2000 points of ~330 bytes: refused whole and in halves down to 16 bodies of 125 that fit
+    assert counters["requests"] == 1 + 2 + 4 + 8 + 16
