@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.mosquitto",
     "tests.fixtures.prometheus",
+    "tests.fixtures.influxdb",
     "tests.fixtures.browser",
 ]
 

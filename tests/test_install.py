@@ -24,6 +24,7 @@ WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 #: the packages of the extras (and plotly, which the dashboard no longer needs)
 NOT_IN_CORE = {
     "aiomqtt",
+    "httpx",
     "jinja2",
     "plotly",
     "prometheus-client",
@@ -156,6 +157,11 @@ def test_what_needs_an_extra_says_which(core: Path, tmp_path: Path) -> None:
     for table, extra, enables in (
         ('[mqtt]\nhost = "127.0.0.1"\n', "mqtt", "the MQTT output"),
         ("[prometheus]\nport = 9382\n", "prometheus", "the Prometheus output"),
+        (
+            '[influxdb]\nurl = "http://127.0.0.1:8086"\ndatabase = "k382"\n',
+            "influxdb",
+            "the InfluxDB output",
+        ),
     ):
         config.write_text(
             f'[storage]\nurl = "sqlite:///{tmp_path / "x.sqlite"}"\n'

@@ -12,6 +12,7 @@ extra           what it enables                                   what it instal
                                                                   where a wheel exists)
 ``mqtt``        the ``[mqtt]`` output, Home Assistant discovery   aiomqtt
 ``prometheus``  the ``[prometheus]`` output                       prometheus-client
+``influxdb``    the ``[influxdb]`` output                         httpx
 ``web``         the dashboard (``k382 serve``, ``k382 demo``)     starlette, uvicorn, jinja2
 ``fast``        uvloop's event loop for the collector             uvloop
 ``gpio``        pulses from a GPIO line (``gpio:CHIP:LINE``)      gpiod (libgpiod v2)
@@ -48,6 +49,7 @@ EXTRAS: dict[str, Extra] = {
         Extra("postgres", "PostgreSQL storage", ("psycopg",)),
         Extra("mqtt", "the MQTT output", ("aiomqtt",)),
         Extra("prometheus", "the Prometheus output", ("prometheus_client",)),
+        Extra("influxdb", "the InfluxDB output", ("httpx",)),
         Extra("web", "the dashboard", ("starlette", "uvicorn", "jinja2")),
         Extra("fast", "uvloop's event loop", ("uvloop",)),
         Extra("gpio", "reading pulses from a GPIO line", ("gpiod",)),

@@ -10,6 +10,7 @@ import pytest
 
 from kamstrup382.cli import main
 from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
+from kamstrup382.outputs.influxdb import STATES as INFLUX_STATES
 from kamstrup382.outputs.mqtt import STATES
 from kamstrup382.storage.url import open_storage
 from tests.storage.samples import failure, reading
@@ -151,3 +152,44 @@ def test_the_mqtt_outputs_state_is_shown_or_said_unknown(
     ]
     code, out, _ = _run(capsys, "--config", str(config), "--json")
     assert code == 0 and isinstance(json.loads(out), list)  # the JSON stays one array of meters
+
+
+def test_the_influxdb_outputs_state_is_shown_beside_mqtts(
+    filled: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "k382.toml"
+    influx_state, mqtt_state = tmp_path / "influxdb.json", tmp_path / "mqtt.json"
+    config.write_text(
+        f'[storage]\nurl = "{filled}"\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:1"\nstate_file = "{mqtt_state}"\n'
+        f'[influxdb]\nurl = "http://127.0.0.1:1"\ndatabase = "k382"\n'
+        f'state_file = "{influx_state}"\n',
+        encoding="utf-8",
+    )
+    code, out, _ = _run(capsys, "--config", str(config))
+    assert code == 0
+    assert f"influxdb: state unknown: no state in {influx_state} yet" in out
+    assert f"mqtt: state unknown: no state in {mqtt_state} yet" in out
+    since = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    write_health(
+        influx_state,
+        OutputHealth(
+            output="influxdb",
+            state="unreachable",
+            states=INFLUX_STATES,
+            since=since,
+            detail="ConnectError: [Errno 111] Connection refused",
+            counters={"written": 12, "rejected": 0},
+        ),
+    )
+    code, out, _ = _run(capsys, "--config", str(config))
+    assert code == 0
+    [line] = [line for line in out.splitlines() if line.startswith("influxdb ")]
+    assert line.split(maxsplit=4) == [
+        "influxdb",
+        "unreachable",
+        "2026-03-01",
+        "10:00:00Z",
+        "ConnectError: [Errno 111] Connection refused",
+    ]
+    assert "mqtt: state unknown" in out  # the other output's state still said

@@ -164,7 +164,8 @@ async def test_outbox_outputs_queue_every_new_reading(tmp_path: object) -> None:
         with open_storage(url) as storage:
             async with Collector(config, storage, [output]) as collector:
                 await collector.run_once()
-            pending = storage.outbox_pending(10)
+            pending = storage.outbox_pending(10, output="recording")
+            assert storage.outbox_pending(10) == []  # MQTT's queue: no MQTT output here
     assert sorted(record.meter for _, record in pending) == ["m0", "m1", "m2"]
 
 

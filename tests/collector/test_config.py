@@ -355,8 +355,9 @@ def test_the_example_config_loads_with_its_outputs_uncommented() -> None:
     tail = text[text.index("# [mqtt]") :].splitlines()
     uncommented = parse(BASE + _regroup(tail))
     sections = dict(uncommented.sections)
-    assert sorted(sections) == ["mqtt", "prometheus"]
+    assert sorted(sections) == ["influxdb", "mqtt", "prometheus"]
     assert sections["prometheus"]["listen"] == "127.0.0.1:9382"
+    assert sections["influxdb"]["database"] == "energy"
     assert uncommented.http == HttpConfig(listen=Listen("127.0.0.1", 8382))
 
 

@@ -74,7 +74,7 @@ class FakeStorage:
         #: The batches stored, in order: their meters (readings first), and when.
         self.batches: list[list[str]] = []
         self.stored_at: list[float] = []
-        self.outbox: list[bool] = []
+        self.outbox: list[Sequence[str] | bool] = []
         self.threads: set[int] = set()
         self.overlapped = False  # two calls at once: the writer must never do that
         self.called = threading.Event()  # set after the first batch is stored
@@ -85,7 +85,7 @@ class FakeStorage:
         readings: Sequence[ReadingRecord],
         failures: Sequence[FailureRecord] = (),
         *,
-        outbox: bool = False,
+        outbox: Sequence[str] | bool = (),
     ) -> int:
         if not self._busy.acquire(blocking=False):
             self.overlapped = True
@@ -391,7 +391,7 @@ async def test_outputs_get_every_stored_batch_after_it_is_stored_split(
         assert other.published == expected
     assert output.unstored == []  # each publish came after its batch was stored
     assert sorted(output.records, key=records.index) == records  # the records themselves
-    assert storage.outbox == [False, False, False]
+    assert storage.outbox == [(), (), ()]
 
 
 @pytest.mark.parametrize("outbox", [False, True])
@@ -405,7 +405,9 @@ async def test_the_outbox_is_used_when_an_output_asks_for_it(
         for index in range(3):
             writer.put(result(index))
         await drain(writer)
-    assert storage.outbox == [outbox, outbox]
+    # the queue of the output that drains one, named after it; none without such an output
+    queues = ("recording",) if outbox else ()
+    assert storage.outbox == [queues, queues]
 
 
 async def test_an_output_that_raises_does_not_stop_the_writer(

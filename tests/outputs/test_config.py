@@ -13,6 +13,7 @@ import pytest
 from kamstrup382.collector.config import parse_config
 from kamstrup382.errors import ConfigError
 from kamstrup382.outputs import build_outputs
+from kamstrup382.outputs.influxdb import InfluxOutput
 from kamstrup382.outputs.mqtt import MqttOutput, MqttSettings
 from kamstrup382.outputs.prometheus import PrometheusOutput
 
@@ -130,8 +131,8 @@ def test_tls_files(tmp_path: Path) -> None:
 
 
 def test_the_example_configs_output_tables_build_outputs() -> None:
-    """The commented ``[mqtt]`` and ``[prometheus]`` tables of examples/k382.toml, uncommented,
-    are accepted by the outputs themselves."""
+    """The commented ``[mqtt]``, ``[influxdb]`` and ``[prometheus]`` tables of
+    examples/k382.toml, uncommented, are accepted by the outputs themselves."""
     import tomllib
 
     example = Path(__file__).parents[2] / "examples" / "k382.toml"
@@ -143,7 +144,11 @@ def test_the_example_configs_output_tables_build_outputs() -> None:
         if line.removeprefix("#").strip().startswith("[") or "=" in line
     )
     sections = tomllib.loads(body)
-    mqtt, prometheus = build_outputs(sections, ["house"])
+    mqtt, influxdb, prometheus = build_outputs(sections, ["house"])
+    assert isinstance(influxdb, InfluxOutput)
+    assert influxdb.settings.write_url == (
+        "http://influx.example:8086/write?db=energy&precision=ns"
+    )
     assert isinstance(mqtt, MqttOutput)
     assert (mqtt.settings.host, mqtt.settings.port) == ("broker.example", 1883)
     assert mqtt.settings.username == "k382"

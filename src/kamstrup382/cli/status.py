@@ -4,9 +4,10 @@ Reads the storage named by ``--storage``, the config's ``[storage] url`` or the 
 ``--json`` prints a JSON array, one object per meter. Exit status: 0 done, 1 the storage failed,
 2 a bad configuration.
 
-Below the table, the state of the collector's MQTT output (connected, unreachable,
-login_refused, ...), from the state file it keeps (``[mqtt] state_file``, by default beside a
-SQLite database: :mod:`kamstrup382.outputs.health`). Without a state file (PostgreSQL and no
+Below the table, the state of the collector's MQTT and InfluxDB outputs (connected,
+unreachable, login_refused, ...), from the state file each keeps (``[mqtt] state_file``,
+``[influxdb] state_file``, by default beside a SQLite database:
+:mod:`kamstrup382.outputs.health`). Without a state file (PostgreSQL and no
 ``state_file``) the state is in the collector's log and metrics only.
 """
 
@@ -25,6 +26,10 @@ from kamstrup382.cli.export import config_options
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
 from kamstrup382.outputs.health import OutputHealth, default_state_file, read_health
 from kamstrup382.storage.records import MeterStatus
+
+#: The outputs with a state of their own, and how messages name them.
+_STATEFUL = ("mqtt", "influxdb")
+_SHOWN = {"mqtt": "MQTT", "influxdb": "InfluxDB"}
 
 __all__ = ["output_lines", "status", "status_object", "status_table"]
 
@@ -88,18 +93,26 @@ def output_lines(healths: list[OutputHealth]) -> str:
     )
 
 
-def _mqtt_state_file(sections: Mapping[str, Any] | None, storage_url: str) -> Path | None:
-    """The MQTT output's state file: the config's ``[mqtt] state_file``, else beside a SQLite
-    database; ``None`` when the config has no ``[mqtt]`` table or there is no such place."""
+def _state_file(
+    output: str, sections: Mapping[str, Any] | None, storage_url: str
+) -> tuple[bool, Path | None]:
+    """Whether the config has the output's table (without a config: unknown, False), and its
+    state file: the table's ``state_file``, else beside a SQLite database (``None``: none)."""
     if sections is not None:
-        from kamstrup382.outputs.mqtt_settings import MqttSettings  # noqa: PLC0415 - on use
+        if output not in sections:
+            return False, None
+        named: str | None
+        if output == "mqtt":
+            from kamstrup382.outputs.mqtt_settings import MqttSettings  # noqa: PLC0415 - on use
 
-        if "mqtt" not in sections:
-            return None
-        settings = MqttSettings.parse(sections["mqtt"])
-        if settings.state_file is not None:
-            return Path(settings.state_file)
-    return default_state_file(storage_url, "mqtt")
+            named = MqttSettings.parse(sections[output]).state_file
+        else:
+            from kamstrup382.outputs.influxdb_settings import InfluxSettings  # noqa: PLC0415
+
+            named = InfluxSettings.parse(sections[output]).state_file
+        if named is not None:
+            return True, Path(named)
+    return sections is not None, default_state_file(storage_url, output)
 
 
 @click.command("status")
@@ -112,7 +125,7 @@ def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) 
         say_which(chosen, config_path, storage_url)
         sections = None if chosen.config is None else chosen.config.sections
         url = chosen.url
-        state_file = _mqtt_state_file(sections, url)
+        state_files = {output: _state_file(output, sections, url) for output in _STATEFUL}
         with open_existing(url) as storage:  # a reading command: never creates one
             statuses = storage.status()
     except ConfigError as exc:
@@ -125,11 +138,13 @@ def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) 
         click.echo(f"error: {exc}", err=True)
         return 1
     healths: list[OutputHealth] = []
-    if state_file is not None:
+    for output, (_, state_file) in state_files.items():
+        if state_file is None:
+            continue
         try:
             health = read_health(state_file)
         except (OSError, ValueError) as exc:
-            click.echo(f"warning: cannot read the MQTT state: {exc}", err=True)
+            click.echo(f"warning: cannot read the {_SHOWN[output]} state: {exc}", err=True)
         else:
             healths += [] if health is None else [health]
     if as_json:
@@ -141,11 +156,18 @@ def status(*, config_path: Path | None, storage_url: str | None, as_json: bool) 
     if healths and not as_json:
         click.echo("")
         click.echo(output_lines(healths))
-    elif sections is not None and "mqtt" in sections and not as_json:
-        where = (
-            "no state file: name one in [mqtt] state_file"
-            if state_file is None
-            else (f"no state in {state_file} yet (written when the collector's MQTT output starts)")
-        )
-        click.echo(f"\nmqtt: state unknown: {where}")
+    if not as_json:
+        known = {h.output for h in healths}
+        for output, (configured, state_file) in state_files.items():
+            if not configured or output in known:
+                continue
+            where = (
+                f"no state file: name one in [{output}] state_file"
+                if state_file is None
+                else (
+                    f"no state in {state_file} yet "
+                    f"(written when the collector's {_SHOWN[output]} output starts)"
+                )
+            )
+            click.echo(f"\n{output}: state unknown: {where}")
     return 0

@@ -49,14 +49,15 @@ Durations are seconds (a number) or a text such as ``"90s"``, ``"15m"``, ``"1h"`
 at most 366 days. The file is UTF-8; tables and arrays nest at most :data:`MAX_DEPTH` deep.
 
 Environment variables override single keys: ``K382_<SECTION>_<KEY>`` (upper case) sets ``KEY``
-of ``[section]`` for the tables ``storage``, ``collector``, ``mqtt``, ``prometheus`` and
-``http`` (e.g. ``K382_STORAGE_URL``, ``K382_MQTT_PASSWORD``). For ``mqtt``, ``prometheus`` and
-``http`` the override applies only when the table is in the file, and the value is converted to
-the type of the value it replaces (integer, float, boolean) or kept as text.
+of ``[section]`` for the tables ``storage``, ``collector``, ``mqtt``, ``influxdb``,
+``prometheus`` and ``http`` (e.g. ``K382_STORAGE_URL``, ``K382_MQTT_PASSWORD``,
+``K382_INFLUXDB_TOKEN``). For ``mqtt``, ``influxdb``, ``prometheus`` and ``http`` the override
+applies only when the table is in the file, and the value is converted to the type of the value
+it replaces (integer, float, boolean) or kept as text.
 
-``[mqtt]`` and ``[prometheus]`` are kept raw in :attr:`Config.sections` for the outputs to
-parse. Every value is checked by :mod:`kamstrup382.settings`; a meter's timing and retries are
-the reader's own :class:`~kamstrup382.reader.policy.Timing` and
+``[mqtt]``, ``[influxdb]`` and ``[prometheus]`` are kept raw in :attr:`Config.sections` for the
+outputs to parse. Every value is checked by :mod:`kamstrup382.settings`; a meter's timing and
+retries are the reader's own :class:`~kamstrup382.reader.policy.Timing` and
 :class:`~kamstrup382.reader.policy.RetryPolicy`, handed to the reader whole.
 
 Every bad value or unknown key raises :class:`~kamstrup382.errors.ConfigError` whose ``key`` is
@@ -103,7 +104,7 @@ __all__ = [
 #: Prefix of the environment variables that override config keys.
 ENV_PREFIX = "K382_"
 #: Tables kept raw in :attr:`Config.sections` for the outputs to parse.
-OWNED_SECTIONS = ("mqtt", "prometheus")
+OWNED_SECTIONS = ("mqtt", "influxdb", "prometheus")
 #: Tables an environment variable may override only when the file holds them.
 _OPTIONAL_SECTIONS = (*OWNED_SECTIONS, "http")
 _TYPED_SECTIONS = ("storage", "collector")

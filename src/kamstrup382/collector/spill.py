@@ -172,11 +172,15 @@ class SpillJournal:
             raise StorageError(f"cannot read the spill journal {self.path}: {exc}") from exc
 
     def replay(
-        self, storage: Storage, *, outbox: bool = False, batch_size: int = REPLAY_BATCH
+        self,
+        storage: Storage,
+        *,
+        outbox: Sequence[str] = (),
+        batch_size: int = REPLAY_BATCH,
     ) -> int:
         """Store every result of the journal in ``storage``, then empty the journal; how many
-        results it held (``outbox``: new readings are queued for MQTT too). Nothing is removed
-        unless all of them were committed (a failure of the storage raises
+        results it held (``outbox``: the outputs whose queues new readings go to, too).
+        Nothing is removed unless all of them were committed (a failure of the storage raises
         :class:`StorageError` and leaves the journal as it was)."""
         try:
             with self._open(create=False) as fd:
@@ -191,7 +195,7 @@ class SpillJournal:
             self.path.unlink()
         return count
 
-    def _replay(self, fd: int, storage: Storage, outbox: bool, batch_size: int) -> int:
+    def _replay(self, fd: int, storage: Storage, outbox: Sequence[str], batch_size: int) -> int:
         readings: list[ReadingRecord] = []
         failures: list[FailureRecord] = []
         count = 0

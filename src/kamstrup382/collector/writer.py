@@ -83,7 +83,8 @@ class BatchWriter:
         self.retries = retries
         self.max_pending = max_pending
         self.spill = spill
-        self.outbox = any(output.uses_outbox for output in self.outputs)
+        #: The outbox queues each new reading goes to: one per output that drains one.
+        self.outbox = tuple(output.name for output in self.outputs if output.uses_outbox)
         #: Results stored so far (given up ones not counted).
         self.stored = 0
         #: Results the storage refused that are in the spill journal (stored and no longer

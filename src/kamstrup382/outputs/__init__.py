@@ -1,4 +1,4 @@
-"""Outputs of the collector: MQTT (with Home Assistant discovery) and Prometheus.
+"""Outputs of the collector: MQTT (with Home Assistant discovery), InfluxDB and Prometheus.
 
 Each output is configured by its own table of the TOML config and is off unless that table
 is present. ``build_outputs`` turns the tables into outputs.
@@ -18,7 +18,8 @@ __all__ = ["Output", "build_outputs"]
 def build_outputs(
     sections: Mapping[str, Any], meters: Any = (), *, dashboard_url: str | None = None
 ) -> list[Output]:
-    """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
+    """Outputs for the ``[mqtt]``, ``[influxdb]`` and ``[prometheus]`` tables present in
+    ``sections``.
 
     ``meters`` is the configured meter list (names, or the configured meters: MQTT announces
     them with their interval and ``unique_id``, Prometheus exports their intervals);
@@ -36,11 +37,16 @@ def build_outputs(
         outputs.append(
             MqttOutput.from_config(sections["mqtt"], meters, dashboard_url=dashboard_url)
         )
+    if "influxdb" in sections:
+        require("influxdb")
+        from kamstrup382.outputs.influxdb import InfluxOutput  # noqa: PLC0415
+
+        outputs.append(InfluxOutput.from_config(sections["influxdb"], meters))
     if "prometheus" in sections:
         require("prometheus")
         from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415
 
         prometheus = PrometheusOutput.from_config(sections["prometheus"], meters)
-        prometheus.watch(outputs)  # the metrics say the MQTT output's state
+        prometheus.watch(outputs)  # the metrics say the MQTT and InfluxDB outputs' states
         outputs.append(prometheus)
     return outputs

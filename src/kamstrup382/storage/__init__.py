@@ -1,6 +1,6 @@
 """Storage of readings: one interface, SQLite (default) and PostgreSQL backends."""
 
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage
+from kamstrup382.storage.base import MQTT_QUEUE, OUTBOX_LEASE, OutboxItem, Storage
 from kamstrup382.storage.records import (
     MISSED,
     AttemptRecord,
@@ -12,6 +12,7 @@ from kamstrup382.storage.records import (
 
 __all__ = [
     "MISSED",
+    "MQTT_QUEUE",
     "OUTBOX_LEASE",
     "AttemptRecord",
     "ConsumptionRow",

@@ -20,13 +20,28 @@ from kamstrup382.storage.records import (
     ReadingRecord,
 )
 
-__all__ = ["OUTBOX_LEASE", "OutboxItem", "Storage", "outbox_window"]
+__all__ = ["MQTT_QUEUE", "OUTBOX_LEASE", "OutboxItem", "Storage", "outbox_names", "outbox_window"]
 
 #: An outbox entry: (id, record). Ids grow in the order the readings were stored.
 OutboxItem = tuple[int, ReadingRecord]
 #: How long a publisher's claim on meters of the outbox lasts unless released (see
 #: :meth:`Storage.outbox_pending`).
 OUTBOX_LEASE = timedelta(seconds=60)
+
+
+#: The queue of the MQTT output: every entry queued before the outbox had one queue per output
+#: (schema version 7) is in it, and it is the queue a caller that names none means.
+MQTT_QUEUE = "mqtt"
+
+
+def outbox_names(outbox: Sequence[str] | bool) -> tuple[str, ...]:
+    """The queues a :meth:`Storage.record` call fills: the names given, once each, in order
+    (``True``: the MQTT output's queue, as before there was one queue per output)."""
+    if isinstance(outbox, bool):
+        return (MQTT_QUEUE,) if outbox else ()
+    if isinstance(outbox, str):
+        raise TypeError("outbox: a sequence of output names, not one string")
+    return tuple(dict.fromkeys(outbox))
 
 
 def outbox_window(limit: int) -> int:
@@ -69,20 +84,25 @@ class Storage(abc.ABC):
         readings: Sequence[ReadingRecord],
         failures: Sequence[FailureRecord] = (),
         *,
-        outbox: bool = False,
+        outbox: Sequence[str] | bool = (),
     ) -> int:
         """Store readings and failures in one transaction; return how many readings were new.
 
         Idempotent on (meter, slot): a reading already stored for that slot is left as it is.
-        With ``outbox=True`` every new reading is also queued in the outbox, in the same
-        transaction, for the MQTT publisher.
+        Every new reading is also queued, in the same transaction, in the outbox queue of each
+        output named in ``outbox`` (``("mqtt", "influxdb")``; ``True`` means ``("mqtt",)``).
         """
 
-    # -- the outbox (durable queue of readings to publish) -----------------------------------
+    # -- the outbox (durable queues of readings to publish) ----------------------------------
     #
-    # Several publishers (the MQTT outputs of several collectors on one database) drain one
-    # outbox. Each meter's entries must be published once and in order, so a publisher claims
-    # whole meters, never single entries:
+    # The outbox holds one queue per output (``output``: its name, "mqtt", "influxdb"): a new
+    # reading is queued in each named by ``record(outbox=...)``, and each output drains its own
+    # queue, so that one whose server is down holds back nothing of the others. Everything
+    # below is per queue: entries, claims (per (output, meter)) and holders.
+    #
+    # Several publishers (the outputs of several collectors on one database) drain one queue.
+    # Each meter's entries must be published once and in order, so a publisher claims whole
+    # meters, never single entries:
     # 1. ``outbox_pending(limit, holder=me, lease=...)`` claims up to ``limit`` meters with
     #    entries waiting (oldest first) that nobody holds, or whose holder's claim expired, or
     #    that ``me`` holds already, with SELECT ... FOR UPDATE SKIP LOCKED on their claim rows;
@@ -98,26 +118,33 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def outbox_pending(
-        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
+        self,
+        limit: int = 100,
+        *,
+        holder: str | None = None,
+        lease: timedelta = OUTBOX_LEASE,
+        output: str = MQTT_QUEUE,
     ) -> list[OutboxItem]:
-        """The oldest unpublished entries, in the order they were queued.
+        """The oldest unpublished entries of ``output``'s queue, in the order they were queued.
 
         With ``holder``: only entries of meters claimed for ``holder`` by this call (see above).
         """
 
     @abc.abstractmethod
-    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
-        """Remove published entries; with ``holder``, also give back all its claims."""
+    def outbox_done(
+        self, ids: Sequence[int], *, holder: str | None = None, output: str = MQTT_QUEUE
+    ) -> None:
+        """Remove published entries of ``output``'s queue; with ``holder``, also give back all
+        its claims on that queue."""
 
     @abc.abstractmethod
-    def outbox_release(self, holder: str) -> None:
-        """Give back every claim ``holder`` has on the outbox (nothing is removed)."""
+    def outbox_release(self, holder: str, *, output: str = MQTT_QUEUE) -> None:
+        """Give back every claim ``holder`` has on ``output``'s queue (nothing is removed)."""
 
     @abc.abstractmethod
-    def outbox_backlog(self, output: str = "mqtt") -> tuple[int, datetime | None]:
+    def outbox_backlog(self, output: str = MQTT_QUEUE) -> tuple[int, datetime | None]:
         """How many entries wait in ``output``'s queue, and the ``read_at`` of the oldest
-        (``None`` when none waits). The outbox is the MQTT output's queue: any other output has
-        nothing queued."""
+        (``None`` when none waits)."""
 
     @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from kamstrup382.errors import StorageError
+from kamstrup382.storage.base import outbox_names
 from kamstrup382.storage.columns import REGISTER_COLUMNS, aware
 from kamstrup382.storage.dialect import POSTGRES
 from kamstrup382.storage.records import FailureRecord, ReadingRecord
@@ -116,6 +117,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (output, device, holder)
         )""",
     ),
+    # one queue per output (MQTT, InfluxDB): entries and claims per (output, meter); what was
+    # queued before belongs to MQTT, the only output that had a queue
+    7: (
+        "ALTER TABLE outbox ADD COLUMN output TEXT NOT NULL DEFAULT 'mqtt'",
+        "ALTER TABLE outbox ALTER COLUMN output DROP DEFAULT",
+        "DROP INDEX outbox_meter_id",
+        "CREATE INDEX outbox_output_id ON outbox (output, id)",
+        "CREATE INDEX outbox_output_meter_id ON outbox (output, meter, id)",
+        "ALTER TABLE outbox_claims ADD COLUMN output TEXT NOT NULL DEFAULT 'mqtt'",
+        "ALTER TABLE outbox_claims ALTER COLUMN output DROP DEFAULT",
+        "ALTER TABLE outbox_claims DROP CONSTRAINT outbox_claims_pkey",
+        "ALTER TABLE outbox_claims ADD PRIMARY KEY (output, meter)",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -179,22 +193,23 @@ UPDATE leases l SET slot = %(slot)s, holder = %(me)s, expires_at = now() + %(lea
 FROM free WHERE l.meter = free.meter
 RETURNING l.meter
 """
-# meters of the outbox free for ``me`` (see Storage.outbox_pending), oldest entry first, among
-# the meters of the oldest ``window`` entries (NULL: all of them)
+# meters of ``output``'s queue free for ``me`` (see Storage.outbox_pending), oldest entry
+# first, among the meters of its oldest ``window`` entries (NULL: all of them)
 _CLAIM_OUTBOX = """
 WITH heads AS (
     SELECT w.meter, min(w.id) AS first
-    FROM (SELECT meter, id FROM outbox ORDER BY id LIMIT %(window)s) w
+    FROM (SELECT meter, id FROM outbox WHERE output = %(output)s ORDER BY id LIMIT %(window)s) w
     GROUP BY w.meter
 ), free AS (
     SELECT c.meter FROM outbox_claims c JOIN heads h ON h.meter = c.meter
-    WHERE c.holder IS NULL OR c.holder = %(me)s OR c.expires_at <= now()
+    WHERE c.output = %(output)s
+      AND (c.holder IS NULL OR c.holder = %(me)s OR c.expires_at <= now())
     ORDER BY h.first
     LIMIT %(limit)s
     FOR UPDATE OF c SKIP LOCKED
 )
 UPDATE outbox_claims c SET holder = %(me)s, expires_at = now() + %(lease)s
-FROM free WHERE c.meter = free.meter
+FROM free WHERE c.output = %(output)s AND c.meter = free.meter
 RETURNING c.meter
 """
 
@@ -290,8 +305,9 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
         readings: Sequence[ReadingRecord],
         failures: Sequence[FailureRecord] = (),
         *,
-        outbox: bool = False,
+        outbox: Sequence[str] | bool = (),
     ) -> int:
+        queued = list(outbox_names(outbox))
         reading_rows, failure_rows = self.rows(readings, failures)
         reading_columns = _columns(reading_rows, len(READING_COLUMNS))
         failure_columns = _columns(failure_rows, len(FAILURE_COLUMNS))
@@ -301,19 +317,25 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
         def run(conn: psycopg.Connection[Any]) -> int:
             new = 0
             if readings:
-                if outbox:
+                if queued:
                     query = (
                         f"WITH ins AS ({_INSERT_READINGS}), "
-                        "queued AS (INSERT INTO outbox (reading_id, meter) "
-                        "SELECT id, meter FROM ins ORDER BY id RETURNING 1), "
-                        "claims AS (INSERT INTO outbox_claims (meter) "
-                        "SELECT DISTINCT meter FROM ins ORDER BY 1 "
-                        "ON CONFLICT (meter) DO NOTHING RETURNING 1) "
+                        "outs AS (SELECT * FROM unnest(%s::text[]) "
+                        "WITH ORDINALITY AS u (name, n)), "
+                        "queued AS (INSERT INTO outbox (reading_id, meter, output) "
+                        "SELECT ins.id, ins.meter, outs.name FROM ins CROSS JOIN outs "
+                        "ORDER BY ins.id, outs.n RETURNING 1), "
+                        "claims AS (INSERT INTO outbox_claims (output, meter) "
+                        "SELECT DISTINCT outs.name, ins.meter FROM ins CROSS JOIN outs "
+                        "ORDER BY 1, 2 "
+                        "ON CONFLICT (output, meter) DO NOTHING RETURNING 1) "
                         "SELECT count(*) FROM ins"
                     )
+                    params: list[Any] = [*reading_columns, queued]
                 else:
                     query = f"WITH ins AS ({_INSERT_READINGS}) SELECT count(*) FROM ins"
-                row = conn.execute(query, reading_columns).fetchone()
+                    params = list(reading_columns)
+                row = conn.execute(query, params).fetchone()
                 new = int(row[0]) if row else 0
             if failures:
                 conn.execute(_INSERT_FAILURES, failure_columns)
@@ -326,12 +348,14 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
     def _claim_outbox(
         self,
         conn: psycopg.Connection[Any],
+        output: str,
         holder: str,
+        *,
         limit: int,
         lease: timedelta,
         window: int | None,
     ) -> list[str]:
-        params = {"me": holder, "limit": limit, "lease": lease, "window": window}
+        params = {"output": output, "me": holder, "limit": limit, "lease": lease, "window": window}
         return [row[0] for row in conn.execute(_CLAIM_OUTBOX, params).fetchall()]
 
     # -- leases ----------------------------------------------------------------------------------

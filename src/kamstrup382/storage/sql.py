@@ -19,7 +19,13 @@ from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
 from kamstrup382.protocol.registers import REGISTERS, RegisterKind
 from kamstrup382.storage.announcements import Announcements
-from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
+from kamstrup382.storage.base import (
+    MQTT_QUEUE,
+    OUTBOX_LEASE,
+    OutboxItem,
+    Storage,
+    outbox_window,
+)
 from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
 from kamstrup382.storage.records import (
@@ -111,11 +117,18 @@ class SqlStorage(Announcements, Storage, Generic[ConnT]):
 
     @abc.abstractmethod
     def _claim_outbox(
-        self, conn: ConnT, holder: str, limit: int, lease: timedelta, window: int | None
+        self,
+        conn: ConnT,
+        output: str,
+        holder: str,
+        *,
+        limit: int,
+        lease: timedelta,
+        window: int | None,
     ) -> list[str]:
-        """Claim for ``holder`` up to ``limit`` meters of the outbox that are free for it,
-        oldest entry first, among the meters of the oldest ``window`` entries (``None``: all);
-        the meters claimed. See :meth:`Storage.outbox_pending`."""
+        """Claim for ``holder`` up to ``limit`` meters of ``output``'s queue that are free for
+        it, oldest entry first, among the meters of the oldest ``window`` entries (``None``:
+        all); the meters claimed. See :meth:`Storage.outbox_pending`."""
 
     def _now(self, conn: ConnT) -> datetime:
         """The time leases are measured on (SQLite: this machine's clock)."""
@@ -235,7 +248,8 @@ class SqlStorage(Announcements, Storage, Generic[ConnT]):
         return self._locked("reading the schema version", read)
 
     def migrate(self, target: int | None = None) -> None:
-        """Apply the missing migrations up to ``target`` (default: the latest), in order."""
+        """Apply the missing migrations up to ``target`` (default: the latest), in order (a
+        version number without a step of its own is skipped)."""
         latest = max(self.migrations)
         target = latest if target is None else target
         insert = f"INSERT INTO schema_version (version) VALUES ({self.dialect.param})"
@@ -250,7 +264,7 @@ class SqlStorage(Announcements, Storage, Generic[ConnT]):
                     f"{self.location} has schema version {current}, newer than this program's "
                     f"{latest}: upgrade kamstrup382"
                 )
-            for version in range(current + 1, target + 1):
+            for version in sorted(v for v in self.migrations if current < v <= target):
                 for statement in self.migrations[version]:
                     conn.execute(statement)
                 conn.execute(insert, (version,))
@@ -259,39 +273,54 @@ class SqlStorage(Announcements, Storage, Generic[ConnT]):
 
     # -- the outbox ------------------------------------------------------------------------------
     def outbox_pending(
-        self, limit: int = 100, *, holder: str | None = None, lease: timedelta = OUTBOX_LEASE
+        self,
+        limit: int = 100,
+        *,
+        holder: str | None = None,
+        lease: timedelta = OUTBOX_LEASE,
+        output: str = MQTT_QUEUE,
     ) -> list[OutboxItem]:
         d = self.dialect
+        p = d.param
         if holder is None:
-            sql = f"{_SELECT_OUTBOX} ORDER BY o.id LIMIT {d.param}"
-            rows = self._locked("reading the outbox", lambda c: c.execute(sql, (limit,)).fetchall())
+            sql = f"{_SELECT_OUTBOX} WHERE o.output = {p} ORDER BY o.id LIMIT {p}"
+            rows = self._locked(
+                "reading the outbox", lambda c: c.execute(sql, (output, limit)).fetchall()
+            )
             return [(int(row[0]), self._reading(row[1:])) for row in rows]
         if lease <= timedelta(0):
             raise StorageError(f"an outbox lease must be positive, got {lease}")
 
         def run(conn: ConnT) -> list[Any]:
             window = outbox_window(limit)
-            meters = self._claim_outbox(conn, holder, limit, lease, window)
+            meters = self._claim_outbox(
+                conn, output, holder, limit=limit, lease=lease, window=window
+            )
             if not meters:
                 # the oldest entries are all held by others: look further, if there is more
                 (more,) = conn.execute(
-                    f"SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT {d.param}) o", (window + 1,)
+                    f"SELECT count(*) FROM (SELECT 1 FROM outbox WHERE output = {p} LIMIT {p}) o",
+                    (output, window + 1),
                 ).fetchone()
                 if int(more) <= window:
                     return []
-                meters = self._claim_outbox(conn, holder, limit, lease, None)
+                meters = self._claim_outbox(
+                    conn, output, holder, limit=limit, lease=lease, window=None
+                )
                 if not meters:
                     return []
             sql = (
-                f"{_SELECT_OUTBOX} WHERE o.meter IN (SELECT name FROM {d.names} n) "
-                f"ORDER BY o.id LIMIT {d.param}"
+                f"{_SELECT_OUTBOX} WHERE o.output = {p} AND o.meter IN "
+                f"(SELECT name FROM {d.names} n) ORDER BY o.id LIMIT {p}"
             )
-            return conn.execute(sql, (d.list_param(meters), limit)).fetchall()
+            return conn.execute(sql, (output, d.list_param(meters), limit)).fetchall()
 
         rows = self._transaction("claiming outbox entries", run)
         return [(int(row[0]), self._reading(row[1:])) for row in rows]
 
-    def outbox_done(self, ids: Sequence[int], *, holder: str | None = None) -> None:
+    def outbox_done(
+        self, ids: Sequence[int], *, holder: str | None = None, output: str = MQTT_QUEUE
+    ) -> None:
         if not ids and holder is None:
             return
         numbers = [int(i) for i in ids]
@@ -299,26 +328,29 @@ class SqlStorage(Announcements, Storage, Generic[ConnT]):
 
         def run(conn: ConnT) -> None:
             if numbers:
-                sql = f"DELETE FROM outbox WHERE id IN (SELECT id FROM {self.dialect.ids} i)"
-                conn.execute(sql, (self.dialect.list_param(numbers),))
+                sql = (
+                    f"DELETE FROM outbox WHERE output = {p} "
+                    f"AND id IN (SELECT id FROM {self.dialect.ids} i)"
+                )
+                conn.execute(sql, (output, self.dialect.list_param(numbers)))
             if holder is not None:
-                conn.execute(_release_outbox(p), (holder,))
+                conn.execute(_release_outbox(p), (holder, output))
 
         self._transaction("removing published outbox entries", run)
 
-    def outbox_release(self, holder: str) -> None:
+    def outbox_release(self, holder: str, *, output: str = MQTT_QUEUE) -> None:
         sql = _release_outbox(self.dialect.param)
-        self._transaction("releasing outbox claims", lambda c: c.execute(sql, (holder,)))
+        self._transaction("releasing outbox claims", lambda c: c.execute(sql, (holder, output)))
 
-    def outbox_backlog(self, output: str = "mqtt") -> tuple[int, datetime | None]:
-        if output != "mqtt":
-            return 0, None
+    def outbox_backlog(self, output: str = MQTT_QUEUE) -> tuple[int, datetime | None]:
+        p = self.dialect.param
         sql = (
-            "SELECT (SELECT count(*) FROM outbox), (SELECT r.read_at FROM outbox o "
-            "JOIN readings r ON r.id = o.reading_id ORDER BY o.id LIMIT 1)"
+            f"SELECT (SELECT count(*) FROM outbox WHERE output = {p}), "
+            "(SELECT r.read_at FROM outbox o JOIN readings r ON r.id = o.reading_id "
+            f"WHERE o.output = {p} ORDER BY o.id LIMIT 1)"
         )
         count, oldest = self._locked(
-            "reading the outbox backlog", lambda c: c.execute(sql).fetchone()
+            "reading the outbox backlog", lambda c: c.execute(sql, (output, output)).fetchone()
         )
         return int(count), None if oldest is None else self.dialect.from_time(oldest)
 
@@ -478,4 +510,7 @@ class SqlStorage(Announcements, Storage, Generic[ConnT]):
 
 
 def _release_outbox(param: str) -> str:
-    return f"UPDATE outbox_claims SET holder = NULL, expires_at = NULL WHERE holder = {param}"
+    return (
+        "UPDATE outbox_claims SET holder = NULL, expires_at = NULL "
+        f"WHERE holder = {param} AND output = {param}"
+    )

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kamstrup382.errors import StorageError
+from kamstrup382.storage.base import outbox_names
 from kamstrup382.storage.columns import to_micros
 from kamstrup382.storage.dialect import SQLITE
 from kamstrup382.storage.files import create_private_file, make_private_dir
@@ -125,6 +126,25 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (output, device, holder)
         ) STRICT""",
     ),
+    # one queue per output (MQTT, InfluxDB): entries and claims per (output, meter); what was
+    # queued before belongs to MQTT, the only output that had a queue
+    7: (
+        "ALTER TABLE outbox ADD COLUMN output TEXT NOT NULL DEFAULT 'mqtt'",
+        "DROP INDEX outbox_meter_id",
+        "CREATE INDEX outbox_output_id ON outbox (output, id)",
+        "CREATE INDEX outbox_output_meter_id ON outbox (output, meter, id)",
+        """CREATE TABLE outbox_claims_7 (
+            output TEXT NOT NULL,
+            meter TEXT NOT NULL,
+            holder TEXT,
+            expires_at INTEGER,
+            PRIMARY KEY (output, meter)
+        ) STRICT""",
+        "INSERT INTO outbox_claims_7 (output, meter, holder, expires_at) "
+        "SELECT 'mqtt', meter, holder, expires_at FROM outbox_claims",
+        "DROP TABLE outbox_claims",
+        "ALTER TABLE outbox_claims_7 RENAME TO outbox_claims",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -174,14 +194,14 @@ def _insert_all(
     return inserted
 
 
-# meters of the outbox free for a holder (see Storage.outbox_pending), oldest entry first,
-# among the meters of the oldest ``window`` entries (-1: all of them)
+# meters of an output's queue free for a holder (see Storage.outbox_pending), oldest entry
+# first, among the meters of its oldest ``window`` entries (-1: all of them)
 _FREE_OUTBOX_METERS = (
     "WITH heads AS (SELECT meter, min(id) AS first "
-    "FROM (SELECT meter, id FROM outbox ORDER BY id LIMIT ?) GROUP BY meter) "
+    "FROM (SELECT meter, id FROM outbox WHERE output = ?1 ORDER BY id LIMIT ?2) GROUP BY meter) "
     "SELECT c.meter FROM outbox_claims c JOIN heads h ON h.meter = c.meter "
-    "WHERE c.holder IS NULL OR c.holder = ? OR c.expires_at <= ? "
-    "ORDER BY h.first LIMIT ?"
+    "WHERE c.output = ?1 AND (c.holder IS NULL OR c.holder = ?3 OR c.expires_at <= ?4) "
+    "ORDER BY h.first LIMIT ?5"
 )
 _SYNCHRONOUS = ("full", "normal", "extra")
 #: Page cache of the writing connection, in KiB (SQLite's default is 2 MiB).
@@ -299,30 +319,34 @@ class SqliteStorage(SqlStorage[sqlite3.Connection]):
         readings: Sequence[ReadingRecord],
         failures: Sequence[FailureRecord] = (),
         *,
-        outbox: bool = False,
+        outbox: Sequence[str] | bool = (),
     ) -> int:
         reading_rows, failure_rows = self.rows(readings, failures)
+        queued = outbox_names(outbox)
+        queues = SQLITE.list_param(queued)
 
         def run(conn: sqlite3.Connection) -> int:
             last_id = 0
-            if outbox:
+            if queued:
                 last_id = conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0]
             new = 0
             if reading_rows:
                 new = _insert_all(conn, _insert_reading, reading_rows)
             if failure_rows:
                 _insert_all(conn, _insert_failure, failure_rows)
-            if outbox and new:
+            if queued and new:
                 # rowids of new rows are above every existing one; the write lock is ours
                 conn.execute(
-                    "INSERT INTO outbox (reading_id, meter) SELECT id, meter FROM readings "
-                    "WHERE id > ? ORDER BY id",
-                    (last_id,),
+                    "INSERT INTO outbox (reading_id, meter, output) "
+                    "SELECT r.id, r.meter, o.value FROM readings r, json_each(?) o "
+                    "WHERE r.id > ? ORDER BY r.id, o.key",
+                    (queues, last_id),
                 )
                 conn.execute(
-                    "INSERT OR IGNORE INTO outbox_claims (meter) "
-                    "SELECT DISTINCT meter FROM readings WHERE id > ?",
-                    (last_id,),
+                    "INSERT OR IGNORE INTO outbox_claims (output, meter) "
+                    "SELECT DISTINCT o.value, r.meter FROM readings r, json_each(?) o "
+                    "WHERE r.id > ?",
+                    (queues, last_id),
                 )
             return int(new)
 
@@ -331,18 +355,20 @@ class SqliteStorage(SqlStorage[sqlite3.Connection]):
     def _claim_outbox(
         self,
         conn: sqlite3.Connection,
+        output: str,
         holder: str,
+        *,
         limit: int,
         lease: timedelta,
         window: int | None,
     ) -> list[str]:
         # inside BEGIN IMMEDIATE: the write lock is ours, no other claim runs meanwhile
         now = to_micros(datetime.now(UTC))
-        params = (-1 if window is None else window, holder, now, limit)
+        params = (output, -1 if window is None else window, holder, now, limit)
         meters = [row[0] for row in conn.execute(_FREE_OUTBOX_METERS, params).fetchall()]
         expires = now + lease // timedelta(microseconds=1)
         conn.executemany(
-            "UPDATE outbox_claims SET holder = ?, expires_at = ? WHERE meter = ?",
-            [(holder, expires, meter) for meter in meters],
+            "UPDATE outbox_claims SET holder = ?, expires_at = ? WHERE output = ? AND meter = ?",
+            [(holder, expires, output, meter) for meter in meters],
         )
         return meters
