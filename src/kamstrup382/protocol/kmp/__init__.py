@@ -23,6 +23,7 @@ from kamstrup382.protocol.kmp.decoder import (
     MAX_FRAME,
     Ack,
     FrameDecoder,
+    decode_capture,
     decode_frames,
 )
 from kamstrup382.protocol.kmp.frame import (
@@ -79,6 +80,7 @@ __all__ = [
     "SerialNoReply",
     "TypeReply",
     "crc16",
+    "decode_capture",
     "decode_frames",
     "decode_message",
     "decode_value",

@@ -24,7 +24,15 @@ import enum
 from kamstrup382.errors import FramingError, UsageError
 from kamstrup382.protocol.kmp.frame import ACK, STOP, Direction, Frame, parse_frame
 
-__all__ = ["ACK_RECEIVED", "MAX_FRAME", "MAX_SKIP", "Ack", "FrameDecoder", "decode_frames"]
+__all__ = [
+    "ACK_RECEIVED",
+    "MAX_FRAME",
+    "MAX_SKIP",
+    "Ack",
+    "FrameDecoder",
+    "decode_capture",
+    "decode_frames",
+]
 
 #: The longest frame accepted, in wire bytes (a reply of 8 registers with 8-byte mantissas,
 #: every byte stuffed, is 2 + 2 * (2 + 8 * 13 + 2) = 218).
@@ -140,4 +148,32 @@ def decode_frames(data: bytes, direction: Direction) -> list[Frame | Ack]:
             break
         events.append(event)
         offset = len(data) - len(decoder.rest)
+    return events
+
+
+def decode_capture(data: bytes) -> list[Frame | Ack]:
+    """Every frame and acknowledgement of a captured exchange, each frame's direction told by
+    its own start byte (a request, its echo, the reply); a :class:`FramingError` for a byte
+    that belongs to none, :class:`StuffingError` / :class:`CrcError` as :func:`parse_frame`."""
+    events: list[Frame | Ack] = []
+    at = 0
+    while at < len(data):
+        byte = data[at]
+        if byte == ACK:
+            events.append(ACK_RECEIVED)
+            at += 1
+            continue
+        if Direction.of_start(byte) is None:
+            raise FramingError(
+                f"0x{byte:02x} where a KMP frame (0x80, 0x40) or an acknowledgement (0x06) "
+                "must start",
+                offset=at,
+            )
+        stop = data.find(STOP, at)
+        if stop < 0:
+            raise FramingError("KMP frame has no stop byte 0x0d", offset=len(data) - 1)
+        events.append(parse_frame(data[at : stop + 1], offset=at))
+        at = stop + 1
+    if not events:
+        raise FramingError("no KMP frame in an empty capture", offset=0)
     return events
