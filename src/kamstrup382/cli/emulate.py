@@ -204,6 +204,20 @@ def _apply(emulator: Emulator, command: Command) -> str:
 
 
 @click.command("emulate")
+@click.option(
+    "--model",
+    type=click.Choice(["685-382", "382jx3"], case_sensitive=False),
+    default="685-382",
+    show_default=True,
+    help="685-382: IEC 61107 mode A at 300 baud; 382jx3: KMP (binary) at --baud, TCP only.",
+)
+@click.option(
+    "--baud",
+    type=click.Choice(["1200", "2400", "4800", "9600", "19200"]),
+    default="9600",
+    show_default=True,
+    help="KMP models: the line's baud rate (8N1).",
+)
 @click.option("--pty", "use_pty", is_flag=True, help="Serve on pseudo-terminals (prints paths).")
 @click.option(
     "--tcp",
@@ -319,6 +333,8 @@ def _apply(emulator: Emulator, command: Command) -> str:
 )
 def emulate(
     *,
+    model: str,
+    baud: str,
     use_pty: bool,
     listen: str,
     meters: int,
@@ -344,6 +360,19 @@ def emulate(
     from kamstrup382.emulator.open_files import reserve_files  # noqa: PLC0415
     from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
+    if model.lower() != "685-382":
+        return _emulate_kmp(
+            model.lower(),
+            int(baud),
+            listen,
+            meters,
+            delay,
+            faults_text,
+            seed,
+            customer_number,
+            log_to,
+            use_pty=use_pty,
+        )
     try:
         host, port = parse_listen(listen)
         pulses_at = parse_listen(pulse_listen) if pulse_listen is not None else None
@@ -375,6 +404,45 @@ def emulate(
             )
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 return runner.run(_serve(emulator, out, pulses_at, control=control))
+    except Kamstrup382Error as exc:
+        click.echo(f"k382 emulate: {exc}", err=True)
+        return 2
+
+
+def _emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
+    model: str,
+    baud: int,
+    listen: str,
+    meters: int,
+    delay: str,
+    faults_text: str,
+    seed: int,
+    customer_number: str,
+    log_to: str | None,
+    *,
+    use_pty: bool,
+) -> int:
+    """``--model 382jx3``: KMP meters (:mod:`kamstrup382.cli.emulate_kmp`)."""
+    from kamstrup382.cli.emulate_kmp import serve_kmp  # noqa: PLC0415
+
+    try:
+        if use_pty:
+            raise UsageError("--pty: KMP meters are served on TCP only")
+        host, port = parse_listen(listen)
+        with contextlib.ExitStack() as files:
+            log = _open_out(files, log_to, "--log", "w")
+            return serve_kmp(
+                model=model,
+                host=host,
+                port=port,
+                meters=meters,
+                baud=baud,
+                delay=parse_delay(delay),
+                faults_text=faults_text,
+                seed=seed,
+                customer_number=customer_number,
+                log=log,
+            )
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2

@@ -1,0 +1,116 @@
+"""``k382 emulate --model 382jx3``: KMP meters on TCP ports, at the true baud rate.
+
+Serves until SIGINT or SIGTERM. ``--faults`` takes KMP's own kinds (``echo``, ``crc``,
+``stuffing``, ``late``, ``silent``; :mod:`kamstrup382.emulator.kmp_faults`), ``--log`` gets one
+JSON line per request (the request, the registers' true values, what went out, the faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import TextIO
+
+import click
+
+from kamstrup382.emulator.kmp_faults import KmpFaults
+from kamstrup382.emulator.kmp_line import KmpExchange
+from kamstrup382.emulator.kmp_server import KmpEmulator
+from kamstrup382.emulator.settings import MeterSettings
+from kamstrup382.render import format_value
+
+__all__ = ["KMP_MODELS", "exchange_record", "serve_kmp"]
+
+#: The models that speak KMP on the optical port, and their line's bits per character.
+KMP_MODELS = {"382jx3": 10}
+
+
+def exchange_record(meter: int, exchange: KmpExchange) -> dict[str, object]:
+    values = exchange.values
+    return {
+        "meter": meter,
+        "request": exchange.request.hex(),
+        "cid": exchange.cid,
+        "values": None if values is None else {k: format_value(v) for k, v in values.items()},
+        "sent": exchange.sent.hex(),
+        "complete": exchange.complete,
+        "faults": list(exchange.faults),
+    }
+
+
+async def _serve(emulator: KmpEmulator, log: TextIO | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with emulator:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        rules = emulator.rules
+        click.echo(
+            f"k382 emulate: {len(emulator.ports)} Kamstrup 382Jx3 (KMP) "
+            f"meter{'s' if len(emulator.ports) > 1 else ''}, {rules.baud} baud "
+            f"{'8N1' if rules.bits_per_character == 10 else '8N2'}, answer after "
+            f"{rules.delay:g} s, faults {rules.faults}"
+        )
+        for index, (port, model) in enumerate(zip(emulator.ports, emulator.models, strict=True)):
+            click.echo(f"meter {index + 1} (serial {int(model.settings.customer_number)}): {port}")
+        click.echo("Ctrl-C stops.")
+        sys.stdout.flush()
+        written = [0] * len(emulator.ports)
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.2)
+                if log is not None:
+                    _write_log(emulator, log, written)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        if log is not None:
+            _write_log(emulator, log, written, final=True)
+        exchanges = sum(len(emulator.log(i)) for i in range(len(emulator.ports)))
+    click.echo(f"k382 emulate: stopped after {exchanges} requests")
+    return 0
+
+
+def _write_log(
+    emulator: KmpEmulator, log: TextIO, written: list[int], *, final: bool = False
+) -> None:
+    for index in range(len(written)):
+        entries = emulator.log(index)
+        while written[index] < len(entries):
+            entry = entries[written[index]]
+            if not final and entry.answer_start is not None and not entry.complete:
+                break  # still going out
+            log.write(json.dumps(exchange_record(index + 1, entry)) + "\n")
+            written[index] += 1
+    log.flush()
+
+
+def serve_kmp(
+    *,
+    model: str,
+    host: str,
+    port: int,
+    meters: int,
+    baud: int,
+    delay: float | tuple[float, float],
+    faults_text: str,
+    seed: int,
+    customer_number: str,
+    log: TextIO | None,
+) -> int:
+    emulator = KmpEmulator(
+        meters,
+        host=host,
+        port=port,
+        baud=baud,
+        bits_per_character=KMP_MODELS[model],
+        delay=delay,
+        faults=KmpFaults.parse(faults_text),
+        seed=seed,
+        settings=MeterSettings(customer_number=customer_number),
+    )
+    return asyncio.run(_serve(emulator, log))

@@ -1,0 +1,190 @@
+"""Emulated KMP meters (382J, 382Jx3, 382Lx7, 382M) on loopback TCP ports, one per meter.
+
+::
+
+    async with KmpEmulator(2, baud=9600) as emulator:
+        emulator.ports          # ["socket://127.0.0.1:40001", "socket://127.0.0.1:40002"]
+
+    with KmpEmulatorThread(1) as emulator:     # the same, on a thread of its own (tests)
+        ...
+
+Each meter is a :class:`~.kmp_meter.KmpMeter` over its own
+:class:`~kamstrup382.emulator.model.MeterModel` (customer numbers counting up from the
+settings'), answering on its port through a :class:`~.kmp_line.KmpLineSession` at the true
+baud rate; faults and delays are drawn from one :class:`random.Random` per meter, seeded from
+``seed`` and the meter's number. ``log(meter)`` is the meter's ground truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import random
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from kamstrup382.emulator.kmp_faults import KmpFaults
+from kamstrup382.emulator.kmp_line import (
+    DEFAULT_KMP_DELAY,
+    KmpExchange,
+    KmpLineRules,
+    KmpLineSession,
+)
+from kamstrup382.emulator.kmp_meter import KmpMeter
+from kamstrup382.emulator.model import MeterModel
+from kamstrup382.emulator.settings import MeterSettings
+from kamstrup382.emulator.tcp import port_url
+from kamstrup382.errors import ConnectionLost, UsageError
+
+__all__ = ["KmpEmulator", "KmpEmulatorThread"]
+
+
+class _KmpTcpLine(asyncio.Protocol):
+    def __init__(self, emulator: KmpEmulator, index: int) -> None:
+        self.emulator = emulator
+        self.index = index
+        self.transport: asyncio.Transport | None = None
+        self.session: KmpLineSession | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        em = self.emulator
+        self.session = KmpLineSession(
+            em.meters[self.index], em.rules, em.rngs[self.index], self._send, em.logs[self.index]
+        )
+        em.lines.add(self)
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.transport = None
+        self.emulator.lines.discard(self)
+
+
+class KmpEmulator:
+    """``meters`` KMP meters on ``host``, ports from ``port`` (0: free ports)."""
+
+    def __init__(
+        self,
+        meters: int | Sequence[MeterModel] = 1,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        baud: int = 9600,
+        bits_per_character: int = 10,
+        delay: float | tuple[float, float] = DEFAULT_KMP_DELAY,
+        faults: KmpFaults | None = None,
+        seed: int = 0,
+        settings: MeterSettings | None = None,
+    ) -> None:
+        if isinstance(meters, int):
+            if meters < 1:
+                raise UsageError(f"meters must be at least 1, got {meters}")
+            base = settings if settings is not None else MeterSettings()
+            first = int(base.customer_number)
+            models = [
+                MeterModel(_with_customer(base, f"{(first + n) % 10**8:08d}"))
+                for n in range(meters)
+            ]
+        else:
+            models = list(meters)
+        self.models = models
+        self.meters = [KmpMeter(m) for m in models]
+        self.rules = KmpLineRules(baud, bits_per_character, delay, faults or KmpFaults())
+        self.rngs = [random.Random(f"{seed}:{n}") for n in range(len(models))]
+        self.logs: list[list[KmpExchange]] = [[] for _ in models]
+        self.host = host
+        self.port = port
+        self.lines: set[_KmpTcpLine] = set()
+        self._servers: list[asyncio.Server] = []
+        self.ports: list[str] = []
+
+    def log(self, meter: int) -> list[KmpExchange]:
+        return self.logs[meter]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for index in range(len(self.meters)):
+                port = 0 if self.port == 0 else self.port + index
+                server = await loop.create_server(
+                    functools.partial(_KmpTcpLine, self, index), self.host, port
+                )
+                self._servers.append(server)
+                bound = server.sockets[0].getsockname()[1]
+                self.ports.append(port_url(self.host, bound))
+        except OSError as exc:
+            await self.close()
+            raise ConnectionLost(f"cannot listen on {self.host}: {exc.strerror}") from exc
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for line in list(self.lines):
+            if line.transport is not None:
+                line.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> KmpEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _with_customer(settings: MeterSettings, customer: str) -> MeterSettings:
+    return dataclasses.replace(settings, customer_number=customer)
+
+
+class KmpEmulatorThread:
+    """A :class:`KmpEmulator` served by an event loop on a thread of its own."""
+
+    def __init__(self, meters: int | Sequence[MeterModel] = 1, **kwargs: Any) -> None:
+        self.emulator = KmpEmulator(meters, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="k382-kmp", daemon=True)
+
+    @property
+    def ports(self) -> list[str]:
+        return self.emulator.ports
+
+    def log(self, meter: int) -> list[KmpExchange]:
+        return self.emulator.log(meter)
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.emulator.start(), self._loop).result(timeout=10)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.emulator.close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> KmpEmulatorThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
