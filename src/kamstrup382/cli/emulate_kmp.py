@@ -18,7 +18,7 @@ import click
 
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_line import KmpExchange
-from kamstrup382.emulator.kmp_server import KmpEmulator
+from kamstrup382.emulator.kmp_server import PRECISE_LOOP_METERS, KmpEmulator, precise_event_loop
 from kamstrup382.emulator.settings import MeterSettings
 from kamstrup382.render import format_value
 
@@ -113,4 +113,7 @@ def serve_kmp(
         seed=seed,
         settings=MeterSettings(customer_number=customer_number),
     )
+    if meters <= PRECISE_LOOP_METERS:
+        with asyncio.Runner(loop_factory=precise_event_loop) as runner:
+            return runner.run(_serve(emulator, log))
     return asyncio.run(_serve(emulator, log))
