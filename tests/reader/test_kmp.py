@@ -4,6 +4,8 @@ and auto-detection."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from decimal import Decimal
 
 import pytest
@@ -24,6 +26,8 @@ from kamstrup382.protocol.kmp import (
     parse_frame,
 )
 from kamstrup382.reader.detect import detect
+from kamstrup382.reader.kmp_aio import AsyncKmpReader
+from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.reader.kmp_session import KmpExchange, KmpTiming, plan_requests
 from kamstrup382.reader.kmp_sync import DEFAULT_REGISTERS, KmpReader
 
@@ -171,3 +175,39 @@ def test_auto_detection_says_when_nothing_answers() -> None:
     assert detection.protocol is None
     assert detection.summary.startswith("no meter answered")
     assert len(detection.probes) == 2  # socket://: KMP tried at the gateway's one rate
+
+
+def test_async_reader_reads_many_meters_at_once() -> None:
+    async def read_all(ports: list[str]) -> list[KmpReading]:
+        async def one(port: str) -> KmpReading:
+            async with AsyncKmpReader(port) as reader:
+                return await reader.read()
+
+        return await asyncio.gather(*(one(p) for p in ports))
+
+    with KmpEmulatorThread(10) as emulator:
+        started = time.monotonic()
+        readings = asyncio.run(read_all(emulator.ports))
+        took = time.monotonic() - started
+        serials = [m.serial for m in emulator.emulator.meters]
+    assert serials == list(range(54042, 54052))
+    assert all(len(r.registers) == len(DEFAULT_REGISTERS) for r in readings)
+    assert took < 3 * max(r.duration for r in readings)  # together, not one after another
+
+
+def test_async_reader_retries_and_raises_like_the_sync_one() -> None:
+    async def read(port: str, retries: int) -> KmpReading:
+        async with AsyncKmpReader(port, retries=retries) as reader:
+            await reader.identify()
+            return await reader.read()
+
+    faults = KmpFaults.parse("script=none/crc/echo/stuffing")
+    with KmpEmulatorThread(1, faults=faults) as emulator:
+        reading = asyncio.run(read(emulator.ports[0], 2))
+    assert reading.attempts == 4
+    with (
+        KmpEmulatorThread(1, faults=KmpFaults.parse("script=none/silent/silent")) as emulator,
+        pytest.raises(ReadTimeout) as caught,
+    ):
+        asyncio.run(read(emulator.ports[0], 1))
+    assert caught.value.attempts == 2
