@@ -34,6 +34,8 @@ from kamstrup382.protocol.kmp import (
     encode_frame,
     encode_message,
 )
+from kamstrup382.reader.detect import detect
+from kamstrup382.reader.kmp_sync import KmpReader
 
 IDS = tuple(r.id for r in KMP_382_REGISTERS)
 
@@ -209,7 +211,12 @@ def test_emulate_command_serves_kmp(tmp_path: Path) -> None:
     assert record["values"]["energy"] == "53"
 
 
-def test_emulate_kmp_refuses_pty() -> None:
-    from kamstrup382.cli import main
-
-    assert main(["emulate", "--model", "382jx3", "--pty"]) == 2
+def test_kmp_meter_on_a_pty_read_through_the_serial_path() -> None:
+    with KmpEmulatorThread(1, transport="pty") as emulator:
+        port = emulator.ports[0]
+        assert port.startswith("/dev/")
+        with KmpReader(port) as reader:  # a device path: pyserial at 9600 8N1, select()
+            reading = reader.read()
+        detection = detect(port, answer_margin=0.0)
+    assert reading.values()["energy"] == 53
+    assert (detection.protocol, detection.baud) == ("kmp", 9600)

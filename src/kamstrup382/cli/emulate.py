@@ -209,7 +209,7 @@ def _apply(emulator: Emulator, command: Command) -> str:
     type=click.Choice(["685-382", "382jx3"], case_sensitive=False),
     default="685-382",
     show_default=True,
-    help="685-382: IEC 61107 mode A at 300 baud; 382jx3: KMP (binary) at --baud, TCP only.",
+    help="685-382: IEC 61107 mode A at 300 baud; 382jx3: KMP (binary) at --baud.",
 )
 @click.option(
     "--baud",
@@ -426,8 +426,6 @@ def _emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
     from kamstrup382.cli.emulate_kmp import serve_kmp  # noqa: PLC0415
 
     try:
-        if use_pty:
-            raise UsageError("--pty: KMP meters are served on TCP only")
         host, port = parse_listen(listen)
         with contextlib.ExitStack() as files:
             log = _open_out(files, log_to, "--log", "w")
@@ -442,6 +440,7 @@ def _emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
                 seed=seed,
                 customer_number=customer_number,
                 log=log,
+                transport="pty" if use_pty else "tcp",
             )
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)

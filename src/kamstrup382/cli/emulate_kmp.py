@@ -1,4 +1,4 @@
-"""``k382 emulate --model 382jx3``: KMP meters on TCP ports, at the true baud rate.
+"""``k382 emulate --model 382jx3``: KMP meters on TCP ports or ptys, at the true baud rate.
 
 Serves until SIGINT or SIGTERM. ``--faults`` takes KMP's own kinds (``echo``, ``crc``,
 ``stuffing``, ``late``, ``silent``; :mod:`kamstrup382.emulator.kmp_faults`), ``--log`` gets one
@@ -101,6 +101,7 @@ def serve_kmp(
     seed: int,
     customer_number: str,
     log: TextIO | None,
+    transport: str = "tcp",
 ) -> int:
     emulator = KmpEmulator(
         meters,
@@ -112,6 +113,7 @@ def serve_kmp(
         faults=KmpFaults.parse(faults_text),
         seed=seed,
         settings=MeterSettings(customer_number=customer_number),
+        transport=transport,
     )
     if meters <= PRECISE_LOOP_METERS:
         with asyncio.Runner(loop_factory=precise_event_loop) as runner:

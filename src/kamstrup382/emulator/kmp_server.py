@@ -1,4 +1,4 @@
-"""Emulated KMP meters (382J, 382Jx3, 382Lx7, 382M) on loopback TCP ports, one per meter.
+"""Emulated KMP meters (382J, 382Jx3, 382Lx7, 382M) on TCP ports or pseudo-terminals.
 
 ::
 
@@ -18,8 +18,10 @@ baud rate; faults and delays are drawn from one :class:`random.Random` per meter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import os
 import random
 import selectors
 import threading
@@ -36,6 +38,8 @@ from kamstrup382.emulator.kmp_line import (
 )
 from kamstrup382.emulator.kmp_meter import KmpMeter
 from kamstrup382.emulator.model import MeterModel
+from kamstrup382.emulator.open_files import reserve_files
+from kamstrup382.emulator.pty import PtyPair, open_pty
 from kamstrup382.emulator.settings import MeterSettings
 from kamstrup382.emulator.tcp import port_url
 from kamstrup382.errors import ConnectionLost, UsageError
@@ -74,8 +78,46 @@ class _KmpTcpLine(asyncio.Protocol):
         self.emulator.lines.discard(self)
 
 
+class _KmpPtyLine:
+    """A KMP meter on a pseudo-terminal: reads the master, writes replies into it.
+
+    A KMP line is 8N1, what a pty is natively: no parking is needed (unlike mode A's 7E1,
+    see :mod:`.pty`); the emulator keeps its own descriptor of the slave open so that the
+    master never sees a hangup between two readers.
+    """
+
+    def __init__(self, emulator: KmpEmulator, index: int) -> None:
+        self.pty: PtyPair = open_pty()
+        self.path = self.pty.path
+        self.session = KmpLineSession(
+            emulator.meters[index],
+            emulator.rules,
+            emulator.rngs[index],
+            self._send,
+            emulator.logs[index],
+        )
+        asyncio.get_running_loop().add_reader(self.pty.master, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.pty.master, 4096)
+        except OSError:  # would block, interrupted, or EIO (no slave: cannot happen)
+            return
+        self.session.feed(data)
+
+    def _send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # what the pty cannot take is lost, as on a line
+            os.write(self.pty.master, data)
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.pty.master)
+        self.session.close()
+        self.pty.close()
+
+
 class KmpEmulator:
-    """``meters`` KMP meters on ``host``, ports from ``port`` (0: free ports)."""
+    """``meters`` KMP meters on ``host``, ports from ``port`` (0: free ports), or on
+    pseudo-terminals (``transport="pty"``: ``ports`` are the slaves' paths)."""
 
     def __init__(
         self,
@@ -89,7 +131,12 @@ class KmpEmulator:
         faults: KmpFaults | None = None,
         seed: int = 0,
         settings: MeterSettings | None = None,
+        transport: str = "tcp",
     ) -> None:
+        if transport not in ("tcp", "pty"):
+            raise UsageError(f"transport must be tcp or pty, got {transport!r}")
+        self.transport = transport
+        self._ptys: list[_KmpPtyLine] = []
         if isinstance(meters, int):
             if meters < 1:
                 raise UsageError(f"meters must be at least 1, got {meters}")
@@ -117,6 +164,17 @@ class KmpEmulator:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.transport == "pty":
+            reserve_files("pty", len(self.meters))
+            try:
+                for index in range(len(self.meters)):
+                    line = _KmpPtyLine(self, index)
+                    self._ptys.append(line)
+                    self.ports.append(line.path)
+            except OSError as exc:
+                await self.close()
+                raise UsageError(f"cannot open a pseudo-terminal: {exc.strerror}") from exc
+            return
         try:
             for index in range(len(self.meters)):
                 port = 0 if self.port == 0 else self.port + index
@@ -131,6 +189,9 @@ class KmpEmulator:
             raise ConnectionLost(f"cannot listen on {self.host}: {exc.strerror}") from exc
 
     async def close(self) -> None:
+        for pty in self._ptys:
+            pty.close()
+        self._ptys.clear()
         for server in self._servers:
             server.close()
         for line in list(self.lines):
