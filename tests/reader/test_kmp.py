@@ -13,7 +13,14 @@ import pytest
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_server import KmpEmulatorThread
-from kamstrup382.errors import CrcError, FramingError, ReadTimeout, StuffingError, UsageError
+from kamstrup382.errors import (
+    CrcError,
+    FramingError,
+    ImplausibleError,
+    ReadTimeout,
+    StuffingError,
+    UsageError,
+)
 from kamstrup382.protocol.kmp import (
     KMP_382_REGISTERS,
     GetRegisterRequest,
@@ -211,3 +218,35 @@ def test_async_reader_retries_and_raises_like_the_sync_one() -> None:
     ):
         asyncio.run(read(emulator.ports[0], 1))
     assert caught.value.attempts == 2
+
+
+def test_async_reader_waits_for_the_gate_and_asks_accept() -> None:
+    class Gate:
+        def __init__(self) -> None:
+            self.open = asyncio.Event()
+
+        async def wait(self) -> None:
+            await self.open.wait()
+
+    judged: list[KmpReading] = []
+
+    def accept(reading: KmpReading) -> None:
+        judged.append(reading)
+        if len(judged) == 1:
+            raise ImplausibleError("energy went down", rule="counter_down", register="energy")
+
+    async def run(emulator: KmpEmulatorThread) -> tuple[KmpReading, int]:
+        gate = Gate()
+        async with AsyncKmpReader(emulator.ports[0], registers=(1,)) as reader:
+            task = asyncio.create_task(reader.read(gate=gate, accept=accept))
+            await asyncio.sleep(0.2)
+            before = len(emulator.log(0))  # connected, nothing sent while the gate is shut
+            gate.open.set()
+            return await task, before
+
+    with KmpEmulatorThread(1) as emulator:
+        reading, before = asyncio.run(run(emulator))
+        requests = len(emulator.log(0))
+    assert before == 0
+    assert len(judged) == 2 and judged[1] is reading
+    assert requests == 2  # the refused reading was read again

@@ -14,10 +14,17 @@ event loop's clock.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 
-from kamstrup382.errors import ConnectionLost, LineError, ProtocolError, UsageError
+from kamstrup382.errors import (
+    ConnectionLost,
+    ImplausibleError,
+    LineError,
+    ProtocolError,
+    UsageError,
+)
 from kamstrup382.protocol.kmp import (
     GetTypeRequest,
     Message,
@@ -25,13 +32,17 @@ from kamstrup382.protocol.kmp import (
     RegisterValue,
     TypeReply,
 )
+from kamstrup382.reader.aio import Gate
 from kamstrup382.reader.aio_links import AsyncLink, open_async_link
 from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.reader.kmp_session import KmpExchange, KmpTiming, plan_requests
 from kamstrup382.reader.kmp_sync import DEFAULT_REGISTERS
 from kamstrup382.reader.options import ReaderOptions
 
-__all__ = ["AsyncKmpReader"]
+__all__ = ["AsyncKmpReader", "KmpAccept"]
+
+#: Judges a complete reading; raises :class:`ImplausibleError` to have it read again.
+KmpAccept = Callable[[KmpReading], None]
 
 _QUIET_LIMIT = 2.0
 
@@ -104,9 +115,38 @@ class AsyncKmpReader:
         assert isinstance(reply, TypeReply)
         return reply
 
-    async def read(self) -> KmpReading:
-        """One readout of the register set, with retries per exchange."""
+    async def read(
+        self, *, gate: Gate | None = None, accept: KmpAccept | None = None
+    ) -> KmpReading:
+        """One readout of the register set, with retries per exchange.
+
+        ``gate``: the first request waits for it (the collector's
+        :class:`~kamstrup382.collector.gate.RequestGate` writes the requests of many readers
+        at one instant; a gate closed instead raises its error and nothing is sent).
+        ``accept(reading)`` judges the complete reading: an
+        :class:`~kamstrup382.errors.ImplausibleError` it raises makes the whole readout
+        again, within ``retries``.
+        """
+        failed = 0
+        while True:
+            reading = await self._read_once(gate if failed == 0 else None)
+            if accept is None:
+                return reading
+            try:
+                accept(reading)
+            except ImplausibleError as error:
+                failed += 1
+                if failed > self.retries:
+                    error.attempts = failed
+                    raise
+                continue
+            return reading
+
+    async def _read_once(self, gate: Gate | None) -> KmpReading:
         loop = asyncio.get_running_loop()
+        if gate is not None:
+            await self._ensure_link()
+            await gate.wait()
         requested_at = datetime.now(UTC)
         started = loop.time()
         got: dict[int, RegisterValue] = {}
