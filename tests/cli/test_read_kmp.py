@@ -57,7 +57,7 @@ def test_auto_says_what_it_found_and_reads_with_it() -> None:
     with KmpEmulatorThread(1) as emulator:
         code, out, err = run([emulator.ports[0], "--protocol", "auto", "--timeout", "0.1"])
     assert code == 0
-    assert err.startswith("auto: found KMP at 9600 baud (meter type 0x0382, software A1)")
+    assert err.startswith("auto: found KMP at 9600 baud 8N1 (meter type 0x0382, software A1)")
     assert "energy_hires" in out
     with EmulatorThread(1, speed=10) as emulator:
         code, out, err = run([emulator.ports[0], "--protocol", "auto", "--timeout", "0.1"])

@@ -5,6 +5,8 @@ and auto-detection."""
 from __future__ import annotations
 
 import asyncio
+import os
+import termios
 import time
 from decimal import Decimal
 
@@ -165,7 +167,7 @@ def test_auto_detection_finds_kmp() -> None:
         ("kmp", True),
     ]
     assert detection.probes[0].outcome.startswith("timeout:")
-    assert "found KMP at 9600 baud" in detection.summary
+    assert "found KMP at 9600 baud 8N1" in detection.summary
 
 
 def test_auto_detection_finds_mode_a() -> None:
@@ -250,3 +252,30 @@ def test_async_reader_waits_for_the_gate_and_asks_accept() -> None:
     assert before == 0
     assert len(judged) == 2 and judged[1] is reading
     assert requests == 2  # the refused reading was read again
+
+
+def test_eight_n_two_on_a_serial_device() -> None:
+    # a MULTICAL line: 1200 baud, 11 bits a character; the pty takes the settings (CSTOPB)
+    with KmpEmulatorThread(1, transport="pty", baud=1200, bits_per_character=11) as emulator:
+        port = emulator.ports[0]
+        with KmpReader(port, baud=1200, stop_bits=2, registers=(1,)) as reader:
+            reading = reader.read()
+            fd = os.open(port, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+            try:  # a tty's settings are the device's, whoever opened it
+                cflag, speed = termios.tcgetattr(fd)[2], termios.tcgetattr(fd)[4]
+            finally:
+                os.close(fd)
+        assert cflag & termios.CSTOPB and cflag & termios.CSIZE == termios.CS8
+        assert speed == termios.B1200
+        assert reading.stop_bits == 2
+        assert reading.values() == {"energy": Decimal(53)}
+    with pytest.raises(UsageError, match="stop bits"):
+        KmpReader("/dev/null", stop_bits=3)
+
+
+def test_stop_bits_reach_the_serial_port() -> None:
+    from kamstrup382.reader.link import serial_settings
+    from kamstrup382.reader.port import LineMode
+
+    assert serial_settings(LineMode.EIGHT_N_ONE, 1200, 2)["stopbits"] == 2
+    assert serial_settings(LineMode.EIGHT_N_ONE, 9600)["stopbits"] == 1

@@ -68,6 +68,7 @@ __all__ = [
     "check_load",
     "emulate",
     "max_power_kw",
+    "open_out",
     "parse_command",
     "parse_delay",
     "parse_listen",
@@ -361,7 +362,9 @@ def emulate(
     from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
     if model.lower() != "685-382":
-        return _emulate_kmp(
+        from kamstrup382.cli.emulate_kmp import emulate_kmp  # noqa: PLC0415
+
+        return emulate_kmp(
             model.lower(),
             int(baud),
             listen,
@@ -379,8 +382,8 @@ def emulate(
         load = check_load(load_text, type_number)
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         with contextlib.ExitStack() as files:
-            out = _open_out(files, pulse_out, "--pulse-out", "a")
-            truth = _open_out(files, log_to, "--log", "w")
+            out = open_out(files, pulse_out, "--pulse-out", "a")
+            truth = open_out(files, log_to, "--log", "w")
             emulator = Emulator(
                 meters,
                 transport="pty" if use_pty else "tcp",
@@ -409,45 +412,7 @@ def emulate(
         return 2
 
 
-def _emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
-    model: str,
-    baud: int,
-    listen: str,
-    meters: int,
-    delay: str,
-    faults_text: str,
-    seed: int,
-    customer_number: str,
-    log_to: str | None,
-    *,
-    use_pty: bool,
-) -> int:
-    """``--model 382jx3``: KMP meters (:mod:`kamstrup382.cli.emulate_kmp`)."""
-    from kamstrup382.cli.emulate_kmp import serve_kmp  # noqa: PLC0415
-
-    try:
-        host, port = parse_listen(listen)
-        with contextlib.ExitStack() as files:
-            log = _open_out(files, log_to, "--log", "w")
-            return serve_kmp(
-                model=model,
-                host=host,
-                port=port,
-                meters=meters,
-                baud=baud,
-                delay=parse_delay(delay),
-                faults_text=faults_text,
-                seed=seed,
-                customer_number=customer_number,
-                log=log,
-                transport="pty" if use_pty else "tcp",
-            )
-    except Kamstrup382Error as exc:
-        click.echo(f"k382 emulate: {exc}", err=True)
-        return 2
-
-
-def _open_out(
+def open_out(
     files: contextlib.ExitStack, target: str | None, option: str, mode: Literal["a", "w"]
 ) -> TextIO | None:
     """``target`` opened for ``option`` (closed with ``files``); ``-``: standard output."""

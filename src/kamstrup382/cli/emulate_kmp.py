@@ -16,13 +16,15 @@ from typing import TextIO
 
 import click
 
+from kamstrup382.cli.emulate import open_out, parse_delay, parse_listen
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_line import KmpExchange
 from kamstrup382.emulator.kmp_server import PRECISE_LOOP_METERS, KmpEmulator, precise_event_loop
 from kamstrup382.emulator.settings import MeterSettings
+from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.render import format_value
 
-__all__ = ["KMP_MODELS", "exchange_record", "serve_kmp"]
+__all__ = ["KMP_MODELS", "emulate_kmp", "exchange_record", "serve_kmp"]
 
 #: The models that speak KMP on the optical port, and their line's bits per character.
 KMP_MODELS = {"382jx3": 10}
@@ -119,3 +121,40 @@ def serve_kmp(
         with asyncio.Runner(loop_factory=precise_event_loop) as runner:
             return runner.run(_serve(emulator, log))
     return asyncio.run(_serve(emulator, log))
+
+
+def emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
+    model: str,
+    baud: int,
+    listen: str,
+    meters: int,
+    delay: str,
+    faults_text: str,
+    seed: int,
+    customer_number: str,
+    log_to: str | None,
+    *,
+    use_pty: bool,
+) -> int:
+    """``k382 emulate --model 382jx3 ...``: the options checked, the meters served; exit
+    status 2 for a wrong option value."""
+    try:
+        host, port = parse_listen(listen)
+        with contextlib.ExitStack() as files:
+            log = open_out(files, log_to, "--log", "w")
+            return serve_kmp(
+                model=model,
+                host=host,
+                port=port,
+                meters=meters,
+                baud=baud,
+                delay=parse_delay(delay),
+                faults_text=faults_text,
+                seed=seed,
+                customer_number=customer_number,
+                log=log,
+                transport="pty" if use_pty else "tcp",
+            )
+    except Kamstrup382Error as exc:
+        click.echo(f"k382 emulate: {exc}", err=True)
+        return 2

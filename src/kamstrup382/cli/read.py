@@ -116,16 +116,17 @@ def render_reading(reading: Reading) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _choose_protocol(
-    port: str, protocol: str, baud: int, kmp_registers: str | None, margin: float
-) -> tuple[str, int, Reading | None]:
-    """The protocol to read with, its baud rate, and a mode A reading ``auto`` already got."""
+def _choose_protocol(  # noqa: PLR0917 - the options it chooses from
+    port: str, protocol: str, baud: int, stop_bits: int, kmp_registers: str | None, margin: float
+) -> tuple[str, int, int, Reading | None]:
+    """The protocol to read with, its baud rate and stop bits, and a mode A reading ``auto``
+    already got."""
     if protocol == "kmp":
-        return "kmp", baud, None
+        return "kmp", baud, stop_bits, None
     if kmp_registers is not None and protocol == "iec":
         raise click.UsageError("--registers is for --protocol kmp or auto")
     if protocol == "iec":
-        return "iec", 300, None
+        return "iec", 300, 1, None
     try:
         detection = detect(port, answer_margin=margin)
     except Kamstrup382Error as exc:
@@ -134,7 +135,7 @@ def _choose_protocol(
     click.echo(f"auto: {detection.summary}", err=True)
     if detection.protocol is None or detection.baud is None:
         raise click.exceptions.Exit(1)
-    return detection.protocol, detection.baud, detection.reading
+    return detection.protocol, detection.baud, detection.stop_bits, detection.reading
 
 
 class _History:
@@ -174,6 +175,13 @@ class _History:
     default="9600",
     show_default=True,
     help="KMP: the line's baud rate (8N1).",
+)
+@click.option(
+    "--stop-bits",
+    type=click.Choice(["1", "2"]),
+    default="1",
+    show_default=True,
+    help="KMP: 1 (8N1, the 382 family) or 2 (8N2, MULTICAL and some heads).",
 )
 @click.option(
     "--registers",
@@ -245,6 +253,7 @@ def read(
     port: str,
     protocol: str,
     baud: str,
+    stop_bits: str,
     kmp_registers: str | None,
     as_json: bool,
     as_csv: bool,
@@ -262,8 +271,8 @@ def read(
         raise click.UsageError("--json and --csv exclude each other")
     if count is not None and watch is None:
         raise click.UsageError("--count needs --watch")
-    chosen, found, first = _choose_protocol(
-        port, protocol.lower(), int(baud), kmp_registers, margin
+    chosen, found, found_stop_bits, first = _choose_protocol(
+        port, protocol.lower(), int(baud), int(stop_bits), kmp_registers, margin
     )
     if chosen == "kmp":
         try:
@@ -274,6 +283,7 @@ def read(
         read_kmp(
             port,
             baud=found,
+            stop_bits=found_stop_bits,
             registers=registers,
             as_json=as_json,
             as_csv=as_csv,

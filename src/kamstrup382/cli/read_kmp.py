@@ -55,6 +55,7 @@ def kmp_reading_json(reading: KmpReading) -> dict[str, Any]:
         "protocol": "kmp",
         "port": reading.port,
         "baud": reading.baud,
+        "stop_bits": reading.stop_bits,
         "requested_at": reading.requested_at.isoformat(timespec="milliseconds"),
         "duration": round(reading.duration, 4),
         "exchanges": reading.exchanges,
@@ -78,7 +79,7 @@ def render_kmp_reading(reading: KmpReading) -> str:
     ]
     attempts = f"{reading.attempts} attempt{'s' if reading.attempts != 1 else ''}"
     lines = [
-        f"port            {reading.port} (KMP, {reading.baud} baud 8N1)",
+        f"port            {reading.port} (KMP, {reading.baud} baud 8N{reading.stop_bits})",
         f"read at         {reading.requested_at.isoformat(timespec='seconds')}",
         f"timing          done after {reading.duration:.3f} s, {reading.exchanges} "
         f"exchanges, {attempts}",
@@ -98,6 +99,7 @@ def read_kmp(
     port: str,
     *,
     baud: int,
+    stop_bits: int = 1,
     registers: tuple[int, ...],
     as_json: bool,
     as_csv: bool,
@@ -108,7 +110,12 @@ def read_kmp(
 ) -> None:
     try:
         reader = KmpReader(
-            port, baud=baud, registers=registers, retries=retries, answer_margin=margin
+            port,
+            baud=baud,
+            registers=registers,
+            retries=retries,
+            answer_margin=margin,
+            stop_bits=stop_bits,
         )
     except UsageError as exc:
         click.echo(f"error: {exc.kind}: {exc}", err=True)

@@ -1,4 +1,5 @@
-"""Which protocol a meter speaks: IEC 61107 mode A at 300 baud 7E1, else KMP at 9600, 1200.
+"""Which protocol a meter speaks: IEC 61107 mode A at 300 baud 7E1, else KMP at 9600 8N1,
+then at 1200 8N2.
 
 :func:`detect` tries each in that order, once (no retries), and stops at the first that
 answers: a complete, checked mode A telegram (the :class:`~kamstrup382.reader.reading.Reading`
@@ -19,10 +20,11 @@ from kamstrup382.reader.port import PortKind, parse_port
 from kamstrup382.reader.reading import Reading
 from kamstrup382.reader.sync import Reader
 
-__all__ = ["KMP_BAUDS", "Detection", "Probe", "detect"]
+__all__ = ["KMP_LINES", "Detection", "Probe", "detect"]
 
-#: The KMP baud rates tried, in order: the 382 family's optical port, then MULTICAL's.
-KMP_BAUDS: tuple[int, ...] = (9600, 1200)
+#: The KMP lines tried, in order (baud, stop bits): the 382 family's optical port at 8N1,
+#: then MULTICAL's 1200 8N2.
+KMP_LINES: tuple[tuple[int, int], ...] = ((9600, 1), (1200, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +33,18 @@ class Probe:
     baud: int
     seconds: float
     outcome: str  # "answered", or the error's kind and message
+    stop_bits: int = 1
 
     @property
     def answered(self) -> bool:
         return self.outcome == "answered"
 
     def __str__(self) -> str:
-        name = "IEC 61107 mode A 300 7E1" if self.protocol == "iec" else f"KMP {self.baud} 8N1"
+        name = (
+            "IEC 61107 mode A 300 7E1"
+            if self.protocol == "iec"
+            else f"KMP {self.baud} 8N{self.stop_bits}"
+        )
         return f"{name}: {self.outcome} ({self.seconds:.3f} s)"
 
 
@@ -48,6 +55,7 @@ class Detection:
     probes: tuple[Probe, ...]
     reading: Reading | None = None  # mode A: the telegram read while detecting
     kmp_type: TypeReply | None = None
+    stop_bits: int = 1
 
     @property
     def summary(self) -> str:
@@ -55,7 +63,9 @@ class Detection:
         if self.protocol is None:
             return f"no meter answered ({tried})"
         what = (
-            "IEC 61107 mode A at 300 baud" if self.protocol == "iec" else f"KMP at {self.baud} baud"
+            "IEC 61107 mode A at 300 baud"
+            if self.protocol == "iec"
+            else f"KMP at {self.baud} baud 8N{self.stop_bits}"
         )
         if self.kmp_type is not None:
             what += (
@@ -85,8 +95,8 @@ def detect(port: str, *, answer_margin: float = 0.3, connect_timeout: float = 5.
     except LineError as error:  # the port itself failed: nothing else will work either
         probes.append(Probe("iec", 300, time.monotonic() - started, _outcome(error)))
         raise
-    bauds = KMP_BAUDS[:1] if parse_port(port).kind is PortKind.SOCKET else KMP_BAUDS
-    for baud in bauds:
+    lines = KMP_LINES[:1] if parse_port(port).kind is PortKind.SOCKET else KMP_LINES
+    for baud, stop_bits in lines:
         started = time.monotonic()
         try:
             with KmpReader(
@@ -95,10 +105,12 @@ def detect(port: str, *, answer_margin: float = 0.3, connect_timeout: float = 5.
                 retries=0,
                 answer_margin=answer_margin,
                 connect_timeout=connect_timeout,
+                stop_bits=stop_bits,
             ) as kmp:
                 kind = kmp.identify()
-            probes.append(Probe("kmp", baud, time.monotonic() - started, "answered"))
-            return Detection("kmp", baud, tuple(probes), kmp_type=kind)
+            probes.append(Probe("kmp", baud, time.monotonic() - started, "answered", stop_bits))
+            return Detection("kmp", baud, tuple(probes), kmp_type=kind, stop_bits=stop_bits)
         except (ProtocolError, ReadTimeout) as error:
-            probes.append(Probe("kmp", baud, time.monotonic() - started, _outcome(error)))
+            took = time.monotonic() - started
+            probes.append(Probe("kmp", baud, took, _outcome(error), stop_bits))
     return Detection(None, None, tuple(probes))

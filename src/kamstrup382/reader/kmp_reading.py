@@ -25,6 +25,7 @@ class KmpReading:
     exchanges: int
     attempts: int
     received: int  # bytes received, echo included
+    stop_bits: int = 1
 
     def values(self) -> dict[str, Decimal]:
         """The named registers' values (registers outside the 382 table by ``0xNNNN``)."""

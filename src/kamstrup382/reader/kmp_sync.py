@@ -4,6 +4,7 @@
 
     with KmpReader("/dev/ttyUSB0") as reader:      # 9600 baud 8N1, the 382 register set
         reading = reader.read()
+    KmpReader("/dev/ttyUSB0", baud=1200, stop_bits=2)   # a MULTICAL: 1200 baud 8N2
 
 Each exchange (one GetRegister request of at most 8 registers) is the sans-IO
 :class:`~kamstrup382.reader.kmp_session.KmpExchange`; this module moves bytes and keeps time.
@@ -57,12 +58,16 @@ class KmpReader:
         retries: int = 2,
         answer_margin: float = 0.0,
         connect_timeout: float = 5.0,
+        stop_bits: int = 1,
     ) -> None:
         if not 0 <= retries <= 20:
             raise UsageError(f"retries must be 0-20, got {retries}")
         self.port = port
         self.spec = parse_port(port)
-        self.timing = KmpTiming(baud=baud, margin=answer_margin)
+        if stop_bits not in (1, 2):
+            raise UsageError(f"stop bits must be 1 (8N1) or 2 (8N2), got {stop_bits}")
+        self.stop_bits = stop_bits
+        self.timing = KmpTiming(baud=baud, bits_per_character=9 + stop_bits, margin=answer_margin)
         self.requests = plan_requests(registers)
         self.registers = registers
         self.retries = retries
@@ -93,6 +98,7 @@ class KmpReader:
                     line=LineMode.EIGHT_N_ONE,
                     baudrate=self.timing.baud,
                     connect_timeout=self.connect_timeout,
+                    stop_bits=self.stop_bits,
                 )
             except OSError as exc:
                 raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
@@ -127,6 +133,7 @@ class KmpReader:
             exchanges=len(self.requests),
             attempts=attempts,
             received=received,
+            stop_bits=self.stop_bits,
         )
 
     def _exchange(self, request: Message) -> tuple[Message, tuple[int, int]]:
