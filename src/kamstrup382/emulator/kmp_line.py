@@ -35,7 +35,6 @@ from kamstrup382.protocol.kmp import (
     Direction,
     Frame,
     FrameDecoder,
-    GetRegisterRequest,
     decode_message,
     encode_frame,
 )
@@ -154,8 +153,7 @@ class KmpLineSession:
                 )
             )
             return
-        reply = self.meter.answer(message)
-        values = self.meter.register_values() if isinstance(message, GetRegisterRequest) else None
+        reply, values = self.meter.answer(message)
         exchange = KmpExchange(request_wire, frame.cid, values, request_end=request_end)
         self.log.append(exchange)
         if reply is None:

@@ -93,12 +93,13 @@ class KmpMeter:
             values[f"current_l{n}"] = _fixed(Fraction(part, volts), 2)
         return values
 
-    def answer(self, request: Message) -> Message | None:
-        """The reply to a request (``None``: the meter does not answer it)."""
+    def answer(self, request: Message) -> tuple[Message | None, dict[str, Decimal] | None]:
+        """The reply to a request (``None``: the meter does not answer it) and, for
+        GetRegister, every register's value at that instant (the ground truth of the reply)."""
         if isinstance(request, GetTypeRequest):
-            return TypeReply(self.meter_type, 0x0101)
+            return TypeReply(self.meter_type, 0x0101), None
         if isinstance(request, GetSerialNoRequest):
-            return SerialNoReply(self.serial)
+            return SerialNoReply(self.serial), None
         if isinstance(request, GetRegisterRequest):
             values = self.register_values()
             by_id = {KMP_REGISTER_BY_NAME[name].id: name for name in values}
@@ -109,5 +110,5 @@ class KmpMeter:
                     continue  # a register the meter does not have is left out of the reply
                 unit = UNIT_CODES[KMP_REGISTER_BY_NAME[name].unit]
                 registers.append(RegisterValue.of(register_id, unit, values[name], 4))
-            return RegisterReply(tuple(registers))
-        return None
+            return RegisterReply(tuple(registers)), values
+        return None, None
