@@ -20,6 +20,7 @@ from kamstrup382.protocol.kmp import (
     GetRegisterRequest,
     RegisterReply,
     RegisterValue,
+    decode_capture,
     decode_message,
     decode_value,
     destuff,
@@ -157,3 +158,23 @@ def test_a_reply_in_any_chunks_decodes_alike(regs: list[RegisterValue], cuts: li
     assert events[-1] is frames_seen[0]  # the decoder is done at the chunk with the stop byte
     assert isinstance(frames_seen[0], Frame)
     assert decode_message(frames_seen[0]) == reply
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_captures_decode_or_raise_only_our_errors(data: bytes) -> None:
+    try:
+        for event in decode_capture(data):
+            if isinstance(event, Frame):
+                decode_message(event)
+    except Kamstrup382Error:
+        pass
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_after_a_valid_start_raise_only_our_errors(tail: bytes) -> None:
+    try:
+        for event in decode_capture(b"\x40\x3f\x10" + tail):
+            if isinstance(event, Frame):
+                decode_message(event)
+    except Kamstrup382Error:
+        pass
