@@ -220,3 +220,15 @@ def test_kmp_meter_on_a_pty_read_through_the_serial_path() -> None:
         detection = detect(port, answer_margin=0.0)
     assert reading.values()["energy"] == 53
     assert (detection.protocol, detection.baud) == ("kmp", 9600)
+
+
+def test_meters_get_their_own_household_or_the_given_load() -> None:
+    from kamstrup382.emulator import ConstantLoad
+
+    with KmpEmulatorThread(2) as emulator:
+        powers = [m.register_values()["power"] for m in emulator.emulator.meters]
+    assert powers[0] != powers[1]  # a household profile each (seeds 0 and 1)
+    with KmpEmulatorThread(2, load=ConstantLoad(2.5)) as emulator:
+        values = [m.register_values() for m in emulator.emulator.meters]
+    assert [v["power"] for v in values] == [2500, 2500]
+    assert values[0]["power_l1"] + values[0]["power_l2"] + values[0]["power_l3"] == 2500

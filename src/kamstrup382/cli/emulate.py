@@ -375,6 +375,9 @@ def emulate(
             customer_number,
             log_to,
             use_pty=use_pty,
+            load_text=load_text,
+            tariff_schedule=tariff_schedule,
+            type_number=type_number,
         )
     try:
         host, port = parse_listen(listen)

@@ -16,10 +16,11 @@ from typing import TextIO
 
 import click
 
-from kamstrup382.cli.emulate import open_out, parse_delay, parse_listen
+from kamstrup382.cli.emulate import check_load, open_out, parse_delay, parse_listen
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_line import KmpExchange
 from kamstrup382.emulator.kmp_server import PRECISE_LOOP_METERS, KmpEmulator, precise_event_loop
+from kamstrup382.emulator.load import Load
 from kamstrup382.emulator.settings import MeterSettings
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.render import format_value
@@ -104,6 +105,9 @@ def serve_kmp(
     customer_number: str,
     log: TextIO | None,
     transport: str = "tcp",
+    load: Load | None = None,
+    tariff_schedule: str | None = None,
+    type_number: str = "685-382-OK-15",
 ) -> int:
     emulator = KmpEmulator(
         meters,
@@ -114,8 +118,10 @@ def serve_kmp(
         delay=delay,
         faults=KmpFaults.parse(faults_text),
         seed=seed,
-        settings=MeterSettings(customer_number=customer_number),
+        settings=MeterSettings(type_number=type_number, customer_number=customer_number),
         transport=transport,
+        load=load,
+        tariff_schedule=tariff_schedule,
     )
     if meters <= PRECISE_LOOP_METERS:
         with asyncio.Runner(loop_factory=precise_event_loop) as runner:
@@ -135,11 +141,15 @@ def emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
     log_to: str | None,
     *,
     use_pty: bool,
+    load_text: str,
+    tariff_schedule: str | None,
+    type_number: str,
 ) -> int:
     """``k382 emulate --model 382jx3 ...``: the options checked, the meters served; exit
     status 2 for a wrong option value."""
     try:
         host, port = parse_listen(listen)
+        load = check_load(load_text, type_number)
         with contextlib.ExitStack() as files:
             log = open_out(files, log_to, "--log", "w")
             return serve_kmp(
@@ -154,6 +164,9 @@ def emulate_kmp(  # noqa: PLR0917 - the options of emulate, passed on
                 customer_number=customer_number,
                 log=log,
                 transport="pty" if use_pty else "tcp",
+                load=load,
+                tariff_schedule=tariff_schedule,
+                type_number=type_number,
             )
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)

@@ -10,9 +10,10 @@
 
 Each meter is a :class:`~.kmp_meter.KmpMeter` over its own
 :class:`~kamstrup382.emulator.model.MeterModel` (customer numbers counting up from the
-settings'), answering on its port through a :class:`~.kmp_line.KmpLineSession` at the true
-baud rate; faults and delays are drawn from one :class:`random.Random` per meter, seeded from
-``seed`` and the meter's number. ``log(meter)`` is the meter's ground truth.
+settings'; ``load`` for all, or a household profile of its own each, as the mode A
+emulator makes them; an optional tariff schedule), answering on its port through a
+:class:`~.kmp_line.KmpLineSession` at the true baud rate; faults and delays are drawn from
+one :class:`random.Random` per meter, seeded from ``seed`` and the meter's number. ``log(meter)`` is the meter's ground truth.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from kamstrup382.emulator.kmp_line import (
     KmpLineSession,
 )
 from kamstrup382.emulator.kmp_meter import KmpMeter
+from kamstrup382.emulator.load import HouseholdLoad, Load
 from kamstrup382.emulator.model import MeterModel
 from kamstrup382.emulator.open_files import reserve_files
 from kamstrup382.emulator.pty import PtyPair, open_pty
@@ -132,6 +134,8 @@ class KmpEmulator:
         seed: int = 0,
         settings: MeterSettings | None = None,
         transport: str = "tcp",
+        load: Load | None = None,
+        tariff_schedule: str | None = None,
     ) -> None:
         if transport not in ("tcp", "pty"):
             raise UsageError(f"transport must be tcp or pty, got {transport!r}")
@@ -143,7 +147,11 @@ class KmpEmulator:
             base = settings if settings is not None else MeterSettings()
             first = int(base.customer_number)
             models = [
-                MeterModel(_with_customer(base, f"{(first + n) % 10**8:08d}"))
+                MeterModel(
+                    dataclasses.replace(base, customer_number=f"{(first + n) % 10**8:08d}"),
+                    load if load is not None else HouseholdLoad(seed=n),
+                    tariff_schedule=tariff_schedule,
+                )
                 for n in range(meters)
             ]
         else:
@@ -207,10 +215,6 @@ class KmpEmulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _with_customer(settings: MeterSettings, customer: str) -> MeterSettings:
-    return dataclasses.replace(settings, customer_number=customer)
 
 
 #: Up to this many meters, :func:`precise_event_loop` serves them (``select`` takes file
