@@ -13,7 +13,8 @@ Each meter is a :class:`~.kmp_meter.KmpMeter` over its own
 settings'; ``load`` for all, or a household profile of its own each, as the mode A
 emulator makes them; an optional tariff schedule), answering on its port through a
 :class:`~.kmp_line.KmpLineSession` at the true baud rate; faults and delays are drawn from
-one :class:`random.Random` per meter, seeded from ``seed`` and the meter's number. ``log(meter)`` is the meter's ground truth.
+one :class:`random.Random` per meter, seeded from ``seed`` and the meter's number.
+``log(meter)`` is the meter's ground truth.
 """
 
 from __future__ import annotations
