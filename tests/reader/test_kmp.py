@@ -11,6 +11,8 @@ import time
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.emulator.kmp_faults import KmpFaults
@@ -19,6 +21,7 @@ from kamstrup382.errors import (
     CrcError,
     FramingError,
     ImplausibleError,
+    Kamstrup382Error,
     ReadTimeout,
     StuffingError,
     UsageError,
@@ -279,3 +282,15 @@ def test_stop_bits_reach_the_serial_port() -> None:
 
     assert serial_settings(LineMode.EIGHT_N_ONE, 1200, 2)["stopbits"] == 2
     assert serial_settings(LineMode.EIGHT_N_ONE, 9600)["stopbits"] == 1
+
+
+@given(st.binary(max_size=300), st.integers(1, 50))
+def test_exchange_fed_arbitrary_bytes_raises_only_our_errors(data: bytes, step: int) -> None:
+    exchange = KmpExchange(GetRegisterRequest((1, 2)), KmpTiming())
+    exchange.sent(0.0)
+    try:
+        for at in range(0, len(data), step):
+            if exchange.receive(data[at : at + step], 0.01) is not None:
+                break
+    except Kamstrup382Error:
+        pass

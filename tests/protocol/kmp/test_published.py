@@ -9,6 +9,8 @@ import pytest
 
 from kamstrup382.protocol.kmp import (
     Direction,
+    Frame,
+    FrameDecoder,
     GetRegisterRequest,
     GetSerialNoRequest,
     GetTypeRequest,
@@ -111,3 +113,22 @@ def test_published_value_examples(sign_exponent: int, mantissa: str, value: str)
     assert RegisterValue(1, 0, decoded, len(bytes.fromhex(mantissa))).encode()[4:] == bytes(
         (sign_exponent,)
     ) + bytes.fromhex(mantissa)
+
+
+@pytest.mark.parametrize(("name", "direction", "message"), PUBLISHED, ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize("split", ["whole", "halves", "bytes"])
+def test_published_frame_fed_in_pieces(
+    name: str, direction: Direction, message: Message, split: str
+) -> None:
+    wire = frame_bytes(name)
+    pieces = {
+        "whole": [wire],
+        "halves": [wire[: len(wire) // 2], wire[len(wire) // 2 :]],
+        "bytes": [wire[i : i + 1] for i in range(len(wire))],
+    }[split]
+    decoder = FrameDecoder(direction)
+    events = [decoder.feed(piece) for piece in pieces]
+    assert events[:-1] == [None] * (len(pieces) - 1)  # nothing before the stop byte
+    frame = events[-1]
+    assert isinstance(frame, Frame)
+    assert decode_message(frame) == message
