@@ -17,6 +17,7 @@ __all__ = [
     "BccError",
     "ConfigError",
     "ConnectionLost",
+    "CrcError",
     "FramingError",
     "IdentificationError",
     "ImplausibleError",
@@ -26,7 +27,9 @@ __all__ = [
     "ProtocolError",
     "ReadTimeout",
     "StorageError",
+    "StuffingError",
     "TypeNumberError",
+    "UnknownCommandError",
     "UsageError",
 ]
 
@@ -92,6 +95,40 @@ class FramingError(ProtocolError):
     """Missing or misplaced STX, ETX, end marker, line end, or a data line that does not parse."""
 
     kind = "framing"
+
+
+class CrcError(ProtocolError):
+    """A KMP frame's CRC-16 does not match its bytes.
+
+    ``received`` is the CRC the frame carries, ``computed`` what its address, command and data
+    give (both 16-bit); ``offset`` the position of the frame's stop byte, where it is checked.
+    """
+
+    kind = "crc"
+
+    def __init__(
+        self, message: str, *, received: int, computed: int, offset: int | None = None
+    ) -> None:
+        self.received = received
+        self.computed = computed
+        super().__init__(message, offset=offset)
+
+
+class StuffingError(FramingError):
+    """A KMP frame's byte stuffing is broken: an escape (``0x1B``) at the end of the frame or
+    before a byte that stands for no reserved byte, or a reserved byte sent unescaped."""
+
+    kind = "stuffing"
+
+
+class UnknownCommandError(ProtocolError):
+    """A KMP frame carries a command id this package does not know (``cid``)."""
+
+    kind = "command"
+
+    def __init__(self, message: str, *, cid: int, offset: int | None = None) -> None:
+        self.cid = cid
+        super().__init__(message, offset=offset)
 
 
 class IdentificationError(ProtocolError):

@@ -15,6 +15,12 @@ The input is bounded like the readers' replies: a reply longer than the decoder'
 longer than :data:`MAX_HEX_TEXT` (room for such a reply as a spaced hex dump), without reading
 more than that bound + 1 byte (``k382 decode /dev/zero`` ends at once).
 
+A capture whose first byte is ``0x80``, ``0x40`` or ``0x06`` is KMP (the binary protocol of
+the 382J, Jx3, Lx7 and M; :mod:`kamstrup382.cli.kmp_capture`): its frames are printed, and
+``--json`` gives ``protocol`` (``kmp``), ``direction``, ``cid`` and ``registers`` (``id``,
+``name`` or null, ``value`` with the meter's digits, ``unit``); a bad CRC is an error of kind
+``crc``.
+
 Exit status: 0 decoded; 2 the input is not a valid reply (one line on standard error,
 ``error: <kind>: <message>``, and nothing on standard output) or cannot be read.
 """
@@ -27,6 +33,7 @@ from typing import BinaryIO
 
 import click
 
+from kamstrup382.cli.kmp_capture import is_kmp, kmp_json, kmp_text
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import BccMode, Telegram, decode_reply
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
@@ -118,11 +125,16 @@ def describe(telegram: Telegram) -> str:
 )
 def decode(file: BinaryIO | None, as_json: bool, bcc: str, eight_bit: bool) -> None:
     """Decode a captured reply (raw bytes or hex text; FILE, - for stdin, none: the spec example)
-    and print its registers."""
+    and print its registers. Mode A or KMP, told by the first byte."""
     try:
         data = spec_example() if file is None else read_capture(file)
-        telegram = decode_reply(data, bcc=BccMode(bcc), eight_bit=eight_bit)
-        text = dumps(telegram_json(telegram), indent=2) + "\n" if as_json else describe(telegram)
+        if is_kmp(data):
+            text = kmp_json(data) if as_json else kmp_text(data)
+        else:
+            telegram = decode_reply(data, bcc=BccMode(bcc), eight_bit=eight_bit)
+            text = (
+                dumps(telegram_json(telegram), indent=2) + "\n" if as_json else describe(telegram)
+            )
     except Kamstrup382Error as exc:
         click.echo(f"error: {exc.kind}: {exc}", err=True)
         sys.stdout.flush()

@@ -68,6 +68,7 @@ __all__ = [
     "check_load",
     "emulate",
     "max_power_kw",
+    "open_out",
     "parse_command",
     "parse_delay",
     "parse_listen",
@@ -204,6 +205,20 @@ def _apply(emulator: Emulator, command: Command) -> str:
 
 
 @click.command("emulate")
+@click.option(
+    "--model",
+    type=click.Choice(["685-382", "382jx3"], case_sensitive=False),
+    default="685-382",
+    show_default=True,
+    help="685-382: IEC 61107 mode A at 300 baud; 382jx3: KMP (binary) at --baud.",
+)
+@click.option(
+    "--baud",
+    type=click.Choice(["1200", "2400", "4800", "9600", "19200"]),
+    default="9600",
+    show_default=True,
+    help="KMP models: the line's baud rate (8N1).",
+)
 @click.option("--pty", "use_pty", is_flag=True, help="Serve on pseudo-terminals (prints paths).")
 @click.option(
     "--tcp",
@@ -319,6 +334,8 @@ def _apply(emulator: Emulator, command: Command) -> str:
 )
 def emulate(
     *,
+    model: str,
+    baud: str,
     use_pty: bool,
     listen: str,
     meters: int,
@@ -344,14 +361,32 @@ def emulate(
     from kamstrup382.emulator.open_files import reserve_files  # noqa: PLC0415
     from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
+    if model.lower() != "685-382":
+        from kamstrup382.cli.emulate_kmp import emulate_kmp  # noqa: PLC0415
+
+        return emulate_kmp(
+            model.lower(),
+            int(baud),
+            listen,
+            meters,
+            delay,
+            faults_text,
+            seed,
+            customer_number,
+            log_to,
+            use_pty=use_pty,
+            load_text=load_text,
+            tariff_schedule=tariff_schedule,
+            type_number=type_number,
+        )
     try:
         host, port = parse_listen(listen)
         pulses_at = parse_listen(pulse_listen) if pulse_listen is not None else None
         load = check_load(load_text, type_number)
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         with contextlib.ExitStack() as files:
-            out = _open_out(files, pulse_out, "--pulse-out", "a")
-            truth = _open_out(files, log_to, "--log", "w")
+            out = open_out(files, pulse_out, "--pulse-out", "a")
+            truth = open_out(files, log_to, "--log", "w")
             emulator = Emulator(
                 meters,
                 transport="pty" if use_pty else "tcp",
@@ -380,7 +415,7 @@ def emulate(
         return 2
 
 
-def _open_out(
+def open_out(
     files: contextlib.ExitStack, target: str | None, option: str, mode: Literal["a", "w"]
 ) -> TextIO | None:
     """``target`` opened for ``option`` (closed with ``files``); ``-``: standard output."""

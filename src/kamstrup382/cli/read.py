@@ -19,6 +19,10 @@ the meter's power allows, the same customer number): one that breaks it is an
 While a readout runs, a progress bar (bytes received against the expected reply size) is drawn
 on standard error if it is a terminal.
 
+``--protocol`` (default ``iec``): ``kmp`` reads a KMP meter (382J, Jx3, Lx7, M) at ``--baud``
+(:mod:`kamstrup382.cli.read_kmp`); ``auto`` tries mode A at 300 7E1, then KMP at 9600 and
+1200, says on standard error what it found (and how long each try took), and reads with it.
+
 Exit status: 0 every readout succeeded; 1 a readout failed (one line on standard error,
 ``error: <kind>: <message>``); 2 the command line is wrong.
 """
@@ -35,10 +39,12 @@ from typing import TextIO
 import click
 
 from kamstrup382.cli.options import seconds
+from kamstrup382.cli.read_kmp import parse_registers, read_kmp
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import KAMSTRUP_382, BccMode, Observation, check_history
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
 from kamstrup382.reader import Reader
+from kamstrup382.reader.detect import detect
 from kamstrup382.reader.options import MAX_MAX_REPLY
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
@@ -110,6 +116,28 @@ def render_reading(reading: Reading) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _choose_protocol(  # noqa: PLR0917 - the options it chooses from
+    port: str, protocol: str, baud: int, stop_bits: int, kmp_registers: str | None, margin: float
+) -> tuple[str, int, int, Reading | None]:
+    """The protocol to read with, its baud rate and stop bits, and a mode A reading ``auto``
+    already got."""
+    if protocol == "kmp":
+        return "kmp", baud, stop_bits, None
+    if kmp_registers is not None and protocol == "iec":
+        raise click.UsageError("--registers is for --protocol kmp or auto")
+    if protocol == "iec":
+        return "iec", 300, 1, None
+    try:
+        detection = detect(port, answer_margin=margin)
+    except Kamstrup382Error as exc:
+        click.echo(f"error: {exc.kind}: {exc}", err=True)
+        raise click.exceptions.Exit(1) from exc
+    click.echo(f"auto: {detection.summary}", err=True)
+    if detection.protocol is None or detection.baud is None:
+        raise click.exceptions.Exit(1)
+    return detection.protocol, detection.baud, detection.stop_bits, detection.reading
+
+
 class _History:
     """With ``--watch``: each reading held to the last one returned (counters that only grow
     at the rate the meter's power allows, the same customer number, ...), inside the
@@ -133,6 +161,35 @@ class _History:
 
 @click.command("read")
 @click.argument("port")
+@click.option(
+    "--protocol",
+    type=click.Choice(["iec", "kmp", "auto"], case_sensitive=False),
+    default="iec",
+    show_default=True,
+    help="iec: IEC 61107 mode A, 300 7E1 (685-382, 382C); kmp: KMP at --baud (382J, Jx3, Lx7, "
+    "M; MULTICAL at 1200); auto: mode A, then KMP at 9600 and 1200, and says what it found.",
+)
+@click.option(
+    "--baud",
+    type=click.Choice(["1200", "2400", "4800", "9600", "19200"]),
+    default="9600",
+    show_default=True,
+    help="KMP: the line's baud rate (8N1).",
+)
+@click.option(
+    "--stop-bits",
+    type=click.Choice(["1", "2"]),
+    default="1",
+    show_default=True,
+    help="KMP: 1 (8N1, the 382 family) or 2 (8N2, MULTICAL and some heads).",
+)
+@click.option(
+    "--registers",
+    "kmp_registers",
+    metavar="NAME|ID,...",
+    help="KMP: the registers to read (names of the 382 table or ids such as 0x041E); "
+    "default: the 382 set, in requests of at most 8.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per readout).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: a header, one row per readout.")
 @click.option(
@@ -194,6 +251,10 @@ class _History:
 def read(
     *,
     port: str,
+    protocol: str,
+    baud: str,
+    stop_bits: str,
+    kmp_registers: str | None,
     as_json: bool,
     as_csv: bool,
     watch: float | None,
@@ -210,6 +271,28 @@ def read(
         raise click.UsageError("--json and --csv exclude each other")
     if count is not None and watch is None:
         raise click.UsageError("--count needs --watch")
+    chosen, found, found_stop_bits, first = _choose_protocol(
+        port, protocol.lower(), int(baud), int(stop_bits), kmp_registers, margin
+    )
+    if chosen == "kmp":
+        try:
+            registers = parse_registers(kmp_registers)
+        except UsageError as exc:
+            click.echo(f"error: {exc.kind}: {exc}", err=True)
+            raise click.exceptions.Exit(2) from exc
+        read_kmp(
+            port,
+            baud=found,
+            stop_bits=found_stop_bits,
+            registers=registers,
+            as_json=as_json,
+            as_csv=as_csv,
+            watch=watch,
+            count=count,
+            retries=retries,
+            margin=margin,
+        )
+        return
     try:
         reader = Reader(
             port,
@@ -235,7 +318,12 @@ def read(
             while True:
                 started = time.monotonic()
                 try:
-                    reading = reader.read(progress=bar, accept=history.check)
+                    reading = (
+                        first
+                        if first is not None
+                        else reader.read(progress=bar, accept=history.check)
+                    )
+                    first = None
                     history.add(reading)
                 except Kamstrup382Error as exc:
                     failed += 1

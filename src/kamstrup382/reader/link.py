@@ -189,8 +189,9 @@ class BoundedRfc2217Serial(serial.rfc2217.Serial):  # type: ignore[misc]
             buffer.clear()
 
 
-def serial_settings(line: LineMode, baudrate: int) -> dict[str, Any]:
-    """pyserial settings for the line mode: 7E1 done by the port, or 8N1 (parity by us)."""
+def serial_settings(line: LineMode, baudrate: int, stop_bits: int = 1) -> dict[str, Any]:
+    """pyserial settings for the line mode: 7E1 done by the port, or 8N1 (parity by us);
+    ``stop_bits=2`` for KMP's 8N2 (MULTICAL)."""
     if line is LineMode.SEVEN_E_ONE:
         return {
             "baudrate": baudrate,
@@ -202,11 +203,11 @@ def serial_settings(line: LineMode, baudrate: int) -> dict[str, Any]:
         "baudrate": baudrate,
         "bytesize": serial.EIGHTBITS,
         "parity": serial.PARITY_NONE,
-        "stopbits": serial.STOPBITS_ONE,
+        "stopbits": serial.STOPBITS_TWO if stop_bits == 2 else serial.STOPBITS_ONE,
     }
 
 
-def _set_termios(fd: int, line: LineMode, baudrate: int) -> None:
+def _set_termios(fd: int, line: LineMode, baudrate: int, stop_bits: int = 1) -> None:
     """Speed, character size and parity in one ``tcsetattr`` call."""
     speed = getattr(termios, f"B{baudrate}", None)
     if speed is None:
@@ -217,19 +218,23 @@ def _set_termios(fd: int, line: LineMode, baudrate: int) -> None:
         cflag |= termios.CS7 | termios.PARENB
     else:
         cflag |= termios.CS8
+        if stop_bits == 2:
+            cflag |= termios.CSTOPB
     attrs[2] = cflag
     attrs[4] = attrs[5] = speed
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
-def open_serial(port: str, *, line: LineMode, baudrate: int = 300) -> serial.Serial:
+def open_serial(
+    port: str, *, line: LineMode, baudrate: int = 300, stop_bits: int = 1
+) -> serial.Serial:
     """Open a serial device (or a pyserial URL) set up for ``line``.
 
     A Linux pty refuses a 7E1 ``tcsetattr`` that does not also change its speed (see the spec
     notes): if the direct open fails that way, the device is opened at 9600 8N1 and then
     switched to the wanted settings in one call, which changes the speed and so succeeds.
     """
-    settings = serial_settings(line, baudrate)
+    settings = serial_settings(line, baudrate, stop_bits)
     try:
         if port.lower().startswith("rfc2217://"):
             return BoundedRfc2217Serial(port, timeout=0, write_timeout=None, **settings)
@@ -246,7 +251,7 @@ def open_serial(port: str, *, line: LineMode, baudrate: int = 300) -> serial.Ser
     except (serial.SerialException, termios.error, OSError) as exc:
         raise ConnectionLost(f"cannot open {port}: {_why(exc)}") from exc
     try:
-        _set_termios(ser.fileno(), line, baudrate)
+        _set_termios(ser.fileno(), line, baudrate, stop_bits)
     except termios.error as exc:
         ser.close()
         raise ConnectionLost(f"cannot set {port} to {baudrate} {line.value}: {exc}") from first
@@ -424,13 +429,18 @@ class SerialLink:
 
 
 def open_link(
-    spec: PortSpec, *, line: LineMode, baudrate: int = 300, connect_timeout: float = 5.0
+    spec: PortSpec,
+    *,
+    line: LineMode,
+    baudrate: int = 300,
+    connect_timeout: float = 5.0,
+    stop_bits: int = 1,
 ) -> Link:
-    """Open the right link for ``spec`` (blocking)."""
+    """Open the right link for ``spec`` (blocking); ``stop_bits`` 2 for an 8N2 line."""
     if spec.kind is PortKind.SOCKET:
         assert spec.host is not None and spec.tcp_port is not None
         return SocketLink(spec.host, spec.tcp_port, connect_timeout=connect_timeout)
-    ser = open_serial(spec.text, line=line, baudrate=baudrate)
+    ser = open_serial(spec.text, line=line, baudrate=baudrate, stop_bits=stop_bits)
     if spec.kind is PortKind.DEVICE and isinstance(ser, serial.Serial) and _has_fd(ser):
         return FdLink(ser, spec.text)
     return SerialLink(ser, spec.text)
