@@ -117,3 +117,10 @@ def test_an_integer_too_long_to_print_is_refused_in_a_short_message(value: objec
         settings.integer(value, "mqtt.qos", low=0, high=2)
     assert info.value.key == "mqtt.qos"
     assert len(str(info.value)) < 120
+
+
+@pytest.mark.parametrize("value", [1e-300, 4e-7, "0.0000001s"])
+def test_a_duration_below_a_microsecond_is_refused_not_rounded_to_zero(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"collector\.answer_timeout: .*at least 1 microsecond"):
+        settings.parse_duration(value, "collector.answer_timeout")
+    assert settings.parse_duration(1e-6, "x").total_seconds() == 1e-6

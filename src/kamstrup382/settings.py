@@ -190,7 +190,10 @@ def parse_duration(value: object, key: str, *, allow_zero: bool = False) -> time
         raise ConfigError(
             key, f"duration must be at most {MAX_DURATION.days}d, got {_shown(value)}"
         )
-    return timedelta(seconds=amount)
+    duration = timedelta(seconds=amount)
+    if amount > 0 and not duration:  # below the microsecond a timedelta holds: not 0 silently
+        raise ConfigError(key, f"duration must be at least 1 microsecond, got {_shown(value)}")
+    return duration
 
 
 def _finite(number: float, written: object, key: str) -> float:
