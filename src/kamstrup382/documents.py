@@ -41,6 +41,7 @@ from kamstrup382.protocol import (
     parse_identification,
 )
 from kamstrup382.protocol.registers import RegisterKind
+from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.reader.reading import Reading
 from kamstrup382.storage.records import ReadingRecord
 
@@ -48,6 +49,7 @@ __all__ = [
     "dumps",
     "format_value",
     "identification_document",
+    "kmp_reading_document",
     "reading_document",
     "reading_schema",
     "record_document",
@@ -179,6 +181,36 @@ def reading_document(reading: Reading, *, meter: str | None = None) -> dict[str,
         "timing": _timing(reading.answer_delay, reading.duration, reading.attempts),
         "port": reading.port,
         "line": reading.line.value,
+    }
+
+
+def kmp_reading_document(reading: KmpReading, *, meter: str | None = None) -> dict[str, Any]:
+    """A KMP reading (``k382 read --protocol kmp``) in the same shape: ``protocol`` ``kmp``,
+    the registers keyed by name (an id outside the 382's table by ``0xNNNN``) with their id as
+    ``code``, no identification line and no BCC (KMP has a CRC per frame instead), and the
+    line it was read on (``baud``, ``stop_bits``) and the ids the meter left out."""
+    registers: dict[str, dict[str, Any]] = {}
+    for register in reading.registers:
+        code = f"0x{register.id:04x}"
+        registers[register.name or code] = {
+            "code": code,
+            "value": register.value,
+            "unit": register.unit,
+        }
+    return {
+        "meter": meter,
+        "read_at": utc(reading.requested_at),
+        "protocol": "kmp",
+        "registers": registers,
+        "timing": {
+            "duration_s": round(reading.duration, 3),
+            "attempts": reading.attempts,
+            "exchanges": reading.exchanges,
+        },
+        "port": reading.port,
+        "baud": reading.baud,
+        "stop_bits": reading.stop_bits,
+        "missing": [f"0x{register:04x}" for register in reading.missing],
     }
 
 

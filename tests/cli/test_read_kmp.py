@@ -6,9 +6,12 @@ import csv
 import io
 import json
 
+import jsonschema
+import pytest
 from click.testing import CliRunner
 
 from kamstrup382.cli import cli
+from kamstrup382.documents import reading_schema
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_server import KmpEmulatorThread
@@ -26,12 +29,19 @@ def test_kmp_json() -> None:
         code, out, err = run([emulator.ports[0], "--protocol", "kmp", "--json"])
     assert (code, err) == (0, "")
     obj = json.loads(out)
+    jsonschema.validate(obj, reading_schema())  # the one shape of a reading, KMP's branch
     assert obj["protocol"] == "kmp"
-    assert obj["baud"] == 9600
-    assert obj["exchanges"] == 2
-    names = [r["name"] for r in obj["registers"]]
-    assert names[:3] == ["energy", "energy_out", "energy_hires"]
-    assert obj["registers"][2]["value"] == 53.0 and '"value": 53.00' in out
+    assert obj["baud"] == 9600 and obj["stop_bits"] == 1
+    assert obj["timing"]["exchanges"] == 2
+    assert list(obj["registers"])[:3] == ["energy", "energy_out", "energy_hires"]
+    assert obj["registers"]["energy"]["code"] == "0x0001"
+    assert obj["registers"]["energy_hires"]["value"] == 53.0 and '"value": 53.00' in out
+    assert "identification" not in obj and "bcc" not in obj
+    # a KMP document is not a mode A one, nor the other way round
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**obj, "bcc": {"algorithm": "sum7"}}, reading_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({k: v for k, v in obj.items() if k != "protocol"}, reading_schema())
 
 
 def test_kmp_table_with_chosen_registers() -> None:

@@ -1,8 +1,8 @@
 """``k382 read PORT --protocol kmp`` (and what ``auto`` found to be KMP): KMP readouts.
 
-Output: a table (default), ``--json`` (``protocol`` ``kmp``, ``port``, ``baud``,
-``requested_at``, ``duration``, ``exchanges``, ``attempts``, ``registers`` as ``k382 decode
---json`` gives them, ``missing`` ids; one object per line with ``--watch``) or ``--csv`` (a
+Output: a table (default), ``--json`` (the one shape of a reading, ``docs/formats.md``, with
+``protocol`` ``kmp``: the registers keyed by name with their id as ``code``, ``baud``,
+``stop_bits``, the ``missing`` ids; one object per line with ``--watch``) or ``--csv`` (a
 header of the register names, one row per readout).
 """
 
@@ -12,17 +12,17 @@ import csv
 import io
 import sys
 import time
-from typing import Any
 
 import click
 
+from kamstrup382.documents import kmp_reading_document
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol.kmp import KMP_REGISTER_BY_NAME, register_name
 from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.reader.kmp_sync import DEFAULT_REGISTERS, KmpReader
 from kamstrup382.render import dumps, format_value
 
-__all__ = ["kmp_reading_json", "parse_registers", "read_kmp", "render_kmp_reading"]
+__all__ = ["parse_registers", "read_kmp", "render_kmp_reading"]
 
 
 def parse_registers(text: str | None) -> tuple[int, ...]:
@@ -48,24 +48,6 @@ def parse_registers(text: str | None) -> tuple[int, ...]:
     if not ids:
         raise UsageError("--registers: no register given")
     return tuple(ids)
-
-
-def kmp_reading_json(reading: KmpReading) -> dict[str, Any]:
-    return {
-        "protocol": "kmp",
-        "port": reading.port,
-        "baud": reading.baud,
-        "stop_bits": reading.stop_bits,
-        "requested_at": reading.requested_at.isoformat(timespec="milliseconds"),
-        "duration": round(reading.duration, 4),
-        "exchanges": reading.exchanges,
-        "attempts": reading.attempts,
-        "registers": [
-            {"id": r.id, "name": r.name, "value": r.value, "unit": r.unit}
-            for r in reading.registers
-        ],
-        "missing": list(reading.missing),
-    }
 
 
 def render_kmp_reading(reading: KmpReading) -> str:
@@ -165,5 +147,5 @@ def _render(
         stamp = reading.requested_at.isoformat(timespec="milliseconds")
         return _csv_line([stamp, reading.port, *(by_id.get(i, "") for i in registers)])
     if as_json:
-        return dumps(kmp_reading_json(reading), indent=None if watch else 2) + "\n"
+        return dumps(kmp_reading_document(reading), indent=None if watch else 2) + "\n"
     return render_kmp_reading(reading)
