@@ -169,7 +169,11 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
     async with _emulated(base, emulated, speed) as config:
         if not config.meters:
             raise ConfigError("meters", "no meters configured")
-        outputs = build_outputs(config.sections, [m.name for m in config.meters])
+        outputs = build_outputs(
+            config.sections,
+            [m.name for m in config.meters],
+            pulses=any(m.pulses is not None for m in config.meters),
+        )
         storage = await asyncio.to_thread(open_storage, config.storage.url)
         try:
             notifier = Notifier.from_environment()

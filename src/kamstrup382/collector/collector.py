@@ -52,6 +52,7 @@ from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
 from kamstrup382.collector.history import History
 from kamstrup382.collector.leases import Leases
 from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.pulse_inputs import PulseInputs
 from kamstrup382.collector.records import (
     failure_record,
     missed_message,
@@ -65,7 +66,7 @@ from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
-from kamstrup382.storage import Storage
+from kamstrup382.storage import ReadingRecord, Storage
 from kamstrup382.storage.url import spill_path
 
 __all__ = ["Collector", "CycleResult"]
@@ -127,6 +128,8 @@ class Collector:
         self._outputs_started = False
         #: Per line: the meter read last on it and when that readout ended (clock time).
         self._line_last: dict[str, tuple[str, datetime]] = {}
+        #: The meters' pulse inputs (live power), re-synced at each of their readings.
+        self.pulse_inputs = PulseInputs(config.meters, self.outputs)
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,6 +162,7 @@ class Collector:
         for output in self.outputs:
             await output.start(self.storage)
         self._outputs_started = True
+        await self.pulse_inputs.start()
 
     async def _load_history(self) -> None:
         """Each meter's last stored reading (in one query): the history the next reading must
@@ -180,6 +184,7 @@ class Collector:
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
         the connections kept, stop the outputs and the storage thread."""
+        await self.pulse_inputs.close()
         await self._gates.close()
         await self.pool.close()
         if self._writer is not None:
@@ -438,6 +443,8 @@ class Collector:
                     return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
+            if isinstance(result, ReadingRecord):
+                self.pulse_inputs.readout(result)
             state.results.append(result)
             self._writer.put(result)
 

@@ -34,6 +34,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     bcc = "auto"            # auto | sum7 | xor
     interval = "15m"        # and jitter, retries, backoff, answer_timeout, answer_margin, deadline
     shared_line = "gw1"     # meters naming the same line are read one at a time (default: port)
+    pulses = "gpio:/dev/gpiochip0:17"  # live power from pin 3: see collector/pulse_config.py
 
     [http]                  # the dashboard (k382 serve)
     listen = "127.0.0.1:8382"
@@ -73,8 +74,10 @@ from types import MappingProxyType
 from typing import Any
 
 from kamstrup382 import settings as check
+from kamstrup382.collector.pulse_config import PULSE_CHECKS, pulse_settings
 from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.protocol import BccMode
+from kamstrup382.pulses.live import PulseSettings
 from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode, check_line, default_line
 from kamstrup382.settings import Listen, parse_duration
@@ -121,6 +124,8 @@ class MeterConfig:
     shared_line: str
     timing: Timing = field(default_factory=Timing)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The meter's pulse input (pin 3), if it has one.
+    pulses: PulseSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +232,7 @@ _METER_CHECKS: dict[str, _Check] = {
     **_SCHEDULE_CHECKS,
     **_TIMING_CHECKS,
     **_RETRY_CHECKS,
+    **PULSE_CHECKS,
 }
 _STORAGE_CHECKS: dict[str, _Check] = {
     "url": check.storage_url,
@@ -291,6 +297,7 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
         shared_line=values.get("shared_line", port),
         timing=_timing(values, defaults.timing),
         retry=_retry(values, defaults.retry),
+        pulses=pulse_settings(values, prefix),
     )
 
 

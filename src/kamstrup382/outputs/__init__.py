@@ -15,24 +15,35 @@ from kamstrup382.outputs.base import Output
 __all__ = ["Output", "build_outputs"]
 
 
-def build_outputs(sections: Mapping[str, Any], meters: Any = ()) -> list[Output]:
+def build_outputs(
+    sections: Mapping[str, Any], meters: Any = (), *, pulses: bool = False
+) -> list[Output]:
     """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
 
     ``meters`` is the configured meter list (names), for outputs that announce meters up
-    front. A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key; an
+    front. ``pulses``: some meter has a pulse input; each of the two then gets the live power
+    too (:mod:`.power`, :mod:`.power_metrics`), as an output after its own.
+    A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key; an
     output whose extra is not installed, :class:`~kamstrup382.extras.MissingExtra`.
     """
     outputs: list[Output] = []
     if "mqtt" in sections:
         require("mqtt")
         from kamstrup382.outputs.mqtt import MqttOutput  # noqa: PLC0415 - only when configured
+        from kamstrup382.outputs.power import PowerMqttOutput  # noqa: PLC0415
 
-        outputs.append(MqttOutput.from_config(sections["mqtt"], meters))
+        mqtt = MqttOutput.from_config(sections["mqtt"], meters)
+        outputs.append(mqtt)
+        if pulses:
+            outputs.append(PowerMqttOutput(mqtt.settings))
     if "prometheus" in sections:
         require("prometheus")
+        from kamstrup382.outputs.power_metrics import PowerMetrics  # noqa: PLC0415
         from kamstrup382.outputs.prometheus import PrometheusOutput  # noqa: PLC0415
 
         prometheus = PrometheusOutput.from_config(sections["prometheus"], meters)
         prometheus.watch(outputs)  # the metrics say the MQTT output's state
         outputs.append(prometheus)
+        if pulses:
+            outputs.append(PowerMetrics(prometheus.registry))  # on the same /metrics
     return outputs

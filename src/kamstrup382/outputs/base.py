@@ -6,6 +6,7 @@ import abc
 from collections.abc import Sequence
 
 from kamstrup382.outputs.health import OutputHealth
+from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
 __all__ = ["Output"]
@@ -34,6 +35,11 @@ class Output(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown; flush what can be flushed quickly."""
+
+    def power(self, update: PowerUpdate) -> None:  # noqa: B027 - optional hook
+        """A meter's live power from its pulses (each pulse event, and each second while
+        none comes); ``update.report`` says whether a publishing output should publish it.
+        Called in the event loop: must not block, must not raise."""
 
     def health(self) -> OutputHealth | None:
         """The output's own state and counters (MQTT: connected, login refused, ...), for the
