@@ -30,7 +30,6 @@ from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 from tests.outputs.helpers import Received, Watcher
 
-
 POWER_TOPIC = "kamstrup382/house/power"
 
 
