@@ -104,7 +104,7 @@ async def test_live_power_to_prometheus_and_home_assistant(
         pulse_port = int(pulses_url.rsplit(":", 1)[1])
         text = toml(url, emulator.ports[0], pulses_url, mosquitto.url)
         config = parse_config(tomllib.loads(text), env={})
-        outputs = build_outputs(config.sections, ["house"], pulses=True)
+        outputs = build_outputs(config.sections, ["house"], module=True)
         prometheus = next(o for o in outputs if isinstance(o, PrometheusOutput))
         assert any(isinstance(o, PowerMqttOutput) for o in outputs)
         assert any(isinstance(o, PowerMetrics) for o in outputs)

@@ -172,7 +172,7 @@ async def _main(base: Config, *, once: bool, emulated: int | None, speed: float)
         outputs = build_outputs(
             config.sections,
             [m.name for m in config.meters],
-            pulses=any(m.pulses is not None for m in config.meters),
+            module=any(m.pulses is not None or m.tariff is not None for m in config.meters),
         )
         storage = await asyncio.to_thread(open_storage, config.storage.url)
         try:

@@ -317,6 +317,12 @@ def _apply(emulator: Emulator, command: Command) -> str:
     "open / shorted) or '[METER] pulse N' (with --pulse-input); no METER: every meter. Each "
     "is answered on standard error with 'ok: ...' or 'error: ...'.",
 )
+@click.option(
+    "--control-listen",
+    metavar="HOST:PORT",
+    help="Take the same commands as --control from TCP clients, one a line, each answered "
+    "with one line 'ok: ...' or 'error: ...': a collector's tariff_output = \"tcp://HOST:PORT\".",
+)
 def emulate(
     *,
     use_pty: bool,
@@ -338,6 +344,7 @@ def emulate(
     log_to: str | None,
     pulse_input: bool,
     control: bool,
+    control_listen: str | None,
 ) -> int:
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
@@ -347,6 +354,7 @@ def emulate(
     try:
         host, port = parse_listen(listen)
         pulses_at = parse_listen(pulse_listen) if pulse_listen is not None else None
+        control_at = parse_listen(control_listen) if control_listen is not None else None
         load = check_load(load_text, type_number)
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         with contextlib.ExitStack() as files:
@@ -374,7 +382,9 @@ def emulate(
                 on_exchange=None if truth is None else _truth_writer(truth),
             )
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                return runner.run(_serve(emulator, out, pulses_at, control=control))
+                return runner.run(
+                    _serve(emulator, out, pulses_at, control=control, control_at=control_at)
+                )
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2
@@ -426,12 +436,16 @@ def _read_control(loop: asyncio.AbstractEventLoop, emulator: Emulator) -> None:
             return
 
 
-def _control(emulator: Emulator, line: str) -> None:
+def _reply(emulator: Emulator, line: str) -> str:
+    """A control line carried out: ``ok: ...`` or ``error: ...``."""
     try:
-        reply = "ok: " + _apply(emulator, parse_command(line, len(emulator.models)))
+        return "ok: " + _apply(emulator, parse_command(line, len(emulator.models)))
     except Kamstrup382Error as exc:
-        reply = f"error: {exc}"
-    click.echo(f"k382 emulate: {reply}", err=True)
+        return f"error: {exc}"
+
+
+def _control(emulator: Emulator, line: str) -> None:
+    click.echo(f"k382 emulate: {_reply(emulator, line)}", err=True)
     sys.stderr.flush()
 
 
@@ -441,6 +455,7 @@ async def _serve(
     pulses_at: tuple[str, int] | None,
     *,
     control: bool,
+    control_at: tuple[str, int] | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -451,6 +466,12 @@ async def _serve(
 
             pulse_server = PulseServer(emulator.subscribe_pulses, len(emulator.models), *pulses_at)
             await pulse_server.start()
+        control_server = None
+        if control_at is not None:
+            from kamstrup382.emulator.control_server import ControlServer  # noqa: PLC0415
+
+            control_server = ControlServer(lambda line: _reply(emulator, line), *control_at)
+            await control_server.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
@@ -458,6 +479,9 @@ async def _serve(
                 for index in range(len(emulator.models)):
                     emulator.subscribe_pulses(index, _pulse_writer(pulse_out, index + 1))
             _announce(emulator, pulse_server)
+            if control_server is not None:
+                click.echo(f"control: {control_server.url}")
+                sys.stdout.flush()
             if control:
                 threading.Thread(
                     target=_read_control, args=(loop, emulator), name="k382-control", daemon=True
@@ -468,6 +492,8 @@ async def _serve(
                 loop.remove_signal_handler(signum)
             if pulse_server is not None:
                 await pulse_server.close()
+            if control_server is not None:
+                await control_server.close()
         readouts = sum(len(emulator.log(i)) for i in range(len(emulator.models)))
     click.echo(f"k382 emulate: stopped after {readouts} readouts")
     return 0

@@ -61,6 +61,7 @@ from kamstrup382.collector.records import (
 )
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
 from kamstrup382.collector.spill import SpillJournal
+from kamstrup382.collector.tariff_control import TariffControl
 from kamstrup382.collector.waits import wait_first
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
@@ -130,6 +131,8 @@ class Collector:
         self._line_last: dict[str, tuple[str, datetime]] = {}
         #: The meters' pulse inputs (live power), re-synced at each of their readings.
         self.pulse_inputs = PulseInputs(config.meters, self.outputs)
+        #: The meters' tariff outputs (pin 4): schedules and commands (``board``).
+        self.tariffs = TariffControl(config.meters, self.clock)
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,9 +163,12 @@ class Collector:
                 )
         await self._load_history()
         for output in self.outputs:
+            if self.tariffs.outputs:
+                output.control(self.tariffs.board)
             await output.start(self.storage)
         self._outputs_started = True
         await self.pulse_inputs.start()
+        await self.tariffs.start()
 
     async def _load_history(self) -> None:
         """Each meter's last stored reading (in one query): the history the next reading must
@@ -185,6 +191,7 @@ class Collector:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
         the connections kept, stop the outputs and the storage thread."""
         await self.pulse_inputs.close()
+        await self.tariffs.close()
         await self._gates.close()
         await self.pool.close()
         if self._writer is not None:

@@ -74,7 +74,12 @@ from types import MappingProxyType
 from typing import Any
 
 from kamstrup382 import settings as check
-from kamstrup382.collector.pulse_config import PULSE_CHECKS, pulse_settings
+from kamstrup382.collector.pulse_config import (
+    PULSE_CHECKS,
+    TariffSettings,
+    pulse_settings,
+    tariff_settings,
+)
 from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.protocol import BccMode
 from kamstrup382.pulses.live import PulseSettings
@@ -126,6 +131,8 @@ class MeterConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: The meter's pulse input (pin 3), if it has one.
     pulses: PulseSettings | None = None
+    #: The meter's tariff output (pin 4), if it has one.
+    tariff: TariffSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +305,7 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
         timing=_timing(values, defaults.timing),
         retry=_retry(values, defaults.retry),
         pulses=pulse_settings(values, prefix),
+        tariff=tariff_settings(values, prefix),
     )
 
 

@@ -12,10 +12,15 @@
                                         # (default: from the meter's type number once read)
     pulse_zero_after = "6m"             # silence read as 0 W (default: when one pulse would
                                         # mean under 10 W: 6 min at 1000 imp/kWh)
-    power_interval = "5s"               # publish the power at most this often ...
+    power_interval = "5s"               # publish the power this often ...
     power_change = 0.2                  # ... and at once when it moves by this share
+    tariff_output = "gpio:/dev/gpiochip0:27"  # pin 4, or "tcp://HOST:PORT[/METER]" (k382
+                                        # emulate --control-listen)
+    tariff_schedule = "22:00-06:00"     # tariff 2 in these ranges, 1 outside (and/or Home
+                                        # Assistant's "Tariff" select)
+    tariff_zone = "Europe/Copenhagen"   # the schedule's time zone (default: the system's)
 
-Every key but ``pulses`` needs ``pulses``; each bad value is a
+The pulse keys need ``pulses``, the tariff keys ``tariff_output``; each bad value is a
 :class:`~kamstrup382.errors.ConfigError` naming its dotted key (``meters[0].pulse_constant``).
 """
 
@@ -23,15 +28,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kamstrup382 import settings as check
+from kamstrup382.emulator.tariff import TariffSchedule
 from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.pulses.live import PulseSettings
 from kamstrup382.pulses.sources import open_pulse_source
+from kamstrup382.pulses.tariff import open_tariff_output
 
-__all__ = ["PULSE_CHECKS", "pulse_settings"]
+__all__ = ["PULSE_CHECKS", "TariffSettings", "pulse_settings", "tariff_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class TariffSettings:
+    """A meter's tariff output (``output``: ``gpio:CHIP:LINE`` or ``tcp://...``) and the
+    schedule that drives it (``None``: only commands, from Home Assistant)."""
+
+    output: str
+    schedule: TariffSchedule | None = None
 
 
 def _source(value: object, key: str) -> str:
@@ -58,6 +77,23 @@ def _number(value: object, key: str, *, low: float, high: float) -> float:
     return number
 
 
+def _output(value: object, key: str) -> str:
+    output = check.text(value, key).strip()
+    try:
+        open_tariff_output(output)
+    except UsageError as exc:
+        raise ConfigError(key, str(exc)) from None
+    return output
+
+
+def _zone(value: object, key: str) -> tzinfo:
+    name = check.text(value, key).strip()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(key, f"no time zone {name!r} (e.g. Europe/Copenhagen, UTC)") from None
+
+
 PULSE_CHECKS: dict[str, Callable[[object, str], Any]] = {
     "pulses": _source,
     "pulse_constant": partial(check.integer, low=1, high=1_000_000),
@@ -65,7 +101,31 @@ PULSE_CHECKS: dict[str, Callable[[object, str], Any]] = {
     "pulse_zero_after": check.seconds,
     "power_interval": partial(check.seconds, allow_zero=True),
     "power_change": partial(_number, low=0, high=10),
+    "tariff_output": _output,
+    "tariff_schedule": check.text,
+    "tariff_zone": _zone,
 }
+
+
+def tariff_settings(values: Mapping[str, Any], prefix: str) -> TariffSettings | None:
+    """The tariff output of a meter whose checked keys are ``values``."""
+    if "tariff_output" not in values:
+        for name in ("tariff_schedule", "tariff_zone"):
+            if name in values:
+                raise ConfigError(f"{prefix}.{name}", 'needs tariff_output = "gpio:CHIP:LINE"')
+        return None
+    schedule = None
+    if "tariff_schedule" in values:
+        zone: tzinfo = values.get("tariff_zone") or datetime.now().astimezone().tzinfo or UTC
+        try:
+            schedule = TariffSchedule.parse(values["tariff_schedule"], zone=zone)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}.tariff_schedule", exc.problem) from None
+    elif "tariff_zone" in values:
+        raise ConfigError(f"{prefix}.tariff_zone", "needs tariff_schedule")
+    return TariffSettings(values["tariff_output"], schedule)
+
+
 _FIELDS = {
     "pulses": "source",
     "pulse_constant": "constant",
@@ -78,7 +138,7 @@ _FIELDS = {
 
 def pulse_settings(values: Mapping[str, Any], prefix: str) -> PulseSettings | None:
     """The pulse input of a meter whose checked keys are ``values`` (``None``: no ``pulses``)."""
-    given = {name: values[name] for name in PULSE_CHECKS if name in values}
+    given = {name: values[name] for name in _FIELDS if name in values}
     if "pulses" not in given:
         for name in given:
             raise ConfigError(f"{prefix}.{name}", 'needs pulses = "gpio:CHIP:LINE" or "tcp://..."')

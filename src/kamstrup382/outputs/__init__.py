@@ -16,13 +16,14 @@ __all__ = ["Output", "build_outputs"]
 
 
 def build_outputs(
-    sections: Mapping[str, Any], meters: Any = (), *, pulses: bool = False
+    sections: Mapping[str, Any], meters: Any = (), *, module: bool = False
 ) -> list[Output]:
     """Outputs for the ``[mqtt]`` and ``[prometheus]`` tables present in ``sections``.
 
     ``meters`` is the configured meter list (names), for outputs that announce meters up
-    front. ``pulses``: some meter has a pulse input; each of the two then gets the live power
-    too (:mod:`.power`, :mod:`.power_metrics`), as an output after its own.
+    front. ``module``: some meter has a pulse input or a tariff output; MQTT then gets the live
+    power and the tariff select too (:mod:`.power`), Prometheus the live power
+    (:mod:`.power_metrics`), each as an output after its own.
     A bad value raises :class:`~kamstrup382.errors.ConfigError` naming its key; an
     output whose extra is not installed, :class:`~kamstrup382.extras.MissingExtra`.
     """
@@ -34,7 +35,7 @@ def build_outputs(
 
         mqtt = MqttOutput.from_config(sections["mqtt"], meters)
         outputs.append(mqtt)
-        if pulses:
+        if module:
             outputs.append(PowerMqttOutput(mqtt.settings))
     if "prometheus" in sections:
         require("prometheus")
@@ -44,6 +45,6 @@ def build_outputs(
         prometheus = PrometheusOutput.from_config(sections["prometheus"], meters)
         prometheus.watch(outputs)  # the metrics say the MQTT output's state
         outputs.append(prometheus)
-        if pulses:
+        if module:
             outputs.append(PowerMetrics(prometheus.registry))  # on the same /metrics
     return outputs

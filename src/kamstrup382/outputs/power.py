@@ -1,11 +1,16 @@
-"""MQTT power output: the live power of the meters with pulse inputs, for Home Assistant.
+"""MQTT power output: the live power of the meters with pulse inputs, and the "Tariff" select
+of those with a tariff output, for Home Assistant.
 
 It uses the ``[mqtt]`` table (:class:`~kamstrup382.outputs.mqtt_settings.MqttSettings`) with a
 connection of its own (client id ``<client_id>-power``, last will ``offline`` on
 ``P/power_status``), apart from the register output's outbox: a live figure is worth sending
 only now, so it is never queued for later. Topics and payloads: :mod:`.power_topics`.
 
-It connects at the first power update (a collector without pulse inputs opens nothing), and
+A select's command (``1`` or ``2`` on ``P/<meter>/tariff/set``) goes to the collector's tariff
+control (:class:`~kamstrup382.pulses.tariff.TariffBoard`); its state (``P/<meter>/tariff``,
+retained) is what the module last set, published when that changes.
+
+It connects at start when some meter has a tariff output, else at the first power update, and
 again with backoff (``reconnect_delay`` doubling to ``reconnect_max``) whenever the broker goes
 away. Each connection announces the sensors of every meter heard so far (again when Home
 Assistant says ``online`` on its status topic), then sends what is due: per meter only the
@@ -26,11 +31,18 @@ from importlib import metadata
 
 import aiomqtt
 
+from kamstrup382.errors import UsageError
 from kamstrup382.outputs.base import Output
 from kamstrup382.outputs.discovery import OFFLINE, ONLINE, DeviceFacts, device_facts
 from kamstrup382.outputs.mqtt_settings import MqttSettings
-from kamstrup382.outputs.power_topics import PowerTopics, power_configs, power_payload
+from kamstrup382.outputs.power_topics import (
+    PowerTopics,
+    power_configs,
+    power_payload,
+    tariff_config,
+)
 from kamstrup382.pulses.live import PowerUpdate
+from kamstrup382.pulses.tariff import TariffBoard, TariffState
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
 __all__ = ["PowerMqttOutput"]
@@ -65,10 +77,25 @@ class PowerMqttOutput(Output):
         self._task: asyncio.Task[None] | None = None
         self._storage: Storage | None = None
         self._stopping = False
+        self._board: TariffBoard | None = None
+        self._tariffs: dict[str, TariffState] = {}  # to publish
+
+    def control(self, board: TariffBoard) -> None:
+        self._board = board
+        for meter in board.meters:
+            self._facts.setdefault(meter, None)
+        board.listen(self._tariff_set)
+
+    def _tariff_set(self, state: TariffState | None) -> None:
+        if state is not None and state.tariff is not None:
+            self._tariffs[state.meter] = state
+            self._wake.set()
 
     # -- Output ----------------------------------------------------------------------------
     async def start(self, storage: Storage) -> None:
         self._storage = storage
+        if self._board is not None and self._board.meters:
+            self._task = asyncio.create_task(self._run(), name="k382-mqtt-power")
 
     async def publish(
         self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
@@ -105,6 +132,10 @@ class PowerMqttOutput(Output):
                 log.warning("mqtt power: not stopped within %.1f s", self.settings.stop_timeout)
 
     # -- the connection --------------------------------------------------------------------
+    def _command_topics(self) -> dict[str, str]:
+        assert self._board is not None
+        return {self.topics.tariff_command(meter): meter for meter in self._board.meters}
+
     async def _stored_facts(self, meter: str) -> DeviceFacts:
         record = None
         if self._storage is not None:
@@ -161,9 +192,15 @@ class PowerMqttOutput(Output):
         await client.publish(self.topics.status, ONLINE, qos=1, retain=True)
         sent_availability: dict[str, bool] = {}
         listener = None
+        commands = [] if self._board is None else list(self._board.meters)
+        for meter in commands:
+            await client.subscribe(self.topics.tariff_command(meter), qos=1)
         if self.settings.discovery:
             await client.subscribe(self.settings.topics.ha_status, qos=1)
+        if self.settings.discovery or commands:
             listener = asyncio.create_task(self._listen(client))
+        for meter in commands:  # a new session: the retained state said again
+            self._tariff_set(self._board.state(meter) if self._board is not None else None)
         self.connected.set()
         try:
             while True:
@@ -174,7 +211,12 @@ class PowerMqttOutput(Output):
                     if self._facts[meter] is None:
                         self._facts[meter] = facts
                     if self.settings.discovery and meter not in self._announced:
-                        for topic, config in power_configs(meter, facts, self.topics, _version()):
+                        configs = []
+                        if meter in self._availability:  # a pulse input
+                            configs += power_configs(meter, facts, self.topics, _version())
+                        if self._board is not None and meter in self._board.meters:
+                            configs.append(tariff_config(meter, facts, self.topics, _version()))
+                        for topic, config in configs:
                             await client.publish(topic, _json(config), qos=1, retain=True)
                         self._announced.add(meter)
                 for meter, up in list(self._availability.items()):
@@ -184,6 +226,11 @@ class PowerMqttOutput(Output):
                             self.topics.availability(meter), payload, qos=1, retain=True
                         )
                         sent_availability[meter] = up
+                tariffs, self._tariffs = self._tariffs, {}
+                for meter, state in tariffs.items():
+                    await client.publish(
+                        self.topics.tariff(meter), str(state.tariff), qos=1, retain=True
+                    )
                 pending, self._pending = self._pending, {}
                 for meter, update in pending.items():
                     await client.publish(self.topics.power(meter), power_payload(update), qos=0)
@@ -203,13 +250,19 @@ class PowerMqttOutput(Output):
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         try:
+            commands = {} if self._board is None else self._command_topics()
             async for message in client.messages:
-                if str(message.topic) == self.settings.topics.ha_status and message.payload in (
-                    ONLINE,
-                    ONLINE.encode(),
-                ):
+                topic = str(message.topic)
+                payload = message.payload
+                text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+                if topic == self.settings.topics.ha_status and text == ONLINE:
                     self._announced.clear()  # Home Assistant restarted: announce again
                     self._wake.set()
+                elif topic in commands and self._board is not None:
+                    try:
+                        self._board.command(commands[topic], int(text), "home assistant")
+                    except (ValueError, UsageError):
+                        log.warning("mqtt power: %s: %r is not a tariff (1 or 2)", topic, text)
         finally:
             self._wake.set()  # the session loop notices the end of the connection
 

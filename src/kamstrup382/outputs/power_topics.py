@@ -12,6 +12,10 @@ Topics (``P`` = ``topic_prefix``, ``D`` = ``discovery_prefix``)::
     D/sensor/<node>/power/config         the "Power" sensor (W, measurement)
     D/sensor/<node>/pulse_energy/config  the "Energy (pulses)" sensor (kWh to three decimals,
                                          total_increasing): the register plus the pulses since
+    P/<meter>/tariff                     1 | 2: the tariff the module last set on pin 4
+                                         (retained)
+    P/<meter>/tariff/set                 the select's command topic: 1 | 2
+    D/select/<node>/tariff/config        the "Tariff" select (meters with a tariff output)
 
 The sensors belong to the meter's device (the same identifiers as the register sensors).
 """
@@ -26,7 +30,14 @@ from typing import Any
 from kamstrup382.outputs.discovery import OFFLINE, ONLINE, DeviceFacts, Topics, device, node_id
 from kamstrup382.pulses.live import PowerUpdate
 
-__all__ = ["POWER_SENSORS", "PowerSensor", "PowerTopics", "power_configs", "power_payload"]
+__all__ = [
+    "POWER_SENSORS",
+    "PowerSensor",
+    "PowerTopics",
+    "power_configs",
+    "power_payload",
+    "tariff_config",
+]
 
 THOUSANDTH = Decimal("0.001")
 
@@ -68,6 +79,15 @@ class PowerTopics:
 
     def discovery(self, meter: str, sensor: PowerSensor) -> str:
         return f"{self.topics.discovery_prefix}/sensor/{node_id(meter)}/{sensor.key}/config"
+
+    def tariff(self, meter: str) -> str:
+        return f"{self.topics.prefix}/{meter}/tariff"
+
+    def tariff_command(self, meter: str) -> str:
+        return f"{self.topics.prefix}/{meter}/tariff/set"
+
+    def tariff_discovery(self, meter: str) -> str:
+        return f"{self.topics.discovery_prefix}/select/{node_id(meter)}/tariff/config"
 
 
 def _iso(update_at: Any) -> str | None:
@@ -125,3 +145,23 @@ def power_configs(
         }
         configs.append((topics.discovery(meter, sensor), payload))
     return configs
+
+
+def tariff_config(
+    meter: str, facts: DeviceFacts, topics: PowerTopics, version: str
+) -> tuple[str, dict[str, Any]]:
+    """(topic, config) of the "Tariff" select of ``meter``: its state is what the module last
+    set on pin 4, its command asks for the other."""
+    return topics.tariff_discovery(meter), {
+        "name": "Tariff",
+        "unique_id": f"{node_id(meter)}_tariff_select",
+        "state_topic": topics.tariff(meter),
+        "command_topic": topics.tariff_command(meter),
+        "options": ["1", "2"],
+        "icon": "mdi:cash-clock",
+        "availability": [
+            {"topic": topics.status, "payload_available": ONLINE, "payload_not_available": OFFLINE}
+        ],
+        "device": device(meter, facts),
+        "origin": {"name": "kamstrup382", "sw_version": version},
+    }
