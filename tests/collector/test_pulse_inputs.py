@@ -193,6 +193,13 @@ async def test_live_power_to_prometheus_and_home_assistant(
                 await until(lambda: 0.0 in powers(watcher.messages), 5, "HA at 0 W")
                 metrics.update(await scraped_watts(prometheus))
                 assert metrics["kamstrup382_power_watts"] == 0
+                await until(
+                    lambda: [p.watts for p in storage.live_power()] == [0.0],
+                    5,
+                    "the live figure stored",
+                )
+                (stored,) = storage.live_power()
+                assert stored.meter == "house" and stored.pulses == live.estimate.pulses
                 assert metrics["kamstrup382_pulses_rejected_total"] == 0
         await server.close()
     received = powers(watcher.messages)

@@ -87,3 +87,23 @@ def test_bad_report_settings() -> None:
         PulseSettings(SOURCE, power_change=0)
     with pytest.raises(UsageError):
         PulseSettings(SOURCE, power_interval=-1)
+
+
+def test_whole_minutes_of_pulses_with_silent_ones_as_zero() -> None:
+    live = LiveMeter("house", PulseSettings(SOURCE))
+    minute = 60 * NS
+    # the first minute is partial (counting began in it): not given
+    feed(live, [30.0, 45.0])
+    # minute 1: 2.4 kW steady, 40 pulses, 1.5 s apart
+    feed(live, [60.0 + 1.5 * i for i in range(40)])
+    # minute 2: silent; minute 3: one pulse
+    feed(live, [190.0])
+    figures = live.minutes(4 * minute)
+    assert [(m.start_ns // minute, m.pulses) for m in figures] == [(1, 40), (2, 0), (3, 1)]
+    first = figures[0]
+    assert first.mean_w == pytest.approx(2400.0)
+    assert first.min_w == pytest.approx(240.0)  # its first pulse: 15 s after the last
+    assert first.max_w == pytest.approx(2400.0)
+    assert figures[1].min_w is None and figures[1].mean_w == 0.0
+    assert live.minutes(4 * minute) == []  # taken
+    assert [m.pulses for m in live.minutes(6 * minute)] == [0, 0]  # minutes 4 and 5, silent

@@ -67,7 +67,7 @@ from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
-from kamstrup382.storage import ReadingRecord, Storage
+from kamstrup382.storage import LivePower, PowerMinute, ReadingRecord, Storage
 from kamstrup382.storage.url import spill_path
 
 __all__ = ["Collector", "CycleResult"]
@@ -167,8 +167,17 @@ class Collector:
                 output.control(self.tariffs.board)
             await output.start(self.storage)
         self._outputs_started = True
-        await self.pulse_inputs.start()
+        await self.pulse_inputs.start(self._store_power, self.config.storage.power_retention)
         await self.tariffs.start()
+
+    async def _store_power(
+        self, minutes: list[PowerMinute], live: list[LivePower], prune: datetime | None
+    ) -> None:
+        """The pulse inputs' figures, stored in the storage thread (and old minutes pruned)."""
+        assert self._writer is not None
+        await self._writer.call(self.storage.store_power, minutes, live)
+        if prune is not None:
+            await self._writer.call(self.storage.prune_power, prune)
 
     async def _load_history(self) -> None:
         """Each meter's last stored reading (in one query): the history the next reading must

@@ -10,6 +10,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     max_pending = 100000    # results waiting for a failing storage at most; beyond: spilled
     spill_dir = "/var/lib/k382/state"  # the spill journal's directory (default: beside the
                             # SQLite file; for PostgreSQL the user's state directory)
+    power_retention = "90d" # per-minute power from pulses kept this long
 
     [collector]
     interval = "15m"        # default for every meter; slots align to the wall clock
@@ -147,6 +148,8 @@ class StorageConfig:
     #: The spill journal's directory; None: :func:`~kamstrup382.storage.url.spill_path`'s
     #: default (beside a SQLite file, the user's state directory for PostgreSQL).
     spill_dir: Path | None = None
+    #: How long per-minute power (pin 3's pulses) is kept.
+    power_retention: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +250,7 @@ _STORAGE_CHECKS: dict[str, _Check] = {
     "retry_delay": partial(check.seconds, allow_zero=True),
     "max_pending": partial(check.integer, low=1, high=10_000_000),
     "spill_dir": lambda v, k: Path(check.text(v, k)),
+    "power_retention": check.parse_duration,
 }
 _HTTP_CHECKS: dict[str, _Check] = {
     "listen": lambda v, k: check.listen(check.text(v, k), k),

@@ -21,18 +21,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from kamstrup382.collector.config import MeterConfig
 from kamstrup382.errors import ConfigError, Kamstrup382Error, TypeNumberError
 from kamstrup382.outputs.base import Output
 from kamstrup382.protocol import KAMSTRUP_382, parse_type_number
+from kamstrup382.pulses.estimate import NS
 from kamstrup382.pulses.live import LiveMeter, PowerUpdate
 from kamstrup382.pulses.sources import PulseSource, open_pulse_source
-from kamstrup382.storage import ReadingRecord
+from kamstrup382.storage import LivePower, PowerMinute, ReadingRecord
 
-__all__ = ["RETRY", "TICK", "PulseInputs"]
+__all__ = ["PRUNE_EVERY", "RETRY", "TICK", "PulseInputs", "Store"]
+
+#: Stores per-minute power and live figures; prunes minutes before the time given (or not).
+Store = Callable[[list[PowerMinute], list[LivePower], datetime | None], Awaitable[None]]
+#: Seconds between two prunings of the per-minute power.
+PRUNE_EVERY = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +65,16 @@ class PulseInputs:
                 self.sources[meter.name] = open_pulse_source(meter.pulses.source)
                 self._keys[meter.name] = f"meters[{index}].pulses"
         self._tasks: list[asyncio.Task[None]] = []
+        self._store: Store | None = None
+        self._retention: timedelta | None = None
+        self._pruned = 0.0  # monotonic seconds of the last pruning
+        self._store_failed = 0.0
 
-    async def start(self) -> None:
-        """Check every source, then follow them (a second call does nothing)."""
+    async def start(self, store: Store | None = None, retention: timedelta | None = None) -> None:
+        """Check every source, then follow them (a second call does nothing). ``store``: where
+        the per-minute power and the live figures go (each tick), minutes older than
+        ``retention`` pruned hourly."""
+        self._store, self._retention = store, retention
         if self._tasks or not self.live:
             return
         for name, source in self.sources.items():
@@ -144,9 +157,36 @@ class PulseInputs:
         while True:
             await asyncio.sleep(self.tick)
             now = time.monotonic_ns()
+            wall = time.time_ns()
+            updates = []
+            minutes: list[PowerMinute] = []
             for name, live in self.live.items():
                 live.connected = self.sources[name].connected
-                self._tell(live.update(now))
+                update = live.update(now)
+                self._tell(update)
+                updates.append(update)
+                minutes += [
+                    PowerMinute(name, _wall(m.start_ns), m.pulses, m.mean_w, m.min_w, m.max_w)
+                    for m in live.minutes(wall)
+                ]
+            if self._store is not None:
+                await self._stored(minutes, updates)
+
+    async def _stored(self, minutes: list[PowerMinute], updates: list[PowerUpdate]) -> None:
+        assert self._store is not None
+        figures = [
+            LivePower(u.meter, u.at, u.watts, u.energy_kwh, u.pulses, u.connected) for u in updates
+        ]
+        prune = None
+        if self._retention is not None and time.monotonic() - self._pruned >= PRUNE_EVERY:
+            prune = datetime.now(UTC) - self._retention
+            self._pruned = time.monotonic()
+        try:
+            await self._store(minutes, figures, prune)
+        except Kamstrup382Error as exc:  # the next tick tries again; minutes lost are logged
+            if time.monotonic() - self._store_failed >= 60:
+                log.warning("pulses: power not stored (%d minutes lost): %s", len(minutes), exc)
+                self._store_failed = time.monotonic()
 
     def _tell(self, update: PowerUpdate) -> None:
         for output in self.outputs:
@@ -154,6 +194,10 @@ class PulseInputs:
                 output.power(update)
             except Exception:
                 log.exception("output %s failed to take the power of %s", output.name, update.meter)
+
+
+def _wall(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // NS, UTC)
 
 
 def _ns(moment: datetime) -> int:

@@ -31,6 +31,7 @@ from kamstrup382.pulses.estimate import DEFAULT_CONSTANT, NS, Power, PowerEstima
 __all__ = [
     "DRIFT_LIMIT_KWH",
     "LiveMeter",
+    "MinuteFigures",
     "PowerUpdate",
     "PulseSettings",
 ]
@@ -39,6 +40,22 @@ __all__ = [
 DRIFT_LIMIT_KWH = Decimal(1)
 #: Pulses kept (their wall-clock instants) to tell those that came after a register was read.
 RECENT = 4096
+MINUTE_NS = 60 * NS
+#: Silent minutes given as 0 W at most, after a gap in the updates (a suspended machine).
+MAX_SILENT_MINUTES = 1440
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteFigures:
+    """One whole minute of pulses: ``start_ns`` (wall clock, whole minute), ``pulses``
+    accepted in it, ``mean_w`` from that count, ``min_w``/``max_w`` of the interval estimates
+    at its pulses (``None``: no pulse gave an interval in it)."""
+
+    start_ns: int
+    pulses: int
+    mean_w: float
+    min_w: float | None
+    max_w: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +117,12 @@ class LiveMeter:
         self._reported_watts: float | None = None
         self.drift: Decimal | None = None
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT)  # (wall ns, count)
+        self._minute: int | None = None  # the minute being counted (its index)
+        self._pending_minutes: list[MinuteFigures] = []
+        self._partial: int | None = None
+        self._minute_pulses = 0
+        self._minute_low: float | None = None
+        self._minute_high: float | None = None
 
     # -- fed -----------------------------------------------------------------------------
     def pulse(
@@ -121,9 +144,61 @@ class LiveMeter:
             self._arrived_mono = mono_ns
             self._pulse_wall = wall_ns
             self._recent.append((wall_ns, count + missed))
+            self._count_minute(wall_ns, count)
         elif missed:
             self._recent.append((wall_ns, missed))
         return accepted
+
+    def _count_minute(self, wall_ns: int, count: int) -> None:
+        index = wall_ns // MINUTE_NS
+        if self._minute is None or index > self._minute:
+            if self._minute is not None:
+                self._pending_minutes.extend(self._close_minutes(index))
+            else:
+                self._partial = index  # counting began inside it: not a whole minute
+            self._minute = index
+        self._minute_pulses += count
+        interval = self.estimate.interval_ns
+        if interval is not None:
+            watts = self.estimate.joules_per_pulse * NS / interval
+            low, high = self._minute_low, self._minute_high
+            self._minute_low = watts if low is None else min(low, watts)
+            self._minute_high = watts if high is None else max(high, watts)
+
+    def _close_minutes(self, until_index: int) -> list[MinuteFigures]:
+        """The minute being counted, and the silent ones after it, before ``until_index``."""
+        assert self._minute is not None
+        per_pulse_wmin = self.estimate.joules_per_pulse / 60
+        done = (
+            []
+            if self._minute == self._partial
+            else [
+                MinuteFigures(
+                    self._minute * MINUTE_NS,
+                    self._minute_pulses,
+                    self._minute_pulses * per_pulse_wmin,
+                    self._minute_low,
+                    self._minute_high,
+                )
+            ]
+        )
+        first_silent = max(self._minute + 1, until_index - MAX_SILENT_MINUTES)
+        done += [
+            MinuteFigures(i * MINUTE_NS, 0, 0.0, None, None)
+            for i in range(first_silent, until_index)
+        ]
+        self._minute_pulses = 0
+        self._minute_low = self._minute_high = None
+        return done
+
+    def minutes(self, wall_ns: int) -> list[MinuteFigures]:
+        """The whole minutes before ``wall_ns`` not given yet (silent ones as 0 W), taken."""
+        index = wall_ns // MINUTE_NS
+        if self._minute is not None and index > self._minute:
+            self._pending_minutes.extend(self._close_minutes(index))
+            self._minute = index
+        done, self._pending_minutes = self._pending_minutes, []
+        return done
 
     def readout(
         self, register_kwh: Decimal, read_ns: int, max_power_w: float | None = None

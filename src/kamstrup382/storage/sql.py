@@ -21,6 +21,7 @@ from kamstrup382.protocol.registers import REGISTERS, RegisterKind
 from kamstrup382.storage.base import OUTBOX_LEASE, OutboxItem, Storage, outbox_window
 from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
+from kamstrup382.storage.power_table import PowerTable
 from kamstrup382.storage.records import (
     AttemptRecord,
     ConsumptionRow,
@@ -84,7 +85,7 @@ class Connection(Protocol):
 ConnT = TypeVar("ConnT", bound=Connection)
 
 
-class SqlStorage(Storage, Generic[ConnT]):
+class SqlStorage(PowerTable, Storage, Generic[ConnT]):
     """A :class:`Storage` over SQL: the shared queries; see the module documentation."""
 
     dialect: ClassVar[Dialect]
@@ -245,7 +246,7 @@ class SqlStorage(Storage, Generic[ConnT]):
                     f"{self.location} has schema version {current}, newer than this program's "
                     f"{latest}: upgrade kamstrup382"
                 )
-            for version in range(current + 1, target + 1):
+            for version in sorted(v for v in self.migrations if current < v <= target):
                 for statement in self.migrations[version]:
                     conn.execute(statement)
                 conn.execute(insert, (version,))
