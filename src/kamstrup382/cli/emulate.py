@@ -478,10 +478,7 @@ async def _serve(
             if pulse_out is not None:
                 for index in range(len(emulator.models)):
                     emulator.subscribe_pulses(index, _pulse_writer(pulse_out, index + 1))
-            _announce(emulator, pulse_server)
-            if control_server is not None:
-                click.echo(f"control: {control_server.url}")
-                sys.stdout.flush()
+            _announce(emulator, pulse_server, control_server.url if control_server else None)
             if control:
                 threading.Thread(
                     target=_read_control, args=(loop, emulator), name="k382-control", daemon=True
@@ -499,7 +496,9 @@ async def _serve(
     return 0
 
 
-def _announce(emulator: Emulator, pulse_server: PulseServer | None = None) -> None:
+def _announce(
+    emulator: Emulator, pulse_server: PulseServer | None = None, control: str | None = None
+) -> None:
     ports, models = emulator.ports, emulator.models
     line = "8-bit with parity" if emulator.eight_bit else "7-bit"
     click.echo(
@@ -524,5 +523,7 @@ def _announce(emulator: Emulator, pulse_server: PulseServer | None = None) -> No
             click.echo(
                 f"meters 1-{len(pulse_ports)} pulses: {pulse_ports[0]} ... {pulse_ports[-1]}"
             )
+    if control:
+        click.echo(f"control: {control}")
     click.echo("Ctrl-C stops.")
     sys.stdout.flush()
