@@ -178,9 +178,14 @@ class PowerMqttOutput(Output):
                 if self._stopping:
                     return
                 log.warning("mqtt power: %s; reconnecting in %.1f s", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopped(), delay)
-                delay = min(delay * 2, s.reconnect_max)
+            except Exception:  # a bug must not end the live power for good: say so loudly
+                self.connected.clear()
+                if self._stopping:
+                    return
+                log.exception("mqtt power: failed; reconnecting in %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped(), delay)
+            delay = min(delay * 2, s.reconnect_max)
 
     async def _stopped(self) -> None:
         while not self._stopping:
