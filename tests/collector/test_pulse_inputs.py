@@ -10,6 +10,9 @@ import time
 import tomllib
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace as replaced
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,7 @@ from kamstrup382.outputs.power_metrics import PowerMetrics
 from kamstrup382.outputs.prometheus import PrometheusOutput
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
-from tests.outputs.helpers import Received, Watcher
+from tests.outputs.helpers import Received, Watcher, reading
 
 POWER_TOPIC = "kamstrup382/house/power"
 
@@ -223,3 +226,28 @@ async def test_a_gpio_input_without_its_extra_or_chip_stops_the_start_naming_the
     assert "gpio" in str(caught.value)  # the extra to install, or the chip that is missing
     assert "/dev/nochip9" in str(caught.value) or "pip install" in str(caught.value)
     await inputs.close()
+
+
+def test_a_drift_beyond_rounding_is_logged_as_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_config(
+        {"meters": [{"name": "house", "port": "socket://127.0.0.1:1", "pulses": "tcp://h:1"}]},
+        env={},
+    )
+    inputs = PulseInputs(config.meters, [])
+    live = inputs.live["house"]
+    first = reading("house", 0, energy=100)
+    inputs.readout(first)
+    ns = 1_000_000_000
+    start = int(first.read_at.timestamp()) * ns + ns
+    for i in range(500):  # 0.5 kWh counted
+        at = start + i * ns
+        live.pulse(at, 1, mono_ns=at, wall_ns=at)
+    later = first.read_at + timedelta(hours=1)
+    values = replaced(first.values, energy=Decimal(100))
+    with caplog.at_level("DEBUG", logger="kamstrup382.collector.pulse_inputs"):
+        inputs.readout(replaced(first, read_at=later, values=values))  # 0.5 kWh: rounding
+        inputs.readout(replaced(first, read_at=later, values=replaced(values, energy=Decimal(103))))
+    records = [r for r in caplog.records if r.name == "kamstrup382.collector.pulse_inputs"]
+    assert [r.levelname for r in records] == ["DEBUG", "WARNING"]
+    assert "drift -3" in records[1].getMessage() and "misses pulses" in records[1].getMessage()
+    assert live.drift == Decimal(-3)
