@@ -115,3 +115,12 @@ async def test_a_kept_connection_of_a_meter_removed_or_changed_is_closed() -> No
         assert busy._link is None
         assert pool.bcc_memory("m0") is None and pool.bcc_memory("m1") is None
         await pool.close()
+
+
+def test_a_pulse_input_added_by_a_reload_is_named_for_a_restart() -> None:
+    ports = ["socket://127.0.0.1:1", "socket://127.0.0.1:2"]
+    running = make_config(URL, ports)
+    pulsed = make_config(URL, ports, meter_extra={1: 'pulses = "tcp://127.0.0.1:9"'})
+    change = compare(running, pulsed)
+    assert change.changed == ("m1",)
+    assert change.restart == ("meters' pulses or tariff_output (m1)",)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -476,3 +477,27 @@ def test_log_writes_the_ground_truth_of_each_request(tmp_path: Path) -> None:
 def test_log_to_a_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["emulate", "--log", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"k382 emulate: --log '{tmp_path}': ")
+
+
+def test_control_listen_takes_the_control_commands_over_tcp() -> None:
+    with emulate(
+        "--load", "constant:10", "--speed", "200", "--delay", "0.02",
+        "--control-listen", "127.0.0.1:0",
+    ) as (proc, lines):  # fmt: skip
+        (control,) = [
+            line.removeprefix("control: ") for line in lines if line.startswith("control")
+        ]
+        host, port = control.removeprefix("tcp://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            reader = sock.makefile("rwb")
+            replies = []
+            for line in (b"tariff 2\n", b"2 tariff 1\n", b"tariff 1\n"):
+                reader.write(line)
+                reader.flush()
+                replies.append(reader.readline().decode().strip())
+        assert replies == [
+            "ok: every meter: tariff 2 (pins 1-4 shorted)",
+            "error: '2 tariff 1': no meter 2 (meters 1-1)",
+            "ok: every meter: tariff 1 (pins 1-4 open)",
+        ]
+        stop(proc, signal.SIGTERM)

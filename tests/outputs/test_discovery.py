@@ -198,6 +198,20 @@ def check_component_schema(config: dict[str, Any]) -> None:
         assert re.fullmatch(r"mdi:[a-z0-9-]+", config["icon"])
 
 
+def check_sensor_schema(topic: str, config: dict[str, Any]) -> None:
+    """Fail unless ``config`` is a valid single-entity sensor discovery config on ``topic``
+    (``<prefix>/sensor/<node>/<object>/config``, as the power output announces its sensors):
+    the entity as a device's component would be, with a device block naming one identifier."""
+    parts = topic.split("/")
+    assert len(parts) == 5 and parts[1] == "sensor" and parts[4] == "config", topic
+    assert TOPIC_ID.fullmatch(parts[2]) and TOPIC_ID.fullmatch(parts[3]), topic
+    device = config["device"]
+    assert set(device) <= DEVICE_KEYS and len(device["identifiers"]) == 1
+    assert set(config["origin"]) <= ORIGIN_KEYS
+    entity = {k: v for k, v in config.items() if k not in ("device", "origin")}
+    check_component_schema({**entity, "platform": "sensor"})
+
+
 def check_device_schema(topic: str, payload: dict[str, Any]) -> None:
     """Fail unless ``payload`` is a valid device discovery config published on ``topic``."""
     parts = topic.split("/")

@@ -81,9 +81,37 @@ def test_energy_between_readouts_and_the_drift() -> None:
     good = estimate.resync(Decimal(1235))  # the register rounds down
     assert good is not None
     assert (good.increase, good.pulses, good.drift) == (Decimal(1), 1500, Decimal("0.5"))
-    assert estimate.energy_kwh() == Decimal(1235)
+    assert estimate.energy_kwh() == Decimal("1235.5")  # the fraction is kept: 1235 <= e < 1236
     missing = estimate.resync(Decimal(1240))  # 5 kWh and no pulse: a module that misses them
     assert missing is not None and missing.drift == Decimal(-5)
+    assert estimate.energy_kwh() == Decimal(1240)  # moved up to the register
+    for t in steady(3600.0, 1800):
+        estimate.pulse(t + 10**15)
+    over = estimate.resync(Decimal(1240))  # 1.8 kWh counted, under 1 kWh true: kept below 1241
+    assert over is not None and over.drift == Decimal("1.8")
+    assert estimate.energy_kwh() == Decimal("1240.999")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=3000), st.integers(min_value=0, max_value=3)),
+        max_size=30,
+    )
+)
+def test_energy_after_a_readout_lies_within_its_register(steps: list[tuple[int, int]]) -> None:
+    estimate = PowerEstimate(1000)
+    register = Decimal(100)
+    estimate.resync(register)
+    t = 0
+    for pulses, kwh in steps:
+        for _ in range(pulses):
+            t += NS
+            estimate.pulse(t)
+        register += kwh
+        estimate.resync(register)
+        energy = estimate.energy_kwh()
+        assert energy is not None and register <= energy < register + 1
 
 
 def test_bad_settings_are_usage_errors() -> None:

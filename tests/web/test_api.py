@@ -271,6 +271,8 @@ async def test_openapi_describes_every_api_route(client: httpx.AsyncClient) -> N
         "/api/meters/{meter}",
         "/api/meters/{meter}/latest",
         *(f"/api/meters/{{meter}}/{s}" for s in SERIES),
+        "/api/meters/{meter}/power",
+        "/api/meters/{meter}/power/minutes",
     }
     assert all(set(ops) == {"get"} for ops in doc["paths"].values())
     assert "security" not in doc

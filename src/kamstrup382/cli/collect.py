@@ -188,7 +188,10 @@ async def _main(
         if not config.meters:
             raise ConfigError("meters", "no meters configured")
         outputs = build_outputs(
-            config.sections, config.meters, dashboard_url=config.http.dashboard_url()
+            config.sections,
+            config.meters,
+            dashboard_url=config.http.dashboard_url(),
+            module=any(m.pulses is not None or m.tariff is not None for m in config.meters),
         )
         storage = await asyncio.to_thread(open_storage, config.storage.url)
         try:

@@ -332,6 +332,12 @@ def _apply(emulator: Emulator, command: Command) -> str:
     "open / shorted) or '[METER] pulse N' (with --pulse-input); no METER: every meter. Each "
     "is answered on standard error with 'ok: ...' or 'error: ...'.",
 )
+@click.option(
+    "--control-listen",
+    metavar="HOST:PORT",
+    help="Take the same commands as --control from TCP clients, one a line, each answered "
+    "with one line 'ok: ...' or 'error: ...': a collector's tariff_output = \"tcp://HOST:PORT\".",
+)
 def emulate(
     *,
     model: str,
@@ -355,6 +361,7 @@ def emulate(
     log_to: str | None,
     pulse_input: bool,
     control: bool,
+    control_listen: str | None,
 ) -> int:
     """Serve emulated Kamstrup 382 meters until interrupted."""
     from kamstrup382.emulator import Emulator, Faults, MeterSettings  # noqa: PLC0415
@@ -382,6 +389,7 @@ def emulate(
     try:
         host, port = parse_listen(listen)
         pulses_at = parse_listen(pulse_listen) if pulse_listen is not None else None
+        control_at = parse_listen(control_listen) if control_listen is not None else None
         load = check_load(load_text, type_number)
         reserve_files("pty" if use_pty else "tcp", meters)  # refuse at once what cannot be served
         with contextlib.ExitStack() as files:
@@ -409,7 +417,9 @@ def emulate(
                 on_exchange=None if truth is None else _truth_writer(truth),
             )
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                return runner.run(_serve(emulator, out, pulses_at, control=control))
+                return runner.run(
+                    _serve(emulator, out, pulses_at, control=control, control_at=control_at)
+                )
     except Kamstrup382Error as exc:
         click.echo(f"k382 emulate: {exc}", err=True)
         return 2
@@ -461,12 +471,16 @@ def _read_control(loop: asyncio.AbstractEventLoop, emulator: Emulator) -> None:
             return
 
 
-def _control(emulator: Emulator, line: str) -> None:
+def _reply(emulator: Emulator, line: str) -> str:
+    """A control line carried out: ``ok: ...`` or ``error: ...``."""
     try:
-        reply = "ok: " + _apply(emulator, parse_command(line, len(emulator.models)))
+        return "ok: " + _apply(emulator, parse_command(line, len(emulator.models)))
     except Kamstrup382Error as exc:
-        reply = f"error: {exc}"
-    click.echo(f"k382 emulate: {reply}", err=True)
+        return f"error: {exc}"
+
+
+def _control(emulator: Emulator, line: str) -> None:
+    click.echo(f"k382 emulate: {_reply(emulator, line)}", err=True)
     sys.stderr.flush()
 
 
@@ -476,6 +490,7 @@ async def _serve(
     pulses_at: tuple[str, int] | None,
     *,
     control: bool,
+    control_at: tuple[str, int] | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -486,13 +501,19 @@ async def _serve(
 
             pulse_server = PulseServer(emulator.subscribe_pulses, len(emulator.models), *pulses_at)
             await pulse_server.start()
+        control_server = None
+        if control_at is not None:
+            from kamstrup382.emulator.control_server import ControlServer  # noqa: PLC0415
+
+            control_server = ControlServer(lambda line: _reply(emulator, line), *control_at)
+            await control_server.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
             if pulse_out is not None:
                 for index in range(len(emulator.models)):
                     emulator.subscribe_pulses(index, _pulse_writer(pulse_out, index + 1))
-            _announce(emulator, pulse_server)
+            _announce(emulator, pulse_server, control_server.url if control_server else None)
             if control:
                 threading.Thread(
                     target=_read_control, args=(loop, emulator), name="k382-control", daemon=True
@@ -503,12 +524,16 @@ async def _serve(
                 loop.remove_signal_handler(signum)
             if pulse_server is not None:
                 await pulse_server.close()
+            if control_server is not None:
+                await control_server.close()
         readouts = sum(len(emulator.log(i)) for i in range(len(emulator.models)))
     click.echo(f"k382 emulate: stopped after {readouts} readouts")
     return 0
 
 
-def _announce(emulator: Emulator, pulse_server: PulseServer | None = None) -> None:
+def _announce(
+    emulator: Emulator, pulse_server: PulseServer | None = None, control: str | None = None
+) -> None:
     ports, models = emulator.ports, emulator.models
     line = "8-bit with parity" if emulator.eight_bit else "7-bit"
     click.echo(
@@ -533,5 +558,7 @@ def _announce(emulator: Emulator, pulse_server: PulseServer | None = None) -> No
             click.echo(
                 f"meters 1-{len(pulse_ports)} pulses: {pulse_ports[0]} ... {pulse_ports[-1]}"
             )
+    if control:
+        click.echo(f"control: {control}")
     click.echo("Ctrl-C stops.")
     sys.stdout.flush()

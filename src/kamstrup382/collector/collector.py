@@ -53,6 +53,7 @@ from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
 from kamstrup382.collector.history import History
 from kamstrup382.collector.leases import Leases
 from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.pulse_inputs import PulseInputs
 from kamstrup382.collector.records import (
     failure_record,
     missed_message,
@@ -62,12 +63,13 @@ from kamstrup382.collector.records import (
 from kamstrup382.collector.reload import ConfigChange, compare
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
 from kamstrup382.collector.spill import SpillJournal
+from kamstrup382.collector.tariff_control import TariffControl
 from kamstrup382.collector.waits import wait_first
 from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
-from kamstrup382.storage import Storage
+from kamstrup382.storage import LivePower, PowerMinute, ReadingRecord, Storage
 from kamstrup382.storage.url import spill_path
 
 __all__ = ["Collector", "CycleResult"]
@@ -131,6 +133,10 @@ class Collector:
         self._line_last: dict[str, tuple[str, datetime]] = {}
         #: Set by :meth:`reload`: the schedule looks at the meters again at once.
         self._reconfigured = asyncio.Event()
+        #: The meters' pulse inputs (live power), re-synced at each of their readings.
+        self.pulse_inputs = PulseInputs(config.meters, self.outputs)
+        #: The meters' tariff outputs (pin 4): schedules and commands (``board``).
+        self.tariffs = TariffControl(config.meters, self.clock)
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,8 +167,21 @@ class Collector:
                 )
         await self._load_history()
         for output in self.outputs:
+            if self.tariffs.outputs:
+                output.control(self.tariffs.board)
             await output.start(self.storage)
         self._outputs_started = True
+        await self.pulse_inputs.start(self._store_power, self.config.storage.power_retention)
+        await self.tariffs.start()
+
+    async def _store_power(
+        self, minutes: list[PowerMinute], live: list[LivePower], prune: datetime | None
+    ) -> None:
+        """The pulse inputs' figures, stored in the storage thread (and old minutes pruned)."""
+        assert self._writer is not None
+        await self._writer.call(self.storage.store_power, minutes, live)
+        if prune is not None:
+            await self._writer.call(self.storage.prune_power, prune)
 
     async def _load_history(self) -> None:
         """Each meter's last stored reading (in one query): the history the next reading must
@@ -187,6 +206,8 @@ class Collector:
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
         the connections kept, stop the outputs and the storage thread."""
+        await self.pulse_inputs.close()
+        await self.tariffs.close()
         await self._gates.close()
         await self.pool.close()
         if self._writer is not None:
@@ -470,6 +491,8 @@ class Collector:
                     return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
+            if isinstance(result, ReadingRecord):
+                self.pulse_inputs.readout(result)
             state.results.append(result)
             self._writer.put(result)
 

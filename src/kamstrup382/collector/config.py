@@ -10,6 +10,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     max_pending = 100000    # results waiting for a failing storage at most; beyond: spilled
     spill_dir = "/var/lib/k382/state"  # the spill journal's directory (default: beside the
                             # SQLite file; for PostgreSQL the user's state directory)
+    power_retention = "90d" # per-minute power from pulses kept this long
 
     [collector]
     interval = "15m"        # default for every meter; slots align to the wall clock
@@ -36,6 +37,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     shared_line = "gw1"     # meters naming the same line are read one at a time (default: port)
     unique_id = "house-main" # its identity in Home Assistant (default: type number and customer
                             # number from its readings); the name is only the name shown
+    pulses = "gpio:/dev/gpiochip0:17"  # live power from pin 3: see collector/pulse_config.py
 
     [http]                  # the dashboard (k382 serve)
     listen = "127.0.0.1:8382"
@@ -79,8 +81,15 @@ from types import MappingProxyType
 from typing import Any
 
 from kamstrup382 import settings as check
+from kamstrup382.collector.pulse_config import (
+    PULSE_CHECKS,
+    TariffSettings,
+    pulse_settings,
+    tariff_settings,
+)
 from kamstrup382.errors import ConfigError, UsageError
 from kamstrup382.protocol import BccMode
+from kamstrup382.pulses.live import PulseSettings
 from kamstrup382.reader.policy import RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode, check_line, default_line
 from kamstrup382.settings import Listen, parse_duration
@@ -129,6 +138,10 @@ class MeterConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: The meter's identity for Home Assistant (``None``: its type and customer number).
     unique_id: str | None = None
+    #: The meter's pulse input (pin 3), if it has one.
+    pulses: PulseSettings | None = None
+    #: The meter's tariff output (pin 4), if it has one.
+    tariff: TariffSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,8 @@ class StorageConfig:
     #: The spill journal's directory; None: :func:`~kamstrup382.storage.url.spill_path`'s
     #: default (beside a SQLite file, the user's state directory for PostgreSQL).
     spill_dir: Path | None = None
+    #: How long per-minute power (pin 3's pulses) is kept.
+    power_retention: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +270,7 @@ _METER_CHECKS: dict[str, _Check] = {
     **_SCHEDULE_CHECKS,
     **_TIMING_CHECKS,
     **_RETRY_CHECKS,
+    **PULSE_CHECKS,
 }
 _STORAGE_CHECKS: dict[str, _Check] = {
     "url": check.storage_url,
@@ -262,6 +278,7 @@ _STORAGE_CHECKS: dict[str, _Check] = {
     "retry_delay": partial(check.seconds, allow_zero=True),
     "max_pending": partial(check.integer, low=1, high=10_000_000),
     "spill_dir": lambda v, k: Path(check.text(v, k)),
+    "power_retention": check.parse_duration,
 }
 _HTTP_CHECKS: dict[str, _Check] = {
     "listen": lambda v, k: check.listen(check.text(v, k), k),
@@ -321,6 +338,8 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
         timing=_timing(values, defaults.timing),
         retry=_retry(values, defaults.retry),
         unique_id=values.get("unique_id"),
+        pulses=pulse_settings(values, prefix),
+        tariff=tariff_settings(values, prefix),
     )
 
 

@@ -4,8 +4,8 @@ A running collector takes the meters of a new configuration at once: meters adde
 from their next slot (the current one, if it is still running), meters removed are no longer
 read once their readouts in flight have finished, and a meter whose settings changed is read
 with the new ones from its next readout. The other tables (``[storage]``, the collector's own
-settings, the outputs) are built into objects that live as long as the process: a change
-there is named, and applied by a restart.
+settings, the outputs) and a meter's pulse input and tariff output are built into objects
+that live as long as the process: a change there is named, and applied by a restart.
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ def _collector_settings(config: Config) -> CollectorConfig:
     )
 
 
+def _module(meter: MeterConfig | None) -> tuple[object, object]:
+    """What of ``meter`` the module side runs (its pulse input and tariff output)."""
+    if meter is None:
+        return (None, None)
+    return (meter.pulses, meter.tariff)
+
+
 def compare(running: Config, new: Config) -> ConfigChange:
     """What taking ``new`` in place of ``running`` changes (meters by name)."""
     old = {m.name: m for m in running.meters}
@@ -66,6 +73,12 @@ def compare(running: Config, new: Config) -> ConfigChange:
     removed = tuple(name for name in old if name not in fresh)
     changed = tuple(name for name, m in fresh.items() if name in old and old[name] != m)
     restart = []
+    # a pulse input (pin 3) or a tariff output (pin 4) runs as long as the collector
+    modules = sorted(
+        name for name in set(old) | set(fresh) if _module(old.get(name)) != _module(fresh.get(name))
+    )
+    if modules:
+        restart.append(f"meters' pulses or tariff_output ({', '.join(modules)})")
     if running.storage != new.storage:
         restart.append("storage")
     if _collector_settings(running) != _collector_settings(new):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from kamstrup382.outputs.health import OutputHealth
+from kamstrup382.pulses.live import PowerUpdate
+from kamstrup382.pulses.tariff import TariffBoard
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 
 __all__ = ["Output"]
@@ -39,6 +41,15 @@ class Output(abc.ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Called once on shutdown; flush what can be flushed quickly."""
+
+    def power(self, update: PowerUpdate) -> None:  # noqa: B027 - optional hook
+        """A meter's live power from its pulses (each pulse event, and each second while
+        none comes); ``update.report`` says whether a publishing output should publish it.
+        Called in the event loop: must not block, must not raise."""
+
+    def control(self, board: TariffBoard) -> None:  # noqa: B027 - optional hook
+        """The meters' tariff outputs (pin 4), before ``start``: an output that shows the
+        tariff set (``board.listen``) or takes commands (``board.command``) keeps it."""
 
     def health(self) -> OutputHealth | None:
         """The output's own state and counters (MQTT: connected, login refused, ...), for the

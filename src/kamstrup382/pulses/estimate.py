@@ -15,9 +15,12 @@ monotonic clock), :class:`PowerEstimate` answers at any time:
   and counted, and changes nothing else.
 - **energy**: the meter's own register (``1.20``, whole kWh) is the reference; between two
   readouts the pulses since the last one add ``pulses / constant`` kWh to it. Each readout
-  re-syncs it (:meth:`PowerEstimate.resync`) and measures the **drift**: the pulses counted
-  against the register's increase. The register shows whole kWh rounded down, so a module
-  that misses no pulse stays within 1 kWh (plus a pulse) of it; more is a module that misses
+  re-syncs it (:meth:`PowerEstimate.resync`): the register shows whole kWh rounded down, so
+  the true energy lies in ``[register, register + 1)``; the estimate keeps its fraction of a
+  kWh when it lies in that window and is moved to its nearest edge when not (so a sensor at
+  sub-kWh resolution does not fall back to the whole kWh at every readout). Each resync also
+  measures the **drift**: the pulses counted against the register's increase. A module that
+  misses no pulse stays within 1 kWh (plus a pulse) of it; more is a module that misses
   pulses, or counts others.
 """
 
@@ -97,6 +100,7 @@ class PowerEstimate:
         self._last: int | None = None
         self._interval: int | None = None  # ns per pulse, of the last accepted event
         self._register: Decimal | None = None
+        self._base: Decimal | None = None  # the energy at the last resync
         self._since_resync = 0
         self.drift = Decimal(0)  # of the last resync
 
@@ -130,13 +134,21 @@ class PowerEstimate:
         self._last = None
         self._interval = None
 
-    def resync(self, register_kwh: Decimal) -> Resync | None:
-        """A readout's energy register: the reference from now on. The drift against the
-        previous one (``None`` at the first)."""
+    def resync(self, register_kwh: Decimal, later: int = 0) -> Resync | None:
+        """A readout's energy register: the reference from now on. ``later``: of the pulses
+        counted, those that came after the register was read (they count from it on). The
+        drift against the previous one (``None`` at the first)."""
+        later = max(0, min(later, self._since_resync))
         previous = self._register
-        counted = self._since_resync
+        counted = self._since_resync - later
+        carried = None if self._base is None else self._base + Decimal(counted) / self.constant
         self._register = register_kwh
-        self._since_resync = 0
+        self._since_resync = later
+        top = register_kwh + 1 - Decimal(1) / self.constant  # the register rounds down
+        if carried is None or carried < register_kwh:
+            self._base = register_kwh
+        else:
+            self._base = min(carried, top)
         if previous is None:
             return None
         increase = register_kwh - previous
@@ -159,11 +171,18 @@ class PowerEstimate:
             return Power(self.joules_per_pulse * NS / silence, True, self.pulses)
         return Power(self.joules_per_pulse * NS / interval, False, self.pulses)
 
+    def set_max_power(self, max_power_w: float) -> None:
+        """The glitch limit from now on (a type number told the meter's maximum power)."""
+        if not max_power_w > 0:
+            raise UsageError(f"max_power_w must be positive, got {max_power_w!r}")
+        self.min_interval_ns = int(self.joules_per_pulse / max_power_w * NS)
+
     def energy_kwh(self) -> Decimal | None:
-        """The last register plus the pulses since it (``None`` before the first readout)."""
-        if self._register is None:
+        """The energy at the last readout (its register, with the fraction the pulses told)
+        plus the pulses since it (``None`` before the first readout)."""
+        if self._base is None:
             return None
-        return self._register + Decimal(self._since_resync) / self.constant
+        return self._base + Decimal(self._since_resync) / self.constant
 
     @property
     def since_resync(self) -> int:

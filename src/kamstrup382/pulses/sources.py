@@ -63,7 +63,15 @@ class PulseEvent:
 
 
 class PulseSource(Protocol):
+    """``name`` as configured; ``wall_clock``: the events are stamped on the wall clock (else
+    on the monotonic clock); ``connected``: delivering now; :meth:`check` raises the
+    :class:`UsageError` (a missing extra, a missing chip) that would stop :meth:`events`."""
+
     name: str
+    wall_clock: bool
+    connected: bool
+
+    def check(self) -> None: ...
 
     def events(self) -> AsyncGenerator[PulseEvent, None]: ...
 
@@ -110,9 +118,14 @@ class TcpPulseSource:
         self.host = host
         self.port = port
         self.name = f"tcp://{host}:{port}"
+        self.wall_clock = True  # the emulator stamps each pulse on the meter's clock
+        self.connected = False
         self.connects = 0
         self.bad_lines = 0
         self._total: int | None = None
+
+    def check(self) -> None:
+        """Nothing to check before connecting (an unreachable source is tried again)."""
 
     async def events(self) -> AsyncGenerator[PulseEvent, None]:
         delay = BACKOFF_FIRST
@@ -127,6 +140,7 @@ class TcpPulseSource:
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             self.connects += 1
+            self.connected = True
             delay = BACKOFF_FIRST
             gap = True
             try:
@@ -148,6 +162,7 @@ class TcpPulseSource:
             except OSError as exc:
                 log.warning("pulses %s: connection lost (%s)", self.name, exc)
             finally:
+                self.connected = False
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
@@ -182,14 +197,20 @@ class GpioPulseSource:
         self.line = line
         self.edge = edge
         self.name = f"gpio:{chip}:{line}"
+        self.wall_clock = False  # the kernel's event timestamps: CLOCK_MONOTONIC
+        self.connected = False
+
+    def check(self) -> None:
+        """The ``gpio`` extra and the chip are there (:class:`UsageError` naming what is not)."""
+        require("gpio")
+        if not os.path.exists(self.chip):
+            raise UsageError(f"pulse source {self.name}: no GPIO chip {self.chip}")
 
     def _request(self) -> Any:
-        require("gpio")
+        self.check()
         import gpiod  # noqa: PLC0415 - the gpio extra
         from gpiod.line import Bias, Edge  # noqa: PLC0415
 
-        if not os.path.exists(self.chip):
-            raise UsageError(f"pulse source {self.name}: no GPIO chip {self.chip}")
         edge = Edge.FALLING if self.edge == "falling" else Edge.RISING
         bias = Bias.PULL_UP if self.edge == "falling" else Bias.AS_IS
         full = gpiod.LineSettings(edge_detection=edge, bias=bias, debounce_period=DEBOUNCE)
@@ -208,6 +229,7 @@ class GpioPulseSource:
         ready = asyncio.Event()
         loop.add_reader(request.fd, ready.set)
         last_seqno: int | None = None
+        self.connected = True
         try:
             while True:
                 await ready.wait()
@@ -219,5 +241,6 @@ class GpioPulseSource:
                     last_seqno = event.line_seqno
                     yield PulseEvent(event.timestamp_ns, 1, missed, missed > 0)
         finally:
+            self.connected = False
             loop.remove_reader(request.fd)
             request.release()

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 
+from kamstrup382.storage.power_records import LivePower, PowerMinute
 from kamstrup382.storage.records import (
     AttemptRecord,
     ConsumptionRow,
@@ -76,6 +77,23 @@ class Storage(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- pin 3's power (storage/power_table.py) -------------------------------------------------
+    @abc.abstractmethod
+    def store_power(
+        self, minutes: Sequence[PowerMinute] = (), live: Sequence[LivePower] = ()
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def power_minutes(
+        self, meter: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[PowerMinute]: ...
+
+    @abc.abstractmethod
+    def live_power(self) -> list[LivePower]: ...
+
+    @abc.abstractmethod
+    def prune_power(self, before: datetime) -> int: ...
 
     # -- writing: one transaction per call; all or nothing ------------------------------------
     @abc.abstractmethod

@@ -130,6 +130,27 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE outbox_claims DROP CONSTRAINT outbox_claims_pkey",
         "ALTER TABLE outbox_claims ADD PRIMARY KEY (output, meter)",
     ),
+    # pin 3's pulses: per-minute power and each meter's live figure (storage/power_table.py)
+    8: (
+        """CREATE TABLE power_minutes (
+            meter TEXT NOT NULL,
+            minute TIMESTAMPTZ NOT NULL,
+            pulses INTEGER NOT NULL,
+            mean_w DOUBLE PRECISION NOT NULL,
+            min_w DOUBLE PRECISION,
+            max_w DOUBLE PRECISION,
+            PRIMARY KEY (meter, minute)
+        )""",
+        "CREATE INDEX power_minutes_minute ON power_minutes (minute)",
+        """CREATE TABLE power_live (
+            meter TEXT PRIMARY KEY,
+            at TIMESTAMPTZ NOT NULL,
+            watts DOUBLE PRECISION,
+            energy TEXT,
+            pulses INTEGER NOT NULL,
+            connected INTEGER NOT NULL
+        )""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -28,6 +28,7 @@ from kamstrup382.storage.base import (
 )
 from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
+from kamstrup382.storage.power_table import PowerTable
 from kamstrup382.storage.records import (
     AttemptRecord,
     ConsumptionRow,
@@ -91,7 +92,7 @@ class Connection(Protocol):
 ConnT = TypeVar("ConnT", bound=Connection)
 
 
-class SqlStorage(Announcements, Storage, Generic[ConnT]):
+class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
     """A :class:`Storage` over SQL: the shared queries; see the module documentation."""
 
     dialect: ClassVar[Dialect]

@@ -145,6 +145,27 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE outbox_claims",
         "ALTER TABLE outbox_claims_7 RENAME TO outbox_claims",
     ),
+    # pin 3's pulses: per-minute power and each meter's live figure (storage/power_table.py)
+    8: (
+        """CREATE TABLE power_minutes (
+            meter TEXT NOT NULL,
+            minute INTEGER NOT NULL,
+            pulses INTEGER NOT NULL,
+            mean_w REAL NOT NULL,
+            min_w REAL,
+            max_w REAL,
+            PRIMARY KEY (meter, minute)
+        ) STRICT""",
+        "CREATE INDEX power_minutes_minute ON power_minutes (minute)",
+        """CREATE TABLE power_live (
+            meter TEXT PRIMARY KEY,
+            at INTEGER NOT NULL,
+            watts REAL,
+            energy TEXT,
+            pulses INTEGER NOT NULL,
+            connected INTEGER NOT NULL
+        ) STRICT""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

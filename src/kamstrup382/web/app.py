@@ -42,6 +42,7 @@ from kamstrup382.web.params import (
     parse_time,
     parse_zone,
 )
+from kamstrup382.web.power import LIVE_EVERY, power_routes
 from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
@@ -199,7 +200,14 @@ def create_app(
                 meter = names[0] if names else None
         selected = next((s for s in summaries if s["name"] == meter), None)
         bucket = parse_bucket(request.query_params.get("bucket")).value
-        config = {"meter": meter, "bucket": bucket, "refresh": refresh}
+        powered = {f.meter for f in await read(lambda s: s.live_power())}
+        config = {
+            "meter": meter,
+            "bucket": bucket,
+            "refresh": refresh,
+            "live": LIVE_EVERY,
+            "power": meter in powered,  # a pulse input: the live power section
+        }
         return templates.TemplateResponse(
             request,
             "dashboard.html",
@@ -387,6 +395,7 @@ def create_app(
         Route("/api/meters/{meter}/consumption", api_consumption, methods=get),
         Route("/api/meters/{meter}/peaks", api_peaks, methods=get),
         Route("/api/meters/{meter}/attempts", api_attempts, methods=get),
+        *power_routes(read, known_meter, _window, _series_response, WINDOW_PARAMS),
     ]
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts is not None:

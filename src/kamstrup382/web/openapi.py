@@ -16,6 +16,7 @@ from kamstrup382.web.params import (
     METER_PATTERN,
     zone_names,
 )
+from kamstrup382.web.power import LIVE_POWER_COLUMNS, POWER_MINUTE_COLUMNS
 from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
@@ -100,6 +101,29 @@ def _schemas() -> dict[str, Schema]:
     }
     assert tuple(attempt_props) == ATTEMPT_COLUMNS
 
+    watts: Schema = {"type": ["number", "null"], "description": "W"}
+    live_props: dict[str, Schema] = {
+        "meter": {"type": "string"},
+        "at": {**_TIME, "description": "When the collector wrote the figure (UTC)"},
+        "age": {**_NUMBER, "minimum": 0, "description": "Seconds since `at`"},
+        "watts": {**watts, "description": "Power from the pulses, W (null before two pulses)"},
+        "energy_kwh": {
+            "type": ["number", "null"],
+            "description": "The last energy register plus the pulses since, kWh",
+        },
+        "pulses": {"type": "integer", "minimum": 0},
+        "connected": {"type": "boolean", "description": "The pulse source delivered"},
+    }
+    assert tuple(live_props) == LIVE_POWER_COLUMNS
+    minute_props: dict[str, Schema] = {
+        "minute": {**_TIME, "description": "Start of the minute (UTC)"},
+        "pulses": {"type": "integer", "minimum": 0},
+        "mean_w": {**_NUMBER, "minimum": 0, "description": "From the pulse count, W"},
+        "min_w": {**watts, "description": "Least interval estimate in the minute, W"},
+        "max_w": {**watts, "description": "Most interval estimate in the minute, W"},
+    }
+    assert tuple(minute_props) == POWER_MINUTE_COLUMNS
+
     def series(item: str, extra: dict[str, Schema]) -> Schema:
         props: dict[str, Schema] = {
             "meter": {"type": "string"},
@@ -139,6 +163,9 @@ def _schemas() -> dict[str, Schema]:
         ),
         "Peaks": series("Peak", limited),
         "Attempts": series("Attempt", limited),
+        "LivePower": _object(live_props),
+        "PowerMinute": _object(minute_props),
+        "PowerMinutes": series("PowerMinute", limited),
         "Error": _object(
             {
                 "error": {"type": "string", "description": "Machine-readable kind"},
@@ -299,6 +326,18 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 "listAttempts",
                 [*window, _LIMIT, _FORMAT],
                 _ok("Attempts", "The attempts", csv=True),
+            ),
+            "/api/meters/{meter}/power": op(
+                "The live power from the meter's pulses, as the collector wrote it last",
+                "getPower",
+                [],
+                _ok("LivePower", "The live figure"),
+            ),
+            "/api/meters/{meter}/power/minutes": op(
+                "Power per minute from the pulses (default: the last 24 hours)",
+                "listPowerMinutes",
+                [*window, _LIMIT, _FORMAT],
+                _ok("PowerMinutes", "The minutes", csv=True),
             ),
         },
         "components": {"schemas": _schemas()},

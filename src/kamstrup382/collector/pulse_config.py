@@ -1,0 +1,146 @@
+"""A meter's pulse input in the collector's config: the keys of ``[[meters]]`` about pin 3.
+
+::
+
+    [[meters]]
+    name = "house"
+    port = "socket://192.168.1.50:4001"
+    pulses = "gpio:/dev/gpiochip0:17"   # or "tcp://HOST:PORT" (k382 emulate --pulse-listen);
+                                        # gpio:CHIP:LINE:rising for a rising edge
+    pulse_constant = 1000               # imp/kWh, printed on the meter
+    pulse_max_power = 20000             # W: pulses closer than this allows are glitches
+                                        # (default: from the meter's type number once read)
+    pulse_zero_after = "6m"             # silence read as 0 W (default: when one pulse would
+                                        # mean under 10 W: 6 min at 1000 imp/kWh)
+    power_interval = "5s"               # publish the power this often ...
+    power_change = 0.2                  # ... and at once when it moves by this share
+    tariff_output = "gpio:/dev/gpiochip0:27"  # pin 4, or "tcp://HOST:PORT[/METER]" (k382
+                                        # emulate --control-listen)
+    tariff_schedule = "22:00-06:00"     # tariff 2 in these ranges, 1 outside (and/or Home
+                                        # Assistant's "Tariff" select)
+    tariff_zone = "Europe/Copenhagen"   # the schedule's time zone (default: the system's)
+
+The pulse keys need ``pulses``, the tariff keys ``tariff_output``; each bad value is a
+:class:`~kamstrup382.errors.ConfigError` naming its dotted key (``meters[0].pulse_constant``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from kamstrup382 import settings as check
+from kamstrup382.emulator.tariff import TariffSchedule
+from kamstrup382.errors import ConfigError, UsageError
+from kamstrup382.pulses.live import PulseSettings
+from kamstrup382.pulses.sources import open_pulse_source
+from kamstrup382.pulses.tariff import open_tariff_output
+
+__all__ = ["PULSE_CHECKS", "TariffSettings", "pulse_settings", "tariff_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class TariffSettings:
+    """A meter's tariff output (``output``: ``gpio:CHIP:LINE`` or ``tcp://...``) and the
+    schedule that drives it (``None``: only commands, from Home Assistant)."""
+
+    output: str
+    schedule: TariffSchedule | None = None
+
+
+def _source(value: object, key: str) -> str:
+    source = check.text(value, key).strip()
+    try:
+        open_pulse_source(source)
+    except UsageError as exc:
+        raise ConfigError(key, str(exc)) from None
+    return source
+
+
+def _number(value: object, key: str, *, low: float, high: float) -> float:
+    """A number in ``(low, high]`` (text from the environment too)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or not low < number <= high:
+        raise ConfigError(key, f"must be above {low:g} and at most {high:g}, got {value!r}")
+    return number
+
+
+def _output(value: object, key: str) -> str:
+    output = check.text(value, key).strip()
+    try:
+        open_tariff_output(output)
+    except UsageError as exc:
+        raise ConfigError(key, str(exc)) from None
+    return output
+
+
+def _zone(value: object, key: str) -> tzinfo:
+    name = check.text(value, key).strip()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(key, f"no time zone {name!r} (e.g. Europe/Copenhagen, UTC)") from None
+
+
+PULSE_CHECKS: dict[str, Callable[[object, str], Any]] = {
+    "pulses": _source,
+    "pulse_constant": partial(check.integer, low=1, high=1_000_000),
+    "pulse_max_power": partial(_number, low=0, high=10_000_000),
+    "pulse_zero_after": check.seconds,
+    "power_interval": partial(check.seconds, allow_zero=True),
+    "power_change": partial(_number, low=0, high=10),
+    "tariff_output": _output,
+    "tariff_schedule": check.text,
+    "tariff_zone": _zone,
+}
+
+
+def tariff_settings(values: Mapping[str, Any], prefix: str) -> TariffSettings | None:
+    """The tariff output of a meter whose checked keys are ``values``."""
+    if "tariff_output" not in values:
+        for name in ("tariff_schedule", "tariff_zone"):
+            if name in values:
+                raise ConfigError(f"{prefix}.{name}", 'needs tariff_output = "gpio:CHIP:LINE"')
+        return None
+    schedule = None
+    if "tariff_schedule" in values:
+        zone: tzinfo = values.get("tariff_zone") or datetime.now().astimezone().tzinfo or UTC
+        try:
+            schedule = TariffSchedule.parse(values["tariff_schedule"], zone=zone)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}.tariff_schedule", exc.problem) from None
+    elif "tariff_zone" in values:
+        raise ConfigError(f"{prefix}.tariff_zone", "needs tariff_schedule")
+    return TariffSettings(values["tariff_output"], schedule)
+
+
+_FIELDS = {
+    "pulses": "source",
+    "pulse_constant": "constant",
+    "pulse_max_power": "max_power_w",
+    "pulse_zero_after": "zero_after",
+    "power_interval": "power_interval",
+    "power_change": "power_change",
+}
+
+
+def pulse_settings(values: Mapping[str, Any], prefix: str) -> PulseSettings | None:
+    """The pulse input of a meter whose checked keys are ``values`` (``None``: no ``pulses``)."""
+    given = {name: values[name] for name in _FIELDS if name in values}
+    if "pulses" not in given:
+        for name in given:
+            raise ConfigError(f"{prefix}.{name}", 'needs pulses = "gpio:CHIP:LINE" or "tcp://..."')
+        return None
+    return PulseSettings(**{_FIELDS[name]: value for name, value in given.items()})
