@@ -68,13 +68,13 @@ class DecoderState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class IdentificationReceived:
     identification: Identification
     offset: int  # stream position of its '/'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TelegramReceived:
     telegram: Telegram
     bytes_seen: int  # stream position just after the BCC
@@ -173,7 +173,8 @@ class TelegramDecoder:
             self._seen += len(data)
             self.trailing += len(data)
             return []
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         base = self._seen
         self._seen += len(data)
         try:
@@ -235,14 +236,12 @@ class TelegramDecoder:
         """Bytes the decoder keeps now: at most :attr:`max_reply` plus one chunk."""
         return len(self._buf)
 
-    def _too_long(self, end: int, tail: int) -> FramingError | None:
+    def _too_long(self, end: int, tail: int) -> FramingError:
         """The error for a reply that reaches ``end`` (a position in ``_buf``, exclusive) and
-        needs ``tail`` more bytes at least, when that is past the limit. Its offset is the byte
-        that made it so, whatever the chunks: the first beyond the limit, or (with a ``tail``)
-        the first where the tail should have begun."""
+        needs ``tail`` more bytes at least, past the limit (the steps check that). Its offset is
+        the byte that made it so, whatever the chunks: the first beyond the limit, or (with a
+        ``tail``) the first where the tail should have begun."""
         start, limit = self._start, self._max_reply
-        if end + tail - start <= limit:
-            return None
         return FramingError(
             f"reply longer than {limit} bytes (the limit from '/' to the BCC)",
             offset=self._base + start + limit - tail,
@@ -275,9 +274,8 @@ class TelegramDecoder:
                 "without CR LF",
                 offset=self._base + start,
             )
-        error = self._too_long(end + 1 if end >= 0 else len(buf), 0)
-        if error is not None:
-            raise error
+        if (end + 1 if end >= 0 else len(buf)) - start > self._max_reply:
+            raise self._too_long(end + 1 if end >= 0 else len(buf), 0)
         if end < 0:
             self._pos = len(buf)
             return None
@@ -315,9 +313,8 @@ class TelegramDecoder:
         buf = self._buf
         index = buf.find(ETX, self._pos)
         # with its ETX and BCC, the reply must fit the limit
-        error = self._too_long(index if index >= 0 else len(buf), 2)
-        if error is not None:
-            raise error
+        if (index if index >= 0 else len(buf)) + 2 - self._start > self._max_reply:
+            raise self._too_long(index if index >= 0 else len(buf), 2)
         if index < 0:
             self._pos = len(buf)
             return None
@@ -330,7 +327,7 @@ class TelegramDecoder:
         buf, etx = self._buf, self._etx
         if len(buf) <= etx + 1:
             return None
-        telegram = self._telegram(bytes(buf[self._start : etx + 2]))
+        telegram = self._telegram(bytes(buf[self._start : etx + 2]))  # from '/' to the BCC
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
         self.state = DecoderState.DONE
@@ -345,7 +342,7 @@ class TelegramDecoder:
         offset = self._base + self._stx + 1
         check = check_bcc(block, raw[etx + 1], self.bcc_mode)
         algorithm = check.matched
-        if algorithm is None:
+        if algorithm is None:  # the error, with what each algorithm computes
             sum7 = bcc_sum7(block) if check.sum7 is None else check.sum7
             xor = bcc_xor(block) if check.xor is None else check.xor
             expected = {
@@ -373,8 +370,8 @@ class TelegramDecoder:
             algorithm,
             check.received,
             raw,
-            block_offset=offset,
-            bcc_check=check,
+            offset,
+            check,
         )
 
 

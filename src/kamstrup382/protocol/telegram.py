@@ -29,7 +29,7 @@ _NUMERIC_CHECKS = tuple(
 _TEXT_CHECKS = tuple((r.name, r.digits) for r in REGISTERS if r.kind is RegisterKind.TEXT)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MeterValues:
     """The eight registers of a Kamstrup 382, by name, as exact values.
 
@@ -56,7 +56,7 @@ class MeterValues:
             if type(value) is not Decimal:
                 if isinstance(value, int) and not isinstance(value, bool):
                     value = Decimal(value)
-                    object.__setattr__(self, name, value)
+                    setattr(self, name, value)
                 elif not isinstance(value, Decimal):
                     raise UsageError(f"{name} must be a Decimal, got {value!r}")
             if not value.is_finite():
@@ -72,7 +72,7 @@ class MeterValues:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Telegram:
     """A complete, checked reply.
 
@@ -96,7 +96,7 @@ class Telegram:
 
     def __post_init__(self) -> None:
         pieces = split_data_block(self.data_block, self.block_offset)
-        object.__setattr__(self, "_registers", block_registers(pieces))
+        self._registers = block_registers(pieces)
 
     @property
     def data_sets(self) -> tuple[DataSet, ...]:
