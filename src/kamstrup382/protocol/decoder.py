@@ -199,9 +199,13 @@ class TelegramDecoder:
                 data = data[:bad]
             self._buf += data
             events: list[Event] = []
-            while step is not None:
+            while True:  # each step runs on from where the last one stopped
+                following = step(events)
+                if following is None:
+                    break
+                step = following
+            if self._step is not None:  # not done (the BCC's step says so): wait for more
                 self._step = step
-                step = step(events)
             if bad is not None:
                 if not self.done:
                     raise error
@@ -247,6 +251,12 @@ class TelegramDecoder:
             offset=self._base + start + limit - tail,
         )
 
+    def _line_too_long(self) -> FramingError:
+        return FramingError(
+            f"identification line longer than {MAX_IDENTIFICATION_LINE} characters without CR LF",
+            offset=self._base + self._start,
+        )
+
     def _wait_start(self, events: list[Event]) -> Step | None:
         buf = self._buf
         index = buf.find(b"/", self._pos)
@@ -268,17 +278,17 @@ class TelegramDecoder:
     def _identification(self, events: list[Event]) -> Step | None:
         buf, start = self._buf, self._start
         end = buf.find(b"\n", self._pos)
-        if (end if end >= 0 else len(buf)) - start > MAX_IDENTIFICATION_LINE:
-            raise FramingError(
-                f"identification line longer than {MAX_IDENTIFICATION_LINE} characters "
-                "without CR LF",
-                offset=self._base + start,
-            )
-        if (end + 1 if end >= 0 else len(buf)) - start > self._max_reply:
-            raise self._too_long(end + 1 if end >= 0 else len(buf), 0)
-        if end < 0:
+        if end < 0:  # not yet: what there is must fit the line's limit and the reply's
+            if len(buf) - start > MAX_IDENTIFICATION_LINE:
+                raise self._line_too_long()
+            if len(buf) - start > self._max_reply:
+                raise self._too_long(len(buf), 0)
             self._pos = len(buf)
             return None
+        if end - start > MAX_IDENTIFICATION_LINE:
+            raise self._line_too_long()
+        if end + 1 - start > self._max_reply:
+            raise self._too_long(end + 1, 0)
         if buf[end - 1] != 0x0D:
             raise FramingError(
                 "identification line ended by LF without CR", offset=self._base + end

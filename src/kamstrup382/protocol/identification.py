@@ -30,11 +30,13 @@ _CONTROL = re.compile(rb"[^\x20-\x7e]")
 MAX_IDENTIFICATION_TEXT = 64
 #: A well-formed line: ``/``, manufacturer, baud-rate character (not ``/`` or ``!``), text,
 #: printable ASCII throughout. A line that does not match is explained by :func:`_explain`.
-#: The text may be a Kamstrup type number, whose digits the same match takes apart (groups 1-5:
-#: X3, X2, X1, Y2Y1, Z2Z1); whether it is one for a ``KAM`` line is decided after the match.
+#: Its groups: manufacturer, baud-rate character, text, and when the text has the form of a
+#: Kamstrup type number its parts X3, X2, X1, Y2Y1, Z2Z1 (whether it is one, for a ``KAM`` line,
+#: is decided after the match).
 _LINE = re.compile(
-    r"/[A-Za-z]{3}[\x20\x22-\x2e\x30-\x7e]"
-    rf"(?:685-([0-9])([0-9])([0-9])-([A-Z]{{2}})-([0-9]{{2}})|[\x20-\x7e]{{1,{MAX_IDENTIFICATION_TEXT}}})"
+    r"/([A-Za-z]{3})([\x20\x22-\x2e\x30-\x7e])"
+    r"(685-([0-9])([0-9])([0-9])-([A-Z]{2})-([0-9]{2})"
+    rf"|[\x20-\x7e]{{1,{MAX_IDENTIFICATION_TEXT}}})"
 )
 
 
@@ -136,10 +138,11 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
         raise IdentificationError(  # pragma: no cover - _explain raised
             "identification line does not parse", offset=offset
         )
-    manufacturer, baud_char, ident = text[1:4], text[4], text[5:]
+    manufacturer, baud_char, ident, phases, current_code, accuracy_class, module, label = (
+        match.groups()
+    )
     type_number = None
     if ident.startswith("685-") and manufacturer.upper() == "KAM":
-        phases, current_code, accuracy_class, module, label = match.groups()
         if phases is None:  # not X3X2X1-Y2Y1-Z2Z1: the error says what was expected
             parse_type_number(ident, offset=offset + 5)
         try:

@@ -95,8 +95,7 @@ class Telegram:
     _registers: dict[str, Decimal | str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        pieces = split_data_block(self.data_block, self.block_offset)
-        self._registers = block_registers(pieces)
+        self._registers = block_registers(split_data_block(self.data_block, self.block_offset))
 
     @property
     def data_sets(self) -> tuple[DataSet, ...]:
