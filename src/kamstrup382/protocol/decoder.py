@@ -111,6 +111,7 @@ class TelegramDecoder:
         "eight_bit",
         "identification",
         "skipped",
+        "started",
         "state",
         "telegram",
         "trailing",
@@ -131,6 +132,9 @@ class TelegramDecoder:
         self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit
         self.state = DecoderState.WAIT_START
+        #: Whether the reply has begun: its '/' arrived (not an echoed request's); False
+        #: exactly in state ``WAIT_START``, and cheaper to ask on every chunk than the state.
+        self.started = False
         self.identification: Identification | None = None
         self.telegram: Telegram | None = None
         self.skipped = 0  # bytes before the identification (noise, an echo of the request)
@@ -273,6 +277,7 @@ class TelegramDecoder:
             index = 0
         self._start = self._pos = index
         self.state = DecoderState.IDENTIFICATION
+        self.started = True
         return self._identification
 
     def _identification(self, events: list[Event]) -> Step | None:
@@ -298,6 +303,7 @@ class TelegramDecoder:
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1 - start
             self.state = DecoderState.WAIT_START
+            self.started = False
             return self._wait_start
         ident = parse_identification(content, offset=self._base + start)
         self.identification = ident

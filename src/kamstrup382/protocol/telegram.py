@@ -69,7 +69,11 @@ class MeterValues:
                 raise UsageError(f"{name}={value} has more than {-exponent} decimals")
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _METER_VALUE_NAMES}
+
+
+#: The registers of :class:`MeterValues`, in field order.
+_METER_VALUE_NAMES = tuple(f.name for f in fields(MeterValues))
 
 
 @dataclass(slots=True, unsafe_hash=True)

@@ -83,7 +83,6 @@ from kamstrup382.protocol import (
     REQUEST,
     BccAlgorithm,
     BccMode,
-    DecoderState,
     Dialect,
     Telegram,
     TelegramDecoder,
@@ -334,7 +333,7 @@ class Readout:
     @property
     def answering(self) -> bool:
         """Still waiting for the meter's identification to begin."""
-        return self.decoder.state is DecoderState.WAIT_START
+        return not self.decoder.started
 
     def sent(self, monotonic: float, wall: datetime) -> None:
         """The request has been written (and drained, where the port can tell)."""
@@ -344,7 +343,7 @@ class Readout:
         self._deadline = monotonic + self.timing.deadline_for(self.expected)
 
     def _phase_end(self) -> float:
-        if self.decoder.state is DecoderState.WAIT_START:
+        if not self.decoder.started:
             return self._answer_by
         return self.last_byte_at + self._inter_character
 
@@ -355,7 +354,7 @@ class Readout:
         It only moves later as bytes arrive, except once: when the identification begins, the
         answer window gives way to the inter-character timeout, which may end sooner.
         """
-        if self.decoder.state is DecoderState.WAIT_START:
+        if not self.decoder.started:
             end = self._answer_by
         else:
             end = self.last_byte_at + self._inter_character
@@ -375,7 +374,7 @@ class Readout:
             self._head += strip_parity(data[: len(_HTTP) - len(self._head)])
         if self.line is None:
             data = self._decide_line(data)
-        if self._eight_bit and decoder.state is DecoderState.WAIT_START:
+        if self._eight_bit and not decoder.started:
             data = _forgive_noise(data)
         try:
             decoder.feed(data)
@@ -387,7 +386,7 @@ class Readout:
                     offset=0,
                 ) from exc
             raise
-        if decoder.state is DecoderState.WAIT_START:
+        if not decoder.started:
             self.first_byte_at_mono = None  # noise or an echoed request: still waiting
             self.first_byte_at = None
             return False
