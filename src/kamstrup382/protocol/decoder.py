@@ -112,7 +112,6 @@ class TelegramDecoder:
         "identification",
         "skipped",
         "started",
-        "state",
         "telegram",
         "trailing",
     )
@@ -131,7 +130,6 @@ class TelegramDecoder:
         self._max_reply = max_reply
         self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit
-        self.state = DecoderState.WAIT_START
         #: Whether the reply has begun: its '/' arrived (not an echoed request's); False
         #: exactly in state ``WAIT_START``, and cheaper to ask on every chunk than the state.
         self.started = False
@@ -157,12 +155,21 @@ class TelegramDecoder:
         self.eight_bit = eight_bit
 
     @property
+    def state(self) -> DecoderState:
+        """The state the decoder is in: the step it runs next (see the module's documentation);
+        with no step left, done (a telegram) or failed."""
+        step = self._step
+        if step is None:
+            return DecoderState.FAILED if self.telegram is None else DecoderState.DONE
+        return _STATE_OF_STEP[step.__name__]
+
+    @property
     def bytes_seen(self) -> int:
         return self._seen
 
     @property
     def done(self) -> bool:
-        return self.state is DecoderState.DONE
+        return self.telegram is not None
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Take the next chunk; return the events it completes (possibly none).
@@ -215,8 +222,7 @@ class TelegramDecoder:
                     raise error
                 self.trailing += self._seen - base - bad  # after the BCC: not looked at
         except Exception:
-            self.state = DecoderState.FAILED
-            self._step = None
+            self._step = None  # failed: no telegram, no step
             raise
         return events
 
@@ -276,7 +282,6 @@ class TelegramDecoder:
             self._base += index
             index = 0
         self._start = self._pos = index
-        self.state = DecoderState.IDENTIFICATION
         self.started = True
         return self._identification
 
@@ -302,13 +307,11 @@ class TelegramDecoder:
         self._pos = end + 1
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1 - start
-            self.state = DecoderState.WAIT_START
             self.started = False
             return self._wait_start
         ident = parse_identification(content, offset=self._base + start)
         self.identification = ident
         events.append(IdentificationReceived(ident, self._base + start))
-        self.state = DecoderState.WAIT_STX
         return self._wait_stx
 
     def _wait_stx(self, events: list[Event]) -> Step | None:
@@ -322,7 +325,6 @@ class TelegramDecoder:
             )
         self._stx = pos
         self._pos = pos + 1
-        self.state = DecoderState.DATA
         return self._data
 
     def _data(self, events: list[Event]) -> Step | None:
@@ -336,7 +338,6 @@ class TelegramDecoder:
             return None
         self._etx = index
         self._pos = index + 1
-        self.state = DecoderState.BCC
         return self._bcc
 
     def _bcc(self, events: list[Event]) -> Step | None:
@@ -346,7 +347,6 @@ class TelegramDecoder:
         telegram = self._telegram(bytes(buf[self._start : etx + 2]))  # from '/' to the BCC
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
-        self.state = DecoderState.DONE
         self._step = None
         events.append(TelegramReceived(telegram, self._base + etx + 2))
         return None
@@ -389,6 +389,16 @@ class TelegramDecoder:
             offset,
             check,
         )
+
+
+#: The state of each step (its name): the state is kept once, as the step the decoder runs next.
+_STATE_OF_STEP = {
+    TelegramDecoder._wait_start.__name__: DecoderState.WAIT_START,
+    TelegramDecoder._identification.__name__: DecoderState.IDENTIFICATION,
+    TelegramDecoder._wait_stx.__name__: DecoderState.WAIT_STX,
+    TelegramDecoder._data.__name__: DecoderState.DATA,
+    TelegramDecoder._bcc.__name__: DecoderState.BCC,
+}
 
 
 def decode_reply(
