@@ -55,14 +55,19 @@ class TypeNumber:
     label: str = "15"
 
     def __post_init__(self) -> None:
-        if not (
+        module, label = self.module, self.label
+        if not (  # the checks of _check_type_number, in string methods ([A-Z]{2}, \d{2})
             self.phases in PHASES
             and self.current_code in CURRENT_CODES
             and self.accuracy_class in ACCURACY_CLASSES
-            and isinstance(self.module, str)
-            and _MODULE.fullmatch(self.module)
-            and isinstance(self.label, str)
-            and _LABEL.fullmatch(self.label)
+            and isinstance(module, str)
+            and len(module) == 2
+            and module.isascii()
+            and module.isalpha()
+            and module.isupper()
+            and isinstance(label, str)
+            and len(label) == 2
+            and label.isdecimal()
         ):
             _check_type_number(self)  # raises, naming every field that is wrong
 

@@ -10,6 +10,7 @@ from kamstrup382.errors import UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm, BccCheck
 from kamstrup382.protocol.dataset import (
     DataSet,
+    Pieces,
     block_data_sets,
     block_registers,
     split_data_block,
@@ -85,8 +86,8 @@ class Telegram:
     block's first character; ``bcc_check`` what the decoder computed over the block (which
     algorithms match the BCC received). The decoder checks the BCC and the identification;
     the telegram checks its block's grammar as it is built (:class:`FramingError` naming the
-    place), reading the register values in the same pass. The data sets are cut from the
-    block on each use.
+    place): one regular expression cuts the block at its groups, and the telegram keeps the
+    pieces. The register values and the data sets are read from them on each use.
     """
 
     identification: Identification
@@ -96,15 +97,15 @@ class Telegram:
     raw: bytes = field(repr=False)
     block_offset: int = field(default=0, repr=False, compare=False)
     bcc_check: BccCheck | None = field(default=None, repr=False, compare=False)
-    _registers: dict[str, Decimal | str] = field(init=False, repr=False, compare=False)
+    _pieces: Pieces = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._registers = block_registers(split_data_block(self.data_block, self.block_offset))
+        self._pieces = split_data_block(self.data_block, self.block_offset)  # checks the grammar
 
     @property
     def data_sets(self) -> tuple[DataSet, ...]:
         """Every data set of the block, in order."""
-        return block_data_sets(split_data_block(self.data_block, self.block_offset))
+        return block_data_sets(self._pieces)
 
     def get(self, name_or_code: str) -> DataSet | None:
         """The data set for a register name (``energy``) or code as printed (``1.20``)."""
@@ -122,7 +123,7 @@ class Telegram:
         ``Decimal`` for numeric registers; text for the customer number and for a value that
         is not a number (an empty one, say). A new dictionary on each call.
         """
-        return dict(self._registers)
+        return block_registers(self._pieces)
 
     def meter_values(self) -> MeterValues:
         """The eight registers of a Kamstrup 382; :class:`UsageError` if one is missing."""
