@@ -91,7 +91,7 @@ from kamstrup382.protocol import (
     strip_parity,
 )
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
-from kamstrup382.reader.bcc_memory import BccMemory
+from kamstrup382.reader.bcc_memory import BccCertainty, BccMemory
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
@@ -264,7 +264,9 @@ class Session:
         if known is not None and known is not telegram.bcc_algorithm and check.matches(known):
             # both matched (the decoder names the sum first): it is the meter's known one
             telegram = replace(telegram, bcc_algorithm=known)
-        return replace(reading, telegram=telegram, bcc_certainty=self._memory.certainty(check))
+        return readout.reading(
+            port, attempts, telegram=telegram, bcc_certainty=self._memory.certainty(check)
+        )
 
 
 #: The identification's '/' with its even-parity bit (five bits set: the parity bit is 1).
@@ -485,8 +487,16 @@ class Readout:
         """Bytes of a failed reply arrived while draining."""
         self.last_byte_at = monotonic
 
-    def reading(self, port: str, attempts: int) -> Reading:
-        """The result, once :attr:`done`."""
+    def reading(
+        self,
+        port: str,
+        attempts: int,
+        *,
+        telegram: Telegram | None = None,
+        bcc_certainty: BccCertainty | None = None,
+    ) -> Reading:
+        """The result, once :attr:`done`; ``telegram``: the readout's, unless the session named
+        its BCC algorithm anew; ``bcc_certainty``: as the session judged it."""
         if (
             self.telegram is None
             or self.requested_at is None
@@ -496,7 +506,7 @@ class Readout:
         ):
             raise UsageError("the readout is not complete")
         return Reading(
-            telegram=self.telegram,
+            telegram=self.telegram if telegram is None else telegram,
             port=port,
             line=self.line or self.session.line,
             requested_at=self.requested_at,
@@ -505,4 +515,5 @@ class Readout:
             answer_delay=self.first_byte_at_mono - self.sent_at,
             duration=self.done_at_mono - self.sent_at,
             attempts=attempts,
+            bcc_certainty=bcc_certainty,
         )
