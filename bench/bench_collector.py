@@ -5,6 +5,7 @@
     python bench/bench_collector.py --host 127.0.0.2  # when other programs crowd 127.0.0.1's ports
     python bench/bench_collector.py --loop asyncio    # asyncio's own event loop, not uvloop
     python bench/bench_collector.py --host 127.0.0.2 --port 20000 --meters 10000
+    python bench/bench_collector.py --hot-path      # one readout's work, no loop, no emulators
 
 (``--port``: with 10,000 meters the four emulator processes each look for 2,500 consecutive
 free ports in one range at random and may not find them; a fixed first port avoids that.)
@@ -67,20 +68,27 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
+from kamstrup382.collector.history import History, observation_of
+from kamstrup382.collector.records import reading_record
 from kamstrup382.collector.runtime import collector_runtime, raise_file_limit
 from kamstrup382.collector.schedule import CONNECT_AHEAD, next_slot
-from kamstrup382.protocol import REQUEST
+from kamstrup382.protocol import REQUEST, add_parity
 from kamstrup382.reader import new_event_loop
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.session import Readout, Session
+from kamstrup382.storage import ReadingRecord
 from kamstrup382.storage.url import open_storage
 
 CHARS_PER_SECOND = 30.0  # 300 baud, 7E1: 10 bits a character
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+SPEC_EXAMPLE = Path(__file__).resolve().parent.parent / "src/kamstrup382/data/spec-example.bin"
 #: The meters' interval, in seconds: the steady-state cycle is the next slot's (a reading is
 #: stored once per meter and slot).
 INTERVAL = 60
@@ -121,6 +129,9 @@ EMULATOR = """
 import asyncio, json, resource, signal, sys
 from kamstrup382.emulator import ConstantLoad, Emulator
 from kamstrup382.reader import new_event_loop
+from kamstrup382.reader.port import LineMode
+from kamstrup382.reader.session import Readout, Session
+from kamstrup382.storage import ReadingRecord
 
 def cpu() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -314,6 +325,50 @@ def run(
         stop_emulators(emulators)
 
 
+def hot_path(rounds: int = 30, batch: int = 200) -> None:
+    """The collector's work on one readout without the event loop: the specification's example
+    (with its parity bits, as a TCP gateway passes it) fed in 28 chunks to a readout of the
+    reader's session, as the benchmark's emulators deliver it, then concluded, judged against
+    the meter's last reading (the same values an hour before: no doubt) and made a record.
+    Microseconds per readout (CPU time, the best of ``rounds`` batches)."""
+    now = datetime.now(UTC)
+    reply = add_parity(SPEC_EXAMPLE.read_bytes())
+    size = len(reply) // 28 + 1
+    chunks = [reply[start : start + size] for start in range(0, len(reply), size)]
+    session = Session(line=LineMode.AUTO)
+
+    def readout() -> Readout:
+        attempt = session.readout()
+        attempt.sent(0.0, now)
+        for index, chunk in enumerate(chunks, start=1):
+            done = attempt.receive(chunk, index * 0.2)
+            assert attempt.timeout_at > 0
+        assert done
+        return attempt
+
+    history = History()
+    first = session.conclude(readout(), "bench", 1)
+    history.accepted("m", observation_of(first.meter_values(), now - timedelta(hours=1), None))
+
+    def whole() -> ReadingRecord:
+        reading = session.conclude(readout(), "bench", 1)
+        judge = history.judge("m", lambda _: now)
+        judge(reading)
+        accepted = judge.accepted
+        assert accepted is not None
+        return reading_record("m", now, reading, accepted.at, accepted.values)
+
+    best = {"readout, 28 chunks": 1.0, "+ conclude, judge, record": 1.0}
+    for _ in range(rounds):
+        for name, work in (("readout, 28 chunks", readout), ("+ conclude, judge, record", whole)):
+            start = time.process_time()
+            for _ in range(batch):
+                work()
+            best[name] = min(best[name], (time.process_time() - start) / batch)
+    for name, seconds in best.items():
+        print(f"{name:<28} {seconds * 1e6:8.1f} us")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -369,7 +424,16 @@ def main() -> int:
         help="the collector's keep_connected setting (default: on; connections stay open "
         "after the cycle and are closed when the collector closes, outside the cycle)",
     )
+    parser.add_argument(
+        "--hot-path",
+        action="store_true",
+        help="only the collector's work on one readout, without the event loop and the "
+        "emulators (microseconds per readout), then exit",
+    )
     args = parser.parse_args()
+    if args.hot_path:
+        hot_path()
+        return 0
     if "uvloop" in (args.loop, args.emulator_loop) and not HAVE_UVLOOP:
         parser.error("uvloop is not installed")
     counts = args.meters or [100, 1000, 10_000]
