@@ -130,8 +130,9 @@ class TelegramDecoder:
         self._max_reply = max_reply
         self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit
-        #: Whether the reply has begun: its '/' arrived (not an echoed request's); False
-        #: exactly in state ``WAIT_START``, and cheaper to ask on every chunk than the state.
+        #: Whether the reply has begun: its '/' arrived (not an echoed request's). Until done
+        #: or failed, False exactly in state ``WAIT_START``; cheaper to ask on every chunk than
+        #: the state (a property).
         self.started = False
         self.identification: Identification | None = None
         self.telegram: Telegram | None = None
