@@ -545,7 +545,8 @@ class Collector:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
             assert judge.accepted is not None  # the reader returns only what it accepted
             self.history.accepted(meter.name, judge.accepted)
-            return reading_record(meter.name, slot, reading, judge.accepted.at)
+            accepted = judge.accepted
+            return reading_record(meter.name, slot, reading, accepted.at, accepted.values)
         except (Kamstrup382Error, OSError) as exc:
             duration = time.monotonic() - mono_start
             return failure_record(meter.name, slot, exc, self.clock.now(), duration)

@@ -140,7 +140,7 @@ class Doubt:
             seconds = (current.at - previous.at).total_seconds()
             return seconds <= 0 or seconds > float(self.beyond_hours) * _HOUR
         return bool(
-            previous.values.as_dict()[self.register] != current.values.as_dict()[self.register]
+            getattr(previous.values, self.register) != getattr(current.values, self.register)
         )
 
 
@@ -334,8 +334,8 @@ class Judge:
 
     def _agree(self, before: Observation, heard: Observation) -> bool:
         """Whether ``before`` confirms ``heard`` (see the module documentation)."""
-        old, new = before.values.as_dict(), heard.values.as_dict()
-        if any(old[name] != new[name] for name in self.history.unbounded):
+        old, new = before.values, heard.values
+        if any(getattr(old, name) != getattr(new, name) for name in self.history.unbounded):
             return False
         try:
             check_history(before, heard, self.history.dialect)

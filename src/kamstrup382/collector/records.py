@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kamstrup382.errors import ImplausibleError, Kamstrup382Error
+from kamstrup382.protocol import MeterValues
 from kamstrup382.reader.reading import Reading
 from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
 
@@ -12,15 +13,21 @@ __all__ = ["failure_record", "missed_message", "missed_record", "reading_record"
 
 
 def reading_record(
-    meter: str, slot: datetime, reading: Reading, read_at: datetime
+    meter: str,
+    slot: datetime,
+    reading: Reading,
+    read_at: datetime,
+    values: MeterValues | None = None,
 ) -> ReadingRecord:
-    """``reading`` of ``meter`` for ``slot``, its request sent at ``read_at``."""
+    """``reading`` of ``meter`` for ``slot``, its request sent at ``read_at``; ``values``: its
+    :meth:`~kamstrup382.reader.reading.Reading.meter_values` where the caller has them already
+    (the history's judge built them)."""
     type_number = reading.identification.type_number
     return ReadingRecord(
         meter=meter,
         slot=slot,
         read_at=read_at,
-        values=reading.meter_values(),
+        values=reading.meter_values() if values is None else values,
         identification=str(reading.identification).removeprefix("/"),
         type_number=str(type_number) if type_number is not None else None,
         bcc_algorithm=reading.bcc_algorithm.value,

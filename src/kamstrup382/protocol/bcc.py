@@ -62,7 +62,7 @@ def compute_bcc(block: Block, algorithm: BccAlgorithm) -> int:
     return bcc_xor(block)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BccCheck:
     """The check of one block: the BCC ``received`` and what each algorithm computes over the
     block (``None``: the mode the block was checked in does not allow that algorithm, so it
@@ -97,11 +97,11 @@ class BccCheck:
 
 def check_bcc(block: Block, received: int, mode: BccMode) -> BccCheck:
     """Compute the BCC of each algorithm ``mode`` allows over ``block``."""
-    return BccCheck(
-        received,
-        sum7=None if mode is BccMode.XOR else bcc_sum7(block),
-        xor=None if mode is BccMode.SUM7 else bcc_xor(block),
-    )
+    if mode is BccMode.SUM7:
+        return BccCheck(received, bcc_sum7(block))
+    if mode is BccMode.XOR:
+        return BccCheck(received, None, bcc_xor(block))
+    return BccCheck(received, bcc_sum7(block), bcc_xor(block))
 
 
 def match_bcc(block: Block, received: int, mode: BccMode) -> BccAlgorithm | None:

@@ -61,7 +61,7 @@ _CR_OR_LF = re.compile(r"[\r\n]")
 _NAMED = {r.code: (r.name, r.kind is RegisterKind.TEXT) for r in REGISTER_BY_CODE.values()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DataValue:
     """One ``(value*unit)`` group: ``text`` as sent (``000018,3``), ``unit`` or ``None``."""
 
@@ -76,7 +76,7 @@ class DataValue:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DataSet:
     """An address with one or more value groups; ``line`` is its 1-based line in the block."""
 
@@ -198,15 +198,15 @@ def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
     last value.
     """
     registers: dict[str, Decimal | str] = {}
-    for address, number, text in zip(
-        pieces[1::_STRIDE], pieces[2::_STRIDE], pieces[3::_STRIDE], strict=True
-    ):
-        named = _NAMED.get(address or "")
-        if named is None:  # an unknown address, or a further group of a data set (no address)
+    named = _NAMED
+    for index in range(1, len(pieces) - 1, _STRIDE):  # each group's address, number, text
+        found = named.get(pieces[index])  # type: ignore[arg-type]
+        if found is None:  # an unknown address, or a further group of a data set (no address)
             continue
-        name, is_text = named
+        name, is_text = found
+        number = pieces[index + 1]
         if number is None:  # not a number: the text as printed
-            registers[name] = text or ""
+            registers[name] = pieces[index + 2] or ""
         elif is_text:
             registers[name] = number
         else:

@@ -68,13 +68,13 @@ class DecoderState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class IdentificationReceived:
     identification: Identification
     offset: int  # stream position of its '/'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TelegramReceived:
     telegram: Telegram
     bytes_seen: int  # stream position just after the BCC
@@ -111,7 +111,7 @@ class TelegramDecoder:
         "eight_bit",
         "identification",
         "skipped",
-        "state",
+        "started",
         "telegram",
         "trailing",
     )
@@ -130,7 +130,10 @@ class TelegramDecoder:
         self._max_reply = max_reply
         self.bcc_mode = bcc if isinstance(bcc, BccMode) else BccMode(bcc)
         self.eight_bit = eight_bit
-        self.state = DecoderState.WAIT_START
+        #: Whether the reply has begun: its '/' arrived (not an echoed request's). Until done
+        #: or failed, False exactly in state ``WAIT_START``; cheaper to ask on every chunk than
+        #: the state (a property).
+        self.started = False
         self.identification: Identification | None = None
         self.telegram: Telegram | None = None
         self.skipped = 0  # bytes before the identification (noise, an echo of the request)
@@ -153,12 +156,21 @@ class TelegramDecoder:
         self.eight_bit = eight_bit
 
     @property
+    def state(self) -> DecoderState:
+        """The state the decoder is in: the step it runs next (see the module's documentation);
+        with no step left, done (a telegram) or failed."""
+        step = self._step
+        if step is None:
+            return DecoderState.FAILED if self.telegram is None else DecoderState.DONE
+        return _STATE_OF_STEP[step.__name__]
+
+    @property
     def bytes_seen(self) -> int:
         return self._seen
 
     @property
     def done(self) -> bool:
-        return self.state is DecoderState.DONE
+        return self.telegram is not None
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Take the next chunk; return the events it completes (possibly none).
@@ -173,7 +185,8 @@ class TelegramDecoder:
             self._seen += len(data)
             self.trailing += len(data)
             return []
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         base = self._seen
         self._seen += len(data)
         try:
@@ -198,16 +211,19 @@ class TelegramDecoder:
                 data = data[:bad]
             self._buf += data
             events: list[Event] = []
-            while step is not None:
+            while True:  # each step runs on from where the last one stopped
+                following = step(events)
+                if following is None:
+                    break
+                step = following
+            if self._step is not None:  # not done (the BCC's step says so): wait for more
                 self._step = step
-                step = step(events)
             if bad is not None:
                 if not self.done:
                     raise error
                 self.trailing += self._seen - base - bad  # after the BCC: not looked at
         except Exception:
-            self.state = DecoderState.FAILED
-            self._step = None
+            self._step = None  # failed: no telegram, no step
             raise
         return events
 
@@ -235,17 +251,21 @@ class TelegramDecoder:
         """Bytes the decoder keeps now: at most :attr:`max_reply` plus one chunk."""
         return len(self._buf)
 
-    def _too_long(self, end: int, tail: int) -> FramingError | None:
+    def _too_long(self, end: int, tail: int) -> FramingError:
         """The error for a reply that reaches ``end`` (a position in ``_buf``, exclusive) and
-        needs ``tail`` more bytes at least, when that is past the limit. Its offset is the byte
-        that made it so, whatever the chunks: the first beyond the limit, or (with a ``tail``)
-        the first where the tail should have begun."""
+        needs ``tail`` more bytes at least, past the limit (the steps check that). Its offset is
+        the byte that made it so, whatever the chunks: the first beyond the limit, or (with a
+        ``tail``) the first where the tail should have begun."""
         start, limit = self._start, self._max_reply
-        if end + tail - start <= limit:
-            return None
         return FramingError(
             f"reply longer than {limit} bytes (the limit from '/' to the BCC)",
             offset=self._base + start + limit - tail,
+        )
+
+    def _line_too_long(self) -> FramingError:
+        return FramingError(
+            f"identification line longer than {MAX_IDENTIFICATION_LINE} characters without CR LF",
+            offset=self._base + self._start,
         )
 
     def _wait_start(self, events: list[Event]) -> Step | None:
@@ -263,24 +283,23 @@ class TelegramDecoder:
             self._base += index
             index = 0
         self._start = self._pos = index
-        self.state = DecoderState.IDENTIFICATION
+        self.started = True
         return self._identification
 
     def _identification(self, events: list[Event]) -> Step | None:
         buf, start = self._buf, self._start
         end = buf.find(b"\n", self._pos)
-        if (end if end >= 0 else len(buf)) - start > MAX_IDENTIFICATION_LINE:
-            raise FramingError(
-                f"identification line longer than {MAX_IDENTIFICATION_LINE} characters "
-                "without CR LF",
-                offset=self._base + start,
-            )
-        error = self._too_long(end + 1 if end >= 0 else len(buf), 0)
-        if error is not None:
-            raise error
-        if end < 0:
+        if end < 0:  # not yet: what there is must fit the line's limit and the reply's
+            if len(buf) - start > MAX_IDENTIFICATION_LINE:
+                raise self._line_too_long()
+            if len(buf) - start > self._max_reply:
+                raise self._too_long(len(buf), 0)
             self._pos = len(buf)
             return None
+        if end - start > MAX_IDENTIFICATION_LINE:
+            raise self._line_too_long()
+        if end + 1 - start > self._max_reply:
+            raise self._too_long(end + 1, 0)
         if buf[end - 1] != 0x0D:
             raise FramingError(
                 "identification line ended by LF without CR", offset=self._base + end
@@ -289,12 +308,11 @@ class TelegramDecoder:
         self._pos = end + 1
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1 - start
-            self.state = DecoderState.WAIT_START
+            self.started = False
             return self._wait_start
         ident = parse_identification(content, offset=self._base + start)
         self.identification = ident
         events.append(IdentificationReceived(ident, self._base + start))
-        self.state = DecoderState.WAIT_STX
         return self._wait_stx
 
     def _wait_stx(self, events: list[Event]) -> Step | None:
@@ -308,32 +326,28 @@ class TelegramDecoder:
             )
         self._stx = pos
         self._pos = pos + 1
-        self.state = DecoderState.DATA
         return self._data
 
     def _data(self, events: list[Event]) -> Step | None:
         buf = self._buf
         index = buf.find(ETX, self._pos)
         # with its ETX and BCC, the reply must fit the limit
-        error = self._too_long(index if index >= 0 else len(buf), 2)
-        if error is not None:
-            raise error
+        if (index if index >= 0 else len(buf)) + 2 - self._start > self._max_reply:
+            raise self._too_long(index if index >= 0 else len(buf), 2)
         if index < 0:
             self._pos = len(buf)
             return None
         self._etx = index
         self._pos = index + 1
-        self.state = DecoderState.BCC
         return self._bcc
 
     def _bcc(self, events: list[Event]) -> Step | None:
         buf, etx = self._buf, self._etx
         if len(buf) <= etx + 1:
             return None
-        telegram = self._telegram(bytes(buf[self._start : etx + 2]))
+        telegram = self._telegram(bytes(buf[self._start : etx + 2]))  # from '/' to the BCC
         self.telegram = telegram
         self.trailing = len(buf) - etx - 2
-        self.state = DecoderState.DONE
         self._step = None
         events.append(TelegramReceived(telegram, self._base + etx + 2))
         return None
@@ -345,7 +359,7 @@ class TelegramDecoder:
         offset = self._base + self._stx + 1
         check = check_bcc(block, raw[etx + 1], self.bcc_mode)
         algorithm = check.matched
-        if algorithm is None:
+        if algorithm is None:  # the error, with what each algorithm computes
             sum7 = bcc_sum7(block) if check.sum7 is None else check.sum7
             xor = bcc_xor(block) if check.xor is None else check.xor
             expected = {
@@ -373,9 +387,19 @@ class TelegramDecoder:
             algorithm,
             check.received,
             raw,
-            block_offset=offset,
-            bcc_check=check,
+            offset,
+            check,
         )
+
+
+#: The state of each step (its name): the state is kept once, as the step the decoder runs next.
+_STATE_OF_STEP = {
+    TelegramDecoder._wait_start.__name__: DecoderState.WAIT_START,
+    TelegramDecoder._identification.__name__: DecoderState.IDENTIFICATION,
+    TelegramDecoder._wait_stx.__name__: DecoderState.WAIT_STX,
+    TelegramDecoder._data.__name__: DecoderState.DATA,
+    TelegramDecoder._bcc.__name__: DecoderState.BCC,
+}
 
 
 def decode_reply(

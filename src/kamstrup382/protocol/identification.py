@@ -30,12 +30,17 @@ _CONTROL = re.compile(rb"[^\x20-\x7e]")
 MAX_IDENTIFICATION_TEXT = 64
 #: A well-formed line: ``/``, manufacturer, baud-rate character (not ``/`` or ``!``), text,
 #: printable ASCII throughout. A line that does not match is explained by :func:`_explain`.
+#: Its groups: manufacturer, baud-rate character, text, and when the text has the form of a
+#: Kamstrup type number its parts X3, X2, X1, Y2Y1, Z2Z1 (whether it is one, for a ``KAM`` line,
+#: is decided after the match).
 _LINE = re.compile(
-    rf"/[A-Za-z]{{3}}[\x20\x22-\x2e\x30-\x7e][\x20-\x7e]{{1,{MAX_IDENTIFICATION_TEXT}}}".encode()
+    r"/([A-Za-z]{3})([\x20\x22-\x2e\x30-\x7e])"
+    r"(685-([0-9])([0-9])([0-9])-([A-Z]{2})-([0-9]{2})"
+    rf"|[\x20-\x7e]{{1,{MAX_IDENTIFICATION_TEXT}}})"
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TypeNumber:
     """A Kamstrup 382 type number, ``685-382-OK-15`` for the specification's example.
 
@@ -50,7 +55,21 @@ class TypeNumber:
     label: str = "15"
 
     def __post_init__(self) -> None:
-        _check_type_number(self)
+        module, label = self.module, self.label
+        if not (  # the checks of _check_type_number, in string methods ([A-Z]{2}, \d{2})
+            self.phases in PHASES
+            and self.current_code in CURRENT_CODES
+            and self.accuracy_class in ACCURACY_CLASSES
+            and isinstance(module, str)
+            and len(module) == 2
+            and module.isascii()
+            and module.isalpha()
+            and module.isupper()
+            and isinstance(label, str)
+            and len(label) == 2
+            and label.isdecimal()
+        ):
+            _check_type_number(self)  # raises, naming every field that is wrong
 
     def __str__(self) -> str:
         return (
@@ -92,7 +111,7 @@ def parse_type_number(text: str, *, offset: int | None = None) -> TypeNumber:
         raise TypeNumberError(exc.detail, offset=offset) from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Identification:
     """``/`` + manufacturer (3 letters) + baud-rate character + identification text.
 
@@ -117,16 +136,26 @@ def parse_identification(line: bytes, *, offset: int = 0) -> Identification:
 
     ``offset`` is the stream position of the ``/``, used in error messages.
     """
-    if _LINE.fullmatch(line) is None:
+    text = line.decode("ascii") if line.isascii() else ""
+    match = _LINE.fullmatch(text)
+    if match is None:
         _explain(line, offset)
         raise IdentificationError(  # pragma: no cover - _explain raised
             "identification line does not parse", offset=offset
         )
-    text = line.decode("ascii")
-    manufacturer, baud_char, ident = text[1:4], text[4], text[5:]
+    manufacturer, baud_char, ident, phases, current_code, accuracy_class, module, label = (
+        match.groups()
+    )
     type_number = None
     if ident.startswith("685-") and manufacturer.upper() == "KAM":
-        type_number = parse_type_number(ident, offset=offset + 5)
+        if phases is None:  # not X3X2X1-Y2Y1-Z2Z1: the error says what was expected
+            parse_type_number(ident, offset=offset + 5)
+        try:
+            type_number = TypeNumber(
+                int(phases), int(current_code), int(accuracy_class), module, label
+            )
+        except TypeNumberError as exc:  # the same problems, with the place in the stream
+            raise TypeNumberError(exc.detail, offset=offset + 5) from None
     return Identification(manufacturer, baud_char, ident, type_number)
 
 

@@ -10,6 +10,7 @@ from kamstrup382.errors import UsageError
 from kamstrup382.protocol.bcc import BccAlgorithm, BccCheck
 from kamstrup382.protocol.dataset import (
     DataSet,
+    Pieces,
     block_data_sets,
     block_registers,
     split_data_block,
@@ -29,7 +30,7 @@ _NUMERIC_CHECKS = tuple(
 _TEXT_CHECKS = tuple((r.name, r.digits) for r in REGISTERS if r.kind is RegisterKind.TEXT)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MeterValues:
     """The eight registers of a Kamstrup 382, by name, as exact values.
 
@@ -56,7 +57,7 @@ class MeterValues:
             if type(value) is not Decimal:
                 if isinstance(value, int) and not isinstance(value, bool):
                     value = Decimal(value)
-                    object.__setattr__(self, name, value)
+                    setattr(self, name, value)
                 elif not isinstance(value, Decimal):
                     raise UsageError(f"{name} must be a Decimal, got {value!r}")
             if not value.is_finite():
@@ -69,10 +70,14 @@ class MeterValues:
                 raise UsageError(f"{name}={value} has more than {-exponent} decimals")
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _METER_VALUE_NAMES}
 
 
-@dataclass(frozen=True, slots=True)
+#: The registers of :class:`MeterValues`, in field order.
+_METER_VALUE_NAMES = tuple(f.name for f in fields(MeterValues))
+
+
+@dataclass(slots=True, unsafe_hash=True)
 class Telegram:
     """A complete, checked reply.
 
@@ -81,8 +86,8 @@ class Telegram:
     block's first character; ``bcc_check`` what the decoder computed over the block (which
     algorithms match the BCC received). The decoder checks the BCC and the identification;
     the telegram checks its block's grammar as it is built (:class:`FramingError` naming the
-    place), reading the register values in the same pass. The data sets are cut from the
-    block on each use.
+    place): one regular expression cuts the block at its groups, and the telegram keeps the
+    pieces. The register values and the data sets are read from them on each use.
     """
 
     identification: Identification
@@ -92,16 +97,15 @@ class Telegram:
     raw: bytes = field(repr=False)
     block_offset: int = field(default=0, repr=False, compare=False)
     bcc_check: BccCheck | None = field(default=None, repr=False, compare=False)
-    _registers: dict[str, Decimal | str] = field(init=False, repr=False, compare=False)
+    _pieces: Pieces = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        pieces = split_data_block(self.data_block, self.block_offset)
-        object.__setattr__(self, "_registers", block_registers(pieces))
+        self._pieces = split_data_block(self.data_block, self.block_offset)  # checks the grammar
 
     @property
     def data_sets(self) -> tuple[DataSet, ...]:
         """Every data set of the block, in order."""
-        return block_data_sets(split_data_block(self.data_block, self.block_offset))
+        return block_data_sets(self._pieces)
 
     def get(self, name_or_code: str) -> DataSet | None:
         """The data set for a register name (``energy``) or code as printed (``1.20``)."""
@@ -119,7 +123,7 @@ class Telegram:
         ``Decimal`` for numeric registers; text for the customer number and for a value that
         is not a number (an empty one, say). A new dictionary on each call.
         """
-        return dict(self._registers)
+        return block_registers(self._pieces)
 
     def meter_values(self) -> MeterValues:
         """The eight registers of a Kamstrup 382; :class:`UsageError` if one is missing."""

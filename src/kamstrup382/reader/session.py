@@ -83,7 +83,6 @@ from kamstrup382.protocol import (
     REQUEST,
     BccAlgorithm,
     BccMode,
-    DecoderState,
     Dialect,
     Telegram,
     TelegramDecoder,
@@ -92,7 +91,7 @@ from kamstrup382.protocol import (
     strip_parity,
 )
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
-from kamstrup382.reader.bcc_memory import BccMemory
+from kamstrup382.reader.bcc_memory import BccCertainty, BccMemory
 from kamstrup382.reader.policy import DEADLINE_SLACK, EXPECTED_REPLY_SIZE, RetryPolicy, Timing
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
@@ -265,7 +264,9 @@ class Session:
         if known is not None and known is not telegram.bcc_algorithm and check.matches(known):
             # both matched (the decoder names the sum first): it is the meter's known one
             telegram = replace(telegram, bcc_algorithm=known)
-        return replace(reading, telegram=telegram, bcc_certainty=self._memory.certainty(check))
+        return readout.reading(
+            port, attempts, telegram=telegram, bcc_certainty=self._memory.certainty(check)
+        )
 
 
 #: The identification's '/' with its even-parity bit (five bits set: the parity bit is 1).
@@ -334,7 +335,7 @@ class Readout:
     @property
     def answering(self) -> bool:
         """Still waiting for the meter's identification to begin."""
-        return self.decoder.state is DecoderState.WAIT_START
+        return not self.decoder.started
 
     def sent(self, monotonic: float, wall: datetime) -> None:
         """The request has been written (and drained, where the port can tell)."""
@@ -344,7 +345,7 @@ class Readout:
         self._deadline = monotonic + self.timing.deadline_for(self.expected)
 
     def _phase_end(self) -> float:
-        if self.decoder.state is DecoderState.WAIT_START:
+        if not self.decoder.started:
             return self._answer_by
         return self.last_byte_at + self._inter_character
 
@@ -355,7 +356,7 @@ class Readout:
         It only moves later as bytes arrive, except once: when the identification begins, the
         answer window gives way to the inter-character timeout, which may end sooner.
         """
-        if self.decoder.state is DecoderState.WAIT_START:
+        if not self.decoder.started:
             end = self._answer_by
         else:
             end = self.last_byte_at + self._inter_character
@@ -375,7 +376,7 @@ class Readout:
             self._head += strip_parity(data[: len(_HTTP) - len(self._head)])
         if self.line is None:
             data = self._decide_line(data)
-        if self._eight_bit and decoder.state is DecoderState.WAIT_START:
+        if self._eight_bit and not decoder.started:
             data = _forgive_noise(data)
         try:
             decoder.feed(data)
@@ -387,7 +388,7 @@ class Readout:
                     offset=0,
                 ) from exc
             raise
-        if decoder.state is DecoderState.WAIT_START:
+        if not decoder.started:
             self.first_byte_at_mono = None  # noise or an echoed request: still waiting
             self.first_byte_at = None
             return False
@@ -486,8 +487,16 @@ class Readout:
         """Bytes of a failed reply arrived while draining."""
         self.last_byte_at = monotonic
 
-    def reading(self, port: str, attempts: int) -> Reading:
-        """The result, once :attr:`done`."""
+    def reading(
+        self,
+        port: str,
+        attempts: int,
+        *,
+        telegram: Telegram | None = None,
+        bcc_certainty: BccCertainty | None = None,
+    ) -> Reading:
+        """The result, once :attr:`done`; ``telegram``: the readout's, unless the session named
+        its BCC algorithm anew; ``bcc_certainty``: as the session judged it."""
         if (
             self.telegram is None
             or self.requested_at is None
@@ -497,7 +506,7 @@ class Readout:
         ):
             raise UsageError("the readout is not complete")
         return Reading(
-            telegram=self.telegram,
+            telegram=self.telegram if telegram is None else telegram,
             port=port,
             line=self.line or self.session.line,
             requested_at=self.requested_at,
@@ -506,4 +515,5 @@ class Readout:
             answer_delay=self.first_byte_at_mono - self.sent_at,
             duration=self.done_at_mono - self.sent_at,
             attempts=attempts,
+            bcc_certainty=bcc_certainty,
         )
