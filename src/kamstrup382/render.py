@@ -30,7 +30,8 @@ __all__ = [
     "telegram_json",
 ]
 
-#: Columns of :func:`reading_csv_row`: when the request was sent, the port, the eight registers.
+#: Columns of :func:`reading_csv_row`: when the request was sent, the port, every register of
+#: every dialect (a register the meter does not have: an empty cell).
 CSV_FIELDS: tuple[str, ...] = ("read_at", "port", *(reg.name for reg in REGISTERS))
 
 
@@ -77,9 +78,11 @@ def _data_set_json(ds: DataSet) -> dict[str, Any]:
 
 
 def telegram_json(telegram: Telegram) -> dict[str, Any]:
-    """The identification, every data set in the order sent, and the BCC that matched."""
+    """The identification, the dialect it names, every data set in the order sent (named in
+    that dialect), and the BCC that matched."""
     return {
         "identification": identification_json(telegram.identification),
+        "dialect": telegram.dialect.name,
         "registers": [_data_set_json(ds) for ds in telegram.data_sets],
         "bcc": {
             "algorithm": telegram.bcc_algorithm.value,

@@ -45,7 +45,7 @@ def test_table(emu: EmulatorThread, capsys: pytest.CaptureFixture[str]) -> None:
     values = emu.sent_values(0)[-1]
     assert f"port            {emu.ports[0]}" in out
     assert "/KAM 685-382-OK-15" in out
-    for name, value in values.as_dict().items():
+    for name, value in values.present().items():
         line = next(x for x in out.splitlines() if f" {name} " in x)
         assert line.split()[2] == (value if isinstance(value, str) else format(value, "f"))
 
@@ -68,7 +68,7 @@ def test_json_is_the_decode_shape_plus_timing(
     assert {k: v for k, v in data.items() if k in decoded} == decoded
     assert set(data) == set(decoded) | {"port", "line", "timing", "attempts"}
     registers = {r["name"]: r["value"] for r in data["registers"]}
-    assert registers == emu.sent_values(0)[-1].as_dict()
+    assert registers == emu.sent_values(0)[-1].present()
     assert data["port"] == emu.ports[0]
     assert data["line"] in ("7E1", "8N1")
     assert data["attempts"] == 1
@@ -187,7 +187,7 @@ def test_damage_the_bcc_cannot_see_is_retried(capsys: pytest.CaptureFixture[str]
         data = json.loads(out, parse_float=Decimal)
         assert data["attempts"] == 2
         registers = {r["name"]: r["value"] for r in data["registers"]}
-        assert registers == emu.sent_values(0)[-1].as_dict()
+        assert registers == emu.sent_values(0)[-1].present()
     with EmulatorThread(transport="tcp", speed=SPEED, faults="shift=1") as emu:
         code, out, err = run(capsys, emu.ports[0], "--retries", "1")
         assert (code, out) == (1, "")

@@ -78,6 +78,8 @@ def reading_row(record: ReadingRecord) -> Row:
     }
     for name in REGISTER_NAMES:
         value = values[name]
+        if value is None:  # a register this meter does not have: absent
+            continue
         row[name] = json_number(value) if isinstance(value, Decimal) else value
     row["bcc_algorithm"] = record.bcc_algorithm
     row["answer_delay"] = seconds(record.answer_delay)
@@ -92,11 +94,14 @@ def seconds(value: float) -> float:
 
 
 def peak_row(record: ReadingRecord) -> Row:
-    return {
+    row: Row = {
         "read_at": _time(record.read_at),
         "actual_peak": json_number(record.values.actual_peak),
-        "last_month_peak": json_number(record.values.last_month_peak),
     }
+    last = record.values.last_month_peak
+    if last is not None:  # the 382C has none
+        row["last_month_peak"] = json_number(last)
+    return row
 
 
 def consumption_row(bucket: BucketRow) -> Row:
