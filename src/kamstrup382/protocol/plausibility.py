@@ -237,10 +237,20 @@ def check_history(
     """Raise :class:`ImplausibleError` if ``current`` cannot follow ``previous`` on one meter.
 
     See the module's docstring for the rules and what is left out when the clock went back.
+    A ``previous`` reading that lacks a register of ``dialect`` was another model's: refused
+    with the rule of another customer number (``customer``), another meter.
     """
     before = previous.values.as_dict()
     now = current.values.as_dict()
     customer = dialect.register(dialect.customer)
+    lacking = [r.name for r in dialect.registers if before[r.name] is None]
+    if lacking:  # the last reading was another model's: another meter, like a new customer
+        raise ImplausibleError(
+            f"the last reading has no {', '.join(lacking)}: it is not a {dialect.label}'s, "
+            "another meter was read before",
+            rule="customer",
+            register=customer.code,
+        )
     if before[customer.name] != now[customer.name]:
         raise ImplausibleError(
             f"customer number {now[customer.name]} is not the meter's "
