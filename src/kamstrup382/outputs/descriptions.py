@@ -30,8 +30,8 @@ class PrometheusMetric:
     help: str
 
 
-_TARIFF_HELP = "Energy per tariff register (1.20.1, 1.20.2) in kWh"
-_PEAK_HELP = "Highest demand-period average power (1.6 this month, 1.6*1 last month) in kW"
+_TARIFF_HELP = "Energy per tariff register (1.20.1, 1.20.2; a 382C's 1.8.1 to 1.8.4) in kWh"
+_PEAK_HELP = "Highest demand-period average power (1.6 or 1.6.0 this month, 1.6*1 last month) in kW"
 
 #: By register name, for every register of the table.
 HOME_ASSISTANT: Mapping[str, HomeAssistantSensor] = {
@@ -39,6 +39,8 @@ HOME_ASSISTANT: Mapping[str, HomeAssistantSensor] = {
     "energy": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
     "tariff_1": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
     "tariff_2": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
+    "tariff_3": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
+    "tariff_4": HomeAssistantSensor(device_class="energy", state_class="total_increasing"),
     "hour_counter": HomeAssistantSensor(
         device_class="duration", state_class="total_increasing", icon="mdi:timer-outline"
     ),
@@ -54,6 +56,8 @@ PROMETHEUS: Mapping[str, PrometheusMetric] = {
     ),
     "tariff_1": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
     "tariff_2": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
+    "tariff_3": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
+    "tariff_4": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
     "hour_counter": PrometheusMetric(
         name="kamstrup382_hour_counter_hours", help="Operating hours counter 1.31"
     ),

@@ -29,7 +29,14 @@ from typing import Any
 
 from kamstrup382.errors import TypeNumberError
 from kamstrup382.outputs.descriptions import HOME_ASSISTANT
-from kamstrup382.protocol import REGISTERS, Register, TypeNumber, parse_type_number
+from kamstrup382.protocol import (
+    KAMSTRUP_382,
+    REGISTERS,
+    Register,
+    TypeNumber,
+    dialect_of_stored,
+    parse_type_number,
+)
 from kamstrup382.protocol.registers import RegisterKind
 from kamstrup382.storage import ReadingRecord
 
@@ -153,6 +160,8 @@ def state_payload(record: ReadingRecord) -> dict[str, Any]:
     payload: dict[str, Any] = {"meter": record.meter}
     for register in REGISTERS:
         value = values[register.name]
+        if value is None:  # a register this meter does not have: absent
+            continue
         if register.kind is RegisterKind.TEXT:
             payload[register.name] = str(value)
         else:
@@ -213,6 +222,9 @@ def _model(facts: DeviceFacts) -> str:
             f"382 ({phases}, current code {decoded.current_code}, "
             f"class {decoded.accuracy_class}, module {decoded.module})"
         )
+    dialect = dialect_of_stored(facts.identification)
+    if dialect is not None and dialect is not KAMSTRUP_382:  # a 382C: no 685 type number
+        return f"{dialect.label.removeprefix('Kamstrup ')} ({facts.identification})"
     if facts.identification:
         return f"unknown ({facts.identification})"
     return "382"
@@ -286,8 +298,11 @@ def discovery_payload(
 def discovery_configs(
     meter: str, facts: DeviceFacts, topics: Topics
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, config) for every register of ``meter``, in register-table order."""
+    """(topic, config) for every register of ``meter``, in register-table order: those its
+    identification's dialect prints (the 685-382's until it was read)."""
+    names = (dialect_of_stored(facts.identification) or KAMSTRUP_382).names
     return [
         (topics.discovery(meter, register), discovery_payload(meter, register, facts, topics))
         for register in REGISTERS
+        if register.name in names
     ]

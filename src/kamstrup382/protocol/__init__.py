@@ -29,6 +29,7 @@ from kamstrup382.protocol.dialects import (
     Dialect,
     dialect_named,
     dialect_of,
+    dialect_of_stored,
 )
 from kamstrup382.protocol.encoder import (
     EndMarker,
@@ -97,6 +98,7 @@ __all__ = [
     "decode_reply",
     "dialect_named",
     "dialect_of",
+    "dialect_of_stored",
     "encode_data_block",
     "encode_identification",
     "encode_reply",

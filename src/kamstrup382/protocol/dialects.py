@@ -22,15 +22,23 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from kamstrup382.errors import UsageError
-from kamstrup382.protocol.identification import Identification
+from kamstrup382.errors import ProtocolError, UsageError
+from kamstrup382.protocol.identification import Identification, parse_identification
 from kamstrup382.protocol.registers import (
     KAMSTRUP_382C_REGISTERS,
     KAMSTRUP_685_382_REGISTERS,
     Register,
 )
 
-__all__ = ["DIALECTS", "KAMSTRUP_382", "KAMSTRUP_382C", "Dialect", "dialect_named", "dialect_of"]
+__all__ = [
+    "DIALECTS",
+    "KAMSTRUP_382",
+    "KAMSTRUP_382C",
+    "Dialect",
+    "dialect_named",
+    "dialect_of",
+    "dialect_of_stored",
+]
 
 
 def printed_pattern(register: Register) -> re.Pattern[str]:
@@ -204,6 +212,17 @@ def dialect_of(identification: Identification) -> Dialect:
         if dialect.claims(identification):
             return dialect
     return KAMSTRUP_382
+
+
+def dialect_of_stored(identification: str | None) -> Dialect | None:
+    """The dialect of a stored identification (the line without its ``/``: ``KAM
+    68438BC450000``); ``None`` when there is none or it does not parse (edited by hand)."""
+    if identification is None:
+        return None
+    try:
+        return dialect_of(parse_identification(f"/{identification}".encode("ascii")))
+    except (UnicodeEncodeError, ProtocolError):
+        return None
 
 
 def dialect_named(name: str) -> Dialect:

@@ -23,9 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from kamstrup382.errors import Kamstrup382Error
-from kamstrup382.protocol.dialects import dialect_of
-from kamstrup382.protocol.identification import parse_identification
+from kamstrup382.protocol.dialects import dialect_of_stored
 from kamstrup382.protocol.registers import REGISTERS, Register, RegisterKind
 from kamstrup382.storage.records import ConsumptionRow
 
@@ -62,9 +60,8 @@ def as_printed(values: dict[str, Any], identification: str) -> dict[str, Any]:
     """``values`` read back from the database with the decimals the meter prints, in the
     dialect its stored ``identification`` (without ``/``) names: ``18.300`` -> ``18.3`` for a
     685-382. An identification that does not parse (edited by hand) leaves them as they are."""
-    try:
-        dialect = dialect_of(parse_identification(f"/{identification}".encode("ascii")))
-    except (UnicodeEncodeError, Kamstrup382Error):
+    dialect = dialect_of_stored(identification)
+    if dialect is None:
         return values
     shown = dict(values)
     for register in dialect.registers:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kamstrup382 import __version__
-from kamstrup382.protocol import REGISTERS
+from kamstrup382.protocol import DIALECTS, REGISTERS
 from kamstrup382.protocol.registers import RegisterKind
 from kamstrup382.web.params import (
     DATE_PATTERN,
@@ -31,6 +31,10 @@ Schema = dict[str, Any]
 _TIME: Schema = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 _NUMBER: Schema = {"type": "number"}
+
+
+#: Registers not every meter model prints.
+_OPTIONAL = frozenset(r.name for r in REGISTERS if any(r.name not in d.names for d in DIALECTS))
 
 
 def _register_schema() -> dict[str, Schema]:
@@ -119,7 +123,9 @@ def _schemas() -> dict[str, Schema]:
     window: dict[str, Schema] = {"since": _NULLABLE_TIME, "until": _NULLABLE_TIME}
     limited: dict[str, Schema] = {**window, "truncated": {"type": "boolean"}}
     return {
-        "Reading": _object(reading_props),
+        # a register some meter model does not have (a 685-382's tariffs 3 and 4, a 382C's
+        # last month's peak) is absent from its readings
+        "Reading": _object(reading_props, tuple(p for p in reading_props if p not in _OPTIONAL)),
         "Status": _object(status_props),
         "Meter": _object(
             {
@@ -134,7 +140,7 @@ def _schemas() -> dict[str, Schema]:
             {"meters": {"type": "array", "items": {"$ref": "#/components/schemas/Meter"}}}
         ),
         "ConsumptionBucket": _object(consumption_props),
-        "Peak": _object(peak_props),
+        "Peak": _object(peak_props, ("read_at", "actual_peak")),
         "Attempt": _object(attempt_props),
         "Readings": series("Reading", limited),
         "Consumption": series(
