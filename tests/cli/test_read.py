@@ -312,3 +312,26 @@ def test_progress_bar_only_on_a_terminal() -> None:
         piped = read_in_subprocess(emu.ports[0], subprocess.PIPE)
         assert piped.returncode == 0
         assert piped.stderr == b""
+
+
+def test_a_382c_is_read_with_its_registers_named(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = MeterSettings(model="382c", customer_number="14410000")
+    with EmulatorThread(transport="tcp", speed=SPEED, settings=settings) as emu:
+        code, out, err = run(capsys, emu.ports[0], "--json")
+        sent = emu.sent_values(0)[-1]
+        assert code == 0, err
+        data = json.loads(out, parse_float=Decimal)
+        assert data["dialect"] == "kamstrup-382c"
+        assert data["identification"]["text"] == "68438BC450000"
+        named = [(r["code"], r["name"]) for r in data["registers"]]
+        assert named == [
+            ("0.0.0", "customer_number"), ("1.8.0", "energy"), ("1.8.1", "tariff_1"),
+            ("1.8.2", "tariff_2"), ("1.8.3", "tariff_3"), ("1.8.4", "tariff_4"),
+            ("96.8.0", "hour_counter"), ("0.128.1", "pulse_input"), ("1.6.0", "actual_peak"),
+        ]  # fmt: skip
+        assert {r["name"]: r["value"] for r in data["registers"]} == sent.present()
+        code, out, err = run(capsys, emu.ports[0], "--csv")
+        assert code == 0, err
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert rows[0]["tariff_4"] == str(sent.tariff_4)
+        assert rows[0]["last_month_peak"] == ""  # the 382C has none

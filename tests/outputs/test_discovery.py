@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -26,9 +27,12 @@ from kamstrup382.outputs.discovery import (
     state_json,
     state_payload,
 )
-from kamstrup382.protocol import REGISTERS, decode_reply
+from kamstrup382.protocol import KAMSTRUP_382, KAMSTRUP_382C, MeterValues, decode_reply
 
 from .helpers import reading
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 # -- Home Assistant's MQTT sensor schema (facts, not code) ------------------------------------
 #: Every configuration variable of an MQTT sensor (full names; discovery also accepts
@@ -310,3 +314,42 @@ def test_state_numbers_keep_the_meters_digits() -> None:
     assert '"actual_peak":18.3' in text
     assert '"last_month_peak":17.0' in text
     assert '"customer_number":"00054042"' in text
+
+
+def test_a_382c_announces_its_own_registers_and_sends_none_it_lacks() -> None:
+    values = MeterValues(
+        customer_number="14410000",
+        energy=Decimal(36886),
+        tariff_1=Decimal(36880),
+        tariff_2=Decimal(3),
+        tariff_3=Decimal(2),
+        tariff_4=Decimal(1),
+        hour_counter=Decimal(119899),
+        pulse_input=Decimal(0),
+        actual_peak=Decimal("1.078"),
+        last_month_peak=None,
+    )
+    record = replace(
+        reading("c", 0),
+        values=values,
+        identification="KAM 68438BC450000",
+        type_number=None,
+    )
+    configs = dict(discovery_configs("c", device_facts(record), TOPICS))
+    names = [topic.split("/")[3] for topic in configs]
+    assert names == [r.name for r in KAMSTRUP_382C.registers]  # no last month's peak
+    for topic, config in configs.items():
+        check_sensor_schema(topic, config)
+    tariff_4 = configs["homeassistant/sensor/kamstrup382_c/tariff_4/config"]
+    assert (tariff_4["device_class"], tariff_4["state_class"]) == ("energy", "total_increasing")
+    assert tariff_4["unit_of_measurement"] == "kWh"
+    assert tariff_4["device"]["model"] == "382C (KAM 68438BC450000)"
+    state = json.loads(state_json(record), parse_float=Decimal)
+    assert "last_month_peak" not in state  # absent, not 0 and not null
+    assert (state["tariff_3"], state["tariff_4"], state["actual_peak"]) == (2, 1, Decimal("1.078"))
+    # a 685-382 announces no tariffs 3 and 4, and its state has none
+    plain = reading("house", 1)
+    assert "tariff_3" not in json.loads(state_json(plain))
+    assert not any(
+        "tariff_3" in t for t, _ in discovery_configs("house", device_facts(plain), TOPICS)
+    )

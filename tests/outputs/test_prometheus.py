@@ -7,6 +7,8 @@ import asyncio
 import socket
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,37 @@ def test_config_errors_name_the_key(section: dict[str, object], key: str) -> Non
 def test_listen_forms(listen: str, host: str, port: int) -> None:
     exporter = PrometheusOutput.from_config({"listen": listen}, [])
     assert (exporter.host, exporter.port) == (host, port)
+
+
+async def test_a_382c_exports_tariffs_3_and_4_and_no_last_month_peak(
+    output: PrometheusOutput,
+) -> None:
+    house = reading("house", 1)
+    garage = replace(
+        reading("garage", 1),
+        values=replace(
+            house.values,
+            energy=Decimal(60),
+            tariff_3=Decimal(4),
+            tariff_4=Decimal(1),
+            actual_peak=Decimal("1.078"),
+            last_month_peak=None,
+        ),
+        identification="KAM 68438BC450000",
+        type_number=None,
+    )
+    await output.publish([house, garage], [])
+    families = await scrape(output)
+    _, samples = families["kamstrup382_tariff_energy_kwh"]
+    name = "kamstrup382_tariff_energy_kwh_total"
+    assert value(samples, name, meter="garage", tariff="3") == 4
+    assert value(samples, name, meter="garage", tariff="4") == 1
+    # a 685-382 has no tariffs 3 and 4: no sample, not a 0
+    assert [
+        s for s in samples if s.labels.get("meter") == "house" and s.labels["tariff"] > "2"
+    ] == []
+    _, samples = families["kamstrup382_peak_power_kw"]
+    peak = "kamstrup382_peak_power_kw"
+    assert value(samples, peak, meter="garage", period="current_month") == 1.078
+    assert [s for s in samples if s.labels == {"meter": "garage", "period": "last_month"}] == []
+    assert value(samples, peak, meter="house", period="last_month") == 17.0

@@ -48,8 +48,11 @@ def _register_schema() -> dict[str, Schema]:
                 "description": f"{reg.description}, register {reg.code}",
             }
         else:
+            kind = "integer" if reg.decimals == 0 else "number"
             props[reg.name] = {
-                "type": "integer" if reg.decimals == 0 else "number",
+                # null: a register this meter model does not have (a 685-382's tariffs 3 and
+                # 4, a 382C's last month's peak)
+                "type": [kind, "null"] if reg.name in _OPTIONAL else kind,
                 "minimum": 0,
                 "description": f"{reg.description}, register {reg.code}{unit}",
             }
@@ -99,7 +102,11 @@ def _schemas() -> dict[str, Schema]:
     peak_props: dict[str, Schema] = {
         "read_at": _TIME,
         "actual_peak": {**_NUMBER, "minimum": 0, "description": "kW, this month"},
-        "last_month_peak": {**_NUMBER, "minimum": 0, "description": "kW, last month"},
+        "last_month_peak": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "description": "kW, last month (null: a 382C has none)",
+        },
     }
     assert tuple(peak_props) == PEAK_COLUMNS
     attempt_props: dict[str, Schema] = {
@@ -123,9 +130,7 @@ def _schemas() -> dict[str, Schema]:
     window: dict[str, Schema] = {"since": _NULLABLE_TIME, "until": _NULLABLE_TIME}
     limited: dict[str, Schema] = {**window, "truncated": {"type": "boolean"}}
     return {
-        # a register some meter model does not have (a 685-382's tariffs 3 and 4, a 382C's
-        # last month's peak) is absent from its readings
-        "Reading": _object(reading_props, tuple(p for p in reading_props if p not in _OPTIONAL)),
+        "Reading": _object(reading_props),
         "Status": _object(status_props),
         "Meter": _object(
             {
@@ -140,7 +145,7 @@ def _schemas() -> dict[str, Schema]:
             {"meters": {"type": "array", "items": {"$ref": "#/components/schemas/Meter"}}}
         ),
         "ConsumptionBucket": _object(consumption_props),
-        "Peak": _object(peak_props, ("read_at", "actual_peak")),
+        "Peak": _object(peak_props),
         "Attempt": _object(attempt_props),
         "Readings": series("Reading", limited),
         "Consumption": series(

@@ -77,9 +77,7 @@ def reading_row(record: ReadingRecord) -> Row:
         "type_number": record.type_number,
     }
     for name in REGISTER_NAMES:
-        value = values[name]
-        if value is None:  # a register this meter does not have: absent
-            continue
+        value = values[name]  # None: a register this meter does not have, null (CSV: empty)
         row[name] = json_number(value) if isinstance(value, Decimal) else value
     row["bcc_algorithm"] = record.bcc_algorithm
     row["answer_delay"] = seconds(record.answer_delay)
@@ -98,9 +96,8 @@ def peak_row(record: ReadingRecord) -> Row:
         "read_at": _time(record.read_at),
         "actual_peak": json_number(record.values.actual_peak),
     }
-    last = record.values.last_month_peak
-    if last is not None:  # the 382C has none
-        row["last_month_peak"] = json_number(last)
+    last = record.values.last_month_peak  # the 382C has none: null
+    row["last_month_peak"] = None if last is None else json_number(last)
     return row
 
 
