@@ -19,8 +19,10 @@ dialect's facts: docs/protocol.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 
 from kamstrup382.errors import ProtocolError, UsageError
 from kamstrup382.protocol.identification import Identification, parse_identification
@@ -87,7 +89,8 @@ class Dialect:
     actual_peak: str
     last_month_peak: str | None
     _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
-    _by_code: dict[str, Register] = field(init=False, repr=False, compare=False)
+    _by_code: Mapping[str, Register] = field(init=False, repr=False, compare=False)
+    _codes: frozenset[str] = field(init=False, repr=False, compare=False)
     _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,18 +108,19 @@ class Dialect:
         if unknown:
             raise UsageError(f"dialect {self.name}: no register {', '.join(unknown)}")
         object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_by_code", {r.code: r for r in self.registers})
+        object.__setattr__(self, "_by_code", MappingProxyType({r.code: r for r in self.registers}))
+        object.__setattr__(self, "_codes", frozenset(self._by_code))
         object.__setattr__(self, "_patterns", {r.code: printed_pattern(r) for r in self.registers})
 
     @property
     def codes(self) -> frozenset[str]:
         """The codes of every register this meter prints."""
-        return frozenset(self._by_code)
+        return self._codes
 
     @property
-    def by_code(self) -> dict[str, Register]:
-        """This meter's registers by the code it prints them with (a new dictionary)."""
-        return dict(self._by_code)
+    def by_code(self) -> Mapping[str, Register]:
+        """This meter's registers by the code it prints them with (read-only)."""
+        return self._by_code
 
     @property
     def names(self) -> frozenset[str]:

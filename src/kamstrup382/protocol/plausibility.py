@@ -54,7 +54,7 @@ from decimal import Decimal
 from typing import Any
 
 from kamstrup382.errors import ImplausibleError, UsageError
-from kamstrup382.protocol.dialects import KAMSTRUP_382, KAMSTRUP_382C, Dialect, dialect_of
+from kamstrup382.protocol.dialects import KAMSTRUP_382, KAMSTRUP_382C, Dialect
 from kamstrup382.protocol.registers import Register
 from kamstrup382.protocol.telegram import MeterValues, Telegram
 
@@ -97,13 +97,13 @@ def _shown(register: Register, value: Decimal | str) -> str:
 def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
     """Raise :class:`ImplausibleError` if ``telegram`` is not one the meter can have sent.
 
-    ``dialect``: the meter's; by default the one its identification names (:func:`dialect_of`).
+    ``dialect``: the meter's; by default the one its identification names (``telegram.dialect``).
     Every register present, each printed with exactly its width and unit; the sum rule; no
     peak above the maximum power. The error names the rule, the register and the values, with
     the register's byte offset in the stream and its line.
     """
     if dialect is None:
-        dialect = dialect_of(telegram.identification)
+        dialect = telegram.dialect
     found: dict[str, tuple[str, str | None, int, int]] = {}
     block = telegram.data_block
     for match in _FIRST_GROUP.finditer(block):
