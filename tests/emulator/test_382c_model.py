@@ -127,3 +127,14 @@ def test_k382_emulate_model_382c_is_read_with_its_registers(
     assert rows["actual_peak"][0] == "1.6.0"
     assert len(rows["actual_peak"][2].partition(".")[2]) == 3  # three decimals
     assert "last_month_peak" not in rows
+
+
+def test_a_382c_peak_restarts_at_zero_with_three_decimals_at_the_month() -> None:
+    meter, clock = model(kw=2.5)
+    clock.advance(timedelta(hours=1))
+    assert str(meter.values().actual_peak) == "2.500"
+    clock.set(datetime(2026, 4, 1, 0, 1, tzinfo=UTC))  # past the month boundary (UTC zone)
+    values = meter.values()
+    assert str(values.actual_peak) == "0.000"  # restarted, printed 0.000
+    assert values.last_month_peak is None  # the 382C keeps no last month's peak
+    check_telegram(decode_reply(meter.telegram(), bcc=BccMode.AUTO))
