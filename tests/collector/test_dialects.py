@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+from kamstrup382.cli import main
 from kamstrup382.clock import ManualClock
 from kamstrup382.collector import Collector
 from kamstrup382.emulator import EmulatorThread, MeterModel, MeterSettings
@@ -63,3 +65,24 @@ async def test_a_685_382_and_a_382c_are_collected_side_by_side(storage_url: str)
     assert str(old.values.actual_peak) == "18.3"
     # the second reading of each followed its first by the rules of its own dialect
     assert [r.attempts for r in rows if r.slot.minute == 15] == [1, 1]
+
+
+def test_k382_collect_once_stores_both(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    models = [MeterModel(MeterSettings()), MeterModel(MeterSettings(model="382c"))]
+    with EmulatorThread(models, transport="tcp", speed=SPEED, delay=0.02) as emu:
+        config = tmp_path / "k382.toml"
+        config.write_text(
+            f'[storage]\nurl = "{url}"\n[collector]\nanswer_timeout = 0.3\nbackoff = 0.05\n'
+            + "".join(
+                f'[[meters]]\nname = "{name}"\nport = "{port}"\n'
+                for name, port in zip(("old", "c"), emu.ports, strict=True)
+            ),
+            encoding="utf-8",
+        )
+        assert main(["collect", "--config", str(config), "--once"]) == 0
+        sent = {"old": emu.sent_values(0)[-1], "c": emu.sent_values(1)[-1]}
+    with open_storage(url) as storage:
+        stored = {r.meter: r.values for r in storage.readings()}
+    assert stored == sent
+    assert stored["c"].last_month_peak is None and stored["old"].tariff_4 is None
