@@ -175,12 +175,12 @@ def test_reading_json_adds_where_how_when() -> None:
 
 def test_csv_row() -> None:
     assert CSV_FIELDS == (
-        "read_at", "port", "customer_number", "energy", "tariff_1", "tariff_2",
-        "hour_counter", "pulse_input", "actual_peak", "last_month_peak",
+        "read_at", "port", "customer_number", "energy", "tariff_1", "tariff_2", "tariff_3",
+        "tariff_4", "hour_counter", "pulse_input", "actual_peak", "last_month_peak",
     )  # fmt: skip
     assert reading_csv_row(reading()) == [
         "2026-01-02T03:04:05+00:00", "socket://127.0.0.1:4001",
-        "00054042", "53", "33", "20", "482", "0", "18.3", "0.0",
+        "00054042", "53", "33", "20", "", "", "482", "0", "18.3", "0.0",
     ]  # fmt: skip
 
 

@@ -33,11 +33,13 @@ from typing import Any
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
 from kamstrup382.protocol import (
-    REGISTER_BY_CODE,
+    KAMSTRUP_382,
     REGISTER_BY_NAME,
     DataSet,
+    Dialect,
     Identification,
     Telegram,
+    dialect_of_stored,
     parse_identification,
 )
 from kamstrup382.protocol.registers import RegisterKind
@@ -113,7 +115,7 @@ def _stored_identification(text: str) -> dict[str, Any]:
 
 
 def _data_set_entry(ds: DataSet) -> tuple[str, dict[str, Any]]:
-    register = REGISTER_BY_CODE.get(ds.address)
+    register = ds.register  # named by the meter's dialect, or None
     entry: dict[str, Any] = {
         "code": ds.address,
         "value": ds.value,
@@ -132,12 +134,14 @@ def registers_document(telegram: Telegram) -> dict[str, dict[str, Any]]:
     return dict(_data_set_entry(ds) for ds in telegram.data_sets)
 
 
-def _stored_registers(values: Mapping[str, Decimal | str | None]) -> dict[str, dict[str, Any]]:
+def _stored_registers(
+    values: Mapping[str, Decimal | str | None], dialect: Dialect
+) -> dict[str, dict[str, Any]]:
     registers: dict[str, dict[str, Any]] = {}
     for name, value in values.items():
         if value is None:  # not sent by this meter: absent, never 0
             continue
-        register = REGISTER_BY_NAME[name]
+        register = dialect.register(name) if name in dialect.names else REGISTER_BY_NAME[name]
         shown = str(value) if register.kind is RegisterKind.TEXT else value
         registers[name] = {"code": register.code, "value": shown, "unit": register.unit}
     return registers
@@ -161,7 +165,9 @@ def record_document(record: ReadingRecord, *, raw: bool = False) -> dict[str, An
         "read_at": utc(record.read_at),
         "slot": utc(record.slot),
         "identification": _stored_identification(record.identification),
-        "registers": _stored_registers(record.values.as_dict()),
+        "registers": _stored_registers(
+            record.values.as_dict(), dialect_of_stored(record.identification) or KAMSTRUP_382
+        ),
         "bcc": {"algorithm": str(record.bcc_algorithm)},
         "timing": _timing(record.answer_delay, record.duration, record.attempts),
     }

@@ -33,15 +33,18 @@ __all__ = [
     "telegram_json",
 ]
 
-#: Columns of :func:`reading_csv_row`: when the request was sent, the port, the eight registers.
+#: Columns of :func:`reading_csv_row`: when the request was sent, the port, every register of
+#: every dialect (a register the meter does not have: an empty cell).
 CSV_FIELDS: tuple[str, ...] = ("read_at", "port", *(reg.name for reg in REGISTERS))
 
 
 def telegram_json(telegram: Telegram) -> dict[str, Any]:
-    """A telegram (``k382 decode``): the identification, every register keyed by name in the
-    order sent, and the BCC that matched; the same parts as a reading's (``documents``)."""
+    """A telegram (``k382 decode``): the identification, the dialect it names, every register
+    keyed by name in the order sent (named in that dialect), and the BCC that matched; the same
+    parts as a reading's (``documents``)."""
     return {
         "identification": identification_document(telegram.identification),
+        "dialect": telegram.dialect.name,
         "registers": registers_document(telegram),
         "bcc": {
             "algorithm": telegram.bcc_algorithm.value,

@@ -197,3 +197,34 @@ def test_an_endless_input_is_refused_without_reading_it_all(how: str) -> None:
         f"error: usage: input larger than {MAX_HEX_TEXT} bytes: not one reply "
         f"(a reply is at most {MAX_REPLY} bytes)\n"
     )
+
+
+@pytest.mark.parametrize("name", ["382c-example.bin", "382c-example.hex"])
+def test_a_382c_reply_decodes_with_its_registers_named(name: str) -> None:
+    code, out, err = run([str(DATA / name)])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "identification  /KAM 68438BC450000  (Kamstrup 382C)"
+    assert lines[1].split() == ["bcc", "xor", "0x1f", "valid"]
+    assert [line.split() for line in lines[3:]] == [
+        ["code", "name", "value", "unit"],
+        ["0.0.0", "customer_number", "14410000"],
+        ["1.8.0", "energy", "36886", "kWh"],
+        ["1.8.1", "tariff_1", "36886", "kWh"],
+        ["1.8.2", "tariff_2", "0", "kWh"],
+        ["1.8.3", "tariff_3", "0", "kWh"],
+        ["1.8.4", "tariff_4", "0", "kWh"],
+        ["96.8.0", "hour_counter", "119899", "h"],
+        ["0.128.1", "pulse_input", "0"],
+        ["1.6.0", "actual_peak", "1.078", "kW"],
+    ]
+    code, out, err = run(["--json", str(DATA / name)])
+    assert code == 0, err
+    data = json.loads(out, parse_float=Decimal)
+    assert data["dialect"] == "kamstrup-382c"
+    assert data["registers"][-1] == {
+        "code": "1.6.0",
+        "name": "actual_peak",
+        "value": Decimal("1.078"),
+        "unit": "kW",
+    }

@@ -47,7 +47,7 @@ def test_table(emu: EmulatorThread, capsys: pytest.CaptureFixture[str]) -> None:
     values = emu.sent_values(0)[-1]
     assert f"port            {emu.ports[0]}" in out
     assert "/KAM 685-382-OK-15" in out
-    for name, value in values.as_dict().items():
+    for name, value in values.present().items():
         line = next(x for x in out.splitlines() if f" {name} " in x)
         assert line.split()[2] == (value if isinstance(value, str) else format(value, "f"))
 
@@ -72,7 +72,7 @@ def test_json_is_the_decode_shape_plus_timing(
     assert set(data) == set(decoded) | {"meter", "read_at", "port", "line", "timing"}
     jsonschema.validate(json.loads(out), reading_schema())
     registers = {name: r["value"] for name, r in data["registers"].items()}
-    assert registers == emu.sent_values(0)[-1].as_dict()
+    assert registers == emu.sent_values(0)[-1].present()
     assert data["port"] == emu.ports[0]
     assert data["line"] in ("7E1", "8N1")
     assert data["meter"] is None
@@ -194,7 +194,7 @@ def test_damage_the_bcc_cannot_see_is_retried(capsys: pytest.CaptureFixture[str]
         data = json.loads(out, parse_float=Decimal)
         assert data["timing"]["attempts"] == 2
         registers = {name: r["value"] for name, r in data["registers"].items()}
-        assert registers == emu.sent_values(0)[-1].as_dict()
+        assert registers == emu.sent_values(0)[-1].present()
     with EmulatorThread(transport="tcp", speed=SPEED, faults="shift=1") as emu:
         code, out, err = run(capsys, emu.ports[0], "--retries", "1")
         assert (code, out) == (1, "")
@@ -319,3 +319,26 @@ def test_progress_bar_only_on_a_terminal() -> None:
         piped = read_in_subprocess(emu.ports[0], subprocess.PIPE)
         assert piped.returncode == 0
         assert piped.stderr == b""
+
+
+def test_a_382c_is_read_with_its_registers_named(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = MeterSettings(model="382c", customer_number="14410000")
+    with EmulatorThread(transport="tcp", speed=SPEED, settings=settings) as emu:
+        code, out, err = run(capsys, emu.ports[0], "--json")
+        sent = emu.sent_values(0)[-1]
+        assert code == 0, err
+        data = json.loads(out, parse_float=Decimal)
+        assert data["dialect"] == "kamstrup-382c"
+        assert data["identification"]["text"] == "68438BC450000"
+        named = [(r["code"], r["name"]) for r in data["registers"]]
+        assert named == [
+            ("0.0.0", "customer_number"), ("1.8.0", "energy"), ("1.8.1", "tariff_1"),
+            ("1.8.2", "tariff_2"), ("1.8.3", "tariff_3"), ("1.8.4", "tariff_4"),
+            ("96.8.0", "hour_counter"), ("0.128.1", "pulse_input"), ("1.6.0", "actual_peak"),
+        ]  # fmt: skip
+        assert {r["name"]: r["value"] for r in data["registers"]} == sent.present()
+        code, out, err = run(capsys, emu.ports[0], "--csv")
+        assert code == 0, err
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert rows[0]["tariff_4"] == str(sent.tariff_4)
+        assert rows[0]["last_month_peak"] == ""  # the 382C has none

@@ -264,7 +264,11 @@ def test_pulse_out_lines_and_tariff_control() -> None:
             "k382 emulate: error: '2 tariff 1': no meter 2 (meters 1-1)"
         )
         assert command(proc, "tariff 3") == (
-            "k382 emulate: error: 'tariff 3': tariff must be 1 (pins 1-4 open) or 2 (shorted)"
+            "k382 emulate: error: a 685-382 has tariffs 1 and 2 only (pin 4), got 3"
+        )
+        assert command(proc, "tariff 5") == (
+            "k382 emulate: error: 'tariff 5': tariff must be 1 (pins 1-4 open) or 2 (shorted); "
+            "3 or 4 on a 382C"
         )
         assert command(proc, "pulse 5") == (
             "k382 emulate: error: pulse: pin 4 switches the tariff here (start with --pulse-input)"

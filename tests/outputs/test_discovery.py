@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,9 +39,12 @@ from kamstrup382.outputs.discovery import (
     state_payload,
     value_template,
 )
-from kamstrup382.protocol import REGISTERS, decode_reply
+from kamstrup382.protocol import KAMSTRUP_382, KAMSTRUP_382C, MeterValues, decode_reply
 
 from .helpers import reading
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 # -- Home Assistant's MQTT sensor schema (facts, not code) ------------------------------------
 #: Every configuration variable of an MQTT sensor (full names; discovery also accepts
@@ -335,12 +339,15 @@ def test_the_readout_message_says_failing_until_the_next_reading() -> None:
 
 def test_every_value_template_comes_from_one_function() -> None:
     config = house_config()
-    for entity in ENTITIES:
+    # a 685-382's entities: every register of its dialect, and the status
+    shown = [e for e in ENTITIES if e.key in config["cmps"]]
+    assert {e.key for e in ENTITIES} - {e.key for e in shown} == {"tariff_3", "tariff_4"}
+    for entity in shown:
         assert config["cmps"][entity.key]["value_template"] == value_template(entity.field)
     # each field a template reads is in its message
     state = state_payload(reading("house", 3))
     readout = readout_payload(last_reading=None, last_error=None)
-    for entity in ENTITIES:
+    for entity in shown:
         found: object = state if entity.source is Source.STATE else readout
         for part in entity.field.split("."):  # registers.energy.value: a path in the message
             assert isinstance(found, dict) and part in found, entity.key
@@ -501,3 +508,45 @@ def test_a_meter_may_bring_entities_of_its_own() -> None:
     assert list(config["cmps"])[-1] == "power"
     assert config["cmps"]["power"]["unique_id"] == f"{HOUSE}_power"
     check_device_schema(TOPICS.device(HOUSE), config)
+
+
+def test_a_382c_announces_its_own_registers_and_sends_none_it_lacks() -> None:
+    values = MeterValues(
+        customer_number="14410000",
+        energy=Decimal(36886),
+        tariff_1=Decimal(36880),
+        tariff_2=Decimal(3),
+        tariff_3=Decimal(2),
+        tariff_4=Decimal(1),
+        hour_counter=Decimal(119899),
+        pulse_input=Decimal(0),
+        actual_peak=Decimal("1.078"),
+        last_month_peak=None,
+    )
+    record = replace(
+        reading("c", 0),
+        values=values,
+        identification="KAM 68438BC450000",
+        type_number=None,
+    )
+    facts = device_facts(record)
+    ident = device_id(facts)
+    assert ident is not None
+    config = device_config(MeterSetup("c", timedelta(minutes=15)), facts, ident, TOPICS)
+    check_device_schema(TOPICS.device(ident), config)
+    registers = [key for key in config["cmps"] if key not in ("last_reading", "readout_failing")]
+    assert registers == [r.name for r in KAMSTRUP_382C.registers]  # no last month's peak
+    tariff_4 = config["cmps"]["tariff_4"]
+    assert (tariff_4["device_class"], tariff_4["state_class"]) == ("energy", "total_increasing")
+    assert tariff_4["unit_of_measurement"] == "kWh"
+    assert config["dev"]["model"] == "382C (KAM 68438BC450000)"
+    state = json.loads(state_json(record), parse_float=Decimal)
+    jsonschema.validate(json.loads(state_json(record)), reading_schema())
+    assert "last_month_peak" not in state["registers"]  # absent, not 0 and not null
+    got = [state["registers"][n]["value"] for n in ("tariff_3", "tariff_4", "actual_peak")]
+    assert got == [2, 1, Decimal("1.078")]
+    assert state["registers"]["energy"]["code"] == "1.8.0"  # the 382C's own code
+    # a 685-382 announces no tariffs 3 and 4, and its state has none
+    plain = reading("house", 1)
+    assert "tariff_3" not in json.loads(state_json(plain))["registers"]
+    assert "tariff_3" not in house_config()["cmps"]

@@ -19,7 +19,7 @@ from kamstrup382.emulator import EmulatorThread
 from kamstrup382.outputs import build_outputs
 from kamstrup382.outputs.mqtt import MqttOutput
 from kamstrup382.outputs.prometheus import PrometheusOutput
-from kamstrup382.protocol import REGISTERS
+from kamstrup382.protocol import KAMSTRUP_382
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
@@ -27,6 +27,9 @@ from .helpers import Gate, Received, Watcher
 from .test_discovery import check_device_schema
 from .test_mqtt import drained, live_states, outage, recover
 from .test_prometheus import scrape, value
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 pytestmark = pytest.mark.mosquitto
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from kamstrup382.outputs.mqtt import MqttOutput
-from kamstrup382.protocol import REGISTERS
+from kamstrup382.protocol import KAMSTRUP_382
 from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
@@ -27,6 +27,9 @@ from .helpers import PATIENCE, Gate, Received, Watcher, failure, reading, settle
 from .test_discovery import check_device_schema
 
 pytestmark = pytest.mark.mosquitto
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 ALL = ["kamstrup382/#", "homeassistant/#", "k382-test/#"]
 

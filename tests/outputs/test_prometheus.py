@@ -9,7 +9,9 @@ import socket
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -439,3 +441,37 @@ async def test_a_reloaded_meter_list_adds_and_removes_series(output: PrometheusO
     assert 'kamstrup382_up{meter="barn"} 0.0' in text
     assert 'kamstrup382_up{meter="house"} 1.0' in text
     assert await promtool_check_metrics(text) == ""
+
+
+async def test_a_382c_exports_tariffs_3_and_4_and_no_last_month_peak(
+    output: PrometheusOutput,
+) -> None:
+    house = reading("house", 1)
+    garage = replace(
+        reading("garage", 1),
+        values=replace(
+            house.values,
+            energy=Decimal(60),
+            tariff_3=Decimal(4),
+            tariff_4=Decimal(1),
+            actual_peak=Decimal("1.078"),
+            last_month_peak=None,
+        ),
+        identification="KAM 68438BC450000",
+        type_number=None,
+    )
+    await output.publish([house, garage], [])
+    families = await scrape(output)
+    _, samples = families["kamstrup382_tariff_energy_kwh"]
+    name = "kamstrup382_tariff_energy_kwh_total"
+    assert value(samples, name, meter="garage", tariff="3") == 4
+    assert value(samples, name, meter="garage", tariff="4") == 1
+    # a 685-382 has no tariffs 3 and 4: no sample, not a 0
+    assert [
+        s for s in samples if s.labels.get("meter") == "house" and s.labels["tariff"] > "2"
+    ] == []
+    _, samples = families["kamstrup382_peak_power_kw"]
+    peak = "kamstrup382_peak_power_kw"
+    assert value(samples, peak, meter="garage", period="current_month") == 1.078
+    assert [s for s in samples if s.labels == {"meter": "garage", "period": "last_month"}] == []
+    assert value(samples, peak, meter="house", period="last_month") == 17.0

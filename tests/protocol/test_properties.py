@@ -88,7 +88,7 @@ def test_random_readings_round_trip(  # noqa: PLR0917 - hypothesis arguments
         assert telegram.meter_values() == values
         # exactly the same digits, not only equal numbers (18.3 stays 18.3, 0.0 stays 0.0)
         assert {k: str(v) for k, v in telegram.registers.items()} == {
-            k: str(v) for k, v in values.as_dict().items()
+            k: str(v) for k, v in values.present().items()
         }
         assert telegram.identification == ident
         block = telegram.raw[telegram.raw.index(b"\x02") + 1 : -1]

@@ -72,6 +72,14 @@ def test_the_queue_names_are_checked() -> None:
         outbox_names("mqtt")
 
 
+#: A reading as the version 5 table holds it (in SQLite the peaks in tenths of a kW).
+V5_SQLITE = """INSERT INTO readings VALUES (NULL, ?, ?, ?, '00000042', 1500, 1000, 500, 3, 4,
+    183, 170, 'KAM 685-382-OK-15', '685-382-OK-15', 'sum7', x'2f4b414d', 0.5, 4.25, 1)"""
+V5_POSTGRES = """INSERT INTO readings VALUES (DEFAULT, %s, %s, %s, '00000042', 1500, 1000, 500,
+    3, 4, 18.3, 17.0, 'KAM 685-382-OK-15', '685-382-OK-15', 'sum7', '\\x2f4b414d', 0.5, 4.25,
+    1)"""
+
+
 def test_a_version_5_outbox_becomes_the_mqtt_queue(storage_url: str) -> None:
     """Entries and claims of the one outbox before version 7 keep their place in MQTT's
     queue: the same ids, the same order, a claim still held by its holder."""
@@ -79,8 +87,9 @@ def test_a_version_5_outbox_becomes_the_mqtt_queue(storage_url: str) -> None:
         backend = fresh
         assert isinstance(backend, SqliteStorage | PostgresStorage)
         backend.migrate(target=5)
-        backend.record([reading(m, i) for i in range(2) for m in ("a", "b")])
-    # queued as version 5 did it, and a holder had claimed meter a
+    # readings as version 5 stored them (its table, not today's), queued as version 5 did it,
+    # and a holder had claimed meter a
+    rows = [(m, START + timedelta(minutes=15 * i)) for i in range(2) for m in ("a", "b")]
     queue = (
         "INSERT INTO outbox (reading_id, meter) SELECT id, meter FROM readings ORDER BY id",
         "INSERT INTO outbox_claims (meter) SELECT DISTINCT meter FROM outbox",
@@ -88,6 +97,9 @@ def test_a_version_5_outbox_becomes_the_mqtt_queue(storage_url: str) -> None:
     if storage_url.startswith("sqlite"):
         conn = sqlite3.connect(sqlite_path(storage_url)[0])
         try:
+            for meter, slot in rows:
+                at = int(slot.timestamp() * 1e6)
+                conn.execute(V5_SQLITE, (meter, at, at + 2_000_000))
             for statement in queue:
                 conn.execute(statement)
             before = [row[0] for row in conn.execute("SELECT id FROM outbox ORDER BY id")]
@@ -100,6 +112,8 @@ def test_a_version_5_outbox_becomes_the_mqtt_queue(storage_url: str) -> None:
             conn.close()
     else:
         with psycopg.connect(storage_url) as pg:
+            for meter, slot in rows:
+                pg.execute(V5_POSTGRES, (meter, slot, slot + timedelta(seconds=2)))
             for statement in queue:
                 pg.execute(statement)
             before = [row[0] for row in pg.execute("SELECT id FROM outbox ORDER BY id")]

@@ -40,11 +40,14 @@ def test_wal_and_synchronous(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "a.sqlite")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        # registers are exact integers: kWh as they are, the peak in tenths of a kW
+        # registers are exact integers: kWh as they are, the actual peak in thousandths of a
+        # kW (the 382C prints three decimals), last month's in tenths; no tariffs 3 and 4
         row = conn.execute(
-            "SELECT energy, actual_peak, typeof(actual_peak) FROM readings"
+            "SELECT energy, actual_peak, typeof(actual_peak), last_month_peak, tariff_3, "
+            "tariff_4 FROM readings"
         ).fetchone()
-        assert row == (1500, 123, "integer")
+        assert row[:3] == (1500, 12300, "integer")
+        assert row[4:] == (None, None)
     finally:
         conn.close()
 
@@ -274,7 +277,7 @@ def test_chunk_decomposition_of_insert_all() -> None:
         conn.close()
     # and the real statements take as many rows as they say
     for size in _ROWS_PER_INSERT:
-        assert _insert_reading(size).count("?") == size * 18
+        assert _insert_reading(size).count("?") == size * 20
         assert _insert_failure(size).count("?") == size * 8  # with the raw bytes
 
 

@@ -15,10 +15,13 @@ import jsonschema
 import pytest
 
 from kamstrup382.documents import reading_schema
-from kamstrup382.protocol import REGISTERS, BccMode, decode_reply
+from kamstrup382.protocol import KAMSTRUP_382, BccMode, decode_reply
 from kamstrup382.storage.base import Storage
 from kamstrup382.web.app import PLOTLY_JS
 from tests.web.history import History
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 SERIES = ("readings", "consumption", "peaks", "attempts")
 

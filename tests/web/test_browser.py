@@ -11,12 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from kamstrup382.protocol import REGISTERS
+from kamstrup382.protocol import KAMSTRUP_382
 from kamstrup382.storage.base import Storage
 from kamstrup382.web import create_app
 from kamstrup382.web.rows import json_number
 from tests.web.conftest import LiveServer
 from tests.web.history import History
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 pytestmark = pytest.mark.browser
 

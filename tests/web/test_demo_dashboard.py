@@ -13,10 +13,13 @@ import httpx
 import pytest
 
 from kamstrup382.cli.demo import DEMO_SETTINGS
-from kamstrup382.protocol import REGISTERS, BccMode, decode_reply
+from kamstrup382.protocol import KAMSTRUP_382, BccMode, decode_reply
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web.rows import json_number
 from tests.web.demo_process import DemoProcess
+
+#: The meters of these tests are 685-382s: their registers.
+REGISTERS = KAMSTRUP_382.registers
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -104,6 +104,8 @@ def describe(telegram: Telegram) -> str:
             f"  ({tn.phases} phases, current code {tn.current_code}, "
             f"class {tn.accuracy_class}, module {tn.module}, label {tn.label})"
         )
+    else:  # no type number: the model its identification names
+        line += f"  ({telegram.dialect.label})"
     bcc = f"bcc             {telegram.bcc_algorithm.value} 0x{telegram.bcc:02x} valid"
     return f"{line}\n{bcc}\n\n{registers_table(telegram)}"
 

@@ -84,7 +84,8 @@ SPEEDS = (0.001, 1_000_000.0)
 
 def max_power_kw(phases: int) -> Fraction:
     """The most power a meter of ``phases`` phases measures, in kW: the dialect's
-    (:meth:`~kamstrup382.protocol.plausibility.Dialect.max_power_kw`)."""
+    (:meth:`~kamstrup382.protocol.dialects.Dialect.max_power_kw`, the same 5(105)A for every
+    model of the 382)."""
     from kamstrup382.protocol import KAMSTRUP_382  # noqa: PLC0415
 
     return Fraction(KAMSTRUP_382.max_power_kw(phases))
@@ -174,8 +175,10 @@ def parse_command(line: str, meters: int) -> Command:
         value = int(words[1])
     except ValueError:
         value = -1
-    if action == "tariff" and value not in (1, 2):
-        raise UsageError(f"{line.strip()!r}: tariff must be 1 (pins 1-4 open) or 2 (shorted)")
+    if action == "tariff" and value not in (1, 2, 3, 4):
+        raise UsageError(
+            f"{line.strip()!r}: tariff must be 1 (pins 1-4 open) or 2 (shorted); 3 or 4 on a 382C"
+        )
     if action == "pulse" and value < 0:
         raise UsageError(f"{line.strip()!r}: pulse count must be a whole number >= 0")
     return Command(meter, action, value)
@@ -189,15 +192,22 @@ def _apply(emulator: Emulator, command: Command) -> str:
         pulse_mode = model.settings.pulse_input_mode
         if command.action == "pulse" and not pulse_mode:
             raise UsageError("pulse: pin 4 switches the tariff here (start with --pulse-input)")
+        if command.action == "tariff" and command.value > 2:
+            model.select_tariff(command.value)  # a 382C's own tariffs 3 and 4
+            continue
         if command.action == "tariff" and pulse_mode:
             raise UsageError("tariff: pin 4 counts pulses here (--pulse-input)")
         if command.action == "tariff" and model.tariff_schedule is not None:
             raise UsageError("tariff: --tariff-schedule drives pin 4 here")
         if command.action == "tariff":
+            if model.tariffs > 2:
+                model.select_tariff(None)  # back to what pin 4 selects
             model.tariff_input = command.value == 2
         else:
             model.pulse_in(command.value)
     who = f"meter {command.meter}" if command.meter is not None else "every meter"
+    if command.action == "tariff" and command.value > 2:
+        return f"{who}: tariff {command.value} (the meter's own selection)"
     if command.action == "tariff":
         pins = "shorted" if command.value == 2 else "open"
         return f"{who}: tariff {command.value} (pins 1-4 {pins})"
@@ -207,10 +217,12 @@ def _apply(emulator: Emulator, command: Command) -> str:
 @click.command("emulate")
 @click.option(
     "--model",
-    type=click.Choice(["685-382", "382jx3"], case_sensitive=False),
+    type=click.Choice(["685-382", "382c", "382jx3"], case_sensitive=False),
     default="685-382",
     show_default=True,
-    help="685-382: IEC 61107 mode A at 300 baud; 382jx3: KMP (binary) at --baud.",
+    help="685-382: the specification's meter, IEC 61107 mode A at 300 baud; 382c: mode A "
+    "with OBIS-style codes, tariffs 1-4, identification /KAM 68438BC450000; 382jx3: KMP "
+    "(binary) at --baud.",
 )
 @click.option(
     "--baud",
@@ -261,7 +273,8 @@ def _apply(emulator: Emulator, command: Command) -> str:
     "--type-number",
     default="685-382-OK-15",
     show_default=True,
-    help="Type number 685-X3X2X1-Y2Y1-Z2Z1 in the identification line.",
+    help="Type number 685-X3X2X1-Y2Y1-Z2Z1 in the identification line (685-382; its phases "
+    "bound the power of either model).",
 )
 @click.option(
     "--customer-number",
@@ -329,7 +342,8 @@ def _apply(emulator: Emulator, command: Command) -> str:
     "--control",
     is_flag=True,
     help="Read pin 4 commands on standard input, one a line: '[METER] tariff 1|2' (pins 1-4 "
-    "open / shorted) or '[METER] pulse N' (with --pulse-input); no METER: every meter. Each "
+    "open / shorted; 3|4: a 382C's own tariffs) or '[METER] pulse N' (with --pulse-input); no "
+    "METER: every meter. Each "
     "is answered on standard error with 'ok: ...' or 'error: ...'.",
 )
 @click.option(
@@ -368,11 +382,12 @@ def emulate(
     from kamstrup382.emulator.open_files import reserve_files  # noqa: PLC0415
     from kamstrup382.reader.aio import new_event_loop  # noqa: PLC0415 - uvloop if installed
 
-    if model.lower() != "685-382":
+    model = model.lower()
+    if model == "382jx3":
         from kamstrup382.cli.emulate_kmp import emulate_kmp  # noqa: PLC0415
 
         return emulate_kmp(
-            model.lower(),
+            model,
             int(baud),
             listen,
             meters,
@@ -409,6 +424,7 @@ def emulate(
                 load=load,
                 tariff_schedule=tariff_schedule,
                 settings=MeterSettings(
+                    model=model,
                     type_number=type_number,
                     customer_number=customer_number,
                     pulse_constant=pulse_constant,

@@ -41,7 +41,7 @@ import click
 from kamstrup382.cli.options import seconds
 from kamstrup382.cli.read_kmp import parse_registers, read_kmp
 from kamstrup382.errors import Kamstrup382Error, UsageError
-from kamstrup382.protocol import KAMSTRUP_382, BccMode, Observation, check_history
+from kamstrup382.protocol import BccMode, Observation, check_history
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY, MIN_MAX_REPLY
 from kamstrup382.reader import Reader
 from kamstrup382.reader.detect import detect
@@ -101,6 +101,8 @@ def render_reading(reading: Reading) -> str:
             f"  ({tn.phases} phases, current code {tn.current_code}, "
             f"class {tn.accuracy_class}, module {tn.module}, label {tn.label})"
         )
+    else:  # no type number: the model its identification names
+        ident_line += f"  ({reading.telegram.dialect.label})"
     attempts = f"{reading.attempts} attempt{'s' if reading.attempts != 1 else ''}"
     lines = [
         f"port            {reading.port} ({reading.line.value})",
@@ -148,12 +150,12 @@ class _History:
 
     @staticmethod
     def observe(reading: Reading) -> Observation:
-        phases = KAMSTRUP_382.phases_of(reading.telegram)
+        phases = reading.telegram.dialect.phases_of(reading.identification)
         return Observation(reading.meter_values(), reading.done_at, phases)
 
     def check(self, reading: Reading) -> None:
         if self.last is not None:
-            check_history(self.last, self.observe(reading))
+            check_history(self.last, self.observe(reading), reading.telegram.dialect)
 
     def add(self, reading: Reading) -> None:
         self.last = self.observe(reading)

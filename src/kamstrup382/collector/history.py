@@ -69,13 +69,9 @@ from decimal import Decimal
 
 from kamstrup382.errors import ImplausibleError, TypeNumberError
 from kamstrup382.protocol import MeterValues
+from kamstrup382.protocol.dialects import DIALECTS, KAMSTRUP_382, Dialect
 from kamstrup382.protocol.identification import parse_type_number
-from kamstrup382.protocol.plausibility import (
-    KAMSTRUP_382,
-    Dialect,
-    Observation,
-    check_history,
-)
+from kamstrup382.protocol.plausibility import Observation, check_history
 from kamstrup382.protocol.registers import Register
 from kamstrup382.reader import Reading, RetryPolicy
 from kamstrup382.storage import ReadingRecord
@@ -168,8 +164,10 @@ def doubts_of(dialect: Dialect) -> tuple[Doubt, ...]:
     return (*changed, hours)
 
 
-#: The doubts of the Kamstrup 382.
+#: The doubts of the Kamstrup 685-382.
 DOUBTS: tuple[Doubt, ...] = doubts_of(KAMSTRUP_382)
+#: The doubts of each dialect, by its name.
+_DOUBTS: dict[str, tuple[Doubt, ...]] = {d.name: doubts_of(d) for d in DIALECTS}
 
 
 def confirmable(retry: RetryPolicy) -> RetryPolicy:
@@ -186,6 +184,11 @@ def _digits(value: Decimal | str, register: Register) -> str:
     return f"{int(value.scaleb(register.decimals)):0{register.digits + register.decimals}d}"
 
 
+def _judged_by(history: History, reading: Reading) -> Dialect:
+    """The dialect ``reading`` is judged by: the history's own, else its identification's."""
+    return history.dialect if history.dialect is not None else reading.telegram.dialect
+
+
 def observation_of(values: MeterValues, at: datetime, type_number: str | None) -> Observation:
     """An observation of a meter whose type number is ``type_number`` (text, or ``None``: 3
     phases, the dialect's default)."""
@@ -197,12 +200,14 @@ def observation_of(values: MeterValues, at: datetime, type_number: str | None) -
 
 
 class History:
-    """The last reading the collector accepted of each meter (see the module documentation)."""
+    """The last reading the collector accepted of each meter (see the module documentation).
 
-    def __init__(self, dialect: Dialect = KAMSTRUP_382) -> None:
+    ``dialect``: the rules every meter is held to; ``None`` (the default): each reading's own,
+    the dialect its identification names (a 685-382 and a 382C in one collector).
+    """
+
+    def __init__(self, dialect: Dialect | None = None) -> None:
         self.dialect = dialect
-        self.doubts = doubts_of(dialect)
-        self.unbounded = unbounded(dialect)
         self._last: dict[str, Observation] = {}
         #: Per meter: the customer number of another meter heard on its port in the last
         #: readout (confirmed there as a first sight is): taken as a replacement if the next
@@ -262,11 +267,13 @@ class Judge:
         #: wall clock (the seconds between attempts): at most one per attempt.
         self.candidates: list[Observation] = []
         self.accepted: Observation | None = None
+        #: The dialect the readout's last reading was judged by.
+        self.dialect: Dialect = KAMSTRUP_382 if history.dialect is None else history.dialect
         #: How many attempts were refused for want of confirmation.
         self.unconfirmed = 0
 
     def __call__(self, reading: Reading) -> None:
-        dialect = self.history.dialect
+        dialect = self.dialect = _judged_by(self.history, reading)
         type_number = reading.identification.type_number
         phases = dialect.default_phases if type_number is None else type_number.phases
         values = reading.meter_values()
@@ -284,7 +291,8 @@ class Judge:
                 # another meter: judged as at first sight, and over two readouts
                 replaced = previous.values.customer_number
             if replaced is None:
-                doubt = next((d for d in self.history.doubts if d.applies(previous, current)), None)
+                doubts = _DOUBTS.get(dialect.name) or doubts_of(dialect)
+                doubt = next((d for d in doubts if d.applies(previous, current)), None)
                 if doubt is None:
                     self.accepted = current
                     return
@@ -326,7 +334,9 @@ class Judge:
         """Whether some register of ``heard`` shows the digits of ``before``'s in another
         order: one of the two is a swap (or a rotation) of the other."""
         old, new = before.values.as_dict(), heard.values.as_dict()
-        for register in self.history.dialect.registers:
+        for register in self.dialect.registers:
+            if old[register.name] is None or new[register.name] is None:  # another model
+                return False
             a, b = _digits(old[register.name], register), _digits(new[register.name], register)
             if a != b and sorted(a) == sorted(b):
                 return True
@@ -335,10 +345,10 @@ class Judge:
     def _agree(self, before: Observation, heard: Observation) -> bool:
         """Whether ``before`` confirms ``heard`` (see the module documentation)."""
         old, new = before.values, heard.values
-        if any(getattr(old, name) != getattr(new, name) for name in self.history.unbounded):
+        if any(getattr(old, name) != getattr(new, name) for name in unbounded(self.dialect)):
             return False
         try:
-            check_history(before, heard, self.history.dialect)
+            check_history(before, heard, self.dialect)
         except ImplausibleError:
             return False
         return True

@@ -91,9 +91,13 @@ def _decode(value: object, hint: object) -> object:
     if hint is MeterValues:
         if not isinstance(value, dict):
             raise ValueError("values: expected an object")
-        registers: dict[str, Any] = {
-            name: text if name == "customer_number" else Decimal(text)
-            for name, text in ((name, _text(v)) for name, v in value.items())
+        registers: dict[str, Any] = {  # null: a register the meter does not have
+            name: None
+            if v is None
+            else _text(v)
+            if name == "customer_number"
+            else Decimal(_text(v))
+            for name, v in value.items()
         }
         return MeterValues(**registers)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):

@@ -23,6 +23,11 @@ What the registers do (codes as in the telegram):
   emulated meter is always powered), kept exact, shown as whole hours.
 - ``1.6`` actual peak and ``1.6*1`` last month's peak: the highest average power over a
   demand period, per month (:mod:`.demand`).
+- A 382C (``MeterSettings(model="382c")``) is the same meter in its own dialect: ``1.8.0``
+  energy, ``1.8.1`` ... ``1.8.4`` tariffs 1-4, ``96.8.0`` hours, ``0.128.1`` pulse input, ``1.6.0``
+  actual peak with three decimals and no last month's peak. Pin 4 selects tariff 1 or 2 as
+  above; :meth:`MeterModel.select_tariff` puts the energy into tariff 3 or 4 (the meter's own
+  time-of-use program does that on a real 382C).
 - Pulse out (module pin 3): ``pulse_constant`` impulses per kWh. ``pulses_out`` is the number
   emitted since the model was created, always ``floor(consumed Wh * constant / 1000)`` exactly,
   where *consumed* is the energy integrated since creation (not the initial register).
@@ -79,9 +84,10 @@ __all__ = ["MeterModel", "PulseCallback", "Snapshot"]
 PulseCallback = Callable[[int, datetime], None]
 _T = TypeVar("_T")
 
-#: What the telegram shows, before wrapping: whole kWh of 1.20, 1.20.1, 1.20.2, whole hours,
-#: 1.26, 1.6, 1.6*1 (the customer number and identification are fixed by the settings).
-_Shown = tuple[int, int, int, int, int, Decimal, Decimal]
+#: What the telegram shows, before wrapping: whole kWh of the energy and of tariffs 1-4, whole
+#: hours, the pulse input, the peaks (the customer number and identification are fixed by the
+#: settings).
+_Shown = tuple[int, int, int, int, int, int, int, Decimal, Decimal]
 
 
 def _wrapped(value: Fraction | int, register: str) -> Decimal:
@@ -128,7 +134,14 @@ class MeterModel:
         self._pending: list[tuple[int, datetime]] = []
         s = self.settings
         self._energy = Fraction(s.energy_kwh)
-        self._tariffs = {1: Fraction(s.tariff_1_kwh), 2: Fraction(s.tariff_2_kwh)}
+        self._tariffs = {
+            1: Fraction(s.tariff_1_kwh),
+            2: Fraction(s.tariff_2_kwh),
+            3: Fraction(s.tariff_3_kwh),
+            4: Fraction(s.tariff_4_kwh),
+        }
+        #: A 382C's tariff 3 or 4 selected (:meth:`select_tariff`), else None: pin 4 decides.
+        self._selected: int | None = None
         self._hours = Fraction(s.hour_counter_h)
         self._pulse_input = s.pulse_input
         self._consumed = Fraction(0)
@@ -140,7 +153,7 @@ class MeterModel:
         self._replies: dict[tuple[BccAlgorithm, EndMarker, bool], bytes] = {}
         now = to_us(self.clock.now())
         self._at = now
-        self._demand = DemandRegisters(s, now)
+        self._demand = DemandRegisters(s, now, s.dialect.register("actual_peak"))
         self._switch = now  # the next tariff-schedule boundary (recomputed when reached)
         self._scheduled = 1
         if self._schedule is not None:
@@ -161,6 +174,8 @@ class MeterModel:
         self._switch = to_us(self._schedule.next_boundary(at))
 
     def _tariff(self) -> int:
+        if self._selected is not None:
+            return self._selected
         if self.settings.pulse_input_mode:
             return 1
         if self._schedule is not None:
@@ -270,15 +285,18 @@ class MeterModel:
     # -- registers -------------------------------------------------------------------------
 
     def _values(self) -> MeterValues:
+        names = self.settings.dialect.names
         return MeterValues(
             customer_number=self.settings.customer_number,
             energy=_wrapped(self._energy, "energy"),
             tariff_1=_wrapped(self._tariffs[1], "tariff_1"),
             tariff_2=_wrapped(self._tariffs[2], "tariff_2"),
+            tariff_3=_wrapped(self._tariffs[3], "tariff_3") if "tariff_3" in names else None,
+            tariff_4=_wrapped(self._tariffs[4], "tariff_4") if "tariff_4" in names else None,
             hour_counter=_wrapped(self._hours, "hour_counter"),
             pulse_input=_wrapped(self._pulse_input, "pulse_input"),
             actual_peak=self._demand.peak,
-            last_month_peak=self._demand.last_peak,
+            last_month_peak=self._demand.last_peak if "last_month_peak" in names else None,
         )
 
     @property
@@ -294,6 +312,8 @@ class MeterModel:
             math.floor(self._energy),
             math.floor(self._tariffs[1]),
             math.floor(self._tariffs[2]),
+            math.floor(self._tariffs[3]),
+            math.floor(self._tariffs[4]),
             math.floor(self._hours),
             self._pulse_input,
             self._demand.peak,
@@ -357,11 +377,33 @@ class MeterModel:
         """Register 1.20 with its fraction, not wrapped (advances first)."""
         return self._read(lambda: self._energy)
 
+    @property
+    def tariffs(self) -> int:
+        """How many tariff registers the meter has: 2 (685-382) or 4 (382C)."""
+        return len(self.settings.dialect.parts)
+
     def tariff_kwh(self, tariff: int) -> Fraction:
-        """Register 1.20.1 or 1.20.2 with its fraction, not wrapped (advances first)."""
-        if tariff not in (1, 2):
-            raise UsageError(f"tariff must be 1 or 2, got {tariff!r}")
+        """Tariff register ``tariff`` (1.20.1, ...; 1.8.1 ... 1.8.4 on a 382C) with its fraction,
+        not wrapped (advances first)."""
+        if tariff not in range(1, self.tariffs + 1):
+            raise UsageError(f"tariff must be 1 to {self.tariffs}, got {tariff!r}")
         return self._read(lambda: self._tariffs[tariff])
+
+    def select_tariff(self, tariff: int | None) -> None:
+        """A 382C's tariff 3 or 4 from now on (its own time-of-use program), or ``None``: back
+        to tariff 1 or 2 as pin 4 (or the schedule) says."""
+        if tariff is not None and tariff not in range(3, self.tariffs + 1):
+            raise UsageError(
+                f"a {self.settings.model} selects tariffs 3 to {self.tariffs} itself, "
+                f"got {tariff!r}"
+                if self.tariffs > 2
+                else f"a {self.settings.model} has tariffs 1 and 2 only (pin 4), got {tariff!r}"
+            )
+
+        def put() -> None:
+            self._selected = tariff
+
+        self._read(put)
 
     @property
     def hours(self) -> Fraction:
@@ -471,7 +513,7 @@ class MeterModel:
 
     @property
     def tariff(self) -> int:
-        """The active tariff, 1 or 2 (advances first)."""
+        """The active tariff, 1 or 2 (3 or 4 on a 382C that selected it; advances first)."""
         return self._read(self._tariff)
 
     def pulse_in(self, count: int = 1) -> None:

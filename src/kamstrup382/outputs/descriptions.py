@@ -91,8 +91,8 @@ class PrometheusMetric:
     scale: Decimal = Decimal(1)
 
 
-_TARIFF_HELP = "Energy per tariff register (1.20.1, 1.20.2) in kWh"
-_PEAK_HELP = "Highest demand-period average power (1.6 this month, 1.6*1 last month) in kW"
+_TARIFF_HELP = "Energy per tariff register (1.20.1, 1.20.2; a 382C's 1.8.1 to 1.8.4) in kWh"
+_PEAK_HELP = "Highest demand-period average power (1.6 or 1.6.0 this month, 1.6*1 last month) in kW"
 
 #: By register name, for every register of the table.
 #: By register name, for every register of the table. Entity names: Home Assistant prefixes
@@ -109,6 +109,12 @@ HOME_ASSISTANT: Mapping[str, HomeAssistantSensor] = {
     ),
     "tariff_2": HomeAssistantSensor(
         name="Energy tariff 2", device_class="energy", state_class="total_increasing"
+    ),
+    "tariff_3": HomeAssistantSensor(
+        name="Energy tariff 3", device_class="energy", state_class="total_increasing"
+    ),
+    "tariff_4": HomeAssistantSensor(
+        name="Energy tariff 4", device_class="energy", state_class="total_increasing"
     ),
     "hour_counter": HomeAssistantSensor(
         name="Hour counter",
@@ -162,6 +168,8 @@ PROMETHEUS: Mapping[str, PrometheusMetric] = {
     ),
     "tariff_1": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
     "tariff_2": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
+    "tariff_3": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
+    "tariff_4": PrometheusMetric(name="kamstrup382_tariff_energy_kwh_total", help=_TARIFF_HELP),
     "hour_counter": PrometheusMetric(
         name="kamstrup382_operating_seconds_total",
         help="Operating time counted by the meter (hour counter 1.31) in seconds",

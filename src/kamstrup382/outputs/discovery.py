@@ -40,7 +40,15 @@ from kamstrup382.outputs.descriptions import (
     HomeAssistantEntity,
     Source,
 )
-from kamstrup382.protocol import REGISTERS, Register, TypeNumber, parse_type_number
+from kamstrup382.protocol import (
+    KAMSTRUP_382,
+    REGISTER_BY_NAME,
+    REGISTERS,
+    Register,
+    TypeNumber,
+    dialect_of_stored,
+    parse_type_number,
+)
 from kamstrup382.protocol.registers import RegisterKind
 from kamstrup382.storage import ReadingRecord
 
@@ -154,7 +162,7 @@ def legacy_topics(meter: str, topics: Topics) -> list[str]:
     ``meter`` (``D/sensor/kamstrup382_<meter>/<register>/config``), to be cleared."""
     return [
         f"{topics.discovery_prefix}/sensor/{node_id(meter)}/{register.name}/config"
-        for register in REGISTERS
+        for register in KAMSTRUP_382.registers  # the only meter those versions knew
     ]
 
 
@@ -294,6 +302,9 @@ def _model(facts: DeviceFacts) -> str:
             f"382 ({phases}, current code {decoded.current_code}, "
             f"class {decoded.accuracy_class}, module {decoded.module})"
         )
+    dialect = dialect_of_stored(facts.identification)
+    if dialect is not None and dialect is not KAMSTRUP_382:  # a 382C: no 685 type number
+        return f"{dialect.label.removeprefix('Kamstrup ')} ({facts.identification})"
     if facts.identification:
         return f"unknown ({facts.identification})"
     return "382"
@@ -435,9 +446,13 @@ def device_config(
 ) -> dict[str, Any]:
     """The device discovery config of one meter (``D/device/<ident>/config``): the device,
     the origin, one component per entity, and the options they share (the state topic, the
-    availability)."""
+    availability). Of the registers, those the meter's dialect prints (the 685-382's until
+    its first reading names it): a 382C's device has tariffs 3 and 4 and no last month's peak,
+    and a device announced before its first reading loses the components it does not have."""
     expiry = expire_after(setup.interval)
-    entities = (*entities, *setup.entities)
+    names = (dialect_of_stored(facts.identification) or KAMSTRUP_382).names
+    kept = (e for e in entities if e.key not in REGISTER_BY_NAME or e.key in names)
+    entities = (*kept, *setup.entities)
     return {
         "dev": device(setup.name, facts, ident, dashboard_url),
         "o": origin(),

@@ -76,9 +76,11 @@ def reading_point(
     point_tags = {**tags, "meter": record.meter, "customer_number": values.customer_number}
     if record.type_number:
         point_tags["type_number"] = record.type_number
-    fields: dict[str, FieldValue] = {
-        f.key: _exact(getattr(values, f.register), f.scale, f.key) for f in FIELDS
-    }
+    fields: dict[str, FieldValue] = {}
+    for f in FIELDS:
+        value = getattr(values, f.register)
+        if value is not None:  # a register this meter does not have: no field, never 0
+            fields[f.key] = _exact(value, f.scale, f.key)
     fields["answer_delay_s"] = float(record.answer_delay)
     fields["duration_s"] = float(record.duration)
     fields["attempts"] = int(record.attempts)

@@ -76,6 +76,8 @@ BACKLOG_REFRESH = 5.0
 REGISTER_LABELS: Mapping[str, tuple[str, str]] = {
     "tariff_1": ("tariff", "1"),
     "tariff_2": ("tariff", "2"),
+    "tariff_3": ("tariff", "3"),
+    "tariff_4": ("tariff", "4"),
     "actual_peak": ("period", "current_month"),
     "last_month_peak": ("period", "last_month"),
 }
@@ -120,6 +122,8 @@ class _RegisterCollector(Collector):
             for record in records:
                 values = record.values.as_dict()
                 for register in registers:
+                    if values[register.name] is None:  # a register this meter does not have
+                        continue
                     label_values = [record.meter]
                     if register.name in REGISTER_LABELS:
                         label_values.append(REGISTER_LABELS[register.name][1])

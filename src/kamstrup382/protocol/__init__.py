@@ -22,6 +22,15 @@ from kamstrup382.protocol.decoder import (
     TelegramReceived,
     decode_reply,
 )
+from kamstrup382.protocol.dialects import (
+    DIALECTS,
+    KAMSTRUP_382,
+    KAMSTRUP_382C,
+    Dialect,
+    dialect_named,
+    dialect_of,
+    dialect_of_stored,
+)
 from kamstrup382.protocol.encoder import (
     EndMarker,
     encode_data_block,
@@ -38,19 +47,24 @@ from kamstrup382.protocol.identification import (
     parse_type_number,
 )
 from kamstrup382.protocol.parity import add_parity, first_parity_error, strip_parity
-from kamstrup382.protocol.plausibility import (
-    KAMSTRUP_382,
-    Dialect,
-    Observation,
-    check_history,
-    check_telegram,
+from kamstrup382.protocol.plausibility import Observation, check_history, check_telegram
+from kamstrup382.protocol.registers import (
+    KAMSTRUP_382C_REGISTERS,
+    KAMSTRUP_685_382_REGISTERS,
+    REGISTER_BY_CODE,
+    REGISTER_BY_NAME,
+    REGISTERS,
+    Register,
 )
-from kamstrup382.protocol.registers import REGISTER_BY_CODE, REGISTER_BY_NAME, REGISTERS, Register
 from kamstrup382.protocol.telegram import MeterValues, Telegram
 
 __all__ = [
+    "DIALECTS",
     "ETX",
     "KAMSTRUP_382",
+    "KAMSTRUP_382C",
+    "KAMSTRUP_382C_REGISTERS",
+    "KAMSTRUP_685_382_REGISTERS",
     "REGISTERS",
     "REGISTER_BY_CODE",
     "REGISTER_BY_NAME",
@@ -82,6 +96,9 @@ __all__ = [
     "check_telegram",
     "compute_bcc",
     "decode_reply",
+    "dialect_named",
+    "dialect_of",
+    "dialect_of_stored",
     "encode_data_block",
     "encode_identification",
     "encode_reply",

@@ -22,7 +22,8 @@ where.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from kamstrup382.errors import FramingError
@@ -57,8 +58,9 @@ _AFTER = frozenset(("!\r\n", "\r\n!\r\n"))
 _END_ONLY = "!\r\n"
 _CONTROL = re.compile(r"[^\x20-\x7e\r\n]")
 _CR_OR_LF = re.compile(r"[\r\n]")
-#: Per known register code: its name and whether its value stays text.
-_NAMED = {r.code: (r.name, r.kind is RegisterKind.TEXT) for r in REGISTER_BY_CODE.values()}
+#: Registers by the code a meter prints them with: one dialect's table
+#: (:attr:`~kamstrup382.protocol.dialects.Dialect.by_code`); the 685-382's by default.
+ByCode = Mapping[str, Register]
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -78,19 +80,17 @@ class DataValue:
 
 @dataclass(slots=True, unsafe_hash=True)
 class DataSet:
-    """An address with one or more value groups; ``line`` is its 1-based line in the block."""
+    """An address with one or more value groups; ``line`` is its 1-based line in the block;
+    ``register``: the register its address names in the meter's dialect, or ``None``."""
 
     address: str
     values: tuple[DataValue, ...]
     line: int = 0
-
-    @property
-    def register(self) -> Register | None:
-        return REGISTER_BY_CODE.get(self.address)
+    register: Register | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str | None:
-        reg = REGISTER_BY_CODE.get(self.address)
+        reg = self.register
         return reg.name if reg else None
 
     @property
@@ -103,7 +103,7 @@ class DataSet:
         shown = self.values[0].unit
         if shown is not None:
             return shown
-        reg = REGISTER_BY_CODE.get(self.address)
+        reg = self.register
         return reg.unit if reg else None
 
     @property
@@ -112,7 +112,7 @@ class DataSet:
 
         The customer number (``0.0``) stays text, with its leading zeros.
         """
-        reg = REGISTER_BY_CODE.get(self.address)
+        reg = self.register
         first = self.values[0]
         if reg is not None and reg.kind is RegisterKind.TEXT:
             return first.text
@@ -134,10 +134,13 @@ class DataSet:
         return f"{self.address}{groups}"
 
 
-def parse_data_line(text: str, *, line: int, offset: int) -> tuple[list[DataSet], bool]:
+def parse_data_line(
+    text: str, *, line: int, offset: int, by_code: ByCode = REGISTER_BY_CODE
+) -> tuple[list[DataSet], bool]:
     """Parse one data line (without CR LF); return its data sets and whether it ended in ``!``.
 
-    ``offset`` is the stream position of the line's first character, for error messages.
+    ``offset`` is the stream position of the line's first character, for error messages;
+    ``by_code`` names the registers.
     """
     end = text.endswith("!")
     body = text[:-1] if end else text
@@ -157,10 +160,10 @@ def parse_data_line(text: str, *, line: int, offset: int) -> tuple[list[DataSet]
         address, value, unit = m.group(1, 2, 3)
         group = DataValue(value, unit)
         if address or not sets:
-            sets.append(DataSet(address, (group,), line))
+            sets.append(DataSet(address, (group,), line, by_code.get(address)))
         else:  # a further value group of the same address: address(v1)(v2)
             last = sets[-1]
-            sets[-1] = DataSet(last.address, (*last.values, group), line)
+            sets[-1] = DataSet(last.address, (*last.values, group), line, last.register)
         pos = m.end()
     if not sets and not end:
         raise FramingError("empty data line", offset=offset, line=line)
@@ -191,19 +194,18 @@ def split_data_block(body: str, offset: int) -> Pieces:
     return pieces
 
 
-def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
+def block_registers(pieces: Pieces, by_code: ByCode = REGISTER_BY_CODE) -> dict[str, Decimal | str]:
     """The known registers of a block (cut by :func:`split_data_block`) by name, with the
     values :attr:`DataSet.value` gives: ``Decimal`` for a number, text for the customer number
     and for a value that is not a number. A repeated address keeps its first place and its
-    last value.
+    last value. ``by_code``: the meter's dialect's registers.
     """
     registers: dict[str, Decimal | str] = {}
-    named = _NAMED
     for index in range(1, len(pieces) - 1, _STRIDE):  # each group's address, number, text
-        found = named.get(pieces[index])  # type: ignore[arg-type]
-        if found is None:  # an unknown address, or a further group of a data set (no address)
+        register = by_code.get(pieces[index])  # type: ignore[arg-type]
+        if register is None:  # an unknown address, or a further group of a data set (no address)
             continue
-        name, is_text = found
+        name, is_text = register.name, register.kind is RegisterKind.TEXT
         number = pieces[index + 1]
         if number is None:  # not a number: the text as printed
             registers[name] = pieces[index + 2] or ""
@@ -214,8 +216,9 @@ def block_registers(pieces: Pieces) -> dict[str, Decimal | str]:
     return registers
 
 
-def block_data_sets(pieces: Pieces) -> tuple[DataSet, ...]:
-    """The data sets of a block (cut by :func:`split_data_block`), in order, with their lines."""
+def block_data_sets(pieces: Pieces, by_code: ByCode = REGISTER_BY_CODE) -> tuple[DataSet, ...]:
+    """The data sets of a block (cut by :func:`split_data_block`), in order, with their lines
+    and the registers ``by_code`` names."""
     sets: list[DataSet] = []
     line = 1
     for index in range(0, len(pieces) - 1, _STRIDE):
@@ -224,15 +227,18 @@ def block_data_sets(pieces: Pieces) -> tuple[DataSet, ...]:
             line += 1
         value = DataValue(text or "" if number is None else number, unit)
         if address or before or not sets:
-            sets.append(DataSet(address or "", (value,), line))
+            sets.append(DataSet(address or "", (value,), line, by_code.get(address or "")))
         else:  # a further value group of the same address: address(v1)(v2)
             last = sets[-1]
-            sets[-1] = DataSet(last.address, (*last.values, value), line)
+            sets[-1] = DataSet(last.address, (*last.values, value), line, last.register)
     return tuple(sets)
 
 
-def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:
-    """The data sets of a data block (the text between STX and ETX, ETX excluded)."""
+def parse_data_block(
+    body: str, offset: int, by_code: ByCode = REGISTER_BY_CODE
+) -> tuple[DataSet, ...]:
+    """The data sets of a data block (the text between STX and ETX, ETX excluded), with the
+    registers ``by_code`` names."""
     control = _CONTROL.search(body)
     if control is not None:
         raise FramingError(
@@ -254,7 +260,7 @@ def parse_data_block(body: str, offset: int) -> tuple[DataSet, ...]:
             raise FramingError(
                 "CR or LF alone inside a data line", offset=position + alone.start(), line=number
             )
-        sets, end = parse_data_line(line, line=number, offset=position)
+        sets, end = parse_data_line(line, line=number, offset=position, by_code=by_code)
         if end and number != last:
             raise FramingError(
                 "data after the end marker '!'", offset=position + len(line) + 2, line=number + 1

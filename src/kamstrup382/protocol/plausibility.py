@@ -48,16 +48,19 @@ No I/O, no clock: the caller passes the telegrams, values and times.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from kamstrup382.errors import ImplausibleError, UsageError
-from kamstrup382.protocol.registers import REGISTERS, Register
+from kamstrup382.protocol.dialects import KAMSTRUP_382, KAMSTRUP_382C, Dialect
+from kamstrup382.protocol.registers import Register
 from kamstrup382.protocol.telegram import MeterValues, Telegram
 
 __all__ = [
     "KAMSTRUP_382",
+    "KAMSTRUP_382C",
     "Dialect",
     "Observation",
     "check_history",
@@ -71,13 +74,6 @@ _HOUR = Decimal(3600)
 _ZONE_SLACK = timedelta(hours=14)
 
 
-def _printed_pattern(register: Register) -> re.Pattern[str]:
-    """The exact text a register is printed as: its digits, and its decimals after a comma."""
-    if register.decimals:
-        return re.compile(rf"[0-9]{{{register.digits}}},[0-9]{{{register.decimals}}}")
-    return re.compile(rf"[0-9]{{{register.digits}}}")
-
-
 def _modulo(value: Decimal, wrap: int) -> Decimal:
     """``value`` modulo ``wrap``, in ``[0, wrap)`` (``Decimal``'s ``%`` keeps the sign)."""
     rest = value % wrap
@@ -88,123 +84,26 @@ def _printed_width(register: Register) -> int:
     return register.digits + (register.decimals + 1 if register.decimals else 0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Dialect:
-    """What one meter model guarantees in its telegrams.
-
-    ``registers``: every register it prints, with its width and unit (the table of
-    :mod:`~kamstrup382.protocol.registers`). ``total`` = the sum of ``parts`` up to
-    ``rounding`` (whole-kWh registers each rounded down), modulo their wrap. The maximum
-    power is ``phases x volts x amps_per_phase`` watts, ``default_phases`` when the type
-    number is unknown. ``counters`` only grow (until they wrap); ``energy_counters`` rise at
-    most the maximum power times the hours elapsed, plus ``rounding``; ``hour_counter`` at
-    most the hours elapsed plus one; ``unbounded_counters`` (a pulse input) at any rate.
-    ``peaks`` are at most the maximum power; ``actual_peak`` goes down and ``last_month_peak``
-    changes only across a month boundary.
-    """
-
-    name: str
-    registers: tuple[Register, ...]
-    total: str
-    parts: tuple[str, ...]
-    rounding: Decimal
-    amps_per_phase: int
-    volts: int
-    default_phases: int
-    energy_counters: tuple[str, ...]
-    hour_counter: str
-    unbounded_counters: tuple[str, ...]
-    customer: str
-    actual_peak: str
-    last_month_peak: str
-    _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
-    _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        by_name = {r.name: r for r in self.registers}
-        named = (
-            self.total,
-            *self.parts,
-            *self.energy_counters,
-            self.hour_counter,
-            *self.unbounded_counters,
-            self.customer,
-            self.actual_peak,
-            self.last_month_peak,
-        )
-        unknown = [name for name in named if name not in by_name]
-        if unknown:
-            raise UsageError(f"dialect {self.name}: no register {', '.join(unknown)}")
-        object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_patterns", {r.code: _printed_pattern(r) for r in self.registers})
-
-    @property
-    def codes(self) -> frozenset[str]:
-        """The codes of every register this meter prints."""
-        return frozenset(r.code for r in self.registers)
-
-    @property
-    def counters(self) -> tuple[str, ...]:
-        """Every register that only grows (until it wraps)."""
-        return (*self.energy_counters, self.hour_counter, *self.unbounded_counters)
-
-    @property
-    def peaks(self) -> tuple[str, ...]:
-        return (self.actual_peak, self.last_month_peak)
-
-    def register(self, name: str) -> Register:
-        return self._by_name[name]
-
-    def printed(self, register: Register, text: str) -> bool:
-        """Whether ``text`` is exactly how this meter prints ``register``'s value."""
-        return self._patterns[register.code].fullmatch(text) is not None
-
-    def max_power_kw(self, phases: int | None = None) -> Decimal:
-        """The most a meter of ``phases`` phases can deliver, in kW."""
-        count = self.default_phases if phases is None else phases
-        return Decimal(count * self.volts * self.amps_per_phase) / 1000
-
-    def phases_of(self, telegram: Telegram) -> int:
-        """The phases of the meter that sent ``telegram``, from its type number."""
-        type_number = telegram.identification.type_number
-        return self.default_phases if type_number is None else type_number.phases
-
-
-KAMSTRUP_382 = Dialect(
-    name="kamstrup-382",
-    registers=REGISTERS,
-    total="energy",
-    parts=("tariff_1", "tariff_2"),
-    rounding=Decimal(1),
-    amps_per_phase=105,  # "kWh meter 5(105)A", Kamstrup 382 data sheet
-    volts=253,  # 230 V + 10 % (EN 50160)
-    default_phases=3,
-    energy_counters=("energy", "tariff_1", "tariff_2"),
-    hour_counter="hour_counter",
-    unbounded_counters=("pulse_input",),
-    customer="customer_number",
-    actual_peak="actual_peak",
-    last_month_peak="last_month_peak",
-)
-
-
 def _shown(register: Register, value: Decimal | str) -> str:
     """A value as the meter prints it (for messages), with its unit."""
     if isinstance(value, str):
         text = value
     else:
-        width = _printed_width(register)
-        text = f"{value:0{width}.{register.decimals}f}".replace(".", ",")
+        pad = f"0{_printed_width(register)}" if register.padded else ""
+        text = f"{value:{pad}.{register.decimals}f}".replace(".", register.separator)
     return f"{text} {register.unit}" if register.unit else text
 
 
-def check_telegram(telegram: Telegram, dialect: Dialect = KAMSTRUP_382) -> None:
+def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
     """Raise :class:`ImplausibleError` if ``telegram`` is not one the meter can have sent.
 
+    ``dialect``: the meter's; by default the one its identification names (``telegram.dialect``).
     Every register present, each printed with exactly its width and unit; the sum rule; no
     peak above the maximum power. The error names the rule, the register and the values, with
     the register's byte offset in the stream and its line.
     """
+    if dialect is None:
+        dialect = telegram.dialect
     found: dict[str, tuple[str, str | None, int, int]] = {}
     block = telegram.data_block
     for match in _FIRST_GROUP.finditer(block):
@@ -252,7 +151,7 @@ def check_telegram(telegram: Telegram, dialect: Dialect = KAMSTRUP_382) -> None:
             )
     values = telegram.registers
     _check_sum(dialect, values, found)
-    _check_peaks(dialect, values, dialect.phases_of(telegram), found)
+    _check_peaks(dialect, values, dialect.phases_of(telegram.identification), found)
 
 
 def _check_sum(
@@ -338,10 +237,20 @@ def check_history(
     """Raise :class:`ImplausibleError` if ``current`` cannot follow ``previous`` on one meter.
 
     See the module's docstring for the rules and what is left out when the clock went back.
+    A ``previous`` reading that lacks a register of ``dialect`` was another model's: refused
+    with the rule of another customer number (``customer``), another meter.
     """
     before = previous.values.as_dict()
     now = current.values.as_dict()
     customer = dialect.register(dialect.customer)
+    lacking = [r.name for r in dialect.registers if before[r.name] is None]
+    if lacking:  # the last reading was another model's: another meter, like a new customer
+        raise ImplausibleError(
+            f"the last reading has no {', '.join(lacking)}: it is not a {dialect.label}'s, "
+            "another meter was read before",
+            rule="customer",
+            register=customer.code,
+        )
     if before[customer.name] != now[customer.name]:
         raise ImplausibleError(
             f"customer number {now[customer.name]} is not the meter's "
@@ -383,14 +292,8 @@ def check_history(
         )
     if not timed or _month_boundary_between(previous.at, current.at):
         return
-    last = dialect.register(dialect.last_month_peak)
-    if before[last.name] != now[last.name]:
-        raise ImplausibleError(
-            f"last month's peak changed from {_shown(last, before[last.name])} to "
-            f"{_shown(last, now[last.name])} with no month boundary between the readings",
-            rule="last_month_peak",
-            register=last.code,
-        )
+    if dialect.last_month_peak is not None:
+        _check_last_month_peak(dialect.register(dialect.last_month_peak), before, now)
     actual = dialect.register(dialect.actual_peak)
     if now[actual.name] < before[actual.name]:
         raise ImplausibleError(
@@ -398,6 +301,16 @@ def check_history(
             f"{_shown(actual, now[actual.name])} with no month boundary between the readings",
             rule="peak_down",
             register=actual.code,
+        )
+
+
+def _check_last_month_peak(last: Register, before: dict[str, Any], now: dict[str, Any]) -> None:
+    if before[last.name] != now[last.name]:
+        raise ImplausibleError(
+            f"last month's peak changed from {_shown(last, before[last.name])} to "
+            f"{_shown(last, now[last.name])} with no month boundary between the readings",
+            rule="last_month_peak",
+            register=last.code,
         )
 
 

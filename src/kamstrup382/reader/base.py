@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from kamstrup382.protocol import KAMSTRUP_382, BccAlgorithm, BccMode, Dialect
+from kamstrup382.protocol import BccAlgorithm, BccMode, Dialect
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
 from kamstrup382.reader.bcc_memory import BccMemory
 from kamstrup382.reader.options import ReaderOptions
@@ -31,7 +31,8 @@ class ReaderBase(Generic[LinkT]):
     knew (its :attr:`bcc_memory` after its last readout; it wins over ``bcc_hint``; see
     :mod:`kamstrup382.reader.session`).
     ``max_reply``: the largest reply accepted, in bytes from ``/`` to the BCC. ``dialect``:
-    what the meter guarantees in its telegrams (:mod:`kamstrup382.protocol.plausibility`).
+    what the meter guarantees in its telegrams (:mod:`kamstrup382.protocol.dialects`; ``None``,
+    the default: the dialect its identification names).
     """
 
     def __init__(
@@ -55,7 +56,7 @@ class ReaderBase(Generic[LinkT]):
         bcc_hint: BccAlgorithm | str | None = None,
         bcc_memory: BccMemory | None = None,
         max_reply: int = DEFAULT_MAX_REPLY,
-        dialect: Dialect = KAMSTRUP_382,
+        dialect: Dialect | None = None,
     ) -> None:
         self.options = ReaderOptions.build(
             port,

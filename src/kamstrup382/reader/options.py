@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kamstrup382.errors import Kamstrup382Error, UsageError
-from kamstrup382.protocol import KAMSTRUP_382, BccAlgorithm, BccMode, Dialect
+from kamstrup382.protocol import BccAlgorithm, BccMode, Dialect
 from kamstrup382.protocol.decoder import DEFAULT_MAX_REPLY
 from kamstrup382.reader.bcc_memory import BccMemory
 from kamstrup382.reader.policy import EXPECTED_REPLY_SIZE, RetryPolicy, Timing
@@ -35,7 +35,7 @@ class ReaderOptions:
     bcc_hint: BccAlgorithm | None = None
     bcc_memory: BccMemory | None = None
     max_reply: int = DEFAULT_MAX_REPLY
-    dialect: Dialect = KAMSTRUP_382
+    dialect: Dialect | None = None
 
     @classmethod
     def build(
@@ -58,7 +58,7 @@ class ReaderOptions:
         bcc_hint: BccAlgorithm | str | None = None,
         bcc_memory: BccMemory | None = None,
         max_reply: int = DEFAULT_MAX_REPLY,
-        dialect: Dialect = KAMSTRUP_382,
+        dialect: Dialect | None = None,
     ) -> ReaderOptions:
         spec = parse_port(port)
         try:
@@ -84,8 +84,8 @@ class ReaderOptions:
             raise UsageError(f"bcc_hint must be sum7 or xor, got {bcc_hint!r}") from exc
         if bcc_memory is not None and not isinstance(bcc_memory, BccMemory):
             raise UsageError(f"bcc_memory must be a BccMemory, got {bcc_memory!r}")
-        if not isinstance(dialect, Dialect):
-            raise UsageError(f"dialect must be a Dialect, got {dialect!r}")
+        if dialect is not None and not isinstance(dialect, Dialect):
+            raise UsageError(f"dialect must be a Dialect or None, got {dialect!r}")
         if (
             not isinstance(max_reply, int)
             or isinstance(max_reply, bool)

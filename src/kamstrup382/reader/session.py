@@ -18,8 +18,9 @@ with :meth:`Session.begin` before the first attempt of a readout and :meth:`Sess
 after its last one failed.
 
 **Plausibility.** Every complete telegram is held to what the meter guarantees
-(:func:`~kamstrup382.protocol.plausibility.check_telegram` with the session's ``dialect``,
-:data:`~kamstrup382.protocol.plausibility.KAMSTRUP_382` by default): a telegram whose BCC
+(:func:`~kamstrup382.protocol.plausibility.check_telegram` with the session's ``dialect``, by
+default the one the telegram's identification names, :mod:`~kamstrup382.protocol.dialects`):
+a telegram whose BCC
 matched but which the meter cannot have sent (a character doubled in one register and dropped
 in another, two digits swapped) fails the attempt with an
 :class:`~kamstrup382.errors.ImplausibleError` carrying its bytes, and the reader retries it like
@@ -79,7 +80,6 @@ from kamstrup382.errors import (
     UsageError,
 )
 from kamstrup382.protocol import (
-    KAMSTRUP_382,
     REQUEST,
     BccAlgorithm,
     BccMode,
@@ -136,7 +136,7 @@ class Session:
         bcc_hint: BccAlgorithm | str | None = None,
         max_reply: int = DEFAULT_MAX_REPLY,
         bcc_memory: BccMemory | None = None,
-        dialect: Dialect = KAMSTRUP_382,
+        dialect: Dialect | None = None,
     ) -> None:
         try:
             self.line = LineMode(line)
@@ -155,8 +155,8 @@ class Session:
         self.timing = timing or Timing()
         self.retry = retry or RetryPolicy()
         self.expected_size = expected_size
-        if not isinstance(dialect, Dialect):
-            raise UsageError(f"dialect must be a Dialect, got {dialect!r}")
+        if dialect is not None and not isinstance(dialect, Dialect):
+            raise UsageError(f"dialect must be a Dialect or None, got {dialect!r}")
         #: What the meter guarantees in its telegrams (widths, sums, maximum power).
         self.dialect = dialect
         if bcc_memory is not None and not isinstance(bcc_memory, BccMemory):

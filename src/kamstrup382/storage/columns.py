@@ -2,13 +2,18 @@
 
 One column per register, named after it (read from the ``REGISTERS`` table):
 
-- SQLite keeps every numeric register as an exact ``INTEGER`` in units of its last printed
-  digit: kWh, h and pulse counts as they are, the peaks (one decimal) in tenths of a kW. They
-  come back as ``Decimal`` with the register's number of decimals (``183`` -> ``18.3``).
-  Times are ``INTEGER`` microseconds since 1970-01-01 UTC.
-- PostgreSQL keeps them as ``NUMERIC(digits + decimals, decimals)`` and times as ``timestamptz``.
+- SQLite keeps every numeric register as an exact ``INTEGER`` in units of the last digit any
+  dialect prints: kWh, h and pulse counts as they are, the actual peak in thousandths of a kW
+  (the 382C prints three decimals), last month's peak in tenths. They come back as
+  ``Decimal`` with the number of decimals the meter's dialect prints (``18300`` -> ``18.3``
+  for a 685-382, ``1078`` -> ``1.078`` for a 382C: :func:`as_printed`). Times are ``INTEGER``
+  microseconds since 1970-01-01 UTC.
+- PostgreSQL keeps them as ``NUMERIC`` (the actual peak ``NUMERIC(9, 3)``) and times as
+  ``timestamptz``.
 
-The customer number is text in both (leading zeros are part of it).
+A register the meter does not have (tariffs 3 and 4 of a 685-382, last month's peak of a 382C)
+is ``NULL`` in both, never 0. The customer number is text in both (leading zeros are part of
+it).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+from kamstrup382.protocol.dialects import dialect_of_stored
 from kamstrup382.protocol.registers import REGISTERS, Register, RegisterKind
 from kamstrup382.storage.records import ConsumptionRow
 
@@ -25,6 +32,7 @@ __all__ = [
     "COUNTER_REGISTERS",
     "NUMERIC_REGISTERS",
     "REGISTER_COLUMNS",
+    "as_printed",
     "aware",
     "consumption_rows",
     "from_micros",
@@ -46,6 +54,23 @@ CONSUMPTION_REGISTERS: tuple[Register, ...] = tuple(
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+
+
+def as_printed(values: dict[str, Any], identification: str) -> dict[str, Any]:
+    """``values`` read back from the database with the decimals the meter prints, in the
+    dialect its stored ``identification`` (without ``/``) names: ``18.300`` -> ``18.3`` for a
+    685-382. An identification that does not parse (edited by hand) leaves them as they are."""
+    dialect = dialect_of_stored(identification)
+    if dialect is None:
+        return values
+    shown = dict(values)
+    for register in dialect.registers:
+        value = values.get(register.name)
+        if isinstance(value, Decimal) and register.kind is not RegisterKind.TEXT:
+            exact = value.quantize(Decimal(1).scaleb(-register.decimals))
+            if exact == value:  # never a digit lost
+                shown[register.name] = exact
+    return shown
 
 
 def aware(at: datetime) -> datetime:

@@ -151,6 +151,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             connected INTEGER NOT NULL
         )""",
     ),
+    # every dialect in one table (the 382C): tariffs 3 and 4, NULL where the meter has none;
+    # last month's peak NULL where it has none (never 0); the actual peak with three decimals
+    9: (
+        "ALTER TABLE readings ADD COLUMN tariff_3 NUMERIC(7, 0) CHECK (tariff_3 >= 0)",
+        "ALTER TABLE readings ADD COLUMN tariff_4 NUMERIC(7, 0) CHECK (tariff_4 >= 0)",
+        "ALTER TABLE readings ALTER COLUMN last_month_peak DROP NOT NULL",
+        "ALTER TABLE readings ALTER COLUMN actual_peak TYPE NUMERIC(9, 3)",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

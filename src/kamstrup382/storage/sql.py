@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from kamstrup382.errors import StorageError
 from kamstrup382.protocol import MeterValues
-from kamstrup382.protocol.registers import REGISTERS, RegisterKind
+from kamstrup382.protocol.registers import REGISTERS, VALUE_LIMITS, RegisterKind
 from kamstrup382.storage.announcements import Announcements
 from kamstrup382.storage.base import (
     MQTT_QUEUE,
@@ -26,7 +26,12 @@ from kamstrup382.storage.base import (
     Storage,
     outbox_window,
 )
-from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, REGISTER_COLUMNS, consumption_rows
+from kamstrup382.storage.columns import (
+    CONSUMPTION_REGISTERS,
+    REGISTER_COLUMNS,
+    as_printed,
+    consumption_rows,
+)
 from kamstrup382.storage.dialect import Dialect
 from kamstrup382.storage.power_table import PowerTable
 from kamstrup382.storage.records import (
@@ -65,8 +70,12 @@ FAILURE_COLUMNS = (
     "duration",
     "raw",
 )
-#: Per register: its name and its number of decimals (``None``: text, kept as it is).
-_REGISTERS = tuple((r.name, None if r.kind is RegisterKind.TEXT else r.decimals) for r in REGISTERS)
+#: Per register: its name and the number of decimals it is kept with, the most any dialect
+#: prints (``None``: text, kept as it is).
+_REGISTERS = tuple(
+    (r.name, None if r.kind is RegisterKind.TEXT else VALUE_LIMITS[r.name].decimals)
+    for r in REGISTERS
+)
 _FIRST_AFTER_REGISTERS = 3 + len(REGISTER_COLUMNS)
 
 _SELECT_READING = f"SELECT {', '.join(READING_COLUMNS)} FROM readings"
@@ -144,8 +153,9 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         d = self.dialect
         v = r.values
         registers = [
-            getattr(v, name) if decimals is None else d.to_register(getattr(v, name), decimals)
+            value if decimals is None or value is None else d.to_register(value, decimals)
             for name, decimals in _REGISTERS
+            for value in (getattr(v, name),)
         ]
         return (
             r.meter,
@@ -187,10 +197,13 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
     def _reading(self, row: Sequence[Any]) -> ReadingRecord:
         d = self.dialect
         values: dict[str, Any] = {
-            name: row[3 + i] if decimals is None else d.from_register(row[3 + i], decimals)
+            name: row[3 + i]
+            if decimals is None or row[3 + i] is None
+            else d.from_register(row[3 + i], decimals)
             for i, (name, decimals) in enumerate(_REGISTERS)
         }
         n = _FIRST_AFTER_REGISTERS
+        values = as_printed(values, row[n])
         return ReadingRecord(
             meter=row[0],
             slot=d.from_time(row[1]),
@@ -265,6 +278,7 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
                     f"{self.location} has schema version {current}, newer than this program's "
                     f"{latest}: upgrade kamstrup382"
                 )
+            # in order (the numbers are contiguous; a gap would be skipped)
             for version in sorted(v for v in self.migrations if current < v <= target):
                 for statement in self.migrations[version]:
                     conn.execute(statement)

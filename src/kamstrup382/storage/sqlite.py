@@ -50,6 +50,14 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 _T = TypeVar("_T")
 
+_COUNTER_MAX = 9999999
+#: The columns of the readings table up to version 8, which migration 9 carries over.
+_V5_COLUMNS = (
+    "id, meter, slot, read_at, customer_number, energy, tariff_1, tariff_2, hour_counter, "
+    "pulse_input, actual_peak, last_month_peak, identification, type_number, bcc_algorithm, "
+    "raw, answer_delay, duration, attempts"
+)
+
 #: Ordered migrations: version -> statements that bring version - 1 to version. Never edit a
 #: released step; add a new one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -166,13 +174,54 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             connected INTEGER NOT NULL
         ) STRICT""",
     ),
+    # every dialect in one table (the 382C): tariffs 3 and 4, NULL where the meter has none;
+    # last month's peak NULL where it has none (never 0); the actual peak in thousandths of a
+    # kW (the 382C prints three decimals). SQLite changes no column's constraints in place:
+    # the table is rebuilt, in the migration's one transaction. Dropping the old table deletes
+    # the outbox's rows (ON DELETE CASCADE): they are kept aside and put back, same ids.
+    9: (
+        f"""CREATE TABLE readings_v9 (
+            id INTEGER PRIMARY KEY,
+            meter TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            read_at INTEGER NOT NULL,
+            customer_number TEXT NOT NULL CHECK (length(customer_number) = 8),
+            energy INTEGER NOT NULL CHECK (energy BETWEEN 0 AND {_COUNTER_MAX}),
+            tariff_1 INTEGER NOT NULL CHECK (tariff_1 BETWEEN 0 AND {_COUNTER_MAX}),
+            tariff_2 INTEGER NOT NULL CHECK (tariff_2 BETWEEN 0 AND {_COUNTER_MAX}),
+            tariff_3 INTEGER CHECK (tariff_3 BETWEEN 0 AND {_COUNTER_MAX}),
+            tariff_4 INTEGER CHECK (tariff_4 BETWEEN 0 AND {_COUNTER_MAX}),
+            hour_counter INTEGER NOT NULL CHECK (hour_counter BETWEEN 0 AND {_COUNTER_MAX}),
+            pulse_input INTEGER NOT NULL CHECK (pulse_input BETWEEN 0 AND {_COUNTER_MAX}),
+            actual_peak INTEGER NOT NULL CHECK (actual_peak BETWEEN 0 AND 999999999),
+            last_month_peak INTEGER CHECK (last_month_peak BETWEEN 0 AND 9999999),
+            identification TEXT NOT NULL,
+            type_number TEXT,
+            bcc_algorithm TEXT NOT NULL,
+            raw BLOB NOT NULL,
+            answer_delay REAL NOT NULL,
+            duration REAL NOT NULL,
+            attempts INTEGER NOT NULL,
+            UNIQUE (meter, slot)
+        ) STRICT""",
+        f"INSERT INTO readings_v9 ({_V5_COLUMNS}) "
+        f"SELECT {_V5_COLUMNS.replace('actual_peak', 'actual_peak * 100')} FROM readings",
+        "CREATE TEMP TABLE outbox_v9 AS SELECT id, reading_id, meter, output FROM outbox",
+        "DROP TABLE readings",
+        "ALTER TABLE readings_v9 RENAME TO readings",
+        "INSERT INTO outbox (id, reading_id, meter, output) "
+        "SELECT id, reading_id, meter, output FROM outbox_v9",
+        "DROP TABLE outbox_v9",
+        "CREATE INDEX readings_meter_read_at ON readings (meter, read_at)",
+        "CREATE INDEX readings_read_at ON readings (read_at)",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _READING_VALUES = f"({', '.join('?' * len(READING_COLUMNS))})"
 _FAILURE_VALUES = f"({', '.join('?' * len(FAILURE_COLUMNS))})"
 #: Rows per INSERT statement, at most: a batch is written as statements of 256, 64, 16, 4 and
-#: 1 rows (few distinct statements for the connection's cache; 256 rows of 18 parameters are far
+#: 1 rows (few distinct statements for the connection's cache; 256 rows of 20 parameters are far
 #: below SQLite's limit of 32,766). One statement per 256 rows instead of one per row: the
 #: storage thread gives up and takes back the interpreter's lock once per statement, not once
 #: per row, while the event loop's thread is busy with thousands of readouts ending at once.

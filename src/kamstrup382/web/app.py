@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from kamstrup382.documents import dumps, record_document
 from kamstrup382.errors import StorageError, UsageError
-from kamstrup382.protocol import REGISTERS
+from kamstrup382.protocol import KAMSTRUP_382, REGISTERS, Register
 from kamstrup382.storage.base import Storage
 from kamstrup382.storage.records import MeterStatus, ReadingRecord
 from kamstrup382.web.buckets import bucket_consumption
@@ -180,6 +180,20 @@ def create_app(
     secured = bool(token)
     registers = [r for r in REGISTERS]
 
+    def _shown(registers: list[Register], summaries: list[dict[str, Any]]) -> list[Register]:
+        """The columns of the table: the registers some meter's latest reading has (a
+        685-382's tariffs 3 and 4, which it does not have, only beside a 382C)."""
+        sent = {
+            name
+            for s in summaries
+            if s.get("latest")
+            for name, value in s["latest"].items()
+            if value is not None
+        }
+        return [r for r in registers if r.name in sent] or [
+            r for r in registers if r.name in KAMSTRUP_382.names
+        ]
+
     async def known_meter(request: Request, allowed: Collection[str] = ()) -> str:
         check_query(request.query_params.multi_items(), allowed)
         meter = parse_meter(request.path_params["meter"])
@@ -216,7 +230,7 @@ def create_app(
                 "note": note,
                 "summaries": summaries,
                 "selected": selected,
-                "registers": registers,
+                "registers": _shown(registers, summaries),
                 "config": config,
             },
         )

@@ -88,7 +88,11 @@ def _schemas() -> dict[str, Schema]:
     peak_props: dict[str, Schema] = {
         "read_at": _TIME,
         "actual_peak": {**_NUMBER, "minimum": 0, "description": "kW, this month"},
-        "last_month_peak": {**_NUMBER, "minimum": 0, "description": "kW, last month"},
+        "last_month_peak": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "description": "kW, last month (null: a 382C has none)",
+        },
     }
     assert tuple(peak_props) == PEAK_COLUMNS
     attempt_props: dict[str, Schema] = {

@@ -77,7 +77,7 @@ def reading_row(record: ReadingRecord) -> Row:
         "type_number": record.type_number,
     }
     for name in REGISTER_NAMES:
-        value = values[name]
+        value = values[name]  # None: a register this meter does not have, null (CSV: empty)
         row[name] = json_number(value) if isinstance(value, Decimal) else value
     row["bcc_algorithm"] = record.bcc_algorithm
     row["answer_delay"] = seconds(record.answer_delay)
@@ -92,11 +92,13 @@ def seconds(value: float) -> float:
 
 
 def peak_row(record: ReadingRecord) -> Row:
-    return {
+    row: Row = {
         "read_at": _time(record.read_at),
         "actual_peak": json_number(record.values.actual_peak),
-        "last_month_peak": json_number(record.values.last_month_peak),
     }
+    last = record.values.last_month_peak  # the 382C has none: null
+    row["last_month_peak"] = None if last is None else json_number(last)
+    return row
 
 
 def consumption_row(bucket: BucketRow) -> Row:
