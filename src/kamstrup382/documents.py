@@ -9,6 +9,7 @@ it field by field::
      "read_at": "2026-12-03T14:00:00.041000+00:00",  # when the request was sent, UTC
      "slot": "2026-12-03T14:00:00+00:00",        # the collector's interval (stored readings only)
      "identification": {"line": "KAM 685-382-OK-15", "manufacturer": "KAM", ...},
+     "dialect": "kamstrup-382",               # the register table it names (or kamstrup-382c)
      "registers": {"energy": {"code": "1.20", "value": 53, "unit": "kWh"}, ...},
      "bcc": {"algorithm": "sum7"},
      "timing": {"answer_delay_s": 0.041, "duration_s": 5.77, "attempts": 1}}
@@ -160,14 +161,14 @@ def _timing(answer_delay: float, duration: float, attempts: int) -> dict[str, An
 
 def record_document(record: ReadingRecord, *, raw: bool = False) -> dict[str, Any]:
     """A stored reading (export, MQTT, the API); ``raw``: add the reply's bytes as hex."""
+    dialect = dialect_of_stored(record.identification) or KAMSTRUP_382
     document: dict[str, Any] = {
         "meter": record.meter,
         "read_at": utc(record.read_at),
         "slot": utc(record.slot),
         "identification": _stored_identification(record.identification),
-        "registers": _stored_registers(
-            record.values.as_dict(), dialect_of_stored(record.identification) or KAMSTRUP_382
-        ),
+        "dialect": dialect.name,
+        "registers": _stored_registers(record.values.as_dict(), dialect),
         "bcc": {"algorithm": str(record.bcc_algorithm)},
         "timing": _timing(record.answer_delay, record.duration, record.attempts),
     }
@@ -182,6 +183,7 @@ def reading_document(reading: Reading, *, meter: str | None = None) -> dict[str,
         "meter": meter,
         "read_at": utc(reading.requested_at),
         "identification": identification_document(reading.identification),
+        "dialect": reading.telegram.dialect.name,
         "registers": registers_document(reading.telegram),
         "bcc": {"algorithm": reading.bcc_algorithm.value},
         "timing": _timing(reading.answer_delay, reading.duration, reading.attempts),

@@ -222,9 +222,9 @@ def test_a_382c_reply_decodes_with_its_registers_named(name: str) -> None:
     assert code == 0, err
     data = json.loads(out, parse_float=Decimal)
     assert data["dialect"] == "kamstrup-382c"
-    assert data["registers"][-1] == {
+    assert list(data["registers"])[-1] == "actual_peak"
+    assert data["registers"]["actual_peak"] == {
         "code": "1.6.0",
-        "name": "actual_peak",
         "value": Decimal("1.078"),
         "unit": "kW",
     }

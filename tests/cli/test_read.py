@@ -330,13 +330,13 @@ def test_a_382c_is_read_with_its_registers_named(capsys: pytest.CaptureFixture[s
         data = json.loads(out, parse_float=Decimal)
         assert data["dialect"] == "kamstrup-382c"
         assert data["identification"]["text"] == "68438BC450000"
-        named = [(r["code"], r["name"]) for r in data["registers"]]
+        named = [(r["code"], name) for name, r in data["registers"].items()]
         assert named == [
             ("0.0.0", "customer_number"), ("1.8.0", "energy"), ("1.8.1", "tariff_1"),
             ("1.8.2", "tariff_2"), ("1.8.3", "tariff_3"), ("1.8.4", "tariff_4"),
             ("96.8.0", "hour_counter"), ("0.128.1", "pulse_input"), ("1.6.0", "actual_peak"),
         ]  # fmt: skip
-        assert {r["name"]: r["value"] for r in data["registers"]} == sent.present()
+        assert {name: r["value"] for name, r in data["registers"].items()} == sent.present()
         code, out, err = run(capsys, emu.ports[0], "--csv")
         assert code == 0, err
         rows = list(csv.DictReader(io.StringIO(out)))

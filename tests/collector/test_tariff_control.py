@@ -169,12 +169,12 @@ async def test_the_control_port_answers_each_line() -> None:
             writer.close()
             assert replies[0].startswith("ok: every meter: tariff 2")
             assert emulator.models[0].tariff_input is True
-            assert replies[1].startswith("error:") and "tariff must be 1" in replies[1]
+            assert replies[1].startswith("error:") and "tariffs 1 and 2 only" in replies[1]
             assert replies[2].startswith("error:") and "--pulse-input" in replies[2]
             output = open_tariff_output(f"{control.url}/1")
             await output.set(1)
             assert emulator.models[0].tariff_input is False
-            with pytest.raises(TariffError, match="tariff must be 1"):
+            with pytest.raises(TariffError, match="tariffs 1 and 2 only"):
                 await output.set(3)
         finally:
             await control.close()

@@ -18,6 +18,7 @@ from kamstrup382.documents import reading_schema
 from kamstrup382.protocol import KAMSTRUP_382, BccMode, decode_reply
 from kamstrup382.storage.base import Storage
 from kamstrup382.web.app import PLOTLY_JS
+from kamstrup382.web.rows import READING_COLUMNS
 from tests.web.history import History
 
 #: The meters of these tests are 685-382s: their registers.
@@ -147,17 +148,22 @@ async def test_attempts_hold_successes_and_failures(
 def flat(document: dict[str, Any]) -> dict[str, Any]:
     """The CSV columns of a reading, taken from its JSON document."""
     ident = document["identification"]
-    return {
+    fields = {
         "meter": document["meter"],
         "slot": document["slot"],
         "read_at": document["read_at"],
         "identification": ident["line"],
         "type_number": ident["type_number"] and ident["type_number"]["text"],
-        **{name: register["value"] for name, register in document["registers"].items()},
         "bcc_algorithm": document["bcc"]["algorithm"],
         "answer_delay": document["timing"]["answer_delay_s"],
         "duration": document["timing"]["duration_s"],
         "attempts": document["timing"]["attempts"],
+    }
+    registers = document["registers"]
+    # every register column; one the meter does not have is empty in CSV, absent in JSON
+    return {
+        column: fields[column] if column in fields else registers.get(column, {}).get("value")
+        for column in READING_COLUMNS
     }
 
 
