@@ -13,20 +13,46 @@ PostgreSQL storage has no file of its own: name one, or see the state in the met
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from kamstrup382.errors import ConfigError
 
-__all__ = ["OutputHealth", "default_state_file", "read_health", "write_health"]
+__all__ = [
+    "CONNECTED",
+    "LOGIN_REFUSED",
+    "STARTING",
+    "STATES",
+    "STOPPED",
+    "UNREACHABLE",
+    "KeepsState",
+    "OutputHealth",
+    "default_state_file",
+    "read_health",
+    "write_health",
+]
+
+log = logging.getLogger(__name__)
+
+STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED = (
+    "starting",
+    "connected",
+    "unreachable",
+    "login_refused",
+    "stopped",
+)
+#: The states of an output that talks to a server (MQTT, InfluxDB), in its health.
+STATES = (STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED)
 
 #: A state file larger than this is not one of ours.
 _MAX_FILE = 64 * 1024
@@ -132,3 +158,65 @@ def read_health(path: Path) -> OutputHealth | None:
         return OutputHealth.from_json(parsed)
     except (UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} is not a state file: {exc}") from exc
+
+
+class KeepsState:
+    """What an output that talks to a server keeps of its state (one of :data:`STATES`),
+    since when, why, and when it tries again, with the state file ``k382 status`` reads.
+
+    The output calls :meth:`_keep_state` in its ``__init__`` and :meth:`_set_state` on every
+    change, and gives its running totals in :meth:`_counters`.
+    """
+
+    name: str
+    state: str
+    last_error: str | None
+    _since: datetime
+    _retry_at: datetime | None
+    _state_file: Path | None
+    _state_file_failed: bool
+
+    def _keep_state(self, state_file: str | None) -> None:
+        self.state = STARTING
+        self.last_error = None
+        self._since = datetime.now(UTC)
+        self._retry_at = None
+        self._state_file = None if state_file is None else Path(state_file)
+        self._state_file_failed = False
+
+    def _counters(self) -> Mapping[str, int]:
+        raise NotImplementedError
+
+    def health(self) -> OutputHealth:
+        return OutputHealth(
+            output=self.name,
+            state=self.state,
+            states=STATES,
+            since=self._since,
+            detail=self.last_error if self.state in (UNREACHABLE, LOGIN_REFUSED) else None,
+            retry_at=self._retry_at,
+            counters=MappingProxyType(dict(self._counters())),
+        )
+
+    async def _set_state(
+        self, state: str, detail: str | None = None, retry_in: float | None = None
+    ) -> None:
+        """Enter ``state`` (``retry_in``: seconds to the next try) and write the state file."""
+        now = datetime.now(UTC)
+        if state != self.state:
+            self.state = state
+            self._since = now
+        if detail is not None:
+            self.last_error = detail
+        self._retry_at = None if retry_in is None else now + timedelta(seconds=retry_in)
+        path = self._state_file
+        if path is None:
+            return
+        try:
+            await asyncio.to_thread(write_health, path, self.health())
+        except OSError as exc:
+            if not self._state_file_failed:  # once: the metrics and the log still say it
+                log.warning("%s: cannot write the state file %s: %s", self.name, path, exc)
+            self._state_file_failed = True
+        else:
+            self._state_file_failed = False

@@ -39,16 +39,23 @@ import json
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import MappingProxyType
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
-from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
+from kamstrup382.outputs.health import (
+    CONNECTED,
+    LOGIN_REFUSED,
+    STARTING,
+    STATES,
+    STOPPED,
+    UNREACHABLE,
+    KeepsState,
+    default_state_file,
+)
 from kamstrup382.outputs.influxdb_line import encode_point
 from kamstrup382.outputs.influxdb_series import reading_point
 from kamstrup382.outputs.influxdb_settings import InfluxSettings
@@ -58,15 +65,6 @@ __all__ = ["STATES", "InfluxOutput", "InfluxSettings"]
 
 log = logging.getLogger(__name__)
 
-STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED = (
-    "starting",
-    "connected",
-    "unreachable",
-    "login_refused",
-    "stopped",
-)
-#: The states of the output, in :meth:`InfluxOutput.health`.
-STATES = (STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED)
 #: Answers that refuse the data (or the request's size), not the server's state.
 _REFUSED_DATA = frozenset({400, 413, 422})
 _REFUSED_LOGIN = frozenset({401, 403})
@@ -82,7 +80,7 @@ class _WriteFailed(Kamstrup382Error):
         self.login = login
 
 
-class InfluxOutput(Output):
+class InfluxOutput(KeepsState, Output):
     """Writes stored readings to InfluxDB, from its queue of the durable outbox, in order.
 
     Attributes for monitoring: ``state`` (one of :data:`STATES`), ``written`` (points InfluxDB
@@ -96,19 +94,12 @@ class InfluxOutput(Output):
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
-        self.state = STARTING
         self.written = 0
         self.rejected = 0
         self.requests = 0
         self.failures = 0
         self.login_refusals = 0
-        self.last_error: str | None = None
-        self._since = datetime.now(UTC)
-        self._retry_at: datetime | None = None
-        self._state_file: Path | None = (
-            None if settings.state_file is None else Path(settings.state_file)
-        )
-        self._state_file_failed = False
+        self._keep_state(settings.state_file)
         self._storage: Storage | None = None
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -177,47 +168,14 @@ class InfluxOutput(Output):
             await self._set_state(STOPPED)
 
     # -- health ----------------------------------------------------------------------------------
-    def health(self) -> OutputHealth:
-        return OutputHealth(
-            output=self.name,
-            state=self.state,
-            states=STATES,
-            since=self._since,
-            detail=self.last_error if self.state in (UNREACHABLE, LOGIN_REFUSED) else None,
-            retry_at=self._retry_at,
-            counters=MappingProxyType(
-                {
-                    "written": self.written,
-                    "rejected": self.rejected,
-                    "requests": self.requests,
-                    "failures": self.failures,
-                    "login_refusals": self.login_refusals,
-                }
-            ),
-        )
-
-    async def _set_state(
-        self, state: str, detail: str | None = None, retry_in: float | None = None
-    ) -> None:
-        """Enter ``state`` (``retry_in``: seconds to the next try) and write the state file."""
-        now = datetime.now(UTC)
-        if state != self.state:
-            self.state = state
-            self._since = now
-        if detail is not None:
-            self.last_error = detail
-        self._retry_at = None if retry_in is None else now + timedelta(seconds=retry_in)
-        path = self._state_file
-        if path is None:
-            return
-        try:
-            await asyncio.to_thread(write_health, path, self.health())
-        except OSError as exc:
-            if not self._state_file_failed:  # once: the metrics and the log still say it
-                log.warning("influxdb: cannot write the state file %s: %s", path, exc)
-            self._state_file_failed = True
-        else:
-            self._state_file_failed = False
+    def _counters(self) -> Mapping[str, int]:
+        return {
+            "written": self.written,
+            "rejected": self.rejected,
+            "requests": self.requests,
+            "failures": self.failures,
+            "login_refusals": self.login_refusals,
+        }
 
     # -- the writer ------------------------------------------------------------------------------
     async def _run(self) -> None:

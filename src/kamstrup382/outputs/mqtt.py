@@ -36,9 +36,7 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import MappingProxyType
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -55,7 +53,16 @@ from kamstrup382.outputs.discovery import (
     state_json,
 )
 from kamstrup382.outputs.ha_devices import Devices
-from kamstrup382.outputs.health import OutputHealth, default_state_file, write_health
+from kamstrup382.outputs.health import (
+    CONNECTED,
+    LOGIN_REFUSED,
+    STARTING,
+    STATES,
+    STOPPED,
+    UNREACHABLE,
+    KeepsState,
+    default_state_file,
+)
 from kamstrup382.outputs.mqtt_devices import Disconnected as _Disconnected
 from kamstrup382.outputs.mqtt_devices import HomeAssistantSide
 from kamstrup382.outputs.mqtt_devices import Message as _Message
@@ -66,15 +73,6 @@ __all__ = ["STATES", "MqttOutput", "MqttSettings", "login_refused"]
 
 log = logging.getLogger(__name__)
 
-STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED = (
-    "starting",
-    "connected",
-    "unreachable",
-    "login_refused",
-    "stopped",
-)
-#: The states of the output's connection, in :meth:`MqttOutput.health`.
-STATES = (STARTING, CONNECTED, UNREACHABLE, LOGIN_REFUSED, STOPPED)
 
 #: CONNACK codes of a refused login: MQTT 3.1.1 (4 bad user name or password, 5 not
 #: authorized) and MQTT 5 (0x86, 0x87; paho reports 3.1.1's codes as these too).
@@ -89,7 +87,7 @@ def login_refused(exc: BaseException) -> bool:
     return code in _LOGIN_REFUSED_CODES
 
 
-class MqttOutput(HomeAssistantSide, Output):
+class MqttOutput(KeepsState, HomeAssistantSide, Output):
     """Publishes stored readings to an MQTT broker, from the durable outbox, in order.
 
     Attributes for monitoring: ``connected`` (an event, set while a session with the broker
@@ -126,14 +124,7 @@ class MqttOutput(HomeAssistantSide, Output):
         self.connect_attempts = 0
         self.login_refusals = 0
         self.published = 0
-        self.last_error: str | None = None
-        self.state = STARTING
-        self._since = datetime.now(UTC)
-        self._retry_at: datetime | None = None
-        self._state_file: Path | None = (
-            None if settings.state_file is None else Path(settings.state_file)
-        )
-        self._state_file_failed = False
+        self._keep_state(settings.state_file)
         self._stop_event: asyncio.Event | None = None
         self._meters = self._devices.facts
         self._errors: dict[str, tuple[str, str]] = {}  # meter -> kind, message of the newest
@@ -260,46 +251,13 @@ class MqttOutput(HomeAssistantSide, Output):
             await self._set_state(STOPPED)
 
     # -- health ----------------------------------------------------------------------------------
-    def health(self) -> OutputHealth:
-        return OutputHealth(
-            output=self.name,
-            state=self.state,
-            states=STATES,
-            since=self._since,
-            detail=self.last_error if self.state in (UNREACHABLE, LOGIN_REFUSED) else None,
-            retry_at=self._retry_at,
-            counters=MappingProxyType(
-                {
-                    "connect_attempts": self.connect_attempts,
-                    "connections": self.connections,
-                    "login_refusals": self.login_refusals,
-                    "published": self.published,
-                }
-            ),
-        )
-
-    async def _set_state(
-        self, state: str, detail: str | None = None, retry_in: float | None = None
-    ) -> None:
-        """Enter ``state`` (``retry_in``: seconds to the next try) and write the state file."""
-        now = datetime.now(UTC)
-        if state != self.state:
-            self.state = state
-            self._since = now
-        if detail is not None:
-            self.last_error = detail
-        self._retry_at = None if retry_in is None else now + timedelta(seconds=retry_in)
-        path = self._state_file
-        if path is None:
-            return
-        try:
-            await asyncio.to_thread(write_health, path, self.health())
-        except OSError as exc:
-            if not self._state_file_failed:  # once: the metrics and the log still say it
-                log.warning("mqtt: cannot write the state file %s: %s", path, exc)
-            self._state_file_failed = True
-        else:
-            self._state_file_failed = False
+    def _counters(self) -> Mapping[str, int]:
+        return {
+            "connect_attempts": self.connect_attempts,
+            "connections": self.connections,
+            "login_refusals": self.login_refusals,
+            "published": self.published,
+        }
 
     # -- state kept across connections -------------------------------------------------------------
     def _load(self, storage: Storage) -> None:
