@@ -40,7 +40,7 @@ from kamstrup382.protocol import (
     Dialect,
     Identification,
     Telegram,
-    dialect_of_stored,
+    dialect_of,
     parse_identification,
 )
 from kamstrup382.protocol.registers import RegisterKind
@@ -101,18 +101,21 @@ def identification_document(identification: Identification) -> dict[str, Any]:
     }
 
 
-def _stored_identification(text: str) -> dict[str, Any]:
-    """The identification of a stored reading (its line without ``/``), parsed again."""
+def _stored_identification(text: str) -> tuple[dict[str, Any], Dialect]:
+    """The identification of a stored reading (its line without ``/``), parsed again once,
+    and the dialect it names (the 685-382's when it does not parse)."""
     try:
-        return identification_document(parse_identification(b"/" + text.encode("ascii")))
+        identification = parse_identification(b"/" + text.encode("ascii"))
     except (Kamstrup382Error, UnicodeEncodeError):  # stored by another program: keep the text
-        return {
+        unparsed = {
             "line": text,
             "manufacturer": None,
             "baud_char": None,
             "text": text,
             "type_number": None,
         }
+        return unparsed, KAMSTRUP_382
+    return identification_document(identification), dialect_of(identification)
 
 
 def _data_set_entry(ds: DataSet) -> tuple[str, dict[str, Any]]:
@@ -161,12 +164,12 @@ def _timing(answer_delay: float, duration: float, attempts: int) -> dict[str, An
 
 def record_document(record: ReadingRecord, *, raw: bool = False) -> dict[str, Any]:
     """A stored reading (export, MQTT, the API); ``raw``: add the reply's bytes as hex."""
-    dialect = dialect_of_stored(record.identification) or KAMSTRUP_382
+    identification, dialect = _stored_identification(record.identification)
     document: dict[str, Any] = {
         "meter": record.meter,
         "read_at": utc(record.read_at),
         "slot": utc(record.slot),
-        "identification": _stored_identification(record.identification),
+        "identification": identification,
         "dialect": dialect.name,
         "registers": _stored_registers(record.values.as_dict(), dialect),
         "bcc": {"algorithm": str(record.bcc_algorithm)},
