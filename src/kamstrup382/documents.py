@@ -43,16 +43,19 @@ from kamstrup382.protocol import (
     dialect_of,
     parse_identification,
 )
+from kamstrup382.protocol.kmp import KMP_REGISTER_BY_NAME
 from kamstrup382.protocol.registers import RegisterKind
 from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.reader.reading import Reading
-from kamstrup382.storage.records import ReadingRecord
+from kamstrup382.storage.records import AnyReading, KmpReadingRecord, ReadingRecord
 
 __all__ = [
+    "any_record_document",
     "dumps",
     "format_value",
     "identification_document",
     "kmp_reading_document",
+    "kmp_record_document",
     "reading_document",
     "reading_schema",
     "record_document",
@@ -178,6 +181,46 @@ def record_document(record: ReadingRecord, *, raw: bool = False) -> dict[str, An
     if raw:
         document["raw"] = record.raw.hex()
     return document
+
+
+def kmp_record_document(record: KmpReadingRecord) -> dict[str, Any]:
+    """A stored KMP reading (export, MQTT, the API): ``protocol`` ``kmp``, the registers by
+    name in their table's order with their id as ``code`` and their table's unit (the value
+    was converted to it when stored), and what the meter said it is (``meter_identity``)."""
+    registers: dict[str, dict[str, Any]] = {}
+    for name, register in KMP_REGISTER_BY_NAME.items():
+        value = record.values.get(name)
+        if value is not None:
+            registers[name] = {
+                "code": f"0x{register.id:04x}",
+                "value": value,
+                "unit": register.unit,
+            }
+    return {
+        "meter": record.meter,
+        "read_at": utc(record.read_at),
+        "slot": utc(record.slot),
+        "protocol": "kmp",
+        "registers": registers,
+        "timing": {
+            "duration_s": round(record.duration, 3),
+            "attempts": record.attempts,
+            "exchanges": record.exchanges,
+        },
+        "meter_identity": {
+            "meter_type": f"0x{record.meter_type:04x}",
+            "software_revision": record.software_revision,
+            "serial": record.serial,
+        },
+    }
+
+
+def any_record_document(record: AnyReading, *, raw: bool = False) -> dict[str, Any]:
+    """A stored reading of either protocol in the one shape (``raw``: mode A only, the reply's
+    bytes; KMP readings keep no raw reply)."""
+    if isinstance(record, KmpReadingRecord):
+        return kmp_record_document(record)
+    return record_document(record, raw=raw)
 
 
 def reading_document(reading: Reading, *, meter: str | None = None) -> dict[str, Any]:

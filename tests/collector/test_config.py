@@ -205,9 +205,43 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
         "> 0",
     ),
     (
-        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nbaud = 300\n",
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nbaud = 9600\n",
         "meters[1].baud",
-        "unknown key",
+        'not a setting of protocol = "iec"',
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nprotocol = 'kmp'\nbaud = 300\n",
+        "meters[1].baud",
+        "expected one of 1200, 2400, 4800, 9600, 19200, got 300",
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nprotocol = 'kmp'\nbcc = 'xor'\n",
+        "meters[1].bcc",
+        'not a setting of protocol = "kmp"',
+    ),
+    (
+        METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nprotocol = 'kmp'\nregisters = []\n",
+        "meters[1].registers",
+        "expected a list of register names",
+    ),
+    (
+        METER
+        + "[[meters]]\nname = 'b'\nport = '/dev/x'\nprotocol = 'kmp'\n"
+        + "registers = ['energy', 'volts']\n",
+        "meters[1].registers[1]",
+        "no KMP register 'volts'",
+    ),
+    (
+        METER
+        + "[[meters]]\nname = 'b'\nport = '/dev/x'\nprotocol = 'kmp'\n"
+        + "registers = ['power', 'power']\n",
+        "meters[1].registers[1]",
+        "asked for twice",
+    ),
+    (
+        "[collector]\nprotocol = 'kmpp'\n" + METER,
+        "collector.protocol",
+        "expected one of iec, kmp, auto",
     ),
     (
         METER + "[[meters]]\nname = 'b'\nport = '/dev/x'\nshared_line = 3\n",

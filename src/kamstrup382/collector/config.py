@@ -26,6 +26,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     flush_interval = 0.5    # seconds a result may wait for its batch
     grace = 10              # seconds in-flight readouts may finish on shutdown
     keep_connected = false  # keep a lone meter's connection between readouts (not with PostgreSQL)
+    protocol = "iec"        # of every meter: iec (mode A) | kmp | auto (see kmp_config.py)
 
     [[meters]]
     name = "house"
@@ -38,6 +39,7 @@ Layout (every table and key optional except ``[[meters]]`` ``name`` and ``port``
     unique_id = "house-main" # its identity in Home Assistant (default: type number and customer
                             # number from its readings); the name is only the name shown
     pulses = "gpio:/dev/gpiochip0:17"  # live power from pin 3: see collector/pulse_config.py
+    protocol = "kmp"        # a 382J/Jx/Lx7/M; with baud and registers: see kmp_config.py
 
     [http]                  # the dashboard (k382 serve)
     listen = "127.0.0.1:8382"
@@ -81,6 +83,12 @@ from types import MappingProxyType
 from typing import Any
 
 from kamstrup382 import settings as check
+from kamstrup382.collector.kmp_config import (
+    KMP_CHECKS,
+    KmpSettings,
+    MeterProtocol,
+    kmp_settings,
+)
 from kamstrup382.collector.pulse_config import (
     PULSE_CHECKS,
     TariffSettings,
@@ -142,6 +150,10 @@ class MeterConfig:
     pulses: PulseSettings | None = None
     #: The meter's tariff output (pin 4), if it has one.
     tariff: TariffSettings | None = None
+    #: IEC 61107 mode A, KMP, or found at the first readout (:mod:`.kmp_config`).
+    protocol: MeterProtocol = MeterProtocol.IEC
+    #: The KMP line rate and register set (``None`` for a mode A meter).
+    kmp: KmpSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +190,8 @@ class CollectorConfig:
     #: Keep the port of a meter alone on its line open from one readout to the next (opened
     #: again before a readout when it was lost); otherwise it is closed after each readout.
     keep_connected: bool = False
+    #: The protocol of every meter that does not name one.
+    protocol: MeterProtocol = MeterProtocol.IEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +273,7 @@ _COLLECTOR_CHECKS: dict[str, _Check] = {
     "flush_interval": check.seconds,
     "grace": partial(check.seconds, allow_zero=True),
     "keep_connected": check.boolean,
+    "protocol": KMP_CHECKS["protocol"],
 }
 _METER_CHECKS: dict[str, _Check] = {
     "name": check.identifier,
@@ -271,6 +286,7 @@ _METER_CHECKS: dict[str, _Check] = {
     **_TIMING_CHECKS,
     **_RETRY_CHECKS,
     **PULSE_CHECKS,
+    **KMP_CHECKS,
 }
 _STORAGE_CHECKS: dict[str, _Check] = {
     "url": check.storage_url,
@@ -321,6 +337,7 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
         if required not in table:
             raise ConfigError(f"{prefix}.{required}", "missing")
     values = {name: _METER_CHECKS[name](v, f"{prefix}.{name}") for name, v in table.items()}
+    protocol, kmp = kmp_settings(values, prefix, defaults.protocol)
     port: str = values["port"]
     line = values.get("line", default_line(port))
     try:
@@ -340,6 +357,8 @@ def build_meter(table: Mapping[str, Any], defaults: CollectorConfig, index: int 
         unique_id=values.get("unique_id"),
         pulses=pulse_settings(values, prefix),
         tariff=tariff_settings(values, prefix),
+        protocol=protocol,
+        kmp=kmp,
     )
 
 

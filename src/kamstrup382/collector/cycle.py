@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kamstrup382.collector.config import MeterConfig
-from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
+from kamstrup382.storage import MISSED, AnyReading, FailureRecord, KmpReadingRecord, ReadingRecord
 
 __all__ = ["CycleResult", "Result", "SlotState"]
 
-#: One readout's record: a reading, or a failure.
-Result = ReadingRecord | FailureRecord
+#: One readout's record: a reading (mode A or KMP), or a failure.
+Result = ReadingRecord | KmpReadingRecord | FailureRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class CycleResult:
     ``time.monotonic``.
     """
 
-    readings: tuple[ReadingRecord, ...] = ()
+    readings: tuple[AnyReading, ...] = ()
     failures: tuple[FailureRecord, ...] = ()
     missed: tuple[str, ...] = ()
     elsewhere: tuple[str, ...] = ()
@@ -98,7 +98,9 @@ class SlotState:
     def result(self) -> CycleResult:
         """What this collector did in the slot (without times)."""
         return CycleResult(
-            readings=tuple(r for r in self.results if isinstance(r, ReadingRecord)),
+            readings=tuple(
+                r for r in self.results if isinstance(r, ReadingRecord | KmpReadingRecord)
+            ),
             failures=tuple(
                 r for r in self.results if isinstance(r, FailureRecord) and r.kind != MISSED
             ),

@@ -13,16 +13,16 @@ from typing import TypeVar
 from kamstrup382.collector.spill import SpillJournal
 from kamstrup382.errors import StorageError
 from kamstrup382.outputs.base import Output
-from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import AnyReading, FailureRecord, KmpReadingRecord, ReadingRecord, Storage
 
 __all__ = ["BatchWriter"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-Result = ReadingRecord | FailureRecord
+Result = ReadingRecord | KmpReadingRecord | FailureRecord
 #: A batch split into its readings and its failures, as ``Storage.record`` takes them.
-Batch = tuple[list[ReadingRecord], list[FailureRecord]]
+Batch = tuple[list[AnyReading], list[FailureRecord]]
 
 
 class _NotTried(StorageError):
@@ -309,7 +309,7 @@ class BatchWriter:
         # would keep its traceback, and with it the batch
         log.warning("storing %d results failed (%s); trying again (try %d)", count, str(exc), tries)
 
-    async def _stored(self, readings: list[ReadingRecord], failures: list[FailureRecord]) -> None:
+    async def _stored(self, readings: list[AnyReading], failures: list[FailureRecord]) -> None:
         self.stored += len(readings) + len(failures)
         for output in self.outputs:
             try:
@@ -319,6 +319,6 @@ class BatchWriter:
 
 
 def _split(batch: list[Result]) -> Batch:
-    readings = [r for r in batch if isinstance(r, ReadingRecord)]
+    readings: list[AnyReading] = [r for r in batch if not isinstance(r, FailureRecord)]
     failures = [r for r in batch if isinstance(r, FailureRecord)]
     return readings, failures

@@ -9,7 +9,7 @@ from typing import Any
 from kamstrup382.outputs.health import OutputHealth
 from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.pulses.tariff import TariffBoard
-from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import AnyReading, FailureRecord, Storage
 
 __all__ = ["Output"]
 
@@ -32,8 +32,12 @@ class Output(abc.ABC):
 
     @abc.abstractmethod
     async def publish(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
-    ) -> None: ...
+        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
+    ) -> None:
+        """``readings`` of either protocol: a mode A
+        :class:`~kamstrup382.storage.ReadingRecord` or a KMP
+        :class:`~kamstrup382.storage.KmpReadingRecord` (an output that has nothing to say
+        of one skips it)."""
 
     def meters_changed(self, meters: Sequence[Any]) -> None:  # noqa: B027 - optional hook
         """The configured meters are now ``meters`` (a reloaded configuration: the meters'

@@ -59,7 +59,7 @@ from kamstrup382.outputs.health import (
 from kamstrup382.outputs.influxdb_line import encode_point
 from kamstrup382.outputs.influxdb_series import reading_point
 from kamstrup382.outputs.influxdb_settings import InfluxSettings
-from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import AnyReading, FailureRecord, ReadingRecord, Storage
 
 __all__ = ["STATES", "InfluxOutput", "InfluxSettings"]
 
@@ -131,7 +131,7 @@ class InfluxOutput(KeepsState, Output):
         self._task = asyncio.get_running_loop().create_task(self._run(), name="k382-influxdb")
 
     async def publish(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> None:
         """Wake the writer: the readings are in the queue already."""
         if self._wake is not None and readings:

@@ -67,7 +67,13 @@ from kamstrup382.outputs.mqtt_devices import Disconnected as _Disconnected
 from kamstrup382.outputs.mqtt_devices import HomeAssistantSide
 from kamstrup382.outputs.mqtt_devices import Message as _Message
 from kamstrup382.outputs.mqtt_settings import MqttSettings
-from kamstrup382.storage import MISSED, FailureRecord, OutboxItem, ReadingRecord, Storage
+from kamstrup382.storage import (
+    MISSED,
+    AnyReading,
+    FailureRecord,
+    OutboxItem,
+    Storage,
+)
 
 __all__ = ["STATES", "MqttOutput", "MqttSettings", "login_refused"]
 
@@ -187,7 +193,7 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
         self._task = asyncio.get_running_loop().create_task(self._run(tls), name="k382-mqtt")
 
     async def publish(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> None:
         """Note failures (availability) and wake the sender; the readings are in the outbox."""
         for failure in failures:

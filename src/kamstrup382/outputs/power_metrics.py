@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from kamstrup382.outputs.base import Output
 from kamstrup382.pulses.live import PowerUpdate
-from kamstrup382.storage import FailureRecord, ReadingRecord
+from kamstrup382.storage import AnyReading, FailureRecord
 
 __all__ = ["PowerMetrics"]
 
@@ -111,6 +111,6 @@ class PowerMetrics(Output):
             return [self._latest[name] for name in sorted(self._latest)]
 
     async def publish(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> None:
         """Readings reach the power through the collector's pulse inputs, not here."""

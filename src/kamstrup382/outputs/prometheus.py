@@ -56,7 +56,7 @@ from kamstrup382.outputs.descriptions import PROMETHEUS
 from kamstrup382.outputs.health import OutputHealth
 from kamstrup382.outputs.metrics import BUCKETS, FAMILIES, MetricKind, failure_kinds
 from kamstrup382.protocol import REGISTERS, Register, parse_type_number
-from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import AnyReading, FailureRecord, ReadingRecord, Storage
 
 __all__ = [
     "BACKLOG_REFRESH",
@@ -470,12 +470,13 @@ class PrometheusOutput(Output):
                 self._gauge("up").labels(meter).set(0)
 
     async def publish(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> None:
+        mode_a = [r for r in readings if isinstance(r, ReadingRecord)]  # KMP: not yet
         duration = self._histogram("duration")
         fleet = self._histogram("fleet_duration")
         assert fleet is not None
-        for record in readings:
+        for record in mode_a:
             self._note(record)
             self._counter("successes").labels(record.meter).inc()
             fleet.observe(record.duration)

@@ -4,9 +4,11 @@ from kamstrup382.storage.base import MQTT_QUEUE, OUTBOX_LEASE, OutboxItem, Stora
 from kamstrup382.storage.power_records import LivePower, PowerMinute
 from kamstrup382.storage.records import (
     MISSED,
+    AnyReading,
     AttemptRecord,
     ConsumptionRow,
     FailureRecord,
+    KmpReadingRecord,
     MeterStatus,
     ReadingRecord,
 )
@@ -15,9 +17,11 @@ __all__ = [
     "MISSED",
     "MQTT_QUEUE",
     "OUTBOX_LEASE",
+    "AnyReading",
     "AttemptRecord",
     "ConsumptionRow",
     "FailureRecord",
+    "KmpReadingRecord",
     "LivePower",
     "MeterStatus",
     "OutboxItem",

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from kamstrup382.storage.power_records import LivePower, PowerMinute
 from kamstrup382.storage.records import (
+    AnyReading,
     AttemptRecord,
     ConsumptionRow,
     FailureRecord,
@@ -99,7 +100,7 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def record(
         self,
-        readings: Sequence[ReadingRecord],
+        readings: Sequence[AnyReading],
         failures: Sequence[FailureRecord] = (),
         *,
         outbox: Sequence[str] | bool = (),

@@ -26,7 +26,7 @@ from kamstrup382.errors import StorageError
 from kamstrup382.storage.base import outbox_names
 from kamstrup382.storage.columns import REGISTER_COLUMNS, aware
 from kamstrup382.storage.dialect import POSTGRES
-from kamstrup382.storage.records import FailureRecord, ReadingRecord
+from kamstrup382.storage.records import AnyReading, FailureRecord
 from kamstrup382.storage.sql import FAILURE_COLUMNS, READING_COLUMNS, SqlStorage
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStorage"]
@@ -331,7 +331,7 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
     # -- writing ---------------------------------------------------------------------------------
     def record(
         self,
-        readings: Sequence[ReadingRecord],
+        readings: Sequence[AnyReading],
         failures: Sequence[FailureRecord] = (),
         *,
         outbox: Sequence[str] | bool = (),

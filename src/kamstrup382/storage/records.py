@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 
 from kamstrup382.protocol import MeterValues
 
 __all__ = [
     "MISSED",
+    "AnyReading",
     "AttemptRecord",
     "ConsumptionRow",
     "FailureRecord",
+    "KmpReadingRecord",
     "MeterStatus",
     "ReadingRecord",
 ]
@@ -34,6 +38,8 @@ class ReadingRecord:
     382 (``685-382-OK-15``), else ``None``. ``raw`` is the whole reply, 7-bit, for audit.
     """
 
+    protocol: ClassVar[str] = "iec"
+
     meter: str
     slot: datetime
     read_at: datetime
@@ -45,6 +51,39 @@ class ReadingRecord:
     answer_delay: float
     duration: float
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class KmpReadingRecord:
+    """A successful KMP readout as stored (382J, 382Jx3, 382Lx7, 382M: :mod:`kamstrup382.
+    protocol.kmp`).
+
+    ``slot``/``read_at`` as for :class:`ReadingRecord`. ``values``: the registers the meter
+    answered, by their name in :data:`~kamstrup382.protocol.kmp.KMP_REGISTER_BY_NAME`, each in
+    that register's unit (``energy`` in kWh, ``power`` in W, ...), converted exactly from the
+    unit byte of the reply (a register sent in a unit of another quantity is refused, never
+    stored); a register the meter left out is absent. ``meter_type`` and
+    ``software_revision`` (``A1``) are the meter's GetType answer, ``serial`` its GetSerialNo
+    answer. ``exchanges``: the requests of the readout; ``attempts``: the exchanges tried,
+    retries included. (Not hashable: ``values`` is a mapping.)
+    """
+
+    protocol: ClassVar[str] = "kmp"
+
+    meter: str
+    slot: datetime
+    read_at: datetime
+    meter_type: int
+    software_revision: str
+    serial: int
+    values: Mapping[str, Decimal]
+    duration: float
+    exchanges: int
+    attempts: int
+
+
+#: A stored reading of either protocol: mode A (:class:`ReadingRecord`) or KMP.
+AnyReading = ReadingRecord | KmpReadingRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from kamstrup382.storage.columns import (
 from kamstrup382.storage.dialect import Dialect
 from kamstrup382.storage.power_table import PowerTable
 from kamstrup382.storage.records import (
+    AnyReading,
     AttemptRecord,
     ConsumptionRow,
     FailureRecord,
@@ -186,11 +187,14 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         )
 
     def rows(
-        self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]
+        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The rows of a batch to record; :class:`StorageError` for a malformed record."""
+        mode_a = [r for r in readings if isinstance(r, ReadingRecord)]
+        if len(mode_a) != len(readings):
+            raise StorageError("KMP readings cannot be stored yet (schema version 10)")
         try:
-            return [self.reading_row(r) for r in readings], [self.failure_row(f) for f in failures]
+            return [self.reading_row(r) for r in mode_a], [self.failure_row(f) for f in failures]
         except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
             raise StorageError(f"cannot store a malformed record: {exc}") from exc
 

@@ -43,7 +43,7 @@ from kamstrup382.storage.base import outbox_names
 from kamstrup382.storage.columns import to_micros
 from kamstrup382.storage.dialect import SQLITE
 from kamstrup382.storage.files import create_private_file, make_private_dir
-from kamstrup382.storage.records import FailureRecord, ReadingRecord
+from kamstrup382.storage.records import AnyReading, FailureRecord
 from kamstrup382.storage.sql import FAILURE_COLUMNS, READING_COLUMNS, SqlStorage
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
@@ -386,7 +386,7 @@ class SqliteStorage(SqlStorage[sqlite3.Connection]):
     # -- writing ---------------------------------------------------------------------------------
     def record(
         self,
-        readings: Sequence[ReadingRecord],
+        readings: Sequence[AnyReading],
         failures: Sequence[FailureRecord] = (),
         *,
         outbox: Sequence[str] | bool = (),

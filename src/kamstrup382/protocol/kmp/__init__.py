@@ -48,7 +48,7 @@ from kamstrup382.protocol.kmp.registers import (
     KmpRegister,
     register_name,
 )
-from kamstrup382.protocol.kmp.units import UNITS, unit_name
+from kamstrup382.protocol.kmp.units import UNITS, convert, unit_name
 from kamstrup382.protocol.kmp.values import decode_value, encode_value
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "RegisterValue",
     "SerialNoReply",
     "TypeReply",
+    "convert",
     "crc16",
     "decode_capture",
     "decode_frames",

@@ -9,9 +9,10 @@ is what counts, never the register table's expectation.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from types import MappingProxyType
 
-__all__ = ["UNITS", "unit_name"]
+__all__ = ["UNITS", "convert", "unit_name"]
 
 UNITS = MappingProxyType(
     {
@@ -87,3 +88,38 @@ UNITS = MappingProxyType(
 def unit_name(code: int) -> str:
     """The unit a code stands for (``""``: a plain number); ``unit <code>`` if unknown."""
     return UNITS.get(code, f"unit {code}")
+
+
+#: Units one register may be sent in, by the power of ten each is of its family's base unit:
+#: energy in Wh, power in W, voltage in V, current in A.
+_SCALES = MappingProxyType(
+    {
+        "Wh": ("Wh", 0),
+        "kWh": ("Wh", 3),
+        "MWh": ("Wh", 6),
+        "GWh": ("Wh", 9),
+        "W": ("W", 0),
+        "kW": ("W", 3),
+        "MW": ("W", 6),
+        "GW": ("W", 9),
+        "V": ("V", 0),
+        "kV": ("V", 3),
+        "A": ("A", 0),
+        "kA": ("A", 3),
+    }
+)
+
+
+def convert(value: Decimal, unit: str, to: str) -> Decimal | None:
+    """``value`` in ``unit`` expressed exactly in ``to`` (``1500 Wh`` -> ``1.500 kWh``: a
+    power of ten, no digit lost); ``None`` where the two are not the same quantity (a register
+    sent in GJ where kWh was expected)."""
+    if unit == to:
+        return value
+    source, target = _SCALES.get(unit), _SCALES.get(to)
+    if source is None or target is None or source[0] != target[0]:
+        return None
+    scaled = value.scaleb(source[1] - target[1])
+    # 2.4 kW is 2400 W, not 2.4E+3 W: a whole number is written out
+    exponent = scaled.as_tuple().exponent
+    return scaled.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else scaled
