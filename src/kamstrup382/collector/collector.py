@@ -51,11 +51,14 @@ from kamstrup382.collector.config import Config, MeterConfig
 from kamstrup382.collector.cycle import CycleResult, Result, SlotState
 from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
 from kamstrup382.collector.history import History
+from kamstrup382.collector.kmp_history import KmpHistory
 from kamstrup382.collector.leases import Leases
-from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.pool import MeterReader, ReaderPool
+from kamstrup382.collector.protocols import ProtocolFinder
 from kamstrup382.collector.pulse_inputs import PulseInputs
 from kamstrup382.collector.records import (
     failure_record,
+    kmp_reading_record,
     missed_message,
     missed_record,
     reading_record,
@@ -69,7 +72,18 @@ from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
-from kamstrup382.storage import LivePower, PowerMinute, ReadingRecord, Storage
+from kamstrup382.reader.aio import Gate
+from kamstrup382.reader.kmp_aio import AsyncKmpReader
+from kamstrup382.reader.kmp_reading import KmpReading
+from kamstrup382.storage import (
+    AnyReading,
+    FailureRecord,
+    KmpReadingRecord,
+    LivePower,
+    PowerMinute,
+    ReadingRecord,
+    Storage,
+)
 from kamstrup382.storage.url import spill_path
 
 __all__ = ["Collector", "CycleResult"]
@@ -112,8 +126,11 @@ class Collector:
         self.pool = ReaderPool(
             config.meters, keep_connected=settings.keep_connected and not self.shares_meters
         )
-        #: Per meter: the last reading accepted, which the next one must follow.
+        #: Per meter: the last reading accepted, which the next one must follow (mode A, KMP).
         self.history = History()
+        self.kmp_history = KmpHistory()
+        #: What ``protocol = "auto"`` meters were found to speak.
+        self.protocols = ProtocolFinder()
         self._locks: dict[str, asyncio.Lock] = {}
         #: Where results the storage refuses go (see :mod:`.spill`).
         self.spill = SpillJournal(spill_path(storage.url, config.storage.spill_dir))
@@ -200,8 +217,11 @@ class Collector:
                 exc,
             )
             return
-        self.history.load(stored.values())
-        self.pool.load_hints({name: record.bcc_algorithm for name, record in stored.items()})
+        records: dict[str, AnyReading] = dict(stored)
+        mode_a = {n: r for n, r in records.items() if isinstance(r, ReadingRecord)}
+        self.history.load(mode_a.values())
+        self.kmp_history.load(r for r in records.values() if isinstance(r, KmpReadingRecord))
+        self.pool.load_hints({name: record.bcc_algorithm for name, record in mode_a.items()})
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
@@ -327,6 +347,8 @@ class Collector:
         self.config = replace(self.config, meters=config.meters)
         self.pool.update(config.meters)
         self.history.forget(change.removed)
+        self.kmp_history.forget(change.removed)
+        self.protocols.forget([*change.removed, *change.changed])
         if change.added and self._writer is not None:
             await self._load_history_of([m.name for m in change.added])
         for output in self.outputs:
@@ -491,7 +513,7 @@ class Collector:
                     return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
-            if isinstance(result, ReadingRecord):
+            if not isinstance(result, FailureRecord):
                 self.pulse_inputs.readout(result)
             state.results.append(result)
             self._writer.put(result)
@@ -513,7 +535,7 @@ class Collector:
         mono_start = time.monotonic()
         timed: TimedGate | None = None
 
-        def read_at(reading: Reading) -> datetime:
+        def read_at(reading: Reading | KmpReading) -> datetime:
             # on a given (virtual) clock: when the readout began on that clock
             if self._wall_clock:
                 return reading.requested_at
@@ -521,15 +543,15 @@ class Collector:
                 return timed.opened_at
             return clock_start
 
-        judge = self.history.judge(meter.name, read_at)
         try:
-            async with self.pool.reader(meter) as reader:
+            kmp = await self.protocols.settings(meter)
+            async with self.pool.reader(meter, kmp) as reader:
                 await self.pool.connect(reader)
                 if start_at is not None and start_at > self.clock.now():
                     timed = self._gates.at(start_at, stop)
                 try:
-                    reading = await reader.read(
-                        gate=timed.gate if timed is not None else None, accept=judge
+                    return await self._readout(
+                        meter, slot, reader, timed.gate if timed is not None else None, read_at
                     )
                 except GateClosed:
                     return None
@@ -543,10 +565,29 @@ class Collector:
                     self.pool.remember(meter.name, reader)
                     if timed is not None and timed.opened_at is not None:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
-            assert judge.accepted is not None  # the reader returns only what it accepted
-            self.history.accepted(meter.name, judge.accepted)
-            accepted = judge.accepted
-            return reading_record(meter.name, slot, reading, accepted.at, accepted.values)
         except (Kamstrup382Error, OSError) as exc:
             duration = time.monotonic() - mono_start
             return failure_record(meter.name, slot, exc, self.clock.now(), duration)
+
+    async def _readout(
+        self,
+        meter: MeterConfig,
+        slot: datetime,
+        reader: MeterReader,
+        gate: Gate | None,
+        read_at: Callable[[Reading | KmpReading], datetime],
+    ) -> AnyReading:
+        """One readout of ``meter`` on ``reader``, judged against its history: the record of
+        the reading accepted (the reader returns only what its judge accepted)."""
+        if isinstance(reader, AsyncKmpReader):
+            kmp_judge = self.kmp_history.judge(meter.name, read_at)
+            kmp_reading = await reader.read(gate=gate, accept=kmp_judge)
+            assert kmp_judge.accepted is not None
+            self.kmp_history.accepted(meter.name, kmp_judge.accepted)
+            return kmp_reading_record(meter.name, slot, kmp_reading, kmp_judge.accepted)
+        judge = self.history.judge(meter.name, read_at)
+        reading = await reader.read(gate=gate, accept=judge)
+        assert judge.accepted is not None
+        self.history.accepted(meter.name, judge.accepted)
+        accepted = judge.accepted
+        return reading_record(meter.name, slot, reading, accepted.at, accepted.values)
