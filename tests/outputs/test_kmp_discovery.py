@@ -178,3 +178,13 @@ def test_a_kmp_meter_and_a_mode_a_meter_are_distinct_devices_and_keep_them_on_re
 def test_the_device_id_spells_the_meter_type_in_four_hex_digits(meter_type: int) -> None:
     facts = device_facts(kmp_reading(meter_type=meter_type, serial=12))
     assert device_id(facts) == f"kamstrup382_kmp_{meter_type:04x}_12"
+
+
+def test_an_auto_meter_has_no_registers_until_its_first_reading_says_which() -> None:
+    auto = MeterSetup("flat", protocol="auto", kmp_registers=("energy", "power"))
+    config = device_config(auto, device_facts(None), "kamstrup382_flat", TOPICS)
+    assert list(config["cmps"]) == STATUS
+    as_kmp = device_config(auto, device_facts(kmp_reading()), FLAT, TOPICS)
+    assert list(as_kmp["cmps"]) == ["energy", "power", *STATUS]
+    as_mode_a = device_config(auto, device_facts(reading("flat")), "x", TOPICS)
+    assert "tariff_1" in as_mode_a["cmps"] and "power" not in as_mode_a["cmps"]

@@ -524,7 +524,8 @@ def device_config(
     last month's peak, and a device announced before its first reading loses the components
     it does not have. A KMP meter (its readings say so, or ``protocol = "kmp"``) has
     :data:`KMP_ENTITIES`, of its registers those it is configured to read (else those its
-    newest reading carried)."""
+    newest reading carried). A ``protocol = "auto"`` meter announced before its first reading
+    (a ``unique_id``) has its status entities only."""
     expiry = expire_after(setup.interval)
     kmp = facts.kmp or (setup.protocol == "kmp" and facts.customer_number is None)
     registers: frozenset[str]
@@ -534,6 +535,8 @@ def device_config(
     else:
         names = (dialect_of_stored(facts.identification) or KAMSTRUP_382).names
         registers = frozenset(REGISTER_BY_NAME)
+        if setup.protocol == "auto" and facts.customer_number is None:
+            names = frozenset()  # mode A or KMP: its first reading tells; no registers until
     chosen = (KMP_ENTITIES if kmp else ENTITIES) if entities is None else entities
     kept = (e for e in chosen if e.key not in registers or e.key in names)
     every = (*kept, *setup.entities)
