@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ import pytest
 from kamstrup382.errors import StorageError
 from kamstrup382.outputs.discovery import MeterSetup, state_json
 from kamstrup382.outputs.mqtt import MqttOutput
+from kamstrup382.outputs.mqtt_settings import MqttSettings
+from kamstrup382.outputs.power import PowerMqttOutput
 from kamstrup382.protocol.kmp import KMP_382_REGISTERS
+from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.storage import AnyReading, FailureRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
@@ -178,3 +182,25 @@ async def test_after_migration_10_a_removed_kmp_meter_is_cleared_as_a_ghost(
         await output.stop()
     assert [m.payload for m in watcher.on("kamstrup382/flat/state")][-1] == b""
     assert watcher.on(HOUSE_CONFIG)[-1].payload != b""
+
+
+async def test_a_kmp_meters_pulse_power_joins_its_kmp_device(mosquitto: MosquittoBroker) -> None:
+    """A KMP meter with a pulse input: its Power sensor names the device its KMP readings
+    identify (meter type and serial), as a mode A meter's names its type and customer number."""
+    settings = MqttSettings.parse({"url": mosquitto.url, "client_id": "k382-power-kmp-test"})
+    output = PowerMqttOutput(settings, {})
+    config = "homeassistant/sensor/kamstrup382_flat/power/config"
+    now = datetime.now(UTC)
+    update = PowerUpdate(
+        meter="flat", at=now, watts=2400.0, bounded=False, energy_kwh=Decimal("1234.5"),
+        pulses=3, rejected=0, missed=0, drift_kwh=None, pulse_at=now, connected=True,
+        report=True,
+    )  # fmt: skip
+    async with Watcher(mosquitto.host, mosquitto.port, ["homeassistant/#"]) as watcher:
+        await output.publish([kmp_reading("flat", 0)], [])
+        output.power(update)
+        (message,) = await watcher.wait_count(config, 1)
+        await output.stop()
+    device = message.json()["device"]
+    assert device["identifiers"] == [FLAT]
+    assert (device["model"], device["serial_number"]) == ("382 (KMP, meter type 0x0382)", "54042")
