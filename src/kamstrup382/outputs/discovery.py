@@ -15,7 +15,9 @@ A meter's device id is the meter's own identity, not its configured name (which 
 name shown): see :func:`device_id`. Its components are built from data: the register table
 (:data:`REGISTERS`: unit, decimals) with the outputs' descriptions
 (:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT`), and the status entities
-(:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_STATUS`), each declared once. Every
+(:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_STATUS`), each declared once; a KMP
+meter's from the KMP register table with
+:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_KMP` (:data:`KMP_ENTITIES`). Every
 value template comes from :func:`value_template`.
 """
 
