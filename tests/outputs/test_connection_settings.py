@@ -69,3 +69,6 @@ def test_tls_files_and_switch(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         client_context("t", str(pem))
     assert caught.value.key == "t.ca_file"
+    with pytest.raises(ConfigError) as caught:  # the SSL error does not say "cert"
+        client_context("t", None, str(pem), str(pem))
+    assert caught.value.key == "t.certfile"

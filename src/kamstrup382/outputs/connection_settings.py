@@ -119,12 +119,15 @@ def client_context(
 ) -> ssl.SSLContext:
     """A client's TLS context trusting ``ca_file`` (default: the system's CAs), presenting
     ``certfile`` with ``keyfile`` if given; a file it cannot load raises
-    :class:`ConfigError` naming ``table.certfile`` or ``table.ca_file``."""
+    :class:`ConfigError` naming ``table.ca_file``, or ``table.certfile`` for the certificate
+    and its key."""
     try:
         context = ssl.create_default_context(cafile=ca_file)
-        if certfile is not None:
-            context.load_cert_chain(certfile, keyfile)
     except (OSError, ssl.SSLError) as exc:
-        key = "certfile" if certfile and "cert" in str(exc).lower() else "ca_file"
-        raise ConfigError(f"{table}.{key}", f"cannot load for TLS: {exc}") from exc
+        raise ConfigError(f"{table}.ca_file", f"cannot load for TLS: {exc}") from exc
+    if certfile is not None:
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{table}.certfile", f"cannot load for TLS: {exc}") from exc
     return context
