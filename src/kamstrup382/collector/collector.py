@@ -200,8 +200,9 @@ class Collector:
                 exc,
             )
             return
-        self.history.load(stored.values())
-        self.pool.load_hints({name: record.bcc_algorithm for name, record in stored.items()})
+        mode_a = {name: r for name, r in stored.items() if isinstance(r, ReadingRecord)}
+        self.history.load(mode_a.values())  # KMP: not yet
+        self.pool.load_hints({name: record.bcc_algorithm for name, record in mode_a.items()})
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close

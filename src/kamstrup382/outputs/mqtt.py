@@ -72,6 +72,7 @@ from kamstrup382.storage import (
     AnyReading,
     FailureRecord,
     OutboxItem,
+    ReadingRecord,
     Storage,
 )
 
@@ -287,7 +288,7 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
                 self._available[status.meter] = ONLINE if ok else OFFLINE
         for meter in list(self._meters):
             latest = storage.latest(meter)
-            if latest is not None:
+            if isinstance(latest, ReadingRecord):  # KMP: not yet
                 self._devices.update(meter, device_facts(latest))
                 self._read_at[meter] = max(self._read_at.get(meter, latest.read_at), latest.read_at)
 
@@ -466,6 +467,8 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
         s = self.settings
         changed: dict[str, DeviceFacts] = {}
         for _, record in items:
+            if not isinstance(record, ReadingRecord):  # KMP: not yet
+                continue
             facts = device_facts(record)
             if self._announced.get(record.meter) != facts:
                 changed[record.meter] = facts
@@ -481,6 +484,9 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
             self._announced[meter] = facts
         ends: list[tuple[int, int]] = []  # (outbox id, index of its state message)
         for outbox_id, record in items:
+            if not isinstance(record, ReadingRecord):  # KMP: not yet; done with what is before
+                ends.append((outbox_id, len(messages) - 1))
+                continue
             meter = record.meter
             ends.append((outbox_id, len(messages)))
             messages.append(_Message(self.topics.state(meter), state_json(record), s.qos, s.retain))

@@ -158,7 +158,7 @@ class PowerMqttOutput(Output):
                 record = await asyncio.to_thread(self._storage.latest, meter)
             except Exception:  # the facts fill in with the next reading
                 log.debug("mqtt power: no stored reading of %s", meter, exc_info=True)
-        return device_facts(record)
+        return device_facts(record if isinstance(record, ReadingRecord) else None)  # KMP: not yet
 
     def _client(self, tls: ssl.SSLContext | None) -> aiomqtt.Client:
         s = self.settings
