@@ -17,7 +17,6 @@ from kamstrup382.storage.rows import KMP_REGISTER_COLUMNS
 from kamstrup382.storage.url import open_storage
 from tests.storage.samples import START, STEP, failure, kmp_reading, reading
 
-
 LONG = timedelta(minutes=5)
 
 
@@ -26,7 +25,7 @@ def _digits(record: KmpReadingRecord) -> dict[str, str]:
 
 
 def test_the_table_has_a_column_for_every_register_of_the_382_set() -> None:
-    assert KMP_REGISTER_COLUMNS == tuple(r.name for r in KMP_382_REGISTERS)
+    assert tuple(r.name for r in KMP_382_REGISTERS) == KMP_REGISTER_COLUMNS
 
 
 def test_a_kmp_reading_comes_back_exactly_with_its_absent_registers_absent(

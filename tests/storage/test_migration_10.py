@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 
-from kamstrup382.storage import ReadingRecord
 from kamstrup382.storage.postgres import PostgresStorage
 from kamstrup382.storage.sqlite import SqliteStorage
 from kamstrup382.storage.url import open_storage, sqlite_path
