@@ -88,6 +88,10 @@ def encode_record(record: Record) -> str:
 
 def _decode(value: object, hint: object) -> object:
     """``value`` read back as the type ``hint`` of its field."""
+    if hint == _KMP_VALUES:
+        if not isinstance(value, dict):
+            raise ValueError("expected an object")
+        return {_text(name): _exact(v) for name, v in value.items()}
     args = typing.get_args(hint)
     if value is None and type(None) in args:
         return None
@@ -112,10 +116,6 @@ def _decode(value: object, hint: object) -> object:
             for name, v in value.items()
         }
         return MeterValues(**registers)
-    if hint == _KMP_VALUES:
-        if not isinstance(value, dict):
-            raise ValueError("values: expected an object")
-        return {_text(name): _exact(v) for name, v in value.items()}
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
