@@ -214,3 +214,12 @@ def test_a_kmp_reading_ends_its_lease_like_a_mode_a_reading(postgres_db_url: str
         a.record([kmp_reading("loft", 0)])
         assert b.claim("b", ["loft"], START, LONG) == []
         assert b.claim("b", ["loft"], START + STEP, LONG) == ["loft"]
+
+
+def test_a_large_batch_of_kmp_readings_is_one_transaction(storage: Storage) -> None:
+    batch = [kmp_reading(f"m{i % 97:02d}", i // 97) for i in range(1000)]  # 256-row statements
+    assert storage.record(batch, outbox=("mqtt",)) == 1000
+    assert storage.record(batch, outbox=("mqtt",)) == 0
+    assert storage.outbox_backlog("mqtt")[0] == 1000
+    assert sum(1 for _ in storage.readings()) == 1000
+    assert [r for _, r in storage.outbox_pending(1000)] == batch  # queued in the order given
