@@ -1,7 +1,7 @@
 """The PostgreSQL backend (psycopg 3): shared by many collectors, with leases.
 
-Registers are ``NUMERIC(digits + decimals, decimals)``, times ``timestamptz``, the raw
-telegram ``bytea``. Writes are one transaction per :meth:`PostgresStorage.record`, sent as
+Registers are ``NUMERIC(digits + decimals, decimals)`` (a KMP reading's ``NUMERIC`` without a
+scale: the meter's digits), times ``timestamptz``, the raw telegram ``bytea``. Writes are one transaction per :meth:`PostgresStorage.record`, sent as
 arrays (``unnest``) in one statement per table, idempotent with ``ON CONFLICT DO NOTHING``.
 
 Threads: one connection for writes and short queries, serialised by a lock; every streamed read

@@ -23,7 +23,8 @@ serialised by a lock; every streamed read (:meth:`readings`, :meth:`consumption`
 snapshot without blocking the writer, and closes it when the iterator ends or is closed.
 
 Columns: see :mod:`kamstrup382.storage.columns` (registers as exact integers in units of their
-last digit, times as microseconds since the epoch UTC). The queries shared with PostgreSQL are
+last digit, times as microseconds since the epoch UTC) and :mod:`kamstrup382.storage.rows`
+(a KMP reading's registers as the text of their digits). The queries shared with PostgreSQL are
 in :mod:`kamstrup382.storage.sql`; this module keeps the file, its connections, the schema's
 SQLite types and the multi-row inserts of a batch.
 """
