@@ -1,12 +1,16 @@
 """KMP readings in the spill journal: exact round trips (the meter's digits), replay into either
 backend beside mode A readings and failures (and into the outbox), a torn last line skipped, a
-line with a value that is not a finite number kept aside."""
+line with a value that is not a finite number kept aside; the writer spilling KMP readings a
+full database refused."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,9 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kamstrup382.collector.spill import SpillJournal, decode_line, encode_record
+from kamstrup382.collector.writer import BatchWriter
+from kamstrup382.errors import StorageError
 from kamstrup382.protocol.kmp import KMP_382_REGISTERS
 from kamstrup382.storage import KmpReadingRecord
 from kamstrup382.storage.url import open_storage
+from tests.storage.full import FILLER, full_sqlite
 from tests.storage.samples import failure, kmp_reading, reading
 
 LOGGER = "kamstrup382.collector"
@@ -86,3 +93,36 @@ def test_a_torn_kmp_line_is_skipped_and_a_bad_value_is_kept_aside(
     assert f"torn last line 4 ({len(torn)} bytes" in torn_line
     rejected = journal.path.with_name("spill.jsonl.rejected").read_bytes()
     assert rejected == json.dumps(bad).encode("ascii") + b"\n"
+
+
+async def test_the_writer_spills_kmp_readings_a_full_database_refused(tmp_path: Path) -> None:
+    journal = SpillJournal(tmp_path / "spill.jsonl")
+    records = [kmp_reading("flat", 0), failure("flat", 1), kmp_reading("flat", 2)]
+    with (
+        ThreadPoolExecutor(max_workers=1) as executor,
+        open_storage(full_sqlite(tmp_path / "r.sqlite")) as storage,
+    ):
+        for index in range(1000):  # the KMP table full too (its first page had room)
+            try:
+                storage.record([kmp_reading(FILLER, index)])
+            except StorageError:
+                break
+        writer = BatchWriter(
+            storage, [], executor, batch_size=2, retry_delay=0.01, retries=1, spill=journal
+        )
+        writer.start()
+        for record in records:
+            writer.put(record)
+        await asyncio.wait_for(writer.close(), 20.0)
+    assert (writer.stored, writer.spilled, writer.spilled_readings) == (0, 3, 2)
+    with sqlite3.connect(tmp_path / "r.sqlite") as conn:  # room again
+        conn.execute("DELETE FROM readings WHERE meter = ?", (FILLER,))
+        conn.execute("DELETE FROM kmp_readings WHERE meter = ?", (FILLER,))
+    conn.close()
+    with open_storage(f"sqlite:///{tmp_path / 'r.sqlite'}") as storage:
+        assert journal.replay(storage) == 3
+        assert list(storage.readings("flat")) == [records[0], records[2]]
+        assert [_digits(r) for r in storage.readings("flat")] == [
+            _digits(records[0]),
+            _digits(records[2]),
+        ]
