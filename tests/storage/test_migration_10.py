@@ -8,6 +8,7 @@ import sqlite3
 from typing import Any
 
 import psycopg
+import pytest
 
 from kamstrup382.storage.postgres import PostgresStorage
 from kamstrup382.storage.sqlite import SqliteStorage
@@ -65,3 +66,16 @@ def test_a_version_9_database_keeps_everything_through_migration_10(storage_url:
         items = storage.outbox_pending(100, output="mqtt")
         assert items[-1][1] == kmp_reading("flat", 0)
         assert items[-1][0] > max(gone_ids)
+
+
+def test_an_outbox_entry_points_at_exactly_one_reading(storage_url: str) -> None:
+    with open_storage(storage_url) as storage:
+        storage.record([reading("house", 0)])
+        storage.record([kmp_reading("flat", 0)])
+    for ids in ("NULL, NULL", "1, 1"):
+        query = (
+            "INSERT INTO outbox (reading_id, kmp_reading_id, meter, output) "
+            f"VALUES ({ids}, 'x', 'mqtt')"
+        )
+        with pytest.raises((sqlite3.IntegrityError, psycopg.errors.CheckViolation)):
+            _sql(storage_url, query)
