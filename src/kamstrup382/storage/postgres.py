@@ -1,8 +1,9 @@
 """The PostgreSQL backend (psycopg 3): shared by many collectors, with leases.
 
 Registers are ``NUMERIC(digits + decimals, decimals)`` (a KMP reading's ``NUMERIC`` without a
-scale: the meter's digits), times ``timestamptz``, the raw telegram ``bytea``. Writes are one transaction per :meth:`PostgresStorage.record`, sent as
-arrays (``unnest``) in one statement per table, idempotent with ``ON CONFLICT DO NOTHING``.
+scale: the meter's digits), times ``timestamptz``, the raw telegram ``bytea``. Writes are one
+transaction per :meth:`PostgresStorage.record`, sent as arrays (``unnest``) in one statement
+per table, idempotent with ``ON CONFLICT DO NOTHING``.
 
 Threads: one connection for writes and short queries, serialised by a lock; every streamed read
 opens a connection of its own and reads through a server-side cursor (constant memory),
