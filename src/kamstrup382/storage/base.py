@@ -243,7 +243,9 @@ class Storage(abc.ABC):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[ConsumptionRow]:
-        """Consumption between consecutive readings, across register wrap, streamed."""
+        """Consumption between consecutive readings, across register wrap, streamed (a KMP
+        meter's from its ``energy`` register, its tariffs ``None``: see
+        :func:`~kamstrup382.storage.columns.consumption_rows`)."""
 
     @abc.abstractmethod
     def failures(
@@ -266,7 +268,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def status(self) -> list[MeterStatus]:
-        """Per meter: last success, last error, success counts."""
+        """Per meter: last success, last error, success counts (KMP readings are successes)."""
 
     # -- leases: which collector reads which meter in a slot ---------------------------------
     #
