@@ -11,7 +11,7 @@ import pytest
 
 from kamstrup382.collector.kmp_config import KmpSettings, MeterProtocol
 from kamstrup382.collector.pool import ReaderPool
-from kamstrup382.collector.protocols import ProtocolFinder
+from kamstrup382.collector.protocols import Found, ProtocolFinder, stored
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_server import KmpEmulatorThread
 from kamstrup382.errors import ReadTimeout
@@ -21,7 +21,12 @@ from tests.collector.conftest import make_config
 
 
 async def test_nothing_answering_fails_and_is_tried_again(tmp_path: Path) -> None:
-    finder = ProtocolFinder()
+    told: list[tuple[str, Found]] = []
+
+    async def on_found(meter: str, found: Found) -> None:
+        told.append((meter, found))
+
+    finder = ProtocolFinder(on_found)
     with KmpEmulatorThread(1, faults=KmpFaults.parse("silent=1")) as emulator:
         config = make_config(
             f"sqlite:///{tmp_path / 'r.sqlite'}",
@@ -34,11 +39,16 @@ async def test_nothing_answering_fails_and_is_tried_again(tmp_path: Path) -> Non
         assert "auto: no meter answered" in str(caught.value)
         assert "IEC 61107 mode A 300 7E1: timeout" in str(caught.value)
         assert finder.found(m.name) is None  # the next readout detects again
-        assert finder.take_new() == {}
+        assert told == []
 
 
 async def test_found_once_kept_and_forgotten(tmp_path: Path) -> None:
-    finder = ProtocolFinder()
+    told: list[tuple[str, Found]] = []
+
+    async def on_found(meter: str, found: Found) -> None:
+        told.append((meter, found))
+
+    finder = ProtocolFinder(on_found)
     with KmpEmulatorThread(1) as emulator:
         config = make_config(
             f"sqlite:///{tmp_path / 'r.sqlite'}",
@@ -50,12 +60,15 @@ async def test_found_once_kept_and_forgotten(tmp_path: Path) -> None:
         requests = len(emulator.log(0))
     assert both[0] == both[1] == KmpSettings(baud=9600, stop_bits=1, registers=("energy",))
     assert requests == 1  # one GetType: the two readouts did not both detect
-    assert finder.take_new() == {m.name: ("kmp", (9600, 1))}
-    assert finder.take_new() == {}
+    assert told == [(m.name, ("kmp", (9600, 1)))]  # told once, to be stored
+    assert stored(told[0][1]) == ("kmp", 9600)
     finder.forget([m.name])
     assert finder.found(m.name) is None
     finder.load({m.name: ("iec", None)})
     assert await finder.settings(m) is None  # mode A, as stored
+    finder.load({m.name: ("kmp", 1200), "other": ("xyz", 1)})  # MULTICAL's line; unknown: none
+    assert finder.found(m.name) == ("kmp", (1200, 2)) and finder.found("other") is None
+    assert len(told) == 1
 
 
 async def test_the_pool_gives_each_protocol_its_reader(tmp_path: Path) -> None:

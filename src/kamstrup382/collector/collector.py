@@ -37,6 +37,7 @@ the times stored (``read_at``, ``failed_at``); ``time.monotonic`` for durations 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -51,17 +52,17 @@ from kamstrup382.collector.config import Config, MeterConfig
 from kamstrup382.collector.cycle import CycleResult, Result, SlotState
 from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
 from kamstrup382.collector.history import History
+from kamstrup382.collector.kmp_config import MeterProtocol
 from kamstrup382.collector.kmp_history import KmpHistory
 from kamstrup382.collector.leases import Leases
-from kamstrup382.collector.pool import MeterReader, ReaderPool
-from kamstrup382.collector.protocols import ProtocolFinder
+from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.protocols import Found, ProtocolFinder, stored
 from kamstrup382.collector.pulse_inputs import PulseInputs
+from kamstrup382.collector.readout import judged_readout
 from kamstrup382.collector.records import (
     failure_record,
-    kmp_reading_record,
     missed_message,
     missed_record,
-    reading_record,
 )
 from kamstrup382.collector.reload import ConfigChange, compare
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
@@ -72,8 +73,6 @@ from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
-from kamstrup382.reader.aio import Gate
-from kamstrup382.reader.kmp_aio import AsyncKmpReader
 from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.storage import (
     AnyReading,
@@ -129,8 +128,8 @@ class Collector:
         #: Per meter: the last reading accepted, which the next one must follow (mode A, KMP).
         self.history = History()
         self.kmp_history = KmpHistory()
-        #: What ``protocol = "auto"`` meters were found to speak.
-        self.protocols = ProtocolFinder()
+        #: What ``protocol = "auto"`` meters were found to speak (kept in the storage).
+        self.protocols = ProtocolFinder(self._remember_protocol)
         self._locks: dict[str, asyncio.Lock] = {}
         #: Where results the storage refuses go (see :mod:`.spill`).
         self.spill = SpillJournal(spill_path(storage.url, config.storage.spill_dir))
@@ -217,11 +216,22 @@ class Collector:
                 exc,
             )
             return
+        auto = [m.name for m in self.config.meters if m.protocol is MeterProtocol.AUTO]
+        if auto := [name for name in auto if name in names]:
+            with contextlib.suppress(Kamstrup382Error):  # else detected again
+                self.protocols.load(await self._writer.call(self.storage.known_protocols, auto))
         records: dict[str, AnyReading] = dict(stored)
         mode_a = {n: r for n, r in records.items() if isinstance(r, ReadingRecord)}
         self.history.load(mode_a.values())
         self.kmp_history.load(r for r in records.values() if isinstance(r, KmpReadingRecord))
         self.pool.load_hints({name: record.bcc_algorithm for name, record in mode_a.items()})
+
+    async def _remember_protocol(self, meter: str, found: Found) -> None:
+        if self._writer is not None:
+            try:
+                await self._writer.call(self.storage.remember_protocol, meter, *stored(found))
+            except Kamstrup382Error as exc:
+                log.warning("meter %s: what auto found was not stored: %s", meter, exc)
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
@@ -550,8 +560,15 @@ class Collector:
                 if start_at is not None and start_at > self.clock.now():
                     timed = self._gates.at(start_at, stop)
                 try:
-                    return await self._readout(
-                        meter, slot, reader, timed.gate if timed is not None else None, read_at
+                    gate = timed.gate if timed is not None else None
+                    return await judged_readout(
+                        meter.name,
+                        slot,
+                        reader,
+                        gate=gate,
+                        read_at=read_at,
+                        history=self.history,
+                        kmp_history=self.kmp_history,
                     )
                 except GateClosed:
                     return None
@@ -568,26 +585,3 @@ class Collector:
         except (Kamstrup382Error, OSError) as exc:
             duration = time.monotonic() - mono_start
             return failure_record(meter.name, slot, exc, self.clock.now(), duration)
-
-    async def _readout(
-        self,
-        meter: MeterConfig,
-        slot: datetime,
-        reader: MeterReader,
-        gate: Gate | None,
-        read_at: Callable[[Reading | KmpReading], datetime],
-    ) -> AnyReading:
-        """One readout of ``meter`` on ``reader``, judged against its history: the record of
-        the reading accepted (the reader returns only what its judge accepted)."""
-        if isinstance(reader, AsyncKmpReader):
-            kmp_judge = self.kmp_history.judge(meter.name, read_at)
-            kmp_reading = await reader.read(gate=gate, accept=kmp_judge)
-            assert kmp_judge.accepted is not None
-            self.kmp_history.accepted(meter.name, kmp_judge.accepted)
-            return kmp_reading_record(meter.name, slot, kmp_reading, kmp_judge.accepted)
-        judge = self.history.judge(meter.name, read_at)
-        reading = await reader.read(gate=gate, accept=judge)
-        assert judge.accepted is not None
-        self.history.accepted(meter.name, judge.accepted)
-        accepted = judge.accepted
-        return reading_record(meter.name, slot, reading, accepted.at, accepted.values)

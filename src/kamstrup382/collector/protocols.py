@@ -14,47 +14,63 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 from kamstrup382.collector.config import MeterConfig
 from kamstrup382.collector.kmp_config import KmpSettings, MeterProtocol
 from kamstrup382.errors import ReadTimeout
-from kamstrup382.reader.detect import detect
+from kamstrup382.reader.detect import KMP_LINES, detect
 
-__all__ = ["Found", "ProtocolFinder"]
+__all__ = ["Found", "OnFound", "ProtocolFinder", "from_stored", "stored"]
 
 log = logging.getLogger(__name__)
 
 #: What a meter was found to speak: ``("iec", None)`` or ``("kmp", (baud, stop_bits))``.
 Found = tuple[str, tuple[int, int] | None]
+#: Told what was found for a meter, to keep it (the collector stores it).
+OnFound = Callable[[str, Found], Awaitable[None]]
+_STOP_BITS = dict(KMP_LINES)
+
+
+def stored(found: Found) -> tuple[str, int | None]:
+    """``found`` as the storage keeps it (protocol, baud): KMP's stop bits follow from its
+    baud rate (:data:`~kamstrup382.reader.detect.KMP_LINES`)."""
+    protocol, line = found
+    return protocol, None if line is None else line[0]
+
+
+def from_stored(protocol: str, baud: int | None) -> Found | None:
+    """What :func:`stored` kept, back (``None``: not something this version found)."""
+    if protocol == "iec":
+        return "iec", None
+    if protocol == "kmp" and baud is not None:
+        return "kmp", (baud, _STOP_BITS.get(baud, 1))
+    return None
 
 
 class ProtocolFinder:
-    """Per ``auto`` meter, what it was found to speak (see the module docstring)."""
+    """Per ``auto`` meter, what it was found to speak (see the module docstring);
+    ``on_found`` is told each finding (and must not raise for a storage error)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_found: OnFound | None = None) -> None:
+        self.on_found = on_found
         self._found: dict[str, Found] = {}
-        #: Meters found since the last :meth:`take_new` (for the storage).
-        self._new: dict[str, Found] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def load(self, known: Mapping[str, Found]) -> None:
-        """What earlier runs found (from the storage)."""
-        self._found.update(known)
+    def load(self, known: Mapping[str, tuple[str, int | None]]) -> None:
+        """What earlier runs found, as the storage keeps it (:func:`stored`)."""
+        for meter, (protocol, baud) in known.items():
+            found = from_stored(protocol, baud)
+            if found is not None:
+                self._found[meter] = found
 
     def forget(self, meters: Iterable[str]) -> None:
         for meter in meters:
             self._found.pop(meter, None)
-            self._new.pop(meter, None)
 
     def found(self, meter: str) -> Found | None:
         return self._found.get(meter)
-
-    def take_new(self) -> dict[str, Found]:
-        """What was found since the last call, to store."""
-        new, self._new = self._new, {}
-        return new
 
     async def settings(self, meter: MeterConfig) -> KmpSettings | None:
         """How ``meter`` is read: its KMP settings, or ``None`` for mode A (``auto``: what was
@@ -71,7 +87,9 @@ class ProtocolFinder:
             known = self._found.get(meter.name)
             if known is None:
                 known = await self._detect(meter)
-                self._found[meter.name] = self._new[meter.name] = known
+                self._found[meter.name] = known
+                if self.on_found is not None:
+                    await self.on_found(meter.name, known)
         protocol, line = known
         if protocol != "kmp" or line is None:
             return None

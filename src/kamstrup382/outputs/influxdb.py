@@ -250,7 +250,9 @@ class InfluxOutput(KeepsState, Output):
         done: list[int] = []
         lines: list[tuple[int, ReadingRecord, str]] = []
         for outbox_id, record, line in entries:
-            if isinstance(line, ValueError):  # nothing InfluxDB could take: say so, go on
+            if not isinstance(record, ReadingRecord):  # KMP: not yet (removed unwritten)
+                done.append(outbox_id)
+            elif isinstance(line, ValueError):  # nothing InfluxDB could take: say so, go on
                 self._reject(record, f"cannot be written as line protocol: {line}")
                 done.append(outbox_id)
             else:
@@ -269,7 +271,7 @@ class InfluxOutput(KeepsState, Output):
         )
         return True
 
-    def _claim(self) -> list[tuple[int, ReadingRecord, str | ValueError]]:
+    def _claim(self) -> list[tuple[int, AnyReading, str | ValueError]]:
         """The next batch of the queue, claimed, each entry with its line (or why it has none)."""
         assert self._storage is not None
         s = self.settings
@@ -279,8 +281,11 @@ class InfluxOutput(KeepsState, Output):
             lease=timedelta(seconds=s.outbox_lease),
             output=self.name,
         )
-        entries: list[tuple[int, ReadingRecord, str | ValueError]] = []
+        entries: list[tuple[int, AnyReading, str | ValueError]] = []
         for outbox_id, record in items:
+            if not isinstance(record, ReadingRecord):  # KMP: not yet
+                entries.append((outbox_id, record, ValueError("a KMP reading")))
+                continue
             try:
                 line: str | ValueError = self._line(record)
             except ValueError as exc:

@@ -29,7 +29,7 @@ from kamstrup382.documents import dumps, record_document
 from kamstrup382.errors import StorageError, UsageError
 from kamstrup382.protocol import KAMSTRUP_382, REGISTERS, Register
 from kamstrup382.storage.base import Storage
-from kamstrup382.storage.records import MeterStatus, ReadingRecord
+from kamstrup382.storage.records import AnyReading, MeterStatus, ReadingRecord
 from kamstrup382.web.buckets import bucket_consumption
 from kamstrup382.web.openapi import openapi_document
 from kamstrup382.web.params import (
@@ -113,7 +113,19 @@ def _meter_summary(
 
 def _summaries(storage: Storage) -> list[dict[str, Any]]:
     statuses = {s.meter: s for s in storage.status()}
-    return [_meter_summary(m, storage.latest(m), statuses.get(m)) for m in storage.meters()]
+    return [
+        _meter_summary(m, _mode_a(storage.latest(m)), statuses.get(m)) for m in storage.meters()
+    ]
+
+
+def _mode_a_only(records: Iterator[AnyReading]) -> Iterator[ReadingRecord]:
+    """The mode A readings of ``records`` (KMP: not yet)."""
+    return (r for r in records if isinstance(r, ReadingRecord))
+
+
+def _mode_a(record: AnyReading | None) -> ReadingRecord | None:
+    """``record`` if it is a mode A reading (KMP: not yet)."""
+    return record if isinstance(record, ReadingRecord) else None
 
 
 def _limited(rows: Iterator[T], limit: int) -> tuple[list[T], bool]:
@@ -284,13 +296,13 @@ def create_app(
 
         def one(s: Storage) -> dict[str, Any]:
             status = next((st for st in s.status() if st.meter == meter), None)
-            return _meter_summary(meter, s.latest(meter), status)
+            return _meter_summary(meter, _mode_a(s.latest(meter)), status)
 
         return DocumentResponse(await read(one))
 
     async def api_latest(request: Request) -> Response:
         meter = await known_meter(request)
-        latest = await read(lambda s: s.latest(meter))
+        latest = await read(lambda s: _mode_a(s.latest(meter)))
         if latest is None:
             raise HTTPException(404, f"meter {meter!r} has no reading yet")
         return DocumentResponse(record_document(latest))
@@ -301,7 +313,7 @@ def create_app(
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
         records, truncated = await read(
-            lambda s: _limited(iter(s.readings(meter, since, until)), limit)
+            lambda s: _limited(_mode_a_only(s.readings(meter, since, until)), limit)
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
         if parse_format(request.query_params.get("format")) == "csv":  # flat: one column a field
@@ -319,7 +331,9 @@ def create_app(
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
         rows, truncated = await read(
-            lambda s: _limited((peak_row(r) for r in s.readings(meter, since, until)), limit)
+            lambda s: _limited(
+                (peak_row(r) for r in _mode_a_only(s.readings(meter, since, until))), limit
+            )
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
         return _series_response(

@@ -112,6 +112,8 @@ def bucket_consumption(
     """Sum consumption rows (of one meter) into buckets, in time order; empty buckets omitted."""
     sums: dict[datetime, list[Decimal]] = {}
     for row in rows:
+        if row.tariff_1 is None or row.tariff_2 is None:  # KMP: not yet
+            continue
         shares = _shares(row.start, row.end, bucket, zone)
         fractions = [f for _, f in shares]
         columns = [_split(value, fractions) for value in (row.energy, row.tariff_1, row.tariff_2)]
