@@ -21,7 +21,7 @@ from kamstrup382.collector.runtime import GC_THRESHOLD
 from kamstrup382.collector.spill import decode_line
 from kamstrup382.emulator import EmulatorThread
 from kamstrup382.reader import new_event_loop
-from kamstrup382.storage import ReadingRecord
+from kamstrup382.storage import KmpReadingRecord, ReadingRecord
 from kamstrup382.storage.url import open_storage
 from tests.storage.full import FILLER, full_sqlite
 
@@ -197,6 +197,21 @@ def test_emulator_option_works_without_a_meter(tmp_path: Path) -> None:
     assert main(argv) == 0
     with open_storage(url) as storage:
         assert sorted(storage.meters()) == ["emulated-1", "emulated-2", "emulated-3"]
+
+
+def test_kmp_emulator_option_reads_kmp_meters_beside_mode_a_ones(tmp_path: Path) -> None:
+    """On the readers' event loop (uvloop where installed), whose stream transports are not
+    asyncio's own classes: the KMP emulator serves them alike."""
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    argv = ["collect", "--emulator", "1", "--kmp-emulator", "2", "--speed", "200"]
+    assert main([*argv, "--storage", url, "--once"]) == 0
+    with open_storage(url) as storage:
+        readings = {r.meter: r for r in storage.readings()}
+    assert sorted(readings) == ["emulated-1", "emulated-kmp-1", "emulated-kmp-2"]
+    assert [r.protocol for _, r in sorted(readings.items())] == ["iec", "kmp", "kmp"]
+    kmp = readings["emulated-kmp-1"]
+    assert isinstance(kmp, KmpReadingRecord) and kmp.values["energy"] >= 0
+    assert kmp.serial != readings["emulated-kmp-2"].serial  # type: ignore[union-attr]
 
 
 def test_collect_and_its_emulator_run_on_the_readers_event_loop(

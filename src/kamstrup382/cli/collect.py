@@ -3,7 +3,8 @@
 ``--once`` reads every meter once and exits: 0 when every meter was read, 1 otherwise, with one
 line per meter not read on stderr. ``--emulator N`` starts N emulated meters on loopback TCP in
 the same process and reads them too (without ``--config``: only them, into the default storage
-or ``--storage``), so that the collector can be tried without a meter. SIGINT and SIGTERM stop
+or ``--storage``), so that the collector can be tried without a meter; ``--kmp-emulator N``
+adds N emulated 382Jx3 meters read over KMP. SIGINT and SIGTERM stop
 it cleanly: in-flight readouts get ``[collector] grace`` seconds, nothing half-written is stored.
 SIGHUP reads the ``--config`` file again and takes its meters (added, removed, changed; the
 readouts in flight finish); a file with an error is logged and the running configuration kept;
@@ -38,7 +39,6 @@ from kamstrup382.cli.database import safe_url
 from kamstrup382.cli.logs import setup_logging
 from kamstrup382.cli.options import Number, check_duration
 from kamstrup382.collector.config import (
-    CollectorConfig,
     Config,
     MeterConfig,
     build_meter,
@@ -75,6 +75,13 @@ log = logging.getLogger("kamstrup382.collect")
     help="Also start N emulated meters on 127.0.0.1 and read them.",
 )
 @click.option(
+    "--kmp-emulator",
+    "emulated_kmp",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also start N emulated 382Jx3 meters (KMP, 9600 baud) on 127.0.0.1 and read them.",
+)
+@click.option(
     "--speed",
     type=Number(min=0.001),
     default=1.0,
@@ -93,6 +100,7 @@ def collect(
     config_path: Path | None,
     once: bool,
     emulated: int | None,
+    emulated_kmp: int | None,
     speed: float,
     storage_url: str | None,
     interval: str | None,
@@ -100,7 +108,7 @@ def collect(
 ) -> int:
     """Read the configured meters on a wall-clock schedule and store every attempt."""
     setup_logging(verbose, base=0 if once else 1)
-    if config_path is None and emulated is None:
+    if config_path is None and emulated is None and emulated_kmp is None:
         raise click.UsageError("give --config FILE, or --emulator N to try it without a meter")
     try:
         config = _config(config_path, storage_url, interval)
@@ -119,6 +127,7 @@ def collect(
                 config,
                 once=once,
                 emulated=emulated,
+                emulated_kmp=emulated_kmp,
                 speed=speed,
                 reload=None if config_path is None else (config_path, storage_url, interval),
             )
@@ -153,22 +162,33 @@ def _config(path: Path | None, storage_url: str | None, interval: str | None) ->
 
 
 @contextlib.asynccontextmanager
-async def _emulated(config: Config, count: int | None, speed: float) -> AsyncIterator[Config]:
-    """The config with ``count`` emulated meters added (served for the duration)."""
-    if count is None:
-        yield config
-        return
+async def _emulated(
+    config: Config, count: int | None, speed: float, kmp_count: int | None = None
+) -> AsyncIterator[Config]:
+    """The config with ``count`` emulated mode A meters and ``kmp_count`` emulated KMP meters
+    added (served for the duration)."""
     from kamstrup382.emulator import Emulator  # noqa: PLC0415 - only for --emulator
+    from kamstrup382.emulator.kmp_server import KmpEmulator  # noqa: PLC0415
 
-    async with Emulator(meters=count, transport="tcp", host="127.0.0.1", speed=speed) as emu:
-        defaults: CollectorConfig = config.collector
+    async with contextlib.AsyncExitStack() as stack:
+        added: list[MeterConfig] = []
         taken = {m.name for m in config.meters}
-        added = []
-        for index, port in enumerate(emu.ports):
-            name = f"emulated-{index + 1}"
-            while name in taken:
-                name += "x"
-            added.append(build_meter({"name": name, "port": port}, defaults, index))
+
+        def add(prefix: str, ports: list[str], extra: dict[str, str]) -> None:
+            for index, port in enumerate(ports):
+                name = f"{prefix}-{index + 1}"
+                while name in taken:
+                    name += "x"
+                taken.add(name)
+                table = {"name": name, "port": port, **extra}
+                added.append(build_meter(table, config.collector, len(added)))
+
+        if count is not None:
+            emu = Emulator(meters=count, transport="tcp", host="127.0.0.1", speed=speed)
+            add("emulated", (await stack.enter_async_context(emu)).ports, {})
+        if kmp_count is not None:
+            kmp = KmpEmulator(kmp_count, host="127.0.0.1")
+            add("emulated-kmp", (await stack.enter_async_context(kmp)).ports, {"protocol": "kmp"})
         yield dataclasses.replace(config, meters=config.meters + tuple(added))
 
 
@@ -179,12 +199,13 @@ async def _main(
     emulated: int | None,
     speed: float,
     reload: tuple[Path, str | None, str | None] | None = None,
+    emulated_kmp: int | None = None,
 ) -> int:
     from kamstrup382.collector.collector import Collector  # noqa: PLC0415 - heavy imports
     from kamstrup382.outputs import build_outputs  # noqa: PLC0415
     from kamstrup382.storage.url import open_storage  # noqa: PLC0415
 
-    async with _emulated(base, emulated, speed) as config:
+    async with _emulated(base, emulated, speed, emulated_kmp) as config:
         if not config.meters:
             raise ConfigError("meters", "no meters configured")
         outputs = build_outputs(

@@ -29,7 +29,7 @@ import selectors
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_line import (
@@ -58,8 +58,8 @@ class _KmpTcpLine(asyncio.Protocol):
         self.session: KmpLineSession | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport (uvloop's is not a subclass of asyncio.Transport)
+        self.transport = cast("asyncio.Transport", transport)
         em = self.emulator
         self.session = KmpLineSession(
             em.meters[self.index], em.rules, em.rngs[self.index], self._send, em.logs[self.index]
