@@ -1,10 +1,13 @@
 """The dashboard: a Starlette app over a :class:`~kamstrup382.storage.base.Storage`, read only.
 
 Pages: ``/`` (the installation: every meter with its latest values, and the plots of one) and
-``/meters/{meter}``. The JSON API lives under ``/api/`` and is described at
-``/api/openapi.json``; every series can also be had as CSV (``?format=csv``), which is what the
-plots' download links fetch. Only GET (and HEAD) exist: anything else is 405. Storage calls
-are synchronous, so they run in the thread pool, one at a time.
+``/meters/{meter}``. Mode A and KMP meters side by side: each shows the registers it has (a KMP
+meter its live power and per-phase voltage, current and power, a mode A meter its tariffs and
+peaks), none made up for the other (:mod:`kamstrup382.web.latest`). The JSON API lives under
+``/api/`` and is described at ``/api/openapi.json``; every series can also be had as CSV
+(``?format=csv``), which is what the plots' download links fetch. Only GET (and HEAD) exist:
+anything else is 405. Storage calls are synchronous, so they run in the thread pool, one at a
+time.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from kamstrup382.documents import dumps, record_document
+from kamstrup382.documents import any_record_document, dumps
 from kamstrup382.errors import StorageError, UsageError
-from kamstrup382.protocol import KAMSTRUP_382, REGISTERS, Register
 from kamstrup382.storage.base import Storage
-from kamstrup382.storage.records import MeterStatus, ReadingRecord
+from kamstrup382.storage.records import AnyReading, MeterStatus, ReadingRecord
 from kamstrup382.web.buckets import bucket_consumption
+from kamstrup382.web.latest import current_registers, shown_columns
 from kamstrup382.web.openapi import openapi_document
 from kamstrup382.web.params import (
     BadParameter,
@@ -47,12 +50,12 @@ from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
     PEAK_COLUMNS,
-    READING_COLUMNS,
     Row,
     attempt_row,
     consumption_row,
     csv_text,
     peak_row,
+    reading_columns,
     reading_row,
     status_row,
 )
@@ -100,15 +103,30 @@ class _Reader:
 
 
 def _meter_summary(
-    name: str, latest: ReadingRecord | None, status: MeterStatus | None
+    name: str, latest: AnyReading | None, status: MeterStatus | None
 ) -> dict[str, Any]:
+    """A meter in the list: its protocol and identity (a mode A meter's identification and
+    type number, a KMP meter's ``meter_identity`` in its latest reading), its latest reading."""
+    mode_a = latest if isinstance(latest, ReadingRecord) else None
     return {
         "name": name,
-        "identification": latest.identification if latest else None,
-        "type_number": latest.type_number if latest else None,
-        "latest": record_document(latest) if latest else None,
+        "protocol": latest.protocol if latest else None,
+        "identification": mode_a.identification if mode_a else None,
+        "type_number": mode_a.type_number if mode_a else None,
+        "latest": any_record_document(latest) if latest else None,
         "status": status_row(status),
     }
+
+
+def _meter_detail(storage: Storage, meter: str) -> dict[str, Any]:
+    """One meter's summary, with each register from the last reading where it was read."""
+    status = next((st for st in storage.status() if st.meter == meter), None)
+    latest = storage.latest(meter)
+    summary = _meter_summary(meter, latest, status)
+    summary["current"] = (
+        current_registers(storage, meter, latest, summary["latest"]) if latest else {}
+    )
+    return summary
 
 
 def _summaries(storage: Storage) -> list[dict[str, Any]]:
@@ -178,21 +196,6 @@ def create_app(
     read = _Reader(storage)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     secured = bool(token)
-    registers = [r for r in REGISTERS]
-
-    def _shown(registers: list[Register], summaries: list[dict[str, Any]]) -> list[Register]:
-        """The columns of the table: the registers some meter's latest reading has (a
-        685-382's tariffs 3 and 4, which it does not have, only beside a 382C)."""
-        sent = {
-            name
-            for s in summaries
-            if s.get("latest")
-            for name, value in s["latest"].items()
-            if value is not None
-        }
-        return [r for r in registers if r.name in sent] or [
-            r for r in registers if r.name in KAMSTRUP_382.names
-        ]
 
     async def known_meter(request: Request, allowed: Collection[str] = ()) -> str:
         check_query(request.query_params.multi_items(), allowed)
@@ -213,6 +216,8 @@ def create_app(
             else:
                 meter = names[0] if names else None
         selected = next((s for s in summaries if s["name"] == meter), None)
+        if selected is not None and meter is not None:
+            selected = await read(lambda s: _meter_detail(s, meter))
         bucket = parse_bucket(request.query_params.get("bucket")).value
         powered = {f.meter for f in await read(lambda s: s.live_power())}
         config = {
@@ -221,6 +226,7 @@ def create_app(
             "refresh": refresh,
             "live": LIVE_EVERY,
             "power": meter in powered,  # a pulse input: the live power section
+            "protocol": selected["protocol"] if selected else None,
         }
         return templates.TemplateResponse(
             request,
@@ -230,7 +236,9 @@ def create_app(
                 "note": note,
                 "summaries": summaries,
                 "selected": selected,
-                "registers": _shown(registers, summaries),
+                # the registers some meter's latest reading has (a 685-382's tariffs 3 and 4,
+                # which it does not have, only beside a 382C; a KMP meter's phases beside it)
+                "registers": shown_columns(s["latest"] for s in summaries),
                 "config": config,
             },
         )
@@ -281,19 +289,14 @@ def create_app(
 
     async def api_meter(request: Request) -> Response:
         meter = await known_meter(request)
-
-        def one(s: Storage) -> dict[str, Any]:
-            status = next((st for st in s.status() if st.meter == meter), None)
-            return _meter_summary(meter, s.latest(meter), status)
-
-        return DocumentResponse(await read(one))
+        return DocumentResponse(await read(lambda s: _meter_detail(s, meter)))
 
     async def api_latest(request: Request) -> Response:
         meter = await known_meter(request)
         latest = await read(lambda s: s.latest(meter))
         if latest is None:
             raise HTTPException(404, f"meter {meter!r} has no reading yet")
-        return DocumentResponse(record_document(latest))
+        return DocumentResponse(any_record_document(latest))
 
     async def api_readings(request: Request) -> Response:
         meter = await known_meter(request, WINDOW_PARAMS)
@@ -305,12 +308,15 @@ def create_app(
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
         if parse_format(request.query_params.get("format")) == "csv":  # flat: one column a field
+            latest = await read(lambda s: s.latest(meter))
+            protocols = {r.protocol for r in records} | ({latest.protocol} if latest else set())
             rows = [reading_row(r) for r in records]
+            columns = reading_columns(protocols)
             return _series_response(
-                request, meter, columns=READING_COLUMNS, rows=rows, extra=extra, what="readings"
+                request, meter, columns=columns, rows=rows, extra=extra, what="readings"
             )
         # JSON: each reading in the one shape of a reading (docs/formats.md)
-        documents = [record_document(r) for r in records]
+        documents = [any_record_document(r) for r in records]
         return DocumentResponse({"meter": meter, **extra, "rows": documents})
 
     async def api_peaks(request: Request) -> Response:
@@ -319,7 +325,14 @@ def create_app(
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
         rows, truncated = await read(
-            lambda s: _limited((peak_row(r) for r in s.readings(meter, since, until)), limit)
+            lambda s: _limited(
+                (
+                    peak_row(r)
+                    for r in s.readings(meter, since, until)
+                    if isinstance(r, ReadingRecord)  # a KMP meter has no peak registers
+                ),
+                limit,
+            )
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
         return _series_response(

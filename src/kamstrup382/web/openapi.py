@@ -136,18 +136,41 @@ def _schemas() -> dict[str, Schema]:
         }
         return _object(props)
 
+    meter_props: dict[str, Schema] = {
+        "name": {"type": "string"},
+        "protocol": {
+            "type": ["string", "null"],
+            "enum": ["iec", "kmp", None],
+            "description": "Of its latest reading: `iec` (mode A) or `kmp`; null before one",
+        },
+        "identification": {"type": ["string", "null"], "description": "Mode A only"},
+        "type_number": {"type": ["string", "null"], "description": "Mode A only"},
+        "latest": {"oneOf": [{"$ref": "#/components/schemas/Reading"}, {"type": "null"}]},
+        "status": {"$ref": "#/components/schemas/Status"},
+    }
     window: dict[str, Schema] = {"since": _NULLABLE_TIME, "until": _NULLABLE_TIME}
     limited: dict[str, Schema] = {**window, "truncated": {"type": "boolean"}}
     return {
         **_reading_schemas(),
         "Status": _object(status_props),
-        "Meter": _object(
+        "Meter": _object(meter_props),
+        "MeterDetail": _object(
             {
-                "name": {"type": "string"},
-                "identification": {"type": ["string", "null"]},
-                "type_number": {"type": ["string", "null"]},
-                "latest": {"oneOf": [{"$ref": "#/components/schemas/Reading"}, {"type": "null"}]},
-                "status": {"$ref": "#/components/schemas/Status"},
+                **meter_props,
+                "current": {
+                    "type": "object",
+                    "additionalProperties": {"$ref": "#/components/schemas/CurrentRegister"},
+                    "description": "Each register by name, from the last reading where it was "
+                    "read (a KMP meter may leave one out of an answer: its value then comes "
+                    "from an earlier reading of the last day, with that reading's time)",
+                },
+            }
+        ),
+        "CurrentRegister": _object(
+            {
+                "value": {"type": ["number", "string"]},
+                "unit": {"type": ["string", "null"]},
+                "read_at": {**_TIME, "description": "The reading it comes from"},
             }
         ),
         "MeterList": _object(
@@ -299,16 +322,17 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 meter=False,
             ),
             "/api/meters/{meter}": op(
-                "One meter with its latest reading and read health",
+                "One meter with its latest reading, each register as last read, read health",
                 "getMeter",
                 [],
-                _ok("Meter", "The meter"),
+                _ok("MeterDetail", "The meter"),
             ),
             "/api/meters/{meter}/latest": op(
                 "The meter's latest reading", "getLatest", [], _ok("Reading", "The reading")
             ),
             "/api/meters/{meter}/readings": op(
-                "Readings in time order",
+                "Readings in time order (CSV: a mode A meter's columns, or a KMP meter's; "
+                "both with `protocol` for a meter read in both)",
                 "listReadings",
                 [*window, _LIMIT, _FORMAT],
                 _ok("Readings", "The readings", csv=True),
@@ -320,7 +344,8 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 _ok("Consumption", "The buckets that have consumption", csv=True),
             ),
             "/api/meters/{meter}/peaks": op(
-                "This month's and last month's peak power at each reading",
+                "This month's and last month's peak power at each reading (mode A readings: "
+                "a KMP meter has no peak registers)",
                 "listPeaks",
                 [*window, _LIMIT, _FORMAT],
                 _ok("Peaks", "The peaks", csv=True),
