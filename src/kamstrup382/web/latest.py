@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from kamstrup382.documents import utc
 from kamstrup382.protocol import KAMSTRUP_382, REGISTERS
 from kamstrup382.protocol.kmp import KMP_382_REGISTERS
 from kamstrup382.storage.base import Storage
@@ -72,7 +73,7 @@ def shown_columns(documents: Iterable[Mapping[str, Any] | None]) -> list[Column]
 
 
 def _entry(value: Any, unit: str | None, read_at: datetime) -> dict[str, Any]:
-    return {"value": value, "unit": unit, "read_at": read_at.isoformat()}
+    return {"value": value, "unit": unit, "read_at": utc(read_at)}
 
 
 def current_registers(

@@ -226,6 +226,13 @@
     if (td && td.textContent !== String(value)) td.textContent = String(value);
   }
 
+  // What the table says a meter is: a mode A meter's type number, a KMP meter's GetType.
+  function identity(m) {
+    if (m.type_number) return m.type_number;
+    const id = m.latest && m.latest.meter_identity;
+    return id ? `KMP ${id.meter_type}` : "";
+  }
+
   async function refreshTable() {
     const data = await fetchJson("/api/meters");
     const body = document.querySelector("#meters tbody");
@@ -238,10 +245,15 @@
     for (const m of data.meters) {
       const row = body.querySelector(`tr[data-meter="${CSS.escape(m.name)}"]`);
       if (!row) continue;
-      cell(row, "type_number", m.type_number || "");
+      cell(row, "type_number", identity(m));
       if (m.latest) {
-        // the one shape of a reading (docs/formats.md): registers keyed by name
-        for (const [name, reg] of Object.entries(m.latest.registers)) cell(row, name, reg.value);
+        // the one shape of a reading (docs/formats.md): registers keyed by name; a register
+        // the latest reading has not (a KMP meter's, or the other protocol's) is empty
+        const registers = m.latest.registers;
+        for (const td of row.querySelectorAll("td[data-register]")) {
+          const reg = registers[td.dataset.field];
+          cell(row, td.dataset.field, reg ? reg.value : "");
+        }
         cell(row, "read_at", wall(m.latest.read_at));
       }
       const s = m.status;
@@ -250,18 +262,45 @@
     }
   }
 
+  // A KMP meter's latest values: each register from the last reading where it was read.
+  async function refreshKmp() {
+    const panel = el("kmp-latest");
+    if (!panel) return;
+    const meter = await fetchJson(`/api/meters/${encodeURIComponent(config.meter)}`);
+    if (!meter.latest) return;
+    const units = { power: " W", energy: " kWh" };
+    for (const node of panel.querySelectorAll("[data-register]")) {
+      const name = node.getAttribute("data-register");
+      const reg = meter.current[name];
+      const text = reg ? `${reg.value}${units[name] || ""}` : "";
+      if (node.textContent !== text) node.textContent = text;
+      const older = Boolean(reg) && reg.read_at !== meter.latest.read_at;
+      node.toggleAttribute("data-older", older);
+      if (older) node.title = `read at ${wall(reg.read_at)}`;
+      else node.removeAttribute("title");
+    }
+    el("kmp-read-at").textContent = wall(meter.latest.read_at);
+  }
+
   async function refreshPlots() {
     const u = urls();
+    // a KMP meter has no tariffs and no peak registers: those plots are not on its page
+    const modeA = Boolean(el("plot-tariffs"));
     el("csv-energy").href = csv(u.consumption);
-    el("csv-tariffs").href = csv(u.consumption);
-    el("csv-peaks").href = csv(u.peaks);
     el("csv-health").href = csv(u.attempts);
+    if (modeA) {
+      el("csv-tariffs").href = csv(u.consumption);
+      el("csv-peaks").href = csv(u.peaks);
+    }
     const [consumption, peaks, attempts] = await Promise.all([
-      fetchJson(u.consumption), fetchJson(u.peaks), fetchJson(u.attempts),
+      fetchJson(u.consumption), modeA ? fetchJson(u.peaks) : null, fetchJson(u.attempts),
+      refreshKmp(),
     ]);
     drawEnergy(consumption);
-    drawTariffs(consumption);
-    drawPeaks(peaks);
+    if (modeA) {
+      drawTariffs(consumption);
+      drawPeaks(peaks);
+    }
     drawHealth(attempts);
     const plots = el("plots");
     plots.dataset.loaded = String(Number(plots.dataset.loaded || 0) + 1);
