@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
@@ -20,7 +20,6 @@ import pytest
 
 from kamstrup382.documents import reading_schema
 from kamstrup382.storage.base import Storage
-from kamstrup382.storage.url import open_storage
 from kamstrup382.web import create_app
 from kamstrup382.web.latest import COLUMNS, LOOKBACK, shown_columns
 from kamstrup382.web.rows import (
@@ -31,7 +30,7 @@ from kamstrup382.web.rows import (
     reading_columns,
     reading_row,
 )
-from tests.web.history import History, build_history
+from tests.web.history import build_history
 from tests.web.kmp_history import LEFT_OUT, KmpHistory, build_kmp_history
 
 MODE_A_ONLY = ("tariff_1", "tariff_2", "hour_counter", "pulse_input", "actual_peak")
@@ -77,36 +76,13 @@ def test_the_tables_columns_are_the_registers_the_meters_have() -> None:
     assert len(names) == len(set(names))  # energy is one column for both protocols
     energy = next(c for c in COLUMNS if c.name == "energy")
     assert energy.code == "1.20, KMP 0x0001" and energy.unit == "kWh"
-    kmp = {"meter": "flat", "registers": {"energy": {}, "power": {}, "voltage_l1": {}}}
-    assert [c.name for c in shown_columns([None, kmp])] == ["energy", "power", "voltage_l1"]
+    kmp = ("voltage_l1", "energy", "power")
+    assert [c.name for c in shown_columns([(), kmp])] == ["energy", "power", "voltage_l1"]
     shown = [c.name for c in shown_columns([])]  # no reading yet: a 685-382's
     assert "tariff_1" in shown and "power" not in shown
 
 
 # -- the API over a storage holding both kinds ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mode_a() -> History:
-    return build_history("house", slots=4 * 24, fail_every=0)
-
-
-@pytest.fixture(scope="module")
-def kmp() -> KmpHistory:
-    return build_kmp_history("flat", slots=4 * 24)
-
-
-@pytest.fixture(scope="module")
-def both(
-    tmp_path_factory: pytest.TempPathFactory, mode_a: History, kmp: KmpHistory
-) -> Iterator[Storage]:
-    """A SQLite storage with a 685-382 (``house``) and a 382Jx3 (``flat``), stored as the
-    collector stores them."""
-    path = tmp_path_factory.mktemp("kmp") / "k382.sqlite"
-    with open_storage(f"sqlite:///{path}") as storage:
-        storage.record(mode_a.readings, mode_a.failures)
-        storage.record(kmp.readings, kmp.failures)
-        yield storage
 
 
 @pytest.fixture

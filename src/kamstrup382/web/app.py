@@ -118,9 +118,8 @@ def _meter_summary(
     }
 
 
-def _meter_detail(storage: Storage, meter: str) -> dict[str, Any]:
-    """One meter's summary, with each register from the last reading where it was read."""
-    status = next((st for st in storage.status() if st.meter == meter), None)
+def _meter_detail(storage: Storage, meter: str, status: MeterStatus | None) -> dict[str, Any]:
+    """A meter's summary, with each register from the last reading where it was read."""
     latest = storage.latest(meter)
     summary = _meter_summary(meter, latest, status)
     summary["current"] = (
@@ -129,9 +128,14 @@ def _meter_detail(storage: Storage, meter: str) -> dict[str, Any]:
     return summary
 
 
+def _exchanges(summary: dict[str, Any] | None) -> int:
+    latest = summary["latest"] if summary else None
+    return int(latest["timing"].get("exchanges", 1)) if latest else 1
+
+
 def _summaries(storage: Storage) -> list[dict[str, Any]]:
     statuses = {s.meter: s for s in storage.status()}
-    return [_meter_summary(m, storage.latest(m), statuses.get(m)) for m in storage.meters()]
+    return [_meter_detail(storage, m, statuses.get(m)) for m in storage.meters()]
 
 
 def _limited(rows: Iterator[T], limit: int) -> tuple[list[T], bool]:
@@ -216,8 +220,6 @@ def create_app(
             else:
                 meter = names[0] if names else None
         selected = next((s for s in summaries if s["name"] == meter), None)
-        if selected is not None and meter is not None:
-            selected = await read(lambda s: _meter_detail(s, meter))
         bucket = parse_bucket(request.query_params.get("bucket")).value
         powered = {f.meter for f in await read(lambda s: s.live_power())}
         config = {
@@ -227,6 +229,9 @@ def create_app(
             "live": LIVE_EVERY,
             "power": meter in powered,  # a pulse input: the live power section
             "protocol": selected["protocol"] if selected else None,
+            # the requests of a readout without a retry: a KMP readout makes one per 8
+            # registers (its ``attempts`` count them all), a mode A readout one
+            "exchanges": _exchanges(selected),
         }
         return templates.TemplateResponse(
             request,
@@ -238,7 +243,7 @@ def create_app(
                 "selected": selected,
                 # the registers some meter's latest reading has (a 685-382's tariffs 3 and 4,
                 # which it does not have, only beside a 382C; a KMP meter's phases beside it)
-                "registers": shown_columns(s["latest"] for s in summaries),
+                "registers": shown_columns(s["current"] for s in summaries),
                 "config": config,
             },
         )
@@ -289,7 +294,12 @@ def create_app(
 
     async def api_meter(request: Request) -> Response:
         meter = await known_meter(request)
-        return DocumentResponse(await read(lambda s: _meter_detail(s, meter)))
+
+        def one(s: Storage) -> dict[str, Any]:
+            status = next((st for st in s.status() if st.meter == meter), None)
+            return _meter_detail(s, meter, status)
+
+        return DocumentResponse(await read(one))
 
     async def api_latest(request: Request) -> Response:
         meter = await known_meter(request)

@@ -7,7 +7,9 @@
   which it was read and that reading's time. A mode A reading has all its registers; a KMP
   meter may leave one out of an answer (it is then absent from that reading, never 0): its
   value comes from an earlier reading, at most :data:`LOOKBACK` before the latest, and says
-  when it was read.
+  when it was read. Only a KMP meter whose latest reading lacks one of the 382's registers
+  costs a query (of that day's readings); every other meter's registers are its latest
+  reading's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from kamstrup382.documents import utc
 from kamstrup382.protocol import KAMSTRUP_382, REGISTERS
-from kamstrup382.protocol.kmp import KMP_382_REGISTERS
+from kamstrup382.protocol.kmp import KMP_382_REGISTERS, KMP_REGISTER_BY_NAME
 from kamstrup382.storage.base import Storage
 from kamstrup382.storage.records import AnyReading, KmpReadingRecord
 
@@ -65,10 +67,10 @@ COLUMNS: tuple[Column, ...] = _columns()
 _DEFAULT = tuple(c for c in COLUMNS if c.name in KAMSTRUP_382.names)
 
 
-def shown_columns(documents: Iterable[Mapping[str, Any] | None]) -> list[Column]:
-    """The columns of the registers some of ``documents`` (latest readings, in the one shape
-    of a reading) has; a 685-382's when there is none yet."""
-    sent = {name for d in documents if d for name in d["registers"]}
+def shown_columns(meters: Iterable[Iterable[str]]) -> list[Column]:
+    """The columns of the registers some of ``meters`` has (each given by the names of its
+    registers, as :func:`current_registers` gives them); a 685-382's when there is none."""
+    sent = {name for names in meters for name in names}
     return [c for c in COLUMNS if c.name in sent] or list(_DEFAULT)
 
 
@@ -82,7 +84,7 @@ def current_registers(
     """Each register of ``meter`` with its value from the last reading where it was read
     (``document``: ``latest`` in the one shape of a reading), in the table's order."""
     found: dict[str, dict[str, Any]] = {}
-    if isinstance(latest, KmpReadingRecord):
+    if isinstance(latest, KmpReadingRecord) and set(latest.values) != set(KMP_REGISTER_BY_NAME):
         units = {r.name: r.unit for r in KMP_382_REGISTERS}
         earlier = storage.readings(meter, latest.read_at - LOOKBACK, latest.read_at)
         for record in earlier:  # in read_at order: a later reading's value replaces

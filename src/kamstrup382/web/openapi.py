@@ -153,8 +153,7 @@ def _schemas() -> dict[str, Schema]:
     return {
         **_reading_schemas(),
         "Status": _object(status_props),
-        "Meter": _object(meter_props),
-        "MeterDetail": _object(
+        "Meter": _object(
             {
                 **meter_props,
                 "current": {
@@ -322,10 +321,10 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 meter=False,
             ),
             "/api/meters/{meter}": op(
-                "One meter with its latest reading, each register as last read, read health",
+                "One meter with its latest reading and read health",
                 "getMeter",
                 [],
-                _ok("MeterDetail", "The meter"),
+                _ok("Meter", "The meter"),
             ),
             "/api/meters/{meter}/latest": op(
                 "The meter's latest reading", "getLatest", [], _ok("Reading", "The reading")

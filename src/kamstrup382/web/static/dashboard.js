@@ -181,8 +181,10 @@
   }
 
   function drawHealth(data) {
-    const first = data.rows.filter((r) => r.ok && r.attempts <= 1);
-    const retried = data.rows.filter((r) => r.ok && r.attempts > 1);
+    // a readout's requests without a retry: one in mode A, a KMP readout's exchanges
+    const once = config.exchanges || 1;
+    const first = data.rows.filter((r) => r.ok && r.attempts <= once);
+    const retried = data.rows.filter((r) => r.ok && r.attempts > once);
     const failed = data.rows.filter((r) => !r.ok);
     // share of successful readouts over the last 20 attempts
     const rate = [];
@@ -247,12 +249,10 @@
       if (!row) continue;
       cell(row, "type_number", identity(m));
       if (m.latest) {
-        // the one shape of a reading (docs/formats.md): registers keyed by name; a register
-        // the latest reading has not (a KMP meter's, or the other protocol's) is empty
-        const registers = m.latest.registers;
+        // each register from the last reading where it was read; one the meter does not
+        // have (the other protocol's) is empty
         for (const td of row.querySelectorAll("td[data-register]")) {
-          const reg = registers[td.dataset.field];
-          cell(row, td.dataset.field, reg ? reg.value : "");
+          show(td, m.current[td.dataset.field], m.latest.read_at, "");
         }
         cell(row, "read_at", wall(m.latest.read_at));
       }
@@ -260,6 +260,17 @@
       cell(row, "success", `${s.successes} / ${s.successes + s.failures}`);
       cell(row, "last_error", s.last_error ? `${s.last_error_kind} at ${wall(s.last_error)}` : "");
     }
+  }
+
+  // A register's value in ``node`` (with ``unit``), greyed with its time when it comes from a
+  // reading before the latest (``latestAt``); empty when the meter has none.
+  function show(node, reg, latestAt, unit) {
+    const text = reg ? `${reg.value}${unit}` : "";
+    if (node.textContent !== text) node.textContent = text;
+    const older = Boolean(reg) && reg.read_at !== latestAt;
+    node.toggleAttribute("data-older", older);
+    if (older) node.title = `read at ${wall(reg.read_at)}`;
+    else node.removeAttribute("title");
   }
 
   // A KMP meter's latest values: each register from the last reading where it was read.
@@ -271,13 +282,7 @@
     const units = { power: " W", energy: " kWh" };
     for (const node of panel.querySelectorAll("[data-register]")) {
       const name = node.getAttribute("data-register");
-      const reg = meter.current[name];
-      const text = reg ? `${reg.value}${units[name] || ""}` : "";
-      if (node.textContent !== text) node.textContent = text;
-      const older = Boolean(reg) && reg.read_at !== meter.latest.read_at;
-      node.toggleAttribute("data-older", older);
-      if (older) node.title = `read at ${wall(reg.read_at)}`;
-      else node.removeAttribute("title");
+      show(node, meter.current[name], meter.latest.read_at, units[name] || "");
     }
     el("kmp-read-at").textContent = wall(meter.latest.read_at);
   }
