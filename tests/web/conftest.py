@@ -148,3 +148,10 @@ def sized(request: pytest.FixtureRequest, browser: Any) -> Iterator[Any]:
         yield page
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def both_url(both: Storage) -> Iterator[str]:
+    """The app over :func:`both`, served."""
+    with LiveServer(create_app(both, refresh=0)) as live:
+        yield live.url

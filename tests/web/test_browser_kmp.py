@@ -7,16 +7,12 @@ schema version 10 on.)"""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from kamstrup382.storage.base import Storage
-from kamstrup382.web import create_app
 from kamstrup382.web.rows import json_number
-from tests.web.conftest import LiveServer
 from tests.web.history import History
 from tests.web.kmp_history import LEFT_OUT, KmpHistory
 
@@ -24,12 +20,6 @@ pytestmark = pytest.mark.browser
 
 MODE_A_ONLY = ("tariff_1", "tariff_2", "hour_counter", "actual_peak")
 PHASES = tuple(f"{q}_l{n}" for n in (1, 2, 3) for q in ("voltage", "current", "power"))
-
-
-@pytest.fixture(scope="module")
-def both_url(both: Storage) -> Iterator[str]:
-    with LiveServer(create_app(both, refresh=0)) as live:
-        yield live.url
 
 
 def _watch(page: Any) -> list[str]:
