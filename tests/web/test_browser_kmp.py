@@ -108,8 +108,23 @@ def test_the_kmp_meters_page(sized: Any, both_url: str, kmp: KmpHistory) -> None
         else:
             assert cell.text_content() == _shown(last.values[name]), name
             assert cell.get_attribute("data-older") is None
-    # no tariff or peak plot for a meter that has neither; its readouts are plotted
+    # no tariff or peak plot for a meter that has neither; its power and phases are plotted
     assert sized.locator("#plot-tariffs, #plot-peaks").count() == 0
+    traces = sized.evaluate(
+        """['plot-phases-power', 'plot-phases-voltage'].map(id =>
+             document.getElementById(id).data.map(t => [t.name, t.y.length, t.y.at(-1)]))"""
+    )
+    count = len(kmp.readings)
+    assert traces[0] == [
+        ["total", count, float(last.values["power"])],
+        *([f"L{n}", count, float(last.values[f"power_l{n}"])] for n in (1, 2, 3)),
+    ]
+    assert [t[:2] for t in traces[1]] == [
+        *([f"L{n} V", count] for n in (1, 2, 3)),
+        *([f"L{n} A", count] for n in (1, 2, 3)),
+    ]
+    assert traces[1][1][2] is None  # L2's voltage, left out of the last answer: a gap
+    assert traces[1][0][2] == float(last.values["voltage_l1"])
     health = sized.evaluate("document.getElementById('plot-health').data.map(t => t.x.length)")
     # a readout of two exchanges took two attempts without a retry (KMP counts each exchange)
     assert health[:3] == [
@@ -119,6 +134,7 @@ def test_the_kmp_meters_page(sized: Any, both_url: str, kmp: KmpHistory) -> None
     ]
     assert 0 < health[1] < health[0]
     _no_sideways_scroll(sized)
+    assert sized.locator("#plot-phases-power .main-svg").count() > 0  # drawn, not only kept
     boxes = sized.evaluate(
         "[...document.querySelectorAll('#plots .main-svg, #phases')]"
         ".map(e => e.getBoundingClientRect().right)"

@@ -25,6 +25,7 @@ from kamstrup382.web.latest import COLUMNS, LOOKBACK, shown_columns
 from kamstrup382.web.rows import (
     KMP_READING_COLUMNS,
     MIXED_READING_COLUMNS,
+    PHASE_COLUMNS,
     READING_COLUMNS,
     csv_text,
     reading_columns,
@@ -175,6 +176,27 @@ async def test_a_kmp_meter_has_no_peaks(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/meters/house/peaks")).json()["rows"]
 
 
+async def test_the_phases_of_a_kmp_meter_at_each_reading(
+    client: httpx.AsyncClient, kmp: KmpHistory
+) -> None:
+    answer = (await client.get("/api/meters/flat/phases")).json()
+    assert answer["truncated"] is False
+    rows = answer["rows"]
+    assert [r["read_at"] for r in rows] == [r.read_at.isoformat() for r in kmp.readings]
+    for row, record in zip(rows, kmp.readings, strict=True):
+        assert tuple(row) == PHASE_COLUMNS
+        for name in PHASE_COLUMNS[1:]:
+            value = record.values.get(name)
+            assert (row[name] is None) if value is None else as_decimal(row[name]) == value
+    assert rows[-1]["voltage_l2"] is None  # left out of the last answer: null, not 0
+    text = (await client.get("/api/meters/flat/phases", params={"format": "csv"})).text
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert [json.loads(r["power"]) for r in table] == [r["power"] for r in rows]
+    assert table[-1]["voltage_l2"] == ""
+    # a mode A meter has none of these registers
+    assert (await client.get("/api/meters/house/phases")).json()["rows"] == []
+
+
 async def test_the_dashboard_pages_show_the_kmp_meter(client: httpx.AsyncClient) -> None:
     index = (await client.get("/")).text
     assert 'data-meter="flat"' in index and ">KMP 0x0382<" in index
@@ -182,4 +204,5 @@ async def test_the_dashboard_pages_show_the_kmp_meter(client: httpx.AsyncClient)
     page = (await client.get("/meters/flat")).text
     assert 'id="phases"' in page and 'id="plot-tariffs"' not in page
     assert 'id="plot-peaks"' not in page and 'id="plot-energy"' in page
+    assert 'id="plot-phases-power"' in page and 'id="plot-phases-voltage"' in page
     assert 'id="phases"' not in (await client.get("/meters/house")).text

@@ -13,7 +13,7 @@ time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,12 @@ from starlette.templating import Jinja2Templates
 from kamstrup382.documents import any_record_document, dumps
 from kamstrup382.errors import StorageError, UsageError
 from kamstrup382.storage.base import Storage
-from kamstrup382.storage.records import AnyReading, MeterStatus, ReadingRecord
+from kamstrup382.storage.records import (
+    AnyReading,
+    KmpReadingRecord,
+    MeterStatus,
+    ReadingRecord,
+)
 from kamstrup382.web.buckets import bucket_consumption
 from kamstrup382.web.latest import current_registers, shown_columns
 from kamstrup382.web.openapi import openapi_document
@@ -50,11 +55,13 @@ from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
     PEAK_COLUMNS,
+    PHASE_COLUMNS,
     Row,
     attempt_row,
     consumption_row,
     csv_text,
     peak_row,
+    phase_row,
     reading_columns,
     reading_row,
     status_row,
@@ -126,6 +133,10 @@ def _meter_detail(storage: Storage, meter: str, status: MeterStatus | None) -> d
         current_registers(storage, meter, latest, summary["latest"]) if latest else {}
     )
     return summary
+
+
+def _kmp_only(records: Iterable[AnyReading]) -> Iterator[KmpReadingRecord]:
+    return (r for r in records if isinstance(r, KmpReadingRecord))
 
 
 def _exchanges(summary: dict[str, Any] | None) -> int:
@@ -349,6 +360,23 @@ def create_app(
             request, meter, columns=PEAK_COLUMNS, rows=rows, extra=extra, what="peaks"
         )
 
+    async def api_phases(request: Request) -> Response:
+        meter = await known_meter(request, WINDOW_PARAMS)
+        since, until = _window(request)
+        limit = parse_limit(request.query_params.get("limit"))
+        parse_format(request.query_params.get("format"))
+        rows, truncated = await read(
+            lambda s: _limited(
+                # a mode A meter has none of these registers: no rows
+                (phase_row(r) for r in _kmp_only(s.readings(meter, since, until))),
+                limit,
+            )
+        )
+        extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
+        return _series_response(
+            request, meter, columns=PHASE_COLUMNS, rows=rows, extra=extra, what="phases"
+        )
+
     async def api_attempts(request: Request) -> Response:
         meter = await known_meter(request, WINDOW_PARAMS)
         since, until = _window(request)
@@ -431,6 +459,7 @@ def create_app(
         Route("/api/meters/{meter}/readings", api_readings, methods=get),
         Route("/api/meters/{meter}/consumption", api_consumption, methods=get),
         Route("/api/meters/{meter}/peaks", api_peaks, methods=get),
+        Route("/api/meters/{meter}/phases", api_phases, methods=get),
         Route("/api/meters/{meter}/attempts", api_attempts, methods=get),
         *power_routes(read, known_meter, _window, _series_response, WINDOW_PARAMS),
     ]

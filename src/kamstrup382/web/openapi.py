@@ -21,6 +21,7 @@ from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
     PEAK_COLUMNS,
+    PHASE_COLUMNS,
 )
 
 __all__ = ["openapi_document"]
@@ -95,6 +96,22 @@ def _schemas() -> dict[str, Schema]:
         },
     }
     assert tuple(peak_props) == PEAK_COLUMNS
+    gauge: dict[str, Schema] = {
+        "W": {"type": ["number", "null"], "description": "W (null: not in this reading)"},
+        "V": {"type": ["number", "null"], "description": "V (null: not in this reading)"},
+        "A": {"type": ["number", "null"], "description": "A (null: not in this reading)"},
+    }
+    phase_props: dict[str, Schema] = {
+        "read_at": _TIME,
+        "power": gauge["W"],
+        "power_out": gauge["W"],
+        **{
+            f"{q}_l{n}": gauge[u]
+            for q, u in (("voltage", "V"), ("current", "A"), ("power", "W"))
+            for n in (1, 2, 3)
+        },
+    }
+    assert tuple(phase_props) == PHASE_COLUMNS
     attempt_props: dict[str, Schema] = {
         "slot": _TIME,
         "at": _TIME,
@@ -188,6 +205,8 @@ def _schemas() -> dict[str, Schema]:
             },
         ),
         "Peaks": series("Peak", limited),
+        "Phase": _object(phase_props),
+        "Phases": series("Phase", limited),
         "Attempts": series("Attempt", limited),
         "LivePower": _object(live_props),
         "PowerMinute": _object(minute_props),
@@ -348,6 +367,13 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 "listPeaks",
                 [*window, _LIMIT, _FORMAT],
                 _ok("Peaks", "The peaks", csv=True),
+            ),
+            "/api/meters/{meter}/phases": op(
+                "Power, and voltage, current and power per phase at each reading (KMP "
+                "readings: a mode A meter has none of these registers)",
+                "listPhases",
+                [*window, _LIMIT, _FORMAT],
+                _ok("Phases", "The readings' gauges", csv=True),
             ),
             "/api/meters/{meter}/attempts": op(
                 "Every readout attempt, success or failure, with its duration",

@@ -40,6 +40,7 @@ __all__ = [
     "KMP_REGISTER_NAMES",
     "MIXED_READING_COLUMNS",
     "PEAK_COLUMNS",
+    "PHASE_COLUMNS",
     "READING_COLUMNS",
     "REGISTER_NAMES",
     "attempt_row",
@@ -48,6 +49,7 @@ __all__ = [
     "json_number",
     "kmp_reading_row",
     "peak_row",
+    "phase_row",
     "reading_columns",
     "reading_row",
     "seconds",
@@ -104,6 +106,13 @@ MIXED_READING_COLUMNS: tuple[str, ...] = (
 )
 CONSUMPTION_COLUMNS: tuple[str, ...] = ("start", "end", "energy", "tariff_1", "tariff_2")
 PEAK_COLUMNS: tuple[str, ...] = ("read_at", "actual_peak", "last_month_peak")
+#: A KMP meter's power, voltages and currents at each reading (its gauges).
+PHASE_COLUMNS: tuple[str, ...] = (
+    "read_at",
+    "power",
+    "power_out",
+    *(f"{q}_l{n}" for q in ("voltage", "current", "power") for n in (1, 2, 3)),
+)
 ATTEMPT_COLUMNS: tuple[str, ...] = ("slot", "at", "ok", "duration", "attempts", "kind")
 
 
@@ -180,6 +189,15 @@ def peak_row(record: ReadingRecord) -> Row:
     }
     last = record.values.last_month_peak  # the 382C has none: null
     row["last_month_peak"] = None if last is None else json_number(last)
+    return row
+
+
+def phase_row(record: KmpReadingRecord) -> Row:
+    """A KMP reading's gauges (W, V, A): null for a register the reading has not."""
+    row: Row = {"read_at": _time(record.read_at)}
+    for name in PHASE_COLUMNS[1:]:
+        value = record.values.get(name)
+        row[name] = None if value is None else json_number(value)
     return row
 
 

@@ -116,6 +116,7 @@
     return {
       consumption,
       peaks: `${base}/peaks?${window}`,
+      phases: `${base}/phases?${window}`,
       attempts: `${base}/attempts?${window}`,
     };
   }
@@ -176,6 +177,40 @@
       ],
       { ...layoutBase, title: title("Peak power (kW)"),
         xaxis: timeAxis(x), yaxis: { title: { text: "kW" }, rangemode: "tozero" } },
+      plotConfig,
+    );
+  }
+
+  const PHASE_COLORS = ["#9e2a2b", "#e09f3e", "#335c67"];
+
+  // A KMP meter's gauges at each reading: a register a reading has not is a gap (null).
+  function drawPhases(data) {
+    const x = data.rows.map((r) => local(r.read_at));
+    const line = (name, key, color, extra) => ({
+      type: "scatter", mode: "lines", name, x, y: data.rows.map((r) => r[key]),
+      line: { color, width: 1.5 }, connectgaps: false, ...extra,
+    });
+    Plotly.react(
+      el("plot-phases-power"),
+      [
+        line("total", "power", "#2a6f97", { line: { color: "#2a6f97", width: 2.5 } }),
+        ...[1, 2, 3].map((n) => line(`L${n}`, `power_l${n}`, PHASE_COLORS[n - 1])),
+      ],
+      { ...layoutBase, title: title("Power (W)"), xaxis: timeAxis(x),
+        yaxis: { title: { text: "W" }, rangemode: "tozero" } },
+      plotConfig,
+    );
+    Plotly.react(
+      el("plot-phases-voltage"),
+      [
+        ...[1, 2, 3].map((n) => line(`L${n} V`, `voltage_l${n}`, PHASE_COLORS[n - 1])),
+        ...[1, 2, 3].map((n) => line(`L${n} A`, `current_l${n}`, PHASE_COLORS[n - 1],
+          { yaxis: "y2", line: { color: PHASE_COLORS[n - 1], width: 1.5, dash: "dot" } })),
+      ],
+      { ...layoutBase, title: title("Voltage (V) and current (A) per phase"),
+        xaxis: { ...timeAxis(x), anchor: "y" },
+        yaxis: { title: { text: "V" }, domain: [0, 0.46] },
+        yaxis2: { title: { text: "A" }, domain: [0.54, 1], rangemode: "tozero", anchor: "x" } },
       plotConfig,
     );
   }
@@ -296,15 +331,20 @@
     if (modeA) {
       el("csv-tariffs").href = csv(u.consumption);
       el("csv-peaks").href = csv(u.peaks);
+    } else {
+      el("csv-phases").href = csv(u.phases);
+      el("csv-phases-voltage").href = csv(u.phases);
     }
-    const [consumption, peaks, attempts] = await Promise.all([
-      fetchJson(u.consumption), modeA ? fetchJson(u.peaks) : null, fetchJson(u.attempts),
+    const [consumption, gauges, attempts] = await Promise.all([
+      fetchJson(u.consumption), fetchJson(modeA ? u.peaks : u.phases), fetchJson(u.attempts),
       refreshKmp(),
     ]);
     drawEnergy(consumption);
     if (modeA) {
       drawTariffs(consumption);
-      drawPeaks(peaks);
+      drawPeaks(gauges);
+    } else {
+      drawPhases(gauges);
     }
     drawHealth(attempts);
     const plots = el("plots");
