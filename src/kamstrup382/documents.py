@@ -207,11 +207,9 @@ def kmp_record_document(record: KmpReadingRecord) -> dict[str, Any]:
             "attempts": record.attempts,
             "exchanges": record.exchanges,
         },
-        "meter_identity": {
-            "meter_type": f"0x{record.meter_type:04x}",
-            "software_revision": record.software_revision,
-            "serial": record.serial,
-        },
+        "meter_identity": _meter_identity(
+            record.meter_type, record.software_revision, record.serial
+        ),
     }
 
 
@@ -251,7 +249,7 @@ def kmp_reading_document(reading: KmpReading, *, meter: str | None = None) -> di
             "value": register.value,
             "unit": register.unit,
         }
-    return {
+    document: dict[str, Any] = {
         "meter": meter,
         "read_at": utc(reading.requested_at),
         "protocol": "kmp",
@@ -265,6 +263,19 @@ def kmp_reading_document(reading: KmpReading, *, meter: str | None = None) -> di
         "baud": reading.baud,
         "stop_bits": reading.stop_bits,
         "missing": [f"0x{register:04x}" for register in reading.missing],
+    }
+    if reading.meter_type is not None and reading.serial is not None:
+        document["meter_identity"] = _meter_identity(
+            reading.meter_type, reading.software_revision or "", reading.serial
+        )
+    return document
+
+
+def _meter_identity(meter_type: int, software_revision: str, serial: int) -> dict[str, Any]:
+    return {
+        "meter_type": f"0x{meter_type:04x}",
+        "software_revision": software_revision,
+        "serial": serial,
     }
 
 

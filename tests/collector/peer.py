@@ -1,15 +1,14 @@
 """A scripted meter on loopback TCP, for the collector tests the emulator cannot serve.
 
-Where a meter misbehaves the same way at every request (silent, a wrong check character, an
-XOR meter), the tests use the emulator and its faults (:mod:`kamstrup382.emulator.faults`).
-The emulator draws its faults per readout by probability and logs readouts, not connections,
-so this peer stays for what it cannot do:
+Where a meter misbehaves in a way the emulator's faults (:mod:`kamstrup382.emulator.faults`)
+play, request by request with their script, the tests use the emulator: no answer, a wrong
+check character, an XOR meter (:class:`tests.fixtures.emulator.ExampleMeter` serves the
+specification's example with them). The emulator logs readouts, not connections, and damages
+its replies at random places, so this peer stays for what it cannot do:
 
-- a given sequence, request by request: ``("silent", "answer")`` (one retry that succeeds),
-  ``("xor", "xor_damaged", ...)``;
 - a damaged reply whose check character is the *other* algorithm's (``"xor_damaged"``: the
   1 in 128 case an ``auto`` reader without a hint takes for a SUM7 meter), where the
-  emulator's ``bcc`` fault is neither algorithm;
+  emulator's ``bcc`` fault is neither algorithm, in a sequence with ``"xor"`` replies;
 - a reply held until the test lets it go (``"gated"``), to move a clock while a readout runs;
 - a reply the test made (bytes: :func:`reply_with` prints registers as the test says, with the
   Kamstrup check character of the result), e.g. the damage the block check cannot see;
@@ -18,12 +17,12 @@ so this peer stays for what it cannot do:
   the meter's side (:meth:`ScriptedMeter.drop`).
 
 Each request (``/?!`` CR LF) is answered by the next action of the script: ``"answer"`` (the
-specification's example reply, with the parity bit as an 8N1 gateway delivers it),
-``"silent"`` (nothing), ``"xor"`` (the example's data with an IEC 62056-21 XOR check
-character), ``"xor_damaged"`` (that reply with one digit changed in transit, whose check
-character happens to be the Kamstrup SUM7 of the damaged block), ``"gated"`` (the example
-reply once the test sets :attr:`ScriptedMeter.gate`), or bytes (that reply, 7-bit). When the
-script is used up, the last action repeats.
+specification's example reply, with the parity bit as an 8N1 gateway delivers it), ``"xor"``
+(the example's data with an IEC 62056-21 XOR check character), ``"xor_damaged"`` (that reply
+with one digit changed in transit, whose check character happens to be the Kamstrup SUM7 of
+the damaged block), ``"gated"`` (the example reply once the test sets
+:attr:`ScriptedMeter.gate`), or bytes (that reply, 7-bit). When the script is used up, the
+last action repeats.
 """
 
 from __future__ import annotations
@@ -124,8 +123,6 @@ class ScriptedMeter:
                 action = self.script[min(self.requests, len(self.script) - 1)]
                 self.requests += 1
                 reply = action if isinstance(action, bytes) else EXAMPLE
-                if action == "silent":
-                    continue
                 if action == "xor":
                     reply = XOR_REPLY
                 elif action == "xor_damaged":

@@ -26,6 +26,7 @@ from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.collector.conftest import make_config, seen_before
 from tests.collector.peer import ScriptedMeter
+from tests.fixtures.emulator import ExampleMeter
 
 SPEED = 200.0
 
@@ -126,18 +127,19 @@ async def test_retries_and_failure_rows_carry_the_error_kind(storage_url: str) -
     with (
         EmulatorThread(**emulated, faults="silent=1") as mute,
         EmulatorThread(**emulated, faults="bcc=1") as corrupt,
+        ExampleMeter(("silent",), (), speed=SPEED) as flaky,
     ):
-        async with ScriptedMeter("silent", "answer") as flaky:
-            ports = [flaky.port, mute.ports[0], corrupt.ports[0], closed_port()]
-            # one retry configured: the collector gives every reader two (a first reading is
-            # heard in three attempts)
-            config = make_config(storage_url, ports, retries=1)
-            with open_storage(storage_url) as storage:
-                async with Collector(config, storage) as collector:
-                    seen_before(collector, ["m0"])  # its answer needs no confirming
-                    result = await collector.run_once()
-                attempts = list(storage.attempts())
-            assert flaky.requests == 2
+        ports = [flaky.port, mute.ports[0], corrupt.ports[0], closed_port()]
+        # one retry configured: the collector gives every reader two (a first reading is
+        # heard in three attempts)
+        config = make_config(storage_url, ports, retries=1)
+        with open_storage(storage_url) as storage:
+            async with Collector(config, storage) as collector:
+                seen_before(collector, ["m0"])  # its answer needs no confirming
+                result = await collector.run_once()
+            attempts = list(storage.attempts())
+        assert flaky.requests == 2
+        assert [entry.silent for entry in flaky.emulator.log(0)] == [True, False]
         assert [entry.silent for entry in mute.log(0)] == [True, True, True]
         assert [entry.kinds for entry in corrupt.log(0)] == [("bcc",), ("bcc",), ("bcc",)]
     assert not result.ok
@@ -259,7 +261,7 @@ async def test_a_meter_whose_turn_comes_after_its_slot_ended_is_stored_as_missed
     and a failure of kind ``missed`` says so where status and health plots look."""
     slot = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     clock = ManualClock(slot)
-    async with ScriptedMeter("gated", "answer") as slow, ScriptedMeter("answer") as other:
+    async with ScriptedMeter("gated", "answer") as slow, ExampleMeter() as other:
         bus = 'shared_line = "bus"'
         config = make_config(
             storage_url, [slow.port, other.port], meter_extra={0: bus, 1: bus}, answer_timeout=5

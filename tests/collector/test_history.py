@@ -5,9 +5,11 @@ its bytes, never a reading. Against scripted meters and the emulator over loopba
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from kamstrup382.storage import FailureRecord, ReadingRecord
 from kamstrup382.storage.url import open_storage
 from tests.collector.conftest import EXAMPLE, make_config, seen_before
 from tests.collector.peer import ScriptedMeter, reply_with
+from tests.fixtures.emulator import ExampleMeter
 
 NOW = datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC)
 #: A reading stored a quarter of an hour before.
@@ -115,7 +118,12 @@ def test_every_reader_gets_the_retries_to_confirm_with() -> None:
 
 
 async def read_once(
-    url: str, meter: ScriptedMeter, *, seen: bool = True, retries: int = 2, clock_at: datetime = NOW
+    url: str,
+    meter: ScriptedMeter | ExampleMeter,
+    *,
+    seen: bool = True,
+    retries: int = 2,
+    clock_at: datetime = NOW,
 ) -> tuple[Collector, list[ReadingRecord]]:
     config = make_config(url, [meter.port], retries=retries, backoff=0.01)
     with open_storage(url) as storage:
@@ -127,19 +135,20 @@ async def read_once(
 
 
 @pytest.mark.parametrize(
-    ("script", "attempts"),
+    ("make", "attempts"),
     [
-        (("answer", "answer", "answer"), 3),  # heard in three attempts
+        (partial(ExampleMeter), 3),  # heard in three attempts
         # 428 h, then 482: one is a swap of the other, 482 must be heard in two more
-        ((HOURS_SWAPPED, "answer", "answer", "answer"), 4),
-        (("answer", HOURS_SWAPPED, "answer", "answer"), 4),
-        (("answer", "silent", "answer", "answer"), 4),  # a failed attempt in between
+        (partial(ScriptedMeter, HOURS_SWAPPED, "answer"), 4),
+        (partial(ScriptedMeter, "answer", HOURS_SWAPPED, "answer"), 4),
+        (partial(ExampleMeter, (), ("silent",), ()), 4),  # a failed attempt in between
     ],
+    ids=["agree", "swapped-first", "swapped-second", "silent-second"],
 )
 async def test_a_first_reading_is_confirmed_by_attempts_that_agree(
-    storage_url: str, script: tuple[str | bytes, ...], attempts: int
+    storage_url: str, make: Callable[[], ScriptedMeter | ExampleMeter], attempts: int
 ) -> None:
-    async with ScriptedMeter(*script) as meter:
+    async with make() as meter:
         collector, (reading,) = await read_once(storage_url, meter, seen=False, retries=3)
         assert meter.requests == attempts
     assert reading.values == VALUES  # never the swapped 428 h
@@ -150,7 +159,7 @@ async def test_a_first_reading_is_confirmed_by_attempts_that_agree(
 async def test_a_known_meter_is_read_at_the_first_attempt_and_its_history_follows(
     storage_url: str,
 ) -> None:
-    async with ScriptedMeter("answer") as meter:
+    async with ExampleMeter() as meter:
         collector, (reading,) = await read_once(storage_url, meter)
         assert meter.requests == 1
     assert reading.attempts == 1
@@ -161,7 +170,7 @@ async def test_the_history_is_loaded_from_the_storage_at_start(storage_url: str)
     """A restarted collector knows its meters: their next reading needs no confirming."""
     with open_storage(storage_url) as storage:
         storage.record([stored_record("m0", VALUES, SEEN)])
-    async with ScriptedMeter("answer") as meter:
+    async with ExampleMeter() as meter:
         _, (reading,) = await read_once(storage_url, meter, seen=False)
         assert meter.requests == 1
     assert reading.attempts == 1
@@ -209,7 +218,7 @@ async def test_a_telegram_that_stays_implausible_is_a_failure_with_its_bytes(
     with open_storage(storage_url) as storage:
         more = replace(VALUES, energy=Decimal(62), tariff_1=Decimal(42))
         storage.record([stored_record("m0", more, SEEN)])
-    async with ScriptedMeter("answer") as meter:
+    async with ExampleMeter() as meter:
         config = make_config(storage_url, [meter.port], retries=2, backoff=0.01)
         with open_storage(storage_url) as storage:
             async with Collector(config, storage, clock=ManualClock(NOW)) as collector:
@@ -266,7 +275,7 @@ async def test_first_readings_get_two_retries_even_when_none_are_configured(
     tmp_path: object,
 ) -> None:
     url = f"sqlite:///{tmp_path}/r.sqlite"
-    async with ScriptedMeter("answer") as meter:
+    async with ExampleMeter() as meter:
         _, (reading,) = await read_once(url, meter, seen=False, retries=0)
     assert reading.attempts == 3
 

@@ -121,7 +121,9 @@ async def test_live_power_to_prometheus_and_home_assistant(
 
                 async def prometheus_reads(watts: float) -> bool:
                     metrics.update(await scraped_watts(prometheus))
-                    return abs(metrics.get("kamstrup382_power_watts", 0) - watts) <= watts / 100
+                    return (
+                        abs(metrics.get("kamstrup382_pulse_power_watts", 0) - watts) <= watts / 100
+                    )
 
                 started = time.monotonic()
                 while not await prometheus_reads(2400):
@@ -200,7 +202,7 @@ async def test_live_power_to_prometheus_and_home_assistant(
                 await until(lambda: live.power(time.monotonic_ns()).watts == 0, 8, "0 W")
                 await until(lambda: 0.0 in powers(watcher.messages), 5, "HA at 0 W")
                 metrics.update(await scraped_watts(prometheus))
-                assert metrics["kamstrup382_power_watts"] == 0
+                assert metrics["kamstrup382_pulse_power_watts"] == 0
                 await until(
                     lambda: [p.watts for p in storage.live_power()] == [0.0],
                     5,

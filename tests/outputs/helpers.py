@@ -20,7 +20,7 @@ from kamstrup382.protocol import (
     encode_reply,
     parse_type_number,
 )
-from kamstrup382.storage import FailureRecord, ReadingRecord
+from kamstrup382.storage import FailureRecord, KmpReadingRecord, ReadingRecord
 
 __all__ = [
     "PATIENCE",
@@ -30,6 +30,7 @@ __all__ = [
     "Received",
     "Watcher",
     "failure",
+    "kmp_reading",
     "reading",
     "settle",
 ]
@@ -76,6 +77,50 @@ def reading(
         answer_delay=0.05,
         duration=6.5 + index / 100,
         attempts=1,
+    )
+
+
+def kmp_reading(
+    meter: str = "flat",
+    index: int = 0,
+    *,
+    serial: int = 54042,
+    meter_type: int = 0x0382,
+    software_revision: str = "A1",
+    leave_out: tuple[str, ...] = (),
+) -> KmpReadingRecord:
+    """The ``index``-th quarter-hour KMP reading of ``meter``: a 382Jx3 drawing 2,400 W (plus
+    10 W per index) split 50/30/20 % over its phases, as the emulator's meter answers; the
+    registers in ``leave_out`` not sent."""
+    power = 2400 + 10 * index
+    parts = [power * 5 // 10, power * 3 // 10]
+    parts.append(power - sum(parts))
+    voltages = [230 - (part * 4 + 5000) // 10000 for part in parts]  # 0.4 V per kW, rounded
+    values: dict[str, Decimal] = {
+        "energy": Decimal(1234 + index),
+        "energy_out": Decimal(0),
+        "energy_hires": Decimal(1234 + index) + Decimal("0.56"),
+        "energy_out_hires": Decimal("0.00"),
+        "power": Decimal(power),
+        "power_out": Decimal(0),
+        "max_power": Decimal(5100),
+    }
+    for n, (part, volts) in enumerate(zip(parts, voltages, strict=True), start=1):
+        values[f"voltage_l{n}"] = Decimal(volts)
+        values[f"current_l{n}"] = (Decimal(part) / volts).quantize(Decimal("0.01"))
+        values[f"power_l{n}"] = Decimal(part)
+    slot = START + index * STEP
+    return KmpReadingRecord(
+        meter=meter,
+        slot=slot,
+        read_at=slot + timedelta(seconds=1, milliseconds=index % 1000),
+        meter_type=meter_type,
+        software_revision=software_revision,
+        serial=serial,
+        values={k: v for k, v in values.items() if k not in leave_out},
+        duration=0.21 + index / 1000,
+        exchanges=3,
+        attempts=3,
     )
 
 

@@ -126,12 +126,16 @@ DEVICE_CLASS_UNITS = {
     "energy": {"J", "kJ", "MJ", "GJ", "mWh", "Wh", "kWh", "MWh", "GWh", "TWh", "cal", "kcal"},
     "power": {"W", "kW", "MW", "GW", "TW"},
     "duration": {"d", "h", "min", "s", "ms"},
+    "voltage": {"V", "mV", "µV", "kV", "MV"},
+    "current": {"A", "mA"},
     "timestamp": {None},
 }
 DEVICE_CLASS_STATE_CLASSES = {
     "energy": {"total", "total_increasing"},
     "power": {"measurement"},
     "duration": {"measurement", "total", "total_increasing"},
+    "voltage": {"measurement"},
+    "current": {"measurement"},
     "timestamp": {None},
 }
 #: node_id and object_id of ``<prefix>/<component>/[<node_id>/]<object_id>/config``

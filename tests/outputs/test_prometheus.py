@@ -29,11 +29,12 @@ from tests.fixtures.prometheus import PROMTOOL
 
 from .helpers import failure, reading
 
-ALLOWED_LABELS = {"meter", "tariff", "period", "kind", "le"}
+ALLOWED_LABELS = {"meter", "tariff", "period", "kind", "le", "phase"}
 #: the labels of the info metrics
 INFO_LABELS = {
     "kamstrup382_meter_info": {
-        "meter", "type_number", "customer_number", "module", "bcc_algorithm"
+        "meter", "protocol", "type_number", "customer_number", "module", "bcc_algorithm",
+        "meter_type", "software", "serial",
     },
     "kamstrup382_build_info": {"version", "python"},
 }  # fmt: skip
@@ -310,10 +311,14 @@ async def test_the_meter_info_follows_the_newest_reading(output: PrometheusOutpu
     assert sample.value == 1
     assert sample.labels == {
         "meter": "house",
+        "protocol": "iec",
         "type_number": "685-382-SK-15",
         "customer_number": "00054042",
         "module": "SK",
         "bcc_algorithm": "sum7",
+        "meter_type": "",
+        "software": "",
+        "serial": "",
     }
     kind, samples = (await scrape(output))["kamstrup382_build_info"]
     (sample,) = samples

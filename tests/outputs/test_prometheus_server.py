@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from kamstrup382.outputs.power_metrics import PowerMetrics
+from kamstrup382.outputs.prometheus import PrometheusOutput
+from kamstrup382.pulses.live import PowerUpdate
+from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker, free_port
 from tests.fixtures.prometheus import JOB, PROMTOOL, PrometheusServer
 
+from .helpers import kmp_reading
 from .test_prometheus import promtool_check_metrics
 
 pytestmark = pytest.mark.mosquitto
@@ -249,24 +256,51 @@ def test_the_dashboard_is_importable_as_it_is() -> None:
         "kamstrup382_operating_seconds_total", "kamstrup382_readout_failures_total",
         "kamstrup382_readout_successes_total", "kamstrup382_fleet_readout_duration_seconds",
         "kamstrup382_outbox_pending_readings", "kamstrup382_outbox_oldest_age_seconds",
-        "kamstrup382_output_state", "kamstrup382_build_info",
+        "kamstrup382_output_state", "kamstrup382_build_info", "kamstrup382_power_watts",
+        "kamstrup382_voltage_volts", "kamstrup382_current_amperes",
+        "kamstrup382_pulse_power_watts",
     ):  # fmt: skip
         assert name in exprs, name
 
 
+@pytest.fixture
+def kmp_exporter(tmp_path: Path) -> Iterator[str]:
+    """A second exporter, in this process, holding a KMP meter's reading and a pulse input's
+    live power (``k382 collect --emulator`` runs mode A meters without pulse inputs): its
+    target, host:port."""
+    with open_storage(f"sqlite:///{tmp_path / 'kmp.sqlite'}") as storage:
+        exporter = PrometheusOutput("127.0.0.1", 0, ["flat"])
+        pulses = PowerMetrics(exporter.registry)
+        asyncio.run(exporter.start(storage))
+        try:
+            asyncio.run(exporter.publish([kmp_reading("flat", 1)], []))
+            now = datetime.now(UTC)
+            pulses.power(
+                PowerUpdate(
+                    meter="flat", at=now, watts=2410.0, bounded=False,
+                    energy_kwh=Decimal("1235.12"), pulses=40, rejected=0, missed=0,
+                    drift_kwh=None, pulse_at=now, connected=True, report=True,
+                )
+            )  # fmt: skip
+            yield f"127.0.0.1:{exporter.port}"
+        finally:
+            asyncio.run(exporter.stop())
+
+
 def test_every_expression_of_the_rules_and_the_dashboard_returns_data(
     collector: RunningCollector,
+    kmp_exporter: str,
     prometheus_server: Callable[[Sequence[str], Sequence[Path]], PrometheusServer],
     tmp_path: Path,
 ) -> None:
     rules = tmp_path / "prometheus-alerts.yml"
     rules.write_text(shipped("prometheus-alerts.yml"))
-    server = prometheus_server([collector.target], [rules])
+    server = prometheus_server([collector.target, kmp_exporter], [rules])
     # a few scrapes, with readings between them (meters are read every 2 s)
     server.wait_for(f'count_over_time(up{{job="{JOB}"}}[1m]) >= 8', PATIENCE)
     server.wait_for("changes(kamstrup382_fleet_readout_duration_seconds_count[1m]) >= 2", PATIENCE)
-    (up,) = server.samples(f'up{{job="{JOB}"}}')
-    assert up["value"][1] == "1"
+    ups = server.samples(f'up{{job="{JOB}"}}')
+    assert [up["value"][1] for up in ups] == ["1", "1"]
     # Prometheus loaded the rules and evaluates them
     with urllib.request.urlopen(f"{server.url}/api/v1/rules", timeout=30) as response:
         loaded = json.loads(response.read())["data"]["groups"]

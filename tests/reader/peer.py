@@ -10,12 +10,13 @@ wait for each other (``gate``).
 Each request (``/?!`` CR LF, with or without parity bits) is answered by the next action of the
 script; when the script is used up, the last action repeats. Actions:
 
-- ``answer``: the reply (``telegram``, default the specification's example) after ``delay``;
+- ``answer``: the reply (the specification's example) after ``delay``;
 - ``silent``: nothing;
 - ``echo``: the request echoed back (as an optical head does), then the reply;
 - ``noise``: bytes without ``/`` before the reply (in a script with an ``echo``);
-- ``late``: the reply, ``late_by`` seconds after the request, unless a new request comes first;
-- ``stall``: the first 100 bytes, a pause of ``stall_for`` seconds, the rest;
+- ``late``: the reply, :data:`LATE_BY` seconds after the request, unless a new request comes
+  first;
+- ``stall``: the first 100 bytes, a pause of :data:`STALL_FOR` seconds, the rest;
 - ``framing``: the reply with its STX replaced by ``X``;
 - ``double``: the reply, twice (the second copy is stale input for the next request);
 - ``endless``: a byte without ``/`` every 10 ms until the next request;
@@ -42,6 +43,10 @@ from types import TracebackType
 from kamstrup382.protocol import add_parity, strip_parity
 
 EXAMPLE = (Path(__file__).parent.parent / "data" / "spec-example.bin").read_bytes()
+#: Seconds after the request a ``late`` reply comes (past the reader's answer timeout).
+LATE_BY = 0.5
+#: Seconds a ``stall`` pauses in mid-reply (past the reader's inter-character timeout).
+STALL_FOR = 0.5
 
 
 class Gate:
@@ -66,20 +71,14 @@ class ScriptedPeer:
         *script: str,
         transport: str = "tcp",
         eight_bit: bool | None = None,
-        telegram: bytes = EXAMPLE,
         delay: float = 0.005,
-        late_by: float = 0.5,
-        stall_for: float = 0.5,
         gate: Gate | None = None,
     ) -> None:
         self.gate = gate
         self.script = list(script) or ["answer"]
         self.transport = transport
         self.eight_bit = transport == "tcp" if eight_bit is None else eight_bit
-        self.telegram = telegram
         self.delay = delay
-        self.late_by = late_by
-        self.stall_for = stall_for
         self.requests = 0
         self.port = ""
         self._loop = asyncio.new_event_loop()
@@ -151,7 +150,7 @@ class ScriptedPeer:
     async def _answer(
         self, action: str, send: Callable[[bytes], None], close: Callable[[], None]
     ) -> None:
-        reply = self.telegram
+        reply = EXAMPLE
         if self.gate is not None:
             self.gate.arrive()
             await asyncio.to_thread(self.gate.opened.wait, 10)
@@ -166,7 +165,7 @@ class ScriptedPeer:
                 await asyncio.sleep(0.01)
         if action == "echo":
             send(self._wire(b"/?!\r\n"))
-        await asyncio.sleep(self.late_by if action == "late" else self.delay)
+        await asyncio.sleep(LATE_BY if action == "late" else self.delay)
         if action == "noise":
             send(self._wire(b"\x00zz\r\n"))
         elif action == "framing":
@@ -176,7 +175,7 @@ class ScriptedPeer:
         wire = self._wire(reply)
         if action == "stall":
             send(wire[:100])
-            await asyncio.sleep(self.stall_for)
+            await asyncio.sleep(STALL_FOR)
             wire = wire[100:]
         send(wire)
 

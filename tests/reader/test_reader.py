@@ -14,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Protocol
 
 import pytest
 
-from kamstrup382.clock import ManualClock
-from kamstrup382.emulator import ConstantLoad, EmulatorThread, Faults, MeterModel
+from kamstrup382.emulator import EmulatorThread
 from kamstrup382.errors import (
     BccError,
     ConnectionLost,
@@ -35,6 +32,7 @@ from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader, Reader, Timing
 from kamstrup382.reader.port import LineMode
 from kamstrup382.reader.reading import Reading
+from tests.fixtures.emulator import ExampleMeter
 from tests.reader.peer import EXAMPLE, Gate, Rfc2217Bridge, ScriptedPeer
 
 FAST = Timing(answer_timeout=0.1, answer_margin=0.05)
@@ -49,8 +47,6 @@ EMULATED: dict[str, tuple[str, ...]] = {
     "xor": ("xor",),
     "parity": ("parity",),
 }
-#: The emulator's line speed: a reply takes about 0.1 s.
-SPEED = 50.0
 
 
 class Meter(Protocol):
@@ -61,52 +57,6 @@ class Meter(Protocol):
 
     @property
     def requests(self) -> int: ...
-
-
-class EmulatedMeter:
-    """The emulator following a script of :data:`EMULATED` actions, serving the specification's
-    example (its default settings, no load, a stopped clock)."""
-
-    def __init__(
-        self,
-        *script: str,
-        transport: str = "tcp",
-        eight_bit: bool | None = None,
-        delay: float = 0.02,
-    ) -> None:
-        kinds = [EMULATED[action] for action in script] or [()]
-        always: dict[str, Any] = dict.fromkeys(kinds[-1], 1.0)  # the last action repeats
-        model = MeterModel(
-            load=ConstantLoad(0), clock=ManualClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
-        )
-        self.emulator = EmulatorThread(
-            [model],
-            transport="pty" if transport == "pty" else "tcp",
-            speed=SPEED,
-            delay=delay,
-            eight_bit=eight_bit,
-            faults=Faults(script=tuple(kinds[:-1]), **always),
-        )
-
-    @property
-    def port(self) -> str:
-        return self.emulator.ports[0]
-
-    @property
-    def requests(self) -> int:
-        return len(self.emulator.log(0))
-
-    def __enter__(self) -> EmulatedMeter:
-        self.emulator.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.emulator.stop()
 
 
 def read_many(api: str, port: str, count: int = 1, **options: Any) -> list[Outcome]:
@@ -156,12 +106,12 @@ def transport(request: pytest.FixtureRequest) -> str:
 def meter_factory() -> Iterator[Callable[..., Meter]]:
     """``make(*script, **options)``: the emulator where it plays the whole script, else the
     scripted peer (always with a ``gate``)."""
-    meters: list[EmulatedMeter | ScriptedPeer] = []
+    meters: list[ExampleMeter | ScriptedPeer] = []
 
     def make(*script: str, **options: Any) -> Meter:
-        meter: EmulatedMeter | ScriptedPeer
+        meter: ExampleMeter | ScriptedPeer
         if "gate" not in options and all(action in EMULATED for action in script):
-            meter = EmulatedMeter(*script, **options)
+            meter = ExampleMeter(*(EMULATED[action] for action in script), **options)
         else:
             meter = ScriptedPeer(*script, **options)
         meter.__enter__()
@@ -373,8 +323,6 @@ async def test_many_async_readers_share_one_loop(
 @pytest.mark.parametrize("line", ["7E1", "8N1"])
 def test_rfc2217_gateway(api: str, line: str) -> None:
     # the gateway sets the line as asked (RFC 2217), the reader goes through pyserial
-    from kamstrup382.emulator import EmulatorThread
-
     eight_bit = line == "8N1"
     with (
         EmulatorThread(transport="tcp", speed=50.0, eight_bit=eight_bit) as emu,

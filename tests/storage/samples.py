@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from kamstrup382.protocol import MeterValues
-from kamstrup382.storage import FailureRecord, ReadingRecord
+from kamstrup382.storage import FailureRecord, KmpReadingRecord, ReadingRecord
 
-__all__ = ["START", "STEP", "failure", "reading"]
+__all__ = ["START", "STEP", "failure", "kmp_reading", "reading"]
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -63,4 +63,46 @@ def failure(meter: str = "house", index: int = 0, kind: str = "timeout") -> Fail
         message=f"no answer from {meter} (phase answer, 0 bytes received)",
         attempts=3,
         duration=1.8,
+    )
+
+
+def kmp_reading(
+    meter: str = "flat",
+    index: int = 0,
+    *,
+    energy: str | None = None,
+    leave_out: tuple[str, ...] = ("energy_out_hires",),
+) -> KmpReadingRecord:
+    """The ``index``-th quarter-hour KMP readout of ``meter`` (a 382Jx3): exact values with the
+    digits a meter sends (a trailing zero kept), registers in ``leave_out`` not sent."""
+    slot = START + index * STEP
+    values = {
+        "energy": Decimal(f"{12345 + index}.{index % 100:02d}" if energy is None else energy),
+        "energy_out": Decimal("0.00"),
+        "energy_hires": Decimal(f"{12345 + index}.{index % 100:02d}0"),
+        "energy_out_hires": Decimal("17.250"),
+        "power": Decimal(1000 + index),
+        "power_out": Decimal(0),
+        "max_power": Decimal("7350.5"),
+        "voltage_l1": Decimal("230.1"),
+        "voltage_l2": Decimal("229.0"),
+        "voltage_l3": Decimal("231.7"),
+        "current_l1": Decimal("1.23"),
+        "current_l2": Decimal("0.00"),
+        "current_l3": Decimal("12.005"),
+        "power_l1": Decimal(283 + index),
+        "power_l2": Decimal(0),
+        "power_l3": Decimal("-2771.9"),
+    }
+    return KmpReadingRecord(
+        meter=meter,
+        slot=slot,
+        read_at=slot + timedelta(seconds=2, microseconds=index % 1000),
+        meter_type=0x0382,
+        software_revision="A1",
+        serial=5_098_765_432 + index,
+        values={name: v for name, v in values.items() if name not in leave_out},
+        duration=0.375 + index / 1e3,
+        exchanges=2,
+        attempts=2 + index % 2,
     )

@@ -135,6 +135,8 @@ def test_the_kmp_meters_page(sized: Any, both_url: str, kmp: KmpHistory) -> None
     assert 0 < health[1] < health[0]
     _no_sideways_scroll(sized)
     assert sized.locator("#plot-phases-power .main-svg").count() > 0  # drawn, not only kept
+    energy = sized.evaluate("document.getElementById('plot-energy').data[0].y")
+    assert len(energy) > 12 and sum(energy) > 0  # the energy per hour of its readings
     boxes = sized.evaluate(
         "[...document.querySelectorAll('#plots .main-svg, #phases')]"
         ".map(e => e.getBoundingClientRect().right)"

@@ -170,6 +170,19 @@ async def test_csv_of_a_kmp_meter_has_its_columns(
     assert next(csv.reader(io.StringIO(house.text))) == list(READING_COLUMNS)
 
 
+async def test_a_kmp_meters_consumption_has_energy_and_no_tariffs(
+    client: httpx.AsyncClient, kmp: KmpHistory
+) -> None:
+    answer = (await client.get("/api/meters/flat/consumption", params={"bucket": "hour"})).json()
+    rows = answer["rows"]
+    assert rows and all(r["tariff_1"] is None and r["tariff_2"] is None for r in rows)
+    first, last = kmp.readings[0], kmp.readings[-1]
+    total = sum(as_decimal(r["energy"]) for r in rows)
+    assert total == last.values["energy"] - first.values["energy"]  # every kWh, in buckets
+    text = (await client.get("/api/meters/flat/consumption", params={"format": "csv"})).text
+    assert {r["tariff_1"] for r in csv.DictReader(io.StringIO(text))} == {""}
+
+
 async def test_a_kmp_meter_has_no_peaks(client: httpx.AsyncClient) -> None:
     peaks = (await client.get("/api/meters/flat/peaks")).json()
     assert peaks["rows"] == []

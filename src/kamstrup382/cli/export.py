@@ -2,8 +2,14 @@
 
 Rows are written as the storage yields them (constant memory for millions of rows). JSON is a
 streamed array (``--format json``) or one object per line (``--format jsonl``); each reading is
-the one shape of a reading (:mod:`kamstrup382.documents`, ``docs/formats.md``); CSV has one
-column per field (the registers by name, ``customer_number`` with its leading zeros).
+the one shape of a reading (:mod:`kamstrup382.documents`, ``docs/formats.md``), of either
+protocol (``"protocol": "kmp"`` for a KMP meter's). CSV has one column per field (the
+registers by name, ``customer_number`` with its leading zeros), one table for both protocols:
+the mode A fields, then ``protocol`` (``iec`` or ``kmp``) and the KMP fields (its registers
+that mode A has not, its identity, its exchanges); ``energy`` (kWh), ``duration`` and
+``attempts`` are shared, every other field of the other protocol is empty, and so is a
+register the meter did not send. Consumption of a KMP meter comes from its ``energy``
+register, its tariff columns empty (the 382's KMP register set has no tariffs).
 ``--since``/``--until`` take ISO 8601 times (a time without zone is UTC; a bare date is its
 midnight UTC) and select ``[since, until)``. A file given with ``--output`` appears only when
 complete. Exit status: 0 done, 1 the storage failed, 2 a bad option or configuration.
@@ -25,11 +31,12 @@ from typing import IO, Any
 import click
 
 from kamstrup382.cli.database import open_chosen
-from kamstrup382.documents import dumps, record_document
+from kamstrup382.documents import any_record_document, dumps
 from kamstrup382.errors import ConfigError, Kamstrup382Error, UsageError
+from kamstrup382.protocol.kmp import KMP_382_REGISTERS
 from kamstrup382.protocol.registers import REGISTERS
 from kamstrup382.storage.base import Storage
-from kamstrup382.storage.records import ConsumptionRow, ReadingRecord
+from kamstrup382.storage.records import AnyReading, ConsumptionRow, KmpReadingRecord
 
 __all__ = [
     "CONSUMPTION_FIELDS",
@@ -46,6 +53,9 @@ __all__ = [
 SIGPIPE_STATUS = 141
 
 REGISTER_NAMES = tuple(r.name for r in REGISTERS)
+#: The KMP registers with a column of their own (``energy`` is the mode A column, in kWh too).
+KMP_REGISTER_NAMES = tuple(r.name for r in KMP_382_REGISTERS if r.name not in REGISTER_NAMES)
+_KMP_FIELDS = ("meter_type", "software_revision", "serial", "exchanges")
 READING_FIELDS = (
     "meter",
     "slot",
@@ -57,6 +67,9 @@ READING_FIELDS = (
     "answer_delay",
     "duration",
     "attempts",
+    "protocol",
+    *KMP_REGISTER_NAMES,
+    *_KMP_FIELDS,
 )
 CONSUMPTION_FIELDS = ("meter", "start", "end", "energy", "tariff_1", "tariff_2")
 
@@ -67,8 +80,11 @@ def _utc(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-def reading_fields(r: ReadingRecord, *, raw: bool = False) -> list[tuple[str, Value]]:
-    """A reading as (field, value) pairs in :data:`READING_FIELDS` order (+ ``raw`` as hex)."""
+def reading_fields(r: AnyReading, *, raw: bool = False) -> list[tuple[str, Value]]:
+    """A reading of either protocol as (field, value) pairs in :data:`READING_FIELDS` order
+    (+ ``raw`` as hex, empty for a KMP reading)."""
+    if isinstance(r, KmpReadingRecord):
+        return _kmp_fields(r, raw=raw)
     fields: list[tuple[str, Value]] = [
         ("meter", r.meter),
         ("slot", _utc(r.slot)),
@@ -80,9 +96,33 @@ def reading_fields(r: ReadingRecord, *, raw: bool = False) -> list[tuple[str, Va
         ("answer_delay", round(r.answer_delay, 3)),  # to the millisecond
         ("duration", round(r.duration, 3)),
         ("attempts", r.attempts),
+        ("protocol", r.protocol),
+        *((name, None) for name in (*KMP_REGISTER_NAMES, *_KMP_FIELDS)),
     ]
     if raw:
         fields.append(("raw", r.raw.hex()))
+    return fields
+
+
+def _kmp_fields(r: KmpReadingRecord, *, raw: bool) -> list[tuple[str, Value]]:
+    fields: list[tuple[str, Value]] = [
+        ("meter", r.meter),
+        ("slot", _utc(r.slot)),
+        ("read_at", _utc(r.read_at)),
+        *((name, r.values.get(name)) for name in REGISTER_NAMES),
+        *((name, None) for name in ("identification", "type_number", "bcc_algorithm")),
+        ("answer_delay", None),
+        ("duration", round(r.duration, 3)),
+        ("attempts", r.attempts),
+        ("protocol", r.protocol),
+        *((name, r.values.get(name)) for name in KMP_REGISTER_NAMES),
+        ("meter_type", f"0x{r.meter_type:04x}"),  # as in the JSON shape's meter_identity
+        ("software_revision", r.software_revision),
+        ("serial", r.serial),
+        ("exchanges", r.exchanges),
+    ]
+    if raw:
+        fields.append(("raw", None))
     return fields
 
 
@@ -232,7 +272,7 @@ def export(
                 records = storage.readings(meter, start, end)
                 rows = (reading_fields(r, raw=raw) for r in records)
                 objects: Iterable[Mapping[str, Any]] = (
-                    record_document(r, raw=raw) for r in records
+                    any_record_document(r, raw=raw) for r in records
                 )
             else:
                 consumption = storage.consumption(meter, start, end)

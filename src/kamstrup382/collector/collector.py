@@ -37,6 +37,7 @@ the times stored (``read_at``, ``failed_at``); ``time.monotonic`` for durations 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -51,14 +52,17 @@ from kamstrup382.collector.config import Config, MeterConfig
 from kamstrup382.collector.cycle import CycleResult, Result, SlotState
 from kamstrup382.collector.gate import GateClosed, StartGates, TimedGate
 from kamstrup382.collector.history import History
+from kamstrup382.collector.kmp_config import MeterProtocol
+from kamstrup382.collector.kmp_history import KmpHistory
 from kamstrup382.collector.leases import Leases
 from kamstrup382.collector.pool import ReaderPool
+from kamstrup382.collector.protocols import Found, ProtocolFinder, stored
 from kamstrup382.collector.pulse_inputs import PulseInputs
+from kamstrup382.collector.readout import judged_readout
 from kamstrup382.collector.records import (
     failure_record,
     missed_message,
     missed_record,
-    reading_record,
 )
 from kamstrup382.collector.reload import ConfigChange, compare
 from kamstrup382.collector.schedule import connect_ahead, jitter_offset, next_slot, slot_of
@@ -69,7 +73,16 @@ from kamstrup382.collector.writer import BatchWriter
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
-from kamstrup382.storage import LivePower, PowerMinute, ReadingRecord, Storage
+from kamstrup382.reader.kmp_reading import KmpReading
+from kamstrup382.storage import (
+    AnyReading,
+    FailureRecord,
+    KmpReadingRecord,
+    LivePower,
+    PowerMinute,
+    ReadingRecord,
+    Storage,
+)
 from kamstrup382.storage.url import spill_path
 
 __all__ = ["Collector", "CycleResult"]
@@ -112,8 +125,11 @@ class Collector:
         self.pool = ReaderPool(
             config.meters, keep_connected=settings.keep_connected and not self.shares_meters
         )
-        #: Per meter: the last reading accepted, which the next one must follow.
+        #: Per meter: the last reading accepted, which the next one must follow (mode A, KMP).
         self.history = History()
+        self.kmp_history = KmpHistory()
+        #: What ``protocol = "auto"`` meters were found to speak (kept in the storage).
+        self.protocols = ProtocolFinder(self._remember_protocol)
         self._locks: dict[str, asyncio.Lock] = {}
         #: Where results the storage refuses go (see :mod:`.spill`).
         self.spill = SpillJournal(spill_path(storage.url, config.storage.spill_dir))
@@ -200,8 +216,22 @@ class Collector:
                 exc,
             )
             return
-        self.history.load(stored.values())
-        self.pool.load_hints({name: record.bcc_algorithm for name, record in stored.items()})
+        auto = [m.name for m in self.config.meters if m.protocol is MeterProtocol.AUTO]
+        if auto := [name for name in auto if name in names]:
+            with contextlib.suppress(Kamstrup382Error):  # else detected again
+                self.protocols.load(await self._writer.call(self.storage.known_protocols, auto))
+        records: dict[str, AnyReading] = dict(stored)
+        mode_a = {n: r for n, r in records.items() if isinstance(r, ReadingRecord)}
+        self.history.load(mode_a.values())
+        self.kmp_history.load(r for r in records.values() if isinstance(r, KmpReadingRecord))
+        self.pool.load_hints({name: record.bcc_algorithm for name, record in mode_a.items()})
+
+    async def _remember_protocol(self, meter: str, found: Found) -> None:
+        if self._writer is not None:
+            try:
+                await self._writer.call(self.storage.remember_protocol, meter, *stored(found))
+            except Kamstrup382Error as exc:
+                log.warning("meter %s: what auto found was not stored: %s", meter, exc)
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
@@ -327,6 +357,8 @@ class Collector:
         self.config = replace(self.config, meters=config.meters)
         self.pool.update(config.meters)
         self.history.forget(change.removed)
+        self.kmp_history.forget(change.removed)
+        self.protocols.forget([*change.removed, *change.changed])
         if change.added and self._writer is not None:
             await self._load_history_of([m.name for m in change.added])
         for output in self.outputs:
@@ -491,7 +523,7 @@ class Collector:
                     return
                 self._line_last[line] = (meter.name, self.clock.now())
             state.finished.add(meter.name)
-            if isinstance(result, ReadingRecord):
+            if not isinstance(result, FailureRecord):
                 self.pulse_inputs.readout(result)
             state.results.append(result)
             self._writer.put(result)
@@ -513,7 +545,7 @@ class Collector:
         mono_start = time.monotonic()
         timed: TimedGate | None = None
 
-        def read_at(reading: Reading) -> datetime:
+        def read_at(reading: Reading | KmpReading) -> datetime:
             # on a given (virtual) clock: when the readout began on that clock
             if self._wall_clock:
                 return reading.requested_at
@@ -521,15 +553,22 @@ class Collector:
                 return timed.opened_at
             return clock_start
 
-        judge = self.history.judge(meter.name, read_at)
         try:
-            async with self.pool.reader(meter) as reader:
+            kmp = await self.protocols.settings(meter)
+            async with self.pool.reader(meter, kmp) as reader:
                 await self.pool.connect(reader)
                 if start_at is not None and start_at > self.clock.now():
                     timed = self._gates.at(start_at, stop)
                 try:
-                    reading = await reader.read(
-                        gate=timed.gate if timed is not None else None, accept=judge
+                    gate = timed.gate if timed is not None else None
+                    return await judged_readout(
+                        meter.name,
+                        slot,
+                        reader,
+                        gate=gate,
+                        read_at=read_at,
+                        history=self.history,
+                        kmp_history=self.kmp_history,
                     )
                 except GateClosed:
                     return None
@@ -543,10 +582,6 @@ class Collector:
                     self.pool.remember(meter.name, reader)
                     if timed is not None and timed.opened_at is not None:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
-            assert judge.accepted is not None  # the reader returns only what it accepted
-            self.history.accepted(meter.name, judge.accepted)
-            accepted = judge.accepted
-            return reading_record(meter.name, slot, reading, accepted.at, accepted.values)
         except (Kamstrup382Error, OSError) as exc:
             duration = time.monotonic() - mono_start
             return failure_record(meter.name, slot, exc, self.clock.now(), duration)

@@ -14,12 +14,15 @@ KMP (the 382J, 382Jx3, 382Lx7 and 382M; see ``docs/kmp.md``).
                             # auto: mode A, else KMP at 9600 8N1, tried at the first readout
                             # and remembered (in the storage: a restart does not try again)
     baud = 9600             # KMP only: the optical port's rate (default 9600)
+    stop_bits = 1           # KMP only: 2 for an 8N2 line (MULTICAL, some heads; a serial
+                            # device or pyserial URL: a socket:// gateway sets its own line)
     registers = ["energy", "power", "voltage_l1"]  # KMP only: what each readout asks for,
                             # by name (default: the 382's whole set, docs/kmp.md)
 
-``line`` and ``bcc`` are mode A's and refused with ``protocol = "kmp"``; ``baud`` and
-``registers`` are KMP's and refused with ``protocol = "iec"``. Every bad value is a
-:class:`~kamstrup382.errors.ConfigError` naming its dotted key (``meters[2].registers[1]``).
+``line`` and ``bcc`` are mode A's and refused with ``protocol = "kmp"``; ``baud``,
+``stop_bits`` and ``registers`` are KMP's and refused with ``protocol = "iec"``. Every bad
+value is a :class:`~kamstrup382.errors.ConfigError` naming its dotted key
+(``meters[2].registers[1]``).
 """
 
 from __future__ import annotations
@@ -50,9 +53,11 @@ KMP_BAUDS = (1200, 2400, 4800, 9600, 19200)
 
 @dataclass(frozen=True, slots=True)
 class KmpSettings:
-    """A KMP meter's line rate and the registers each readout asks for, by name, in order."""
+    """A KMP meter's line (rate, stop bits) and the registers each readout asks for, by
+    name, in order."""
 
     baud: int = 9600
+    stop_bits: int = 1
     registers: tuple[str, ...] = tuple(r.name for r in KMP_382_REGISTERS)
 
     @property
@@ -85,9 +90,10 @@ def _registers(value: object, key: str) -> tuple[str, ...]:
 KMP_CHECKS: dict[str, Callable[[object, str], Any]] = {
     "protocol": partial(check.choice, MeterProtocol),
     "baud": _baud,
+    "stop_bits": partial(check.integer, low=1, high=2),
     "registers": _registers,
 }
-_KMP_ONLY = ("baud", "registers")
+_KMP_ONLY = ("baud", "stop_bits", "registers")
 _IEC_ONLY = ("line", "bcc")
 
 
@@ -97,8 +103,10 @@ def kmp_settings(
     """The protocol of a meter whose checked keys are ``values`` and, unless it is mode A
     only, its KMP settings (``default``: the ``[collector]`` table's protocol)."""
     protocol: MeterProtocol = values.get("protocol", default)
-    wrong = _IEC_ONLY if protocol is MeterProtocol.KMP else ()
-    if protocol is MeterProtocol.IEC:
+    wrong: tuple[str, ...] = ()
+    if protocol is MeterProtocol.KMP:
+        wrong = _IEC_ONLY
+    elif protocol is MeterProtocol.IEC:
         wrong = _KMP_ONLY
     for name in wrong:
         if name in values:

@@ -12,7 +12,11 @@
   meters not read since the start, made from the algorithm of the meter's last stored reading.
   So the session's rule holds across readouts whether the connection is kept or not: a
   meter's algorithm changes only after two consecutive readouts agreed on the other one.
-- Every reader has at least two retries (:func:`~kamstrup382.collector.history.confirmable`):
+- A KMP meter (``protocol = "kmp"``, or found so by ``auto``) gets an
+  :class:`~kamstrup382.reader.kmp_aio.AsyncKmpReader` that asks what the meter is in every
+  readout (``identify``), with the meter's retries (per exchange) and answer margin; kept
+  connected alike. It has no BCC to remember.
+- Every mode A reader has at least two retries (:func:`~kamstrup382.collector.history.confirmable`):
   a reading no rule can vouch for is confirmed by more attempts of the same readout (a
   meter's first reading by three that agree).
 """
@@ -27,11 +31,16 @@ from collections.abc import Iterable, Mapping
 
 from kamstrup382.collector.config import MeterConfig
 from kamstrup382.collector.history import confirmable
+from kamstrup382.collector.kmp_config import KmpSettings
 from kamstrup382.errors import Kamstrup382Error
 from kamstrup382.protocol import BccAlgorithm
 from kamstrup382.reader import AsyncReader, BccMemory
+from kamstrup382.reader.kmp_aio import AsyncKmpReader
 
-__all__ = ["CONNECTS_AT_ONCE", "ReaderPool"]
+__all__ = ["CONNECTS_AT_ONCE", "MeterReader", "ReaderPool"]
+
+#: A reader of either protocol.
+MeterReader = AsyncReader | AsyncKmpReader
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +68,47 @@ class ReaderPool:
         self._connecting: asyncio.Semaphore | None = None
         #: The readers kept open between readouts, by meter; and those given up in the middle
         #: of a readout, closed with the pool.
-        self._kept: dict[str, AsyncReader] = {}
-        self._retired: list[AsyncReader] = []
+        self._kept: dict[str, MeterReader] = {}
+        self._retired: list[MeterReader] = []
         #: The settings each kept reader was made with; the meters whose kept reader is in a
         #: readout now; kept readers to close once their readout ends (a new configuration).
         self._kept_for: dict[str, MeterConfig] = {}
         self._busy: set[str] = set()
-        self._stale: dict[str, AsyncReader] = {}
+        self._stale: dict[str, MeterReader] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def reader(self, meter: MeterConfig) -> contextlib.AbstractAsyncContextManager[AsyncReader]:
+    def reader(
+        self, meter: MeterConfig, kmp: KmpSettings | None = None
+    ) -> contextlib.AbstractAsyncContextManager[MeterReader]:
         """The reader of ``meter`` for one readout: a new one, closed after it; or, where kept,
-        the one kept open since the last."""
+        the one kept open since the last. ``kmp``: the meter speaks KMP (its settings; for
+        ``protocol = "auto"`` what was found), else mode A."""
         kept = self._kept.get(meter.name)
-        if kept is not None:
+        if kept is not None and isinstance(kept, AsyncKmpReader) == (kmp is not None):
             self._busy.add(meter.name)
             return contextlib.nullcontext(kept)
-        reader = AsyncReader(
-            meter.port,
-            line=meter.line,
-            bcc=meter.bcc,
-            timing=meter.timing,
-            retry=confirmable(meter.retry),
-            bcc_memory=self._bcc.get(meter.name),
-        )
+        if kept is not None:  # the protocol found changed: the other reader goes
+            self.retire(meter)
+        reader: MeterReader
+        if kmp is not None:
+            reader = AsyncKmpReader(
+                meter.port,
+                baud=kmp.baud,
+                stop_bits=kmp.stop_bits,
+                registers=kmp.register_ids,
+                retries=meter.retry.retries,
+                answer_margin=meter.timing.answer_margin,
+                identify=True,
+            )
+        else:
+            reader = AsyncReader(
+                meter.port,
+                line=meter.line,
+                bcc=meter.bcc,
+                timing=meter.timing,
+                retry=confirmable(meter.retry),
+                bcc_memory=self._bcc.get(meter.name),
+            )
         if self.keep_connected and self._line_sizes[meter.shared_line] == 1:
             self._kept[meter.name] = reader
             self._kept_for[meter.name] = meter
@@ -90,11 +116,16 @@ class ReaderPool:
             return contextlib.nullcontext(reader)
         return reader
 
-    async def connect(self, reader: AsyncReader) -> None:
-        """Open ``reader``'s port now, with at most :data:`CONNECTS_AT_ONCE` at once.
+    async def connect(self, reader: MeterReader) -> None:
+        """Open ``reader``'s port now, with at most :data:`CONNECTS_AT_ONCE` at once; a reader
+        kept connected since its last readout passes at once (asyncio's semaphore looks at each
+        of its waiters on every acquire: ten thousand kept readers through it would cost the
+        square of their number).
 
         A failed open is left to the reader's ``read``, which tries again within its retries.
         """
+        if reader.connected:
+            return
         if self._connecting is None:
             self._connecting = asyncio.Semaphore(CONNECTS_AT_ONCE)
         async with self._connecting:
@@ -108,10 +139,11 @@ class ReaderPool:
         if reader is not None:
             self._retired.append(reader)
 
-    def remember(self, meter: str, reader: AsyncReader) -> None:
+    def remember(self, meter: str, reader: MeterReader) -> None:
         """``reader`` ended a readout of ``meter``: what it knows of the meter's BCC algorithm
         is where the next reader starts."""
-        if meter in self._names:  # not for a meter removed during its readout
+        # not for a meter removed during its readout; a KMP reader has no BCC
+        if meter in self._names and isinstance(reader, AsyncReader):
             self._bcc[meter] = reader.bcc_memory
         self._busy.discard(meter)
         if self._stale.get(meter) is reader:  # its meter was removed or changed meanwhile
@@ -142,7 +174,7 @@ class ReaderPool:
         for name in [name for name in self._bcc if name not in by_name]:
             del self._bcc[name]
 
-    def _close_later(self, reader: AsyncReader) -> None:
+    def _close_later(self, reader: MeterReader) -> None:
         task = asyncio.get_running_loop().create_task(reader.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

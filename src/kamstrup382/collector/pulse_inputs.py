@@ -28,10 +28,11 @@ from kamstrup382.collector.config import MeterConfig
 from kamstrup382.errors import ConfigError, Kamstrup382Error, TypeNumberError
 from kamstrup382.outputs.base import Output
 from kamstrup382.protocol import KAMSTRUP_382, parse_type_number
+from kamstrup382.protocol.kmp.plausibility import MAX_POWER_KW
 from kamstrup382.pulses.estimate import NS
 from kamstrup382.pulses.live import LiveMeter, PowerUpdate
 from kamstrup382.pulses.sources import PulseSource, open_pulse_source
-from kamstrup382.storage import LivePower, PowerMinute, ReadingRecord
+from kamstrup382.storage import AnyReading, KmpReadingRecord, LivePower, PowerMinute
 
 __all__ = ["PRUNE_EVERY", "RETRY", "TICK", "PulseInputs", "Store"]
 
@@ -95,16 +96,22 @@ class PulseInputs:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def readout(self, record: ReadingRecord) -> None:
-        """A reading of a meter: its pulse input (if any) re-synced to its energy register."""
+    def readout(self, record: AnyReading) -> None:
+        """A reading of a meter: its pulse input (if any) re-synced to its energy register
+        (``1.20``, or a KMP meter's ``energy`` when it was asked for)."""
         live = self.live.get(record.meter)
         if live is None:
             return
-        resync = live.readout(
-            record.values.energy,
-            _ns(record.read_at),
-            _max_power_w(record.type_number),
-        )
+        if isinstance(record, KmpReadingRecord):
+            energy = record.values.get("energy")
+            if energy is None:
+                return
+            # the family's largest, as its type number does not say its phases over KMP
+            resync = live.readout(energy, _ns(record.read_at), float(MAX_POWER_KW * 1000))
+        else:
+            resync = live.readout(
+                record.values.energy, _ns(record.read_at), _max_power_w(record.type_number)
+            )
         if resync is not None:
             beyond = live.drift_beyond_rounding(resync)
             log.log(

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from kamstrup382.collector.kmp_history import KmpAccepted
 from kamstrup382.errors import ImplausibleError, Kamstrup382Error
 from kamstrup382.protocol import MeterValues
+from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.reader.reading import Reading
-from kamstrup382.storage import MISSED, FailureRecord, ReadingRecord
+from kamstrup382.storage import MISSED, FailureRecord, KmpReadingRecord, ReadingRecord
 
-__all__ = ["failure_record", "missed_message", "missed_record", "reading_record"]
+__all__ = [
+    "failure_record",
+    "kmp_reading_record",
+    "missed_message",
+    "missed_record",
+    "reading_record",
+]
 
 
 def reading_record(
@@ -34,6 +42,26 @@ def reading_record(
         raw=reading.raw,
         answer_delay=reading.answer_delay,
         duration=reading.duration,
+        attempts=reading.attempts,
+    )
+
+
+def kmp_reading_record(
+    meter: str, slot: datetime, reading: KmpReading, accepted: KmpAccepted
+) -> KmpReadingRecord:
+    """The KMP ``reading`` of ``meter`` for ``slot`` as its judge accepted it (``accepted``:
+    the values in the table's units, the time on the collector's clock, the meter's
+    identity)."""
+    return KmpReadingRecord(
+        meter=meter,
+        slot=slot,
+        read_at=accepted.at,
+        meter_type=accepted.meter_type,
+        software_revision=accepted.software_revision,
+        serial=accepted.serial,
+        values=accepted.values,
+        duration=reading.duration,
+        exchanges=reading.exchanges,
         attempts=reading.attempts,
     )
 

@@ -7,9 +7,10 @@ here, and :meth:`SpillJournal.replay` stores them at the next start (or as soon 
 takes a batch again). Writes are idempotent by (meter, slot) for readings and by (meter, slot,
 failed_at) for failures, so a result stored twice is kept once.
 
-The file: JSON Lines, one result per line, ``{"v": 1, "type": "reading" | "failure", ...}``
-with the record's fields by name: times as ISO 8601 with their offset, register values as
-their exact decimal text, bytes as hex, durations as JSON numbers (Python's shortest repr,
+The file: JSON Lines, one result per line, ``{"v": 1, "type": "reading" | "kmp_reading" |
+"failure", ...}`` with the record's fields by name: times as ISO 8601 with their offset,
+register values as their exact decimal text (a KMP reading's ``values``: an object of the
+registers it has, by name), bytes as hex, durations as JSON numbers (Python's shortest repr,
 read back exactly). Every append is written whole and fsynced before it counts as spilled; a
 new file is created owner-only (0600, its directory 0700) and its directory fsynced. A torn
 last line (the process killed while appending) is skipped with a warning; any other line that
@@ -27,7 +28,7 @@ import json
 import logging
 import os
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -35,7 +36,13 @@ from typing import Any
 
 from kamstrup382.errors import Kamstrup382Error, StorageError
 from kamstrup382.protocol import MeterValues
-from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import (
+    AnyReading,
+    FailureRecord,
+    KmpReadingRecord,
+    ReadingRecord,
+    Storage,
+)
 from kamstrup382.storage.files import fsync_dir, make_private_dir
 
 __all__ = ["FORMAT_VERSION", "SpillJournal", "decode_line", "encode_record"]
@@ -46,12 +53,15 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 #: Results stored per transaction by :meth:`SpillJournal.replay`.
 REPLAY_BATCH = 500
-_TYPES: dict[str, type[ReadingRecord] | type[FailureRecord]] = {
+_TYPES: dict[str, type[ReadingRecord] | type[KmpReadingRecord] | type[FailureRecord]] = {
     "reading": ReadingRecord,
+    "kmp_reading": KmpReadingRecord,
     "failure": FailureRecord,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
-Record = ReadingRecord | FailureRecord
+Record = ReadingRecord | KmpReadingRecord | FailureRecord
+#: The type hint of a KMP reading's ``values``.
+_KMP_VALUES = typing.get_type_hints(KmpReadingRecord)["values"]
 
 
 def _encode(value: object) -> object:
@@ -63,6 +73,8 @@ def _encode(value: object) -> object:
         return value.hex()
     if isinstance(value, MeterValues):
         return {name: _encode(v) for name, v in value.as_dict().items()}
+    if isinstance(value, Mapping):  # a KMP reading's registers
+        return {str(name): _encode(v) for name, v in value.items()}
     return value
 
 
@@ -76,6 +88,10 @@ def encode_record(record: Record) -> str:
 
 def _decode(value: object, hint: object) -> object:
     """``value`` read back as the type ``hint`` of its field."""
+    if hint == _KMP_VALUES:
+        if not isinstance(value, dict):
+            raise ValueError("expected an object")
+        return {_text(name): _exact(v) for name, v in value.items()}
     args = typing.get_args(hint)
     if value is None and type(None) in args:
         return None
@@ -107,6 +123,13 @@ def _decode(value: object, hint: object) -> object:
     if hint is str and isinstance(value, str):
         return value
     raise ValueError(f"unexpected value {value!r}")
+
+
+def _exact(value: object) -> Decimal:
+    number = Decimal(_text(value))
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
 
 
 def _text(value: object) -> str:
@@ -147,7 +170,7 @@ class SpillJournal:
         return f"SpillJournal({str(self.path)!r})"
 
     # -- writing ------------------------------------------------------------------------------
-    def append(self, readings: Sequence[ReadingRecord], failures: Sequence[FailureRecord]) -> int:
+    def append(self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]) -> int:
         """Append the results, fsynced; how many. :class:`StorageError` if it cannot."""
         records: list[Record] = [*readings, *failures]
         if not records:
@@ -200,7 +223,7 @@ class SpillJournal:
         return count
 
     def _replay(self, fd: int, storage: Storage, outbox: Sequence[str], batch_size: int) -> int:
-        readings: list[ReadingRecord] = []
+        readings: list[AnyReading] = []
         failures: list[FailureRecord] = []
         count = 0
         rejected: list[bytes] = []
@@ -228,10 +251,10 @@ class SpillJournal:
                         )
                         rejected.append(line)
                     continue
-                if isinstance(record, ReadingRecord):
-                    readings.append(record)
-                else:
+                if isinstance(record, FailureRecord):
                     failures.append(record)
+                else:
+                    readings.append(record)
                 count += 1
                 if len(readings) + len(failures) >= batch_size:
                     storage.record(readings, failures, outbox=outbox)

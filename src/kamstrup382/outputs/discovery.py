@@ -15,7 +15,9 @@ A meter's device id is the meter's own identity, not its configured name (which 
 name shown): see :func:`device_id`. Its components are built from data: the register table
 (:data:`REGISTERS`: unit, decimals) with the outputs' descriptions
 (:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT`), and the status entities
-(:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_STATUS`), each declared once. Every
+(:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_STATUS`), each declared once; a KMP
+meter's from the KMP register table with
+:data:`~kamstrup382.outputs.descriptions.HOME_ASSISTANT_KMP` (:data:`KMP_ENTITIES`). Every
 value template comes from :func:`value_template`.
 """
 
@@ -32,11 +34,13 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
-from kamstrup382.documents import dumps, record_document
+from kamstrup382.documents import any_record_document, dumps
 from kamstrup382.errors import TypeNumberError
 from kamstrup382.outputs.descriptions import (
     HOME_ASSISTANT,
+    HOME_ASSISTANT_KMP,
     HOME_ASSISTANT_STATUS,
+    KMP_MODELS,
     HomeAssistantEntity,
     Source,
 )
@@ -49,12 +53,14 @@ from kamstrup382.protocol import (
     dialect_of_stored,
     parse_type_number,
 )
+from kamstrup382.protocol.kmp import KMP_382_REGISTERS, KmpRegister
 from kamstrup382.protocol.registers import RegisterKind
-from kamstrup382.storage import ReadingRecord
+from kamstrup382.storage import AnyReading, KmpReadingRecord
 
 __all__ = [
     "ENTITIES",
     "FAILING",
+    "KMP_ENTITIES",
     "OFFLINE",
     "OK",
     "ONLINE",
@@ -180,17 +186,18 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def state_payload(record: ReadingRecord) -> dict[str, Any]:
-    """The JSON object published for one reading: the one shape of a reading
-    (:func:`~kamstrup382.documents.record_document`, ``docs/formats.md``)."""
-    return record_document(record)
+def state_payload(record: AnyReading) -> dict[str, Any]:
+    """The JSON object published for one reading of either protocol: the one shape of a
+    reading (:func:`~kamstrup382.documents.any_record_document`, ``docs/formats.md``; a KMP
+    reading's has ``"protocol": "kmp"``, its registers keyed by name as mode A's)."""
+    return any_record_document(record)
 
 
-def state_json(record: ReadingRecord) -> str:
+def state_json(record: AnyReading) -> str:
     return dumps(state_payload(record))
 
 
-def register_field(register: Register) -> str:
+def register_field(register: Register | KmpRegister) -> str:
     """Where ``register``'s value is in a state message (``registers.energy.value``)."""
     return f"registers.{register.name}.value"
 
@@ -230,21 +237,30 @@ class MeterSetup:
     unique_id: str | None = None
     #: Entities of this meter's device beyond :data:`ENTITIES` (e.g. from its pulse input).
     entities: tuple[HomeAssistantEntity, ...] = ()
+    #: ``kmp``: a KMP meter (announced with its KMP registers before its first reading too);
+    #: ``iec`` or ``auto``: its readings tell.
+    protocol: str = "iec"
+    #: The registers a KMP (or ``auto``) meter's readouts ask for (``kmp.registers``);
+    #: ``None``: not configured, its readings tell.
+    kmp_registers: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, meter: object) -> MeterSetup:
         """From a meter name or a configured meter (anything with ``name``, and optionally
-        ``interval`` and ``unique_id``)."""
+        ``interval``, ``unique_id``, ``protocol`` and ``kmp.registers``)."""
         if isinstance(meter, MeterSetup):
             return meter
         if isinstance(meter, str):
             return cls(meter)
         interval = getattr(meter, "interval", None)
         unique_id = getattr(meter, "unique_id", None)
+        registers = getattr(getattr(meter, "kmp", None), "registers", None)
         return cls(
             str(getattr(meter, "name")),  # noqa: B009 - any object with a name
             interval if isinstance(interval, timedelta) else None,
             unique_id if isinstance(unique_id, str) else None,
+            protocol=str(getattr(meter, "protocol", "iec")),
+            kmp_registers=tuple(registers) if isinstance(registers, tuple) else None,
         )
 
 
@@ -255,22 +271,43 @@ class DeviceFacts:
     identification: str | None = None
     type_number: str | None = None
     customer_number: str | None = None
+    #: A KMP meter's: its GetType answer (meter type, software revision), its GetSerialNo
+    #: answer, and the registers its newest reading carried (table order).
+    meter_type: int | None = None
+    software_revision: str | None = None
+    serial: int | None = None
+    registers: tuple[str, ...] = ()
+
+    @property
+    def kmp(self) -> bool:
+        """Whether the meter's readings are KMP's."""
+        return self.meter_type is not None
 
 
-def device_facts(record: ReadingRecord | None) -> DeviceFacts:
+def device_facts(record: AnyReading | None) -> DeviceFacts:
     if record is None:
         return DeviceFacts()
+    if isinstance(record, KmpReadingRecord):
+        return DeviceFacts(
+            meter_type=record.meter_type,
+            software_revision=record.software_revision,
+            serial=record.serial,
+            registers=tuple(r.name for r in KMP_382_REGISTERS if r.name in record.values),
+        )
     return DeviceFacts(record.identification, record.type_number, record.values.customer_number)
 
 
 def device_id(facts: DeviceFacts, unique_id: str | None = None) -> str | None:
     """The meter's identity in Home Assistant: ``kamstrup382_<unique_id>`` when the meter sets
     one, else ``kamstrup382_<type number>_<customer number>`` from its readings (the
-    identification stands in for a type number that does not parse); ``None`` for a meter
-    without a ``unique_id`` not read yet. Never the configured name, so a renamed meter keeps
-    its device and entities."""
+    identification stands in for a type number that does not parse), for a KMP meter
+    ``kamstrup382_kmp_<meter type, 4 hex digits>_<serial>`` (``kamstrup382_kmp_0382_54042``);
+    ``None`` for a meter without a ``unique_id`` not read yet. Never the configured name, so a
+    renamed meter keeps its device and entities."""
     if unique_id is not None:
         return f"kamstrup382_{_ha_id(unique_id)}"
+    if facts.meter_type is not None and facts.serial is not None:
+        return f"kamstrup382_kmp_{facts.meter_type:04x}_{facts.serial}"
     if facts.customer_number is None:
         return None
     model = facts.type_number or facts.identification or "unknown"
@@ -295,6 +332,9 @@ def _decoded(type_number: str | None) -> TypeNumber | None:
 
 
 def _model(facts: DeviceFacts) -> str:
+    if facts.meter_type is not None:
+        known = KMP_MODELS.get(facts.meter_type)
+        return known or f"382 (KMP, meter type 0x{facts.meter_type:04x})"
     decoded = _decoded(facts.type_number)
     if decoded is not None:
         phases = f"{decoded.phases} phase" + ("s" if decoded.phases > 1 else "")
@@ -366,6 +406,12 @@ def device(
         block["model_id"] = facts.type_number
     if facts.customer_number is not None:
         block["serial_number"] = facts.customer_number
+    if facts.meter_type is not None:
+        block["model_id"] = f"0x{facts.meter_type:04x}"
+    if facts.serial is not None:
+        block["serial_number"] = str(facts.serial)
+    if facts.software_revision is not None:
+        block["sw_version"] = facts.software_revision
     if dashboard_url is not None:
         block["configuration_url"] = f"{dashboard_url.rstrip('/')}/meters/{quote(meter, safe='')}"
     return block
@@ -387,9 +433,30 @@ def _register_entity(register: Register) -> HomeAssistantEntity:
     )
 
 
+def _kmp_entity(register: KmpRegister) -> HomeAssistantEntity:
+    sensor = HOME_ASSISTANT_KMP[register.name]
+    return HomeAssistantEntity(
+        key=register.name,
+        name=sensor.name,
+        field=register_field(register),
+        device_class=sensor.device_class,
+        state_class=sensor.state_class,
+        unit=register.unit,
+        icon=sensor.icon,
+        precision=sensor.precision,
+        diagnostic=sensor.diagnostic,
+        expires=True,
+    )
+
+
 #: Every entity of a meter's device, in order: its registers, then its status.
 ENTITIES: tuple[HomeAssistantEntity, ...] = (
     *(_register_entity(register) for register in REGISTERS),
+    *HOME_ASSISTANT_STATUS,
+)
+#: Every entity of a KMP meter's device, in order: its registers, then its status.
+KMP_ENTITIES: tuple[HomeAssistantEntity, ...] = (
+    *(_kmp_entity(register) for register in KMP_382_REGISTERS),
     *HOME_ASSISTANT_STATUS,
 )
 
@@ -435,6 +502,14 @@ def _component(
     return config
 
 
+def _kmp_names(setup: MeterSetup, facts: DeviceFacts) -> frozenset[str]:
+    """The registers of a KMP meter's device: those its readouts ask for (``kmp.registers``),
+    else those its newest reading carried."""
+    if setup.kmp_registers is not None:
+        return frozenset(setup.kmp_registers)
+    return frozenset(facts.registers)
+
+
 def device_config(
     setup: MeterSetup,
     facts: DeviceFacts,
@@ -442,22 +517,36 @@ def device_config(
     topics: Topics,
     *,
     dashboard_url: str | None = None,
-    entities: Iterable[HomeAssistantEntity] = ENTITIES,
+    entities: Iterable[HomeAssistantEntity] | None = None,
 ) -> dict[str, Any]:
     """The device discovery config of one meter (``D/device/<ident>/config``): the device,
     the origin, one component per entity, and the options they share (the state topic, the
-    availability). Of the registers, those the meter's dialect prints (the 685-382's until
-    its first reading names it): a 382C's device has tariffs 3 and 4 and no last month's peak,
-    and a device announced before its first reading loses the components it does not have."""
+    availability). Of a mode A meter's registers, those the meter's dialect prints (the
+    685-382's until its first reading names it): a 382C's device has tariffs 3 and 4 and no
+    last month's peak, and a device announced before its first reading loses the components
+    it does not have. A KMP meter (its readings say so, or ``protocol = "kmp"``) has
+    :data:`KMP_ENTITIES`, of its registers those it is configured to read (else those its
+    newest reading carried). A ``protocol = "auto"`` meter announced before its first reading
+    (a ``unique_id``) has its status entities only."""
     expiry = expire_after(setup.interval)
-    names = (dialect_of_stored(facts.identification) or KAMSTRUP_382).names
-    kept = (e for e in entities if e.key not in REGISTER_BY_NAME or e.key in names)
-    entities = (*kept, *setup.entities)
+    kmp = facts.kmp or (setup.protocol == "kmp" and facts.customer_number is None)
+    registers: frozenset[str]
+    if kmp:
+        names = _kmp_names(setup, facts)
+        registers = frozenset(r.name for r in KMP_382_REGISTERS)
+    else:
+        names = (dialect_of_stored(facts.identification) or KAMSTRUP_382).names
+        registers = frozenset(REGISTER_BY_NAME)
+        if setup.protocol == "auto" and facts.customer_number is None:
+            names = frozenset()  # mode A or KMP: its first reading tells; no registers until
+    chosen = (KMP_ENTITIES if kmp else ENTITIES) if entities is None else entities
+    kept = (e for e in chosen if e.key not in registers or e.key in names)
+    every = (*kept, *setup.entities)
     return {
         "dev": device(setup.name, facts, ident, dashboard_url),
         "o": origin(),
         "cmps": {
-            entity.key: _component(entity, setup.name, ident, topics, expiry) for entity in entities
+            entity.key: _component(entity, setup.name, ident, topics, expiry) for entity in every
         },
         "state_topic": topics.state(setup.name),
         "availability": _availability(topics, setup.name),

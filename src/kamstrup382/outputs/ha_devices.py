@@ -119,8 +119,8 @@ class Devices:
                     self._collided.add(meter)
                     log.warning(
                         "mqtt: meters %r and %r are the same Home Assistant device %s (same "
-                        "type and customer number); %r is announced by its name instead: give "
-                        "each a unique_id in the config",
+                        "type and customer number or serial); %r is announced by its name "
+                        "instead: give each a unique_id in the config",
                         taken[ident],
                         meter,
                         ident,

@@ -33,8 +33,6 @@ password and the token are never shown: not in ``repr``, not in the log, not in 
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +43,13 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from kamstrup382 import settings as check
 from kamstrup382.errors import ConfigError
+from kamstrup382.outputs.connection_settings import (
+    client_context,
+    default_client_id,
+    parse_credentials,
+    parse_tls_files,
+    parse_tls_switch,
+)
 from kamstrup382.outputs.influxdb_line import PRECISIONS, escape_key, escape_measurement
 
 __all__ = ["OWN_TAGS", "InfluxSettings"]
@@ -77,10 +82,6 @@ OWN_TAGS = ("meter", "customer_number", "type_number", "meter_type", "serial")
 _SCHEMES = {"http": 8086, "https": 8086}
 
 
-def _default_client_id() -> str:
-    return f"kamstrup382-{socket.gethostname()}-{os.getpid()}"
-
-
 @dataclass(frozen=True, slots=True)
 class InfluxSettings:
     """A checked ``[influxdb]`` table."""
@@ -104,7 +105,7 @@ class InfluxSettings:
     login_retry_max: float = 3600.0
     stop_timeout: float = 5.0
     outbox_lease: float = 60.0
-    client_id: str = field(default_factory=_default_client_id)
+    client_id: str = field(default_factory=default_client_id)
     state_file: str | None = None
 
     @classmethod
@@ -116,18 +117,10 @@ class InfluxSettings:
             if key not in data:
                 raise ConfigError(f"influxdb.{key}", "missing")
         values: dict[str, Any] = {"url": _parse_url(data["url"])}
-        for key in ("database", "retention_policy", "username", "client_id"):
+        for key in ("database", "retention_policy", "client_id"):
             if key in data:
                 values[key] = check.text(data[key], f"influxdb.{key}")
-        for key in ("password", "token"):
-            if key in data:
-                values[key] = check.text(data[key], f"influxdb.{key}")
-        if "password" in values and "username" not in values:
-            raise ConfigError("influxdb.username", "missing: a password needs a username")
-        if "username" in values and "password" not in values:
-            raise ConfigError("influxdb.password", "missing: a username needs a password")
-        if "token" in values and "username" in values:
-            raise ConfigError("influxdb.token", "give either a token or username and password")
+        values |= parse_credentials(data, "influxdb", needs_password=True, token=True)
         if "measurement" in data:
             name = check.text(data["measurement"], "influxdb.measurement")
             try:
@@ -146,17 +139,10 @@ class InfluxSettings:
                 )
             values["precision"] = precision
         https = values["url"].startswith("https:")
-        if "ca_file" in data:
-            path = check.text(data["ca_file"], "influxdb.ca_file")
-            if not Path(path).expanduser().is_file():
-                raise ConfigError("influxdb.ca_file", f"no such file: {path}")
-            if not https:
-                raise ConfigError("influxdb.ca_file", "only used with an https:// url")
-            values["ca_file"] = str(Path(path).expanduser())
-        if "verify" in data:
-            values["verify"] = check.boolean(data["verify"], "influxdb.verify")
-            if not https:
-                raise ConfigError("influxdb.verify", "only used with an https:// url")
+        values |= parse_tls_files(data, "influxdb", ("ca_file",), tls=https, scheme="https")
+        verify = parse_tls_switch(data, "influxdb", "verify", tls=https, scheme="https")
+        if verify is not None:
+            values["verify"] = verify
         if "batch_size" in data:
             values["batch_size"] = check.integer(
                 data["batch_size"], "influxdb.batch_size", low=1, high=100_000
@@ -217,10 +203,7 @@ class InfluxSettings:
             return True
         if not self.verify:
             return False
-        try:
-            return ssl.create_default_context(cafile=self.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError("influxdb.ca_file", f"cannot load for TLS: {exc}") from exc
+        return client_context("influxdb", self.ca_file)
 
 
 def _parse_url(value: object) -> str:

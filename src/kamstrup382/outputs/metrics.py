@@ -82,8 +82,19 @@ FAMILIES: Mapping[str, Family] = {
     "meter_info": Family(
         "kamstrup382_meter_info",
         _G,
-        "What the meter said of itself in its newest reading (always 1)",
-        ("meter", "type_number", "customer_number", "module", "bcc_algorithm"),
+        "What the meter said of itself in its newest reading (always 1; protocol iec: type "
+        "number, customer number, module, BCC; kmp: meter type, software revision, serial)",
+        (
+            "meter",
+            "protocol",
+            "type_number",
+            "customer_number",
+            "module",
+            "bcc_algorithm",
+            "meter_type",
+            "software",
+            "serial",
+        ),
     ),
     "successes": Family(
         "kamstrup382_readout_successes",

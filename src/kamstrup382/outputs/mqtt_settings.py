@@ -37,8 +37,6 @@ Each bad value raises :class:`~kamstrup382.errors.ConfigError` naming its dotted
 
 from __future__ import annotations
 
-import os
-import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +48,13 @@ import aiomqtt
 
 from kamstrup382.errors import ConfigError
 from kamstrup382.outputs import settings as check
+from kamstrup382.outputs.connection_settings import (
+    client_context,
+    default_client_id,
+    parse_credentials,
+    parse_tls_files,
+    parse_tls_switch,
+)
 from kamstrup382.outputs.discovery import Topics, check_topic_prefix
 
 __all__ = ["MqttSettings"]
@@ -90,10 +95,6 @@ _PROTOCOLS = {
 _SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
 
 
-def _default_client_id() -> str:
-    return f"kamstrup382-{socket.gethostname()}-{os.getpid()}"
-
-
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     """A checked ``[mqtt]`` table."""
@@ -108,7 +109,7 @@ class MqttSettings:
     retain: bool = True
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    client_id: str = field(default_factory=_default_client_id)
+    client_id: str = field(default_factory=default_client_id)
     protocol: str = "3.1.1"
     ca_file: str | None = None
     certfile: str | None = None
@@ -144,18 +145,14 @@ class MqttSettings:
                 if problem:
                     raise ConfigError(f"mqtt.{key}", f"{prefix!r} {problem}")
                 values[key] = prefix
-        for key in ("discovery", "retain", "insecure"):
+        for key in ("discovery", "retain"):
             if key in data:
                 values[key] = check.boolean(data[key], f"mqtt.{key}")
         if "qos" in data:
             values["qos"] = check.integer(data["qos"], "mqtt.qos", low=0, high=2)
-        for key in ("username", "client_id"):
-            if key in data:
-                values[key] = check.text(data[key], f"mqtt.{key}")
-        if "password" in data:
-            values["password"] = check.text(data["password"], "mqtt.password", empty=True)
-            if "username" not in values:
-                raise ConfigError("mqtt.username", "missing: a password needs a username")
+        if "client_id" in data:
+            values["client_id"] = check.text(data["client_id"], "mqtt.client_id")
+        values |= parse_credentials(data, "mqtt", empty_password=True)
         if "protocol" in data:
             text = str(data["protocol"]).strip().lower().removeprefix("v")
             if text not in _PROTOCOLS:
@@ -163,18 +160,14 @@ class MqttSettings:
                     "mqtt.protocol", f'expected "3.1.1" or "5", got {data["protocol"]!r}'
                 )
             values["protocol"] = "5" if _PROTOCOLS[text] is aiomqtt.ProtocolVersion.V5 else "3.1.1"
-        for key in ("ca_file", "certfile", "keyfile"):
-            if key in data:
-                path = check.text(data[key], f"mqtt.{key}")
-                if not Path(path).expanduser().is_file():
-                    raise ConfigError(f"mqtt.{key}", f"no such file: {path}")
-                if not tls:
-                    raise ConfigError(f"mqtt.{key}", "only used with an mqtts:// url")
-                values[key] = str(Path(path).expanduser())
-        if "insecure" in values and values["insecure"] and not tls:
-            raise ConfigError("mqtt.insecure", "only used with an mqtts:// url")
-        if ("keyfile" in values) and ("certfile" not in values):
-            raise ConfigError("mqtt.certfile", "missing: a keyfile needs its certfile")
+        values |= parse_tls_files(
+            data, "mqtt", ("ca_file", "certfile", "keyfile"), tls=tls, scheme="mqtts"
+        )
+        insecure = parse_tls_switch(
+            data, "mqtt", "insecure", tls=tls, scheme="mqtts", harmless=False
+        )
+        if insecure is not None:
+            values["insecure"] = insecure
         if "keepalive" in data:
             values["keepalive"] = check.integer(
                 data["keepalive"], "mqtt.keepalive", low=1, high=65535
@@ -240,15 +233,7 @@ class MqttSettings:
         """The TLS context for ``mqtts://`` (``None`` for plain ``mqtt://``)."""
         if not self.tls:
             return None
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.certfile is not None:
-                context.load_cert_chain(self.certfile, self.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            key = (
-                "mqtt.certfile" if self.certfile and "cert" in str(exc).lower() else "mqtt.ca_file"
-            )
-            raise ConfigError(key, f"cannot load for TLS: {exc}") from exc
+        context = client_context("mqtt", self.ca_file, self.certfile, self.keyfile)
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

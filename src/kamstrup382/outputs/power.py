@@ -49,7 +49,7 @@ from kamstrup382.outputs.power_topics import (
 )
 from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.pulses.tariff import TariffBoard, TariffState
-from kamstrup382.storage import AnyReading, FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import AnyReading, FailureRecord, Storage
 
 __all__ = ["PowerMqttOutput"]
 
@@ -114,8 +114,7 @@ class PowerMqttOutput(Output):
     async def publish(
         self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> None:
-        mode_a = [r for r in readings if isinstance(r, ReadingRecord)]  # KMP: not yet
-        for record in mode_a:  # the device's model and serial for the discovery configs
+        for record in readings:  # the device's identity for the discovery configs (either protocol)
             facts = device_facts(record)
             if self._facts.get(record.meter) != facts:
                 self._facts[record.meter] = facts

@@ -2,9 +2,10 @@
 
 Served on the Prometheus output's ``/metrics`` (registered in its registry), label ``meter``:
 
-- ``kamstrup382_power_watts`` (gauge): the power from the pulses; while none comes, the bound
-  the silence sets (falling), 0 after the meter's ``pulse_zero_after``. Absent before two
-  pulses gave an interval.
+- ``kamstrup382_pulse_power_watts`` (gauge): the power from the pulses; while none comes, the
+  bound the silence sets (falling), 0 after the meter's ``pulse_zero_after``. Absent before two
+  pulses gave an interval. (``kamstrup382_power_watts`` is a KMP meter's power registers, with
+  a ``phase`` label: :data:`~kamstrup382.outputs.descriptions.PROMETHEUS_KMP`.)
 - ``kamstrup382_pulses_total`` (counter): pulses accepted (and those a source knows it missed:
   ``kamstrup382_pulses_missed_total``).
 - ``kamstrup382_pulses_rejected_total`` (counter): glitches, pulses closer to the last than the
@@ -40,8 +41,8 @@ class _Families(Collector):
     def collect(self) -> Iterator[Metric]:
         updates = self._owner.latest()
         power = GaugeMetricFamily(
-            "kamstrup382_power_watts",
-            "Power from the meter's pulse output (pin 3)",
+            "kamstrup382_pulse_power_watts",
+            "Power from the meter's pulse output (pin 3), W",
             labels=["meter"],
         )
         pulses = CounterMetricFamily(

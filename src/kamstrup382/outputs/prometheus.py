@@ -33,7 +33,9 @@ import logging
 import platform
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib import metadata
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -52,17 +54,17 @@ from prometheus_client.registry import Collector
 from kamstrup382.errors import ConfigError, Kamstrup382Error
 from kamstrup382.outputs import settings as check
 from kamstrup382.outputs.base import Output
-from kamstrup382.outputs.descriptions import PROMETHEUS
+from kamstrup382.outputs.descriptions import PROMETHEUS, PROMETHEUS_KMP, PrometheusMetric
 from kamstrup382.outputs.health import OutputHealth
 from kamstrup382.outputs.metrics import BUCKETS, FAMILIES, MetricKind, failure_kinds
-from kamstrup382.protocol import REGISTERS, Register, parse_type_number
-from kamstrup382.storage import AnyReading, FailureRecord, ReadingRecord, Storage
+from kamstrup382.protocol import REGISTERS, parse_type_number
+from kamstrup382.protocol.kmp import KMP_382_REGISTERS
+from kamstrup382.storage import AnyReading, FailureRecord, KmpReadingRecord, Storage
 
 __all__ = [
     "BACKLOG_REFRESH",
     "BUCKETS",
     "PER_METER_HISTOGRAMS_UP_TO",
-    "REGISTER_LABELS",
     "PrometheusOutput",
 ]
 
@@ -72,16 +74,6 @@ PER_METER_HISTOGRAMS_UP_TO = 50
 #: Seconds between two reads of the outbox backlog from the storage.
 BACKLOG_REFRESH = 5.0
 
-#: The extra label that tells apart registers sharing one metric name.
-REGISTER_LABELS: Mapping[str, tuple[str, str]] = {
-    "tariff_1": ("tariff", "1"),
-    "tariff_2": ("tariff", "2"),
-    "tariff_3": ("tariff", "3"),
-    "tariff_4": ("tariff", "4"),
-    "actual_peak": ("period", "current_month"),
-    "last_month_peak": ("period", "last_month"),
-}
-
 _KEYS = ("listen", "per_meter_histograms")
 
 log = logging.getLogger(__name__)
@@ -89,46 +81,75 @@ log = logging.getLogger(__name__)
 _Metric = Counter | Gauge | Histogram
 
 
-def _metric_registers() -> dict[str, list[Register]]:
-    """Registers grouped by their Prometheus name, in table order."""
-    groups: dict[str, list[Register]] = {}
+@dataclass(frozen=True, slots=True)
+class _RegisterFamily:
+    """One metric family of registers: its members are (protocol, register name, metric)
+    (``iec``: mode A's :data:`PROMETHEUS`, ``kmp``: :data:`PROMETHEUS_KMP`)."""
+
+    name: str
+    help: str
+    label: str | None
+    members: tuple[tuple[str, str, PrometheusMetric], ...]
+
+
+def _register_families() -> list[_RegisterFamily]:
+    """Registers of both protocols grouped by their Prometheus name, in table order; the
+    registers of one family must agree on its second label (checked here, once)."""
+    groups: dict[str, list[tuple[str, str, PrometheusMetric]]] = {}
     for register in REGISTERS:
         metric = PROMETHEUS.get(register.name)
         if metric is not None:
-            groups.setdefault(metric.name, []).append(register)
-    return groups
+            groups.setdefault(metric.name, []).append(("iec", register.name, metric))
+    for kmp_register in KMP_382_REGISTERS:
+        metric = PROMETHEUS_KMP.get(kmp_register.name)
+        if metric is not None:
+            groups.setdefault(metric.name, []).append(("kmp", kmp_register.name, metric))
+    families: list[_RegisterFamily] = []
+    for name, members in groups.items():
+        labels = {None if m.label is None else m.label[0] for _, _, m in members}
+        if len(labels) != 1:
+            raise ValueError(
+                f"{name}: its registers disagree on the label ({sorted(map(str, labels))})"
+            )
+        families.append(_RegisterFamily(name, members[0][2].help, labels.pop(), tuple(members)))
+    return families
+
+
+def _register_values(record: AnyReading) -> Mapping[str, Decimal | None]:
+    """The numbers of ``record`` by register name (``None`` or absent: not sent)."""
+    if isinstance(record, KmpReadingRecord):
+        return record.values
+    return {k: v for k, v in record.values.as_dict().items() if not isinstance(v, str)}
 
 
 class _RegisterCollector(Collector):
     """Yields the newest register values of every meter at each scrape."""
 
-    def __init__(self, latest: dict[str, ReadingRecord], lock: threading.Lock) -> None:
+    def __init__(self, latest: dict[str, AnyReading], lock: threading.Lock) -> None:
         self._latest = latest
         self._lock = lock
-        self._groups = _metric_registers()
+        self._families = _register_families()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             records = sorted(self._latest.values(), key=lambda r: r.meter)
-        for name, registers in self._groups.items():
-            extra = [REGISTER_LABELS[r.name][0] for r in registers if r.name in REGISTER_LABELS]
-            labels = ["meter", *dict.fromkeys(extra)]
-            doc = PROMETHEUS[registers[0].name].help
+        values = [(record, _register_values(record)) for record in records]
+        for spec in self._families:
+            labels = ["meter"] if spec.label is None else ["meter", spec.label]
             family: CounterMetricFamily | GaugeMetricFamily
-            if name.endswith("_total"):
-                family = CounterMetricFamily(name, doc, labels=labels)
+            if spec.name.endswith("_total"):
+                family = CounterMetricFamily(spec.name, spec.help, labels=labels)
             else:
-                family = GaugeMetricFamily(name, doc, labels=labels)
-            for record in records:
-                values = record.values.as_dict()
-                for register in registers:
-                    if values[register.name] is None:  # a register this meter does not have
+                family = GaugeMetricFamily(spec.name, spec.help, labels=labels)
+            for record, numbers in values:
+                for protocol, name, metric in spec.members:
+                    value = numbers.get(name) if protocol == record.protocol else None
+                    if value is None:  # a register this meter does not have, or did not send
                         continue
                     label_values = [record.meter]
-                    if register.name in REGISTER_LABELS:
-                        label_values.append(REGISTER_LABELS[register.name][1])
-                    scaled = values[register.name] * PROMETHEUS[register.name].scale
-                    family.add_metric(label_values, float(scaled))
+                    if metric.label is not None:
+                        label_values.append(metric.label[1])
+                    family.add_metric(label_values, float(value * metric.scale))
             yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -236,7 +257,7 @@ class PrometheusOutput(Output):
         self.backlog_refresh = backlog_refresh
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
-        self._latest: dict[str, ReadingRecord] = {}
+        self._latest: dict[str, AnyReading] = {}
         self._attempt_at: dict[str, datetime] = {}
         self._info: dict[str, tuple[str, ...]] = {}
         self._known: set[str] = set()
@@ -425,7 +446,7 @@ class PrometheusOutput(Output):
         self._gauge("last_attempt").labels(meter).set(at.timestamp())
         return True
 
-    def _note(self, record: ReadingRecord) -> None:
+    def _note(self, record: AnyReading) -> None:
         meter = record.meter
         with self._lock:
             self._add_meter(meter)
@@ -437,14 +458,31 @@ class PrometheusOutput(Output):
             if self._attempted(meter, record.read_at):
                 self._gauge("up").labels(meter).set(1)
 
-    def _set_info(self, record: ReadingRecord) -> None:
-        labels = (
-            record.meter,
-            record.type_number or "",
-            record.values.customer_number,
-            _module(record.type_number),
-            record.bcc_algorithm,
-        )
+    def _set_info(self, record: AnyReading) -> None:
+        if isinstance(record, KmpReadingRecord):  # what GetType and GetSerialNo said
+            labels: tuple[str, ...] = (
+                record.meter,
+                record.protocol,
+                "",
+                "",
+                "",
+                "",
+                f"0x{record.meter_type:04x}",
+                record.software_revision,
+                str(record.serial),
+            )
+        else:
+            labels = (
+                record.meter,
+                record.protocol,
+                record.type_number or "",
+                record.values.customer_number,
+                _module(record.type_number),
+                record.bcc_algorithm,
+                "",
+                "",
+                "",
+            )
         info = self._gauge("meter_info")
         old = self._info.get(record.meter)
         if old == labels:
@@ -472,11 +510,10 @@ class PrometheusOutput(Output):
     async def publish(
         self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
     ) -> None:
-        mode_a = [r for r in readings if isinstance(r, ReadingRecord)]  # KMP: not yet
         duration = self._histogram("duration")
         fleet = self._histogram("fleet_duration")
         assert fleet is not None
-        for record in mode_a:
+        for record in readings:  # mode A and KMP alike
             self._note(record)
             self._counter("successes").labels(record.meter).inc()
             fleet.observe(record.duration)

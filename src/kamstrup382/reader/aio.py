@@ -74,6 +74,11 @@ class AsyncReader(ReaderBase[AsyncLink]):
         """Two :meth:`read` calls on one reader take turns."""
         return asyncio.Lock()
 
+    @property
+    def connected(self) -> bool:
+        """The port is open and not known to be lost (:meth:`open` has nothing to do)."""
+        return self._link is not None and not self._link.lost
+
     async def open(self) -> None:
         """Open the port now (otherwise the first :meth:`read` does, inside its retries).
 

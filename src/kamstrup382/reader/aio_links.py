@@ -270,8 +270,12 @@ class AsyncFdLink:
         self._watching = True
 
     @classmethod
-    async def open(cls, port: str, *, line: LineMode, baudrate: int) -> AsyncFdLink:
-        ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
+    async def open(
+        cls, port: str, *, line: LineMode, baudrate: int, stop_bits: int = 1
+    ) -> AsyncFdLink:
+        ser = await asyncio.to_thread(
+            open_serial, port, line=line, baudrate=baudrate, stop_bits=stop_bits
+        )
         try:
             return cls(ser, port)
         except OSError as exc:  # a file the event loop cannot watch
@@ -369,8 +373,12 @@ class AsyncThreadLink:
         self.link = link
 
     @classmethod
-    async def open(cls, port: str, *, line: LineMode, baudrate: int) -> AsyncThreadLink:
-        ser = await asyncio.to_thread(open_serial, port, line=line, baudrate=baudrate)
+    async def open(
+        cls, port: str, *, line: LineMode, baudrate: int, stop_bits: int = 1
+    ) -> AsyncThreadLink:
+        ser = await asyncio.to_thread(
+            open_serial, port, line=line, baudrate=baudrate, stop_bits=stop_bits
+        )
         return cls(SerialLink(ser, port))
 
     async def flush_input(self) -> None:
@@ -410,6 +418,7 @@ async def open_async_link(options: ReaderOptions) -> AsyncLink:
         return await AsyncTcpLink.connect(
             spec.host, spec.tcp_port, connect_timeout=options.connect_timeout
         )
-    if spec.kind is PortKind.DEVICE:
-        return await AsyncFdLink.open(spec.text, line=options.line, baudrate=options.baudrate)
-    return await AsyncThreadLink.open(spec.text, line=options.line, baudrate=options.baudrate)
+    opener = AsyncFdLink.open if spec.kind is PortKind.DEVICE else AsyncThreadLink.open
+    return await opener(
+        spec.text, line=options.line, baudrate=options.baudrate, stop_bits=options.stop_bits
+    )

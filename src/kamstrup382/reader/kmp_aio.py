@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -28,14 +29,12 @@ from kamstrup382.errors import (
 from kamstrup382.protocol.kmp import (
     GetTypeRequest,
     Message,
-    RegisterReply,
-    RegisterValue,
     TypeReply,
 )
 from kamstrup382.reader.aio import Gate
 from kamstrup382.reader.aio_links import AsyncLink, open_async_link
 from kamstrup382.reader.kmp_reading import KmpReading
-from kamstrup382.reader.kmp_session import KmpExchange, KmpTiming, plan_requests
+from kamstrup382.reader.kmp_session import KmpExchange, KmpReadout, KmpTiming, plan_requests
 from kamstrup382.reader.kmp_sync import DEFAULT_REGISTERS
 from kamstrup382.reader.options import ReaderOptions
 
@@ -59,11 +58,16 @@ class AsyncKmpReader:
         retries: int = 2,
         answer_margin: float = 0.0,
         connect_timeout: float = 5.0,
+        identify: bool = False,
+        stop_bits: int = 1,
     ) -> None:
         if not 0 <= retries <= 20:
             raise UsageError(f"retries must be 0-20, got {retries}")
+        if stop_bits not in (1, 2):
+            raise UsageError(f"stop bits must be 1 (8N1) or 2 (8N2), got {stop_bits}")
         self.port = port
-        self.timing = KmpTiming(baud=baud, margin=answer_margin)
+        self.stop_bits = stop_bits
+        self.timing = KmpTiming(baud=baud, bits_per_character=9 + stop_bits, margin=answer_margin)
         self.options = ReaderOptions.build(
             port,
             line="8N1",
@@ -79,8 +83,10 @@ class AsyncKmpReader:
             timing=None,
             connect_timeout=connect_timeout,
         )
-        self.requests = plan_requests(registers)
+        self.options = replace(self.options, stop_bits=stop_bits)
+        plan_requests(registers)  # checked now, not at the first readout
         self.registers = registers
+        self.identify_meter = identify
         self.retries = retries
         self._link: AsyncLink | None = None
 
@@ -99,6 +105,16 @@ class AsyncKmpReader:
         link, self._link = self._link, None
         if link is not None:
             await link.close()
+
+    @property
+    def connected(self) -> bool:
+        """The port is open and not known to be lost (:meth:`open` has nothing to do)."""
+        return self._link is not None and not self._link.lost
+
+    async def open(self) -> None:
+        """Open the port now (else the first exchange opens it); :class:`ConnectionLost` if it
+        cannot be opened."""
+        await self._ensure_link()
 
     async def _ensure_link(self) -> AsyncLink:
         if self._link is None or self._link.lost:
@@ -147,26 +163,18 @@ class AsyncKmpReader:
         if gate is not None:
             await self._ensure_link()
             await gate.wait()
+        readout = KmpReadout(self.registers, identify=self.identify_meter)
         requested_at = datetime.now(UTC)
         started = loop.time()
-        got: dict[int, RegisterValue] = {}
-        attempts = received = 0
-        for request in self.requests:
-            reply, (tries, count) = await self._exchange(request)
-            attempts += tries
-            received += count
-            assert isinstance(reply, RegisterReply)
-            got.update(reply.by_id())
-        return KmpReading(
+        for request in readout.requests:
+            reply, (attempts, received) = await self._exchange(request)
+            readout.answered(reply, attempts, received)
+        return readout.reading(
             port=self.port,
             baud=self.timing.baud,
+            stop_bits=self.stop_bits,
             requested_at=requested_at,
             duration=loop.time() - started,
-            registers=tuple(got[i] for i in self.registers if i in got),
-            missing=tuple(i for i in self.registers if i not in got),
-            exchanges=len(self.requests),
-            attempts=attempts,
-            received=received,
         )
 
     async def _exchange(self, request: Message) -> tuple[Message, tuple[int, int]]:

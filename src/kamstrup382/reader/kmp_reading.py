@@ -14,7 +14,9 @@ __all__ = ["KmpReading"]
 @dataclass(frozen=True, slots=True)
 class KmpReading:
     """``registers`` in the order asked (those the meter left out are in ``missing``);
-    ``duration`` from the first request's write to the last reply's stop byte, seconds."""
+    ``duration`` from the first request's write to the last reply's stop byte, seconds.
+    ``meter_type``, ``software_revision`` (``A1``) and ``serial``: what the meter said it is,
+    where the readout asked (``identify``), else ``None``."""
 
     port: str
     baud: int
@@ -26,6 +28,9 @@ class KmpReading:
     attempts: int
     received: int  # bytes received, echo included
     stop_bits: int = 1
+    meter_type: int | None = None
+    software_revision: str | None = None
+    serial: int | None = None
 
     def values(self) -> dict[str, Decimal]:
         """The named registers' values (registers outside the 382 table by ``0xNNNN``)."""

@@ -2,11 +2,17 @@
 
 ::
 
-    plan = KmpPlan(register_ids)               # GetRegister requests of at most 8 registers
+    readout = KmpReadout(register_ids, identify=True)  # GetType, GetSerialNo, then GetRegister
+                                               # requests of at most 8 registers each
     exchange = KmpExchange(request, timing)    # one request and its reply
     exchange.sent(monotonic)                   # the request's bytes were written
     frame = exchange.receive(chunk, monotonic) # None until the stop byte arrives
     reply = exchange.reply                     # checked: address, command, registers asked
+    readout.answered(reply, attempts, received)  # after each request, then
+    reading = readout.reading(port=..., baud=..., stop_bits=..., requested_at=..., duration=...)
+
+Both readers (:mod:`.kmp_sync`, :mod:`.kmp_aio`) go through these: they only move bytes, keep
+time and try an exchange again.
 
 Timing (:class:`KmpTiming`), in seconds: the reply's first byte must arrive within the
 request's transmit time + :data:`ANSWER_WINDOW` + the margin (the 382Lx7 component waits
@@ -18,6 +24,7 @@ the margin; an exchange ends the moment its stop byte arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from kamstrup382.errors import FramingError, ReadTimeout, UsageError
 from kamstrup382.protocol.kmp import (
@@ -28,17 +35,24 @@ from kamstrup382.protocol.kmp import (
     Frame,
     FrameDecoder,
     GetRegisterRequest,
+    GetSerialNoRequest,
+    GetTypeRequest,
     Message,
     RegisterReply,
+    RegisterValue,
+    SerialNoReply,
+    TypeReply,
     decode_message,
     encode_message,
 )
+from kamstrup382.reader.kmp_reading import KmpReading
 
 __all__ = [
     "ANSWER_WINDOW",
     "INTER_CHARACTER_CHARS",
     "INTER_CHARACTER_FLOOR",
     "KmpExchange",
+    "KmpReadout",
     "KmpTiming",
     "plan_requests",
 ]
@@ -83,6 +97,58 @@ def plan_requests(register_ids: tuple[int, ...]) -> list[GetRegisterRequest]:
         GetRegisterRequest(register_ids[i : i + MAX_REGISTERS])
         for i in range(0, len(register_ids), MAX_REGISTERS)
     ]
+
+
+class KmpReadout:
+    """One readout's requests and what their replies gave; see the module docstring.
+
+    ``identify``: ask the meter what it is first (GetType, GetSerialNo), so that the reading
+    says which meter answered (the collector asks in every readout: a meter swapped on a port
+    is seen at once).
+    """
+
+    def __init__(self, register_ids: tuple[int, ...], *, identify: bool = False) -> None:
+        self.register_ids = register_ids
+        identity: list[Message] = [GetTypeRequest(), GetSerialNoRequest()] if identify else []
+        self.requests: list[Message] = [*identity, *plan_requests(register_ids)]
+        self.type: TypeReply | None = None
+        self.serial: int | None = None
+        self.attempts = 0
+        self.received = 0
+        self._got: dict[int, RegisterValue] = {}
+
+    def answered(self, reply: Message, attempts: int, received: int) -> None:
+        """The checked ``reply`` to the next request, after ``attempts`` tries and
+        ``received`` bytes."""
+        self.attempts += attempts
+        self.received += received
+        if isinstance(reply, RegisterReply):
+            self._got.update(reply.by_id())
+        elif isinstance(reply, TypeReply):
+            self.type = reply
+        elif isinstance(reply, SerialNoReply):
+            self.serial = reply.serial
+
+    def reading(
+        self, *, port: str, baud: int, stop_bits: int, requested_at: datetime, duration: float
+    ) -> KmpReading:
+        """The reading once every request was answered."""
+        got = self._got
+        return KmpReading(
+            port=port,
+            baud=baud,
+            requested_at=requested_at,
+            duration=duration,
+            registers=tuple(got[i] for i in self.register_ids if i in got),
+            missing=tuple(i for i in self.register_ids if i not in got),
+            exchanges=len(self.requests),
+            attempts=self.attempts,
+            received=self.received,
+            stop_bits=stop_bits,
+            meter_type=None if self.type is None else self.type.meter_type,
+            software_revision=None if self.type is None else self.type.revision_text,
+            serial=self.serial,
+        )
 
 
 class KmpExchange:

@@ -30,12 +30,10 @@ from kamstrup382.protocol.kmp import (
     KMP_382_REGISTERS,
     GetTypeRequest,
     Message,
-    RegisterReply,
-    RegisterValue,
     TypeReply,
 )
 from kamstrup382.reader.kmp_reading import KmpReading
-from kamstrup382.reader.kmp_session import KmpExchange, KmpTiming, plan_requests
+from kamstrup382.reader.kmp_session import KmpExchange, KmpReadout, KmpTiming, plan_requests
 from kamstrup382.reader.link import Link, open_link
 from kamstrup382.reader.port import LineMode, parse_port
 
@@ -59,6 +57,7 @@ class KmpReader:
         answer_margin: float = 0.0,
         connect_timeout: float = 5.0,
         stop_bits: int = 1,
+        identify: bool = False,
     ) -> None:
         if not 0 <= retries <= 20:
             raise UsageError(f"retries must be 0-20, got {retries}")
@@ -68,8 +67,9 @@ class KmpReader:
             raise UsageError(f"stop bits must be 1 (8N1) or 2 (8N2), got {stop_bits}")
         self.stop_bits = stop_bits
         self.timing = KmpTiming(baud=baud, bits_per_character=9 + stop_bits, margin=answer_margin)
-        self.requests = plan_requests(registers)
+        plan_requests(registers)  # checked now, not at the first readout
         self.registers = registers
+        self.identify_meter = identify
         self.retries = retries
         self.connect_timeout = connect_timeout
         self._link: Link | None = None
@@ -112,28 +112,18 @@ class KmpReader:
 
     def read(self) -> KmpReading:
         """One readout of the register set, with retries per exchange."""
+        readout = KmpReadout(self.registers, identify=self.identify_meter)
         requested_at = datetime.now(UTC)
         started = time.monotonic()
-        got: dict[int, RegisterValue] = {}
-        attempts = 0
-        received = 0
-        for request in self.requests:
-            reply, exchange = self._exchange(request)
-            attempts += exchange[0]
-            received += exchange[1]
-            assert isinstance(reply, RegisterReply)
-            got.update(reply.by_id())
-        return KmpReading(
+        for request in readout.requests:
+            reply, (attempts, received) = self._exchange(request)
+            readout.answered(reply, attempts, received)
+        return readout.reading(
             port=self.port,
             baud=self.timing.baud,
+            stop_bits=self.stop_bits,
             requested_at=requested_at,
             duration=time.monotonic() - started,
-            registers=tuple(got[i] for i in self.registers if i in got),
-            missing=tuple(i for i in self.registers if i not in got),
-            exchanges=len(self.requests),
-            attempts=attempts,
-            received=received,
-            stop_bits=self.stop_bits,
         )
 
     def _exchange(self, request: Message) -> tuple[Message, tuple[int, int]]:

@@ -36,6 +36,8 @@ class ReaderOptions:
     bcc_memory: BccMemory | None = None
     max_reply: int = DEFAULT_MAX_REPLY
     dialect: Dialect | None = None
+    #: 2 for an 8N2 line (KMP on MULTICAL, some heads); a serial device or pyserial URL only
+    stop_bits: int = 1
 
     @classmethod
     def build(

@@ -19,13 +19,13 @@ from kamstrup382.storage.records import (
     ConsumptionRow,
     FailureRecord,
     MeterStatus,
-    ReadingRecord,
 )
 
 __all__ = ["MQTT_QUEUE", "OUTBOX_LEASE", "OutboxItem", "Storage", "outbox_names", "outbox_window"]
 
-#: An outbox entry: (id, record). Ids grow in the order the readings were stored.
-OutboxItem = tuple[int, ReadingRecord]
+#: An outbox entry: (id, record), a mode A or a KMP reading. Ids grow in the order the
+#: readings were stored.
+OutboxItem = tuple[int, AnyReading]
 #: How long a publisher's claim on meters of the outbox lasts unless released (see
 #: :meth:`Storage.outbox_pending`).
 OUTBOX_LEASE = timedelta(seconds=60)
@@ -107,9 +107,11 @@ class Storage(abc.ABC):
     ) -> int:
         """Store readings and failures in one transaction; return how many readings were new.
 
-        Idempotent on (meter, slot): a reading already stored for that slot is left as it is.
-        Every new reading is also queued, in the same transaction, in the outbox queue of each
-        output named in ``outbox`` (``("mqtt", "influxdb")``; ``True`` means ``("mqtt",)``).
+        ``readings`` may mix mode A and KMP readings (each kind has its table). Idempotent on
+        (meter, slot): a reading already stored for that slot is left as it is. Every new
+        reading (mode A first, then KMP, each in the order given) is also queued, in the same
+        transaction, in the outbox queue of each output named in ``outbox`` (``("mqtt",
+        "influxdb")``; ``True`` means ``("mqtt",)``). A failed write stores nothing of the batch.
         """
 
     # -- the outbox (durable queues of readings to publish) ----------------------------------
@@ -167,7 +169,19 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def last_bcc_algorithms(self, meters: Sequence[str]) -> dict[str, str]:
-        """The BCC algorithm of each meter's newest reading (meters without one are left out)."""
+        """The BCC algorithm of each meter's newest mode A reading (meters without one, KMP
+        meters, are left out)."""
+
+    # -- what ``protocol = "auto"`` found per meter ----------------------------------------------
+    @abc.abstractmethod
+    def remember_protocol(self, meter: str, protocol: str, baud: int | None) -> None:
+        """Keep what auto-detection found for ``meter``: ``protocol`` (``"iec"`` or ``"kmp"``)
+        at ``baud`` (``None``: the protocol's own), replacing what was kept before."""
+
+    @abc.abstractmethod
+    def known_protocols(self, meters: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+        """What :meth:`remember_protocol` kept for each of ``meters`` (protocol, baud); meters
+        without an entry are left out."""
 
     # -- announcements (what an output announced; see storage/announcements.py) ---------------
     @abc.abstractmethod
@@ -199,10 +213,12 @@ class Storage(abc.ABC):
         """Names of all meters with at least one attempt stored."""
 
     @abc.abstractmethod
-    def latest(self, meter: str) -> ReadingRecord | None: ...
+    def latest(self, meter: str) -> AnyReading | None:
+        """The meter's newest reading, mode A or KMP (the later ``read_at``)."""
 
-    def latest_readings(self, meters: Sequence[str]) -> dict[str, ReadingRecord]:
-        """The newest reading of each of ``meters`` (meters without one are left out).
+    def latest_readings(self, meters: Sequence[str]) -> dict[str, AnyReading]:
+        """The newest reading of each of ``meters``, mode A or KMP (meters without one are left
+        out).
 
         The SQL backends answer it in one query, whatever the number of meters (a collector's
         start loads the history of all of its meters with it).
@@ -216,8 +232,9 @@ class Storage(abc.ABC):
         meter: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> Iterator[ReadingRecord]:
-        """Readings in ``read_at`` order (meter, then time), streamed: constant memory."""
+    ) -> Iterator[AnyReading]:
+        """Readings of both protocols in ``read_at`` order (meter, then time; a meter's mode A
+        and KMP readings interleaved), streamed: constant memory."""
 
     @abc.abstractmethod
     def consumption(
@@ -226,7 +243,9 @@ class Storage(abc.ABC):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Iterator[ConsumptionRow]:
-        """Consumption between consecutive readings, across register wrap, streamed."""
+        """Consumption between consecutive readings, across register wrap, streamed (a KMP
+        meter's from its ``energy`` register, its tariffs ``None``: see
+        :func:`~kamstrup382.storage.columns.consumption_rows`)."""
 
     @abc.abstractmethod
     def failures(
@@ -249,7 +268,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def status(self) -> list[MeterStatus]:
-        """Per meter: last success, last error, success counts."""
+        """Per meter: last success, last error, success counts (KMP readings are successes)."""
 
     # -- leases: which collector reads which meter in a slot ---------------------------------
     #

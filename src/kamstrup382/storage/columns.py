@@ -88,26 +88,34 @@ def from_micros(micros: int) -> datetime:
 
 
 def consumption_rows(
-    rows: Iterable[tuple[str, datetime, Decimal, Decimal, Decimal]],
+    rows: Iterable[tuple[str, datetime, Decimal, Decimal | None, Decimal | None]],
 ) -> Iterator[ConsumptionRow]:
     """Differences between consecutive ``(meter, read_at, energy, tariff_1, tariff_2)`` rows.
 
-    The rows must come ordered by meter, then time. A counter that went down wrapped: the
-    difference is taken modulo the register's range (``(b - a) mod 10**7``).
+    The rows must come ordered by meter, then time. A mode A counter that went down wrapped:
+    the difference is taken modulo the register's range (``(b - a) mod 10**7``). A KMP reading
+    has no tariffs (``None``: the 382's KMP register set has none), and so has the difference
+    from or to it; its energy counter has no known range, so an energy that went down where a
+    KMP reading is one of the two (the meter exchanged, its register reset) gives no row: the
+    next difference starts from the new value.
     """
     energy_wrap, t1_wrap, t2_wrap = (r.wraps_at for r in CONSUMPTION_REGISTERS)
-    previous: tuple[str, datetime, Decimal, Decimal, Decimal] | None = None
+    previous: tuple[str, datetime, Decimal, Decimal | None, Decimal | None] | None = None
     for row in rows:
         meter, at, energy, t1, t2 = row
         if previous is not None and previous[0] == meter:
-            yield ConsumptionRow(
-                meter,
-                previous[1],
-                at,
-                _wrapped(energy - previous[2], energy_wrap),
-                _wrapped(t1 - previous[3], t1_wrap),
-                _wrapped(t2 - previous[4], t2_wrap),
-            )
+            p1, p2 = previous[3], previous[4]
+            if t1 is not None and t2 is not None and p1 is not None and p2 is not None:
+                yield ConsumptionRow(
+                    meter,
+                    previous[1],
+                    at,
+                    _wrapped(energy - previous[2], energy_wrap),
+                    _wrapped(t1 - p1, t1_wrap),
+                    _wrapped(t2 - p2, t2_wrap),
+                )
+            elif energy >= previous[2]:
+                yield ConsumptionRow(meter, previous[1], at, energy - previous[2], None, None)
         previous = row
 
 

@@ -6,7 +6,8 @@ dialect only what really differs:
 - the parameter placeholder (``?`` or ``%s``) and the boolean literals;
 - how a time and a register are kept (SQLite: microseconds since the epoch and exact integers
   in units of the register's last digit; PostgreSQL: ``timestamptz`` and ``NUMERIC``, see
-  :mod:`kamstrup382.storage.columns`);
+  :mod:`kamstrup382.storage.columns`); a KMP register's value (SQLite: its digits as text,
+  PostgreSQL: ``NUMERIC``, see :mod:`kamstrup382.storage.rows`);
 - a list of names passed as one parameter (``json_each`` or ``unnest``);
 - whether the ``schema_version`` table exists, and the newest failure of each meter
   (``DISTINCT ON`` on PostgreSQL; a bare column beside ``max()`` on SQLite).
@@ -40,6 +41,9 @@ class Dialect:
     #: A numeric register (its value, its number of decimals) as the database keeps it, and back.
     to_register: Callable[[Decimal, int], Any]
     from_register: Callable[[Any, int], Decimal]
+    #: A KMP register's exact value (any exponent) as the database keeps it, and back.
+    to_exact: Callable[[Decimal], Any]
+    from_exact: Callable[[Any], Decimal]
     #: A table of one column ``name`` (text), or ``id`` (integers), from one parameter: a
     #: list made by :attr:`list_param`.
     names: str
@@ -73,6 +77,9 @@ SQLITE = Dialect(
     from_time=from_micros,
     to_register=_sqlite_register,
     from_register=lambda value, decimals: Decimal(value).scaleb(-decimals),
+    # the value's digits as text: "230.1", "0.000" (exponent notation written out)
+    to_exact=lambda value: format(value, "f"),
+    from_exact=Decimal,
     names="(SELECT value AS name FROM json_each(?))",
     ids="(SELECT value AS id FROM json_each(?))",
     list_param=lambda values: json.dumps(list(values)),
@@ -93,6 +100,8 @@ POSTGRES = Dialect(
     from_time=_same_time,
     to_register=lambda value, decimals: value,
     from_register=_same_register,
+    to_exact=lambda value: value,
+    from_exact=lambda value: _same_register(value, 0),
     names="(SELECT unnest(%s::text[]) AS name)",
     ids="(SELECT unnest(%s::bigint[]) AS id)",
     list_param=list,

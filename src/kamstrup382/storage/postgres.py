@@ -1,8 +1,9 @@
 """The PostgreSQL backend (psycopg 3): shared by many collectors, with leases.
 
-Registers are ``NUMERIC(digits + decimals, decimals)``, times ``timestamptz``, the raw
-telegram ``bytea``. Writes are one transaction per :meth:`PostgresStorage.record`, sent as
-arrays (``unnest``) in one statement per table, idempotent with ``ON CONFLICT DO NOTHING``.
+Registers are ``NUMERIC(digits + decimals, decimals)`` (a KMP reading's ``NUMERIC`` without a
+scale: the meter's digits), times ``timestamptz``, the raw telegram ``bytea``. Writes are one
+transaction per :meth:`PostgresStorage.record`, sent as arrays (``unnest``) in one statement
+per table, idempotent with ``ON CONFLICT DO NOTHING``.
 
 Threads: one connection for writes and short queries, serialised by a lock; every streamed read
 opens a connection of its own and reads through a server-side cursor (constant memory),
@@ -27,7 +28,13 @@ from kamstrup382.storage.base import outbox_names
 from kamstrup382.storage.columns import REGISTER_COLUMNS, aware
 from kamstrup382.storage.dialect import POSTGRES
 from kamstrup382.storage.records import AnyReading, FailureRecord
-from kamstrup382.storage.sql import FAILURE_COLUMNS, READING_COLUMNS, SqlStorage
+from kamstrup382.storage.rows import (
+    FAILURE_COLUMNS,
+    KMP_COLUMNS,
+    KMP_REGISTER_COLUMNS,
+    READING_COLUMNS,
+)
+from kamstrup382.storage.sql import SqlStorage
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStorage"]
 
@@ -159,6 +166,38 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE readings ALTER COLUMN last_month_peak DROP NOT NULL",
         "ALTER TABLE readings ALTER COLUMN actual_peak TYPE NUMERIC(9, 3)",
     ),
+    # KMP readings (382J, Jx3, Lx7, M): a table of their own, one NUMERIC column per register
+    # of the 382 set (no scale: the meter's digits kept), NULL where the meter sent none; what
+    # "auto" found per meter; the outbox points at a reading of either table (exactly one)
+    10: (
+        f"""CREATE TABLE kmp_readings (
+            id BIGSERIAL PRIMARY KEY,
+            meter TEXT NOT NULL,
+            slot TIMESTAMPTZ NOT NULL,
+            read_at TIMESTAMPTZ NOT NULL,
+            meter_type INTEGER NOT NULL,
+            software_revision TEXT NOT NULL,
+            serial BIGINT NOT NULL,
+            {" ".join(f"{name} NUMERIC," for name in KMP_REGISTER_COLUMNS)}
+            duration DOUBLE PRECISION NOT NULL,
+            exchanges INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            UNIQUE (meter, slot)
+        )""",
+        "CREATE INDEX kmp_readings_meter_read_at ON kmp_readings (meter, read_at)",
+        "CREATE INDEX kmp_readings_read_at ON kmp_readings (read_at)",
+        """CREATE TABLE meter_protocols (
+            meter TEXT PRIMARY KEY,
+            protocol TEXT NOT NULL CHECK (protocol IN ('iec', 'kmp')),
+            baud INTEGER CHECK (baud > 0),
+            found_at TIMESTAMPTZ NOT NULL
+        )""",
+        "ALTER TABLE outbox ALTER COLUMN reading_id DROP NOT NULL",
+        "ALTER TABLE outbox ADD COLUMN kmp_reading_id BIGINT "
+        "REFERENCES kmp_readings (id) ON DELETE CASCADE",
+        "ALTER TABLE outbox ADD CONSTRAINT outbox_one_reading "
+        "CHECK ((reading_id IS NULL) <> (kmp_reading_id IS NULL))",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -189,11 +228,57 @@ _FAILURE_TYPES = (
     "float8",
     "bytea",
 )
-_INSERT_READINGS = (
-    f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _READING_TYPES)}) "
-    "ON CONFLICT (meter, slot) DO NOTHING RETURNING id, meter"
+_KMP_TYPES = (
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int4",
+    "text",
+    "int8",
+    *("numeric" for _ in KMP_REGISTER_COLUMNS),
+    "float8",
+    "int4",
+    "int4",
 )
+
+
+def _insert(table: str, columns: Sequence[str], types: Sequence[str]) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) "
+        f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) "
+        "ON CONFLICT (meter, slot) DO NOTHING RETURNING id, meter"
+    )
+
+
+def _insert_queued(insert: str, column: str) -> str:
+    """``insert`` (RETURNING id, meter), its new rows queued in the outbox through ``column``
+    in each output named by the last parameter; the number of new rows."""
+    return (
+        f"WITH ins AS ({insert}), "
+        "outs AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS u (name, n)), "
+        f"queued AS (INSERT INTO outbox ({column}, meter, output) "
+        "SELECT ins.id, ins.meter, outs.name FROM ins CROSS JOIN outs "
+        "ORDER BY ins.id, outs.n RETURNING 1), "
+        "claims AS (INSERT INTO outbox_claims (output, meter) "
+        "SELECT DISTINCT outs.name, ins.meter FROM ins CROSS JOIN outs ORDER BY 1, 2 "
+        "ON CONFLICT (output, meter) DO NOTHING RETURNING 1) "
+        "SELECT count(*) FROM ins"
+    )
+
+
+_INSERT_READINGS = _insert("readings", READING_COLUMNS, _READING_TYPES)
+_INSERT_KMP = _insert("kmp_readings", KMP_COLUMNS, _KMP_TYPES)
+#: (insert alone, insert and queue) per readings table.
+_INSERTS = {
+    "readings": (
+        f"WITH ins AS ({_INSERT_READINGS}) SELECT count(*) FROM ins",
+        _insert_queued(_INSERT_READINGS, "reading_id"),
+    ),
+    "kmp_readings": (
+        f"WITH ins AS ({_INSERT_KMP}) SELECT count(*) FROM ins",
+        _insert_queued(_INSERT_KMP, "kmp_reading_id"),
+    ),
+}
 _INSERT_FAILURES = (
     f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _FAILURE_TYPES)}) "
@@ -215,6 +300,9 @@ WITH free AS (
         OR (l.slot = %(slot)s AND NOT l.done AND (l.holder = %(me)s OR l.expires_at <= now()))
       )
       AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.meter = l.meter AND r.slot = %(slot)s)
+      AND NOT EXISTS (
+        SELECT 1 FROM kmp_readings k WHERE k.meter = l.meter AND k.slot = %(slot)s
+      )
     ORDER BY l.meter
     FOR UPDATE OF l SKIP LOCKED
 )
@@ -337,36 +425,25 @@ class PostgresStorage(SqlStorage[psycopg.Connection[Any]]):
         outbox: Sequence[str] | bool = (),
     ) -> int:
         queued = list(outbox_names(outbox))
-        reading_rows, failure_rows = self.rows(readings, failures)
-        reading_columns = _columns(reading_rows, len(READING_COLUMNS))
+        reading_rows, kmp_rows, failure_rows = self.rows(readings, failures)
+        tables = (
+            ("readings", _columns(reading_rows, len(READING_COLUMNS)), bool(reading_rows)),
+            ("kmp_readings", _columns(kmp_rows, len(KMP_COLUMNS)), bool(kmp_rows)),
+        )
         failure_columns = _columns(failure_rows, len(FAILURE_COLUMNS))
         done_meters = [r.meter for r in readings] + [f.meter for f in failures]
         done_slots = [aware(r.slot) for r in readings] + [aware(f.slot) for f in failures]
 
         def run(conn: psycopg.Connection[Any]) -> int:
             new = 0
-            if readings:
-                if queued:
-                    query = (
-                        f"WITH ins AS ({_INSERT_READINGS}), "
-                        "outs AS (SELECT * FROM unnest(%s::text[]) "
-                        "WITH ORDINALITY AS u (name, n)), "
-                        "queued AS (INSERT INTO outbox (reading_id, meter, output) "
-                        "SELECT ins.id, ins.meter, outs.name FROM ins CROSS JOIN outs "
-                        "ORDER BY ins.id, outs.n RETURNING 1), "
-                        "claims AS (INSERT INTO outbox_claims (output, meter) "
-                        "SELECT DISTINCT outs.name, ins.meter FROM ins CROSS JOIN outs "
-                        "ORDER BY 1, 2 "
-                        "ON CONFLICT (output, meter) DO NOTHING RETURNING 1) "
-                        "SELECT count(*) FROM ins"
-                    )
-                    params: list[Any] = [*reading_columns, queued]
-                else:
-                    query = f"WITH ins AS ({_INSERT_READINGS}) SELECT count(*) FROM ins"
-                    params = list(reading_columns)
-                row = conn.execute(query, params).fetchone()
-                new = int(row[0]) if row else 0
-            if failures:
+            for table, columns, some in tables:
+                if some:
+                    alone, with_outbox = _INSERTS[table]
+                    query = with_outbox if queued else alone
+                    params: list[Any] = [*columns, queued] if queued else list(columns)
+                    row = conn.execute(query, params).fetchone()
+                    new += int(row[0]) if row else 0
+            if failure_rows:
                 conn.execute(_INSERT_FAILURES, failure_columns)
             if done_meters:
                 conn.execute(_COMPLETE, (done_meters, done_slots))

@@ -125,15 +125,17 @@ class AttemptRecord:
 class ConsumptionRow:
     """Energy consumed between two consecutive readings, correct across register wrap.
 
-    ``start``/``end`` are the ``read_at`` of the two readings; the deltas are in kWh.
+    ``start``/``end`` are the ``read_at`` of the two readings; the deltas are in kWh. The
+    tariffs are ``None`` where one of the two readings is a KMP reading (the 382's KMP
+    register set has no tariff registers): unknown, never 0.
     """
 
     meter: str
     start: datetime
     end: datetime
     energy: Decimal
-    tariff_1: Decimal
-    tariff_2: Decimal
+    tariff_1: Decimal | None
+    tariff_2: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from kamstrup382.errors import StorageError
-from kamstrup382.protocol import MeterValues
-from kamstrup382.protocol.registers import REGISTERS, VALUE_LIMITS, RegisterKind
 from kamstrup382.storage.announcements import Announcements
 from kamstrup382.storage.base import (
     MQTT_QUEUE,
@@ -26,12 +24,7 @@ from kamstrup382.storage.base import (
     Storage,
     outbox_window,
 )
-from kamstrup382.storage.columns import (
-    CONSUMPTION_REGISTERS,
-    REGISTER_COLUMNS,
-    as_printed,
-    consumption_rows,
-)
+from kamstrup382.storage.columns import CONSUMPTION_REGISTERS, consumption_rows
 from kamstrup382.storage.dialect import Dialect
 from kamstrup382.storage.power_table import PowerTable
 from kamstrup382.storage.records import (
@@ -39,53 +32,39 @@ from kamstrup382.storage.records import (
     AttemptRecord,
     ConsumptionRow,
     FailureRecord,
+    KmpReadingRecord,
     MeterStatus,
     ReadingRecord,
 )
+from kamstrup382.storage.rows import (
+    FAILURE_COLUMNS,
+    KMP_COLUMNS,
+    READING_COLUMNS,
+    failure_from_row,
+    failure_row,
+    from_wide,
+    kmp_from_row,
+    kmp_row,
+    outbox_columns,
+    reading_from_row,
+    reading_row,
+    wide_columns,
+)
 
-__all__ = ["FAILURE_COLUMNS", "READING_COLUMNS", "Connection", "SqlStorage"]
+__all__ = ["FAILURE_COLUMNS", "KMP_COLUMNS", "READING_COLUMNS", "Connection", "SqlStorage"]
 
 _T = TypeVar("_T")
 
-#: The columns of a stored reading, in the order of :meth:`SqlStorage.reading_row`.
-READING_COLUMNS: tuple[str, ...] = (
-    "meter",
-    "slot",
-    "read_at",
-    *REGISTER_COLUMNS,
-    "identification",
-    "type_number",
-    "bcc_algorithm",
-    "raw",
-    "answer_delay",
-    "duration",
-    "attempts",
-)
-FAILURE_COLUMNS = (
-    "meter",
-    "slot",
-    "failed_at",
-    "kind",
-    "message",
-    "attempts",
-    "duration",
-    "raw",
-)
-#: Per register: its name and the number of decimals it is kept with, the most any dialect
-#: prints (``None``: text, kept as it is).
-_REGISTERS = tuple(
-    (r.name, None if r.kind is RegisterKind.TEXT else VALUE_LIMITS[r.name].decimals)
-    for r in REGISTERS
-)
-_FIRST_AFTER_REGISTERS = 3 + len(REGISTER_COLUMNS)
-
 _SELECT_READING = f"SELECT {', '.join(READING_COLUMNS)} FROM readings"
+_SELECT_KMP = f"SELECT {', '.join(KMP_COLUMNS)} FROM kmp_readings"
 _SELECT_FAILURE = f"SELECT {', '.join(FAILURE_COLUMNS)} FROM failures"
 _SELECT_OUTBOX = (
-    "SELECT o.id, "
-    + ", ".join(f"r.{c}" for c in READING_COLUMNS)
-    + " FROM outbox o JOIN readings r ON r.id = o.reading_id"
+    f"SELECT {outbox_columns()} FROM outbox o "
+    "LEFT JOIN readings r ON r.id = o.reading_id "
+    "LEFT JOIN kmp_readings k ON k.id = o.kmp_reading_id"
 )
+#: The rows of one batch to record: mode A readings, KMP readings, failures.
+Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 class _Cursor(Protocol):
@@ -149,91 +128,30 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         """Keep concurrent migrations apart (inside the migration's transaction)."""
 
     # -- rows ------------------------------------------------------------------------------------
-    def reading_row(self, r: ReadingRecord) -> tuple[Any, ...]:
-        """``r`` as the values of :data:`READING_COLUMNS`."""
+    def rows(self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]) -> Rows:
+        """The rows of a batch to record (mode A, KMP, failures); :class:`StorageError` for a
+        malformed record."""
         d = self.dialect
-        v = r.values
-        registers = [
-            value if decimals is None or value is None else d.to_register(value, decimals)
-            for name, decimals in _REGISTERS
-            for value in (getattr(v, name),)
-        ]
-        return (
-            r.meter,
-            d.to_time(r.slot),
-            d.to_time(r.read_at),
-            *registers,
-            r.identification,
-            r.type_number,
-            str(r.bcc_algorithm),
-            bytes(r.raw),
-            float(r.answer_delay),
-            float(r.duration),
-            int(r.attempts),
-        )
-
-    def failure_row(self, f: FailureRecord) -> tuple[Any, ...]:
-        """``f`` as the values of :data:`FAILURE_COLUMNS`."""
-        d = self.dialect
-        return (
-            f.meter,
-            d.to_time(f.slot),
-            d.to_time(f.failed_at),
-            f.kind,
-            f.message,
-            int(f.attempts),
-            float(f.duration),
-            None if f.raw is None else bytes(f.raw),
-        )
-
-    def rows(
-        self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The rows of a batch to record; :class:`StorageError` for a malformed record."""
-        mode_a = [r for r in readings if isinstance(r, ReadingRecord)]
-        if len(mode_a) != len(readings):
-            raise StorageError("KMP readings cannot be stored yet (schema version 10)")
         try:
-            return [self.reading_row(r) for r in mode_a], [self.failure_row(f) for f in failures]
+            return (
+                [reading_row(r, d) for r in readings if isinstance(r, ReadingRecord)],
+                [kmp_row(r, d) for r in readings if isinstance(r, KmpReadingRecord)],
+                [failure_row(f, d) for f in failures],
+            )
         except (AttributeError, TypeError, ValueError, ArithmeticError) as exc:
             raise StorageError(f"cannot store a malformed record: {exc}") from exc
 
     def _reading(self, row: Sequence[Any]) -> ReadingRecord:
-        d = self.dialect
-        values: dict[str, Any] = {
-            name: row[3 + i]
-            if decimals is None or row[3 + i] is None
-            else d.from_register(row[3 + i], decimals)
-            for i, (name, decimals) in enumerate(_REGISTERS)
-        }
-        n = _FIRST_AFTER_REGISTERS
-        values = as_printed(values, row[n])
-        return ReadingRecord(
-            meter=row[0],
-            slot=d.from_time(row[1]),
-            read_at=d.from_time(row[2]),
-            values=MeterValues(**values),
-            identification=row[n],
-            type_number=row[n + 1],
-            bcc_algorithm=row[n + 2],
-            raw=bytes(row[n + 3]),
-            answer_delay=row[n + 4],
-            duration=row[n + 5],
-            attempts=row[n + 6],
-        )
+        return reading_from_row(row, self.dialect)
+
+    def _kmp(self, row: Sequence[Any]) -> KmpReadingRecord:
+        return kmp_from_row(row, self.dialect)
+
+    def _any(self, row: Sequence[Any]) -> AnyReading:
+        return from_wide(row, self.dialect)
 
     def _failure(self, row: Sequence[Any]) -> FailureRecord:
-        d = self.dialect
-        return FailureRecord(
-            meter=row[0],
-            slot=d.from_time(row[1]),
-            failed_at=d.from_time(row[2]),
-            kind=row[3],
-            message=row[4],
-            attempts=row[5],
-            duration=row[6],
-            raw=None if row[7] is None else bytes(row[7]),
-        )
+        return failure_from_row(row, self.dialect)
 
     def _where(
         self, meter: str | None, since: datetime | None, until: datetime | None, at: str
@@ -306,7 +224,7 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
             rows = self._locked(
                 "reading the outbox", lambda c: c.execute(sql, (output, limit)).fetchall()
             )
-            return [(int(row[0]), self._reading(row[1:])) for row in rows]
+            return [(int(row[0]), self._any(row[1:])) for row in rows]
         if lease <= timedelta(0):
             raise StorageError(f"an outbox lease must be positive, got {lease}")
 
@@ -335,7 +253,7 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
             return conn.execute(sql, (output, d.list_param(meters), limit)).fetchall()
 
         rows = self._transaction("claiming outbox entries", run)
-        return [(int(row[0]), self._reading(row[1:])) for row in rows]
+        return [(int(row[0]), self._any(row[1:])) for row in rows]
 
     def outbox_done(
         self, ids: Sequence[int], *, holder: str | None = None, output: str = MQTT_QUEUE
@@ -365,7 +283,9 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         p = self.dialect.param
         sql = (
             f"SELECT (SELECT count(*) FROM outbox WHERE output = {p}), "
-            "(SELECT r.read_at FROM outbox o JOIN readings r ON r.id = o.reading_id "
+            "(SELECT coalesce(r.read_at, k.read_at) FROM outbox o "
+            "LEFT JOIN readings r ON r.id = o.reading_id "
+            "LEFT JOIN kmp_readings k ON k.id = o.kmp_reading_id "
             f"WHERE o.output = {p} ORDER BY o.id LIMIT 1)"
         )
         count, oldest = self._locked(
@@ -385,33 +305,81 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         )
         return {meter: algorithm for meter, algorithm in rows if algorithm is not None}
 
-    # -- reading ---------------------------------------------------------------------------------
-    def meters(self) -> list[str]:
-        sql = "SELECT meter FROM readings UNION SELECT meter FROM failures ORDER BY 1"
-        rows = self._locked("listing meters", lambda c: c.execute(sql).fetchall())
-        return [row[0] for row in rows]
-
-    def latest(self, meter: str) -> ReadingRecord | None:
-        sql = f"{_SELECT_READING} WHERE meter = {self.dialect.param} "
-        sql += "ORDER BY read_at DESC, id DESC LIMIT 1"
-        row = self._locked(
-            "reading the latest reading", lambda c: c.execute(sql, (meter,)).fetchone()
-        )
-        return None if row is None else self._reading(row)
-
-    def latest_readings(self, meters: Sequence[str]) -> dict[str, ReadingRecord]:
-        d = self.dialect
-        # one query for every meter: the newest reading of each name, through the index on
-        # (meter, read_at)
+    # -- what "auto" found per meter ------------------------------------------------------------
+    def remember_protocol(self, meter: str, protocol: str, baud: int | None) -> None:
+        if protocol not in ("iec", "kmp"):
+            raise StorageError(f"{meter}: unknown protocol {protocol!r} (iec or kmp)")
+        if baud is not None and baud <= 0:
+            raise StorageError(f"{meter}: a baud rate must be positive, got {baud}")
+        p = self.dialect.param
         sql = (
-            f"{_SELECT_READING} WHERE id IN (SELECT (SELECT id FROM readings "
-            f"WHERE meter = n.name ORDER BY read_at DESC, id DESC LIMIT 1) FROM {d.names} n)"
+            f"INSERT INTO meter_protocols (meter, protocol, baud, found_at) "
+            f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (meter) DO UPDATE SET "
+            "protocol = excluded.protocol, baud = excluded.baud, found_at = excluded.found_at"
+        )
+
+        def run(conn: ConnT) -> None:
+            now = self.dialect.to_time(self._now(conn))
+            conn.execute(sql, (meter, protocol, baud, now))
+
+        self._transaction("remembering a meter's protocol", run)
+
+    def known_protocols(self, meters: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+        d = self.dialect
+        sql = (
+            "SELECT meter, protocol, baud FROM meter_protocols "
+            f"WHERE meter IN (SELECT name FROM {d.names} n)"
         )
         names = d.list_param(sorted(set(meters)))
         rows = self._locked(
-            "reading the latest readings", lambda c: c.execute(sql, (names,)).fetchall()
+            "reading the meters' protocols", lambda c: c.execute(sql, (names,)).fetchall()
         )
-        return {reading.meter: reading for reading in map(self._reading, rows)}
+        return {m: (protocol, None if baud is None else int(baud)) for m, protocol, baud in rows}
+
+    # -- reading ---------------------------------------------------------------------------------
+    def meters(self) -> list[str]:
+        sql = (
+            "SELECT meter FROM readings UNION SELECT meter FROM kmp_readings "
+            "UNION SELECT meter FROM failures ORDER BY 1"
+        )
+        rows = self._locked("listing meters", lambda c: c.execute(sql).fetchall())
+        return [row[0] for row in rows]
+
+    def latest(self, meter: str) -> AnyReading | None:
+        p = self.dialect.param
+        newest = f"WHERE meter = {p} ORDER BY read_at DESC, id DESC LIMIT 1"
+
+        def run(conn: ConnT) -> tuple[Any, Any]:
+            return (
+                conn.execute(f"{_SELECT_READING} {newest}", (meter,)).fetchone(),
+                conn.execute(f"{_SELECT_KMP} {newest}", (meter,)).fetchone(),
+            )
+
+        mode_a, kmp = self._locked("reading the latest reading", run)
+        found: list[AnyReading] = [] if mode_a is None else [self._reading(mode_a)]
+        found += [] if kmp is None else [self._kmp(kmp)]
+        return _newest(found).get(meter)
+
+    def latest_readings(self, meters: Sequence[str]) -> dict[str, AnyReading]:
+        d = self.dialect
+        # one query per table for every meter: the newest reading of each name, through the
+        # index on (meter, read_at); of a meter read in both protocols, the newer
+        names = d.list_param(sorted(set(meters)))
+
+        def newest(table: str, select: str) -> str:
+            return (
+                f"{select} WHERE id IN (SELECT (SELECT id FROM {table} WHERE meter = n.name "
+                f"ORDER BY read_at DESC, id DESC LIMIT 1) FROM {d.names} n)"
+            )
+
+        def run(conn: ConnT) -> tuple[list[Any], list[Any]]:
+            return (
+                conn.execute(newest("readings", _SELECT_READING), (names,)).fetchall(),
+                conn.execute(newest("kmp_readings", _SELECT_KMP), (names,)).fetchall(),
+            )
+
+        mode_a, kmp = self._locked("reading the latest readings", run)
+        return _newest([*map(self._reading, mode_a), *map(self._kmp, kmp)])
 
     def failures(
         self,
@@ -428,10 +396,15 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         meter: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> Iterator[ReadingRecord]:
+    ) -> Iterator[AnyReading]:
         where, params = self._where(meter, since, until, "read_at")
-        sql = f"{_SELECT_READING}{where} ORDER BY meter, read_at, id"
-        return self._stream("reading readings", sql, params, self._reading)
+        # both tables in one query (one snapshot), merged in (meter, read_at) order
+        sql = (
+            f"SELECT {wide_columns(0, 'r')} FROM readings r{where} UNION ALL "
+            f"SELECT {wide_columns(1, 'k')} FROM kmp_readings k{where} "
+            "ORDER BY meter, read_at, kind, id"
+        )
+        return self._stream("reading readings", sql, [*params, *params], self._any)
 
     def consumption(
         self,
@@ -441,20 +414,29 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
     ) -> Iterator[ConsumptionRow]:
         where, params = self._where(meter, since, until, "read_at")
         names = ", ".join(r.name for r in CONSUMPTION_REGISTERS)
-        sql = f"SELECT meter, read_at, {names} FROM readings{where} ORDER BY meter, read_at, id"
+        # a KMP reading: its energy register, no tariffs (NULL); one without energy is skipped
+        kmp_where = f"{where} AND energy IS NOT NULL" if where else " WHERE energy IS NOT NULL"
+        sql = (
+            f"SELECT meter, read_at, 0 AS kind, id, {names} FROM readings{where} UNION ALL "
+            f"SELECT meter, read_at, 1 AS kind, id, energy, NULL, NULL FROM kmp_readings"
+            f"{kmp_where} ORDER BY meter, read_at, kind, id"
+        )
         d = self.dialect
         (_, e), (_, t1), (_, t2) = ((r.name, r.decimals) for r in CONSUMPTION_REGISTERS)
 
         def convert(row: Any) -> Any:
+            if int(row[2]) == 1:
+                return (row[0], d.from_time(row[1]), d.from_exact(row[4]), None, None)
             return (
                 row[0],
                 d.from_time(row[1]),
-                d.from_register(row[2], e),
-                d.from_register(row[3], t1),
-                d.from_register(row[4], t2),
+                d.from_register(row[4], e),
+                d.from_register(row[5], t1),
+                d.from_register(row[6], t2),
             )
 
-        return consumption_rows(self._stream("reading consumption", sql, params, convert))
+        stream = self._stream("reading consumption", sql, [*params, *params], convert)
+        return consumption_rows(stream)
 
     def attempts(
         self,
@@ -468,6 +450,8 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         sql = (
             f"SELECT meter, slot, read_at AS at, {d.true} AS ok, duration, attempts, NULL AS kind "
             f"FROM readings{rwhere} UNION ALL "
+            f"SELECT meter, slot, read_at AS at, {d.true} AS ok, duration, attempts, NULL AS kind "
+            f"FROM kmp_readings{rwhere} UNION ALL "
             f"SELECT meter, slot, failed_at AS at, {d.false} AS ok, duration, attempts, kind "
             f"FROM failures{fwhere} ORDER BY at, meter"
         )
@@ -483,7 +467,8 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
                 kind=row[6],
             )
 
-        return self._stream("reading attempts", sql, [*rparams, *fparams], convert)
+        params = [*rparams, *rparams, *fparams]
+        return self._stream("reading attempts", sql, params, convert)
 
     def status(self) -> list[MeterStatus]:
         d = self.dialect
@@ -495,7 +480,8 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
             ok = {
                 m: (int(n), time(last))
                 for m, n, last in conn.execute(
-                    "SELECT meter, count(*), max(read_at) FROM readings GROUP BY meter"
+                    "SELECT meter, count(*), max(read_at) FROM (SELECT meter, read_at FROM "
+                    "readings UNION ALL SELECT meter, read_at FROM kmp_readings) a GROUP BY meter"
                 ).fetchall()
             }
             counts = {
@@ -526,6 +512,16 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
             return result
 
         return self._locked("reading the status", run)
+
+
+def _newest(records: Iterator[AnyReading] | Sequence[AnyReading]) -> dict[str, AnyReading]:
+    """Per meter, the record with the latest ``read_at`` (a tie: the first given)."""
+    newest: dict[str, AnyReading] = {}
+    for record in records:
+        kept = newest.get(record.meter)
+        if kept is None or record.read_at > kept.read_at:
+            newest[record.meter] = record
+    return newest
 
 
 def _release_outbox(param: str) -> str:

@@ -23,7 +23,8 @@ serialised by a lock; every streamed read (:meth:`readings`, :meth:`consumption`
 snapshot without blocking the writer, and closes it when the iterator ends or is closed.
 
 Columns: see :mod:`kamstrup382.storage.columns` (registers as exact integers in units of their
-last digit, times as microseconds since the epoch UTC). The queries shared with PostgreSQL are
+last digit, times as microseconds since the epoch UTC) and :mod:`kamstrup382.storage.rows`
+(a KMP reading's registers as the text of their digits). The queries shared with PostgreSQL are
 in :mod:`kamstrup382.storage.sql`; this module keeps the file, its connections, the schema's
 SQLite types and the multi-row inserts of a batch.
 """
@@ -44,7 +45,13 @@ from kamstrup382.storage.columns import to_micros
 from kamstrup382.storage.dialect import SQLITE
 from kamstrup382.storage.files import create_private_file, make_private_dir
 from kamstrup382.storage.records import AnyReading, FailureRecord
-from kamstrup382.storage.sql import FAILURE_COLUMNS, READING_COLUMNS, SqlStorage
+from kamstrup382.storage.rows import (
+    FAILURE_COLUMNS,
+    KMP_COLUMNS,
+    KMP_REGISTER_COLUMNS,
+    READING_COLUMNS,
+)
+from kamstrup382.storage.sql import SqlStorage
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
@@ -215,11 +222,57 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX readings_meter_read_at ON readings (meter, read_at)",
         "CREATE INDEX readings_read_at ON readings (read_at)",
     ),
+    # KMP readings (382J, Jx3, Lx7, M): a table of their own, one TEXT column per register of
+    # the 382 set holding the value's digits, NULL where the meter sent none; what "auto"
+    # found per meter; the outbox points at a reading of either table (exactly one). SQLite
+    # changes no NOT NULL in place: the outbox is rebuilt with its ids and its AUTOINCREMENT
+    # counter (an id published and removed is never handed out again).
+    10: (
+        f"""CREATE TABLE kmp_readings (
+            id INTEGER PRIMARY KEY,
+            meter TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            read_at INTEGER NOT NULL,
+            meter_type INTEGER NOT NULL,
+            software_revision TEXT NOT NULL,
+            serial INTEGER NOT NULL,
+            {" ".join(f"{name} TEXT," for name in KMP_REGISTER_COLUMNS)}
+            duration REAL NOT NULL,
+            exchanges INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            UNIQUE (meter, slot)
+        ) STRICT""",
+        "CREATE INDEX kmp_readings_meter_read_at ON kmp_readings (meter, read_at)",
+        "CREATE INDEX kmp_readings_read_at ON kmp_readings (read_at)",
+        """CREATE TABLE meter_protocols (
+            meter TEXT PRIMARY KEY,
+            protocol TEXT NOT NULL CHECK (protocol IN ('iec', 'kmp')),
+            baud INTEGER CHECK (baud > 0),
+            found_at INTEGER NOT NULL
+        ) STRICT""",
+        """CREATE TABLE outbox_v10 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            reading_id INTEGER REFERENCES readings (id) ON DELETE CASCADE,
+            kmp_reading_id INTEGER REFERENCES kmp_readings (id) ON DELETE CASCADE,
+            meter TEXT NOT NULL,
+            output TEXT NOT NULL,
+            CHECK ((reading_id IS NULL) <> (kmp_reading_id IS NULL))
+        ) STRICT""",
+        "INSERT INTO sqlite_sequence (name, seq) "
+        "SELECT 'outbox_v10', seq FROM sqlite_sequence WHERE name = 'outbox'",
+        "INSERT INTO outbox_v10 (id, reading_id, meter, output) "
+        "SELECT id, reading_id, meter, output FROM outbox",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_v10 RENAME TO outbox",
+        "CREATE INDEX outbox_output_id ON outbox (output, id)",
+        "CREATE INDEX outbox_output_meter_id ON outbox (output, meter, id)",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _READING_VALUES = f"({', '.join('?' * len(READING_COLUMNS))})"
 _FAILURE_VALUES = f"({', '.join('?' * len(FAILURE_COLUMNS))})"
+_KMP_VALUES = f"({', '.join('?' * len(KMP_COLUMNS))})"
 #: Rows per INSERT statement, at most: a batch is written as statements of 256, 64, 16, 4 and
 #: 1 rows (few distinct statements for the connection's cache; 256 rows of 20 parameters are far
 #: below SQLite's limit of 32,766). One statement per 256 rows instead of one per row: the
@@ -233,6 +286,14 @@ def _insert_reading(rows: int) -> str:
     return (
         f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
         f"VALUES {', '.join([_READING_VALUES] * rows)} ON CONFLICT (meter, slot) DO NOTHING"
+    )
+
+
+@functools.cache
+def _insert_kmp(rows: int) -> str:
+    return (
+        f"INSERT INTO kmp_readings ({', '.join(KMP_COLUMNS)}) "
+        f"VALUES {', '.join([_KMP_VALUES] * rows)} ON CONFLICT (meter, slot) DO NOTHING"
     )
 
 
@@ -273,6 +334,8 @@ _FREE_OUTBOX_METERS = (
     "WHERE c.output = ?1 AND (c.holder IS NULL OR c.holder = ?3 OR c.expires_at <= ?4) "
     "ORDER BY h.first LIMIT ?5"
 )
+#: The outbox's column that points at a row of each readings table.
+_OUTBOX_COLUMN = {"readings": "reading_id", "kmp_readings": "kmp_reading_id"}
 _SYNCHRONOUS = ("full", "normal", "extra")
 #: Page cache of the writing connection, in KiB (SQLite's default is 2 MiB).
 WRITER_CACHE_KIB = 65536
@@ -391,33 +454,45 @@ class SqliteStorage(SqlStorage[sqlite3.Connection]):
         *,
         outbox: Sequence[str] | bool = (),
     ) -> int:
-        reading_rows, failure_rows = self.rows(readings, failures)
+        reading_rows, kmp_rows, failure_rows = self.rows(readings, failures)
         queued = outbox_names(outbox)
         queues = SQLITE.list_param(queued)
 
-        def run(conn: sqlite3.Connection) -> int:
+        def insert(
+            conn: sqlite3.Connection,
+            table: str,
+            statement: Callable[[int], str],
+            rows: Sequence[tuple[Any, ...]],
+        ) -> int:
+            """Insert ``rows`` into ``table``, queueing the new ones; how many were new."""
+            if not rows:
+                return 0
             last_id = 0
             if queued:
-                last_id = conn.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()[0]
-            new = 0
-            if reading_rows:
-                new = _insert_all(conn, _insert_reading, reading_rows)
-            if failure_rows:
-                _insert_all(conn, _insert_failure, failure_rows)
+                last_id = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+            new = _insert_all(conn, statement, rows)
             if queued and new:
                 # rowids of new rows are above every existing one; the write lock is ours
+                column = _OUTBOX_COLUMN[table]
                 conn.execute(
-                    "INSERT INTO outbox (reading_id, meter, output) "
-                    "SELECT r.id, r.meter, o.value FROM readings r, json_each(?) o "
+                    f"INSERT INTO outbox ({column}, meter, output) "
+                    f"SELECT r.id, r.meter, o.value FROM {table} r, json_each(?) o "
                     "WHERE r.id > ? ORDER BY r.id, o.key",
                     (queues, last_id),
                 )
                 conn.execute(
                     "INSERT OR IGNORE INTO outbox_claims (output, meter) "
-                    "SELECT DISTINCT o.value, r.meter FROM readings r, json_each(?) o "
+                    f"SELECT DISTINCT o.value, r.meter FROM {table} r, json_each(?) o "
                     "WHERE r.id > ?",
                     (queues, last_id),
                 )
+            return new
+
+        def run(conn: sqlite3.Connection) -> int:
+            new = insert(conn, "readings", _insert_reading, reading_rows)
+            new += insert(conn, "kmp_readings", _insert_kmp, kmp_rows)
+            if failure_rows:
+                _insert_all(conn, _insert_failure, failure_rows)
             return int(new)
 
         return self._transaction("storing readings", run)

@@ -82,8 +82,14 @@ def _schemas() -> dict[str, Schema]:
         "start": _TIME,
         "end": _TIME,
         "energy": {**_NUMBER, "description": "kWh, all tariffs"},
-        "tariff_1": {**_NUMBER, "description": "kWh on tariff 1"},
-        "tariff_2": {**_NUMBER, "description": "kWh on tariff 2"},
+        "tariff_1": {
+            "type": ["number", "null"],
+            "description": "kWh on tariff 1 (null: a KMP meter has no tariff registers)",
+        },
+        "tariff_2": {
+            "type": ["number", "null"],
+            "description": "kWh on tariff 2 (null: a KMP meter has no tariff registers)",
+        },
     }
     assert tuple(consumption_props) == CONSUMPTION_COLUMNS
     peak_props: dict[str, Schema] = {

@@ -206,8 +206,9 @@ def consumption_row(bucket: BucketRow) -> Row:
         "start": _time(bucket.start),
         "end": _time(bucket.end),
         "energy": json_number(bucket.energy),
-        "tariff_1": json_number(bucket.tariff_1),
-        "tariff_2": json_number(bucket.tariff_2),
+        # a KMP meter's bucket has no tariffs: null (CSV: empty), never 0
+        "tariff_1": None if bucket.tariff_1 is None else json_number(bucket.tariff_1),
+        "tariff_2": None if bucket.tariff_2 is None else json_number(bucket.tariff_2),
     }
 
 

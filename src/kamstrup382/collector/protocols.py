@@ -1,0 +1,109 @@
+"""What a ``protocol = "auto"`` meter speaks, found once and remembered.
+
+The first readout of such a meter first runs :func:`kamstrup382.reader.detect.detect` on its
+port (in a worker thread: it is the blocking reader's): IEC 61107 mode A at 300 baud 7E1, else
+KMP at 9600 8N1, then at 1200 8N2 (not on a ``socket://`` gateway, whose line is its own). What
+answered is logged with what each try took, and kept for every later readout (and, through the
+storage, across restarts: :meth:`ProtocolFinder.load`). When nothing answers, the readout fails
+with the detection's error (a ``timeout``, naming each try) and the next readout tries again.
+
+A meter whose settings change in a reloaded configuration is detected again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
+
+from kamstrup382.collector.config import MeterConfig
+from kamstrup382.collector.kmp_config import KmpSettings, MeterProtocol
+from kamstrup382.errors import ReadTimeout
+from kamstrup382.reader.detect import KMP_LINES, detect
+
+__all__ = ["Found", "OnFound", "ProtocolFinder", "from_stored", "stored"]
+
+log = logging.getLogger(__name__)
+
+#: What a meter was found to speak: ``("iec", None)`` or ``("kmp", (baud, stop_bits))``.
+Found = tuple[str, tuple[int, int] | None]
+#: Told what was found for a meter, to keep it (the collector stores it).
+OnFound = Callable[[str, Found], Awaitable[None]]
+_STOP_BITS = dict(KMP_LINES)
+
+
+def stored(found: Found) -> tuple[str, int | None]:
+    """``found`` as the storage keeps it (protocol, baud): KMP's stop bits follow from its
+    baud rate (:data:`~kamstrup382.reader.detect.KMP_LINES`)."""
+    protocol, line = found
+    return protocol, None if line is None else line[0]
+
+
+def from_stored(protocol: str, baud: int | None) -> Found | None:
+    """What :func:`stored` kept, back (``None``: not something this version found)."""
+    if protocol == "iec":
+        return "iec", None
+    if protocol == "kmp" and baud is not None:
+        return "kmp", (baud, _STOP_BITS.get(baud, 1))
+    return None
+
+
+class ProtocolFinder:
+    """Per ``auto`` meter, what it was found to speak (see the module docstring);
+    ``on_found`` is told each finding (and must not raise for a storage error)."""
+
+    def __init__(self, on_found: OnFound | None = None) -> None:
+        self.on_found = on_found
+        self._found: dict[str, Found] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def load(self, known: Mapping[str, tuple[str, int | None]]) -> None:
+        """What earlier runs found, as the storage keeps it (:func:`stored`)."""
+        for meter, (protocol, baud) in known.items():
+            found = from_stored(protocol, baud)
+            if found is not None:
+                self._found[meter] = found
+
+    def forget(self, meters: Iterable[str]) -> None:
+        for meter in meters:
+            self._found.pop(meter, None)
+
+    def found(self, meter: str) -> Found | None:
+        return self._found.get(meter)
+
+    async def settings(self, meter: MeterConfig) -> KmpSettings | None:
+        """How ``meter`` is read: its KMP settings, or ``None`` for mode A (``auto``: what was
+        found for it, tried now the first time)."""
+        if meter.protocol is MeterProtocol.AUTO:
+            return await self.find(meter)
+        return meter.kmp if meter.protocol is MeterProtocol.KMP else None
+
+    async def find(self, meter: MeterConfig) -> KmpSettings | None:
+        """``meter``'s KMP settings with the line found, or ``None`` for mode A; detected now
+        if not known yet (:class:`~kamstrup382.errors.ReadTimeout` when nothing answers)."""
+        lock = self._locks.setdefault(meter.name, asyncio.Lock())
+        async with lock:
+            known = self._found.get(meter.name)
+            if known is None:
+                known = await self._detect(meter)
+                self._found[meter.name] = known
+                if self.on_found is not None:
+                    await self.on_found(meter.name, known)
+        protocol, line = known
+        if protocol != "kmp" or line is None:
+            return None
+        baud, stop_bits = line
+        return replace(meter.kmp or KmpSettings(), baud=baud, stop_bits=stop_bits)
+
+    @staticmethod
+    async def _detect(meter: MeterConfig) -> Found:
+        detection = await asyncio.to_thread(
+            detect, meter.port, answer_margin=meter.timing.answer_margin
+        )
+        if detection.protocol is None:
+            raise ReadTimeout(f"auto: {detection.summary}", phase="answer")
+        log.info("meter %s: auto: %s", meter.name, detection.summary)
+        if detection.protocol == "kmp" and detection.baud is not None:
+            return "kmp", (detection.baud, detection.stop_bits)
+        return "iec", None
