@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,14 @@ from kamstrup382.clock import ManualClock
 from kamstrup382.collector import Collector
 from kamstrup382.collector.config import parse_config
 from kamstrup382.emulator import EmulatorThread
+from kamstrup382.emulator.kmp_server import KmpEmulatorThread
 from kamstrup382.outputs import build_outputs
 from kamstrup382.outputs.influxdb import InfluxOutput
+from kamstrup382.outputs.influxdb_series import KMP_FIELDS
 from kamstrup382.outputs.mqtt import MqttOutput
-from kamstrup382.storage import Storage
+from kamstrup382.storage import KmpReadingRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
+from tests.collector.conftest import make_config
 from tests.fixtures.influxdb import InfluxServer
 from tests.fixtures.mosquitto import MosquittoBroker
 
@@ -119,3 +123,57 @@ async def test_each_output_drains_its_own_queue_whatever_the_other_does(
         [row] = [r for r in rows if (r["meter"], r["time"]) == (record.meter, nanoseconds(record))]
         assert row["energy_kwh"] == int(record.values.energy)
         assert row["actual_peak_w"] == int(record.values.actual_peak * 1000)
+
+
+def kmp_sent(emulator: KmpEmulatorThread, meter: int) -> dict[str, Decimal]:
+    """The register values of the KMP meter's last readout, as its emulator sent them."""
+    log = emulator.log(meter)
+    start = max(i for i, entry in enumerate(log) if entry.cid == 0x01)  # its GetType
+    sent: dict[str, Decimal] = {}
+    for entry in log[start:]:
+        sent.update(entry.values or {})
+    return sent
+
+
+async def test_a_kmp_meter_beside_a_mode_a_meter_lands_in_influxdb(
+    influxdb: InfluxServer, tmp_path: Path
+) -> None:
+    """A 685-382 (mode A emulator) and a 382Jx3 (KMP emulator) collected together: both kinds
+    of point in the one measurement, the KMP one with exactly the registers its meter sent."""
+    url = f"sqlite:///{tmp_path / 'readings.sqlite'}"
+    clock = ManualClock(datetime(2026, 3, 1, 10, 1, tzinfo=UTC))
+    extra = (
+        f'[influxdb]\nurl = "{influxdb.url}"\ndatabase = "k382"\nclient_id = "k382-e2e"\n'
+        "retry_delay = 0.05\nretry_max = 0.2\n"
+    )
+    sent: list[dict[str, Decimal]] = []
+    with (
+        EmulatorThread(meters=1, transport="tcp", speed=SPEED, delay=0.02) as mode_a,
+        KmpEmulatorThread(1) as kmp,
+    ):
+        config = make_config(
+            url, [*mode_a.ports, *kmp.ports], extra=extra, meter_extra={1: 'protocol = "kmp"'}
+        )
+        [influx] = build_outputs(config.sections, [m.name for m in config.meters])
+        assert isinstance(influx, InfluxOutput)
+        with open_storage(url) as storage:
+            async with Collector(config, storage, [influx], clock=clock) as collector:
+                for _ in range(2):
+                    assert (await collector.run_once()).ok
+                    sent.append(kmp_sent(kmp, 0))
+                    clock.advance(timedelta(minutes=15))
+                await until_empty(storage, "influxdb")
+            stored = list(storage.readings())
+    assert sorted(r.protocol for r in stored) == ["iec", "iec", "kmp", "kmp"]
+    rows = {(row["meter"], row["time"]): row for row in influxdb.rows(QUERY, "k382")}
+    assert len(rows) == 4
+    kmp_records = [r for r in stored if isinstance(r, KmpReadingRecord)]
+    for record, values in zip(kmp_records, sent, strict=True):
+        row = rows[("m1", nanoseconds(record))]
+        assert row["meter_type"] == "0x0382" and row["serial"] == str(record.serial)
+        for f in KMP_FIELDS:  # the emulator's digits, through storage and line protocol
+            assert Decimal(repr(row[f.key])) == values[f.register], f.key
+        assert row["tariff_1_kwh"] is None and row["answer_delay_s"] is None  # none made up
+    for record in stored:
+        if isinstance(record, ReadingRecord):
+            assert rows[("m0", nanoseconds(record))]["energy_kwh"] == int(record.values.energy)

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from kamstrup382.storage.base import Storage
 from kamstrup382.storage.url import open_storage
 from kamstrup382.web import create_app
 from tests.web.history import History, build_history
+from tests.web.kmp_history import KmpHistory, build_kmp_history
 
 
 @pytest.fixture(scope="session")
@@ -100,4 +102,56 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live_url(storage: Storage) -> Iterator[str]:
     with LiveServer(create_app(storage, refresh=0)) as live:
+        yield live.url
+
+
+@pytest.fixture(scope="module")
+def mode_a() -> History:
+    return build_history("house", slots=4 * 24, fail_every=0)
+
+
+@pytest.fixture(scope="module")
+def kmp() -> KmpHistory:
+    return build_kmp_history("flat", slots=4 * 24)
+
+
+@pytest.fixture(scope="module")
+def both(
+    tmp_path_factory: pytest.TempPathFactory, mode_a: History, kmp: KmpHistory
+) -> Iterator[Storage]:
+    """A SQLite storage with a 685-382 (``house``) and a 382Jx3 (``flat``), stored as the
+    collector stores them."""
+    path = tmp_path_factory.mktemp("kmp") / "k382.sqlite"
+    with open_storage(f"sqlite:///{path}") as storage:
+        storage.record(mode_a.readings, mode_a.failures)
+        storage.record(kmp.readings, kmp.failures)
+        yield storage
+
+
+#: The widths the browser tests look at: a desktop's and a phone's.
+WIDTHS = {"desktop": 1400, "phone": 390}
+
+
+@pytest.fixture(params=list(WIDTHS))
+def sized(request: pytest.FixtureRequest, browser: Any) -> Iterator[Any]:
+    """A page at each width (a phone's context also has touch and a device pixel ratio)."""
+    width = WIDTHS[request.param]
+    phone = request.param == "phone"
+    context = browser.new_context(
+        viewport={"width": width, "height": 844 if phone else 1000},
+        device_scale_factor=3 if phone else 1,
+        is_mobile=phone,
+        has_touch=phone,
+    )
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def both_url(both: Storage) -> Iterator[str]:
+    """The app over :func:`both`, served."""
+    with LiveServer(create_app(both, refresh=0)) as live:
         yield live.url

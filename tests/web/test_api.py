@@ -24,7 +24,7 @@ from tests.web.history import History
 #: The meters of these tests are 685-382s: their registers.
 REGISTERS = KAMSTRUP_382.registers
 
-SERIES = ("readings", "consumption", "peaks", "attempts")
+SERIES = ("readings", "consumption", "peaks", "phases", "attempts")
 
 
 def as_decimal(value: object) -> Decimal:

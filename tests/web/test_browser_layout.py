@@ -5,7 +5,6 @@ month's name, the kWh rounding explained."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,26 +12,6 @@ import pytest
 from tests.web.test_browser import PLOTS, open_dashboard
 
 pytestmark = pytest.mark.browser
-
-WIDTHS = {"desktop": 1400, "phone": 390}
-
-
-@pytest.fixture(params=list(WIDTHS))
-def sized(request: pytest.FixtureRequest, browser: Any) -> Iterator[Any]:
-    """A page at each width (a phone's context also has touch and a device pixel ratio)."""
-    width = WIDTHS[request.param]
-    phone = request.param == "phone"
-    context = browser.new_context(
-        viewport={"width": width, "height": 844 if phone else 1000},
-        device_scale_factor=3 if phone else 1,
-        is_mobile=phone,
-        has_touch=phone,
-    )
-    page = context.new_page()
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def _boxes(page: Any, selector: str) -> list[dict[str, float]]:

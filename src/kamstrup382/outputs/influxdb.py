@@ -1,5 +1,9 @@
 """InfluxDB output: each stored reading as a point at its own time, from the durable outbox.
 
+Readings of both protocols (mode A and KMP) take the same path, in one queue and one batch;
+what differs is only the point each becomes (:func:`~kamstrup382.outputs.influxdb_series.
+reading_point`).
+
 The ``[influxdb]`` table is described and checked in
 :mod:`kamstrup382.outputs.influxdb_settings`; the series (measurement, tags, fields, time) in
 :mod:`kamstrup382.outputs.influxdb_series`; the line protocol in
@@ -59,7 +63,7 @@ from kamstrup382.outputs.health import (
 from kamstrup382.outputs.influxdb_line import encode_point
 from kamstrup382.outputs.influxdb_series import reading_point
 from kamstrup382.outputs.influxdb_settings import InfluxSettings
-from kamstrup382.storage import AnyReading, FailureRecord, ReadingRecord, Storage
+from kamstrup382.storage import AnyReading, FailureRecord, Storage
 
 __all__ = ["STATES", "InfluxOutput", "InfluxSettings"]
 
@@ -248,11 +252,9 @@ class InfluxOutput(KeepsState, Output):
         if not entries:
             return False
         done: list[int] = []
-        lines: list[tuple[int, ReadingRecord, str]] = []
+        lines: list[tuple[int, AnyReading, str]] = []
         for outbox_id, record, line in entries:
-            if not isinstance(record, ReadingRecord):  # KMP: not yet (removed unwritten)
-                done.append(outbox_id)
-            elif isinstance(line, ValueError):  # nothing InfluxDB could take: say so, go on
+            if isinstance(line, ValueError):  # nothing InfluxDB could take: say so, go on
                 self._reject(record, f"cannot be written as line protocol: {line}")
                 done.append(outbox_id)
             else:
@@ -283,9 +285,6 @@ class InfluxOutput(KeepsState, Output):
         )
         entries: list[tuple[int, AnyReading, str | ValueError]] = []
         for outbox_id, record in items:
-            if not isinstance(record, ReadingRecord):  # KMP: not yet
-                entries.append((outbox_id, record, ValueError("a KMP reading")))
-                continue
             try:
                 line: str | ValueError = self._line(record)
             except ValueError as exc:
@@ -294,7 +293,7 @@ class InfluxOutput(KeepsState, Output):
         return entries
 
     async def _write_lines(
-        self, lines: Sequence[tuple[int, ReadingRecord, str]], done: list[int]
+        self, lines: Sequence[tuple[int, AnyReading, str]], done: list[int]
     ) -> None:
         if not lines:
             return
@@ -343,12 +342,12 @@ class InfluxOutput(KeepsState, Output):
         else:
             await self._set_state(UNREACHABLE, f"HTTP {response.status_code}: {_message(response)}")
 
-    def _line(self, record: ReadingRecord) -> str:
+    def _line(self, record: AnyReading) -> str:
         s = self.settings
         point = reading_point(record, measurement=s.measurement, precision=s.precision, tags=s.tags)
         return encode_point(point)
 
-    def _reject(self, record: ReadingRecord, why: str) -> None:
+    def _reject(self, record: AnyReading, why: str) -> None:
         self.rejected += 1
         log.error(
             "influxdb: the reading of %s for slot %s (read at %s) %s; it stays in the storage "

@@ -78,7 +78,7 @@ _KEYS = (
     "state_file",
 )
 #: The tags every point carries of its own (see :mod:`kamstrup382.outputs.influxdb_series`).
-OWN_TAGS = ("meter", "customer_number", "type_number")
+OWN_TAGS = ("meter", "customer_number", "type_number", "meter_type", "serial")
 _SCHEMES = {"http": 8086, "https": 8086}
 
 

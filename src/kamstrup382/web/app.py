@@ -1,16 +1,19 @@
 """The dashboard: a Starlette app over a :class:`~kamstrup382.storage.base.Storage`, read only.
 
 Pages: ``/`` (the installation: every meter with its latest values, and the plots of one) and
-``/meters/{meter}``. The JSON API lives under ``/api/`` and is described at
-``/api/openapi.json``; every series can also be had as CSV (``?format=csv``), which is what the
-plots' download links fetch. Only GET (and HEAD) exist: anything else is 405. Storage calls
-are synchronous, so they run in the thread pool, one at a time.
+``/meters/{meter}``. Mode A and KMP meters side by side: each shows the registers it has (a KMP
+meter its live power and per-phase voltage, current and power, a mode A meter its tariffs and
+peaks), none made up for the other (:mod:`kamstrup382.web.latest`). The JSON API lives under
+``/api/`` and is described at ``/api/openapi.json``; every series can also be had as CSV
+(``?format=csv``), which is what the plots' download links fetch. Only GET (and HEAD) exist:
+anything else is 405. Storage calls are synchronous, so they run in the thread pool, one at a
+time.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,12 +28,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from kamstrup382.documents import dumps, record_document
+from kamstrup382.documents import any_record_document, dumps
 from kamstrup382.errors import StorageError, UsageError
-from kamstrup382.protocol import KAMSTRUP_382, REGISTERS, Register
 from kamstrup382.storage.base import Storage
-from kamstrup382.storage.records import AnyReading, MeterStatus, ReadingRecord
+from kamstrup382.storage.records import (
+    AnyReading,
+    KmpReadingRecord,
+    MeterStatus,
+    ReadingRecord,
+)
 from kamstrup382.web.buckets import bucket_consumption
+from kamstrup382.web.latest import current_registers, shown_columns
 from kamstrup382.web.openapi import openapi_document
 from kamstrup382.web.params import (
     BadParameter,
@@ -47,12 +55,14 @@ from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
     PEAK_COLUMNS,
-    READING_COLUMNS,
+    PHASE_COLUMNS,
     Row,
     attempt_row,
     consumption_row,
     csv_text,
     peak_row,
+    phase_row,
+    reading_columns,
     reading_row,
     status_row,
 )
@@ -100,32 +110,43 @@ class _Reader:
 
 
 def _meter_summary(
-    name: str, latest: ReadingRecord | None, status: MeterStatus | None
+    name: str, latest: AnyReading | None, status: MeterStatus | None
 ) -> dict[str, Any]:
+    """A meter in the list: its protocol and identity (a mode A meter's identification and
+    type number, a KMP meter's ``meter_identity`` in its latest reading), its latest reading."""
+    mode_a = latest if isinstance(latest, ReadingRecord) else None
     return {
         "name": name,
-        "identification": latest.identification if latest else None,
-        "type_number": latest.type_number if latest else None,
-        "latest": record_document(latest) if latest else None,
+        "protocol": latest.protocol if latest else None,
+        "identification": mode_a.identification if mode_a else None,
+        "type_number": mode_a.type_number if mode_a else None,
+        "latest": any_record_document(latest) if latest else None,
         "status": status_row(status),
     }
 
 
+def _meter_detail(storage: Storage, meter: str, status: MeterStatus | None) -> dict[str, Any]:
+    """A meter's summary, with each register from the last reading where it was read."""
+    latest = storage.latest(meter)
+    summary = _meter_summary(meter, latest, status)
+    summary["current"] = (
+        current_registers(storage, meter, latest, summary["latest"]) if latest else {}
+    )
+    return summary
+
+
+def _kmp_only(records: Iterable[AnyReading]) -> Iterator[KmpReadingRecord]:
+    return (r for r in records if isinstance(r, KmpReadingRecord))
+
+
+def _exchanges(summary: dict[str, Any] | None) -> int:
+    latest = summary["latest"] if summary else None
+    return int(latest["timing"].get("exchanges", 1)) if latest else 1
+
+
 def _summaries(storage: Storage) -> list[dict[str, Any]]:
     statuses = {s.meter: s for s in storage.status()}
-    return [
-        _meter_summary(m, _mode_a(storage.latest(m)), statuses.get(m)) for m in storage.meters()
-    ]
-
-
-def _mode_a_only(records: Iterator[AnyReading]) -> Iterator[ReadingRecord]:
-    """The mode A readings of ``records`` (KMP: not yet)."""
-    return (r for r in records if isinstance(r, ReadingRecord))
-
-
-def _mode_a(record: AnyReading | None) -> ReadingRecord | None:
-    """``record`` if it is a mode A reading (KMP: not yet)."""
-    return record if isinstance(record, ReadingRecord) else None
+    return [_meter_detail(storage, m, statuses.get(m)) for m in storage.meters()]
 
 
 def _limited(rows: Iterator[T], limit: int) -> tuple[list[T], bool]:
@@ -190,21 +211,6 @@ def create_app(
     read = _Reader(storage)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     secured = bool(token)
-    registers = [r for r in REGISTERS]
-
-    def _shown(registers: list[Register], summaries: list[dict[str, Any]]) -> list[Register]:
-        """The columns of the table: the registers some meter's latest reading has (a
-        685-382's tariffs 3 and 4, which it does not have, only beside a 382C)."""
-        sent = {
-            name
-            for s in summaries
-            if s.get("latest")
-            for name, value in s["latest"].items()
-            if value is not None
-        }
-        return [r for r in registers if r.name in sent] or [
-            r for r in registers if r.name in KAMSTRUP_382.names
-        ]
 
     async def known_meter(request: Request, allowed: Collection[str] = ()) -> str:
         check_query(request.query_params.multi_items(), allowed)
@@ -233,6 +239,10 @@ def create_app(
             "refresh": refresh,
             "live": LIVE_EVERY,
             "power": meter in powered,  # a pulse input: the live power section
+            "protocol": selected["protocol"] if selected else None,
+            # the requests of a readout without a retry: a KMP readout makes one per 8
+            # registers (its ``attempts`` count them all), a mode A readout one
+            "exchanges": _exchanges(selected),
         }
         return templates.TemplateResponse(
             request,
@@ -242,7 +252,9 @@ def create_app(
                 "note": note,
                 "summaries": summaries,
                 "selected": selected,
-                "registers": _shown(registers, summaries),
+                # the registers some meter's latest reading has (a 685-382's tariffs 3 and 4,
+                # which it does not have, only beside a 382C; a KMP meter's phases beside it)
+                "registers": shown_columns(s["current"] for s in summaries),
                 "config": config,
             },
         )
@@ -296,16 +308,16 @@ def create_app(
 
         def one(s: Storage) -> dict[str, Any]:
             status = next((st for st in s.status() if st.meter == meter), None)
-            return _meter_summary(meter, _mode_a(s.latest(meter)), status)
+            return _meter_detail(s, meter, status)
 
         return DocumentResponse(await read(one))
 
     async def api_latest(request: Request) -> Response:
         meter = await known_meter(request)
-        latest = await read(lambda s: _mode_a(s.latest(meter)))
+        latest = await read(lambda s: s.latest(meter))
         if latest is None:
             raise HTTPException(404, f"meter {meter!r} has no reading yet")
-        return DocumentResponse(record_document(latest))
+        return DocumentResponse(any_record_document(latest))
 
     async def api_readings(request: Request) -> Response:
         meter = await known_meter(request, WINDOW_PARAMS)
@@ -313,16 +325,19 @@ def create_app(
         limit = parse_limit(request.query_params.get("limit"))
         parse_format(request.query_params.get("format"))
         records, truncated = await read(
-            lambda s: _limited(_mode_a_only(s.readings(meter, since, until)), limit)
+            lambda s: _limited(iter(s.readings(meter, since, until)), limit)
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
         if parse_format(request.query_params.get("format")) == "csv":  # flat: one column a field
+            latest = await read(lambda s: s.latest(meter))
+            protocols = {r.protocol for r in records} | ({latest.protocol} if latest else set())
             rows = [reading_row(r) for r in records]
+            columns = reading_columns(protocols)
             return _series_response(
-                request, meter, columns=READING_COLUMNS, rows=rows, extra=extra, what="readings"
+                request, meter, columns=columns, rows=rows, extra=extra, what="readings"
             )
         # JSON: each reading in the one shape of a reading (docs/formats.md)
-        documents = [record_document(r) for r in records]
+        documents = [any_record_document(r) for r in records]
         return DocumentResponse({"meter": meter, **extra, "rows": documents})
 
     async def api_peaks(request: Request) -> Response:
@@ -332,12 +347,34 @@ def create_app(
         parse_format(request.query_params.get("format"))
         rows, truncated = await read(
             lambda s: _limited(
-                (peak_row(r) for r in _mode_a_only(s.readings(meter, since, until))), limit
+                (
+                    peak_row(r)
+                    for r in s.readings(meter, since, until)
+                    if isinstance(r, ReadingRecord)  # a KMP meter has no peak registers
+                ),
+                limit,
             )
         )
         extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
         return _series_response(
             request, meter, columns=PEAK_COLUMNS, rows=rows, extra=extra, what="peaks"
+        )
+
+    async def api_phases(request: Request) -> Response:
+        meter = await known_meter(request, WINDOW_PARAMS)
+        since, until = _window(request)
+        limit = parse_limit(request.query_params.get("limit"))
+        parse_format(request.query_params.get("format"))
+        rows, truncated = await read(
+            lambda s: _limited(
+                # a mode A meter has none of these registers: no rows
+                (phase_row(r) for r in _kmp_only(s.readings(meter, since, until))),
+                limit,
+            )
+        )
+        extra = {"since": _iso(since), "until": _iso(until), "truncated": truncated}
+        return _series_response(
+            request, meter, columns=PHASE_COLUMNS, rows=rows, extra=extra, what="phases"
         )
 
     async def api_attempts(request: Request) -> Response:
@@ -422,6 +459,7 @@ def create_app(
         Route("/api/meters/{meter}/readings", api_readings, methods=get),
         Route("/api/meters/{meter}/consumption", api_consumption, methods=get),
         Route("/api/meters/{meter}/peaks", api_peaks, methods=get),
+        Route("/api/meters/{meter}/phases", api_phases, methods=get),
         Route("/api/meters/{meter}/attempts", api_attempts, methods=get),
         *power_routes(read, known_meter, _window, _series_response, WINDOW_PARAMS),
     ]

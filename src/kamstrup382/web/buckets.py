@@ -5,6 +5,9 @@ shared between them in proportion to the time it spends in each, to the Wh (0.00
 rounding the running total so that no share is negative and the shares add up exactly to the
 interval's energy.
 Bucket edges are wall-clock edges in the given time zone.
+
+A KMP meter has no tariff registers: its intervals' tariffs are ``None`` (unknown, never 0),
+and so are the tariffs of a bucket any such interval falls in; its energy is summed as any.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ class Bucket(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BucketRow:
-    """Energy consumed in one bucket ``[start, end)``, in kWh; times aware, in the bucket's zone."""
+    """Energy consumed in one bucket ``[start, end)``, in kWh; times aware, in the bucket's zone.
+    The tariffs are ``None`` where an interval of the bucket has none (a KMP reading's)."""
 
     start: datetime
     end: datetime
     energy: Decimal
-    tariff_1: Decimal
-    tariff_2: Decimal
+    tariff_1: Decimal | None
+    tariff_2: Decimal | None
 
 
 def _floor_wall(local: datetime, bucket: Bucket) -> datetime:
@@ -110,22 +114,24 @@ def bucket_consumption(
     rows: Iterable[ConsumptionRow], bucket: Bucket, zone: tzinfo = UTC
 ) -> list[BucketRow]:
     """Sum consumption rows (of one meter) into buckets, in time order; empty buckets omitted."""
-    sums: dict[datetime, list[Decimal]] = {}
+    sums: dict[datetime, list[Decimal | None]] = {}
     for row in rows:
-        if row.tariff_1 is None or row.tariff_2 is None:  # KMP: not yet
-            continue
         shares = _shares(row.start, row.end, bucket, zone)
         fractions = [f for _, f in shares]
-        columns = [_split(value, fractions) for value in (row.energy, row.tariff_1, row.tariff_2)]
+        columns = [
+            None if value is None else _split(value, fractions)
+            for value in (row.energy, row.tariff_1, row.tariff_2)
+        ]
         for i, (edge, _) in enumerate(shares):
             acc = sums.setdefault(edge, [Decimal(0), Decimal(0), Decimal(0)])
-            for k in range(3):
-                acc[k] += columns[k][i]
+            for k, column in enumerate(columns):
+                total = acc[k]
+                acc[k] = None if column is None or total is None else total + column[i]
     return [
         BucketRow(
             start=edge,
             end=next_bucket_start(edge, bucket, zone),
-            energy=acc[0],
+            energy=acc[0] or Decimal(0),  # never None: every interval has its energy
             tariff_1=acc[1],
             tariff_2=acc[2],
         )

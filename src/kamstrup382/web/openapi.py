@@ -21,6 +21,7 @@ from kamstrup382.web.rows import (
     ATTEMPT_COLUMNS,
     CONSUMPTION_COLUMNS,
     PEAK_COLUMNS,
+    PHASE_COLUMNS,
 )
 
 __all__ = ["openapi_document"]
@@ -81,8 +82,14 @@ def _schemas() -> dict[str, Schema]:
         "start": _TIME,
         "end": _TIME,
         "energy": {**_NUMBER, "description": "kWh, all tariffs"},
-        "tariff_1": {**_NUMBER, "description": "kWh on tariff 1"},
-        "tariff_2": {**_NUMBER, "description": "kWh on tariff 2"},
+        "tariff_1": {
+            "type": ["number", "null"],
+            "description": "kWh on tariff 1 (null: a KMP meter has no tariff registers)",
+        },
+        "tariff_2": {
+            "type": ["number", "null"],
+            "description": "kWh on tariff 2 (null: a KMP meter has no tariff registers)",
+        },
     }
     assert tuple(consumption_props) == CONSUMPTION_COLUMNS
     peak_props: dict[str, Schema] = {
@@ -95,6 +102,22 @@ def _schemas() -> dict[str, Schema]:
         },
     }
     assert tuple(peak_props) == PEAK_COLUMNS
+    gauge: dict[str, Schema] = {
+        "W": {"type": ["number", "null"], "description": "W (null: not in this reading)"},
+        "V": {"type": ["number", "null"], "description": "V (null: not in this reading)"},
+        "A": {"type": ["number", "null"], "description": "A (null: not in this reading)"},
+    }
+    phase_props: dict[str, Schema] = {
+        "read_at": _TIME,
+        "power": gauge["W"],
+        "power_out": gauge["W"],
+        **{
+            f"{q}_l{n}": gauge[u]
+            for q, u in (("voltage", "V"), ("current", "A"), ("power", "W"))
+            for n in (1, 2, 3)
+        },
+    }
+    assert tuple(phase_props) == PHASE_COLUMNS
     attempt_props: dict[str, Schema] = {
         "slot": _TIME,
         "at": _TIME,
@@ -136,6 +159,18 @@ def _schemas() -> dict[str, Schema]:
         }
         return _object(props)
 
+    meter_props: dict[str, Schema] = {
+        "name": {"type": "string"},
+        "protocol": {
+            "type": ["string", "null"],
+            "enum": ["iec", "kmp", None],
+            "description": "Of its latest reading: `iec` (mode A) or `kmp`; null before one",
+        },
+        "identification": {"type": ["string", "null"], "description": "Mode A only"},
+        "type_number": {"type": ["string", "null"], "description": "Mode A only"},
+        "latest": {"oneOf": [{"$ref": "#/components/schemas/Reading"}, {"type": "null"}]},
+        "status": {"$ref": "#/components/schemas/Status"},
+    }
     window: dict[str, Schema] = {"since": _NULLABLE_TIME, "until": _NULLABLE_TIME}
     limited: dict[str, Schema] = {**window, "truncated": {"type": "boolean"}}
     return {
@@ -143,11 +178,21 @@ def _schemas() -> dict[str, Schema]:
         "Status": _object(status_props),
         "Meter": _object(
             {
-                "name": {"type": "string"},
-                "identification": {"type": ["string", "null"]},
-                "type_number": {"type": ["string", "null"]},
-                "latest": {"oneOf": [{"$ref": "#/components/schemas/Reading"}, {"type": "null"}]},
-                "status": {"$ref": "#/components/schemas/Status"},
+                **meter_props,
+                "current": {
+                    "type": "object",
+                    "additionalProperties": {"$ref": "#/components/schemas/CurrentRegister"},
+                    "description": "Each register by name, from the last reading where it was "
+                    "read (a KMP meter may leave one out of an answer: its value then comes "
+                    "from an earlier reading of the last day, with that reading's time)",
+                },
+            }
+        ),
+        "CurrentRegister": _object(
+            {
+                "value": {"type": ["number", "string"]},
+                "unit": {"type": ["string", "null"]},
+                "read_at": {**_TIME, "description": "The reading it comes from"},
             }
         ),
         "MeterList": _object(
@@ -166,6 +211,8 @@ def _schemas() -> dict[str, Schema]:
             },
         ),
         "Peaks": series("Peak", limited),
+        "Phase": _object(phase_props),
+        "Phases": series("Phase", limited),
         "Attempts": series("Attempt", limited),
         "LivePower": _object(live_props),
         "PowerMinute": _object(minute_props),
@@ -308,7 +355,8 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 "The meter's latest reading", "getLatest", [], _ok("Reading", "The reading")
             ),
             "/api/meters/{meter}/readings": op(
-                "Readings in time order",
+                "Readings in time order (CSV: a mode A meter's columns, or a KMP meter's; "
+                "both with `protocol` for a meter read in both)",
                 "listReadings",
                 [*window, _LIMIT, _FORMAT],
                 _ok("Readings", "The readings", csv=True),
@@ -320,10 +368,18 @@ def openapi_document(*, title: str, secured: bool) -> Schema:
                 _ok("Consumption", "The buckets that have consumption", csv=True),
             ),
             "/api/meters/{meter}/peaks": op(
-                "This month's and last month's peak power at each reading",
+                "This month's and last month's peak power at each reading (mode A readings: "
+                "a KMP meter has no peak registers)",
                 "listPeaks",
                 [*window, _LIMIT, _FORMAT],
                 _ok("Peaks", "The peaks", csv=True),
+            ),
+            "/api/meters/{meter}/phases": op(
+                "Power, and voltage, current and power per phase at each reading (KMP "
+                "readings: a mode A meter has none of these registers)",
+                "listPhases",
+                [*window, _LIMIT, _FORMAT],
+                _ok("Phases", "The readings' gauges", csv=True),
             ),
             "/api/meters/{meter}/attempts": op(
                 "Every readout attempt, success or failure, with its duration",

@@ -116,6 +116,7 @@
     return {
       consumption,
       peaks: `${base}/peaks?${window}`,
+      phases: `${base}/phases?${window}`,
       attempts: `${base}/attempts?${window}`,
     };
   }
@@ -180,9 +181,45 @@
     );
   }
 
+  const PHASE_COLORS = ["#9e2a2b", "#e09f3e", "#335c67"];
+
+  // A KMP meter's gauges at each reading: a register a reading has not is a gap (null).
+  function drawPhases(data) {
+    const x = data.rows.map((r) => local(r.read_at));
+    const line = (name, key, color, extra) => ({
+      type: "scatter", mode: "lines", name, x, y: data.rows.map((r) => r[key]),
+      line: { color, width: 1.5 }, connectgaps: false, ...extra,
+    });
+    Plotly.react(
+      el("plot-phases-power"),
+      [
+        line("total", "power", "#2a6f97", { line: { color: "#2a6f97", width: 2.5 } }),
+        ...[1, 2, 3].map((n) => line(`L${n}`, `power_l${n}`, PHASE_COLORS[n - 1])),
+      ],
+      { ...layoutBase, title: title("Power (W)"), xaxis: timeAxis(x),
+        yaxis: { title: { text: "W" }, rangemode: "tozero" } },
+      plotConfig,
+    );
+    Plotly.react(
+      el("plot-phases-voltage"),
+      [
+        ...[1, 2, 3].map((n) => line(`L${n} V`, `voltage_l${n}`, PHASE_COLORS[n - 1])),
+        ...[1, 2, 3].map((n) => line(`L${n} A`, `current_l${n}`, PHASE_COLORS[n - 1],
+          { yaxis: "y2", line: { color: PHASE_COLORS[n - 1], width: 1.5, dash: "dot" } })),
+      ],
+      { ...layoutBase, title: title("Voltage (V) and current (A) per phase"),
+        xaxis: { ...timeAxis(x), anchor: "y" },
+        yaxis: { title: { text: "V" }, domain: [0, 0.46] },
+        yaxis2: { title: { text: "A" }, domain: [0.54, 1], rangemode: "tozero", anchor: "x" } },
+      plotConfig,
+    );
+  }
+
   function drawHealth(data) {
-    const first = data.rows.filter((r) => r.ok && r.attempts <= 1);
-    const retried = data.rows.filter((r) => r.ok && r.attempts > 1);
+    // a readout's requests without a retry: one in mode A, a KMP readout's exchanges
+    const once = config.exchanges || 1;
+    const first = data.rows.filter((r) => r.ok && r.attempts <= once);
+    const retried = data.rows.filter((r) => r.ok && r.attempts > once);
     const failed = data.rows.filter((r) => !r.ok);
     // share of successful readouts over the last 20 attempts
     const rate = [];
@@ -226,6 +263,13 @@
     if (td && td.textContent !== String(value)) td.textContent = String(value);
   }
 
+  // What the table says a meter is: a mode A meter's type number, a KMP meter's GetType.
+  function identity(m) {
+    if (m.type_number) return m.type_number;
+    const id = m.latest && m.latest.meter_identity;
+    return id ? `KMP ${id.meter_type}` : "";
+  }
+
   async function refreshTable() {
     const data = await fetchJson("/api/meters");
     const body = document.querySelector("#meters tbody");
@@ -238,10 +282,13 @@
     for (const m of data.meters) {
       const row = body.querySelector(`tr[data-meter="${CSS.escape(m.name)}"]`);
       if (!row) continue;
-      cell(row, "type_number", m.type_number || "");
+      cell(row, "type_number", identity(m));
       if (m.latest) {
-        // the one shape of a reading (docs/formats.md): registers keyed by name
-        for (const [name, reg] of Object.entries(m.latest.registers)) cell(row, name, reg.value);
+        // each register from the last reading where it was read; one the meter does not
+        // have (the other protocol's) is empty
+        for (const td of row.querySelectorAll("td[data-register]")) {
+          show(td, m.current[td.dataset.field], m.latest.read_at, "");
+        }
         cell(row, "read_at", wall(m.latest.read_at));
       }
       const s = m.status;
@@ -250,18 +297,55 @@
     }
   }
 
+  // A register's value in ``node`` (with ``unit``), greyed with its time when it comes from a
+  // reading before the latest (``latestAt``); empty when the meter has none.
+  function show(node, reg, latestAt, unit) {
+    const text = reg ? `${reg.value}${unit}` : "";
+    if (node.textContent !== text) node.textContent = text;
+    const older = Boolean(reg) && reg.read_at !== latestAt;
+    node.toggleAttribute("data-older", older);
+    if (older) node.title = `read at ${wall(reg.read_at)}`;
+    else node.removeAttribute("title");
+  }
+
+  // A KMP meter's latest values: each register from the last reading where it was read.
+  async function refreshKmp() {
+    const panel = el("kmp-latest");
+    if (!panel) return;
+    const meter = await fetchJson(`/api/meters/${encodeURIComponent(config.meter)}`);
+    if (!meter.latest) return;
+    const units = { power: " W", energy: " kWh" };
+    for (const node of panel.querySelectorAll("[data-register]")) {
+      const name = node.getAttribute("data-register");
+      show(node, meter.current[name], meter.latest.read_at, units[name] || "");
+    }
+    el("kmp-read-at").textContent = wall(meter.latest.read_at);
+  }
+
   async function refreshPlots() {
     const u = urls();
+    // a KMP meter has no tariffs and no peak registers: those plots are not on its page
+    const modeA = Boolean(el("plot-tariffs"));
     el("csv-energy").href = csv(u.consumption);
-    el("csv-tariffs").href = csv(u.consumption);
-    el("csv-peaks").href = csv(u.peaks);
     el("csv-health").href = csv(u.attempts);
-    const [consumption, peaks, attempts] = await Promise.all([
-      fetchJson(u.consumption), fetchJson(u.peaks), fetchJson(u.attempts),
+    if (modeA) {
+      el("csv-tariffs").href = csv(u.consumption);
+      el("csv-peaks").href = csv(u.peaks);
+    } else {
+      el("csv-phases").href = csv(u.phases);
+      el("csv-phases-voltage").href = csv(u.phases);
+    }
+    const [consumption, gauges, attempts] = await Promise.all([
+      fetchJson(u.consumption), fetchJson(modeA ? u.peaks : u.phases), fetchJson(u.attempts),
+      refreshKmp(),
     ]);
     drawEnergy(consumption);
-    drawTariffs(consumption);
-    drawPeaks(peaks);
+    if (modeA) {
+      drawTariffs(consumption);
+      drawPeaks(gauges);
+    } else {
+      drawPhases(gauges);
+    }
     drawHealth(attempts);
     const plots = el("plots");
     plots.dataset.loaded = String(Number(plots.dataset.loaded || 0) + 1);
