@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from kamstrup382.web import DEFAULT_TITLE
-from kamstrup382.web.openapi import openapi_document
+from kamstrup382.web.openapi import WHEN_FORMAT, openapi_document
 
+
+def _when(at: datetime, shape: str) -> str:
+    date = at.strftime("%Y-%m-%d")  # %Y pads years below 1000 to four digits
+    clock = f"{at.hour:02d}:{at.minute:02d}"
+    seconds = f"{clock}:{at.second:02d}"
+    return {
+        "date": date,
+        "local": f"{date}T{clock}",
+        "space": f"{date} {seconds}",
+        "utc": f"{date}T{seconds}Z",
+        "lower": f"{date}t{seconds}.{at.microsecond:06d}z",
+        "offset": f"{date}T{seconds}+05:30",
+        "negative": f"{date}T{seconds}-02:00",
+    }[shape]
+
+
+#: Values of ``since``/``until`` as the description's format says them: days the calendar has,
+#: in each shape the pattern admits (a pattern alone cannot say that a November has no 31st).
+schemathesis.openapi.format(
+    WHEN_FORMAT,
+    st.builds(
+        _when,
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        st.sampled_from(["date", "local", "space", "utc", "lower", "offset", "negative"]),
+    ),
+)
 schema = schemathesis.openapi.from_dict(openapi_document(title=DEFAULT_TITLE, secured=False))
 
 

@@ -24,7 +24,7 @@ from kamstrup382.web.rows import (
     PHASE_COLUMNS,
 )
 
-__all__ = ["openapi_document"]
+__all__ = ["WHEN_FORMAT", "openapi_document"]
 
 Schema = dict[str, Any]
 
@@ -243,11 +243,12 @@ def _param(
 _METER_PARAM = _param(
     "meter", "path", {"type": "string", "pattern": METER_PATTERN}, "Meter name", required=True
 )
-_WHEN: Schema = {
-    "type": "string",
-    "anyOf": [{"format": "date"}, {"format": "date-time"}],
-    "pattern": DATE_PATTERN,
-}
+#: The format of a ``since``/``until`` value: an ISO 8601 date, or date-time whose offset and
+#: seconds may be left out (RFC 3339's ``date`` and ``date-time`` and local times), of a day
+#: the calendar has. The pattern says the shape; the format names the whole rule.
+WHEN_FORMAT = "iso8601-date-or-time"
+#: What :func:`~kamstrup382.web.params.parse_time` takes, exactly.
+_WHEN: Schema = {"type": "string", "format": WHEN_FORMAT, "pattern": DATE_PATTERN}
 _SINCE = _param(
     "since",
     "query",

@@ -35,10 +35,15 @@ __all__ = [
 #: A meter name, as the collector's config allows it.
 METER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 #: An ISO 8601 date, or date and time with an optional UTC offset (``Z`` or ``+hh:mm``);
-#: this takes every RFC 3339 ``date`` and ``date-time``.
+#: this takes every RFC 3339 ``date`` and ``date-time``, and a date-time without seconds or
+#: offset. Each field within its range (year 0001-9999, month 01-12, day 01-31, hour 00-23,
+#: minute 00-59, second 00-60, offset up to 23:59); a day the month does not have
+#: (``2026-02-30``) fits and is refused by :func:`parse_time`.
 DATE_PATTERN = (
-    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
-    r"([Tt ]([0-9]{2}):([0-9]{2})(:([0-9]{2})(\.([0-9]+))?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$"
+    r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])"
+    r"-(0[1-9]|[12][0-9]|3[01])"
+    r"([Tt ]([01][0-9]|2[0-3]):([0-5][0-9])(:([0-5][0-9]|60)(\.([0-9]+))?)?"
+    r"([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?$"
 )
 #: An IANA time zone name such as ``Europe/Copenhagen`` or ``UTC``.
 TZ_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
