@@ -417,8 +417,15 @@ def device(
     return block
 
 
-def _register_entity(register: Register) -> HomeAssistantEntity:
-    sensor = HOME_ASSISTANT[register.name]
+def _register_entity(register: Register | KmpRegister) -> HomeAssistantEntity:
+    """The sensor of a mode A register (its precision: the decimals its dialects print) or of
+    a KMP one (its description's)."""
+    if isinstance(register, KmpRegister):
+        sensor = HOME_ASSISTANT_KMP[register.name]
+        precision = sensor.precision
+    else:
+        sensor = HOME_ASSISTANT[register.name]
+        precision = None if register.kind is RegisterKind.TEXT else register.decimals
     return HomeAssistantEntity(
         key=register.name,
         name=sensor.name,
@@ -427,23 +434,7 @@ def _register_entity(register: Register) -> HomeAssistantEntity:
         state_class=sensor.state_class,
         unit=register.unit,
         icon=sensor.icon,
-        precision=None if register.kind is RegisterKind.TEXT else register.decimals,
-        diagnostic=sensor.diagnostic,
-        expires=True,
-    )
-
-
-def _kmp_entity(register: KmpRegister) -> HomeAssistantEntity:
-    sensor = HOME_ASSISTANT_KMP[register.name]
-    return HomeAssistantEntity(
-        key=register.name,
-        name=sensor.name,
-        field=register_field(register),
-        device_class=sensor.device_class,
-        state_class=sensor.state_class,
-        unit=register.unit,
-        icon=sensor.icon,
-        precision=sensor.precision,
+        precision=precision,
         diagnostic=sensor.diagnostic,
         expires=True,
     )
@@ -456,7 +447,7 @@ ENTITIES: tuple[HomeAssistantEntity, ...] = (
 )
 #: Every entity of a KMP meter's device, in order: its registers, then its status.
 KMP_ENTITIES: tuple[HomeAssistantEntity, ...] = (
-    *(_kmp_entity(register) for register in KMP_382_REGISTERS),
+    *(_register_entity(register) for register in KMP_382_REGISTERS),
     *HOME_ASSISTANT_STATUS,
 )
 

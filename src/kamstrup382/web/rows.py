@@ -31,6 +31,7 @@ from kamstrup382.storage.records import (
     MeterStatus,
     ReadingRecord,
 )
+from kamstrup382.storage.rows import KMP_COLUMNS
 from kamstrup382.web.buckets import BucketRow
 
 __all__ = [
@@ -74,18 +75,8 @@ READING_COLUMNS: tuple[str, ...] = (
 )
 KMP_REGISTER_NAMES: tuple[str, ...] = tuple(r.name for r in KMP_382_REGISTERS)
 
-KMP_READING_COLUMNS: tuple[str, ...] = (
-    "meter",
-    "slot",
-    "read_at",
-    "meter_type",
-    "software_revision",
-    "serial",
-    *KMP_REGISTER_NAMES,
-    "duration",
-    "exchanges",
-    "attempts",
-)
+#: The columns of a KMP meter's readings: those of its stored row.
+KMP_READING_COLUMNS: tuple[str, ...] = KMP_COLUMNS
 MIXED_READING_COLUMNS: tuple[str, ...] = (
     "meter",
     "slot",
