@@ -22,7 +22,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import MappingProxyType
 
 from kamstrup382.errors import ProtocolError, UsageError
 from kamstrup382.protocol.identification import Identification, parse_identification
@@ -89,7 +88,7 @@ class Dialect:
     actual_peak: str
     last_month_peak: str | None
     _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
-    _by_code: Mapping[str, Register] = field(init=False, repr=False, compare=False)
+    _by_code: dict[str, Register] = field(init=False, repr=False, compare=False)
     _codes: frozenset[str] = field(init=False, repr=False, compare=False)
     _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
 
@@ -108,7 +107,7 @@ class Dialect:
         if unknown:
             raise UsageError(f"dialect {self.name}: no register {', '.join(unknown)}")
         object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_by_code", MappingProxyType({r.code: r for r in self.registers}))
+        object.__setattr__(self, "_by_code", {r.code: r for r in self.registers})
         object.__setattr__(self, "_codes", frozenset(self._by_code))
         object.__setattr__(self, "_patterns", {r.code: printed_pattern(r) for r in self.registers})
 
@@ -119,7 +118,8 @@ class Dialect:
 
     @property
     def by_code(self) -> Mapping[str, Register]:
-        """This meter's registers by the code it prints them with (read-only)."""
+        """This meter's registers by the code it prints them with (a dictionary the dialect
+        holds: read it, never change it)."""
         return self._by_code
 
     @property
