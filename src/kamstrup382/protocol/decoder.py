@@ -81,8 +81,10 @@ class TelegramReceived:
 
 
 Event = IdentificationReceived | TelegramReceived
-#: One state's step (see the class): consumes what it can, returns the next step or None.
-Step = Callable[[list[Event]], "Step | None"]
+#: One state's step (see the class), a function of the decoder (not a bound method: the decoder
+#: keeps its step, and a bound method would make a reference cycle that only the garbage
+#: collector could free): consumes what it can, returns the next step or None.
+Step = Callable[["TelegramDecoder", list[Event]], "Step | None"]
 
 
 class TelegramDecoder:
@@ -144,7 +146,7 @@ class TelegramDecoder:
         self._stx = 0  # position in _buf of STX
         self._etx = 0  # position in _buf of ETX, once found
         #: the step of the current state; ``None`` once done or failed
-        self._step: Step | None = self._wait_start
+        self._step: Step | None = TelegramDecoder._wait_start
 
     def decide_line(self, eight_bit: bool) -> None:
         """Whether the bytes carry the parity bit, decided before the identification begins
@@ -210,7 +212,7 @@ class TelegramDecoder:
             self._buf += data
             events: list[Event] = []
             while True:  # each step runs on from where the last one stopped
-                following = step(events)
+                following = step(self, events)
                 if following is None:
                     break
                 step = following
@@ -284,7 +286,7 @@ class TelegramDecoder:
             self._base += index
         self._pos = 1
         self.started = True
-        return self._identification
+        return TelegramDecoder._identification
 
     def _identification(self, events: list[Event]) -> Step | None:
         buf = self._buf
@@ -309,11 +311,11 @@ class TelegramDecoder:
         if content == _ECHO:  # an optical head echoing the request
             self.skipped += end + 1
             self.started = False
-            return self._wait_start
+            return TelegramDecoder._wait_start
         ident = parse_identification(content, offset=self._base)
         self.identification = ident
         events.append(IdentificationReceived(ident, self._base))
-        return self._wait_stx
+        return TelegramDecoder._wait_stx
 
     def _wait_stx(self, events: list[Event]) -> Step | None:
         buf, pos = self._buf, self._pos
@@ -326,7 +328,7 @@ class TelegramDecoder:
             )
         self._stx = pos
         self._pos = pos + 1
-        return self._data
+        return TelegramDecoder._data
 
     def _data(self, events: list[Event]) -> Step | None:
         buf = self._buf
@@ -340,30 +342,22 @@ class TelegramDecoder:
             raise self._too_long(2)
         self._etx = index
         self._pos = index + 1
-        return self._bcc
+        return TelegramDecoder._bcc
 
     def _bcc(self, events: list[Event]) -> Step | None:
-        buf, end = self._buf, self._etx + 2
+        """Check the BCC, then build the telegram, which checks the block's grammar."""
+        buf, stx, end = self._buf, self._stx, self._etx + 2
         if len(buf) < end:
             return None
-        telegram = self._telegram(bytes(buf[:end]))  # from '/' to the BCC
-        self.telegram = telegram
-        self.trailing = len(buf) - end
-        self._step = None
-        events.append(TelegramReceived(telegram, self._base + end))
-        return None
-
-    def _telegram(self, raw: bytes) -> Telegram:
-        """Check the BCC, then the block's grammar; ``raw`` is the reply from its ``/``."""
-        etx = self._etx
-        block = raw[self._stx + 1 : etx + 1]  # what the BCC covers: the data block and ETX
-        offset = self._base + self._stx + 1
-        check = check_bcc(block, raw[etx + 1], self.bcc_mode)
+        raw = bytes(buf[:end])  # the reply, from its '/' to the BCC
+        block = raw[stx + 1 : -1]  # what the BCC covers: the data block and ETX
+        offset = self._base + stx + 1
+        check = check_bcc(block, raw[-1], self.bcc_mode)
         algorithm = check.matched
         if algorithm is None:  # the error, with what each algorithm computes
             raise self._bcc_error(block, check, offset)
         assert self.identification is not None  # the state machine passed its line
-        return Telegram(  # checks the block's grammar
+        telegram = Telegram(
             self.identification,
             block[:-1].decode("ascii"),
             algorithm,
@@ -372,6 +366,11 @@ class TelegramDecoder:
             offset,
             check,
         )
+        self.telegram = telegram
+        self.trailing = len(buf) - end
+        self._step = None
+        events.append(TelegramReceived(telegram, self._base + end))
+        return None
 
     def _bcc_error(self, block: bytes, check: BccCheck, offset: int) -> BccError:
         """The mismatch, with what each algorithm computes over ``block`` (at ``offset``)."""
