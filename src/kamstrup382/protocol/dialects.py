@@ -10,9 +10,10 @@ the tariffs, the maximum power bounds the peaks and the rise of the counters). T
   OBIS-style codes ``1.8.0``, ``1.8.1`` ... ``1.8.4``, ``96.8.0``, ``0.128.1``, ``1.6.0`` with a
   decimal point and no leading zeros (``1.078*kW``), no last month's peak.
 
-:func:`dialect_of` chooses from the identification line: the first dialect whose pattern the
-identification's text matches (manufacturer ``KAM``), else the 685-382 (the specification's
-meter: what every identification was read as before dialects existed). Sources of each
+:func:`dialect_of` chooses from the identification line: the first dialect that claims it (the
+685-382: a 685 type number, which the identification's own expression parsed; another: its
+pattern of the text, manufacturer ``KAM``), else the 685-382 (the specification's meter: what
+every identification was read as before dialects existed). Sources of each
 dialect's facts: docs/protocol.md.
 """
 
@@ -60,20 +61,22 @@ class Dialect:
 
     ``name`` is the dialect's key (``kamstrup-382c``), ``label`` the meter model in words.
     ``identification``: the pattern of the identification's text (after ``/KAM`` and the baud
-    character) that tells this model. ``registers``: every register it prints, in its order,
-    with its width and unit. ``total`` = the sum of ``parts`` up to ``rounding`` (whole-kWh
-    registers each rounded down: ``len(parts) - 1`` at most), modulo their wrap. The maximum
-    power is ``phases x volts x amps_per_phase`` watts, ``default_phases`` when the type
-    number is unknown. ``energy_counters`` rise at most the maximum power times the hours
-    elapsed, plus ``rounding``; ``hour_counter`` at most the hours elapsed plus one;
-    ``unbounded_counters`` (a pulse input) at any rate. ``actual_peak`` (and
+    character) that tells this model; ``None`` for the model told by a 685 type number
+    (:attr:`Identification.type_number`, ``685-X3X2X1-Y2Y1-Z2Z1`` after ``/KAM``, which the
+    identification line's own expression takes apart and checks). ``registers``: every register
+    it prints, in its order, with its width and unit. ``total`` = the sum of ``parts`` up to
+    ``rounding`` (whole-kWh registers each rounded down: ``len(parts) - 1`` at most), modulo
+    their wrap. The maximum power is ``phases x volts x amps_per_phase`` watts,
+    ``default_phases`` when the type number is unknown. ``energy_counters`` rise at most the
+    maximum power times the hours elapsed, plus ``rounding``; ``hour_counter`` at most the hours
+    elapsed plus one; ``unbounded_counters`` (a pulse input) at any rate. ``actual_peak`` (and
     ``last_month_peak``, ``None`` for a model without one) are at most the maximum power; the
     actual peak goes down and last month's peak changes only across a month boundary.
     """
 
     name: str
     label: str
-    identification: re.Pattern[str]
+    identification: re.Pattern[str] | None
     registers: tuple[Register, ...]
     total: str
     parts: tuple[str, ...]
@@ -159,6 +162,8 @@ class Dialect:
 
     def claims(self, identification: Identification) -> bool:
         """Whether ``identification`` is this model's."""
+        if self.identification is None:
+            return identification.type_number is not None
         return (
             identification.manufacturer.upper() == "KAM"
             and self.identification.fullmatch(identification.text) is not None
@@ -168,7 +173,7 @@ class Dialect:
 KAMSTRUP_382 = Dialect(
     name="kamstrup-382",
     label="Kamstrup 685-382",
-    identification=re.compile(r"685-[0-9]{3}-[A-Z]{2}-[0-9]{2}"),
+    identification=None,  # a 685 type number: 685-382-OK-15
     registers=KAMSTRUP_685_382_REGISTERS,
     total="energy",
     parts=("tariff_1", "tariff_2"),
