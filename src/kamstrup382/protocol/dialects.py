@@ -91,7 +91,9 @@ class Dialect:
     actual_peak: str
     last_month_peak: str | None
     _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
-    _by_code: dict[str, Register] = field(init=False, repr=False, compare=False)
+    #: This meter's registers by the code it prints them with: the one look-up by code, a
+    #: dictionary the dialect holds (read it, never change it), built once with the dialect.
+    by_code: Mapping[str, Register] = field(init=False, repr=False, compare=False)
     _codes: frozenset[str] = field(init=False, repr=False, compare=False)
     _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
 
@@ -110,20 +112,14 @@ class Dialect:
         if unknown:
             raise UsageError(f"dialect {self.name}: no register {', '.join(unknown)}")
         object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_by_code", {r.code: r for r in self.registers})
-        object.__setattr__(self, "_codes", frozenset(self._by_code))
+        object.__setattr__(self, "by_code", {r.code: r for r in self.registers})
+        object.__setattr__(self, "_codes", frozenset(self.by_code))
         object.__setattr__(self, "_patterns", {r.code: printed_pattern(r) for r in self.registers})
 
     @property
     def codes(self) -> frozenset[str]:
         """The codes of every register this meter prints."""
         return self._codes
-
-    @property
-    def by_code(self) -> Mapping[str, Register]:
-        """This meter's registers by the code it prints them with (a dictionary the dialect
-        holds: read it, never change it)."""
-        return self._by_code
 
     @property
     def names(self) -> frozenset[str]:
@@ -144,7 +140,7 @@ class Dialect:
 
     def register_at(self, code: str) -> Register | None:
         """The register this meter prints with ``code``, or ``None`` (an unknown code)."""
-        return self._by_code.get(code)
+        return self.by_code.get(code)
 
     def printed(self, register: Register, text: str) -> bool:
         """Whether ``text`` is exactly how this meter prints ``register``'s value."""
