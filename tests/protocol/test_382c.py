@@ -29,6 +29,11 @@ from kamstrup382.protocol import (
     encode_reply,
     parse_identification,
 )
+from kamstrup382.protocol.registers import (
+    KAMSTRUP_382C_REGISTERS,
+    KAMSTRUP_685_382_REGISTERS,
+    RegisterKind,
+)
 
 from .helpers import DATA, SPEC, bytewise, outcome, reply, whole
 
@@ -240,3 +245,29 @@ def test_382c_values_round_trip(
     assert {k: str(v) for k, v in telegram.registers.items()} == {
         k: str(v) for k, v in values.present().items()
     }
+
+
+def test_382c_table_is_the_685_382s_under_its_codes() -> None:
+    """Each 382C register is written as the 685-382's of its name (or tariff 1's, for tariffs 3
+    and 4) under the 382C's code; the rows keep the values the dialect was published with."""
+    fields = ("code", "name", "description", "kind", "digits", "decimals", "shown_unit", "unit")
+    rows = [
+        tuple(getattr(r, f) for f in (*fields, "separator", "padded"))
+        for r in KAMSTRUP_382C_REGISTERS
+    ]
+    counter, text, gauge = RegisterKind.COUNTER, RegisterKind.TEXT, RegisterKind.GAUGE
+    assert rows == [
+        ("0.0.0", "customer_number", "Customer number", text, 8, 0, None, None, ",", True),
+        ("1.8.0", "energy", "Energy register", counter, 7, 0, "kWh", "kWh", ",", True),
+        ("1.8.1", "tariff_1", "Tariff 1", counter, 7, 0, "kWh", "kWh", ",", True),
+        ("1.8.2", "tariff_2", "Tariff 2", counter, 7, 0, "kWh", "kWh", ",", True),
+        ("1.8.3", "tariff_3", "Tariff 3", counter, 7, 0, "kWh", "kWh", ",", True),
+        ("1.8.4", "tariff_4", "Tariff 4", counter, 7, 0, "kWh", "kWh", ",", True),
+        ("96.8.0", "hour_counter", "Hour counter", counter, 7, 0, "h", "h", ",", True),
+        ("0.128.1", "pulse_input", "Pulse input", counter, 7, 0, None, None, ",", True),
+        ("1.6.0", "actual_peak", "Actual peak value", gauge, 2, 3, "kW", "kW", ".", False),
+    ]
+    by_name = {r.name: r for r in KAMSTRUP_685_382_REGISTERS}
+    for register in KAMSTRUP_382C_REGISTERS:  # the descriptions, units and kinds are shared
+        same = by_name.get(register.name, by_name["tariff_1"])
+        assert (register.kind, register.unit) == (same.kind, same.unit)

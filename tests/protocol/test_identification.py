@@ -68,6 +68,10 @@ def test_type_number_value_object_checks_itself() -> None:
     assert TypeNumber(1, 1, 1, "MK", "00") == parse_type_number("685-111-MK-00")
     with pytest.raises(TypeNumberError, match="module"):
         TypeNumber(module="O1")
+    with pytest.raises(TypeNumberError, match="label"):  # two ASCII digits, not any Unicode digit
+        TypeNumber(label="\u0661\u0665")
+    with pytest.raises(TypeNumberError, match="685-X3X2X1-Y2Y1-Z2Z1"):
+        parse_type_number("685-\u0663\u0668\u0662-OK-15")
 
 
 @pytest.mark.parametrize(

@@ -39,17 +39,20 @@ __all__ = [
     "split_data_block",
 ]
 
-_NUMBER_TEXT = r"[+-]?[0-9]+(?:[.,][0-9]+)?"
+# The expressions take every repeat possessively and write an optional group as an alternative
+# with nothing (``(?:x|)``): the same language as ``x?``, which the engine runs through its
+# general repeat (about a seventh of the instructions of a block's split, docs/protocol.md).
+_NUMBER_TEXT = r"[+-]?[0-9]++(?:[.,][0-9]++|)"
 _NUMBER = re.compile(_NUMBER_TEXT)
 # printable ASCII (0x20-0x7e) only; '(' ')' '/' '!' never, '*' not in a value or a unit
 _ADDRESS = r"[\x20\x22-\x27\x2a-\x2e\x30-\x7e]*+"
 _VALUE = r"[\x20\x22-\x27\x2b-\x2e\x30-\x7e]*+"
 _UNIT = r"[\x20\x22-\x27\x2b-\x2e\x30-\x7e]++"
-_GROUP = re.compile(rf"({_ADDRESS})\(({_VALUE})(?:\*({_UNIT}))?\)")
+_GROUP = re.compile(rf"({_ADDRESS})\(({_VALUE})(?:\*({_UNIT})|)\)")
 #: One group: address, value (a number as ``_NUMBER`` reads it, or any other text), unit. Split
 #: at it, a block gives per group its separator before it and its four pieces, and at the end
 #: the separator after the last group: [before, address, number, text, unit, ..., after].
-_GROUP_SPLIT = re.compile(rf"({_ADDRESS})\((?:({_NUMBER_TEXT})|({_VALUE}))(?:\*({_UNIT}))?\)")
+_GROUP_SPLIT = re.compile(rf"({_ADDRESS})\((?:({_NUMBER_TEXT})|({_VALUE}))(?:\*({_UNIT})|)\)")
 _STRIDE = 5
 #: What may stand between two groups (the same line, a new line) and after the last one (the
 #: end marker at the end of the line or on a line of its own).
@@ -201,18 +204,18 @@ def block_registers(pieces: Pieces, by_code: ByCode = REGISTER_BY_CODE) -> dict[
     last value. ``by_code``: the meter's dialect's registers.
     """
     registers: dict[str, Decimal | str] = {}
+    find, text_kind = by_code.get, RegisterKind.TEXT
     for index in range(1, len(pieces) - 1, _STRIDE):  # each group's address, number, text
-        register = by_code.get(pieces[index])  # type: ignore[arg-type]
+        register = find(pieces[index])  # type: ignore[arg-type]
         if register is None:  # an unknown address, or a further group of a data set (no address)
             continue
-        name, is_text = register.name, register.kind is RegisterKind.TEXT
         number = pieces[index + 1]
         if number is None:  # not a number: the text as printed
-            registers[name] = pieces[index + 2] or ""
-        elif is_text:
-            registers[name] = number
+            registers[register.name] = pieces[index + 2] or ""
+        elif register.kind is text_kind:
+            registers[register.name] = number
         else:
-            registers[name] = Decimal(number.replace(",", "."))
+            registers[register.name] = Decimal(number.replace(",", "."))
     return registers
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kamstrup382.errors import BccError, FramingError, ParityError, ProtocolError, UsageError
-from kamstrup382.protocol.bcc import BccMode, bcc_sum7, bcc_xor, check_bcc
+from kamstrup382.protocol.bcc import BccCheck, BccMode, bcc_sum7, bcc_xor, check_bcc
 from kamstrup382.protocol.frame import ETX, REQUEST, STX
 from kamstrup382.protocol.identification import Identification, parse_identification
 from kamstrup382.protocol.parity import first_parity_error, strip_parity
@@ -81,8 +81,10 @@ class TelegramReceived:
 
 
 Event = IdentificationReceived | TelegramReceived
-#: One state's step (see the class): consumes what it can, returns the next step or None.
-Step = Callable[[list[Event]], "Step | None"]
+#: One state's step (see the class), a function of the decoder (not a bound method: the decoder
+#: keeps its step, and a bound method would make a reference cycle that only the garbage
+#: collector could free): consumes what it can, returns the next step or None.
+Step = Callable[["TelegramDecoder", list[Event]], "Step | None"]
 
 
 class TelegramDecoder:
@@ -104,7 +106,6 @@ class TelegramDecoder:
         "_max_reply",
         "_pos",
         "_seen",
-        "_start",
         "_step",
         "_stx",
         "bcc_mode",
@@ -141,12 +142,11 @@ class TelegramDecoder:
         self._seen = 0
         self._buf = bytearray()
         self._pos = 0  # next unread position in _buf
-        self._base = 0  # stream position of _buf[0]
-        self._start = 0  # position in _buf of the identification's '/'
+        self._base = 0  # stream position of _buf[0] (the identification's '/', once found)
         self._stx = 0  # position in _buf of STX
         self._etx = 0  # position in _buf of ETX, once found
         #: the step of the current state; ``None`` once done or failed
-        self._step: Step | None = self._wait_start
+        self._step: Step | None = TelegramDecoder._wait_start
 
     def decide_line(self, eight_bit: bool) -> None:
         """Whether the bytes carry the parity bit, decided before the identification begins
@@ -212,7 +212,7 @@ class TelegramDecoder:
             self._buf += data
             events: list[Event] = []
             while True:  # each step runs on from where the last one stopped
-                following = step(events)
+                following = step(self, events)
                 if following is None:
                     break
                 step = following
@@ -251,137 +251,113 @@ class TelegramDecoder:
         """Bytes the decoder keeps now: at most :attr:`max_reply` plus one chunk."""
         return len(self._buf)
 
-    def _too_long(self, end: int, tail: int) -> FramingError:
-        """The error for a reply that reaches ``end`` (a position in ``_buf``, exclusive) and
-        needs ``tail`` more bytes at least, past the limit (the steps check that). Its offset is
-        the byte that made it so, whatever the chunks: the first beyond the limit, or (with a
-        ``tail``) the first where the tail should have begun."""
-        start, limit = self._start, self._max_reply
+    def _too_long(self, tail: int) -> FramingError:
+        """The error for a reply that needs ``tail`` more bytes at least, past the limit (the
+        steps check that). Its offset is the byte that made it so, whatever the chunks: the
+        first beyond the limit, or (with a ``tail``) the first where the tail should have
+        begun."""
+        limit = self._max_reply
         return FramingError(
             f"reply longer than {limit} bytes (the limit from '/' to the BCC)",
-            offset=self._base + start + limit - tail,
+            offset=self._base + limit - tail,
         )
 
     def _line_too_long(self) -> FramingError:
         return FramingError(
             f"identification line longer than {MAX_IDENTIFICATION_LINE} characters without CR LF",
-            offset=self._base + self._start,
+            offset=self._base,
         )
 
+    # Once the '/' is found, it is the buffer's first byte: positions in ``_buf`` are positions
+    # in the reply, and ``_base`` is the stream position of its '/'.
+
     def _wait_start(self, events: list[Event]) -> Step | None:
-        buf = self._buf
-        index = buf.find(b"/", self._pos)
+        buf, pos = self._buf, self._pos
+        index = buf.find(b"/", pos)
         if index < 0:  # nothing worth keeping: noise before the reply
-            self.skipped += len(buf) - self._pos
+            self.skipped += len(buf) - pos
             self._base += len(buf)
             buf.clear()
             self._pos = 0
             return None
-        self.skipped += index - self._pos
         if index:  # what came before (noise, echoed lines) is not kept either
+            self.skipped += index - pos
             del buf[:index]
             self._base += index
-            index = 0
-        self._start = self._pos = index
+        self._pos = 1
         self.started = True
-        return self._identification
+        return TelegramDecoder._identification
 
     def _identification(self, events: list[Event]) -> Step | None:
-        buf, start = self._buf, self._start
+        buf = self._buf
         end = buf.find(b"\n", self._pos)
         if end < 0:  # not yet: what there is must fit the line's limit and the reply's
-            if len(buf) - start > MAX_IDENTIFICATION_LINE:
+            if len(buf) > MAX_IDENTIFICATION_LINE:
                 raise self._line_too_long()
-            if len(buf) - start > self._max_reply:
-                raise self._too_long(len(buf), 0)
+            if len(buf) > self._max_reply:
+                raise self._too_long(0)
             self._pos = len(buf)
             return None
-        if end - start > MAX_IDENTIFICATION_LINE:
+        if end > MAX_IDENTIFICATION_LINE:
             raise self._line_too_long()
-        if end + 1 - start > self._max_reply:
-            raise self._too_long(end + 1, 0)
+        if end >= self._max_reply:
+            raise self._too_long(0)
         if buf[end - 1] != 0x0D:
             raise FramingError(
                 "identification line ended by LF without CR", offset=self._base + end
             )
-        content = bytes(buf[start : end - 1])
+        content = bytes(buf[: end - 1])
         self._pos = end + 1
         if content == _ECHO:  # an optical head echoing the request
-            self.skipped += end + 1 - start
+            self.skipped += end + 1
             self.started = False
-            return self._wait_start
-        ident = parse_identification(content, offset=self._base + start)
+            return TelegramDecoder._wait_start
+        ident = parse_identification(content, offset=self._base)
         self.identification = ident
-        events.append(IdentificationReceived(ident, self._base + start))
-        return self._wait_stx
+        events.append(IdentificationReceived(ident, self._base))
+        return TelegramDecoder._wait_stx
 
     def _wait_stx(self, events: list[Event]) -> Step | None:
-        pos = self._pos
-        if pos >= len(self._buf):
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
             return None
-        if self._buf[pos] != STX:
+        if buf[pos] != STX:
             raise FramingError(
-                f"expected STX after the identification line, got 0x{self._buf[pos]:02x}",
+                f"expected STX after the identification line, got 0x{buf[pos]:02x}",
                 offset=self._base + pos,
             )
         self._stx = pos
         self._pos = pos + 1
-        return self._data
+        return TelegramDecoder._data
 
     def _data(self, events: list[Event]) -> Step | None:
         buf = self._buf
         index = buf.find(ETX, self._pos)
-        # with its ETX and BCC, the reply must fit the limit
-        if (index if index >= 0 else len(buf)) + 2 - self._start > self._max_reply:
-            raise self._too_long(index if index >= 0 else len(buf), 2)
-        if index < 0:
+        if index < 0:  # not yet: what there is, with an ETX and a BCC, must fit the limit
+            if len(buf) + 2 > self._max_reply:
+                raise self._too_long(2)
             self._pos = len(buf)
             return None
+        if index + 2 > self._max_reply:  # with its ETX and BCC, the reply must fit the limit
+            raise self._too_long(2)
         self._etx = index
         self._pos = index + 1
-        return self._bcc
+        return TelegramDecoder._bcc
 
     def _bcc(self, events: list[Event]) -> Step | None:
-        buf, etx = self._buf, self._etx
-        if len(buf) <= etx + 1:
+        """Check the BCC, then build the telegram, which checks the block's grammar."""
+        buf, stx, end = self._buf, self._stx, self._etx + 2
+        if len(buf) < end:
             return None
-        telegram = self._telegram(bytes(buf[self._start : etx + 2]))  # from '/' to the BCC
-        self.telegram = telegram
-        self.trailing = len(buf) - etx - 2
-        self._step = None
-        events.append(TelegramReceived(telegram, self._base + etx + 2))
-        return None
-
-    def _telegram(self, raw: bytes) -> Telegram:
-        """Check the BCC, then the block's grammar; ``raw`` is the reply from its ``/``."""
-        stx, etx = self._stx - self._start, self._etx - self._start
-        block = raw[stx + 1 : etx + 1]  # what the BCC covers: the data block and ETX
-        offset = self._base + self._stx + 1
-        check = check_bcc(block, raw[etx + 1], self.bcc_mode)
+        raw = bytes(buf[:end])  # the reply, from its '/' to the BCC
+        block = raw[stx + 1 : -1]  # what the BCC covers: the data block and ETX
+        offset = self._base + stx + 1
+        check = check_bcc(block, raw[-1], self.bcc_mode)
         algorithm = check.matched
         if algorithm is None:  # the error, with what each algorithm computes
-            sum7 = bcc_sum7(block) if check.sum7 is None else check.sum7
-            xor = bcc_xor(block) if check.xor is None else check.xor
-            expected = {
-                BccMode.SUM7: f"sum7 0x{sum7:02x}",
-                BccMode.XOR: f"xor 0x{xor:02x}",
-                BccMode.AUTO: f"sum7 0x{sum7:02x} or xor 0x{xor:02x}",
-            }[self.bcc_mode]
-            hint = ""
-            if self.bcc_mode is BccMode.XOR and check.received == sum7:
-                hint = ": the 7-bit sum matched, as a Kamstrup 382's does (use bcc sum7 or auto)"
-            elif self.bcc_mode is BccMode.SUM7 and check.received == xor:
-                hint = ": the IEC XOR matched, as a standard IEC meter's does (use bcc xor or auto)"
-            raise BccError(
-                f"BCC mismatch ({self.bcc_mode.value}): received 0x{check.received:02x}, "
-                f"expected {expected}{hint}",
-                received=check.received,
-                sum7=sum7,
-                xor=xor,
-                offset=offset + len(block),
-            )
+            raise self._bcc_error(block, check, offset)
         assert self.identification is not None  # the state machine passed its line
-        return Telegram(  # checks the block's grammar
+        telegram = Telegram(
             self.identification,
             block[:-1].decode("ascii"),
             algorithm,
@@ -389,6 +365,34 @@ class TelegramDecoder:
             raw,
             offset,
             check,
+        )
+        self.telegram = telegram
+        self.trailing = len(buf) - end
+        self._step = None
+        events.append(TelegramReceived(telegram, self._base + end))
+        return None
+
+    def _bcc_error(self, block: bytes, check: BccCheck, offset: int) -> BccError:
+        """The mismatch, with what each algorithm computes over ``block`` (at ``offset``)."""
+        sum7 = bcc_sum7(block) if check.sum7 is None else check.sum7
+        xor = bcc_xor(block) if check.xor is None else check.xor
+        expected = {
+            BccMode.SUM7: f"sum7 0x{sum7:02x}",
+            BccMode.XOR: f"xor 0x{xor:02x}",
+            BccMode.AUTO: f"sum7 0x{sum7:02x} or xor 0x{xor:02x}",
+        }[self.bcc_mode]
+        hint = ""
+        if self.bcc_mode is BccMode.XOR and check.received == sum7:
+            hint = ": the 7-bit sum matched, as a Kamstrup 382's does (use bcc sum7 or auto)"
+        elif self.bcc_mode is BccMode.SUM7 and check.received == xor:
+            hint = ": the IEC XOR matched, as a standard IEC meter's does (use bcc xor or auto)"
+        return BccError(
+            f"BCC mismatch ({self.bcc_mode.value}): received 0x{check.received:02x}, "
+            f"expected {expected}{hint}",
+            received=check.received,
+            sum7=sum7,
+            xor=xor,
+            offset=offset + len(block),
         )
 
 

@@ -10,9 +10,10 @@ the tariffs, the maximum power bounds the peaks and the rise of the counters). T
   OBIS-style codes ``1.8.0``, ``1.8.1`` ... ``1.8.4``, ``96.8.0``, ``0.128.1``, ``1.6.0`` with a
   decimal point and no leading zeros (``1.078*kW``), no last month's peak.
 
-:func:`dialect_of` chooses from the identification line: the first dialect whose pattern the
-identification's text matches (manufacturer ``KAM``), else the 685-382 (the specification's
-meter: what every identification was read as before dialects existed). Sources of each
+:func:`dialect_of` chooses from the identification line: the first dialect that claims it (the
+685-382: a 685 type number, which the identification's own expression parsed; another: its
+pattern of the text, manufacturer ``KAM``), else the 685-382 (the specification's meter: what
+every identification was read as before dialects existed). Sources of each
 dialect's facts: docs/protocol.md.
 """
 
@@ -22,7 +23,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import MappingProxyType
 
 from kamstrup382.errors import ProtocolError, UsageError
 from kamstrup382.protocol.identification import Identification, parse_identification
@@ -61,20 +61,22 @@ class Dialect:
 
     ``name`` is the dialect's key (``kamstrup-382c``), ``label`` the meter model in words.
     ``identification``: the pattern of the identification's text (after ``/KAM`` and the baud
-    character) that tells this model. ``registers``: every register it prints, in its order,
-    with its width and unit. ``total`` = the sum of ``parts`` up to ``rounding`` (whole-kWh
-    registers each rounded down: ``len(parts) - 1`` at most), modulo their wrap. The maximum
-    power is ``phases x volts x amps_per_phase`` watts, ``default_phases`` when the type
-    number is unknown. ``energy_counters`` rise at most the maximum power times the hours
-    elapsed, plus ``rounding``; ``hour_counter`` at most the hours elapsed plus one;
-    ``unbounded_counters`` (a pulse input) at any rate. ``actual_peak`` (and
+    character) that tells this model; ``None`` for the model told by a 685 type number
+    (:attr:`Identification.type_number`, ``685-X3X2X1-Y2Y1-Z2Z1`` after ``/KAM``, which the
+    identification line's own expression takes apart and checks). ``registers``: every register
+    it prints, in its order, with its width and unit. ``total`` = the sum of ``parts`` up to
+    ``rounding`` (whole-kWh registers each rounded down: ``len(parts) - 1`` at most), modulo
+    their wrap. The maximum power is ``phases x volts x amps_per_phase`` watts,
+    ``default_phases`` when the type number is unknown. ``energy_counters`` rise at most the
+    maximum power times the hours elapsed, plus ``rounding``; ``hour_counter`` at most the hours
+    elapsed plus one; ``unbounded_counters`` (a pulse input) at any rate. ``actual_peak`` (and
     ``last_month_peak``, ``None`` for a model without one) are at most the maximum power; the
     actual peak goes down and last month's peak changes only across a month boundary.
     """
 
     name: str
     label: str
-    identification: re.Pattern[str]
+    identification: re.Pattern[str] | None
     registers: tuple[Register, ...]
     total: str
     parts: tuple[str, ...]
@@ -89,7 +91,9 @@ class Dialect:
     actual_peak: str
     last_month_peak: str | None
     _by_name: dict[str, Register] = field(init=False, repr=False, compare=False)
-    _by_code: Mapping[str, Register] = field(init=False, repr=False, compare=False)
+    #: This meter's registers by the code it prints them with: the one look-up by code, a
+    #: dictionary the dialect holds (read it, never change it), built once with the dialect.
+    by_code: Mapping[str, Register] = field(init=False, repr=False, compare=False)
     _codes: frozenset[str] = field(init=False, repr=False, compare=False)
     _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
 
@@ -108,19 +112,14 @@ class Dialect:
         if unknown:
             raise UsageError(f"dialect {self.name}: no register {', '.join(unknown)}")
         object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_by_code", MappingProxyType({r.code: r for r in self.registers}))
-        object.__setattr__(self, "_codes", frozenset(self._by_code))
+        object.__setattr__(self, "by_code", {r.code: r for r in self.registers})
+        object.__setattr__(self, "_codes", frozenset(self.by_code))
         object.__setattr__(self, "_patterns", {r.code: printed_pattern(r) for r in self.registers})
 
     @property
     def codes(self) -> frozenset[str]:
         """The codes of every register this meter prints."""
         return self._codes
-
-    @property
-    def by_code(self) -> Mapping[str, Register]:
-        """This meter's registers by the code it prints them with (read-only)."""
-        return self._by_code
 
     @property
     def names(self) -> frozenset[str]:
@@ -141,7 +140,7 @@ class Dialect:
 
     def register_at(self, code: str) -> Register | None:
         """The register this meter prints with ``code``, or ``None`` (an unknown code)."""
-        return self._by_code.get(code)
+        return self.by_code.get(code)
 
     def printed(self, register: Register, text: str) -> bool:
         """Whether ``text`` is exactly how this meter prints ``register``'s value."""
@@ -159,6 +158,8 @@ class Dialect:
 
     def claims(self, identification: Identification) -> bool:
         """Whether ``identification`` is this model's."""
+        if self.identification is None:
+            return identification.type_number is not None
         return (
             identification.manufacturer.upper() == "KAM"
             and self.identification.fullmatch(identification.text) is not None
@@ -168,7 +169,7 @@ class Dialect:
 KAMSTRUP_382 = Dialect(
     name="kamstrup-382",
     label="Kamstrup 685-382",
-    identification=re.compile(r"685-[0-9]{3}-[A-Z]{2}-[0-9]{2}"),
+    identification=None,  # a 685 type number: 685-382-OK-15
     registers=KAMSTRUP_685_382_REGISTERS,
     total="energy",
     parts=("tariff_1", "tariff_2"),

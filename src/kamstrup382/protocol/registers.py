@@ -16,7 +16,8 @@ descriptions, the dashboard) reads these tables, by register code or name.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = [
     "KAMSTRUP_382C_REGISTERS",
@@ -140,60 +141,36 @@ KAMSTRUP_685_382_REGISTERS: tuple[Register, ...] = (
 )
 
 
-def _kwh(code: str, name: str, description: str) -> Register:
-    return Register(
-        code=code,
-        name=name,
-        description=description,
-        kind=RegisterKind.COUNTER,
-        digits=7,
-        shown_unit="kWh",
-        unit="kWh",
-    )
+_685_382_BY_NAME = {r.name: r for r in KAMSTRUP_685_382_REGISTERS}
+
+
+def _like_685_382(code: str, of: str, **changes: Any) -> Register:
+    """The 685-382's register named ``of`` as another dialect prints it: under ``code``, with
+    ``changes`` (a new name and description, another width); everything else is the
+    685-382's, written once above."""
+    return replace(_685_382_BY_NAME[of], code=code, **changes)
 
 
 #: The Kamstrup 382C, in the order it prints them: OBIS-style codes, the published readout
 #: (docs/protocol.md, "The 382C"): ``0.0.0(14410000)``, ``1.8.0(0036886*kWh)``,
 #: ``1.8.1(0036886*kWh)`` ... ``1.8.4(0000000*kWh)``, ``96.8.0(0119899*h)``,
-#: ``0.128.1(0000000)``, ``1.6.0(1.078*kW)``. No last month's peak.
+#: ``0.128.1(0000000)``, ``1.6.0(1.078*kW)``. No last month's peak. Each register is the
+#: 685-382's of the same name under the 382C's code; tariffs 3 and 4 are printed like tariff 1,
+#: and the actual peak in kW with a decimal point and three decimals.
 KAMSTRUP_382C_REGISTERS: tuple[Register, ...] = (
-    Register(
-        code="0.0.0",
-        name="customer_number",
-        description="Customer number",
-        kind=RegisterKind.TEXT,
-        digits=8,
-    ),
-    _kwh("1.8.0", "energy", "Energy register"),
-    _kwh("1.8.1", "tariff_1", "Tariff 1"),
-    _kwh("1.8.2", "tariff_2", "Tariff 2"),
-    _kwh("1.8.3", "tariff_3", "Tariff 3"),
-    _kwh("1.8.4", "tariff_4", "Tariff 4"),
-    Register(
-        code="96.8.0",
-        name="hour_counter",
-        description="Hour counter",
-        kind=RegisterKind.COUNTER,
-        digits=7,
-        shown_unit="h",
-        unit="h",
-    ),
-    Register(
-        code="0.128.1",
-        name="pulse_input",
-        description="Pulse input",
-        kind=RegisterKind.COUNTER,
-        digits=7,
-    ),
-    Register(
-        code="1.6.0",
-        name="actual_peak",
-        description="Actual peak value",
-        kind=RegisterKind.GAUGE,
+    _like_685_382("0.0.0", "customer_number"),
+    _like_685_382("1.8.0", "energy"),
+    _like_685_382("1.8.1", "tariff_1"),
+    _like_685_382("1.8.2", "tariff_2"),
+    _like_685_382("1.8.3", "tariff_1", name="tariff_3", description="Tariff 3"),
+    _like_685_382("1.8.4", "tariff_1", name="tariff_4", description="Tariff 4"),
+    _like_685_382("96.8.0", "hour_counter"),
+    _like_685_382("0.128.1", "pulse_input"),
+    _like_685_382(
+        "1.6.0",
+        "actual_peak",
         digits=2,  # kW in the "[2.3] format" of Kamstrup's 382 displays; the 382's 80 kW fit
         decimals=3,
-        shown_unit="kW",
-        unit="kW",
         separator=".",
         padded=False,
     ),
