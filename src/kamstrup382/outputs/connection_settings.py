@@ -7,7 +7,9 @@
   ``verify``), only with TLS;
 - :func:`client_context`: the TLS context of those files, a file that cannot be loaded named
   by its key;
-- :func:`default_client_id`: the name a client holds claims and connects by.
+- :func:`default_client_id`: the name a client holds claims and connects by;
+- :func:`parse_durations`, :func:`parse_state_file`: an output's timeouts and retry delays
+  (seconds) and the file its state is kept in (``k382 status`` reads it).
 
 Each bad value raises :class:`~kamstrup382.errors.ConfigError` naming its dotted key
 (``table.key``: ``mqtt.certfile``, ``influxdb.token``). A password or a token never appears
@@ -30,6 +32,8 @@ __all__ = [
     "client_context",
     "default_client_id",
     "parse_credentials",
+    "parse_durations",
+    "parse_state_file",
     "parse_tls_files",
     "parse_tls_switch",
 ]
@@ -38,6 +42,20 @@ __all__ = [
 def default_client_id() -> str:
     """``kamstrup382-<hostname>-<pid>``."""
     return f"kamstrup382-{socket.gethostname()}-{os.getpid()}"
+
+
+def parse_durations(data: Mapping[str, Any], table: str, keys: Sequence[str]) -> dict[str, float]:
+    """The ``keys`` of ``data`` that are given, each in seconds."""
+    return {key: check.seconds(data[key], f"{table}.{key}") for key in keys if key in data}
+
+
+def parse_state_file(data: Mapping[str, Any], table: str) -> dict[str, str]:
+    """``state_file``, if given, with ``~`` expanded."""
+    if "state_file" not in data:
+        return {}
+    return {
+        "state_file": str(Path(check.text(data["state_file"], f"{table}.state_file")).expanduser())
+    }
 
 
 def parse_credentials(

@@ -36,7 +36,6 @@ import base64
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -47,12 +46,25 @@ from kamstrup382.outputs.connection_settings import (
     client_context,
     default_client_id,
     parse_credentials,
+    parse_durations,
+    parse_state_file,
     parse_tls_files,
     parse_tls_switch,
 )
 from kamstrup382.outputs.influxdb_line import PRECISIONS, escape_key, escape_measurement
 
 __all__ = ["OWN_TAGS", "InfluxSettings"]
+
+#: The keys given in seconds.
+_DURATIONS = (
+    "timeout",
+    "retry_delay",
+    "retry_max",
+    "login_retry",
+    "login_retry_max",
+    "stop_timeout",
+    "outbox_lease",
+)
 
 _KEYS = (
     "url",
@@ -147,21 +159,8 @@ class InfluxSettings:
             values["batch_size"] = check.integer(
                 data["batch_size"], "influxdb.batch_size", low=1, high=100_000
             )
-        for key in (
-            "timeout",
-            "retry_delay",
-            "retry_max",
-            "login_retry",
-            "login_retry_max",
-            "stop_timeout",
-            "outbox_lease",
-        ):
-            if key in data:
-                values[key] = check.seconds(data[key], f"influxdb.{key}")
-        if "state_file" in data:
-            values["state_file"] = str(
-                Path(check.text(data["state_file"], "influxdb.state_file")).expanduser()
-            )
+        values |= parse_durations(data, "influxdb", _DURATIONS)
+        values |= parse_state_file(data, "influxdb")
         settings = cls(**values)
         if settings.retry_max < settings.retry_delay:
             raise ConfigError("influxdb.retry_max", "must not be less than influxdb.retry_delay")

@@ -40,7 +40,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,12 +51,25 @@ from kamstrup382.outputs.connection_settings import (
     client_context,
     default_client_id,
     parse_credentials,
+    parse_durations,
+    parse_state_file,
     parse_tls_files,
     parse_tls_switch,
 )
 from kamstrup382.outputs.discovery import Topics, check_topic_prefix
 
 __all__ = ["MqttSettings"]
+
+#: The keys given in seconds.
+_DURATIONS = (
+    "timeout",
+    "reconnect_delay",
+    "reconnect_max",
+    "login_retry",
+    "login_retry_max",
+    "stop_timeout",
+    "outbox_lease",
+)
 
 _KEYS = (
     "url",
@@ -172,21 +184,8 @@ class MqttSettings:
             values["keepalive"] = check.integer(
                 data["keepalive"], "mqtt.keepalive", low=1, high=65535
             )
-        for key in (
-            "timeout",
-            "reconnect_delay",
-            "reconnect_max",
-            "login_retry",
-            "login_retry_max",
-            "stop_timeout",
-            "outbox_lease",
-        ):
-            if key in data:
-                values[key] = check.seconds(data[key], f"mqtt.{key}")
-        if "state_file" in data:
-            values["state_file"] = str(
-                Path(check.text(data["state_file"], "mqtt.state_file")).expanduser()
-            )
+        values |= parse_durations(data, "mqtt", _DURATIONS)
+        values |= parse_state_file(data, "mqtt")
         if "configuration_url" in data:
             values["configuration_url"] = check.http_url(
                 data["configuration_url"], "mqtt.configuration_url", empty=True
