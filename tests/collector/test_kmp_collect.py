@@ -19,10 +19,6 @@ from kamstrup382.emulator.kmp_faults import KmpFaults
 from kamstrup382.emulator.kmp_server import KmpEmulatorThread
 from kamstrup382.protocol.kmp import (
     KMP_REGISTER_BY_NAME,
-    GetRegisterRequest,
-    decode_message,
-    parse_frame,
-    register_name,
 )
 from kamstrup382.storage import FailureRecord, KmpReadingRecord, ReadingRecord
 from kamstrup382.storage.url import open_storage
@@ -30,20 +26,6 @@ from tests.collector.conftest import make_config
 
 SPEED = 200.0
 T0 = datetime(2026, 3, 1, 10, 7, 31, tzinfo=UTC)
-
-
-def kmp_truth(emulator: KmpEmulatorThread, meter: int) -> dict[str, Decimal]:
-    """The register values of the meter's last readout, as the KMP emulator sent them."""
-    log = emulator.log(meter)
-    start = max(i for i, entry in enumerate(log) if entry.cid == 0x01)  # its GetType
-    truth: dict[str, Decimal] = {}
-    for entry in log[start:]:
-        request = decode_message(parse_frame(entry.request))
-        if isinstance(request, GetRegisterRequest) and entry.values is not None:
-            # every register's value at that request's instant: what it asked for was sent
-            asked = {register_name(i) for i in request.ids}
-            truth.update({n: v for n, v in entry.values.items() if n in asked})
-    return truth
 
 
 def mode_a_models() -> list[MeterModel]:
@@ -62,10 +44,10 @@ async def test_every_kind_is_collected_side_by_side(storage_url: str) -> None:
         with open_storage(storage_url) as storage:
             async with Collector(config, storage, [], clock=clock) as collector:
                 first = await collector.run_once()
-                first_truth = kmp_truth(kmp, 0)
+                first_truth = kmp.readout_values(0)
                 clock.advance(timedelta(minutes=15))
                 second = await collector.run_once()
-                second_truth = kmp_truth(kmp, 0)
+                second_truth = kmp.readout_values(0)
         sent = [mode_a.sent_values(i)[-1] for i in range(2)]
     assert first.ok and second.ok, (first, second)
     with open_storage(storage_url) as storage:
@@ -164,7 +146,7 @@ def test_k382_collect_once_reads_all_three(
             encoding="utf-8",
         )
         assert main(["collect", "--config", str(config), "--once"]) == 0
-        truth = kmp_truth(kmp, 0)
+        truth = kmp.readout_values(0)
     capsys.readouterr()
     assert main(["export", "--config", str(config), "--format", "jsonl"]) == 0
     documents = {d["meter"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}

@@ -125,16 +125,6 @@ async def test_each_output_drains_its_own_queue_whatever_the_other_does(
         assert row["actual_peak_w"] == int(record.values.actual_peak * 1000)
 
 
-def kmp_sent(emulator: KmpEmulatorThread, meter: int) -> dict[str, Decimal]:
-    """The register values of the KMP meter's last readout, as its emulator sent them."""
-    log = emulator.log(meter)
-    start = max(i for i, entry in enumerate(log) if entry.cid == 0x01)  # its GetType
-    sent: dict[str, Decimal] = {}
-    for entry in log[start:]:
-        sent.update(entry.values or {})
-    return sent
-
-
 async def test_a_kmp_meter_beside_a_mode_a_meter_lands_in_influxdb(
     influxdb: InfluxServer, tmp_path: Path
 ) -> None:
@@ -160,7 +150,7 @@ async def test_a_kmp_meter_beside_a_mode_a_meter_lands_in_influxdb(
             async with Collector(config, storage, [influx], clock=clock) as collector:
                 for _ in range(2):
                     assert (await collector.run_once()).ok
-                    sent.append(kmp_sent(kmp, 0))
+                    sent.append(kmp.readout_values(0))
                     clock.advance(timedelta(minutes=15))
                 await until_empty(storage, "influxdb")
             stored = list(storage.readings())

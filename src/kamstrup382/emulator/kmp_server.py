@@ -28,6 +28,7 @@ import random
 import selectors
 import threading
 from collections.abc import Sequence
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, cast
 
@@ -46,6 +47,13 @@ from kamstrup382.emulator.pty import PtyPair, open_pty
 from kamstrup382.emulator.settings import MeterSettings
 from kamstrup382.emulator.tcp import port_url
 from kamstrup382.errors import ConnectionLost, UsageError
+from kamstrup382.protocol.kmp import (
+    Command,
+    GetRegisterRequest,
+    decode_message,
+    parse_frame,
+    register_name,
+)
 
 __all__ = ["PRECISE_LOOP_METERS", "KmpEmulator", "KmpEmulatorThread", "precise_event_loop"]
 
@@ -171,6 +179,23 @@ class KmpEmulator:
     def log(self, meter: int) -> list[KmpExchange]:
         return self.logs[meter]
 
+    def readout_values(self, meter: int) -> dict[str, Decimal]:
+        """The ground truth of the meter's last readout (from its last GetType on): the
+        registers each GetRegister request asked for, at that request's instant (a request
+        answered twice: its later answer). The log holds every register per request; a
+        reading must equal this."""
+        log = self.logs[meter]
+        starts = [i for i, entry in enumerate(log) if entry.cid == Command.GET_TYPE]
+        values: dict[str, Decimal] = {}
+        for entry in log[starts[-1] if starts else 0 :]:
+            if entry.values is None:
+                continue
+            request = decode_message(parse_frame(entry.request))
+            if isinstance(request, GetRegisterRequest):
+                asked = {register_name(i) for i in request.ids}
+                values.update((n, v) for n, v in entry.values.items() if n in asked)
+        return values
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.transport == "pty":
@@ -248,6 +273,9 @@ class KmpEmulatorThread:
 
     def log(self, meter: int) -> list[KmpExchange]:
         return self.emulator.log(meter)
+
+    def readout_values(self, meter: int) -> dict[str, Decimal]:
+        return self.emulator.readout_values(meter)
 
     def start(self) -> None:
         self._thread.start()
