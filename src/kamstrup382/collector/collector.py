@@ -75,7 +75,6 @@ from kamstrup382.outputs.base import Output
 from kamstrup382.reader import Reading
 from kamstrup382.reader.kmp_reading import KmpReading
 from kamstrup382.storage import (
-    AnyReading,
     FailureRecord,
     KmpReadingRecord,
     LivePower,
@@ -216,14 +215,13 @@ class Collector:
                 exc,
             )
             return
-        auto = [m.name for m in self.config.meters if m.protocol is MeterProtocol.AUTO]
-        if auto := [name for name in auto if name in names]:
+        auto = {m.name for m in self.config.meters if m.protocol is MeterProtocol.AUTO}
+        if wanted := [name for name in names if name in auto]:
             with contextlib.suppress(Kamstrup382Error):  # else detected again
-                self.protocols.load(await self._writer.call(self.storage.known_protocols, auto))
-        records: dict[str, AnyReading] = dict(stored)
-        mode_a = {n: r for n, r in records.items() if isinstance(r, ReadingRecord)}
+                self.protocols.load(await self._writer.call(self.storage.known_protocols, wanted))
+        mode_a = {n: r for n, r in stored.items() if isinstance(r, ReadingRecord)}
         self.history.load(mode_a.values())
-        self.kmp_history.load(r for r in records.values() if isinstance(r, KmpReadingRecord))
+        self.kmp_history.load(r for r in stored.values() if isinstance(r, KmpReadingRecord))
         self.pool.load_hints({name: record.bcc_algorithm for name, record in mode_a.items()})
 
     async def _remember_protocol(self, meter: str, found: Found) -> None:
