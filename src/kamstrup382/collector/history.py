@@ -278,7 +278,6 @@ class Judge:
         phases = dialect.default_phases if type_number is None else type_number.phases
         values = reading.meter_values()
         current = Observation(values, self.read_at(reading), phases)
-        heard = Observation(values, reading.requested_at, phases)
         previous = self.history.last(self.meter)
         doubt: Doubt | None = None
         replaced: str | None = None  # the customer number of another meter on the port
@@ -296,6 +295,7 @@ class Judge:
                 if doubt is None:
                     self.accepted = current
                     return
+        heard = Observation(values, reading.requested_at, phases)
         support = 1 + sum(self._agree(before, heard) for before in self.candidates)
         against = sum(self._permuted(before, heard) for before in self.candidates)
         needed = max(FIRST_SIGHT_SUPPORT if doubt is None else SUPPORT, against + MARGIN)

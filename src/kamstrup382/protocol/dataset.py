@@ -33,6 +33,7 @@ __all__ = [
     "DataSet",
     "DataValue",
     "block_data_sets",
+    "block_groups",
     "block_registers",
     "parse_data_block",
     "parse_data_line",
@@ -217,6 +218,23 @@ def block_registers(pieces: Pieces, by_code: ByCode = REGISTER_BY_CODE) -> dict[
         else:
             registers[register.name] = Decimal(number.replace(",", "."))
     return registers
+
+
+def block_groups(pieces: Pieces) -> list[tuple[str, str, str | None]]:
+    """Each data set's first group of a block (cut by :func:`split_data_block`) that has an
+    address, in order: the address, the value as printed and the unit (``None``: none printed).
+    A further group of a data set (no address) is left out."""
+    return [
+        (address, text if number is None else number, unit)  # type: ignore[misc]
+        for address, number, text, unit in zip(
+            pieces[1::_STRIDE],
+            pieces[2::_STRIDE],
+            pieces[3::_STRIDE],
+            pieces[4::_STRIDE],
+            strict=True,
+        )
+        if address
+    ]
 
 
 def block_data_sets(pieces: Pieces, by_code: ByCode = REGISTER_BY_CODE) -> tuple[DataSet, ...]:

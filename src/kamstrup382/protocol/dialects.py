@@ -96,9 +96,24 @@ class Dialect:
     by_code: Mapping[str, Register] = field(init=False, repr=False, compare=False)
     _codes: frozenset[str] = field(init=False, repr=False, compare=False)
     _patterns: dict[str, re.Pattern[str]] = field(init=False, repr=False, compare=False)
+    #: Every register that only grows (until it wraps).
+    counters: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: The actual peak, and last month's where the model has one.
+    peaks: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: The names of every register this meter prints.
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+    #: The most a meter of 1, 2 and 3 phases can deliver, in kW (:meth:`max_power_kw`).
+    _max_power: dict[int, Decimal] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name = {r.name: r for r in self.registers}
+        last = () if self.last_month_peak is None else (self.last_month_peak,)
+        object.__setattr__(self, "peaks", (self.actual_peak, *last))
+        counters = (*self.energy_counters, self.hour_counter, *self.unbounded_counters)
+        object.__setattr__(self, "counters", counters)
+        object.__setattr__(self, "names", frozenset(by_name))
+        max_power = {phases: self._power(phases) for phases in (1, 2, 3)}
+        object.__setattr__(self, "_max_power", max_power)
         named = (
             self.total,
             *self.parts,
@@ -121,20 +136,6 @@ class Dialect:
         """The codes of every register this meter prints."""
         return self._codes
 
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(self._by_name)
-
-    @property
-    def counters(self) -> tuple[str, ...]:
-        """Every register that only grows (until it wraps)."""
-        return (*self.energy_counters, self.hour_counter, *self.unbounded_counters)
-
-    @property
-    def peaks(self) -> tuple[str, ...]:
-        last = () if self.last_month_peak is None else (self.last_month_peak,)
-        return (self.actual_peak, *last)
-
     def register(self, name: str) -> Register:
         return self._by_name[name]
 
@@ -149,7 +150,11 @@ class Dialect:
     def max_power_kw(self, phases: int | None = None) -> Decimal:
         """The most a meter of ``phases`` phases can deliver, in kW."""
         count = self.default_phases if phases is None else phases
-        return Decimal(count * self.volts * self.amps_per_phase) / 1000
+        known = self._max_power.get(count)
+        return self._power(count) if known is None else known
+
+    def _power(self, phases: int) -> Decimal:
+        return Decimal(phases * self.volts * self.amps_per_phase) / 1000
 
     def phases_of(self, identification: Identification) -> int:
         """The phases of the meter that sent ``identification``, from its type number."""

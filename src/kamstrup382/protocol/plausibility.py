@@ -47,10 +47,13 @@ No I/O, no clock: the caller passes the telegrams, values and times.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from kamstrup382.errors import ImplausibleError, UsageError
@@ -104,23 +107,19 @@ def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
     """
     if dialect is None:
         dialect = telegram.dialect
-    found: dict[str, tuple[str, str | None, int, int]] = {}
-    block = telegram.data_block
-    for match in _FIRST_GROUP.finditer(block):
-        address = match[1]
-        if not address:  # a further value group of the data set before: the meter prints none
-            continue
-        line = block.count("\n", 0, match.start()) + 1
-        offset = telegram.block_offset + match.start(2)
-        if address in found and address in dialect.codes:
+    codes = dialect.codes
+    found: dict[str, tuple[str, str | None, int]] = {}  # code: value, unit, its group's ordinal
+    for ordinal, (address, text, unit) in enumerate(telegram.groups):
+        if address in found and address in codes:
+            first, again = _place(telegram, found[address][2]), _place(telegram, ordinal)
             raise ImplausibleError(
-                f"register {address} printed twice (lines {found[address][3]} and {line})",
+                f"register {address} printed twice (lines {first[1]} and {again[1]})",
                 rule="duplicate",
                 register=address,
-                offset=offset,
-                line=line,
+                offset=again[0],
+                line=again[1],
             )
-        found[address] = (match[2], match[3], offset, line)
+        found[address] = (text, unit, ordinal)
     missing = [r.code for r in dialect.registers if r.code not in found]
     if missing:
         raise ImplausibleError(
@@ -129,8 +128,9 @@ def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
             register=missing[0] if len(missing) == 1 else None,
         )
     for register in dialect.registers:
-        text, unit, offset, line = found[register.code]
+        text, unit, ordinal = found[register.code]
         if not dialect.printed(register, text):
+            offset, line = _place(telegram, ordinal)
             raise ImplausibleError(
                 f"{register.description.lower()} {register.code}({text}) is not "
                 f"{_printed_width(register)} characters as the meter prints it",
@@ -140,6 +140,7 @@ def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
                 line=line,
             )
         if unit != register.shown_unit:
+            offset, line = _place(telegram, ordinal)
             shown = "no unit" if register.shown_unit is None else f"unit {register.shown_unit}"
             raise ImplausibleError(
                 f"{register.description.lower()} {register.code} printed with unit {unit!r}, "
@@ -150,15 +151,28 @@ def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
                 line=line,
             )
     values = telegram.registers
-    _check_sum(dialect, values, found)
-    _check_peaks(dialect, values, dialect.phases_of(telegram.identification), found)
+
+    def where(code: str) -> tuple[int, int]:
+        return _place(telegram, found[code][2])
+
+    _check_sum(dialect, values, where)
+    _check_peaks(dialect, values.__getitem__, dialect.phases_of(telegram.identification), where)
 
 
-def _check_sum(
-    dialect: Dialect,
-    values: dict[str, Decimal | str],
-    found: dict[str, tuple[str, str | None, int, int]],
-) -> None:
+def _place(telegram: Telegram, ordinal: int) -> tuple[int, int]:
+    """The stream offset of the value of a telegram's data set number ``ordinal`` (from 0, in
+    :attr:`Telegram.groups`) and its line, for an error message."""
+    block = telegram.data_block
+    matches = (m for m in _FIRST_GROUP.finditer(block) if m[1])
+    match = next(itertools.islice(matches, ordinal, None))
+    return telegram.block_offset + match.start(2), block.count("\n", 0, match.start()) + 1
+
+
+#: Where a register's value stands in the telegram, by its code: stream offset and line.
+_Where = Callable[[str], tuple[int, int]]
+
+
+def _check_sum(dialect: Dialect, values: dict[str, Decimal | str], where: _Where) -> None:
     total = dialect.register(dialect.total)
     wrap = total.wraps_at
     parts = [dialect.register(name) for name in dialect.parts]
@@ -171,7 +185,7 @@ def _check_sum(
         summed += value
     if _modulo(number - summed, wrap) <= dialect.rounding:
         return
-    _, _, offset, line = found[total.code]
+    offset, line = where(total.code)
     terms = " + ".join(
         f"{part.description.lower()} {_shown(part, values[part.name])}" for part in parts
     )
@@ -185,17 +199,18 @@ def _check_sum(
 
 def _check_peaks(
     dialect: Dialect,
-    values: dict[str, Decimal | str],
+    value_of: Callable[[str], Any],
     phases: int,
-    found: dict[str, tuple[str, str | None, int, int]] | None = None,
+    where: _Where | None = None,
 ) -> None:
+    """No peak above the maximum power; ``value_of``: a register's value by its name."""
     limit = dialect.max_power_kw(phases)
     for name in dialect.peaks:
         register = dialect.register(name)
-        value = values[name]
+        value = value_of(name)
         assert isinstance(value, Decimal)
         if value > limit:
-            offset, line = found[register.code][2:] if found else (None, None)
+            offset, line = where(register.code) if where else (None, None)
             raise ImplausibleError(
                 f"{register.description.lower()} {_shown(register, value)} is above the "
                 f"{limit} kW a {phases}-phase meter can deliver",
@@ -240,10 +255,9 @@ def check_history(
     A ``previous`` reading that lacks a register of ``dialect`` was another model's: refused
     with the rule of another customer number (``customer``), another meter.
     """
-    before = previous.values.as_dict()
-    now = current.values.as_dict()
+    before, now = previous.values, current.values
     customer = dialect.register(dialect.customer)
-    lacking = [r.name for r in dialect.registers if before[r.name] is None]
+    lacking = [r.name for r in dialect.registers if getattr(before, r.name) is None]
     if lacking:  # the last reading was another model's: another meter, like a new customer
         raise ImplausibleError(
             f"the last reading has no {', '.join(lacking)}: it is not a {dialect.label}'s, "
@@ -251,21 +265,21 @@ def check_history(
             rule="customer",
             register=customer.code,
         )
-    if before[customer.name] != now[customer.name]:
+    if getattr(before, customer.name) != getattr(now, customer.name):
         raise ImplausibleError(
-            f"customer number {now[customer.name]} is not the meter's "
-            f"{before[customer.name]} of the last reading",
+            f"customer number {getattr(now, customer.name)} is not the meter's "
+            f"{getattr(before, customer.name)} of the last reading",
             rule="customer",
             register=customer.code,
         )
-    _check_peaks(dialect, now, current.phases)
+    _check_peaks(dialect, partial(getattr, now), current.phases)
     seconds = Decimal(str((current.at - previous.at).total_seconds()))
     timed = seconds > 0
     hours = seconds / _HOUR if timed else Decimal(0)
     limit = dialect.max_power_kw(current.phases)
     for name in dialect.counters:
         register = dialect.register(name)
-        old, new = before[name], now[name]
+        old, new = getattr(before, name), getattr(now, name)
         wrap = register.wraps_at
         rise = _modulo(new - old, wrap)
         if name in dialect.unbounded_counters or not timed:
@@ -295,20 +309,22 @@ def check_history(
     if dialect.last_month_peak is not None:
         _check_last_month_peak(dialect.register(dialect.last_month_peak), before, now)
     actual = dialect.register(dialect.actual_peak)
-    if now[actual.name] < before[actual.name]:
+    if getattr(now, actual.name) < getattr(before, actual.name):
         raise ImplausibleError(
-            f"actual peak went down from {_shown(actual, before[actual.name])} to "
-            f"{_shown(actual, now[actual.name])} with no month boundary between the readings",
+            f"actual peak went down from {_shown(actual, getattr(before, actual.name))} to "
+            f"{_shown(actual, getattr(now, actual.name))} with no month boundary between the "
+            "readings",
             rule="peak_down",
             register=actual.code,
         )
 
 
-def _check_last_month_peak(last: Register, before: dict[str, Any], now: dict[str, Any]) -> None:
-    if before[last.name] != now[last.name]:
+def _check_last_month_peak(last: Register, before: MeterValues, now: MeterValues) -> None:
+    old, new = getattr(before, last.name), getattr(now, last.name)
+    if old != new:
         raise ImplausibleError(
-            f"last month's peak changed from {_shown(last, before[last.name])} to "
-            f"{_shown(last, now[last.name])} with no month boundary between the readings",
+            f"last month's peak changed from {_shown(last, old)} to "
+            f"{_shown(last, new)} with no month boundary between the readings",
             rule="last_month_peak",
             register=last.code,
         )

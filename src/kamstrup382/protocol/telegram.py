@@ -12,6 +12,7 @@ from kamstrup382.protocol.dataset import (
     DataSet,
     Pieces,
     block_data_sets,
+    block_groups,
     block_registers,
     split_data_block,
 )
@@ -115,6 +116,10 @@ class Telegram:
     bcc_check: BccCheck | None = field(default=None, repr=False, compare=False)
     _pieces: Pieces = field(init=False, repr=False, compare=False)
     _dialect: Dialect = field(init=False, repr=False, compare=False)
+    #: the registers' values, read from the pieces at their first use (this telegram's own)
+    _registers: dict[str, Decimal | str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._dialect = dialect_of(self.identification)
@@ -143,18 +148,31 @@ class Telegram:
         return None
 
     @property
+    def groups(self) -> list[tuple[str, str, str | None]]:
+        """Each data set's first group, as printed, in order: address, value text and unit
+        (``None``: none printed); a further group of a data set is left out."""
+        return block_groups(self._pieces)
+
+    @property
     def registers(self) -> dict[str, Decimal | str]:
         """Values of the known (named) registers present, by name.
 
         ``Decimal`` for numeric registers; text for the customer number and for a value that
         is not a number (an empty one, say). A new dictionary on each call.
         """
-        return block_registers(self._pieces, self._dialect.by_code)
+        return dict(self._values())
+
+    def _values(self) -> dict[str, Decimal | str]:
+        """The registers' values, read once (callers must not change the dictionary)."""
+        values = self._registers
+        if values is None:
+            values = self._registers = block_registers(self._pieces, self._dialect.by_code)
+        return values
 
     def meter_values(self) -> MeterValues:
         """The registers of the meter's dialect (``None`` for the others); :class:`UsageError`
         if one of its registers is missing."""
-        regs = self.registers
+        regs = self._values()
         missing = [r.name for r in self._dialect.registers if r.name not in regs]
         if missing:
             raise UsageError(f"telegram lacks registers {', '.join(missing)}")

@@ -248,25 +248,29 @@ class Session:
         """The reading of a complete attempt, after the caller's check (``accept``); commits
         what it teaches. Raises the attempt's refusal (:class:`BccError`) or the caller's
         :class:`ImplausibleError` (with the reply's bytes) instead."""
-        reading = readout.reading(port, attempts)
-        accept_reading(accept, reading)
-        check = reading.telegram.bcc_check
+        telegram = readout.telegram
+        if telegram is None:
+            raise UsageError("the readout is not complete")
+        check = telegram.bcc_check
         assert check is not None  # the readout's telegram came from its decoder
         if readout.refused is not None:
+            accept_reading(accept, readout.reading(port, attempts))
             self._seen_other = self._memory.refuses(check)
             raise readout.refused
-        if not self.fixed_bcc:
-            self._memory = self._memory.accepted(check)
-        self._seen_other = None
-        self.expected_size = len(reading.raw)
-        telegram = reading.telegram
-        known = self._memory.algorithm
+        # what the readout teaches, committed once the caller accepted its reading
+        memory = self._memory if self.fixed_bcc else self._memory.accepted(check)
+        known = memory.algorithm
         if known is not None and known is not telegram.bcc_algorithm and check.matches(known):
             # both matched (the decoder names the sum first): it is the meter's known one
             telegram = replace(telegram, bcc_algorithm=known)
-        return readout.reading(
-            port, attempts, telegram=telegram, bcc_certainty=self._memory.certainty(check)
+        reading = readout.reading(
+            port, attempts, telegram=telegram, bcc_certainty=memory.certainty(check)
         )
+        accept_reading(accept, reading)
+        self._memory = memory
+        self._seen_other = None
+        self.expected_size = len(reading.raw)
+        return reading
 
 
 #: The identification's '/' with its even-parity bit (five bits set: the parity bit is 1).
