@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kamstrup382.collector.config import MeterConfig
 from kamstrup382.collector.kmp_config import KmpSettings, MeterProtocol
 from kamstrup382.collector.pool import ReaderPool
 from kamstrup382.collector.protocols import Found, ProtocolFinder, stored
@@ -18,6 +19,7 @@ from kamstrup382.errors import ReadTimeout
 from kamstrup382.reader import AsyncReader
 from kamstrup382.reader.kmp_aio import AsyncKmpReader
 from tests.collector.conftest import make_config
+from tests.collector.peer import ScriptedMeter
 
 
 async def test_nothing_answering_fails_and_is_tried_again(tmp_path: Path) -> None:
@@ -92,3 +94,73 @@ async def test_the_pool_gives_each_protocol_its_reader(tmp_path: Path) -> None:
     async with pool.reader(replace(kmp, protocol=MeterProtocol.IEC)) as again:
         assert isinstance(again, AsyncReader)
     await pool.close()
+
+
+async def _held_detection(
+    tmp_path: Path, peer: ScriptedMeter
+) -> tuple[ProtocolFinder, list[tuple[str, Found]], MeterConfig, asyncio.Event]:
+    """A finder and an ``auto`` meter on ``peer`` (whose first reply the test lets go), and an
+    event set when the peer has the detection's request."""
+    told: list[tuple[str, Found]] = []
+
+    async def on_found(meter: str, found: Found) -> None:
+        told.append((meter, found))
+
+    requested = asyncio.Event()
+    peer.on_event = lambda event: requested.set() if event == "request" else None
+    config = make_config(
+        f"sqlite:///{tmp_path / 'r.sqlite'}", [peer.port], meter_extra={0: 'protocol = "auto"'}
+    )
+    return ProtocolFinder(on_found), told, config.meters[0], requested
+
+
+async def test_a_meter_forgotten_while_detected_keeps_nothing(tmp_path: Path) -> None:
+    async with ScriptedMeter("gated") as peer:
+        finder, told, m, requested = await _held_detection(tmp_path, peer)
+        detecting = asyncio.create_task(finder.settings(m))
+        await asyncio.wait_for(requested.wait(), 5)  # the detection is running now
+        assert finder.busy() == {m.name}
+        finder.forget([m.name])  # a reload removed it (or changed it) meanwhile
+        peer.gate.set()
+        assert await asyncio.wait_for(detecting, 10) is None  # that readout: mode A, as found
+        assert finder.found(m.name) is None and told == []  # nothing kept, nothing stored
+        assert finder.busy() == frozenset()  # its lock freed
+        # its next readout (the meter configured again) detects again, and keeps it
+        assert await asyncio.wait_for(finder.settings(m), 10) is None
+        assert peer.requests == 2
+    assert finder.found(m.name) == ("iec", None) and told == [(m.name, ("iec", None))]
+    assert finder.busy() == frozenset()
+
+
+async def test_a_readout_waiting_on_a_forgotten_detection_detects_again(tmp_path: Path) -> None:
+    async with ScriptedMeter("gated") as peer:
+        finder, told, m, requested = await _held_detection(tmp_path, peer)
+        first = asyncio.create_task(finder.settings(m))
+        await asyncio.wait_for(requested.wait(), 5)
+        changed = replace(m, timing=replace(m.timing, answer_margin=1.0))  # as a reload made it
+        second = asyncio.create_task(finder.settings(changed))  # waits for the first
+        await asyncio.sleep(0.05)
+        assert peer.requests == 1 and finder.busy() == {m.name}
+        finder.forget([m.name])
+        peer.gate.set()
+        assert list(await asyncio.wait_for(asyncio.gather(first, second), 10)) == [None, None]
+        assert peer.requests == 2  # the second readout's detection, under the new settings
+    assert told == [(m.name, ("iec", None))]  # only that one kept
+    assert finder.found(m.name) == ("iec", None) and finder.busy() == frozenset()
+
+
+async def test_the_finder_keeps_no_lock_of_meters_gone(tmp_path: Path) -> None:
+    async with ScriptedMeter("answer") as peer:
+        config = make_config(
+            f"sqlite:///{tmp_path / 'r.sqlite'}",
+            [peer.port] * 20,
+            meter_extra={i: 'protocol = "auto"' for i in range(20)},
+        )
+        finder = ProtocolFinder()
+        for m in config.meters:  # configured, detected, then removed by reloads
+            assert await asyncio.wait_for(finder.settings(m), 10) is None
+            assert finder.found(m.name) == ("iec", None)
+            finder.forget([m.name])
+        assert peer.requests == 20
+    assert finder.busy() == frozenset()
+    assert all(finder.found(m.name) is None for m in config.meters)
