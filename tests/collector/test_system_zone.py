@@ -93,6 +93,7 @@ def test_localtime_as_a_plain_file_is_read(tmp_path: Path) -> None:
     shutil.copyfile(ZONEINFO / "Australia" / "Sydney", localtime)  # as containers copy it
     zone = system_zone({}, localtime)
     assert offsets(zone) == (11, 10)
+    assert system_zone({}, localtime) == zone  # the same zone again: a reload changes nothing
 
 
 def test_no_zone_at_all_is_utc_with_a_warning(

@@ -28,13 +28,14 @@ Without ``tariff_zone`` the schedule follows the system's zone with its rules
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -116,8 +117,14 @@ def _named_zone(path: Path) -> ZoneInfo | None:
 
 def _zone_file(path: Path, name: str) -> ZoneInfo:
     """The zone in the TZif file at ``path``, shown as ``name``."""
-    with path.open("rb") as file:
-        return ZoneInfo.from_file(file, key=name)
+    return _zone_of(path.read_bytes(), name)
+
+
+@cache
+def _zone_of(data: bytes, name: str) -> ZoneInfo:
+    # one object per file content: zones compare by identity (as ``ZoneInfo(key)`` is cached),
+    # and a reload must not see every scheduled meter as changed
+    return ZoneInfo.from_file(io.BytesIO(data), key=name)
 
 
 def system_zone(
