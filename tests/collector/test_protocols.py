@@ -28,13 +28,13 @@ async def test_nothing_answering_fails_and_is_tried_again(tmp_path: Path) -> Non
     async def on_found(meter: str, found: Found) -> None:
         told.append((meter, found))
 
-    finder = ProtocolFinder(on_found)
     with KmpEmulatorThread(1, faults=KmpFaults.parse("silent=1")) as emulator:
         config = make_config(
             f"sqlite:///{tmp_path / 'r.sqlite'}",
             emulator.ports,
             meter_extra={0: 'protocol = "auto"'},
         )
+        finder = ProtocolFinder(config.meters, on_found)
         m = config.meters[0]
         with pytest.raises(ReadTimeout) as caught:
             await finder.settings(m)
@@ -50,13 +50,13 @@ async def test_found_once_kept_and_forgotten(tmp_path: Path) -> None:
     async def on_found(meter: str, found: Found) -> None:
         told.append((meter, found))
 
-    finder = ProtocolFinder(on_found)
     with KmpEmulatorThread(1) as emulator:
         config = make_config(
             f"sqlite:///{tmp_path / 'r.sqlite'}",
             emulator.ports,
             meter_extra={0: 'protocol = "auto"\nregisters = ["energy"]'},
         )
+        finder = ProtocolFinder(config.meters, on_found)
         m = config.meters[0]
         both = await asyncio.gather(finder.settings(m), finder.settings(m))  # detected once
         requests = len(emulator.log(0))
@@ -111,7 +111,7 @@ async def _held_detection(
     config = make_config(
         f"sqlite:///{tmp_path / 'r.sqlite'}", [peer.port], meter_extra={0: 'protocol = "auto"'}
     )
-    return ProtocolFinder(on_found), told, config.meters[0], requested
+    return ProtocolFinder(config.meters, on_found), told, config.meters[0], requested
 
 
 async def test_a_meter_forgotten_while_detected_keeps_nothing(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ async def test_a_readout_waiting_on_a_forgotten_detection_detects_again(tmp_path
         second = asyncio.create_task(finder.settings(changed))  # waits for the first
         await asyncio.sleep(0.05)
         assert peer.requests == 1 and finder.busy() == {m.name}
-        finder.forget([m.name])
+        finder.configure([changed])  # the reload: m is forgotten
         peer.gate.set()
         assert list(await asyncio.wait_for(asyncio.gather(first, second), 10)) == [None, None]
         assert peer.requests == 2  # the second readout's detection, under the new settings
@@ -156,11 +156,37 @@ async def test_the_finder_keeps_no_lock_of_meters_gone(tmp_path: Path) -> None:
             [peer.port] * 20,
             meter_extra={i: 'protocol = "auto"' for i in range(20)},
         )
-        finder = ProtocolFinder()
-        for m in config.meters:  # configured, detected, then removed by reloads
+        finder = ProtocolFinder(config.meters)
+        for index, m in enumerate(config.meters):  # detected, then removed by a reload
             assert await asyncio.wait_for(finder.settings(m), 10) is None
             assert finder.found(m.name) == ("iec", None)
-            finder.forget([m.name])
+            finder.configure(config.meters[index + 1 :])
         assert peer.requests == 20
     assert finder.busy() == frozenset()
     assert all(finder.found(m.name) is None for m in config.meters)
+
+
+async def test_a_readout_of_settings_a_reload_replaced_keeps_nothing(tmp_path: Path) -> None:
+    """A slot in flight at a reload reads its meters with the settings it began with: what it
+    detects with the old ones is its own."""
+    async with ScriptedMeter("answer") as old, ScriptedMeter("answer") as new:
+        url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+        running = make_config(url, [old.port], meter_extra={0: 'protocol = "auto"'})
+        moved = make_config(url, [new.port], meter_extra={0: 'protocol = "auto"'})
+        told: list[tuple[str, Found]] = []
+
+        async def on_found(meter: str, found: Found) -> None:
+            told.append((meter, found))
+
+        finder = ProtocolFinder(running.meters, on_found)
+        finder.configure(moved.meters)  # m0 moved to another port
+        assert await asyncio.wait_for(finder.settings(running.meters[0]), 10) is None
+        assert old.requests == 1 and finder.found("m0") is None and told == []
+        assert await asyncio.wait_for(finder.settings(moved.meters[0]), 10) is None
+        assert new.requests == 1 and told == [("m0", ("iec", None))]
+        # kept for the meter as configured; the old settings still detect for themselves
+        assert await asyncio.wait_for(finder.settings(running.meters[0]), 10) is None
+        assert await asyncio.wait_for(finder.settings(moved.meters[0]), 10) is None
+        assert (old.requests, new.requests) == (2, 1) and len(told) == 1
+        finder.configure(running.meters)  # and back: found again on the old port
+        assert finder.found("m0") is None

@@ -7,12 +7,14 @@ answered is logged with what each try took, and kept for every later readout (an
 storage, across restarts: :meth:`ProtocolFinder.load`). When nothing answers, the readout fails
 with the detection's error (a ``timeout``, naming each try) and the next readout tries again.
 
-A meter whose settings change in a reloaded configuration, or that it removes, is forgotten
-(:meth:`ProtocolFinder.forget`) and detected again at its next readout; a detection still
-running for it then is not kept: each meter has a generation, bumped by ``forget``, and a
-finding is kept (and told to ``on_found``) only under the generation its detection began in.
-The lock a meter's readouts take turns on (one detection at a time) lives while a readout
-holds or waits on it.
+The finder knows the meters configured (:meth:`ProtocolFinder.configure`, at each reload): a
+meter whose settings change, or that is removed, is forgotten (:meth:`ProtocolFinder.forget`)
+and detected again at its next readout. What a detection finds is kept (and told to
+``on_found``) only for a meter configured as it was read and only if the meter was not
+forgotten while it ran (each meter has a generation, bumped by ``forget``); otherwise the
+readout that ran it uses it alone (a readout of the old settings still in flight at a
+reload). The lock a meter's readouts take turns on (one detection at a time) lives while a
+readout holds or waits on it.
 """
 
 from __future__ import annotations
@@ -65,11 +67,13 @@ class _Turns:
 
 
 class ProtocolFinder:
-    """Per ``auto`` meter, what it was found to speak (see the module docstring);
-    ``on_found`` is told each finding (and must not raise for a storage error)."""
+    """Per ``auto`` meter of ``meters`` (the configured ones), what it was found to speak (see
+    the module docstring); ``on_found`` is told each finding (and must not raise for a storage
+    error)."""
 
-    def __init__(self, on_found: OnFound | None = None) -> None:
+    def __init__(self, meters: Iterable[MeterConfig], on_found: OnFound | None = None) -> None:
         self.on_found = on_found
+        self._meters = {m.name: m for m in meters}
         self._found: dict[str, Found] = {}
         #: Only the meters a readout holds or waits on (freed by the last one out).
         self._turns: dict[str, _Turns] = {}
@@ -80,6 +84,13 @@ class ProtocolFinder:
             found = from_stored(protocol, baud)
             if found is not None:
                 self._found[meter] = found
+
+    def configure(self, meters: Iterable[MeterConfig]) -> None:
+        """The meters configured from now on (a reload's): those removed or changed are
+        forgotten (:meth:`forget`)."""
+        fresh = {m.name: m for m in meters}
+        self.forget([name for name, m in self._meters.items() if fresh.get(name) != m])
+        self._meters = fresh
 
     def forget(self, meters: Iterable[str]) -> None:
         """What was found for ``meters`` (removed, or their settings changed): each is
@@ -111,14 +122,15 @@ class ProtocolFinder:
         turns.users += 1
         try:
             async with turns.lock:
-                known = self._found.get(meter.name)
+                current = self._meters.get(meter.name) == meter
+                known = self._found.get(meter.name) if current else None
                 if known is None:
                     generation = turns.generation
                     known = await self._detect(meter)
-                    if generation != turns.generation:
-                        # forgotten while detecting (removed, or changed by a reload): this
+                    if generation != turns.generation or self._meters.get(meter.name) != meter:
+                        # removed or changed (by a reload) before or while detecting: this
                         # readout uses what it found, nothing is kept
-                        log.debug("meter %s: auto: forgotten while detecting; not kept", meter.name)
+                        log.debug("meter %s: auto: not kept (not configured so now)", meter.name)
                     else:
                         self._found[meter.name] = known
                         if self.on_found is not None:
