@@ -9,15 +9,22 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kamstrup382.cli.emulate import _reply
+from kamstrup382.clock import ManualClock
 from kamstrup382.collector.config import parse_config
 from kamstrup382.collector.pulse_config import system_zone
+from kamstrup382.collector.tariff_control import TariffControl
+from kamstrup382.emulator.control_server import ControlServer
 from kamstrup382.emulator.tariff import TariffSchedule
 from kamstrup382.errors import ConfigError
+from kamstrup382.pulses.tariff import TariffBoard
+from tests.collector.test_tariff_control import emulated, until
 
 ZONEINFO = Path("/usr/share/zoneinfo")
 COPENHAGEN = ZONEINFO / "Europe" / "Copenhagen"
@@ -142,6 +149,48 @@ def test_a_schedule_without_a_zone_keeps_local_time_across_dst_changes(
     assert schedule.next_boundary(datetime.fromisoformat("2026-03-29T12:00:00Z")) == (
         datetime.fromisoformat("2026-03-29T20:00:00Z")
     )
+
+
+def shows(board: TariffBoard, tariff: int) -> bool:
+    return board.state("house").tariff == tariff
+
+
+async def test_the_tariff_output_follows_the_schedule_across_dst_changes(
+    set_tz: Callable[[str | None], None],
+) -> None:
+    """The collector's tariff control driving an emulated meter's control port, its clock
+    moved over both of 2026's changes in Copenhagen."""
+    set_tz("Europe/Copenhagen")
+    clock = ManualClock(datetime.fromisoformat("2026-03-28T20:59:00Z"))  # 21:59 CET
+    async with emulated() as emulator:
+        control = ControlServer(lambda line: _reply(emulator, line), "127.0.0.1", 0)
+        await control.start()
+        try:
+            config = parse_config(
+                meter(tariff_output=control.url, tariff_schedule="22:00-06:00"), env={}
+            )
+            tariffs = TariffControl(config.meters, clock)
+            await tariffs.start()
+            try:
+                board = tariffs.board
+                # each step a switch (none passes before the control has seen the clock)
+                for at, tariff in (
+                    ("2026-03-28T20:59:00Z", 1),  # 21:59 CET
+                    ("2026-03-28T21:00:01Z", 2),  # 22:00:01 CET
+                    ("2026-03-29T04:00:01Z", 1),  # 06:00:01 CEST, after the change (UTC+1: 2)
+                    ("2026-03-29T20:00:01Z", 2),  # 22:00:01 CEST (UTC+1: 21:00:01, 1)
+                    ("2026-10-24T12:00:00Z", 1),  # 14:00 CEST
+                    ("2026-10-25T04:30:00Z", 2),  # 05:30 CET, after the change back (UTC+2: 1)
+                    ("2026-10-25T05:00:01Z", 1),  # 06:00:01 CET
+                    ("2026-10-25T21:00:01Z", 2),  # 22:00:01 CET
+                ):
+                    clock.set(datetime.fromisoformat(at))
+                    await until(partial(shows, board, tariff), 5, f"{at}: tariff {tariff}")
+                    assert board.state("house").origin == "schedule"
+            finally:
+                await tariffs.close()
+        finally:
+            await control.close()
 
 
 def test_a_bad_tz_names_the_key_that_would_spare_it(
