@@ -98,7 +98,7 @@ def _zone(value: object, key: str) -> tzinfo:
     name = check.text(value, key).strip()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(key, f"no time zone {name!r} (e.g. Europe/Copenhagen, UTC)") from None
 
 
@@ -145,7 +145,7 @@ def system_zone(
             try:
                 return _named_zone(path) or _zone_file(path, given)
             except (OSError, ValueError):
-                raise ConfigError("TZ", f"{given!r}: no time zone file there") from None
+                raise ConfigError("TZ", f"{given!r} is not a time zone file") from None
         try:
             return ZoneInfo(given)
         except (ZoneInfoNotFoundError, ValueError, OSError):
