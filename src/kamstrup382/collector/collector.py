@@ -128,7 +128,7 @@ class Collector:
         self.history = History()
         self.kmp_history = KmpHistory()
         #: What ``protocol = "auto"`` meters were found to speak (kept in the storage).
-        self.protocols = ProtocolFinder(self._remember_protocol)
+        self.protocols = ProtocolFinder(config.meters, self._remember_protocol)
         self._locks: dict[str, asyncio.Lock] = {}
         #: Where results the storage refuses go (see :mod:`.spill`).
         self.spill = SpillJournal(spill_path(storage.url, config.storage.spill_dir))
@@ -356,7 +356,7 @@ class Collector:
         self.pool.update(config.meters)
         self.history.forget(change.removed)
         self.kmp_history.forget(change.removed)
-        self.protocols.forget([*change.removed, *change.changed])
+        self.protocols.configure(config.meters)  # forgets the meters removed or changed
         if change.added and self._writer is not None:
             await self._load_history_of([m.name for m in change.added])
         for output in self.outputs:

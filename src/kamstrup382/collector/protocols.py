@@ -7,7 +7,14 @@ answered is logged with what each try took, and kept for every later readout (an
 storage, across restarts: :meth:`ProtocolFinder.load`). When nothing answers, the readout fails
 with the detection's error (a ``timeout``, naming each try) and the next readout tries again.
 
-A meter whose settings change in a reloaded configuration is detected again.
+The finder knows the meters configured (:meth:`ProtocolFinder.configure`, at each reload): a
+meter whose settings change, or that is removed, is forgotten (:meth:`ProtocolFinder.forget`)
+and detected again at its next readout. What a detection finds is kept (and told to
+``on_found``) only for a meter configured as it was read and only if the meter was not
+forgotten while it ran (each meter has a generation, bumped by ``forget``); otherwise the
+readout that ran it uses it alone (a readout of the old settings still in flight at a
+reload). The lock a meter's readouts take turns on (one detection at a time) lives while a
+readout holds or waits on it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from kamstrup382.collector.config import MeterConfig
 from kamstrup382.collector.kmp_config import KmpSettings, MeterProtocol
@@ -49,14 +56,27 @@ def from_stored(protocol: str, baud: int | None) -> Found | None:
     return None
 
 
-class ProtocolFinder:
-    """Per ``auto`` meter, what it was found to speak (see the module docstring);
-    ``on_found`` is told each finding (and must not raise for a storage error)."""
+@dataclass(eq=False, slots=True)
+class _Turns:
+    """A meter's readouts in the finder now: the lock they take turns on (one detection at a
+    time), how many hold or wait on it, and the meter's generation."""
 
-    def __init__(self, on_found: OnFound | None = None) -> None:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    generation: int = 0
+
+
+class ProtocolFinder:
+    """Per ``auto`` meter of ``meters`` (the configured ones), what it was found to speak (see
+    the module docstring); ``on_found`` is told each finding (and must not raise for a storage
+    error)."""
+
+    def __init__(self, meters: Iterable[MeterConfig], on_found: OnFound | None = None) -> None:
         self.on_found = on_found
+        self._meters = {m.name: m for m in meters}
         self._found: dict[str, Found] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: Only the meters a readout holds or waits on (freed by the last one out).
+        self._turns: dict[str, _Turns] = {}
 
     def load(self, known: Mapping[str, tuple[str, int | None]]) -> None:
         """What earlier runs found, as the storage keeps it (:func:`stored`)."""
@@ -65,9 +85,25 @@ class ProtocolFinder:
             if found is not None:
                 self._found[meter] = found
 
+    def configure(self, meters: Iterable[MeterConfig]) -> None:
+        """The meters configured from now on (a reload's): those removed or changed are
+        forgotten (:meth:`forget`)."""
+        fresh = {m.name: m for m in meters}
+        self.forget([name for name, m in self._meters.items() if fresh.get(name) != m])
+        self._meters = fresh
+
     def forget(self, meters: Iterable[str]) -> None:
+        """What was found for ``meters`` (removed, or their settings changed): each is
+        detected again at its next readout, and a detection still running for it is not kept."""
         for meter in meters:
             self._found.pop(meter, None)
+            turns = self._turns.get(meter)
+            if turns is not None:
+                turns.generation += 1
+
+    def busy(self) -> frozenset[str]:
+        """The meters a readout holds or waits on the finder for now."""
+        return frozenset(self._turns)
 
     def found(self, meter: str) -> Found | None:
         return self._found.get(meter)
@@ -82,14 +118,27 @@ class ProtocolFinder:
     async def find(self, meter: MeterConfig) -> KmpSettings | None:
         """``meter``'s KMP settings with the line found, or ``None`` for mode A; detected now
         if not known yet (:class:`~kamstrup382.errors.ReadTimeout` when nothing answers)."""
-        lock = self._locks.setdefault(meter.name, asyncio.Lock())
-        async with lock:
-            known = self._found.get(meter.name)
-            if known is None:
-                known = await self._detect(meter)
-                self._found[meter.name] = known
-                if self.on_found is not None:
-                    await self.on_found(meter.name, known)
+        turns = self._turns.get(meter.name) or self._turns.setdefault(meter.name, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                current = self._meters.get(meter.name) == meter
+                known = self._found.get(meter.name) if current else None
+                if known is None:
+                    generation = turns.generation
+                    known = await self._detect(meter)
+                    if generation != turns.generation or self._meters.get(meter.name) != meter:
+                        # removed or changed (by a reload) before or while detecting: this
+                        # readout uses what it found, nothing is kept
+                        log.debug("meter %s: auto: not kept (not configured so now)", meter.name)
+                    else:
+                        self._found[meter.name] = known
+                        if self.on_found is not None:
+                            await self.on_found(meter.name, known)
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._turns[meter.name]
         protocol, line = known
         if protocol != "kmp" or line is None:
             return None

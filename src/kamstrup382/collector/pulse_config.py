@@ -22,15 +22,21 @@
 
 The pulse keys need ``pulses``, the tariff keys ``tariff_output``; each bad value is a
 :class:`~kamstrup382.errors.ConfigError` naming its dotted key (``meters[0].pulse_constant``).
+Without ``tariff_zone`` the schedule follows the system's zone with its rules
+(:func:`system_zone`), so a schedule in local time keeps to the wall clock across DST changes.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from functools import partial
+from datetime import UTC, tzinfo
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,7 +47,9 @@ from kamstrup382.pulses.live import PulseSettings
 from kamstrup382.pulses.sources import open_pulse_source
 from kamstrup382.pulses.tariff import open_tariff_output
 
-__all__ = ["PULSE_CHECKS", "TariffSettings", "pulse_settings", "tariff_settings"]
+__all__ = ["PULSE_CHECKS", "TariffSettings", "pulse_settings", "system_zone", "tariff_settings"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +98,70 @@ def _zone(value: object, key: str) -> tzinfo:
     name = check.text(value, key).strip()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(key, f"no time zone {name!r} (e.g. Europe/Copenhagen, UTC)") from None
+
+
+def _named_zone(path: Path) -> ZoneInfo | None:
+    """The zone a path into a ``zoneinfo`` directory names (``.../zoneinfo/Europe/Copenhagen``),
+    by that name if this Python knows it; ``None`` for any other path."""
+    parts = path.parts
+    if "zoneinfo" not in parts:
+        return None
+    name = "/".join(parts[len(parts) - parts[::-1].index("zoneinfo") :])
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _zone_file(path: Path, name: str) -> ZoneInfo:
+    """The zone in the TZif file at ``path``, shown as ``name``."""
+    return _zone_of(path.read_bytes(), name)
+
+
+@cache
+def _zone_of(data: bytes, name: str) -> ZoneInfo:
+    # one object per file content: zones compare by identity (as ``ZoneInfo(key)`` is cached),
+    # and a reload must not see every scheduled meter as changed
+    return ZoneInfo.from_file(io.BytesIO(data), key=name)
+
+
+def system_zone(
+    environ: Mapping[str, str] = os.environ, localtime: Path = Path("/etc/localtime")
+) -> tzinfo:
+    """The system's time zone, with its rules (its DST changes, not today's offset).
+
+    ``TZ`` when set (``Europe/Copenhagen``, ``:Europe/Copenhagen``, or a zone file's path),
+    else what ``localtime`` is: a link into a ``zoneinfo`` directory is the zone it names, a
+    plain file (or a link elsewhere) the zone in that file. Else UTC, with a warning. A ``TZ``
+    that names no zone file (a POSIX rule such as ``CET-1CEST``) is a ``ConfigError`` on
+    ``TZ``: the caller names the key that would spare it.
+    """
+    given = environ.get("TZ", "").strip().removeprefix(":")
+    if given:
+        if given.startswith("/"):
+            path = Path(given)
+            try:
+                return _named_zone(path) or _zone_file(path, given)
+            except (OSError, ValueError):
+                raise ConfigError("TZ", f"{given!r} is not a time zone file") from None
+        try:
+            return ZoneInfo(given)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ConfigError(
+                "TZ", f"{given!r} is not an IANA time zone name (e.g. Europe/Copenhagen)"
+            ) from None
+    try:
+        if localtime.is_symlink():
+            target = Path(os.path.normpath(localtime.parent / os.readlink(localtime)))
+            named = _named_zone(target)
+            if named is not None:
+                return named
+        return _zone_file(localtime, str(localtime))
+    except (OSError, ValueError) as exc:
+        log.warning("no time zone from TZ or %s (%s): using UTC", localtime, exc)
+        return UTC
 
 
 PULSE_CHECKS: dict[str, Callable[[object, str], Any]] = {
@@ -116,7 +186,15 @@ def tariff_settings(values: Mapping[str, Any], prefix: str) -> TariffSettings | 
         return None
     schedule = None
     if "tariff_schedule" in values:
-        zone: tzinfo = values.get("tariff_zone") or datetime.now().astimezone().tzinfo or UTC
+        zone = values.get("tariff_zone")
+        if zone is None:
+            try:
+                zone = system_zone()
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{prefix}.tariff_zone",
+                    f"not given, and the system's TZ {exc.problem}: name the zone",
+                ) from None
         try:
             schedule = TariffSchedule.parse(values["tariff_schedule"], zone=zone)
         except ConfigError as exc:
