@@ -39,10 +39,14 @@ The collector runs with the open-file limit raised, the garbage collector's firs
 - CPU seconds of this (collector) process per readout (a meter read in the cycle, all its
   attempts; ``resource.getrusage``), everything included: connecting, the reader, decoding,
   judging, storage, the event loop; and the CPU seconds of the collector and of the emulator
-  processes during the cycle (they share the machine), connecting ahead included.
+  processes during the cycle (they share the machine), connecting ahead included; of the
+  collector's, the system's share ("of it sys": the kernel's work on its sockets).
 - attempts: the telegrams the cycle's readings took, together (3 per meter in the first).
 - last request s: seconds from ``at`` until the last request went out (``read_at`` is the time
   of the request): the time the event loop takes to wake the readers and send the requests.
+- tail s: cycle - last request - floor: how long the cycle ran on after the last reply's last
+  character was due, the collector finishing the readouts whose replies all end within the
+  spread of the requests (about ``meters`` x the work at a reply's end).
 
 The figures measured, and the targets, are in docs/collector.md.
 
@@ -107,6 +111,8 @@ class Result:
     cycle: float
     floor: float
     cpu: float
+    #: Of ``cpu``, the system's share (the kernel's work for this process: the sockets).
+    system_cpu: float
     emulator_cpu: float
     #: Seconds from the start to the last request sent (connected ahead: close to 0); with
     #: confirmations, the request of the last attempt.
@@ -115,6 +121,12 @@ class Result:
     @property
     def ratio(self) -> float:
         return self.cycle / self.floor
+
+    @property
+    def tail(self) -> float:
+        """Seconds the cycle ran on after the last reply's last character was due (the last
+        request + the floor): the collector finishing the readouts that ended last."""
+        return self.cycle - self.last_request - self.floor
 
     @property
     def cpu_per_readout(self) -> float:
@@ -228,7 +240,8 @@ async def measure(
     result = await collector.run_once(at=at)
     after = resource.getrusage(resource.RUSAGE_SELF)
     emulated = emulator_cpu(emulators) - emulated_before
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    system = after.ru_stime - before.ru_stime
+    cpu = (after.ru_utime - before.ru_utime) + system
     reply = max((len(r.raw) for r in result.readings), default=167)
     floor = (len(REQUEST) + reply) / CHARS_PER_SECOND + delay
     for line in result.summary()[:5]:
@@ -243,6 +256,7 @@ async def measure(
         result.duration,
         floor,
         cpu,
+        system,
         emulated,
         last,
     )
@@ -446,7 +460,8 @@ def main() -> int:
     print(
         f"{'meters':>7} {'cycle':>6} {'read':>7} {'failed':>7} {'attempts':>8} {'cycle s':>8} "
         f"{'floor s':>8} {'ratio':>6} {'CPU ms/readout':>15} {'collector CPU s':>16} "
-        f"{'emulator CPU s':>15} {'last request s':>15}"
+        f"{'of it sys':>9} "
+        f"{'emulator CPU s':>15} {'last request s':>15} {'tail s':>7}"
     )
     results: list[Result] = []
     for count in counts:
@@ -468,7 +483,8 @@ def main() -> int:
                 f"{result.meters:>7} {result.cycle_kind:>6} {result.read:>7} "
                 f"{result.failed:>7} {result.attempts:>8} {result.cycle:>8.2f} "
                 f"{result.floor:>8.3f} {ratio} {result.cpu_per_readout * 1000:>15.3f} "
-                f"{result.cpu:>16.2f} {result.emulator_cpu:>15.2f} {result.last_request:>15.3f}"
+                f"{result.cpu:>16.2f} {result.system_cpu:>9.2f} {result.emulator_cpu:>15.2f} "
+                f"{result.last_request:>15.3f} {result.tail:>7.3f}"
                 f"   load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )

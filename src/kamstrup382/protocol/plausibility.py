@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -150,7 +150,7 @@ def check_telegram(telegram: Telegram, dialect: Dialect | None = None) -> None:
                 offset=offset,
                 line=line,
             )
-    values = telegram.registers
+    values = telegram.register_values()
 
     def where(code: str) -> tuple[int, int]:
         return _place(telegram, found[code][2])
@@ -172,7 +172,7 @@ def _place(telegram: Telegram, ordinal: int) -> tuple[int, int]:
 _Where = Callable[[str], tuple[int, int]]
 
 
-def _check_sum(dialect: Dialect, values: dict[str, Decimal | str], where: _Where) -> None:
+def _check_sum(dialect: Dialect, values: Mapping[str, Decimal | str], where: _Where) -> None:
     total = dialect.register(dialect.total)
     wrap = total.wraps_at
     parts = [dialect.register(name) for name in dialect.parts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -160,10 +161,14 @@ class Telegram:
         ``Decimal`` for numeric registers; text for the customer number and for a value that
         is not a number (an empty one, say). A new dictionary on each call.
         """
-        return dict(self._values())
+        values = self._registers
+        return (
+            block_registers(self._pieces, self._dialect.by_code) if values is None else dict(values)
+        )
 
-    def _values(self) -> dict[str, Decimal | str]:
-        """The registers' values, read once (callers must not change the dictionary)."""
+    def register_values(self) -> Mapping[str, Decimal | str]:
+        """:attr:`registers`, read once and kept by this telegram, read-only (the plausibility
+        checks and :meth:`meter_values` share it)."""
         values = self._registers
         if values is None:
             values = self._registers = block_registers(self._pieces, self._dialect.by_code)
@@ -172,7 +177,7 @@ class Telegram:
     def meter_values(self) -> MeterValues:
         """The registers of the meter's dialect (``None`` for the others); :class:`UsageError`
         if one of its registers is missing."""
-        regs = self._values()
+        regs = self.register_values()
         missing = [r.name for r in self._dialect.registers if r.name not in regs]
         if missing:
             raise UsageError(f"telegram lacks registers {', '.join(missing)}")
