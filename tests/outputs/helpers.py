@@ -23,6 +23,7 @@ from kamstrup382.protocol import (
 from kamstrup382.storage import FailureRecord, KmpReadingRecord, ReadingRecord
 
 __all__ = [
+    "ALL",
     "PATIENCE",
     "START",
     "STEP",
@@ -34,6 +35,9 @@ __all__ = [
     "reading",
     "settle",
 ]
+
+#: The topics an MQTT test watches: the states, Home Assistant's discovery, a test prefix.
+ALL = ["kamstrup382/#", "homeassistant/#", "k382-test/#"]
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 STEP = timedelta(minutes=15)

@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.mosquitto
 
 #: The meters of these tests are 685-382s: their registers.
 REGISTERS = KAMSTRUP_382.registers
-
-ALL = ["kamstrup382/#", "homeassistant/#", "k382-test/#"]
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -84,12 +76,6 @@ async def drained(storage: Storage) -> None:
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(empty(), PATIENCE)
-
-
-@pytest.fixture
-async def watcher(mosquitto: MosquittoBroker) -> AsyncIterator[Watcher]:
-    async with Watcher(mosquitto.host, mosquitto.port, ALL) as w:
-        yield w
 
 
 HOUSE = "kamstrup382_685-382-OK-15_00054042"
