@@ -14,9 +14,9 @@ from kamstrup382.storage import ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import Watcher, failure, reading, settle
+from .helpers import Watcher, failure, make_output, reading, settle
 from .test_discovery import check_device_schema
-from .test_mqtt import HOUSE, HOUSE_CONFIG, make_output, store_and_publish
+from .test_mqtt import HOUSE, HOUSE_CONFIG, store_and_publish
 
 pytestmark = pytest.mark.mosquitto
 

@@ -28,7 +28,7 @@ from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.storage import AnyReading, FailureRecord, Storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import Watcher, failure, kmp_reading, reading, settle
+from .helpers import Watcher, failure, kmp_reading, make_output, reading, settle
 from .test_discovery import check_device_schema
 
 pytestmark = pytest.mark.mosquitto
@@ -37,18 +37,6 @@ FLAT = "kamstrup382_kmp_0382_54042"
 FLAT_CONFIG = f"homeassistant/device/{FLAT}/config"
 HOUSE_CONFIG = "homeassistant/device/kamstrup382_685-382-OK-15_00054042/config"
 QUARTER = timedelta(minutes=15)
-
-
-def make_output(broker: MosquittoBroker, meters: Sequence[MeterSetup], **extra: Any) -> MqttOutput:
-    section: dict[str, Any] = {
-        "url": broker.url,
-        "client_id": "k382-test-collector",
-        "reconnect_delay": 0.05,
-        "reconnect_max": 0.2,
-        "timeout": 5,
-        **extra,
-    }
-    return MqttOutput.from_config(section, list(meters))
 
 
 async def store_and_publish(

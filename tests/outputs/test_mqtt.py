@@ -13,7 +13,6 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import PATIENCE, Gate, Received, Watcher, failure, reading, settle
+from .helpers import PATIENCE, Gate, Received, Watcher, failure, make_output, reading, settle
 from .test_discovery import check_device_schema
 
 pytestmark = pytest.mark.mosquitto
@@ -41,20 +40,6 @@ def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stor
         url = request.getfixturevalue("postgres_db_url")
     with open_storage(url) as store:
         yield store
-
-
-def make_output(
-    broker: MosquittoBroker | Gate, meters: Sequence[str] = ("house",), **extra: Any
-) -> MqttOutput:
-    section: dict[str, Any] = {
-        "url": broker.url,
-        "client_id": "k382-test-collector",
-        "reconnect_delay": 0.05,
-        "reconnect_max": 0.2,
-        "timeout": 5,
-        **extra,
-    }
-    return MqttOutput.from_config(section, list(meters))
 
 
 async def store_and_publish(
