@@ -48,13 +48,14 @@ class OutboxWorker(KeepsState):
 
     The output calls :meth:`_keep_worker` in its ``__init__``, :meth:`_begin` then
     :meth:`_run_in_background` in ``start``, :meth:`_stop_worker` in ``stop``, and
-    :meth:`_release` to give back its claims; its task watches ``_stopping`` (and
-    ``_abandon``, if it has a clean way out) and waits on ``_wake`` or ``_stop_event``.
+    :meth:`_release` to give back its claims (held under :meth:`_client_id`); its task
+    watches ``_stopping`` (and ``_abandon``, if it has a clean way out) and waits on ``_wake``
+    or ``_stop_event``.
     """
 
     #: The output's words in the log (a class attribute of each output).
     worker_log: WorkerLog
-    #: The outbox queue the output publishes from, and the holder its claims are under.
+    #: The output's name: its queue of the outbox, and its word in the log.
     name: str
     _storage: Storage | None
     _task: asyncio.Task[None] | None
