@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +13,8 @@ from typing import Any
 
 import aiomqtt
 
+from kamstrup382.outputs.discovery import MeterSetup
+from kamstrup382.outputs.mqtt import MqttOutput
 from kamstrup382.protocol import (
     BccAlgorithm,
     Identification,
@@ -21,8 +23,10 @@ from kamstrup382.protocol import (
     parse_type_number,
 )
 from kamstrup382.storage import FailureRecord, KmpReadingRecord, ReadingRecord
+from tests.fixtures.mosquitto import MosquittoBroker
 
 __all__ = [
+    "ALL",
     "PATIENCE",
     "START",
     "STEP",
@@ -31,9 +35,13 @@ __all__ = [
     "Watcher",
     "failure",
     "kmp_reading",
+    "make_output",
     "reading",
     "settle",
 ]
+
+#: The topics an MQTT test watches: the states, Home Assistant's discovery, a test prefix.
+ALL = ["kamstrup382/#", "homeassistant/#", "k382-test/#"]
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -338,3 +346,19 @@ class Gate:
             await asyncio.gather(*tasks)
         finally:
             self._tasks -= tasks
+
+
+def make_output(
+    broker: MosquittoBroker | Gate, meters: Sequence[str | MeterSetup] = ("house",), **extra: Any
+) -> MqttOutput:
+    """An MQTT output to ``broker`` (the test broker, or a :class:`Gate` to it) for ``meters``,
+    quick to reconnect; ``extra``: more keys of the ``[mqtt]`` table."""
+    section: dict[str, Any] = {
+        "url": broker.url,
+        "client_id": "k382-test-collector",
+        "reconnect_delay": 0.05,
+        "reconnect_max": 0.2,
+        "timeout": 5,
+        **extra,
+    }
+    return MqttOutput.from_config(section, list(meters))

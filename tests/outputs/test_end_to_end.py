@@ -24,9 +24,9 @@ from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
 from .helpers import Gate, Received, Watcher
+from .scrape import scrape, value
 from .test_discovery import check_device_schema
 from .test_mqtt import drained, live_states, outage, recover
-from .test_prometheus import scrape, value
 
 #: The meters of these tests are 685-382s: their registers.
 REGISTERS = KAMSTRUP_382.registers

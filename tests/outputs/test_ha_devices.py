@@ -5,9 +5,7 @@ sharing one PostgreSQL database clearing only what none of them announces."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +14,9 @@ from kamstrup382.storage import ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import Watcher, failure, reading, settle
+from .helpers import Watcher, failure, make_output, reading, settle
 from .test_discovery import check_device_schema
-from .test_mqtt import ALL, HOUSE, HOUSE_CONFIG, make_output, store_and_publish
+from .test_mqtt import HOUSE, HOUSE_CONFIG, store_and_publish
 
 pytestmark = pytest.mark.mosquitto
 
@@ -28,18 +26,6 @@ GARAGE_CONFIG = f"homeassistant/device/{GARAGE}/config"
 
 def garage(index: int = 0) -> ReadingRecord:
     return reading("garage", index, customer_number="00000007")
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
-
-
-@pytest.fixture
-async def watcher(mosquitto: MosquittoBroker) -> AsyncIterator[Watcher]:
-    async with Watcher(mosquitto.host, mosquitto.port, ALL) as w:
-        yield w
 
 
 async def retained(broker: MosquittoBroker, topics: list[str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,11 @@ import pytest
 
 from kamstrup382.outputs.influxdb import InfluxOutput
 from kamstrup382.storage import ReadingRecord, Storage
-from kamstrup382.storage.url import open_storage
 from tests.fixtures.influxdb import InfluxServer
 
 from .helpers import PATIENCE, reading
 
 QUERY = "SELECT * FROM kamstrup382 GROUP BY *"
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
 
 
 def make_output(server: InfluxServer, **extra: Any) -> InfluxOutput:

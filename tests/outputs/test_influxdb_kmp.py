@@ -6,10 +6,9 @@ one type; and through the output's queue (the storage keeps KMP readings from sc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from kamstrup382.outputs.influxdb_series import KMP_FIELDS, kmp_point, reading_p
 from kamstrup382.outputs.influxdb_settings import InfluxSettings
 from kamstrup382.protocol.kmp import KMP_382_REGISTERS
 from kamstrup382.storage import AnyReading, KmpReadingRecord, Storage
-from kamstrup382.storage.url import open_storage
 from tests.fixtures.influxdb import InfluxServer
 
 from .helpers import PATIENCE, START, STEP, reading
@@ -200,12 +198,6 @@ def _check_kmp_row(row: Mapping[str, object], record: KmpReadingRecord) -> None:
     assert row["duration_s"] == record.duration
     assert row["exchanges"] == record.exchanges and row["attempts"] == record.attempts
     assert not row["customer_number"] and row["answer_delay_s"] is None  # no mode A tag, field
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
 
 
 async def test_the_output_writes_both_kinds_from_one_batch_of_its_queue(

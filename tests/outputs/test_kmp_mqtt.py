@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,43 +26,17 @@ from kamstrup382.outputs.power import PowerMqttOutput
 from kamstrup382.protocol.kmp import KMP_382_REGISTERS
 from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.storage import AnyReading, FailureRecord, Storage
-from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import Watcher, failure, kmp_reading, reading, settle
+from .helpers import Watcher, failure, kmp_reading, make_output, reading, settle
 from .test_discovery import check_device_schema
 
 pytestmark = pytest.mark.mosquitto
 
-ALL = ["kamstrup382/#", "homeassistant/#", "k382-test/#"]
 FLAT = "kamstrup382_kmp_0382_54042"
 FLAT_CONFIG = f"homeassistant/device/{FLAT}/config"
 HOUSE_CONFIG = "homeassistant/device/kamstrup382_685-382-OK-15_00054042/config"
 QUARTER = timedelta(minutes=15)
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
-
-
-@pytest.fixture
-async def watcher(mosquitto: MosquittoBroker) -> AsyncIterator[Watcher]:
-    async with Watcher(mosquitto.host, mosquitto.port, ALL) as w:
-        yield w
-
-
-def make_output(broker: MosquittoBroker, meters: Sequence[MeterSetup], **extra: Any) -> MqttOutput:
-    section: dict[str, Any] = {
-        "url": broker.url,
-        "client_id": "k382-test-collector",
-        "reconnect_delay": 0.05,
-        "reconnect_max": 0.2,
-        "timeout": 5,
-        **extra,
-    }
-    return MqttOutput.from_config(section, list(meters))
 
 
 async def store_and_publish(

@@ -4,10 +4,8 @@ pulse input's live power, and checked by ``promtool check metrics``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,26 +15,9 @@ from kamstrup382.outputs.power_metrics import PowerMetrics
 from kamstrup382.outputs.prometheus import PrometheusOutput
 from kamstrup382.pulses.live import PowerUpdate
 from kamstrup382.storage import Storage
-from kamstrup382.storage.url import open_storage
 
 from .helpers import failure, kmp_reading, reading
-from .test_prometheus import promtool_check_metrics, scrape, scrape_text, value
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
-
-
-@pytest.fixture
-async def output(storage: Storage) -> AsyncIterator[PrometheusOutput]:
-    exporter = PrometheusOutput.from_config({"listen": "127.0.0.1:0"}, ["flat", "house"])
-    await exporter.start(storage)
-    try:
-        yield exporter
-    finally:
-        await exporter.stop()
+from .scrape import promtool_check_metrics, scrape, scrape_text, value
 
 
 async def test_a_kmp_meters_power_voltage_and_current_per_phase(output: PrometheusOutput) -> None:

@@ -11,9 +11,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,21 +22,13 @@ from kamstrup382.storage import FailureRecord, ReadingRecord, Storage
 from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
-from .helpers import PATIENCE, Gate, Received, Watcher, failure, reading, settle
+from .helpers import PATIENCE, Gate, Received, Watcher, failure, make_output, reading, settle
 from .test_discovery import check_device_schema
 
 pytestmark = pytest.mark.mosquitto
 
 #: The meters of these tests are 685-382s: their registers.
 REGISTERS = KAMSTRUP_382.registers
-
-ALL = ["kamstrup382/#", "homeassistant/#", "k382-test/#"]
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -49,20 +40,6 @@ def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stor
         url = request.getfixturevalue("postgres_db_url")
     with open_storage(url) as store:
         yield store
-
-
-def make_output(
-    broker: MosquittoBroker | Gate, meters: Sequence[str] = ("house",), **extra: Any
-) -> MqttOutput:
-    section: dict[str, Any] = {
-        "url": broker.url,
-        "client_id": "k382-test-collector",
-        "reconnect_delay": 0.05,
-        "reconnect_max": 0.2,
-        "timeout": 5,
-        **extra,
-    }
-    return MqttOutput.from_config(section, list(meters))
 
 
 async def store_and_publish(
@@ -84,12 +61,6 @@ async def drained(storage: Storage) -> None:
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(empty(), PATIENCE)
-
-
-@pytest.fixture
-async def watcher(mosquitto: MosquittoBroker) -> AsyncIterator[Watcher]:
-    async with Watcher(mosquitto.host, mosquitto.port, ALL) as w:
-        yield w
 
 
 HOUSE = "kamstrup382_685-382-OK-15_00054042"

@@ -24,8 +24,8 @@ from kamstrup382.storage.url import open_storage
 from tests.fixtures.mosquitto import MosquittoBroker
 
 from .helpers import PATIENCE, Watcher, reading
+from .scrape import scrape, value
 from .test_mqtt import store_and_publish
-from .test_prometheus import scrape, value
 
 pytestmark = pytest.mark.mosquitto
 

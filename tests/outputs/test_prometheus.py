@@ -6,17 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-import subprocess
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from kamstrup382.collector.config import parse_config
 from kamstrup382.errors import ConfigError
@@ -24,10 +18,9 @@ from kamstrup382.outputs.metrics import BUCKETS, failure_kinds
 from kamstrup382.outputs.mqtt import MqttOutput
 from kamstrup382.outputs.prometheus import PER_METER_HISTOGRAMS_UP_TO, PrometheusOutput
 from kamstrup382.storage import MISSED, Storage
-from kamstrup382.storage.url import open_storage
-from tests.fixtures.prometheus import PROMTOOL
 
 from .helpers import failure, reading
+from .scrape import Families, promtool_check_metrics, scrape, scrape_text, value
 
 ALLOWED_LABELS = {"meter", "tariff", "period", "kind", "le", "phase"}
 #: the labels of the info metrics
@@ -38,66 +31,6 @@ INFO_LABELS = {
     },
     "kamstrup382_build_info": {"version", "python"},
 }  # fmt: skip
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    with open_storage(f"sqlite:///{tmp_path / 'readings.sqlite'}") as store:
-        yield store
-
-
-@pytest.fixture
-async def output(storage: Storage) -> AsyncIterator[PrometheusOutput]:
-    exporter = PrometheusOutput.from_config({"listen": "127.0.0.1:0"}, ["house", "garage"])
-    await exporter.start(storage)
-    try:
-        yield exporter
-    finally:
-        await exporter.stop()
-
-
-Families = dict[str, tuple[str, list[Sample]]]
-
-
-async def scrape_text(output: PrometheusOutput | str) -> str:
-    """The exposition ``/metrics`` serves, from a real HTTP scrape."""
-    url = output if isinstance(output, str) else output.url
-
-    def get() -> tuple[str, str]:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.headers["Content-Type"], response.read().decode()
-
-    content_type, text = await asyncio.to_thread(get)
-    assert content_type.startswith("text/plain; version=0.0.4")
-    return text
-
-
-async def scrape(output: PrometheusOutput | str) -> Families:
-    """family name -> (type, samples), from a real HTTP scrape."""
-    text = await scrape_text(output)
-    return {f.name: (f.type, list(f.samples)) for f in text_string_to_metric_families(text)}
-
-
-async def promtool_check_metrics(text: str) -> str:
-    """What ``promtool check metrics`` says of ``text`` (empty: nothing to say); its exit
-    status must agree."""
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [PROMTOOL, "check", "metrics"],
-        input=text.encode(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    said = (result.stdout + result.stderr).decode().strip()
-    assert (result.returncode == 0) == (said == ""), said
-    return said
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    found = [s.value for s in samples if s.name == name and s.labels == labels]
-    assert len(found) == 1, (name, labels, samples)
-    return found[0]
 
 
 async def test_registers_are_exported_with_their_types_and_labels(

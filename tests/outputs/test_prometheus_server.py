@@ -40,7 +40,7 @@ from tests.fixtures.mosquitto import MosquittoBroker, free_port
 from tests.fixtures.prometheus import JOB, PROMTOOL, PrometheusServer
 
 from .helpers import kmp_reading
-from .test_prometheus import promtool_check_metrics
+from .scrape import promtool_check_metrics
 
 pytestmark = pytest.mark.mosquitto
 

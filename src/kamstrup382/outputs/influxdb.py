@@ -57,12 +57,11 @@ from kamstrup382.outputs.health import (
     STATES,
     STOPPED,
     UNREACHABLE,
-    KeepsState,
-    default_state_file,
 )
 from kamstrup382.outputs.influxdb_line import encode_point
 from kamstrup382.outputs.influxdb_series import reading_point
 from kamstrup382.outputs.influxdb_settings import InfluxSettings
+from kamstrup382.outputs.outbox_worker import OutboxWorker, WorkerLog
 from kamstrup382.storage import AnyReading, FailureRecord, Storage
 
 __all__ = ["STATES", "InfluxOutput", "InfluxSettings"]
@@ -84,7 +83,7 @@ class _WriteFailed(Kamstrup382Error):
         self.login = login
 
 
-class InfluxOutput(KeepsState, Output):
+class InfluxOutput(OutboxWorker, Output):
     """Writes stored readings to InfluxDB, from its queue of the durable outbox, in order.
 
     Attributes for monitoring: ``state`` (one of :data:`STATES`), ``written`` (points InfluxDB
@@ -95,6 +94,7 @@ class InfluxOutput(KeepsState, Output):
 
     name = "influxdb"
     uses_outbox = True
+    worker_log = WorkerLog(log, queue="queue", worker="writer", unflushed="queue not written")
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
@@ -103,13 +103,8 @@ class InfluxOutput(KeepsState, Output):
         self.requests = 0
         self.failures = 0
         self.login_refusals = 0
-        self._keep_state(settings.state_file)
-        self._storage: Storage | None = None
+        self._keep_worker(settings.state_file)
         self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._stopping = False
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], meters: Sequence[Any] = ()) -> InfluxOutput:
@@ -121,18 +116,12 @@ class InfluxOutput(KeepsState, Output):
         the queue holds the readings)."""
         if self._task is not None:
             return
-        self._storage = storage
-        self._wake = asyncio.Event()
-        self._stop_event = asyncio.Event()
-        self._stopping = False
-        if self._state_file is None:
-            self._state_file = default_state_file(storage.url, self.name)
-        await self._set_state(STARTING)
+        await self._begin(storage)
         verify: ssl.SSLContext | bool = await asyncio.to_thread(self.settings.tls_context)
         self._client = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(self.settings.timeout), trust_env=False
         )
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="k382-influxdb")
+        self._run_in_background(self._run(), "k382-influxdb")
 
     async def publish(
         self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
@@ -144,34 +133,20 @@ class InfluxOutput(KeepsState, Output):
     async def stop(self) -> None:
         """Write what the queue holds (for up to ``stop_timeout`` seconds); what is left stays
         queued for the next start."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-        if self._stop_event is not None:
-            self._stop_event.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.settings.stop_timeout)
-        except TimeoutError:
-            log.warning(
-                "influxdb: queue not written within %.1f s; the rest waits for the next start",
-                self.settings.stop_timeout,
-            )
-        except Exception:
-            log.exception("influxdb: writer failed")
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self._release()  # a round cut short leaves no claims behind
-            if self._client is not None:
-                await self._client.aclose()
-                self._client = None
-            await self._set_state(STOPPED)
+        await self._stop_worker(self.settings.stop_timeout, finish=self._stopped)
+
+    async def _stopped(self) -> None:
+        """Claims given back, the HTTP client closed, state ``stopped``."""
+        await self._release()  # a round cut short leaves no claims behind
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        await self._set_state(STOPPED)
 
     # -- health ----------------------------------------------------------------------------------
+    def _client_id(self) -> str:
+        return self.settings.client_id
+
     def _counters(self) -> Mapping[str, int]:
         return {
             "written": self.written,
@@ -357,17 +332,6 @@ class InfluxOutput(KeepsState, Output):
             record.read_at.isoformat(),
             why,
         )
-
-    async def _release(self) -> None:
-        """Give back this output's claims on its queue (best effort: else they expire)."""
-        if self._storage is None:
-            return
-        try:
-            await asyncio.to_thread(
-                self._storage.outbox_release, self.settings.client_id, output=self.name
-            )
-        except Kamstrup382Error as exc:
-            log.warning("influxdb: giving back queue claims failed (they expire): %s", exc)
 
 
 def _message(response: httpx.Response) -> str:

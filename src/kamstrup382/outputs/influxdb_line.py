@@ -20,7 +20,7 @@ control character in a name (it would end the line), a backslash in a name (Infl
 ``\\`` there as an escaped backslash followed by a separator, and a trailing one escapes the
 separator after it: no spelling of it survives), a measurement starting with ``#`` (a comment
 line), the key ``time`` (InfluxDB refuses it), a point without fields, a float that is not
-finite.
+finite, a line break in a string field value (line protocol has no escape for it).
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ def escape_key(text: str, what: str = "key") -> str:
 
 
 def string_field(value: str) -> str:
-    """A string field value, quoted."""
+    """A string field value, quoted; a line break in it refused (line protocol has no escape
+    for one: InfluxDB's "Line protocol reference")."""
+    if "\n" in value:
+        raise ValueError(f"line protocol: a line break in the string field value {value!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -56,17 +56,15 @@ from kamstrup382.outputs.ha_devices import Devices
 from kamstrup382.outputs.health import (
     CONNECTED,
     LOGIN_REFUSED,
-    STARTING,
     STATES,
     STOPPED,
     UNREACHABLE,
-    KeepsState,
-    default_state_file,
 )
 from kamstrup382.outputs.mqtt_devices import Disconnected as _Disconnected
 from kamstrup382.outputs.mqtt_devices import HomeAssistantSide
 from kamstrup382.outputs.mqtt_devices import Message as _Message
 from kamstrup382.outputs.mqtt_settings import MqttSettings
+from kamstrup382.outputs.outbox_worker import OutboxWorker, WorkerLog
 from kamstrup382.storage import (
     MISSED,
     AnyReading,
@@ -93,7 +91,7 @@ def login_refused(exc: BaseException) -> bool:
     return code in _LOGIN_REFUSED_CODES
 
 
-class MqttOutput(KeepsState, HomeAssistantSide, Output):
+class MqttOutput(OutboxWorker, HomeAssistantSide, Output):
     """Publishes stored readings to an MQTT broker, from the durable outbox, in order.
 
     Attributes for monitoring: ``connected`` (an event, set while a session with the broker
@@ -105,6 +103,7 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
 
     name = "mqtt"
     uses_outbox = True
+    worker_log = WorkerLog(log, queue="outbox", worker="publisher", unflushed="outbox not flushed")
 
     def __init__(
         self,
@@ -130,8 +129,7 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
         self.connect_attempts = 0
         self.login_refusals = 0
         self.published = 0
-        self._keep_state(settings.state_file)
-        self._stop_event: asyncio.Event | None = None
+        self._keep_worker(settings.state_file)
         self._meters = self._devices.facts
         self._errors: dict[str, tuple[str, str]] = {}  # meter -> kind, message of the newest
         self._readout_sent: dict[str, str] = {}
@@ -142,12 +140,7 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
         self._failed_at: dict[str, datetime] = {}
         self._available: dict[str, str] = {}
         self._available_sent: dict[str, str] = {}
-        self._storage: Storage | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
         self._connected: asyncio.Event | None = None
-        self._stopping = False
-        self._abandon = False
 
     @classmethod
     def from_config(
@@ -176,21 +169,14 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
         """
         if self._task is not None:
             return
-        self._storage = storage
         self._started_at = time.monotonic()
-        self._wake = asyncio.Event()
-        self._stop_event = asyncio.Event()
-        self._stopping = False
-        self._abandon = False
-        if self._state_file is None:
-            self._state_file = default_state_file(storage.url, self.name)
-        await self._set_state(STARTING)
+        await self._begin(storage)
         tls = await asyncio.to_thread(self.settings.tls_context)
         try:
             await asyncio.to_thread(self._load, storage)
         except Kamstrup382Error as exc:
             log.warning("mqtt: could not read the meters' last state from storage: %s", exc)
-        self._task = asyncio.get_running_loop().create_task(self._run(tls), name="k382-mqtt")
+        self._run_in_background(self._run(tls), "k382-mqtt")
 
     async def publish(
         self, readings: Sequence[AnyReading], failures: Sequence[FailureRecord]
@@ -207,8 +193,7 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
             read = self._read_at.get(failure.meter)
             if read is None or failure.failed_at > read:
                 self._available[failure.meter] = OFFLINE
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
 
     def meters_changed(self, meters: Sequence[Any]) -> None:
         """A reloaded configuration (names or configured meters): every device is announced
@@ -217,46 +202,26 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
         for meter in [m for m in self._available if m not in self._devices.setups]:
             del self._available[meter]
         self._announce_all = True
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
 
     async def stop(self) -> None:
         """Publish what the outbox holds (for up to ``stop_timeout`` seconds), say ``offline``
         and disconnect. What is left stays in the outbox for the next start."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-        if self._stop_event is not None:
-            self._stop_event.set()
-        try:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), self.settings.stop_timeout)
-            except TimeoutError:
-                log.warning(
-                    "mqtt: outbox not flushed within %.1f s; the rest waits for the next start",
-                    self.settings.stop_timeout,
-                )
-                # leave after the batch in flight, still saying offline and disconnecting
-                self._abandon = True
-                if self._wake is not None:
-                    self._wake.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), self.settings.timeout)
-        except Exception:
-            log.exception("mqtt: publisher failed")
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            self.connected.clear()
-            await self._release()  # a round cut short leaves no claims behind
-            await self._release_announcements()
-            await self._set_state(STOPPED)
+        await self._stop_worker(
+            self.settings.stop_timeout, grace=self.settings.timeout, finish=self._stopped
+        )
+
+    async def _stopped(self) -> None:
+        """Disconnected: claims and announcement leases given back, state ``stopped``."""
+        self.connected.clear()
+        await self._release()  # a round cut short leaves no claims behind
+        await self._release_announcements()
+        await self._set_state(STOPPED)
 
     # -- health ----------------------------------------------------------------------------------
+    def _client_id(self) -> str:
+        return self.settings.client_id
+
     def _counters(self) -> Mapping[str, int]:
         return {
             "connect_attempts": self.connect_attempts,
@@ -498,15 +463,6 @@ class MqttOutput(KeepsState, HomeAssistantSide, Output):
             for _, record in items[len(done) :]:
                 self._announced.pop(record.meter, None)  # announce again with it
             raise _Disconnected(f"publishing failed: {self.last_error}")
-
-    async def _release(self) -> None:
-        """Give back this output's claims on the outbox (best effort: else they expire)."""
-        if self._storage is None:
-            return
-        try:
-            await asyncio.to_thread(self._storage.outbox_release, self.settings.client_id)
-        except Kamstrup382Error as exc:
-            log.warning("mqtt: giving back outbox claims failed (they expire): %s", exc)
 
     async def _send(
         self, client: aiomqtt.Client, topic: str, payload: str, *, qos: int, retain: bool

@@ -69,7 +69,8 @@ __all__ = [
 ]
 
 #: Up to this many meters, each has its own readout histogram unless configured otherwise
-#: (13 series a meter); above it only the fleet-wide one, unless ``per_meter_histograms``.
+#: (17 series a meter: 14 buckets, +Inf, sum, count); above it only the fleet-wide one, unless
+#: ``per_meter_histograms``.
 PER_METER_HISTOGRAMS_UP_TO = 50
 #: Seconds between two reads of the outbox backlog from the storage.
 BACKLOG_REFRESH = 5.0
