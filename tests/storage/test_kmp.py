@@ -200,6 +200,10 @@ def test_what_auto_found_is_remembered_per_meter(storage: Storage) -> None:
     with pytest.raises(StorageError, match="positive"):
         storage.remember_protocol("flat", "kmp", 0)
     assert storage.known_protocols(["flat"]) == {"flat": ("kmp", 1200)}
+    storage.forget_protocols(["flat", "nobody"])  # to be detected again
+    assert storage.known_protocols(["flat", "house"]) == {"house": ("iec", None)}
+    storage.forget_protocols([])
+    assert storage.known_protocols(["house"]) == {"house": ("iec", None)}
 
 
 @pytest.mark.postgres

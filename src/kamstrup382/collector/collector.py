@@ -224,12 +224,19 @@ class Collector:
         self.kmp_history.load(r for r in stored.values() if isinstance(r, KmpReadingRecord))
         self.pool.load_hints({name: record.bcc_algorithm for name, record in mode_a.items()})
 
-    async def _remember_protocol(self, meter: str, found: Found) -> None:
+    async def _remember_protocol(self, meter: str, found: Found | None) -> None:
+        """Keep what auto found for ``meter`` in the storage (``None``: drop it)."""
         if self._writer is not None:
             try:
-                await self._writer.call(self.storage.remember_protocol, meter, *stored(found))
+                if found is None:
+                    await self._writer.call(self.storage.forget_protocols, [meter])
+                else:
+                    await self._writer.call(self.storage.remember_protocol, meter, *stored(found))
             except Kamstrup382Error as exc:
-                log.warning("meter %s: what auto found was not stored: %s", meter, exc)
+                done = "dropped from" if found is None else "kept in"
+                log.warning(
+                    "meter %s: what auto found was not %s the storage: %s", meter, done, exc
+                )
 
     async def close(self) -> None:
         """Store what is pending (what the storage refuses is spilled: :attr:`unstored`), close
@@ -559,7 +566,7 @@ class Collector:
                     timed = self._gates.at(start_at, stop)
                 try:
                     gate = timed.gate if timed is not None else None
-                    return await judged_readout(
+                    record = await judged_readout(
                         meter.name,
                         slot,
                         reader,
@@ -568,6 +575,8 @@ class Collector:
                         history=self.history,
                         kmp_history=self.kmp_history,
                     )
+                    self.protocols.readout_ended(meter.name, None)
+                    return record
                 except GateClosed:
                     return None
                 except (Exception, asyncio.CancelledError) as exc:
@@ -582,4 +591,6 @@ class Collector:
                         clock_start, mono_start = timed.opened_at, timed.gate.opened_mono
         except (Kamstrup382Error, OSError) as exc:
             duration = time.monotonic() - mono_start
+            if self.protocols.readout_ended(meter.name, exc):  # auto: detected again
+                await self._remember_protocol(meter.name, None)
             return failure_record(meter.name, slot, exc, self.clock.now(), duration)

@@ -7,6 +7,12 @@ answered is logged with what each try took, and kept for every later readout (an
 storage, across restarts: :meth:`ProtocolFinder.load`). When nothing answers, the readout fails
 with the detection's error (a ``timeout``, naming each try) and the next readout tries again.
 
+A meter found once may change: another meter on its port (a 382 with the optical mode A head
+replaced by a 382Lx7 speaking KMP), or a gateway set to another speed. What was found is then
+asked and nothing answers: after :data:`SILENT_READOUTS` readouts in a row that each ended in a
+timeout before the first byte (:meth:`ProtocolFinder.readout_ended`), the finding is forgotten,
+here and in the storage, and the next readout detects again.
+
 The finder knows the meters configured (:meth:`ProtocolFinder.configure`, at each reload): a
 meter whose settings change, or that is removed, is forgotten (:meth:`ProtocolFinder.forget`)
 and detected again at its next readout. What a detection finds is kept (and told to
@@ -29,9 +35,13 @@ from kamstrup382.collector.kmp_config import KmpSettings, MeterProtocol
 from kamstrup382.errors import ReadTimeout
 from kamstrup382.reader.detect import KMP_LINES, detect
 
-__all__ = ["Found", "OnFound", "ProtocolFinder", "from_stored", "stored"]
+__all__ = ["SILENT_READOUTS", "Found", "OnFound", "ProtocolFinder", "from_stored", "stored"]
 
 log = logging.getLogger(__name__)
+
+#: Readouts in a row that heard nothing (a timeout before the first byte) after which what was
+#: found for a meter is forgotten and the meter detected again.
+SILENT_READOUTS = 3
 
 #: What a meter was found to speak: ``("iec", None)`` or ``("kmp", (baud, stop_bits))``.
 Found = tuple[str, tuple[int, int] | None]
@@ -75,6 +85,8 @@ class ProtocolFinder:
         self.on_found = on_found
         self._meters = {m.name: m for m in meters}
         self._found: dict[str, Found] = {}
+        #: Per meter with a finding, the readouts in a row that heard nothing (none: 0).
+        self._silent: dict[str, int] = {}
         #: Only the meters a readout holds or waits on (freed by the last one out).
         self._turns: dict[str, _Turns] = {}
 
@@ -97,9 +109,36 @@ class ProtocolFinder:
         detected again at its next readout, and a detection still running for it is not kept."""
         for meter in meters:
             self._found.pop(meter, None)
+            self._silent.pop(meter, None)
             turns = self._turns.get(meter)
             if turns is not None:
                 turns.generation += 1
+
+    def readout_ended(self, meter: str, error: BaseException | None) -> bool:
+        """A readout of ``meter`` with what was found for it ended, with ``error`` or none.
+        True when the finding is now forgotten: the readouts in a row that heard nothing
+        (:class:`~kamstrup382.errors.ReadTimeout` before the first byte) reached
+        :data:`SILENT_READOUTS`."""
+        if meter not in self._found:
+            return False
+        heard_nothing = isinstance(error, ReadTimeout) and error.received == 0
+        if not heard_nothing:
+            self._silent.pop(meter, None)
+            return False
+        silent = self._silent.get(meter, 0) + 1
+        if silent < SILENT_READOUTS:
+            self._silent[meter] = silent
+            return False
+        protocol, line = self._found[meter]
+        shown = protocol if line is None else f"{protocol} at {line[0]} baud"
+        log.warning(
+            "meter %s: auto: nothing answered %s in %d readouts in a row: detecting again",
+            meter,
+            shown,
+            silent,
+        )
+        self.forget([meter])
+        return True
 
     def busy(self) -> frozenset[str]:
         """The meters a readout holds or waits on the finder for now."""

@@ -183,6 +183,10 @@ class Storage(abc.ABC):
         """What :meth:`remember_protocol` kept for each of ``meters`` (protocol, baud); meters
         without an entry are left out."""
 
+    @abc.abstractmethod
+    def forget_protocols(self, meters: Sequence[str]) -> None:
+        """Drop what :meth:`remember_protocol` kept for ``meters`` (to be detected again)."""
+
     # -- announcements (what an output announced; see storage/announcements.py) ---------------
     @abc.abstractmethod
     def announce(

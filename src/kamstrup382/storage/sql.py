@@ -336,6 +336,17 @@ class SqlStorage(Announcements, PowerTable, Storage, Generic[ConnT]):
         )
         return {m: (protocol, None if baud is None else int(baud)) for m, protocol, baud in rows}
 
+    def forget_protocols(self, meters: Sequence[str]) -> None:
+        sql = (
+            f"DELETE FROM meter_protocols WHERE meter IN (SELECT name FROM {self.dialect.names} n)"
+        )
+        names = self.dialect.list_param(sorted(set(meters)))
+
+        def run(conn: ConnT) -> None:
+            conn.execute(sql, (names,))
+
+        self._transaction("forgetting meters' protocols", run)
+
     # -- reading ---------------------------------------------------------------------------------
     def meters(self) -> list[str]:
         sql = (
