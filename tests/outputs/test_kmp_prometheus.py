@@ -92,7 +92,8 @@ async def test_kmp_meter_info_up_and_readout_counters(output: PrometheusOutput) 
     assert value(successes, "kamstrup382_readout_successes_total", meter="flat") == 1
     assert value(families["kamstrup382_up"][1], "kamstrup382_up", meter="flat") == 1
     fleet = families["kamstrup382_fleet_readout_duration_seconds"][1]
-    assert value(fleet, "kamstrup382_fleet_readout_duration_seconds_count") == 1
+    assert value(fleet, "kamstrup382_fleet_readout_duration_seconds_count", protocol="kmp") == 1
+    assert not [s for s in fleet if s.labels.get("protocol") == "iec"]  # no mode A readout yet
     # a failed KMP readout: up 0, counted by its kind (every kind at 0 from the start)
     await output.publish([], [failure("flat", 2, kind="crc")])
     families = await scrape(output)

@@ -22,7 +22,15 @@ from kamstrup382.storage import MISSED, Storage
 from .helpers import failure, reading
 from .scrape import Families, promtool_check_metrics, scrape, scrape_text, value
 
-ALLOWED_LABELS = {"meter", "tariff", "period", "kind", "le", "phase"}
+ALLOWED_LABELS = {
+    "meter",
+    "tariff",
+    "period",
+    "kind",
+    "le",
+    "phase",
+    "protocol",
+}  # protocol: iec, kmp
 #: the labels of the info metrics
 INFO_LABELS = {
     "kamstrup382_meter_info": {
@@ -294,10 +302,10 @@ async def test_per_meter_histograms_are_optional_the_fleet_one_is_not(
     assert ("kamstrup382_readout_duration_seconds" in families) is per_meter
     kind, samples = families["kamstrup382_fleet_readout_duration_seconds"]
     assert kind == "histogram"
-    assert value(samples, "kamstrup382_fleet_readout_duration_seconds_count") == 2
-    assert value(samples, "kamstrup382_fleet_readout_duration_seconds_sum") == pytest.approx(
-        6.5 + 6.51
-    )
+    assert value(samples, "kamstrup382_fleet_readout_duration_seconds_count", protocol="iec") == 2
+    assert value(
+        samples, "kamstrup382_fleet_readout_duration_seconds_sum", protocol="iec"
+    ) == pytest.approx(6.5 + 6.51)
 
 
 async def test_the_outbox_backlog_per_output(storage: Storage) -> None:

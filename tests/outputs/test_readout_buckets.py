@@ -59,10 +59,12 @@ async def test_kmp_and_mode_a_readouts_land_in_buckets_of_their_own(
     assert value(samples, f"{PER_METER}_bucket", meter="house", le=le(0.5)) == 0
     assert value(samples, f"{PER_METER}_bucket", meter="house", le=le(6.0)) == 0
     assert value(samples, f"{PER_METER}_bucket", meter="house", le=le(7.0)) == 1
-    _, fleet = families[FLEET]
-    assert value(fleet, f"{FLEET}_bucket", le=le(0.4)) == 1
-    assert value(fleet, f"{FLEET}_bucket", le=le(0.5)) == 2
-    assert value(fleet, f"{FLEET}_bucket", le=le(7.0)) == 4
+    _, fleet = families[FLEET]  # each protocol's readouts apart
+    assert value(fleet, f"{FLEET}_bucket", protocol="kmp", le=le(0.4)) == 1
+    assert value(fleet, f"{FLEET}_bucket", protocol="kmp", le=le(0.5)) == 2
+    assert value(fleet, f"{FLEET}_bucket", protocol="kmp", le=le(7.0)) == 3
+    assert value(fleet, f"{FLEET}_bucket", protocol="iec", le=le(6.0)) == 0
+    assert value(fleet, f"{FLEET}_bucket", protocol="iec", le=le(7.0)) == 1
 
 
 async def test_a_collected_kmp_readout_lands_in_a_bucket_of_its_own(tmp_path: Path) -> None:

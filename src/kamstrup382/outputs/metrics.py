@@ -125,7 +125,9 @@ FAMILIES: Mapping[str, Family] = {
     "fleet_duration": Family(
         "kamstrup382_fleet_readout_duration_seconds",
         _H,
-        "Duration of each successful readout of every meter, from request to last byte",
+        "Duration of each successful readout of every meter, from request to last byte, by "
+        "protocol (iec: mode A, kmp)",
+        ("protocol",),
     ),
     "build_info": Family(
         "kamstrup382_build_info",

@@ -517,7 +517,7 @@ class PrometheusOutput(Output):
         for record in readings:  # mode A and KMP alike
             self._note(record)
             self._counter("successes").labels(record.meter).inc()
-            fleet.observe(record.duration)
+            fleet.labels(record.protocol).observe(record.duration)
             if duration is not None:
                 duration.labels(record.meter).observe(record.duration)
         for failure in failures:
